@@ -1,0 +1,38 @@
+"""pyrovae: variational autoencoders the Pyro way.
+
+The generative model p(z) p(x|z) is a Pyro model, q(z|x) an amortized guide, and SVI trains
+both; models are evaluated by importance-sampled estimates of log p(x) and a ladder of bounds.
+Any model/guide pair whose per-datapoint sites live in ``pyro.plate("data", N)`` works with
+every trainer, estimator and evaluator here.
+"""
+
+from . import datasets, estimators, handlers, likelihoods, nn, plots, priors
+from .datasets import VAEDataset, as_dataset, load
+from .errors import ConfigError, DataError, PyroVAEError, TrainingError
+from .estimators import estimator
+from .training import FitResult, Trainer, fit
+from .vae import VAE
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VAE",
+    "ConfigError",
+    "DataError",
+    "FitResult",
+    "PyroVAEError",
+    "Trainer",
+    "TrainingError",
+    "VAEDataset",
+    "as_dataset",
+    "datasets",
+    "estimator",
+    "estimators",
+    "fit",
+    "handlers",
+    "likelihoods",
+    "load",
+    "nn",
+    "plots",
+    "priors",
+]

@@ -1,0 +1,252 @@
+"""The ``pyrovae`` command line: ``train``, ``sample``, ``reconstruct`` and ``evaluate``.
+
+Usage errors (unknown names, bad options, missing data, a run directory that would be
+overwritten) print one message naming the problem and its fix and exit with status 2; a run
+that fails (a NaN loss) exits with status 1. No traceback is shown for either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import ConfigError, PyroVAEError
+
+_RESULTS = "results.json"
+
+
+def _hidden(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"hidden sizes must be integers separated by commas, not {text!r}"
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"hidden sizes must be positive integers, not {text!r}")
+    return sizes
+
+
+def _optional(kind):
+    def parse(text: str):
+        return None if text.lower() in ("none", "null", "") else kind(text)
+
+    return parse
+
+
+def _add_train(sub) -> argparse.ArgumentParser:
+    from .datasets import NAMES
+    from .estimators import ESTIMATORS
+    from .likelihoods import LIKELIHOODS
+    from .nn import ACTIVATIONS, NETWORKS
+    from .priors import PRIORS
+
+    p = sub.add_parser(
+        "train",
+        help="train a VAE and write a run directory",
+        description="Train a VAE by SVI. Writes config.json, a checkpoint every epoch, history.csv, "
+        "figures (samples, reconstructions, learning curves) and results.json with the test bound.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--config", metavar="FILE", help="read options from a JSON file (flags override it)")
+    p.add_argument("--run-dir", help="output directory (default: runs/DATASET-TIMESTAMP)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    p.add_argument("--overwrite", action="store_true", help="start a new run in a non-empty --run-dir")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--test-samples",
+        type=int,
+        default=1000,
+        metavar="K",
+        help="importance samples per test image for the final log p(x) estimate (0: skip)",
+    )
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=NAMES, help="data set (default: digits, bundled with scikit-learn)")
+    g.add_argument("--data-root", help="directory with the data files")
+    g.add_argument("--download", action="store_true", default=None, help="download missing data files")
+    g.add_argument(
+        "--binarize", type=_optional(str), help="dynamic, threshold or none (default: per data set)"
+    )
+    g = p.add_argument_group("model")
+    g.add_argument("--likelihood", choices=LIKELIHOODS)
+    g.add_argument("--likelihood-scale", type=float, help="Gaussian likelihood's (initial) scale")
+    g.add_argument("--prior", choices=PRIORS)
+    g.add_argument("--network", choices=NETWORKS)
+    g.add_argument("--latent-dim", type=int)
+    g.add_argument("--hidden", type=_hidden, help="hidden layer sizes, comma separated, e.g. 400 or 300,300")
+    g.add_argument("--activation", choices=sorted(ACTIVATIONS))
+    g = p.add_argument_group("training")
+    g.add_argument("--estimator", choices=sorted(ESTIMATORS))
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--optimizer", choices=("adam", "adamw", "sgd"))
+    g.add_argument("--kl-warmup", type=int, help="epochs of linear KL warm-up (0: none)")
+    g.add_argument("--clip-norm", type=_optional(float), help="clip gradients to this global norm")
+    g.add_argument("--patience", type=_optional(int), help="early stopping patience in epochs")
+    g.add_argument("--seed", type=int)
+    return p
+
+
+def _add_run_command(sub, name: str, help: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        name, help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="directory of a `pyrovae train` run")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--out", metavar="FILE.png", help="where to write the figure (default: in RUN_DIR)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pyrovae", description="Variational autoencoders the Pyro way: train, sample, evaluate."
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+    s = _add_run_command(sub, "sample", "draw images from a trained model's prior and decoder")
+    s.add_argument("--num", type=int, default=100, help="number of samples")
+    r = _add_run_command(sub, "reconstruct", "show data next to their reconstructions")
+    r.add_argument("--split", choices=("train", "valid", "test"), default="test")
+    r.add_argument("--num", type=int, default=20, help="number of images")
+    return p
+
+
+def _train_config(args: argparse.Namespace):
+    from .run import CONFIG, RunConfig
+
+    if args.config:
+        base = RunConfig.read(args.config)
+    elif args.resume and args.run_dir and (Path(args.run_dir) / CONFIG).is_file():
+        base = RunConfig.read(Path(args.run_dir) / CONFIG)
+    else:
+        base = RunConfig()
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)}
+    return dataclasses.replace(base, **{k: v for k, v in flags.items() if v is not None})
+
+
+def train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .run import CONFIG
+    from .training import fit, prepare_run_dir
+
+    config = _train_config(args)
+    run_dir = Path(args.run_dir or f"runs/{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    train_data = config.load_data("train")
+    valid_data = config.load_data("valid")
+    vae = config.build_vae(train_data.event_shape)
+    prepare_run_dir(run_dir, args.resume, args.overwrite)
+    config.write(run_dir / CONFIG)
+    result = fit(
+        vae,
+        train_data,
+        valid_data,
+        estimator=config.estimator,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        optimizer=config.optimizer,
+        kl_warmup=config.kl_warmup,
+        clip_norm=config.clip_norm,
+        patience=config.patience,
+        seed=config.seed,
+        run_dir=run_dir,
+        resume=args.resume,
+        overwrite=not args.resume,  # checked above, before config.json was written
+        progress=not args.no_progress,
+        config={**config.to_dict(), "event_shape": list(train_data.event_shape)},
+    )
+    print(result.summary())
+    test = config.load_data("test")
+    torch.manual_seed(config.seed)
+    results = {"epochs": int(result.history["epoch"].iloc[-1]), "test_size": len(test)}
+    results["test_negative_elbo"] = _test_bound(result, test, config)
+    print(f"test negative ELBO: {results['test_negative_elbo']:.3f} nats per image ({len(test)} images)")
+    _write_results(run_dir, results)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def _test_bound(result, test, config) -> float:
+    from .training import Trainer, _batches
+
+    trainer = Trainer(result.vae, len(test), estimator=config.estimator)
+    return trainer.evaluate(_batches(test, 1000, None), len(test))
+
+
+def _write_results(run_dir: Path, results: dict) -> None:
+    from .io import write_json
+
+    path = run_dir / _RESULTS
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    write_json(path, {**old, **results})
+
+
+def _out_path(args: argparse.Namespace, default: str) -> Path:
+    out = Path(args.out) if args.out else Path(args.run_dir) / default
+    if args.out and out.exists() and not args.overwrite:
+        raise ConfigError(f"{out} exists; pass --overwrite to replace it, or choose another --out")
+    return out
+
+
+def sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import plots
+    from .run import load_run
+
+    if args.num < 1:
+        raise ConfigError("--num must be at least 1")
+    run = load_run(args.run_dir, args.checkpoint)
+    out = _out_path(args, "samples.png")
+    torch.manual_seed(args.seed)
+    plots.image_grid(run.vae.sample(args.num), out, title=f"samples (epoch {run.epoch})")
+    print(f"wrote {out}")
+    return 0
+
+
+def reconstruct(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import plots
+    from .run import load_run
+
+    if args.num < 1:
+        raise ConfigError("--num must be at least 1")
+    run = load_run(args.run_dir, args.checkpoint)
+    out = _out_path(args, f"reconstructions-{args.split}.png")
+    data = run.load_data(args.split)
+    torch.manual_seed(args.seed)
+    x = data.batch(torch.arange(min(args.num, len(data))))
+    plots.reconstructions(x, run.vae.reconstruct(x), out)
+    print(f"wrote {out}")
+    return 0
+
+
+COMMANDS = {"train": train, "sample": sample, "reconstruct": reconstruct}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except PyroVAEError as e:
+        print(f"pyrovae {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(
+            f"pyrovae {args.command}: interrupted; completed epochs are in the last checkpoint",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

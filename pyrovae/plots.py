@@ -1,0 +1,78 @@
+"""Figures written into a run directory as PNG files.
+
+Every function returns the :class:`matplotlib.figure.Figure` and, given ``path``, saves it
+atomically. The Agg backend is used, so no display is needed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+
+
+def save(fig: Figure, path: str | os.PathLike | None) -> Figure:
+    """Save ``fig`` as PNG at ``path`` (atomically) when a path is given; close it either way."""
+    if path is not None:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return fig
+
+
+def as_images(x: torch.Tensor) -> torch.Tensor:
+    """``(N, ...)`` data as ``(N, H, W)`` grey-level or ``(N, H, W, 3)`` colour images, if it can be."""
+    x = x.detach().float().cpu()
+    if x.dim() == 4 and x.shape[1] in (1, 3):
+        return x[:, 0] if x.shape[1] == 1 else x.permute(0, 2, 3, 1)
+    flat = x.reshape(x.shape[0], -1)
+    side = math.isqrt(flat.shape[1])
+    if side * side != flat.shape[1]:
+        raise ValueError(f"cannot show data of shape {tuple(x.shape[1:])} as images")
+    return flat.reshape(-1, side, side)
+
+
+def image_grid(images: torch.Tensor, path=None, *, ncols: int = 10, title: str | None = None) -> Figure:
+    """A grid of images (values in [0, 1])."""
+    images = as_images(images)
+    nrows = max(1, math.ceil(len(images) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 0.9, nrows * 0.9 + (0.4 if title else 0)))
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img in zip(axes.flat, images, strict=False):
+        ax.imshow(img.clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
+    if title:
+        fig.suptitle(title)
+    return save(fig, path)
+
+
+def reconstructions(x: torch.Tensor, recon: torch.Tensor, path=None, *, ncols: int = 10) -> Figure:
+    """Data (odd rows) above their reconstructions (even rows)."""
+    n = min(len(x), len(recon))
+    x, recon = x[:n], recon[:n]
+    rows = []
+    for i in range(0, n, ncols):
+        rows += [x[i : i + ncols], recon[i : i + ncols]]
+    return image_grid(torch.cat(rows), path, ncols=ncols, title="data (odd rows) and reconstructions")
+
+
+def learning_curves(history: pd.DataFrame, path=None) -> Figure:
+    """Training objective and validation bound per epoch, in nats per data point."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(history["epoch"], history["train_loss"], marker="o", label="train (objective)")
+    if "valid_loss" in history and history["valid_loss"].notna().any():
+        ax.plot(history["epoch"], history["valid_loss"], marker="s", label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("negative bound (nats per data point)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save(fig, path)

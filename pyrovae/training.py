@@ -1,0 +1,384 @@
+r"""Minibatch stochastic variational inference (Hoffman et al. 2013; Kingma & Welling 2014).
+
+:func:`fit` maximizes an ELBO-type bound of any model/guide pair whose per-datapoint sites
+live in the ``"data"`` plate. One step draws a minibatch :math:`\mathcal{B}` of the :math:`N`
+data points and descends
+
+.. math:: -\frac{N}{|\mathcal{B}|}\sum_{n \in \mathcal{B}} \mathcal{L}_n(\theta, \phi),
+
+an unbiased estimate of the negative bound of the whole data set, with the gradient taken by
+``estimator.differentiable_loss`` inside an ``ELBO(model, guide)`` module and applied by a torch
+optimizer; data-parallel training can wrap that module unchanged. Reported figures are divided
+by :math:`N`: nats per data point.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyro
+import torch
+from pyro.infer import ELBO
+from pyro.infer.elbo import ELBOModule
+from pyro.infer.util import is_validation_enabled
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import plots
+from .datasets import as_dataset
+from .errors import ConfigError, RunDirError, TrainingError, unknown_name
+from .estimators import estimator as make_estimator
+from .handlers import scale_data, scale_latents
+from .io import load_checkpoint, save_checkpoint, write_text
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+HISTORY = "history.csv"
+
+
+class _Method(nn.Module):
+    """A bound method of ``owner`` as a module, so ``ELBO(model, guide)`` sees ``owner``'s parameters."""
+
+    def __init__(self, owner: nn.Module, name: str):
+        super().__init__()
+        self.owner = owner
+        self.name = name
+
+    def forward(self, *args, **kwargs):
+        return getattr(self.owner, self.name)(*args, **kwargs)
+
+
+def elbo_module(vae: nn.Module, elbo: ELBO) -> ELBOModule:
+    """``elbo(model, guide)`` for a module with ``model`` and ``guide`` methods."""
+    for name in ("model", "guide"):
+        if not callable(getattr(vae, name, None)):
+            raise ConfigError(
+                f"{type(vae).__name__} has no {name}() method; fit() trains a module with model() and "
+                "guide() methods whose per-datapoint sites live in pyro.plate('data', N), like pyrovae.VAE"
+            )
+    return elbo(_Method(vae, "model"), _Method(vae, "guide"))
+
+
+class Trainer:
+    """One SVI step at a time: the loop body of :func:`fit`, exposed for benchmarks and custom loops.
+
+    :param vae: a module with ``model(x)`` and ``guide(x)`` methods.
+    :param num_data: size :math:`N` of the full data set, for the minibatch scale :math:`N/B`.
+    :param estimator: an estimator name or :class:`~pyro.infer.ELBO`.
+    :param lr: learning rate of the torch ``optimizer``.
+    :param clip_norm: clip the gradient's global norm to this value (no clipping if ``None``).
+    """
+
+    def __init__(
+        self,
+        vae: nn.Module,
+        num_data: int,
+        *,
+        estimator: str | ELBO = "elbo",
+        optimizer: str = "adam",
+        lr: float = 1e-3,
+        clip_norm: float | None = None,
+    ):
+        if optimizer not in OPTIMIZERS:
+            raise unknown_name("optimizer", optimizer, OPTIMIZERS)
+        if not (lr > 0):
+            raise ConfigError(f"the learning rate must be positive; got {lr}")
+        self.vae = vae
+        self.num_data = num_data
+        self.elbo = make_estimator(estimator)
+        self.loss_module = elbo_module(vae, self.elbo)
+        self.params = [p for p in self.loss_module.parameters() if p.requires_grad]
+        if not self.params:
+            raise ConfigError(f"{type(vae).__name__} has no trainable parameters")
+        self.optimizer = OPTIMIZERS[optimizer](self.params, lr=lr)
+        self.clip_norm = clip_norm
+        self._validated = False
+
+    def step(self, x: torch.Tensor, beta: float = 1.0) -> float:
+        """One gradient step on the minibatch ``x``; returns its loss in nats per data point.
+
+        The first step runs under Pyro's validation (as the user has set it), so that a model
+        error is reported with Pyro's own message; later steps skip the per-step checks.
+        """
+        with pyro.validation_enabled(is_validation_enabled() and not self._validated):
+            with scale_data(scale=self.num_data / x.shape[0]):
+                if beta == 1.0:
+                    loss = self.loss_module(x)
+                else:
+                    with scale_latents(beta=beta):
+                        loss = self.loss_module(x)
+        self._validated = True
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+        value = loss.item()
+        if math.isfinite(value):
+            self.optimizer.step()
+        return value / self.num_data
+
+    @torch.no_grad()
+    def evaluate(self, batches: Iterator[torch.Tensor], num_data: int) -> float:
+        """The estimator's negative bound on a data set, in nats per data point (β = 1)."""
+        total = 0.0
+        with pyro.validation_enabled(False):
+            for x in batches:
+                total += self.elbo.loss(self.loss_module.model, self.loss_module.guide, x)
+        return total / num_data
+
+
+def _batches(data, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
+    """Minibatches of ``data`` in the order drawn from ``generator`` (in order if ``None``)."""
+    n = len(data)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    fast = hasattr(data, "batch")
+    for i in range(0, n, batch_size):
+        idx = order[i : i + batch_size]
+        if fast:
+            yield data.batch(idx, generator=generator)
+        else:
+            items = [data[int(j)] for j in idx]
+            items = [item[0] if isinstance(item, tuple | list) else item for item in items]
+            yield torch.stack(items)
+
+
+def _check_data(vae: nn.Module, data, what: str) -> None:
+    """Check shape and support of ``data`` against ``vae`` (when it knows how) before any training."""
+    check = getattr(vae, "check_data", None)
+    if check is None:
+        return
+    tensor = getattr(data, "data", None)
+    if getattr(data, "binarize", None) is None and isinstance(tensor, torch.Tensor):
+        check(tensor, what)
+    else:
+        check(next(_batches(data, min(len(data), 1000), None)), what)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """A seed for ``epoch`` of a run seeded with ``seed``: runs are reproducible epoch by epoch, so
+    training 4 epochs straight and 2 epochs + resume for 2 more gives identical parameters."""
+    return (seed * 1_000_003 + epoch) % 2**32
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the trained module, its history and where its files are."""
+
+    vae: nn.Module
+    history: pd.DataFrame
+    run_dir: Path | None = None
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def final_loss(self) -> float:
+        col = "valid_loss" if self.history["valid_loss"].notna().any() else "train_loss"
+        return float(self.history[col].iloc[-1 if self.best_epoch is None else self.best_epoch - 1])
+
+    def to_dataframe(self) -> pd.DataFrame:
+        return self.history.copy()
+
+    def summary(self) -> str:
+        h = self.history
+        lines = [f"{type(self.vae).__name__} trained for {len(h)} epochs"]
+        last = h.iloc[-1]
+        lines.append(f"  final train objective: {last['train_loss']:.3f} nats per data point")
+        if h["valid_loss"].notna().any():
+            best = h["valid_loss"].idxmin()
+            lines.append(
+                f"  best validation bound: {h['valid_loss'][best]:.3f} nats (epoch {int(h['epoch'][best])})"
+            )
+        if self.stopped_early:
+            lines.append("  stopped early: no validation improvement within the patience")
+        if self.run_dir is not None:
+            lines.append(f"  run directory: {self.run_dir}")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+
+def prepare_run_dir(run_dir: str | os.PathLike, resume: bool, overwrite: bool) -> Path:
+    """Create ``run_dir``, refusing to mix a new run into a non-empty directory unless told to."""
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise ConfigError("choose one of resume and overwrite, not both")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"the run directory {run_dir} exists and is a file; choose another path")
+    nonempty = run_dir.is_dir() and any(run_dir.iterdir())
+    if nonempty and not (resume or overwrite):
+        raise RunDirError(
+            f"the run directory {run_dir} is not empty; pass resume=True (--resume) to continue its run, "
+            "overwrite=True (--overwrite) to start afresh there, or choose another directory"
+        )
+    if resume and not (run_dir / CHECKPOINT).is_file():
+        raise RunDirError(f"nothing to resume: {run_dir / CHECKPOINT} does not exist; train without --resume")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def fit(
+    vae: nn.Module,
+    train,
+    valid=None,
+    *,
+    estimator: str | ELBO = "elbo",
+    epochs: int = 10,
+    batch_size: int = 100,
+    lr: float = 1e-3,
+    optimizer: str = "adam",
+    kl_warmup: int = 0,
+    clip_norm: float | None = None,
+    patience: int | None = None,
+    seed: int = 0,
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    plots_every_epoch: bool = False,
+    config: dict | None = None,
+) -> FitResult:
+    """Train ``vae`` (any module with ``model``/``guide`` methods) by minibatch SVI.
+
+    :param train: a tensor, a :class:`~pyrovae.datasets.VAEDataset` or any torch ``Dataset``.
+    :param valid: optional validation data: its bound is computed after every epoch and drives
+        early stopping and the ``best.pt`` checkpoint.
+    :param estimator: estimator name (see :data:`pyrovae.estimators.ESTIMATORS`) or an ELBO.
+    :param kl_warmup: number of epochs over which the KL weight β rises linearly to 1
+        (β = epoch / kl_warmup; Sønderby et al. 2016); 0 for no warm-up.
+    :param clip_norm: gradient clipping by global norm.
+    :param patience: stop after this many epochs without a better validation bound.
+    :param seed: makes the run reproducible (shuffling, binarization and the estimator's draws).
+    :param run_dir: where checkpoints (every epoch, atomically), ``history.csv`` and figures go.
+    :param resume: continue the run in ``run_dir`` from its last checkpoint.
+    :param overwrite: start a new run in a non-empty ``run_dir``.
+    :param config: a JSON-able description of the run, stored in every checkpoint.
+    :raises TrainingError: if the loss becomes NaN or infinite; the last good checkpoint stays.
+    """
+    if epochs < 1 or batch_size < 1:
+        raise ConfigError(f"epochs and batch_size must be at least 1; got {epochs} and {batch_size}")
+    if patience is not None and valid is None:
+        raise ConfigError("early stopping (patience) needs validation data: pass valid=")
+    train = as_dataset(train, name="train")
+    valid = as_dataset(valid, name="valid") if valid is not None else None
+    _check_data(vae, train, "the training data")
+    if valid is not None:
+        _check_data(vae, valid, "the validation data")
+    run_path = prepare_run_dir(run_dir, resume, overwrite) if run_dir is not None else None
+
+    trainer = Trainer(vae, len(train), estimator=estimator, optimizer=optimizer, lr=lr, clip_norm=clip_norm)
+    history: list[dict] = []
+    best, best_epoch, bad_epochs = math.inf, None, 0
+    start = 1
+    if resume:
+        state = load_checkpoint(run_path / CHECKPOINT)
+        vae.load_state_dict(state["model"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        history = [dict(row) for row in state["history"]]
+        best, best_epoch, bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
+        start = state["epoch"] + 1
+        if state["epoch"] >= epochs:
+            raise ConfigError(
+                f"the run in {run_path} has already trained {state['epoch']} epochs; "
+                f"pass a larger epochs (--epochs) than that to resume it"
+            )
+
+    steps = math.ceil(len(train) / batch_size)
+    bar = tqdm(total=(epochs - start + 1) * steps, disable=not progress, unit="step", dynamic_ncols=True)
+    stopped_early = False
+    try:
+        for epoch in range(start, epochs + 1):
+            pyro.set_rng_seed(_epoch_seed(seed, epoch))
+            generator = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
+            beta = min(1.0, epoch / kl_warmup) if kl_warmup > 0 else 1.0
+            bar.set_description(f"epoch {epoch}/{epochs}")
+            total, seen, t0 = 0.0, 0, time.perf_counter()
+            for step, x in enumerate(_batches(train, batch_size, generator), 1):
+                loss = trainer.step(x, beta)
+                if not math.isfinite(loss):
+                    where = (
+                        f" ({run_path / CHECKPOINT} keeps epoch {epoch - 1})"
+                        if run_path and epoch > 1
+                        else ""
+                    )
+                    raise TrainingError(
+                        f"the loss became {loss} at epoch {epoch}, step {step}; training stopped and the "
+                        f"last good checkpoint is kept{where}. Lower the learning rate (--lr), clip "
+                        "gradients (--clip-norm) or check the data for extreme values."
+                    )
+                total += loss * x.shape[0]
+                seen += x.shape[0]
+                bar.update()
+                bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
+            row = {"epoch": epoch, "train_loss": total / seen, "valid_loss": math.nan, "beta": beta}
+            if valid is not None:
+                with torch.random.fork_rng():
+                    torch.manual_seed(_epoch_seed(seed, -epoch))
+                    row["valid_loss"] = trainer.evaluate(_batches(valid, 1000, None), len(valid))
+                bar.set_postfix(loss=f"{row['train_loss']:.2f}", valid=f"{row['valid_loss']:.2f}")
+            row["seconds"] = time.perf_counter() - t0
+            history.append(row)
+            improved = valid is not None and row["valid_loss"] < best
+            if improved:
+                best, best_epoch, bad_epochs = row["valid_loss"], epoch, 0
+            elif valid is not None:
+                bad_epochs += 1
+            if run_path is not None:
+                state = {
+                    "format": "pyrovae-checkpoint",
+                    "version": 1,
+                    "epoch": epoch,
+                    "model": vae.state_dict(),
+                    "optimizer": trainer.optimizer.state_dict(),
+                    "history": history,
+                    "best": best,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                    "config": config or {},
+                }
+                save_checkpoint(run_path / CHECKPOINT, state)
+                if improved:
+                    save_checkpoint(run_path / BEST, state)
+                write_text(run_path / HISTORY, pd.DataFrame(history).to_csv(index=False))
+                if plots_every_epoch:
+                    write_figures(vae, pd.DataFrame(history), run_path, valid if valid is not None else train)
+            if patience is not None and bad_epochs >= patience:
+                stopped_early = True
+                break
+    finally:
+        bar.close()
+
+    notes = []
+    if best_epoch is not None and best_epoch != history[-1]["epoch"]:
+        if run_path is not None:
+            vae.load_state_dict(load_checkpoint(run_path / BEST)["model"])
+            notes.append(f"restored the parameters of the best validation epoch ({best_epoch})")
+        else:
+            notes.append(f"the best validation epoch was {best_epoch}; the parameters are the last epoch's")
+    frame = pd.DataFrame(history)
+    if run_path is not None:
+        write_figures(vae, frame, run_path, valid if valid is not None else train)
+    return FitResult(vae, frame, run_path, best_epoch, stopped_early, notes)
+
+
+def write_figures(vae: nn.Module, history: pd.DataFrame, run_dir: Path, data) -> None:
+    """Learning curves, and samples and reconstructions when ``vae`` has ``sample``/``reconstruct``."""
+    plots.learning_curves(history, run_dir / "learning_curves.png")
+    if hasattr(vae, "sample") and hasattr(vae, "reconstruct"):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            x = next(_batches(data, min(len(data), 20), None))
+            try:
+                plots.image_grid(vae.sample(50), run_dir / "samples.png", title="samples")
+                plots.reconstructions(x, vae.reconstruct(x), run_dir / "reconstructions.png")
+            except ValueError:  # data that cannot be shown as images
+                pass

@@ -1,0 +1,126 @@
+r"""The variational autoencoder as a Pyro model/guide pair (Kingma & Welling 2014; Rezende et al. 2014).
+
+Generative model and amortized guide, for data points :math:`x_n` in the plate ``"data"``:
+
+.. math:: p_\theta(x, z) = \prod_n p(z_n)\, p_\theta(x_n \mid z_n), \qquad
+          q_\phi(z \mid x) = \prod_n \mathcal{N}\big(z_n;\ \mu_\phi(x_n),
+          \operatorname{diag}\sigma_\phi^2(x_n)\big).
+
+Prior, likelihood and networks are arguments, not subclasses. The model and guide follow the
+convention every part of pyrovae relies on: each per-datapoint site lives in
+``pyro.plate("data", N)``, so trainers, estimators and evaluators work on this class and on any
+user-written pair alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pyro
+import torch
+from pyro.nn import PyroModule
+from torch import nn
+
+from .errors import ConfigError, DataError
+from .handlers import DATA_PLATE
+from .likelihoods import Likelihood
+from .likelihoods import likelihood as _likelihood
+from .nn import networks
+from .priors import prior as make_prior
+
+
+class VAE(PyroModule):
+    """A VAE with swappable prior, likelihood and encoder/decoder networks.
+
+    :param event_shape: shape of one data point, e.g. ``(1, 28, 28)`` or ``784``.
+    :param latent_dim: dimension of :math:`z`.
+    :param hidden: hidden layer sizes of the encoder (the decoder uses them reversed).
+    :param activation: nonlinearity between layers (see :data:`pyrovae.nn.ACTIVATIONS`).
+    :param likelihood: a name from :data:`pyrovae.likelihoods.LIKELIHOODS` or a
+        :class:`~pyrovae.likelihoods.Likelihood`.
+    :param prior: a name from :data:`pyrovae.priors.PRIORS` or a prior module.
+    :param network: ``"mlp"`` or ``"conv"`` (image-shaped data), ignored when ``encoder`` and
+        ``decoder`` are given.
+    :param encoder: a module mapping ``x -> (loc, scale)`` of :math:`q(z\\mid x)`.
+    :param decoder: a module mapping ``z -> likelihood parameters`` of shape ``event_shape``.
+    :param likelihood_scale: standard deviation of a Gaussian likelihood (initial value if learned).
+    """
+
+    def __init__(
+        self,
+        event_shape: int | Sequence[int] = (1, 28, 28),
+        latent_dim: int = 50,
+        hidden: Sequence[int] = (400,),
+        activation: str = "softplus",
+        likelihood: str | Likelihood = "bernoulli",
+        prior: str | nn.Module = "normal",
+        network: str = "mlp",
+        encoder: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+        likelihood_scale: float = 1.0,
+    ):
+        super().__init__()
+        self.event_shape = torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
+        if latent_dim < 1 or math.prod(self.event_shape) < 1:
+            raise ConfigError(f"latent_dim and event_shape must be positive; got {latent_dim}, {event_shape}")
+        self.latent_dim = latent_dim
+        if (encoder is None) != (decoder is None):
+            raise ConfigError("pass both encoder and decoder, or neither (to build them from network=...)")
+        if encoder is None:
+            encoder, decoder = networks(network, self.event_shape, latent_dim, hidden, activation)
+        self.encoder = encoder
+        self.decoder = decoder
+        self.likelihood = (
+            likelihood
+            if isinstance(likelihood, Likelihood)
+            else _likelihood(likelihood, self.event_shape, likelihood_scale)
+        )
+        self.prior = make_prior(prior, latent_dim) if isinstance(prior, str) else prior
+
+    def _plate_size(self, x: torch.Tensor | None, batch_size: int | None) -> int:
+        if x is None:
+            if batch_size is None:
+                raise ConfigError("VAE.model needs data x, or batch_size to sample without data")
+            return batch_size
+        if x.shape[-len(self.event_shape) :] != self.event_shape or x.dim() != len(self.event_shape) + 1:
+            raise DataError(
+                f"data of shape {tuple(x.shape)} does not match the model: expected (batch, "
+                f"{', '.join(map(str, self.event_shape))}). Reshape the data, or build the VAE with "
+                f"event_shape={tuple(x.shape[1:])}."
+            )
+        return x.shape[0]
+
+    def model(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> torch.Tensor:
+        """:math:`z_n \\sim p(z)`, :math:`x_n \\sim p_\\theta(x \\mid z_n)`; returns the decoder's output."""
+        n = self._plate_size(x, batch_size)
+        with pyro.plate(DATA_PLATE, n):
+            z = pyro.sample("z", self.prior((n,)))
+            params = self.decoder(z)
+            pyro.sample("x", self.likelihood(params).to_event(len(self.event_shape)), obs=x)
+        return params
+
+    def guide(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> torch.Tensor:
+        """:math:`z_n \\sim q_\\phi(z \\mid x_n)`, a diagonal Gaussian from the encoder."""
+        n = self._plate_size(x, batch_size)
+        with pyro.plate(DATA_PLATE, n):
+            loc, scale = self.encoder(x)
+            return pyro.sample("z", pyro.distributions.Normal(loc, scale).to_event(1))
+
+    @torch.no_grad()
+    def sample(self, num_samples: int) -> torch.Tensor:
+        """The likelihood means of ``num_samples`` draws :math:`z \\sim p(z)`: images to look at."""
+        z = self.prior((num_samples,)).sample()
+        return self.likelihood.mean(self.decoder(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """The likelihood mean at the guide's mean code, :math:`\\mathbb{E}[x \\mid z = \\mu_\\phi(x)]`."""
+        self._plate_size(x, None)
+        loc, _ = self.encoder(x)
+        return self.likelihood.mean(self.decoder(loc))
+
+    def check_data(self, x: torch.Tensor, what: str = "data") -> None:
+        """Check shape and support of ``x`` against this model, with a message that says how to fix it."""
+        self._plate_size(x, None)
+        self.likelihood.check(x, what)
