@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -104,6 +103,45 @@ def _add_run_command(sub, name: str, help: str) -> argparse.ArgumentParser:
     return p
 
 
+def _ks(text: str) -> list[int]:
+    try:
+        ks = sorted({int(s) for s in text.split(",") if s.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--bounds takes integers separated by commas, not {text!r}"
+        ) from None
+    if not ks or ks[0] < 1:
+        raise argparse.ArgumentTypeError(f"--bounds takes positive integers, not {text!r}")
+    return ks
+
+
+def _add_evaluate(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "evaluate",
+        help="estimate log p(x) per data point and the ladder of bounds",
+        description="Importance-sampled log p(x) of every data point of a split, with standard errors, "
+        "effective sample sizes and PSIS k-hat, and the ladder ELBO <= IWAE-k. Writes "
+        "evaluation-SPLIT.json (summary), .csv and .nc (per data point) and bounds-SPLIT.png into RUN_DIR.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="directory of a `pyrovae train` run")
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test")
+    p.add_argument("--num-samples", type=int, default=5000, help="importance samples K per data point")
+    p.add_argument(
+        "--bounds",
+        type=_ks,
+        default=[1, 10, 100, 1000, 5000],
+        metavar="K1,K2,...",
+        help="k of the IWAE-k rows of the ladder (k = 1 is the ELBO)",
+    )
+    p.add_argument("--limit", type=int, help="evaluate only the first N data points of the split")
+    p.add_argument("--max-memory", type=float, default=512, metavar="MiB", help="memory for one chunk")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pyrovae", description="Variational autoencoders the Pyro way: train, sample, evaluate."
@@ -115,6 +153,7 @@ def parser() -> argparse.ArgumentParser:
     r = _add_run_command(sub, "reconstruct", "show data next to their reconstructions")
     r.add_argument("--split", choices=("train", "valid", "test"), default="test")
     r.add_argument("--num", type=int, default=20, help="number of images")
+    _add_evaluate(sub)
     return p
 
 
@@ -132,8 +171,10 @@ def _train_config(args: argparse.Namespace):
 
 
 def train(args: argparse.Namespace) -> int:
+    import pyro
     import torch
 
+    from .io import write_json
     from .run import CONFIG
     from .training import fit, prepare_run_dir
 
@@ -141,9 +182,11 @@ def train(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir or f"runs/{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     train_data = config.load_data("train")
     valid_data = config.load_data("valid")
+    pyro.set_rng_seed(config.seed)  # the initial parameters too are determined by the seed
     vae = config.build_vae(train_data.event_shape)
     prepare_run_dir(run_dir, args.resume, args.overwrite)
-    config.write(run_dir / CONFIG)
+    if not args.resume:  # a resumed run's config.json is updated once it has trained
+        config.write(run_dir / CONFIG)
     result = fit(
         vae,
         train_data,
@@ -163,13 +206,31 @@ def train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         config={**config.to_dict(), "event_shape": list(train_data.event_shape)},
     )
+    config.write(run_dir / CONFIG)
     print(result.summary())
     test = config.load_data("test")
     torch.manual_seed(config.seed)
     results = {"epochs": int(result.history["epoch"].iloc[-1]), "test_size": len(test)}
     results["test_negative_elbo"] = _test_bound(result, test, config)
     print(f"test negative ELBO: {results['test_negative_elbo']:.3f} nats per image ({len(test)} images)")
-    _write_results(run_dir, results)
+    if args.test_samples > 0:
+        from .importance import log_likelihood
+
+        ll = log_likelihood(
+            result.vae.model,
+            result.vae.guide,
+            test,
+            args.test_samples,
+            seed=config.seed,
+            progress=not args.no_progress,
+        )
+        results[f"test_nll_is{args.test_samples}"] = ll.nll
+        results[f"test_nll_is{args.test_samples}_stderr"] = ll.stderr
+        print(
+            f"test log p(x), importance sampled with K = {args.test_samples}: "
+            f"{ll.mean:.3f} ± {ll.stderr:.3f} nats per image (NLL {ll.nll:.3f})"
+        )
+    write_json(run_dir / _RESULTS, results)
     print(f"run directory: {run_dir}")
     return 0
 
@@ -179,14 +240,6 @@ def _test_bound(result, test, config) -> float:
 
     trainer = Trainer(result.vae, len(test), estimator=config.estimator)
     return trainer.evaluate(_batches(test, 1000, None), len(test))
-
-
-def _write_results(run_dir: Path, results: dict) -> None:
-    from .io import write_json
-
-    path = run_dir / _RESULTS
-    old = json.loads(path.read_text()) if path.is_file() else {}
-    write_json(path, {**old, **results})
 
 
 def _out_path(args: argparse.Namespace, default: str) -> Path:
@@ -230,7 +283,59 @@ def reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": train, "sample": sample, "reconstruct": reconstruct}
+def evaluate(args: argparse.Namespace) -> int:
+    import torch
+    import xarray as xr
+
+    from .bounds import bounds
+    from .io import atomic_path, write_json, write_text
+    from .run import load_run
+
+    if args.num_samples < 1:
+        raise ConfigError("--num-samples must be at least 1")
+    if max(args.bounds) > args.num_samples:
+        raise ConfigError(
+            f"--bounds asks for k = {max(args.bounds)} but --num-samples is {args.num_samples}; "
+            "raise --num-samples or drop the larger k"
+        )
+    run = load_run(args.run_dir, args.checkpoint)
+    data = run.load_data(args.split)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise ConfigError("--limit must be at least 1")
+        data = data.batch(torch.arange(min(args.limit, len(data))))
+    ladder = bounds(
+        run.vae.model,
+        run.vae.guide,
+        data,
+        ks=sorted({*args.bounds, args.num_samples}),
+        seed=args.seed,
+        progress=not args.no_progress,
+        max_memory=int(args.max_memory * 2**20),
+    )
+    ll = ladder.log_likelihood
+    stem = Path(args.run_dir) / f"evaluation-{args.split}"
+    summary = {
+        "split": args.split,
+        "checkpoint": args.checkpoint,
+        "epoch": run.epoch,
+        "seed": args.seed,
+        "log_likelihood": ll.to_json_dict(),
+        "bounds": ladder.to_json_dict(),
+    }
+    write_json(stem.with_suffix(".json"), summary)
+    table = ll.to_dataframe().join(ladder.to_dataframe())
+    write_text(stem.with_suffix(".csv"), table.to_csv())
+    with atomic_path(stem.with_suffix(".nc")) as tmp:
+        xr.merge([ll.to_xarray(), ladder.to_xarray()], combine_attrs="drop").to_netcdf(tmp, engine="h5netcdf")
+    ladder.plot(Path(args.run_dir) / f"bounds-{args.split}.png")
+    print(ll.summary())
+    print(ladder.summary())
+    print(f"wrote {stem}.json, .csv, .nc and bounds-{args.split}.png")
+    return 0
+
+
+COMMANDS = {"train": train, "sample": sample, "reconstruct": reconstruct, "evaluate": evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import is_validation_enabled, torch_item
-from pyro.poutine.util import site_is_subsample
+from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 from .errors import ConfigError, unknown_name
 
@@ -21,12 +21,23 @@ from .errors import ConfigError, unknown_name
 def _log_prob_sum(trace) -> torch.Tensor:
     """The scaled log-density summed over a trace's sample sites (plates' subsample sites excluded)."""
     total = 0.0
-    for site in trace.nodes.values():
-        if site["type"] == "sample" and not site_is_subsample(site):
-            total = (
-                total + scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"]).sum()
-            )
+    for term in _site_log_prob_sums(trace):
+        total = total + term
     return total
+
+
+def _site_log_prob_sums(trace) -> list[torch.Tensor]:
+    """The summed, scaled log-density of each of a trace's sample sites, in trace order."""
+    return [
+        scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"]).sum()
+        for site in trace.nodes.values()
+        if site["type"] == "sample" and not site_is_subsample(site)
+    ]
+
+
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in double precision (where the device has it), as Pyro adds site sums as Python floats."""
+    return t if t.device.type == "mps" else t.double()
 
 
 class TraceELBO(Trace_ELBO):
@@ -58,7 +69,18 @@ class TraceELBO(Trace_ELBO):
             if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
         )
         if reparameterized:
-            return _log_prob_sum(guide_trace) - _log_prob_sum(model_trace)
+            model_terms, guide_terms = _site_log_prob_sums(model_trace), _site_log_prob_sums(guide_trace)
+            surrogate, value = 0.0, 0.0
+            for term in model_terms:
+                surrogate, value = surrogate + term, value + _wide(term.detach())
+            for term in guide_terms:
+                surrogate, value = surrogate - term, value - _wide(term.detach())
+            # Pyro's value (the site sums added in double precision, rounded once) with the
+            # surrogate's gradient; no item() calls, so no device synchronization
+            return (-value).to(surrogate.dtype) - (surrogate - surrogate.detach())
+        # as Pyro's get_importance_trace: without the plates' subsample sites, which the score
+        # function terms' plate bookkeeping does not expect
+        model_trace, guide_trace = prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
         model_trace.compute_log_prob()
         guide_trace.compute_score_parts()
         loss, surrogate = self._differentiable_loss_particle(model_trace, guide_trace)
@@ -70,7 +92,8 @@ class TraceELBO(Trace_ELBO):
             return super().loss(model, guide, *args, **kwargs)
         model_trace, guide_trace = traces
         with torch.no_grad():
-            return torch_item(_log_prob_sum(guide_trace) - _log_prob_sum(model_trace))
+            # as Pyro: the two sums over sites, subtracted in double precision
+            return torch_item(_wide(_log_prob_sum(guide_trace)) - _wide(_log_prob_sum(model_trace)))
 
 
 #: name -> (factory, the keyword arguments it accepts)
@@ -83,8 +106,7 @@ ESTIMATORS: dict[str, tuple[Callable[..., ELBO], tuple[str, ...]]] = {
 def estimator(name: str | ELBO, **kwargs) -> ELBO:
     """Build the estimator called ``name`` (see :data:`ESTIMATORS`) with ``kwargs``.
 
-    An :class:`~pyro.infer.ELBO` instance is returned unchanged. Each estimator sees the data
-    plate's size through ``max_plate_nesting=1`` unless given.
+    An :class:`~pyro.infer.ELBO` instance is returned unchanged.
     """
     if isinstance(name, ELBO):
         if kwargs:

@@ -29,12 +29,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
     try:
         yield Path(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -62,10 +69,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"refusing to load {path}: it carries a pickled Python object, which could run code when "
-            "loaded. pyrovae checkpoints hold tensors and plain data only; re-create the checkpoint with "
-            f"pyrovae, or load it yourself only if you trust its source. ({str(e).splitlines()[0]})"
+            "loaded (or it is not a checkpoint at all). pyrovae checkpoints hold tensors and plain data "
+            "only; re-create the checkpoint with pyrovae, or load it yourself only if you trust its "
+            f"source. ({str(e).splitlines()[0]})"
         ) from None
-    except (RuntimeError, EOFError, OSError) as e:
+    except Exception as e:  # a damaged file raises RuntimeError, EOFError, KeyError, ...
         raise CheckpointError(
             f"cannot read checkpoint {path}: {e}. The file is damaged or not a checkpoint; "
             "delete it and resume from an earlier one, or train again."

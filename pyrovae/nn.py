@@ -144,6 +144,7 @@ def networks(
     network: str, event_shape: Sequence[int], latent_dim: int, hidden: Sequence[int], act: str
 ) -> tuple[nn.Module, nn.Module]:
     """The encoder and decoder of the named ``network`` family (``"mlp"`` or ``"conv"``)."""
+    activation(act)  # an unknown name is an error even where no layer uses it (hidden=())
     if network == "mlp":
         return (
             MLPEncoder(event_shape, latent_dim, hidden, act),

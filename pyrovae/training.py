@@ -274,6 +274,10 @@ def fit(
     if valid is not None:
         _check_data(vae, valid, "the validation data")
     run_path = prepare_run_dir(run_dir, resume, overwrite) if run_dir is not None else None
+    if run_path is not None and not resume:
+        # starting afresh (overwrite): an earlier run's checkpoints must not pass for this run's
+        for name in (CHECKPOINT, BEST, HISTORY):
+            (run_path / name).unlink(missing_ok=True)
 
     trainer = Trainer(vae, len(train), estimator=estimator, optimizer=optimizer, lr=lr, clip_norm=clip_norm)
     history: list[dict] = []
@@ -281,16 +285,16 @@ def fit(
     start = 1
     if resume:
         state = load_checkpoint(run_path / CHECKPOINT)
-        vae.load_state_dict(state["model"])
-        trainer.optimizer.load_state_dict(state["optimizer"])
-        history = [dict(row) for row in state["history"]]
-        best, best_epoch, bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
-        start = state["epoch"] + 1
         if state["epoch"] >= epochs:
             raise ConfigError(
                 f"the run in {run_path} has already trained {state['epoch']} epochs; "
                 f"pass a larger epochs (--epochs) than that to resume it"
             )
+        vae.load_state_dict(state["model"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        history = [dict(row) for row in state["history"]]
+        best, best_epoch, bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
+        start = state["epoch"] + 1
 
     steps = math.ceil(len(train) / batch_size)
     bar = tqdm(total=(epochs - start + 1) * steps, disable=not progress, unit="step", dynamic_ncols=True)

@@ -1,0 +1,313 @@
+r"""A ladder of stochastic lower bounds on :math:`\log p(x)`, per data point.
+
+From :math:`K` importance log-weights :math:`\log w_k = \log p(x, z_k) - \log q(z_k \mid x)`,
+:math:`z_k \sim q(\cdot \mid x)`, the IWAE-:math:`k` bound (Burda, Grosse & Salakhutdinov 2015)
+
+.. math:: \mathcal{L}_k(x) = \mathbb{E}\Big[\log \frac1k \sum_{i=1}^k w_i\Big]
+
+is estimated for each :math:`k` in a list by averaging :math:`\log \frac1k \sum_i w_i` over the
+:math:`\lfloor K/k \rfloor` disjoint groups of :math:`k` draws. :math:`\mathcal L_1` is the
+ELBO, and in expectation
+
+.. math:: \mathrm{ELBO} = \mathcal{L}_1 \le \mathcal{L}_k \le \mathcal{L}_{k+1} \le \log p(x).
+
+Where every latent site has a closed-form KL divergence, the ELBO is also estimated as
+:math:`\mathbb{E}_q[\log p(x \mid z)] - \mathrm{KL}(q \,\|\, p)`, as Pyro's
+:class:`~pyro.infer.TraceMeanField_ELBO` does.
+
+The result keeps its rows in an ordered mapping, so that other estimators (annealed importance
+sampling, bidirectional Monte Carlo) can add theirs.
+
+References:
+
+- Y. Burda, R. Grosse and R. Salakhutdinov (2015), "Importance Weighted Autoencoders", ICLR 2016.
+- D. P. Kingma and M. Welling (2014), "Auto-Encoding Variational Bayes", ICLR.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .errors import ConfigError
+from .importance import LogLikelihood, _Sweep, seeded
+from .io import atomic_path
+
+__all__ = ["Bounds", "bounds", "iwae_bounds"]
+
+#: name of the row holding the analytic-KL ELBO
+ANALYTIC_ELBO = "ELBO (analytic KL)"
+_SWEEP_OPTIONS = {
+    "data_plate",
+    "batch_size",
+    "particle_batch_size",
+    "max_memory",
+    "model_args",
+    "model_kwargs",
+}
+
+
+def _row_name(k: int) -> str:
+    return "ELBO" if k == 1 else f"IWAE-{k}"
+
+
+def iwae_bounds(log_weights: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
+    r"""Estimates of the IWAE-:math:`k` bounds from a ``(B, K)`` block of log-weights.
+
+    For each :math:`k` the first :math:`g k` draws, :math:`g = \lfloor K/k \rfloor`, are split
+    into :math:`g` disjoint groups and the estimate is the mean over groups of
+    :math:`\log \frac1k \sum_{i \in \text{group}} w_i`. Returns a float64 ``(B, len(ks))`` tensor.
+    """
+    lw = log_weights.detach().to(device="cpu", dtype=torch.float64)
+    batch, num_samples = lw.shape
+    columns = []
+    for k in ks:
+        groups = num_samples // k
+        grouped = lw[:, : groups * k].reshape(batch, groups, k)
+        columns.append((torch.logsumexp(grouped, -1) - math.log(k)).mean(-1))
+    return torch.stack(columns, -1)
+
+
+@dataclass(repr=False)
+class Bounds:
+    r"""Per-datapoint bounds on :math:`\log p(x)`, in nats, from :func:`bounds`.
+
+    :ivar dict values: ordered mapping of bound name to an ``(N,)`` float64 tensor.
+    :ivar dict ks: for the IWAE rows (the ELBO included), bound name to :math:`k`.
+    :ivar int num_samples: :math:`K`, the importance samples drawn per data point.
+    :ivar list notes: remarks for the summary, e.g. why a row was omitted.
+    :ivar LogLikelihood log_likelihood: the IWAE-:math:`K` estimate with its diagnostics.
+    :ivar float elapsed: wall time in seconds.
+    """
+
+    values: dict[str, torch.Tensor]
+    ks: dict[str, int]
+    num_samples: int
+    notes: list[str] = field(default_factory=list)
+    log_likelihood: LogLikelihood | None = None
+    elapsed: float = 0.0
+
+    def add(self, name: str, values: torch.Tensor, note: str | None = None) -> None:
+        """Add a row ``name`` of ``(N,)`` per-datapoint values (e.g. from AIS), with an optional note."""
+        values = torch.as_tensor(values, dtype=torch.float64).flatten()
+        if values.shape != (self.num_data,):
+            raise ConfigError(f"row {name!r} has {values.numel()} values for {self.num_data} data points")
+        self.values[name] = values
+        if note:
+            self.notes.append(note)
+
+    @property
+    def names(self) -> list[str]:
+        """Row names, in order."""
+        return list(self.values)
+
+    @property
+    def num_data(self) -> int:
+        """Number of data points :math:`N`."""
+        return next(iter(self.values.values())).shape[0]
+
+    @property
+    def iwae(self) -> torch.Tensor:
+        """``(N, len(ks))`` per-datapoint IWAE-:math:`k` estimates, in the order of :attr:`ks`."""
+        return torch.stack([self.values[name] for name in self.ks], -1)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.values[name]
+
+    def mean(self, name: str) -> float:
+        """Mean of row ``name`` over the data points."""
+        return float(self.values[name].mean())
+
+    def stderr(self, name: str) -> float:
+        r"""Standard error of :meth:`mean` across data points, :math:`\mathrm{sd}/\sqrt N`."""
+        if self.num_data < 2:
+            return math.nan
+        return float(self.values[name].std() / math.sqrt(self.num_data))
+
+    def summary(self) -> str:
+        """The ladder as a readable table: bound, mean and standard error in nats."""
+        width = max(len(name) for name in self.values)
+        lines = [
+            f"bounds on log p(x), nats: N = {self.num_data} data points, K = {self.num_samples} "
+            "draws per data point",
+            f"  {'bound':<{width}}  {'mean':>12}  {'± se':>8}",
+        ]
+        for name in self.values:
+            lines.append(f"  {name:<{width}}  {self.mean(name):12.3f}  {self.stderr(name):8.3f}")
+        lines += [f"  note: {note}" for note in self.notes]
+        lines.append(f"  elapsed {self.elapsed:.1f} s")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    __str__ = __repr__
+
+    def to_dataframe(self):
+        """A :class:`pandas.DataFrame`, one row per data point, one column per bound."""
+        import pandas as pd
+
+        columns = {name: v.cpu().numpy() for name, v in self.values.items()}
+        return pd.DataFrame(columns, index=pd.RangeIndex(self.num_data, name="datapoint"))
+
+    def to_xarray(self):
+        """An :class:`xarray.Dataset` with a ``(bound, datapoint)`` variable ``log_px_bound``;
+        the coordinate ``k`` is :math:`k` for IWAE rows and 0 for the others."""
+        import xarray as xr
+
+        names = self.names
+        table = np.stack([self.values[n].cpu().numpy() for n in names])
+        return xr.Dataset(
+            {"log_px_bound": (("bound", "datapoint"), table)},
+            coords={
+                "bound": names,
+                "datapoint": np.arange(self.num_data),
+                "k": ("bound", [self.ks.get(n, 0) for n in names]),
+            },
+            attrs={
+                "num_samples": int(self.num_samples),
+                "elapsed": float(self.elapsed),
+                "notes": "\n".join(self.notes),
+            },
+        )
+
+    def to_json_dict(self) -> dict:
+        """Means and standard errors of every row as plain floats."""
+        return {
+            "num_data": self.num_data,
+            "num_samples": int(self.num_samples),
+            "bounds": {n: {"mean": self.mean(n), "stderr": self.stderr(n)} for n in self.values},
+            "notes": list(self.notes),
+        }
+
+    def plot(self, path: str | os.PathLike | None = None):
+        """Plot the ladder: mean IWAE-:math:`k` bound against :math:`k` (log axis) with
+        standard-error bars, other rows as horizontal lines with bands. Saves a PNG atomically
+        when ``path`` is given. Returns the :class:`matplotlib.figure.Figure` (made without
+        pyplot, so no display or interactive backend is needed)."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6, 4), layout="constrained")
+        ax = fig.add_subplot()
+        ks = list(self.ks.values())
+        ax.errorbar(
+            ks,
+            [self.mean(n) for n in self.ks],
+            yerr=[self.stderr(n) for n in self.ks],
+            marker="o",
+            capsize=3,
+            label="IWAE-k (k = 1: ELBO)",
+        )
+        others = [n for n in self.values if n not in self.ks]
+        for i, name in enumerate(others):
+            mean, se = self.mean(name), self.stderr(name)
+            color = f"C{i + 1}"
+            ax.axhline(mean, color=color, linestyle="--", label=name)
+            if math.isfinite(se):
+                ax.axhspan(mean - se, mean + se, color=color, alpha=0.15, linewidth=0)
+        ax.set_xscale("log")
+        ax.set_xlabel("k (importance samples per estimate)")
+        ax.set_ylabel("mean bound on log p(x) (nats)")
+        ax.set_title(f"log p(x) bounds, N = {self.num_data}, K = {self.num_samples}")
+        ax.legend(loc="best")
+        if path is not None:
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format="png", dpi=100)
+        return fig
+
+
+def bounds(
+    model,
+    guide,
+    data,
+    ks: Sequence[int] = (1, 10, 100, 1000, 5000),
+    *,
+    analytic_kl: bool = True,
+    seed: int | None = None,
+    progress: bool = True,
+    **log_likelihood_kwargs,
+) -> Bounds:
+    r"""Estimate the ladder ELBO :math:`\le` IWAE-:math:`k` :math:`\le \log p(x)` per data point.
+
+    :math:`K = \max(ks)` log-weights are drawn once per data point, exactly as in
+    :func:`~pyrovae.importance.log_likelihood`, and each data chunk is reduced right away to the
+    IWAE-:math:`k` estimates of :func:`iwae_bounds` (so the ``(N, K)`` matrix is never held
+    whole), the analytic-KL ELBO when ``analytic_kl`` and available, and the diagnostics of the
+    IWAE-:math:`K` estimate (kept as :attr:`Bounds.log_likelihood`).
+
+    The analytic-KL row averages :math:`\log p(x \mid z_k) - \sum_{\text{latents}}
+    \mathrm{KL}(q \,\|\, p)` over the same :math:`K` draws, with KLs from
+    :func:`torch.distributions.kl_divergence`. As for Pyro's
+    :class:`~pyro.infer.TraceMeanField_ELBO`, it is correct when the guide is mean-field with
+    respect to the model (checked as Pyro does, by the order of the latent sites); when that
+    check fails or some latent has no registered KL, the row is omitted with a note.
+
+    :param model: the model, as for :func:`~pyrovae.importance.log_likelihood`.
+    :param guide: the guide.
+    :param data: the data, as for :func:`~pyrovae.importance.log_likelihood`.
+    :param ks: the :math:`k` of the IWAE rows, positive integers.
+    :param bool analytic_kl: add the analytic-KL ELBO row where possible.
+    :param int seed: seed for the draws; the caller's random state is restored afterwards.
+    :param bool progress: show a progress bar.
+    :param log_likelihood_kwargs: ``data_plate``, ``batch_size``, ``particle_batch_size``,
+        ``max_memory``, ``model_args``, ``model_kwargs`` and ``return_log_weights`` (kept in
+        :attr:`Bounds.log_likelihood`), as for :func:`~pyrovae.importance.log_likelihood`.
+    :rtype: Bounds
+    """
+    if not len(ks) or any(isinstance(k, bool) or int(k) != k or k < 1 for k in ks):
+        raise ConfigError(f"ks must be a non-empty sequence of positive integers, got {ks!r}")
+    ks = sorted({int(k) for k in ks})
+    num_samples = ks[-1]
+    given = log_likelihood_kwargs.pop("num_samples", num_samples)
+    if given != num_samples:
+        raise ConfigError(
+            f"bounds draws max(ks) = {num_samples} samples; do not also pass num_samples={given}"
+        )
+    return_log_weights = log_likelihood_kwargs.pop("return_log_weights", False)
+    unknown = set(log_likelihood_kwargs) - _SWEEP_OPTIONS
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(sorted(unknown))}; "
+            f"choose from: {', '.join(sorted(_SWEEP_OPTIONS))}"
+        )
+    start = time.perf_counter()
+    with seeded(seed):
+        sweep = _Sweep(model, guide, data, num_samples, analytic_kl=analytic_kl, **log_likelihood_kwargs)
+        iwae, elbo = [], []
+        reducer = sweep.reducer(keep=return_log_weights)
+        with tqdm(total=len(sweep), unit="x", desc="bounds", disable=not progress) as bar:
+            for lo, hi, log_w, elbo_terms in sweep:
+                iwae.append(iwae_bounds(log_w, ks))
+                if elbo_terms is not None:
+                    elbo.append(elbo_terms.to(torch.float64).mean(-1))
+                reducer.add(log_w)
+                bar.update(hi - lo)
+        loglik = reducer.result(elapsed=0.0)
+    loglik.elapsed = elapsed = time.perf_counter() - start
+    table = torch.cat(iwae)
+    values: dict[str, torch.Tensor] = {}
+    notes = []
+    if analytic_kl:
+        if sweep.analytic_kl:
+            values[ANALYTIC_ELBO] = torch.cat(elbo)
+        else:
+            notes.append(sweep.plan.kl_note)
+    names = [_row_name(k) for k in ks]
+    values.update({name: table[:, i] for i, name in enumerate(names)})
+    if any(num_samples % k for k in ks):
+        notes.append(f"rows with k not dividing K = {num_samples} use floor(K/k) disjoint groups of k draws")
+    return Bounds(
+        values,
+        ks=dict(zip(names, ks, strict=True)),
+        num_samples=num_samples,
+        notes=notes,
+        log_likelihood=loglik,
+        elapsed=elapsed,
+    )

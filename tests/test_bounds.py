@@ -1,0 +1,154 @@
+"""Tests of :func:`pyrovae.bounds.bounds`, the ELBO / IWAE-k ladder, on models with exact log p(x).
+
+Statistical checks use a fixed seed and a tolerance of 4 standard errors computed from the
+draws themselves (stated at each check).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+from models import PPCA, Mixture, TwoLayer
+from torch.distributions import MultivariateNormal, kl_divergence
+
+from pyrovae.bounds import ANALYTIC_ELBO, Bounds, bounds, iwae_bounds
+from pyrovae.errors import ConfigError
+
+torch.set_num_threads(2)
+RUN = dict(progress=False, seed=0)
+KS = (1, 10, 100, 1000, 5000)
+
+
+@pytest.fixture(scope="module")
+def ppca_ladder():
+    model = PPCA()
+    x = model.sample(25)
+    return model, x, bounds(model.model, model.diagonal_guide(), x, KS, return_log_weights=True, **RUN)
+
+
+def exact_elbo(model: PPCA, x: torch.Tensor, shift: float = 0.3, widen: float = 1.3) -> torch.Tensor:
+    """log p(x) - KL(q || p(z | x)) for :meth:`PPCA.diagonal_guide`, in closed form."""
+    sd = model.post_cov.diagonal().sqrt()
+    q = MultivariateNormal(model.posterior_loc(x) + shift * sd, scale_tril=torch.diag(widen * sd))
+    posterior = MultivariateNormal(model.posterior_loc(x), covariance_matrix=model.post_cov)
+    return model.log_px(x) - kl_divergence(q, posterior)
+
+
+def test_ladder_is_ordered(ppca_ladder):
+    model, x, ladder = ppca_ladder
+    assert ladder.names == [ANALYTIC_ELBO, "ELBO", "IWAE-10", "IWAE-100", "IWAE-1000", "IWAE-5000"]
+    assert ladder.iwae.shape == (25, 5) and ladder.num_samples == 5000
+    # each k divides the next and K, so by Jensen's inequality the estimates from the same draws
+    # are nondecreasing in k on every data point, not only in expectation
+    assert torch.all(ladder.iwae.diff(dim=-1) >= -1e-12)
+    means = [ladder.mean(f"IWAE-{k}" if k > 1 else "ELBO") for k in KS]
+    assert all(a < b for a, b in zip(means, means[1:], strict=False)), means
+    assert means[0] < float(model.log_px(x).mean())
+
+
+def test_ladder_rows_come_from_the_same_draws(ppca_ladder):
+    _, _, ladder = ppca_ladder
+    log_w = ladder.log_likelihood.log_weights
+    assert log_w.shape == (25, 5000)
+    torch.testing.assert_close(ladder["ELBO"], log_w.mean(-1), atol=1e-10, rtol=0)
+    torch.testing.assert_close(ladder["IWAE-5000"], ladder.log_likelihood.log_px, atol=1e-12, rtol=0)
+    torch.testing.assert_close(ladder["IWAE-1000"], iwae_bounds(log_w, [1000])[:, 0])
+
+
+def test_elbo_matches_closed_form(ppca_ladder):
+    model, x, ladder = ppca_ladder
+    log_w = ladder.log_likelihood.log_weights
+    # standard error of the mean over data points of K-draw averages of log w
+    se = float(log_w.var(-1).div(5000).sum().sqrt() / 25)
+    assert abs(ladder.mean("ELBO") - float(exact_elbo(model, x).mean())) < 4 * se
+
+
+def test_analytic_elbo_agrees_with_monte_carlo(ppca_ladder):
+    _, _, ladder = ppca_ladder
+    # paired over data points: both rows average over the same draws, so the standard error of
+    # the mean difference is sd(difference) / sqrt(N)
+    diff = ladder[ANALYTIC_ELBO] - ladder["ELBO"]
+    assert abs(float(diff.mean())) < 4 * float(diff.std()) / 5
+    assert abs(ladder.mean(ANALYTIC_ELBO) - ladder.mean("ELBO")) < ladder.stderr("ELBO")
+
+
+def test_discrete_latents_have_an_analytic_elbo():
+    m = Mixture()
+    x = m.sample(20)
+    ladder = bounds(m.model, m.guide(), x, (1, 10, 1000), **RUN)
+    assert ANALYTIC_ELBO in ladder.names
+    diff = ladder[ANALYTIC_ELBO] - ladder["ELBO"]
+    assert abs(float(diff.mean())) < 4 * float(diff.std()) / math.sqrt(20)  # paired, as above
+    exact = float(m.log_px(x).mean())
+    assert ladder.mean("ELBO") < ladder.mean("IWAE-10") < ladder.mean("IWAE-1000")
+    assert ladder.mean("ELBO") < exact
+    # the mean of the IWAE-K estimates has standard error sqrt(sum of se_n^2) / N
+    se = float(ladder.log_likelihood.log_px_se.square().sum().sqrt()) / 20
+    assert abs(ladder.mean("IWAE-1000") - exact) < 4 * se
+
+
+def test_analytic_row_omitted_with_a_note():
+    model = PPCA()
+    x = model.sample(5)
+    # no closed-form KL between a full-covariance guide and a diagonal prior
+    ladder = bounds(model.model, model.exact_guide, x, (1, 10), **RUN)
+    assert ANALYTIC_ELBO not in ladder.names
+    assert any("no closed-form KL" in note and "'z'" in note for note in ladder.notes)
+    assert "no closed-form KL" in ladder.summary()
+    # z2 -> z1 in the model but z1 -> z2 in the guide: not mean-field
+    m = TwoLayer()
+    ladder = bounds(m.model, m.guide(widen=1.3), m.sample(5), (1, 10), **RUN)
+    assert ANALYTIC_ELBO not in ladder.names and "different order" in ladder.notes[0]
+    ladder = bounds(m.model, m.guide(widen=1.3), m.sample(5), (1, 10), analytic_kl=False, **RUN)
+    assert ladder.names == ["ELBO", "IWAE-10"] and not ladder.notes
+
+
+def test_ks_not_dividing_k():
+    model = PPCA()
+    ladder = bounds(model.model, model.diagonal_guide(), model.sample(4), (10, 3, 1), **RUN)
+    assert list(ladder.ks.values()) == [1, 3, 10]
+    assert any("floor(K/k)" in note for note in ladder.notes)
+
+
+def test_exports_and_extra_rows(ppca_ladder, tmp_path):
+    _, _, ladder = ppca_ladder
+    extra = Bounds(dict(ladder.values), dict(ladder.ks), ladder.num_samples, list(ladder.notes))
+    extra.add("AIS", ladder["IWAE-5000"] + 0.01, note="AIS: 10 chains")
+    assert extra.names[-1] == "AIS" and "AIS: 10 chains" in extra.summary()
+    with pytest.raises(ConfigError, match="3 values for 25 data points"):
+        extra.add("bad", torch.zeros(3))
+    df = extra.to_dataframe()
+    assert list(df.columns) == extra.names and len(df) == 25
+    ds = extra.to_xarray()
+    assert ds["log_px_bound"].dims == ("bound", "datapoint")
+    assert ds["k"].sel(bound="IWAE-100").item() == 100 and ds["k"].sel(bound="AIS").item() == 0
+    summary = json.loads(json.dumps(extra.to_json_dict()))
+    assert summary["bounds"]["ELBO"]["mean"] == pytest.approx(extra.mean("ELBO"))
+    text = repr(extra)
+    assert all(name in text for name in extra.names) and "K = 5000" in text
+
+
+def test_plot_writes_png(ppca_ladder, tmp_path):
+    _, _, ladder = ppca_ladder
+    path = tmp_path / "ladder.png"
+    fig = ladder.plot(path)
+    assert isinstance(fig, Figure)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["ladder.png"]
+    assert ladder.plot() is not None
+
+
+def test_bad_options():
+    model = PPCA()
+    x = model.sample(3)
+    for ks in ((), (0, 10), (1.5,)):
+        with pytest.raises(ConfigError, match="ks must be"):
+            bounds(model.model, model.diagonal_guide(), x, ks, **RUN)
+    with pytest.raises(ConfigError, match="num_samples"):
+        bounds(model.model, model.diagonal_guide(), x, (1, 10), num_samples=20, **RUN)
+    with pytest.raises(ConfigError, match="unknown option"):
+        bounds(model.model, model.diagonal_guide(), x, (1, 10), particles=20, **RUN)

@@ -1,0 +1,255 @@
+"""The command line, end to end on the bundled digits: in-process through main(), and once as a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from pyrovae import cli
+from pyrovae.io import load_checkpoint
+from pyrovae.run import CONFIG, RunConfig
+
+# small and fast; --test-samples 0 skips the importance-sampled test log-likelihood
+TRAIN = ["train", "--dataset", "digits", "--epochs", "2", "--latent-dim", "4", "--hidden", "32"]
+FAST = ["--batch-size", "400", "--no-progress", "--test-samples", "0"]
+RUN_FILES = {
+    CONFIG,
+    "results.json",
+    "checkpoint.pt",
+    "best.pt",
+    "history.csv",
+    "learning_curves.png",
+    "samples.png",
+    "reconstructions.png",
+}
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def snapshot(directory) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def usage_error(capsys, argv) -> str:
+    """Run ``argv``, which must fail as a usage error: status 2 and one line on stderr, no traceback."""
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"pyrovae {argv[0]}: error: ")
+    return lines[0]
+
+
+def argparse_error(capsys, argv) -> str:
+    """Run ``argv``, which argparse must refuse: status 2, its usage and one error line, no traceback."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit:
+        cli.main(argv)
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"pyrovae {argv[0]}: error: ")
+    return last
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One `pyrovae train` run shared by the tests that only read it."""
+    base = tmp_path_factory.mktemp("cli")
+    run = base / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYROVAE_CACHE", str(base / "cache"))
+        assert cli.main([*TRAIN, "--run-dir", str(run), *FAST]) == 0
+    return run
+
+
+def test_train_writes_a_complete_run_directory(trained, capsys):
+    assert {p.name for p in trained.iterdir()} == RUN_FILES
+    config = RunConfig.read(trained / CONFIG)
+    assert (config.dataset, config.epochs, config.latent_dim, config.hidden) == ("digits", 2, 4, [32])
+    results = json.loads((trained / "results.json").read_text())
+    assert results["epochs"] == 2 and results["test_size"] == 300
+    assert 0 < results["test_negative_elbo"] < 100
+    assert len(pd.read_csv(trained / "history.csv")) == 2
+    assert load_checkpoint(trained / "checkpoint.pt")["epoch"] == 2
+    for name in RUN_FILES:
+        if name.endswith(".png"):
+            assert (trained / name).read_bytes()[:8] == PNG
+
+
+def test_a_saved_config_gives_the_same_config_and_flags_override_it(trained, tmp_path, capsys):
+    again = tmp_path / "again"
+    assert cli.main(["train", "--config", str(trained / CONFIG), "--run-dir", str(again), *FAST]) == 0
+    assert json.loads((again / CONFIG).read_text()) == json.loads((trained / CONFIG).read_text())
+    config = tmp_path / "small.json"
+    config.write_text(json.dumps({"latent_dim": 3, "hidden": [16], "epochs": 1, "batch_size": 600}))
+    argv = ["train", "--config", str(config), "--run-dir", str(tmp_path / "o"), "--latent-dim", "2", *FAST]
+    assert cli.main(argv) == 0
+    written = RunConfig.read(tmp_path / "o" / CONFIG)
+    assert (written.latent_dim, written.hidden, written.epochs, written.batch_size) == (2, [16], 1, 400)
+
+
+def test_cli_seed_determines_initial_parameters_so_a_config_reproduces_its_run(
+    tmp_path, capsys
+):
+    """KNOWN BUG in pyrovae/cli.py (reported, not fixed here): `train` builds the VAE without seeding
+    torch with the config's seed, so the initial parameters depend on whatever used the global RNG
+    before (in-process), and --seed does not change them at all (in a fresh process). Two runs of
+    one config.json with the same seed should give identical parameters."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    torch.manual_seed(123)  # global RNG state left by earlier work in the process
+    assert cli.main([*TRAIN, "--seed", "4", "--run-dir", str(first), *FAST]) == 0
+    torch.manual_seed(456)
+    assert cli.main(["train", "--config", str(first / CONFIG), "--run-dir", str(second), *FAST]) == 0
+    a, b = load_checkpoint(first / "checkpoint.pt"), load_checkpoint(second / "checkpoint.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+@pytest.mark.parametrize(
+    "command, default", [("sample", "samples.png"), ("reconstruct", "reconstructions-test.png")]
+)
+def test_sample_and_reconstruct_write_figures_and_refuse_to_overwrite(
+    trained, tmp_path, capsys, command, default
+):
+    out = tmp_path / "figure.png"
+    assert cli.main([command, str(trained), "--out", str(out), "--num", "5"]) == 0
+    assert out.read_bytes()[:8] == PNG
+    before = out.read_bytes()
+    message = usage_error(capsys, [command, str(trained), "--out", str(out), "--seed", "1"])
+    assert "--overwrite" in message and str(out) in message
+    assert out.read_bytes() == before
+    assert cli.main([command, str(trained), "--out", str(out), "--overwrite", "--checkpoint", "last"]) == 0
+    assert out.read_bytes()[:8] == PNG
+    # without --out the figure goes into the run directory
+    if command == "reconstruct":
+        assert cli.main([command, str(trained), "--split", "valid", "--num", "3"]) == 0
+        default = "reconstructions-valid.png"
+    else:
+        assert cli.main([command, str(trained), "--num", "3"]) == 0
+    assert (trained / default).read_bytes()[:8] == PNG
+
+
+@pytest.mark.parametrize("command", [None, *cli.COMMANDS])
+def test_help_exits_zero(capsys, command):
+    argv = ["--help"] if command is None else [command, "--help"]
+    with pytest.raises(SystemExit) as exit:
+        cli.main(argv)
+    assert exit.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: pyrovae" + ("" if command is None else f" {command}"))
+
+
+def test_unknown_dataset_is_an_argparse_error(capsys):
+    message = argparse_error(capsys, ["train", "--dataset", "cifar"])
+    assert "invalid choice: 'cifar'" in message and "digits" in message
+
+
+def test_non_empty_run_dir_is_refused_and_left_untouched(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    before = snapshot(run)
+    message = usage_error(capsys, [*TRAIN, "--run-dir", str(run), *FAST])
+    assert "not empty" in message and "--resume" in message and "--overwrite" in message
+    assert snapshot(run) == before
+
+
+def test_missing_data_file_names_the_file_and_where_it_looked(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = tmp_path / "run"
+    args = ["--dataset", "binarized-mnist", "--data-root", str(empty), "--run-dir", str(run)]
+    message = usage_error(capsys, [*TRAIN, *args, *FAST])
+    assert "binarized_mnist_train.amat" in message
+    assert f"looked in: {empty}" in message and "--download" in message
+    assert not run.exists()
+
+
+def test_config_file_with_an_unknown_key(tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"latent_dim": 4, "laten_dim": 4}))
+    message = usage_error(
+        capsys, ["train", "--config", str(config), "--run-dir", str(tmp_path / "run"), *FAST]
+    )
+    assert "laten_dim" in message and "valid keys" in message and "latent_dim" in message
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["sample", "reconstruct"])
+def test_run_commands_on_a_directory_that_is_not_a_run(tmp_path, capsys, command):
+    message = usage_error(capsys, [command, str(tmp_path)])
+    assert "not a pyrovae run directory" in message
+
+
+def test_resume_continues_a_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main([*TRAIN, "--run-dir", str(run), *FAST]) == 0
+    # the same epochs again is nothing to do: a usage error
+    assert "already trained 2 epochs" in usage_error(
+        capsys, ["train", "--run-dir", str(run), "--resume", *FAST]
+    )
+    assert cli.main(["train", "--run-dir", str(run), "--resume", "--epochs", "3", *FAST]) == 0
+    history = pd.read_csv(run / "history.csv")
+    assert history["epoch"].tolist() == [1, 2, 3]
+    assert json.loads((run / "results.json").read_text())["epochs"] == 3
+    config = RunConfig.read(run / CONFIG)
+    assert (config.epochs, config.latent_dim, config.hidden) == (3, 4, [32])  # the rest from the run's config
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 3
+
+
+def test_train_as_a_process_without_stdin(tmp_path):
+    run = tmp_path / "run"
+    env = {
+        **os.environ,
+        "PYROVAE_CACHE": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+        "MPLBACKEND": "Agg",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyrovae.cli", *TRAIN, "--run-dir", str(run), *FAST],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "run directory" in proc.stdout
+    assert {p.name for p in run.iterdir()} == RUN_FILES
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_refused_resume_leaves_the_runs_config_alone(tmp_path, capsys):
+    """KNOWN BUG in pyrovae/cli.py (reported, not fixed here): `train --resume` writes config.json
+    before fit() checks the epochs, so a refused resume (exit 2) still changes the run directory:
+    config.json then says 1 epoch for a run that trained 2, and a later plain --resume fails too."""
+    run = tmp_path / "run"
+    assert cli.main([*TRAIN, "--run-dir", str(run), *FAST]) == 0
+    before = snapshot(run)
+    message = usage_error(capsys, ["train", "--run-dir", str(run), "--resume", "--epochs", "1", *FAST])
+    assert "already trained 2 epochs" in message
+    assert snapshot(run) == before
+
+
+def test_cli_overwrite_replaces_the_previous_runs_test_results(tmp_path, capsys):
+    """KNOWN BUG in pyrovae/cli.py (reported, not fixed here): results.json is merged into the old
+    one, so after --overwrite it still reports the previous model's importance-sampled test NLL."""
+    run = tmp_path / "run"
+    assert cli.main([*TRAIN, "--run-dir", str(run), *FAST[:-1], "2"]) == 0
+    old = json.loads((run / "results.json").read_text())
+    assert any(key.startswith("test_nll") for key in old)  # written for --test-samples 2
+    assert cli.main([*TRAIN, "--run-dir", str(run), "--overwrite", "--seed", "1", *FAST]) == 0
+    new = json.loads((run / "results.json").read_text())
+    assert new["test_negative_elbo"] != old["test_negative_elbo"]
+    assert not any(key.startswith("test_nll") for key in new), new

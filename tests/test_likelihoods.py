@@ -1,0 +1,148 @@
+"""Likelihoods: densities against torch.distributions, support checks, and training with each."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.distributions as td
+
+import pyrovae
+from pyrovae.errors import ConfigError, DataError
+from pyrovae.likelihoods import LIKELIHOODS, Likelihood, likelihood
+
+EVENT = (1, 4, 4)
+SCALE = 0.7
+
+
+@pytest.fixture
+def params() -> torch.Tensor:
+    return torch.randn(6, *EVENT, generator=torch.Generator().manual_seed(0))
+
+
+def data_for(name: str, shape=(6, *EVENT), seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if name == "bernoulli":
+        return torch.bernoulli(torch.full(shape, 0.5), generator=g)
+    if name == "continuous-bernoulli":
+        return torch.rand(shape, generator=g)
+    return torch.randn(shape, generator=g) * 3
+
+
+def reference(name: str, params: torch.Tensor) -> td.Distribution:
+    if name == "bernoulli":
+        return td.Bernoulli(logits=params)
+    if name == "continuous-bernoulli":
+        return td.ContinuousBernoulli(logits=params)
+    return td.Normal(params, torch.full_like(params, SCALE))
+
+
+@pytest.mark.parametrize("name", LIKELIHOODS)
+def test_log_prob_and_mean_match_torch_distributions(name, params):
+    lik = likelihood(name, EVENT, SCALE)
+    assert isinstance(lik, Likelihood) and lik.name in name
+    x = data_for(name)
+    d = lik(params)
+    assert d.batch_shape == params.shape
+    ref = reference(name, params)
+    torch.testing.assert_close(d.log_prob(x), ref.log_prob(x), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(lik.mean(params), ref.mean, rtol=1e-6, atol=1e-6)
+
+
+def test_gaussian_fixed_scale_is_a_buffer_and_learned_scale_a_parameter():
+    fixed = likelihood("gaussian", EVENT, SCALE)
+    assert list(fixed.parameters()) == []
+    assert "log_scale" in dict(fixed.named_buffers())
+    learned = likelihood("gaussian-learned", EVENT, SCALE)
+    (name, log_scale), *rest = learned.named_parameters()
+    assert name == "log_scale" and not rest
+    assert log_scale.shape == EVENT  # one scale per data dimension
+    torch.testing.assert_close(log_scale.detach(), torch.full(EVENT, math.log(SCALE)))
+
+
+def test_learned_gaussian_scale_receives_gradient_in_a_vae():
+    torch.manual_seed(0)
+    vae = pyrovae.VAE(
+        EVENT, latent_dim=2, hidden=(32,), likelihood="gaussian-learned", likelihood_scale=SCALE
+    )
+    log_scale = vae.likelihood.log_scale
+    trainer = pyrovae.Trainer(vae, num_data=6)
+    assert any(p is log_scale for p in trainer.params)
+    before = log_scale.detach().clone()
+    trainer.step(data_for("gaussian"))
+    assert log_scale.grad is not None and log_scale.grad.abs().sum() > 0
+    assert not torch.equal(log_scale.detach(), before)
+    # the density under the learned scale is Normal(params, exp(log_scale))
+    p = torch.randn(2, *EVENT)
+    x = data_for("gaussian", (2, *EVENT))
+    expected = td.Normal(p, log_scale.exp()).log_prob(x)
+    torch.testing.assert_close(vae.likelihood(p).log_prob(x), expected)
+
+
+def test_unknown_likelihood_lists_the_valid_names():
+    with pytest.raises(ConfigError) as err:
+        likelihood("poisson")
+    for name in LIKELIHOODS:
+        assert name in str(err.value)
+
+
+@pytest.mark.parametrize("name", LIKELIHOODS)
+def test_check_accepts_data_in_the_support(name):
+    likelihood(name, EVENT).check(data_for(name))
+
+
+def test_bernoulli_check_rejects_non_binary_data_and_names_the_fix():
+    x = data_for("bernoulli")
+    x[0, 0, 0, 0] = 0.5
+    with pytest.raises(DataError) as err:
+        likelihood("bernoulli").check(x, "the training data")
+    message = str(err.value)
+    assert "the training data" in message and "not binary" in message
+    assert "binarize" in message and "continuous-bernoulli" in message
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_continuous_bernoulli_check_rejects_values_outside_the_unit_interval(value):
+    x = data_for("continuous-bernoulli")
+    x[1, 0, 2, 3] = value
+    with pytest.raises(DataError) as err:
+        likelihood("continuous-bernoulli").check(x)
+    message = str(err.value)
+    assert "[0, 1]" in message and "Rescale" in message and "gaussian" in message
+
+
+@pytest.mark.parametrize("name", LIKELIHOODS)
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_every_likelihood_rejects_nan_and_inf(name, bad):
+    x = data_for(name)
+    x[2, 0, 1, 1] = bad
+    with pytest.raises(DataError) as err:
+        likelihood(name, EVENT).check(x, "the validation data")
+    message = str(err.value)
+    assert "the validation data" in message and "1 NaN or infinite" in message
+    assert "nan_to_num" in message
+
+
+@pytest.fixture(scope="module")
+def digits():
+    # grey levels in [0, 1] for the continuous likelihoods; dynamically binarized for Bernoulli
+    return {
+        "grey": pyrovae.load("digits", "train", binarize=None),
+        "binary": pyrovae.load("digits", "train"),
+    }
+
+
+@pytest.mark.parametrize("name", LIKELIHOODS)
+def test_a_vae_with_each_likelihood_trains(name, digits):
+    data = digits["binary" if name == "bernoulli" else "grey"]
+    torch.manual_seed(0)
+    vae = pyrovae.VAE(data.event_shape, latent_dim=2, hidden=(32,), likelihood=name, likelihood_scale=0.5)
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    result = pyrovae.fit(vae, data, epochs=3, batch_size=200, lr=3e-3, seed=0, progress=False)
+    losses = result.history["train_loss"]
+    assert losses.notna().all() and torch.isfinite(torch.tensor(losses.to_numpy())).all()
+    assert losses.iloc[-1] < losses.iloc[0]
+    changed = [k for k, v in vae.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("encoder") for k in changed) and any(k.startswith("decoder") for k in changed)
+    assert ("likelihood.log_scale" in changed) == (name == "gaussian-learned")

@@ -1,0 +1,376 @@
+"""fit and Trainer: history, run directories, checkpoint/resume, and errors before or during training."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pyro
+import pytest
+import torch
+from pyro.infer import Trace_ELBO
+from torch.utils.data import Dataset, TensorDataset
+
+import pyrovae
+from pyrovae.errors import ConfigError, DataError, RunDirError, TrainingError
+from pyrovae.handlers import scale_latents
+from pyrovae.io import load_checkpoint
+from pyrovae.training import BEST, CHECKPOINT, HISTORY
+
+COLUMNS = ["epoch", "train_loss", "valid_loss", "beta", "seconds"]
+RUN_FILES = {CHECKPOINT, BEST, HISTORY, "learning_curves.png", "samples.png", "reconstructions.png"}
+SMALL = dict(batch_size=200, lr=1e-2, progress=False)  # 1197 training images: 6 steps per epoch
+
+
+@pytest.fixture(scope="module")
+def train():
+    return pyrovae.load("digits", "train")
+
+
+@pytest.fixture(scope="module")
+def valid():
+    return pyrovae.load("digits", "valid")
+
+
+@pytest.fixture(scope="module")
+def binary_tensor(train):
+    """The training digits as a fixed binary tensor (thresholded), and their labels."""
+    return (train.data > 0.5).float(), train.targets
+
+
+def make_vae(seed: int = 0, **kwargs) -> pyrovae.VAE:
+    torch.manual_seed(seed)
+    kwargs.setdefault("latent_dim", 4)
+    kwargs.setdefault("hidden", (32,))
+    return pyrovae.VAE((1, 8, 8), **kwargs)
+
+
+def assert_same_parameters(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+def without_timing(history: pd.DataFrame) -> pd.DataFrame:
+    return history.drop(columns="seconds")
+
+
+def snapshot(directory) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+# ---------------------------------------------------------------------------------------------
+# history and run directory
+
+
+def test_fit_returns_a_history_whose_losses_decrease(train, valid):
+    result = pyrovae.fit(make_vae(), train, valid, epochs=4, seed=0, **SMALL)
+    history = result.history
+    assert list(history.columns) == COLUMNS
+    assert history["epoch"].tolist() == [1, 2, 3, 4]
+    assert history["beta"].tolist() == [1.0] * 4
+    assert history[["train_loss", "valid_loss"]].notna().all().all()
+    # deterministic for a fixed seed; at this lr the bound improves by ~10 (train) and ~4 (valid)
+    # nats in 4 epochs, far beyond the epoch-to-epoch noise of dynamic binarization (~0.2 nats)
+    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0] - 5
+    assert history["valid_loss"].iloc[-1] < history["valid_loss"].iloc[0] - 2
+    assert result.best_epoch == history["valid_loss"].idxmin() + 1
+    assert not result.stopped_early and result.run_dir is None
+    assert result.final_loss == history["valid_loss"].iloc[-1]
+    assert "trained for 4 epochs" in result.summary()
+
+
+def test_fit_is_reproducible_with_a_seed(train):
+    a = pyrovae.fit(make_vae(), train, epochs=2, seed=5, **SMALL)
+    b = pyrovae.fit(make_vae(), train, epochs=2, seed=5, **SMALL)
+    c = pyrovae.fit(make_vae(), train, epochs=2, seed=6, **SMALL)
+    assert_same_parameters(a.vae, b.vae)
+    pd.testing.assert_frame_equal(without_timing(a.history), without_timing(b.history))
+    assert not without_timing(a.history).equals(without_timing(c.history))
+
+
+def test_run_dir_holds_checkpoints_history_and_figures(tmp_path, train, valid):
+    run = tmp_path / "run"
+    result = pyrovae.fit(
+        make_vae(), train, valid, epochs=2, seed=0, run_dir=run, config={"note": "x"}, **SMALL
+    )
+    assert result.run_dir == run
+    assert set(p.name for p in run.iterdir()) == RUN_FILES  # and no temporary files
+    for name in RUN_FILES:
+        if name.endswith(".png"):
+            assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pd.testing.assert_frame_equal(pd.read_csv(run / HISTORY), result.history, check_dtype=False)
+    state = load_checkpoint(run / CHECKPOINT)
+    assert state["epoch"] == 2 and state["config"] == {"note": "x"} and len(state["history"]) == 2
+    for key, value in result.vae.state_dict().items():
+        assert torch.equal(state["model"][key], value)
+    assert load_checkpoint(run / BEST)["epoch"] == result.best_epoch
+
+
+def test_four_epochs_equal_two_and_a_resume_for_two_more(tmp_path, train, valid):
+    options = dict(epochs=4, seed=3, kl_warmup=3, **SMALL)
+    straight = pyrovae.fit(make_vae(), train, valid, run_dir=tmp_path / "straight", **options)
+
+    first = pyrovae.fit(make_vae(), train, valid, run_dir=tmp_path / "resumed", **{**options, "epochs": 2})
+    assert len(first.history) == 2
+    # a fresh module with other initial values: resume must load everything from the checkpoint
+    resumed = pyrovae.fit(
+        make_vae(seed=99), train, valid, run_dir=tmp_path / "resumed", resume=True, **options
+    )
+
+    assert_same_parameters(straight.vae, resumed.vae)
+    pd.testing.assert_frame_equal(without_timing(straight.history), without_timing(resumed.history))
+    a = load_checkpoint(tmp_path / "straight" / CHECKPOINT)
+    b = load_checkpoint(tmp_path / "resumed" / CHECKPOINT)
+    assert a["epoch"] == b["epoch"] == 4
+    assert (a["best"], a["best_epoch"], a["bad_epochs"]) == (b["best"], b["best_epoch"], b["bad_epochs"])
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key])
+
+
+def test_a_non_empty_run_dir_is_refused_and_left_untouched(tmp_path, train):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    before = snapshot(run)
+    with pytest.raises(RunDirError, match="not empty") as err:
+        pyrovae.fit(make_vae(), train, epochs=1, run_dir=run, **SMALL)
+    assert "resume" in str(err.value) and "overwrite" in str(err.value)
+    assert snapshot(run) == before
+
+    # a finished run is not overwritten by accident either
+    pyrovae.fit(make_vae(), train, epochs=1, run_dir=tmp_path / "done", **SMALL)
+    before = snapshot(tmp_path / "done")
+    with pytest.raises(RunDirError):
+        pyrovae.fit(make_vae(), train, epochs=1, run_dir=tmp_path / "done", **SMALL)
+    assert snapshot(tmp_path / "done") == before
+
+
+def test_overwrite_starts_afresh_and_discards_the_earlier_runs_checkpoints(tmp_path, train, valid):
+    run = tmp_path / "run"
+    pyrovae.fit(make_vae(), train, valid, epochs=2, seed=0, run_dir=run, **SMALL)
+    assert (run / BEST).is_file()
+    (run / "notes.txt").write_text("mine")
+
+    result = pyrovae.fit(make_vae(seed=1), train, epochs=1, seed=1, run_dir=run, overwrite=True, **SMALL)
+    assert len(result.history) == 1
+    state = load_checkpoint(run / CHECKPOINT)
+    assert state["epoch"] == 1
+    for key, value in result.vae.state_dict().items():
+        assert torch.equal(state["model"][key], value)
+    # the earlier run's best.pt must not pass for this run's (which has no validation data)
+    assert not (run / BEST).exists()
+    assert len(pd.read_csv(run / HISTORY)) == 1
+    assert (run / "notes.txt").read_text() == "mine"  # files pyrovae did not write are kept
+
+
+def test_run_dir_errors(tmp_path, train):
+    with pytest.raises(RunDirError, match="nothing to resume"):
+        pyrovae.fit(make_vae(), train, epochs=1, run_dir=tmp_path / "new", resume=True, **SMALL)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunDirError, match="nothing to resume"):
+        pyrovae.fit(make_vae(), train, epochs=1, run_dir=tmp_path / "empty", resume=True, **SMALL)
+    with pytest.raises(ConfigError, match="resume and overwrite"):
+        pyrovae.fit(make_vae(), train, epochs=1, run_dir=tmp_path / "x", resume=True, overwrite=True, **SMALL)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RunDirError, match="is a file"):
+        pyrovae.fit(make_vae(), train, epochs=1, run_dir=tmp_path / "file", **SMALL)
+
+
+def test_resume_needs_more_epochs_than_were_trained(tmp_path, train):
+    pyrovae.fit(make_vae(), train, epochs=2, run_dir=tmp_path / "run", **SMALL)
+    with pytest.raises(ConfigError, match="already trained 2 epochs"):
+        pyrovae.fit(make_vae(), train, epochs=2, run_dir=tmp_path / "run", resume=True, **SMALL)
+
+
+# ---------------------------------------------------------------------------------------------
+# failures
+
+
+class NaNAfter:
+    """A forward hook that makes the decoder's output NaN from its ``n + 1``-th call on."""
+
+    def __init__(self, n: int):
+        self.n, self.calls = n, 0
+
+    def __call__(self, module, args, output):
+        self.calls += 1
+        return output * math.nan if self.calls > self.n else None
+
+
+def test_nan_loss_stops_training_naming_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_path, train):
+    run = tmp_path / "run"
+    vae = make_vae()
+    # batch_size 400: 3 steps per epoch, one decoder call per step, so call 5 is epoch 2, step 2
+    vae.decoder.register_forward_hook(NaNAfter(4))
+    with pytest.raises(TrainingError) as err:
+        pyrovae.fit(vae, train, epochs=4, batch_size=400, seed=0, run_dir=run, progress=False)
+    message = str(err.value)
+    assert "epoch 2, step 2" in message and "nan" in message
+    assert "keeps epoch 1" in message and "--lr" in message
+    assert err.value.exit_code == 1
+
+    state = load_checkpoint(run / CHECKPOINT)
+    assert state["epoch"] == 1 and len(state["history"]) == 1
+    assert len(pd.read_csv(run / HISTORY)) == 1
+    # the checkpoint holds exactly the parameters after one good epoch
+    reference = pyrovae.fit(make_vae(), train, epochs=1, batch_size=400, seed=0, progress=False)
+    for key, value in reference.vae.state_dict().items():
+        assert torch.equal(state["model"][key], value), key
+
+
+def test_infinite_loss_from_a_huge_learning_rate_is_a_training_error(train):
+    with pytest.raises(TrainingError, match=r"the loss became (nan|inf) at epoch \d+, step \d+"):
+        pyrovae.fit(make_vae(), train, epochs=5, batch_size=200, lr=1e30, optimizer="sgd", progress=False)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_nan_or_inf_in_the_data_is_a_data_error_before_training(tmp_path, binary_tensor, bad):
+    x, labels = binary_tensor
+    x = x.clone()
+    x[10, 0, 3, 4] = bad
+    run = tmp_path / "run"
+    with pytest.raises(DataError, match="NaN or infinite"):
+        pyrovae.fit(make_vae(), x, epochs=1, run_dir=run, **SMALL)
+    assert not run.exists()
+    with pytest.raises(DataError, match="NaN or infinite"):
+        pyrovae.fit(make_vae(), TensorDataset(x, labels), epochs=1, run_dir=run, **SMALL)
+    with pytest.raises(DataError, match="NaN or infinite"):
+        pyrovae.fit(make_vae(), binary_tensor[0], x, epochs=1, run_dir=run, **SMALL)
+    assert not run.exists()
+
+
+def test_grey_levels_under_a_bernoulli_likelihood_are_a_data_error(train):
+    grey = train.data
+    with pytest.raises(DataError, match="not binary") as err:
+        pyrovae.fit(make_vae(), grey, epochs=1, **SMALL)
+    assert "binarize" in str(err.value)
+    with pytest.raises(DataError, match="not binary"):
+        pyrovae.fit(make_vae(), pyrovae.load("digits", "train", binarize=None), epochs=1, **SMALL)
+
+
+def test_data_of_the_wrong_shape_is_a_data_error(binary_tensor):
+    x, _ = binary_tensor
+    with pytest.raises(DataError, match=r"\(1197, 64\)"):
+        pyrovae.fit(make_vae(), x.flatten(1), epochs=1, **SMALL)
+
+
+def test_invalid_options_are_config_errors(train):
+    with pytest.raises(ConfigError, match="adam"):
+        pyrovae.fit(make_vae(), train, epochs=1, optimizer="adamax", progress=False)
+    with pytest.raises(ConfigError, match="learning rate"):
+        pyrovae.fit(make_vae(), train, epochs=1, lr=0.0, progress=False)
+    with pytest.raises(ConfigError, match="epochs and batch_size"):
+        pyrovae.fit(make_vae(), train, epochs=0, progress=False)
+    with pytest.raises(ConfigError, match="model\\(\\) method"):
+        pyrovae.fit(torch.nn.Linear(2, 2), torch.zeros(4, 2), epochs=1, progress=False)
+    with pytest.raises(ConfigError, match="estimator"):
+        pyrovae.fit(make_vae(), train, epochs=1, estimator="iwae", progress=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# options
+
+
+def test_kl_warmup_raises_beta_linearly_to_one(train):
+    result = pyrovae.fit(make_vae(), train, epochs=5, kl_warmup=3, **SMALL)
+    assert result.history["beta"].tolist() == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0, 1.0], abs=1e-12)
+
+
+def test_gradient_clipping_bounds_the_gradient_norm(train):
+    x = train.batch(torch.arange(100), generator=torch.Generator().manual_seed(0))
+
+    def grad_norm(clip_norm):
+        vae = make_vae()
+        trainer = pyrovae.Trainer(vae, len(train), clip_norm=clip_norm)
+        pyro.set_rng_seed(0)
+        trainer.step(x)
+        return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in trainer.params])).item()
+
+    assert grad_norm(None) > 1.0
+    assert grad_norm(1e-2) <= 1e-2 * (1 + 1e-5)
+    result = pyrovae.fit(make_vae(), train, epochs=2, clip_norm=1.0, **SMALL)
+    assert result.history["train_loss"].notna().all()
+
+
+def test_early_stopping_stops_when_the_validation_bound_stops_improving(tmp_path, train, valid):
+    # lr = 1e-30 leaves every float32 parameter unchanged, so the validation bound only varies
+    # with the estimator's seeded draws: the run plateaus, and stops after `patience` epochs
+    # without a new best (deterministically, for this seed)
+    epochs, patience = 30, 2
+    result = pyrovae.fit(
+        make_vae(),
+        train,
+        valid,
+        epochs=epochs,
+        patience=patience,
+        optimizer="sgd",
+        lr=1e-30,
+        batch_size=400,
+        seed=0,
+        run_dir=tmp_path / "run",
+        progress=False,
+    )
+    history = result.history
+    assert result.stopped_early and len(history) < epochs
+    assert len(history) == result.best_epoch + patience
+    best = history["valid_loss"].iloc[result.best_epoch - 1]
+    assert best == history["valid_loss"].min()
+    assert (history["valid_loss"].iloc[result.best_epoch :] >= best).all()
+    assert "stopped early" in result.summary()
+    assert any("restored" in note for note in result.notes)
+    assert load_checkpoint(tmp_path / "run" / BEST)["epoch"] == result.best_epoch
+
+
+def test_patience_without_validation_data_is_a_config_error(train):
+    with pytest.raises(ConfigError, match="valid"):
+        pyrovae.fit(make_vae(), train, epochs=2, patience=1, progress=False)
+
+
+class Images(Dataset):
+    """A generic map-style data set returning bare tensors."""
+
+    def __init__(self, x):
+        self.x = x
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i]
+
+
+def test_fit_on_a_tensor_and_on_generic_datasets(binary_tensor):
+    x, labels = binary_tensor
+    results = [
+        pyrovae.fit(make_vae(), data, epochs=2, seed=0, **SMALL)
+        for data in (x, TensorDataset(x, labels), Images(x))
+    ]
+    # the same data in the same (seeded) order: the same training
+    for other in results[1:]:
+        assert_same_parameters(results[0].vae, other.vae)
+        pd.testing.assert_frame_equal(without_timing(results[0].history), without_timing(other.history))
+    assert results[0].history["train_loss"].notna().all()
+
+
+def test_trainer_step_returns_nats_per_data_point(train):
+    x = train.batch(torch.arange(50), generator=torch.Generator().manual_seed(0))
+    vae = make_vae()
+    for beta in (1.0, 0.3):
+        pyro.set_rng_seed(7)
+        with scale_latents(beta=beta):
+            expected = Trace_ELBO().loss(vae.model, vae.guide, x) / len(x)  # unscaled sum over 50
+        for num_data in (50, 1197):  # the minibatch scale N/B cancels in the per-data-point figure
+            trainer = pyrovae.Trainer(make_vae(), num_data)
+            pyro.set_rng_seed(7)
+            # equal up to float rounding: the scale N/B is applied per data point before summing
+            assert trainer.step(x, beta=beta) == pytest.approx(expected, rel=1e-5)
+    # evaluation too: the estimator's negative bound summed over batches, per data point
+    trainer = pyrovae.Trainer(make_vae(), len(train))
+    torch.manual_seed(0)
+    value = trainer.evaluate(iter([x[:20], x[20:]]), len(x))
+    torch.manual_seed(0)
+    with pyro.validation_enabled(False):
+        parts = [trainer.elbo.loss(trainer.vae.model, trainer.vae.guide, b) for b in (x[:20], x[20:])]
+    assert value == sum(parts) / len(x)
