@@ -38,6 +38,7 @@ from pyro.infer import RenyiELBO
 
 import pyrovae
 from pyrovae.importance import log_likelihood
+from pyrovae.io import load_checkpoint
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "binarized_mnist"
 LATENT, HIDDEN, PIXELS = 50, 400, 784
@@ -68,7 +69,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100, help="images timed for log_likelihood")
     parser.add_argument("--segment", type=int, default=10, help="images per timed segment")
     parser.add_argument("--pyro-per-segment", type=int, default=1, help="images per segment for RenyiELBO")
-    parser.add_argument("--checkpoint", help="state dict of the VAE (else untrained weights)")
+    parser.add_argument("--checkpoint", help="pyrovae checkpoint or state dict of the VAE (else untrained)")
     parser.add_argument("--data-root", default=str(DATA_ROOT))
     parser.add_argument("--full", action="store_true", help="also run the whole 10,000-image test set")
     args = parser.parse_args()
@@ -86,7 +87,7 @@ def main() -> None:
         likelihood="bernoulli",
     )
     if args.checkpoint:
-        state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+        state = load_checkpoint(args.checkpoint)  # a pyrovae checkpoint, or a bare state dict
         vae.load_state_dict(state.get("model", state))
     vae.eval()
 

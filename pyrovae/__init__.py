@@ -7,24 +7,45 @@ every trainer, estimator and evaluator here.
 """
 
 from . import datasets, estimators, handlers, likelihoods, nn, plots, priors
+from .compare import Comparison, compare
 from .datasets import VAEDataset, as_dataset, load
 from .errors import ConfigError, DataError, PyroVAEError, TrainingError
-from .estimators import estimator
+from .estimators import (
+    IWAE,
+    STL,
+    DReG,
+    KLAnnealed,
+    Renyi,
+    TailAdaptiveELBO,
+    TraceELBO,
+    TraceGraphELBO,
+    estimator,
+)
 from .training import FitResult, Trainer, fit
 from .vae import VAE
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "IWAE",
+    "STL",
     "VAE",
+    "Comparison",
     "ConfigError",
+    "DReG",
     "DataError",
     "FitResult",
+    "KLAnnealed",
     "PyroVAEError",
+    "Renyi",
+    "TailAdaptiveELBO",
+    "TraceELBO",
+    "TraceGraphELBO",
     "Trainer",
     "TrainingError",
     "VAEDataset",
     "as_dataset",
+    "compare",
     "datasets",
     "estimator",
     "estimators",

@@ -63,7 +63,10 @@ def iwae_bounds(log_weights: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
 
     For each :math:`k` the first :math:`g k` draws, :math:`g = \lfloor K/k \rfloor`, are split
     into :math:`g` disjoint groups and the estimate is the mean over groups of
-    :math:`\log \frac1k \sum_{i \in \text{group}} w_i`. Returns a float64 ``(B, len(ks))`` tensor.
+    :math:`\log \frac1k \sum_{i \in \text{group}} w_i`. When each :math:`k` divides the next
+    and :math:`K`, the groups are nested and, by Jensen's inequality group by group, the
+    estimates are nondecreasing in :math:`k` for every data point, not only in expectation.
+    Returns a float64 ``(B, len(ks))`` tensor.
     """
     lw = log_weights.detach().to(device="cpu", dtype=torch.float64)
     batch, num_samples = lw.shape

@@ -1,21 +1,47 @@
-"""ELBO estimators, built by name.
+r"""ELBO estimators and gradient estimators, built by name.
 
 Every estimator is a :class:`pyro.infer.ELBO` with ``loss`` and ``differentiable_loss``, so
 :func:`pyrovae.fit`, ``ELBO(model, guide)`` modules and data-parallel wrappers accept it.
+By name (see :data:`ESTIMATORS` and :func:`estimator`):
+
+- ``elbo``: :class:`TraceELBO`, Pyro's :class:`~pyro.infer.Trace_ELBO` (Kingma & Welling 2014);
+- ``elbo-analytic-kl``: Pyro's :class:`~pyro.infer.TraceMeanField_ELBO`, the KL in closed form;
+- ``tracegraph``: :class:`TraceGraphELBO`, Pyro's :class:`~pyro.infer.TraceGraph_ELBO`
+  (Schulman et al. 2015), score-function terms with Rao-Blackwellization and baselines;
+- ``tail-adaptive``: :class:`TailAdaptiveELBO`, Pyro's :class:`~pyro.infer.TraceTailAdaptive_ELBO`
+  (Wang, Liu & Liu 2018);
+- ``iwae``: :class:`IWAE`, the importance weighted bound (Burda, Grosse & Salakhutdinov 2015);
+- ``renyi``: :class:`Renyi`, the variational Rényi bound (Li & Turner 2016);
+- ``stl``: :class:`STL`, sticking-the-landing gradients (Roeder, Wu & Duvenaud 2017);
+- ``dreg``: :class:`DReG`, doubly reparameterized gradients (Tucker, Lawson, Gu & Maddison 2018);
+
+and the option ``beta`` on any of them wraps it in :class:`KLAnnealed`, which scales the
+log-density of the latent sites by :math:`\beta`.
+
+The last four are vectorized over particles and keep one importance weight per particle *and
+per data point* (Pyro's :class:`~pyro.infer.RenyiELBO` sums the log-weights over the whole
+batch). They ask of the model/guide pair what every part of pyrovae asks: each sample site lies
+in the data plate ``pyro.plate("data", N)``; and they need reparameterized latents in the guide.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
+import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
-from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO, TraceTailAdaptive_ELBO
 from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 from .errors import ConfigError, unknown_name
+from .handlers import DATA_PLATE, scale_latents
+from .importance import PARTICLE_PLATE, _data_frame, _reduce_site, _scored_sites, _trace_pair, plate_nesting
 
 
 def _log_prob_sum(trace) -> torch.Tensor:
@@ -96,17 +122,443 @@ class TraceELBO(Trace_ELBO):
             return torch_item(_wide(_log_prob_sum(guide_trace)) - _wide(_log_prob_sum(model_trace)))
 
 
-#: name -> (factory, the keyword arguments it accepts)
+class TraceGraphELBO(TraceGraph_ELBO):
+    """Pyro's :class:`~pyro.infer.TraceGraph_ELBO` (Schulman et al. 2015; Mnih & Gregor 2014), with a
+    ``differentiable_loss``: the negative ELBO as its value and the gradient of Pyro's surrogate loss
+    (score-function terms with only the downstream costs, and baselines if the guide declares them)."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        elbo, surrogate_loss = self._loss_and_surrogate_loss(model, guide, args, kwargs)
+        return -elbo.detach() + (surrogate_loss - surrogate_loss.detach())
+
+
+class TailAdaptiveELBO(TraceTailAdaptive_ELBO):
+    r"""Pyro's :class:`~pyro.infer.TraceTailAdaptive_ELBO`: the tail-adaptive :math:`f`-divergence
+    (Wang, Liu & Liu 2018), with ``num_particles`` vectorized particles.
+
+    Its gradient is :math:`-\sum_i \tilde\gamma_i \nabla \log \frac{p(x, z_i)}{q(z_i \mid x)}` with
+    :math:`\tilde\gamma_i \propto \mathrm{rank}_i^{\beta}` the normalized rank of particle :math:`i`'s
+    weight (``tail_adaptive_beta`` :math:`= \beta`), as in Pyro, where the log-weights are summed over
+    the whole batch before ranking. Two differences from Pyro's: the value of ``loss`` and
+    ``differentiable_loss`` is the negative ELBO averaged over the particles (Pyro has none, which
+    would stop training as a non-finite loss); and the gradient is Wang et al.'s, ``num_particles``
+    times Pyro's, which divides the already normalized weights by the number of particles once more.
+    """
+
+    def __init__(self, num_particles: int = 5, tail_adaptive_beta: float = -1.0):
+        super().__init__(
+            num_particles=num_particles, vectorize_particles=True, tail_adaptive_beta=tail_adaptive_beta
+        )
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        return Trace_ELBO.loss(self, model, guide, *args, **kwargs)
+
+    def _differentiable_loss_particle(self, model_trace, guide_trace):
+        _, surrogate_loss = super()._differentiable_loss_particle(model_trace, guide_trace)
+        elbo = model_trace.log_prob_sum() - guide_trace.log_prob_sum()
+        # Trace_ELBO.differentiable_loss divides both by num_particles
+        return -torch_item(elbo), self.num_particles * surrogate_loss
+
+
+class _Differentiable(ELBO):
+    """An ELBO whose gradient is that of its ``differentiable_loss``."""
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward(retain_graph=self.retain_graph)
+        return torch_item(loss)
+
+
+class IWAE(_Differentiable):
+    r"""The importance weighted bound (Burda, Grosse & Salakhutdinov 2015), one per data point.
+
+    For each data point :math:`x_n`, :math:`k` draws :math:`z_1, \dots, z_k \sim q(\cdot \mid x_n)`,
+    vectorized in an outer plate, give log-weights :math:`\log w_i = \log p(x_n, z_i) - \log q(z_i
+    \mid x_n)` and the bound
+
+    .. math:: \mathcal{L}_k(x_n) = \log \frac1k \sum_{i=1}^k w_i \;\le\; \log p(x_n),
+
+    with :math:`\mathcal L_1` the ELBO. The loss is :math:`-\sum_n \mathcal L_k(x_n)`, and its gradient
+    the reparameterized IWAE gradient :math:`\sum_i \tilde w_i \nabla \log w_i`, :math:`\tilde w_i =
+    w_i / \sum_j w_j`. Unlike Pyro's :class:`~pyro.infer.RenyiELBO` (:math:`\alpha = 0`), which sums
+    the log-weights over every plate before the log-mean-exp, each data point has its own weights,
+    which is the bound of Burda et al. for a minibatch.
+
+    **Site scales.** A minibatch of :math:`B` of :math:`N` data points scales every site of the
+    data plate by :math:`s = N/B` (:func:`~pyrovae.handlers.scale_data`, or Pyro's own plate
+    subsampling). That scale must multiply the bound, :math:`-s \sum_n \mathcal L_k(x_n)`, not the
+    log-weights inside the log-mean-exp, where it would change the bound. :math:`s` is read from the
+    observed sites of the data plate, which all carry it; every site's log-density enters
+    :math:`\log w` scaled by its own scale relative to :math:`s`, and masks apply. So the latent
+    scale :math:`\beta` of :class:`KLAnnealed` (or ``kl_warmup`` in :func:`~pyrovae.fit`) gives the
+    β-IWAE weights :math:`\log w_i = \log p(x \mid z_i) + \beta(\log p(z_i) - \log q(z_i \mid x))`.
+
+    **Requirements.** Every sample site of model and guide lies in the data plate (the data points
+    are then independent given the parameters); every latent site of the model is sampled by the
+    guide, reparameterized (``has_rsample``; a discrete latent is refused with a
+    :class:`~pyrovae.ConfigError`: use ``elbo`` or ``tracegraph``); scales are scalars. The particle
+    plate sits at dim ``-(max_plate_nesting + 1)``, with the nesting found by running the pair once on
+    the first call (the random state is left untouched) and kept.
+
+    :param int k: the number of particles :math:`k` per data point.
+    :param str data_plate: the name of the data plate.
+    """
+
+    name = "iwae"
+    #: evaluate log q through the samples only (STL, DReG)
+    _path_derivative = False
+    #: weight the guide's gradient by the squared normalized weights (DReG)
+    _doubly_reparameterized = False
+
+    def __init__(self, k: int = 5, *, data_plate: str = DATA_PLATE):
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(
+                f"k, the number of particles of {self.name!r}, must be a positive integer; got {k!r}"
+            )
+        super().__init__(num_particles=k, vectorize_particles=True)
+        self.data_plate = data_plate
+        self._plate_nesting: int | None = None
+
+    @property
+    def k(self) -> int:
+        return self.num_particles
+
+    def _bound(self, log_w: torch.Tensor) -> torch.Tensor:
+        """The per-datapoint bound from the ``(k, B)`` log-weights."""
+        return torch.logsumexp(log_w, 0) - math.log(self.num_particles)
+
+    @torch.no_grad()
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        """The negative bound :math:`-s \\sum_n \\mathcal{L}(x_n)`."""
+        log_w, scale = self._log_weights(model, guide, args, kwargs, differentiable=False)
+        return torch_item(-scale * self._bound(log_w).sum())
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """The negative bound, with this estimator's gradient."""
+        log_w, scale = self._log_weights(model, guide, args, kwargs, differentiable=True)
+        return -scale * self._bound(log_w).sum()
+
+    def _particles(self) -> pyro.plate:
+        return pyro.plate(PARTICLE_PLATE, self.num_particles, dim=-self._plate_nesting - 1)
+
+    def _get_trace(self, model, guide, args, kwargs):
+        """The guide with its particles vectorized, and the model replayed against its latents
+        (copies of them, for DReG, so that their gradient can be reweighted)."""
+        if self._plate_nesting is None:
+            self._plate_nesting = _plate_nesting(model, guide, args, kwargs)
+        with self._particles():
+            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            replayed = guide_trace
+            if self._doubly_reparameterized:
+                replayed = _as_trace({n: v.clone() for n, v in _latents(guide_trace).items()}, guide_trace)
+            model_trace = poutine.trace(poutine.replay(model, trace=replayed)).get_trace(*args, **kwargs)
+        _check_pair(model_trace, guide_trace, self.data_plate, self.name)
+        return model_trace, guide_trace
+
+    def _log_weights(self, model, guide, args, kwargs, differentiable: bool) -> tuple[torch.Tensor, Any]:
+        """The ``(k, B)`` log-weights, each site scaled relative to the data scale, and that scale."""
+        model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
+        scale = _data_scale(model_trace)
+        shape = (self.num_particles, _data_frame(next(_scored_sites(model_trace))[1], self.data_plate).size)
+        latents = {name: model_trace.nodes[name]["value"] for name in _latents(guide_trace)}
+        log_q = self._guide_log_density(guide, guide_trace, latents, args, kwargs, scale, shape)
+        if differentiable and self._path_derivative:
+            # log q(z) - log q(sg z): the derivative through z only (stop-gradient on the
+            # guide's parameters), with the value of log q(z)
+            fixed = self._guide_log_density(
+                guide, guide_trace, {n: v.detach() for n, v in latents.items()}, args, kwargs, scale, shape
+            )
+            log_q = log_q + (fixed.detach() - fixed)
+        log_w = self._log_density(model_trace, {}, scale, shape) - log_q
+        if differentiable and self._doubly_reparameterized:
+            self._reweight(latents, guide_trace, log_w)
+        return log_w, scale
+
+    def _guide_log_density(self, guide, guide_trace, values, args, kwargs, scale, shape) -> torch.Tensor:
+        """:math:`\\log q` at the latent ``values``, with the parameters of the traced guide run.
+
+        Where other values than the traced ones are asked of a guide with several latent sites,
+        a later site's distribution may depend on earlier latents, so the guide is run again with
+        the values replayed; with one latent site its traced distribution is evaluated at them.
+        """
+        if len(values) > 1 and any(v is not guide_trace.nodes[n]["value"] for n, v in values.items()):
+            with self._particles():
+                guide_trace = poutine.trace(
+                    poutine.replay(guide, trace=_as_trace(values, guide_trace))
+                ).get_trace(*args, **kwargs)
+        return self._log_density(guide_trace, values, scale, shape)
+
+    def _log_density(self, trace, values: dict, scale, shape) -> torch.Tensor:
+        """The ``(k, B)`` log-density of a trace's sites (at ``values`` where given), each site
+        scaled by its scale relative to ``scale`` and masked."""
+        total = torch.zeros(())
+        for name, site in _scored_sites(trace):
+            lp = site["fn"].log_prob(values.get(name, site["value"]), *site["args"], **site["kwargs"])
+            lp = scale_and_mask(lp, site["scale"] / scale, site["mask"])
+            dim = _data_frame(site, self.data_plate).dim
+            total = total + _reduce_site(lp, -self._plate_nesting - 1, dim, shape)
+        return total
+
+    def _reweight(self, latents: dict, guide_trace, log_w: torch.Tensor) -> None:
+        """Multiply the gradient reaching each latent copy by its particle's normalized weight."""
+        weights = torch.softmax(log_w.detach(), 0)
+        for name, value in latents.items():
+            site = guide_trace.nodes[name]
+            nbatch = len(site["fn"].batch_shape)
+            shape = [1] * value.dim()
+            shape[nbatch - self._plate_nesting - 1] = weights.shape[0]
+            shape[nbatch + _data_frame(site, self.data_plate).dim] = weights.shape[1]
+            value.register_hook(partial(torch.mul, weights.reshape(shape)))
+
+
+class Renyi(IWAE):
+    r"""The variational Rényi bound (Li & Turner 2016), one per data point.
+
+    With the log-weights of :class:`IWAE`,
+
+    .. math:: \mathcal{L}_\alpha(x_n) = \frac{1}{1 - \alpha} \log \frac1k \sum_{i=1}^k w_i^{1-\alpha},
+
+    a lower bound on :math:`\log p(x_n)` in expectation for :math:`\alpha \ge 0`, the IWAE bound at
+    :math:`\alpha = 0` and the ELBO (the mean of :math:`\log w_i`, used at :math:`\alpha = 1`) in the
+    limit :math:`\alpha \to 1`. The gradient is reparameterized,
+    :math:`\sum_i \tilde w_{\alpha,i} \nabla \log w_i` with :math:`\tilde w_{\alpha,i} \propto
+    w_i^{1-\alpha}`. Unlike Pyro's :class:`~pyro.infer.RenyiELBO` it keeps one bound per data point
+    and has a ``differentiable_loss``. Site scales and requirements are those of :class:`IWAE`.
+
+    :param float alpha: the order :math:`\alpha`.
+    :param int k: the number of particles per data point.
+    """
+
+    name = "renyi"
+
+    def __init__(self, alpha: float = 0.5, k: int = 5, *, data_plate: str = DATA_PLATE):
+        super().__init__(k, data_plate=data_plate)
+        if not math.isfinite(alpha):
+            raise ConfigError(f"alpha must be a finite number; got {alpha!r}")
+        self.alpha = float(alpha)
+
+    def _bound(self, log_w: torch.Tensor) -> torch.Tensor:
+        if self.alpha == 1.0:
+            return log_w.mean(0)
+        a = 1.0 - self.alpha
+        return (torch.logsumexp(a * log_w, 0) - math.log(self.num_particles)) / a
+
+
+class STL(IWAE):
+    r"""Sticking-the-landing gradients (Roeder, Wu & Duvenaud 2017) of the IWAE-:math:`k` bound
+    (:math:`k = 1`: the ELBO).
+
+    The bound is :class:`IWAE`'s; in its gradient :math:`\log q_\phi(z \mid x)` is differentiated
+    through the reparameterized samples :math:`z = z(\epsilon, \phi)` only, not through its
+    parameters :math:`\phi` directly:
+
+    .. math:: \nabla_\phi \approx \sum_i \tilde w_i\, \big(\nabla_z \log p(x, z_i)
+              - \nabla_z \log q_\phi(z_i \mid x)\big)\, \frac{\partial z_i}{\partial\phi}.
+
+    The score term dropped, :math:`\mathbb{E}_q[\nabla_\phi \log q_\phi] = 0`, has zero mean, so for
+    :math:`k = 1` the estimator is unbiased, and it is exactly zero when :math:`q` is the exact
+    posterior (:math:`\log p(x, z) - \log q(z \mid x) = \log p(x)` for every :math:`z`). For
+    :math:`k > 1` it is biased (Tucker et al. 2018); :class:`DReG` is the unbiased correction. The
+    model's gradient is :class:`IWAE`'s.
+
+    The stop-gradient is generic: the surrogate uses :math:`\log q_\phi(z) - \log q_\phi(\bar z)`
+    (:math:`\bar z` the detached samples, the guide re-run on them where it has several latent sites),
+    whose derivative is the path derivative at any depth of a hierarchical guide.
+
+    :param int k: the number of particles per data point (default 1: the ELBO).
+    """
+
+    name = "stl"
+    _path_derivative = True
+
+    def __init__(self, k: int = 1, *, data_plate: str = DATA_PLATE):
+        super().__init__(k, data_plate=data_plate)
+
+
+class DReG(STL):
+    r"""Doubly reparameterized gradients of the IWAE-:math:`k` bound (Tucker, Lawson, Gu & Maddison 2018).
+
+    The bound and the model's gradient are :class:`IWAE`'s; the guide's gradient is
+
+    .. math:: \nabla_\phi \mathcal L_k \approx \sum_{i=1}^k \tilde w_i^{\,2}\,
+              \frac{\partial \log w_i}{\partial z_i}\, \frac{\partial z_i}{\partial \phi},
+
+    with :math:`\log w_i` differentiated through :math:`z_i` only (as :class:`STL`). Reparameterizing
+    the score term of the IWAE gradient a second time makes this estimator unbiased for it, with a
+    signal-to-noise ratio that does not fall as :math:`k` grows (Rainforth et al. 2018); at
+    :math:`k = 1` it is :class:`STL`. One backward pass gives both gradients: the model is run on
+    copies of the latents whose gradient is multiplied by :math:`\tilde w_i` (a tensor hook), the
+    outer log-mean-exp contributing the other :math:`\tilde w_i`.
+
+    :param int k: the number of particles per data point.
+    """
+
+    name = "dreg"
+    _doubly_reparameterized = True
+
+    def __init__(self, k: int = 5, *, data_plate: str = DATA_PLATE):
+        super().__init__(k, data_plate=data_plate)
+
+
+class KLAnnealed(_Differentiable):
+    r"""Any estimator with the log-density of every latent site scaled by :math:`\beta`.
+
+    For the ELBO this is :math:`\mathbb{E}_q[\log p(x \mid z)] - \beta\,\mathrm{KL}(q \,\|\, p)`, the
+    β-VAE (Higgins et al. 2017) and, with :math:`\beta` raised to 1 over training, KL annealing
+    (Bowman et al. 2016; Sønderby et al. 2016). For the importance-weighted estimators the weights
+    become :math:`\log w = \log p(x \mid z) + \beta(\log p(z) - \log q(z \mid x))`, the β-IWAE. At
+    :math:`\beta = 1` it is ``base``; at :math:`\beta = 0` only the likelihood term is left.
+    It applies :class:`~pyrovae.handlers.LatentScaleMessenger` around ``base``.
+
+    :param base: an estimator (name or :class:`~pyro.infer.ELBO`).
+    :param float beta: the weight :math:`\beta \ge 0` of the latent (KL) part.
+    """
+
+    def __init__(self, base: str | ELBO, beta: float):
+        if not (math.isfinite(beta) and beta >= 0):
+            raise ConfigError(f"beta, the weight of the KL part, must be a finite number >= 0; got {beta!r}")
+        self.base = estimator(base)
+        self.beta = float(beta)
+        super().__init__(
+            num_particles=self.base.num_particles, vectorize_particles=self.base.vectorize_particles
+        )
+
+    def _get_trace(self, model, guide, args, kwargs):
+        with scale_latents(beta=self.beta):
+            return self.base._get_trace(model, guide, args, kwargs)
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with scale_latents(beta=self.beta):
+            return self.base.loss(model, guide, *args, **kwargs)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        with scale_latents(beta=self.beta):
+            return self.base.differentiable_loss(model, guide, *args, **kwargs)
+
+
+def _latents(guide_trace) -> dict[str, torch.Tensor]:
+    """The values of a guide trace's latent sites, by name."""
+    return {name: site["value"] for name, site in _scored_sites(guide_trace) if not site["is_observed"]}
+
+
+def _as_trace(values: dict[str, torch.Tensor], like) -> poutine.Trace:
+    """A trace holding ``values`` as latent sites, for :func:`~pyro.poutine.replay`."""
+    trace = poutine.Trace()
+    for name, value in values.items():
+        trace.add_node(name, type="sample", is_observed=False, value=value, infer=like.nodes[name]["infer"])
+    return trace
+
+
+def _plate_nesting(model, guide, args, kwargs) -> int:
+    """How many plates the pair nests, from one run (as Pyro's ``ELBO._guess_max_plate_nesting``);
+    the random state is restored, so draws do not depend on whether an estimator has probed."""
+    state = pyro.util.get_rng_state()
+    try:
+        with poutine.block(), torch.no_grad():
+            model_trace, guide_trace = _trace_pair(model, guide, args, kwargs)
+    finally:
+        pyro.util.set_rng_state(state)
+    return plate_nesting(model_trace, guide_trace)
+
+
+def _check_pair(model_trace, guide_trace, data_plate: str, name: str) -> None:
+    """Refuse a model/guide pair that per-datapoint importance weights cannot serve."""
+    for role, trace in (("model", model_trace), ("guide", guide_trace)):
+        for site_name, site in _scored_sites(trace):
+            if site["infer"].get("enumerate") or (
+                role == "guide" and not site["is_observed"] and not site["fn"].has_rsample
+            ):
+                raise ConfigError(
+                    f"the {name!r} estimator needs reparameterized latents, but site {site_name!r} of the "
+                    f"{role} is {type(site['fn']).__name__}"
+                    f"{', enumerated' if site['infer'].get('enumerate') else ' (no rsample)'}; use 'elbo' or "
+                    "'tracegraph', whose score-function gradients serve discrete latents"
+                )
+            if _data_frame(site, data_plate) is None:
+                raise ConfigError(
+                    f"site {site_name!r} of the {role} lies outside the data plate {data_plate!r}: the "
+                    f"{name!r} estimator weights each data point on its own, which needs every sample site "
+                    f"inside pyro.plate({data_plate!r}, N); make a global variable a parameter (pyro.param) "
+                    "or use 'elbo'"
+                )
+    guide_latents = set(_latents(guide_trace))
+    for site_name, site in _scored_sites(model_trace):
+        if not site["is_observed"] and site_name not in guide_latents:
+            raise ConfigError(
+                f"latent site {site_name!r} of the model is not sampled by the guide; the {name!r} "
+                "estimator needs the guide to propose every latent variable"
+            )
+    for site_name in guide_latents - set(model_trace.nodes):
+        raise ConfigError(
+            f"site {site_name!r} of the guide does not appear in the model; auxiliary guide variables are "
+            f"not supported by the {name!r} estimator"
+        )
+
+
+def _data_scale(model_trace):
+    """The scale :math:`s` of the data plate, carried by its observed sites."""
+    scales = [site["scale"] for _, site in _scored_sites(model_trace) if site["is_observed"]]
+    if not scales:
+        raise ConfigError(
+            "the model has no observed site in the data plate, whose scale (the minibatch scale N/B) "
+            "the importance-weighted estimators read; observe the data inside pyro.plate('data', N)"
+        )
+    if is_validation_enabled():
+        for scale in scales:
+            if torch.as_tensor(scale).numel() != 1 or float(scale) != float(scales[0]):
+                raise ConfigError(
+                    "the observed sites of the data plate carry different or non-scalar scales; the "
+                    "importance-weighted estimators need one minibatch scale for the whole data point"
+                )
+    return scales[0]
+
+
+#: name -> (factory, the keyword arguments it accepts); every name also accepts ``beta``
 ESTIMATORS: dict[str, tuple[Callable[..., ELBO], tuple[str, ...]]] = {
     "elbo": (TraceELBO, ("num_particles", "vectorize_particles")),
     "elbo-analytic-kl": (TraceMeanField_ELBO, ("num_particles", "vectorize_particles")),
+    "tracegraph": (TraceGraphELBO, ("num_particles", "vectorize_particles")),
+    "tail-adaptive": (TailAdaptiveELBO, ("num_particles", "tail_adaptive_beta")),
+    "iwae": (IWAE, ("k",)),
+    "renyi": (Renyi, ("alpha", "k")),
+    "stl": (STL, ("k",)),
+    "dreg": (DReG, ("k",)),
 }
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, int | float | bool]]:
+    """Split an estimator spec ``"NAME[:OPTION=VALUE]..."``, e.g. ``"iwae:k=5:beta=0.5"``, into its
+    name and options; values are read as integers, numbers or ``true``/``false``."""
+    name, *options = spec.split(":")
+    kwargs: dict[str, int | float | bool] = {}
+    for option in options:
+        key, sep, text = (part.strip() for part in option.partition("="))
+        if not (key and sep and text):
+            raise ConfigError(f"estimator option {option!r} of {spec!r} is not OPTION=VALUE, as in iwae:k=5")
+        key = key.replace("-", "_")
+        if key in kwargs:
+            raise ConfigError(f"estimator option {key!r} is given twice in {spec!r}")
+        kwargs[key] = _parse_value(text)
+    return name.strip(), kwargs
+
+
+def _parse_value(text: str) -> int | float | bool:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    raise ConfigError(f"estimator option value {text!r} is not a number, true or false")
 
 
 def estimator(name: str | ELBO, **kwargs) -> ELBO:
     """Build the estimator called ``name`` (see :data:`ESTIMATORS`) with ``kwargs``.
 
-    An :class:`~pyro.infer.ELBO` instance is returned unchanged.
+    ``name`` may carry options itself, ``"iwae:k=5"`` (see :func:`parse_spec`). The option ``beta``,
+    accepted by every name, wraps the estimator in :class:`KLAnnealed`. An
+    :class:`~pyro.infer.ELBO` instance is returned unchanged.
     """
     if isinstance(name, ELBO):
         if kwargs:
@@ -114,13 +566,20 @@ def estimator(name: str | ELBO, **kwargs) -> ELBO:
                 "options were given together with an estimator instance; set them on the instance"
             )
         return name
+    name, options = parse_spec(name)
+    twice = sorted(set(options) & set(kwargs))
+    if twice:
+        raise ConfigError(f"estimator option {', '.join(twice)} is given both in the name and as keyword")
+    kwargs = {**options, **kwargs}
     if name not in ESTIMATORS:
         raise unknown_name("estimator", name, ESTIMATORS)
     factory, accepted = ESTIMATORS[name]
+    accepted = (*accepted, "beta")
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise ConfigError(
-            f"estimator {name!r} takes no option {', '.join(unknown)}; "
-            f"it accepts: {', '.join(accepted) or 'none'}"
+            f"estimator {name!r} takes no option {', '.join(unknown)}; it accepts: {', '.join(accepted)}"
         )
-    return factory(**kwargs)
+    beta = kwargs.pop("beta", None)
+    elbo = factory(**kwargs)
+    return elbo if beta is None else KLAnnealed(elbo, beta)

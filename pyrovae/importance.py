@@ -366,6 +366,18 @@ def _scored_sites(trace) -> Iterator[tuple[str, dict]]:
             yield name, site
 
 
+def plate_nesting(*traces) -> int:
+    """The number of vectorized plate dims the sites of ``traces`` use (Pyro's ``max_plate_nesting``)."""
+    dims = [
+        frame.dim
+        for trace in traces
+        for _, site in _scored_sites(trace)
+        for frame in site["cond_indep_stack"]
+        if frame.vectorized
+    ]
+    return -min(dims, default=0)
+
+
 def _data_frame(site: dict, data_plate: str):
     return next((f for f in site["cond_indep_stack"] if f.name == data_plate), None)
 
@@ -507,14 +519,7 @@ class _Plan:
         with pyro.validation_enabled(True):
             model_trace, guide_trace = _trace_pair(model, guide, args, model_kwargs)
             self._check_sites(model_trace, guide_trace, data_plate)
-            dims = [
-                f.dim
-                for trace in (model_trace, guide_trace)
-                for _, site in _scored_sites(trace)
-                for f in site["cond_indep_stack"]
-                if f.vectorized
-            ]
-            self.max_plate_nesting = -min(dims)
+            self.max_plate_nesting = plate_nesting(model_trace, guide_trace)
             self.particle_dim = -self.max_plate_nesting - 1
             try:
                 model_trace, guide_trace = _trace_pair(

@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pyro.infer import ELBO
+
 from . import datasets
 from .errors import ConfigError, RunDirError
+from .estimators import estimator
 from .io import load_checkpoint, write_json
 from .training import BEST, CHECKPOINT
 from .vae import VAE
@@ -40,6 +43,9 @@ class RunConfig:
     hidden: list[int] = field(default_factory=lambda: [400])
     activation: str = "softplus"
     estimator: str = "elbo"
+    k: int | None = None
+    alpha: float | None = None
+    beta: float | None = None
     epochs: int = 10
     batch_size: int = 100
     lr: float = 1e-3
@@ -83,6 +89,11 @@ class RunConfig:
         return datasets.load(
             self.dataset, split, root=self.data_root, download=self.download, binarize=self.binarize
         )
+
+    def build_estimator(self) -> ELBO:
+        """The estimator ``estimator`` with the options ``k``, ``alpha`` and ``beta`` that are set."""
+        options = {name: getattr(self, name) for name in ("k", "alpha", "beta")}
+        return estimator(self.estimator, **{name: v for name, v in options.items() if v is not None})
 
     def build_vae(self, event_shape) -> VAE:
         return VAE(

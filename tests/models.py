@@ -78,6 +78,22 @@ class PPCA:
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.MultivariateNormal(self.posterior_loc(x), scale_tril=self.post_scale_tril))
 
+    def pixel_plate_model(self, x: torch.Tensor) -> None:
+        """The same model written with the data plate at dim -2 and a plate over the observed
+        coordinates at dim -1 (no ``to_event`` on the likelihood)."""
+        zeros = torch.zeros(self.latent_dim, dtype=DTYPE)
+        with pyro.plate("data", x.shape[0], dim=-2):
+            z = pyro.sample("z", _diagonal_normal(zeros, torch.ones_like(zeros)))
+            with pyro.plate("coordinates", self.data_dim, dim=-1):
+                loc = (z @ self.W.T + self.b)[..., 0, :]
+                pyro.sample("x", dist.Normal(loc, torch.tensor(self.sigma, dtype=DTYPE)), obs=x)
+
+    def pixel_plate_guide(self, x: torch.Tensor) -> None:
+        """The exact posterior, for :meth:`pixel_plate_model`."""
+        with pyro.plate("data", x.shape[0], dim=-2):
+            loc = self.posterior_loc(x).unsqueeze(-2)
+            pyro.sample("z", dist.MultivariateNormal(loc, scale_tril=self.post_scale_tril))
+
     def diagonal_guide(self, shift: float = 0.3, widen: float = 1.3):
         """A mean-field guide: the posterior's marginals, shifted by ``shift`` marginal standard
         deviations and with scales multiplied by ``widen``."""
@@ -264,3 +280,38 @@ def enumerated_model(x: torch.Tensor) -> None:
 
 def enumerated_guide(x: torch.Tensor) -> None:
     pass
+
+
+class LearnablePPCA(torch.nn.Module):
+    r""":class:`PPCA` with learnable parameters: the model's :math:`W, b` and an amortized guide
+    :math:`q(z \mid x) = \mathcal N(Gx + c, LL^\top)` with full-covariance factor :math:`L`, initialized
+    at the exact posterior (:math:`G = M^{-1}W^\top`, :math:`c = -Gb`, :math:`LL^\top` the posterior
+    covariance), its mean then shifted by ``shift`` posterior standard deviations."""
+
+    def __init__(self, ppca: PPCA, shift: float = 0.0):
+        super().__init__()
+        self.sigma = ppca.sigma
+        self.W = torch.nn.Parameter(ppca.W.clone())
+        self.b = torch.nn.Parameter(ppca.b.clone())
+        sd = ppca.post_cov.diagonal().sqrt()
+        self.gain = torch.nn.Parameter(ppca._gain.clone())
+        self.offset = torch.nn.Parameter(-ppca._gain @ ppca.b + shift * sd)
+        self.tril = torch.nn.Parameter(ppca.post_scale_tril.clone())
+
+    def model(self, x: torch.Tensor) -> None:
+        zeros = torch.zeros(self.W.shape[1], dtype=DTYPE)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", _diagonal_normal(zeros, torch.ones_like(zeros)))
+            pyro.sample(
+                "x", _diagonal_normal(z @ self.W.T + self.b, torch.full_like(self.b, self.sigma)), obs=x
+            )
+
+    def guide(self, x: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample(
+                "z", dist.MultivariateNormal(x @ self.gain.T + self.offset, scale_tril=self.tril.tril())
+            )
+
+    def log_likelihood_term(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """:math:`\\log p(x \\mid z)` for latents ``z`` of shape ``(..., N, d)``."""
+        return _diagonal_normal(z @ self.W.T + self.b, torch.full_like(self.b, self.sigma)).log_prob(x)

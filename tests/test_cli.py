@@ -97,9 +97,7 @@ def test_a_saved_config_gives_the_same_config_and_flags_override_it(trained, tmp
     assert (written.latent_dim, written.hidden, written.epochs, written.batch_size) == (2, [16], 1, 400)
 
 
-def test_cli_seed_determines_initial_parameters_so_a_config_reproduces_its_run(
-    tmp_path, capsys
-):
+def test_cli_seed_determines_initial_parameters_so_a_config_reproduces_its_run(tmp_path, capsys):
     """KNOWN BUG in pyrovae/cli.py (reported, not fixed here): `train` builds the VAE without seeding
     torch with the config's seed, so the initial parameters depend on whatever used the global RNG
     before (in-process), and --seed does not change them at all (in a fresh process). Two runs of

@@ -16,7 +16,6 @@ import pyro.distributions as dist
 import pytest
 import torch
 import xarray as xr
-from pyro.infer.util import is_validation_enabled
 from models import (
     DTYPE,
     PPCA,
@@ -30,6 +29,7 @@ from models import (
     no_plate_guide,
     no_plate_model,
 )
+from pyro.infer.util import is_validation_enabled
 
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.handlers import scale_data, scale_latents
@@ -89,6 +89,16 @@ def test_exact_posterior_other_models(case):
         data, guide, exact = x, m.guide(mix=0.0, widen=1.0), m.log_px(x)
     result = log_likelihood(m.model, guide, data, 100, return_log_weights=True, **RUN)
     torch.testing.assert_close(result.log_weights, exact[:, None].expand(10, 100), atol=1e-6, rtol=0)
+
+
+def test_nested_plates(ppca):
+    # data plate at dim -2, a plate over coordinates at -1: particles go to dim -3
+    model, x = ppca
+    result = log_likelihood(
+        model.pixel_plate_model, model.pixel_plate_guide, x, 20, return_log_weights=True, **RUN
+    )
+    torch.testing.assert_close(result.log_weights, model.log_px(x)[:, None].expand(25, 20), atol=1e-6, rtol=0)
+    assert _Sweep(model.pixel_plate_model, model.pixel_plate_guide, x, 20).plan.particle_dim == -3
 
 
 # ---------------------------------------------------------------------------------------------

@@ -266,7 +266,7 @@ def test_invalid_options_are_config_errors(train):
     with pytest.raises(ConfigError, match="model\\(\\) method"):
         pyrovae.fit(torch.nn.Linear(2, 2), torch.zeros(4, 2), epochs=1, progress=False)
     with pytest.raises(ConfigError, match="estimator"):
-        pyrovae.fit(make_vae(), train, epochs=1, estimator="iwae", progress=False)
+        pyrovae.fit(make_vae(), train, epochs=1, estimator="no-such-estimator", progress=False)
 
 
 # ---------------------------------------------------------------------------------------------
