@@ -7,6 +7,7 @@ every trainer, estimator and evaluator here.
 """
 
 from . import datasets, estimators, handlers, likelihoods, nn, plots, priors
+from .bounds import Bounds, bounds
 from .compare import Comparison, compare
 from .datasets import VAEDataset, as_dataset, load
 from .errors import ConfigError, DataError, PyroVAEError, TrainingError
@@ -21,6 +22,7 @@ from .estimators import (
     TraceGraphELBO,
     estimator,
 )
+from .importance import LogLikelihood, log_likelihood
 from .training import FitResult, Trainer, fit
 from .vae import VAE
 
@@ -30,12 +32,14 @@ __all__ = [
     "IWAE",
     "STL",
     "VAE",
+    "Bounds",
     "Comparison",
     "ConfigError",
     "DReG",
     "DataError",
     "FitResult",
     "KLAnnealed",
+    "LogLikelihood",
     "PyroVAEError",
     "Renyi",
     "TailAdaptiveELBO",
@@ -45,6 +49,7 @@ __all__ = [
     "TrainingError",
     "VAEDataset",
     "as_dataset",
+    "bounds",
     "compare",
     "datasets",
     "estimator",
@@ -53,6 +58,7 @@ __all__ = [
     "handlers",
     "likelihoods",
     "load",
+    "log_likelihood",
     "nn",
     "plots",
     "priors",
