@@ -7,6 +7,8 @@ every trainer, estimator and evaluator here.
 """
 
 from . import datasets, estimators, handlers, likelihoods, nn, plots, priors
+from .ais import AIS, ais
+from .bdmc import BDMC, bdmc
 from .bounds import Bounds, bounds
 from .compare import Comparison, compare
 from .datasets import VAEDataset, as_dataset, load
@@ -29,6 +31,8 @@ from .vae import VAE
 __version__ = "0.1.0"
 
 __all__ = [
+    "AIS",
+    "BDMC",
     "IWAE",
     "STL",
     "VAE",
@@ -48,7 +52,9 @@ __all__ = [
     "Trainer",
     "TrainingError",
     "VAEDataset",
+    "ais",
     "as_dataset",
+    "bdmc",
     "bounds",
     "compare",
     "datasets",

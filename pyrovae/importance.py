@@ -511,6 +511,33 @@ def _reduce_site(lp, particle_dim: int, data_dim: int, shape: tuple[int, int]) -
     return lp.expand(shape)
 
 
+def site_log_prob(site: dict, particle_dim: int, data_dim: int, shape, fused=None) -> torch.Tensor:
+    """A site's masked log-density in nats per data point, summed to ``shape`` = (particles, data
+    points). The site's scale (minibatch or KL-annealing factors) is ignored. ``fused(fn, value)``
+    computes the event-summed log-density by a faster route, or returns ``None`` where it does
+    not apply (default :func:`_fused_log_prob`, which is not differentiable)."""
+    fn, value = site["fn"], site["value"]
+    lp = (fused or _fused_log_prob)(fn, value)
+    if lp is None:
+        lp = fn.log_prob(value, *site["args"], **site["kwargs"])
+    lp = scale_and_mask(lp, mask=site["mask"])
+    return _reduce_site(lp, particle_dim, data_dim, shape)
+
+
+def check_support(name: str, site: dict) -> None:
+    """Raise :class:`~pyrovae.errors.DataError` if an observed site's values are outside the support.
+
+    Pyro's validation is switched off in the vectorized sweeps (it would check every large
+    parameter tensor of every chunk); the observed values are checked with this instead, once
+    per data chunk, on tensors without the particle dimension."""
+    ok = site["fn"].support.check(site["value"])
+    if not bool(torch.as_tensor(ok).all()):
+        raise DataError(
+            f"observed site {name!r} holds values outside the support of its distribution "
+            f"({site['fn'].support}); check the data"
+        )
+
+
 class _Plan:
     """What a probe of the model/guide pair on one data point tells about the full run."""
 
@@ -670,7 +697,7 @@ class _Sweep:
             batch_size = max(1, min(rows // particle_batch_size, weights_cap))
         return min(batch_size, num_data), min(particle_batch_size, num_samples)
 
-    def _chunk(self, args, num_particles: int, num_data: int, check_support: bool):
+    def _chunk(self, args, num_particles: int, num_data: int, check: bool):
         model_trace, guide_trace = _trace_pair(
             self.model, self.guide, args, self.model_kwargs, num_particles, self.plan.particle_dim
         )
@@ -678,8 +705,8 @@ class _Sweep:
         log_w = torch.zeros(())
         elbo = torch.zeros(()) if self.analytic_kl else None
         for name, site in _scored_sites(model_trace):
-            if check_support and site["is_observed"]:
-                self._check_support(name, site)
+            if check and site["is_observed"]:
+                check_support(name, site)
             lp = self._site_log_prob(site, shape)
             log_w = log_w + lp
             if elbo is not None:
@@ -697,24 +724,7 @@ class _Sweep:
         return _data_frame(site, self.data_plate).dim
 
     def _site_log_prob(self, site, shape) -> torch.Tensor:
-        # per-datapoint nats: the site's scale (minibatch or KL-annealing factors) is ignored
-        fn, value = site["fn"], site["value"]
-        lp = _fused_log_prob(fn, value)
-        if lp is None:
-            lp = fn.log_prob(value, *site["args"], **site["kwargs"])
-        lp = scale_and_mask(lp, mask=site["mask"])
-        return _reduce_site(lp, self.plan.particle_dim, self._data_dim(site), shape)
-
-    def _check_support(self, name, site) -> None:
-        # Pyro's validation is switched off inside the sweep (it would check every large
-        # parameter tensor of every chunk); the observed values are checked here instead, once
-        # per data chunk, on tensors without the particle dimension.
-        ok = site["fn"].support.check(site["value"])
-        if not bool(torch.as_tensor(ok).all()):
-            raise DataError(
-                f"observed site {name!r} holds values outside the support of its distribution "
-                f"({site['fn'].support}); check the data"
-            )
+        return site_log_prob(site, self.plan.particle_dim, self._data_dim(site), shape)
 
     def __len__(self) -> int:
         return self.data.num_data

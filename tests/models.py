@@ -65,9 +65,10 @@ class PPCA:
     def posterior_loc(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.b) @ self._gain.T
 
-    def model(self, x: torch.Tensor) -> None:
+    def model(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> None:
+        """Without ``x``, draws ``batch_size`` observations (as :meth:`pyrovae.VAE.model` does)."""
         zeros = torch.zeros(self.latent_dim, dtype=DTYPE)
-        with pyro.plate("data", x.shape[0]):
+        with pyro.plate("data", x.shape[0] if x is not None else batch_size):
             z = pyro.sample("z", _diagonal_normal(zeros, torch.ones_like(zeros)))
             pyro.sample(
                 "x", _diagonal_normal(z @ self.W.T + self.b, torch.full_like(self.b, self.sigma)), obs=x
