@@ -66,7 +66,9 @@ def run_stage(name: str, args, run, x, cache: Path) -> None:
         return
     progress = not args.no_progress
     if name == "iwae":
-        ll = pyrovae.log_likelihood(run.vae.model, run.vae.guide, x, args.iwae_samples, seed=args.seed, progress=progress)
+        ll = pyrovae.log_likelihood(
+            run.vae.model, run.vae.guide, x, args.iwae_samples, seed=args.seed, progress=progress
+        )
         table, summary = ll.to_dataframe(), {**ll.to_json_dict(), "label": f"IWAE-{args.iwae_samples}"}
     elif name == "bdmc":
         result = pyrovae.bdmc(
@@ -104,11 +106,15 @@ def parse_ints(text: str) -> list[int]:
 
 
 def figure(per_image: pd.DataFrame, bdmc: pd.DataFrame | None, iwae: str, path: Path) -> None:
-    fig, axes = plt.subplots(1, 2 if bdmc is not None else 1, figsize=(11, 4), layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if bdmc is not None else 1, figsize=(11, 4), layout="constrained", squeeze=False
+    )
     left = axes[0, 0]
     for i, column in enumerate(c for c in per_image if c != iwae):
         gain = per_image[column] - per_image[iwae]
-        left.hist(gain, bins=30, alpha=0.6, color=f"C{i}", label=f"{column} - {iwae} (mean {gain.mean():.2f})")
+        left.hist(
+            gain, bins=30, alpha=0.6, color=f"C{i}", label=f"{column} - {iwae} (mean {gain.mean():.2f})"
+        )
     left.axvline(0, color="k", linewidth=0.8)
     left.set_xlabel("per-image difference of log p(x) estimates (nats)")
     left.set_ylabel("test images")

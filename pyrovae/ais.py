@@ -56,15 +56,15 @@ from tqdm.auto import tqdm
 from .errors import ConfigError, DataError
 from .handlers import DATA_PLATE
 from .importance import (
+    _BERNOULLI,
+    _INDEPENDENT,
     PARTICLE_PLATE,
+    _bernoulli_log_prob,
     _Data,
     _data_frame,
     _Plan,
     _reduce_site,
     _scored_sites,
-    _BERNOULLI,
-    _INDEPENDENT,
-    _bernoulli_log_prob,
     _trace_pair,
     check_support,
     reduce_log_weights,
@@ -276,7 +276,11 @@ def _differentiable_log_prob(fn, value: torch.Tensor) -> torch.Tensor | None:
     if type(fn) not in _INDEPENDENT or fn.reinterpreted_batch_ndims < 1 or value.requires_grad:
         return None
     base, n = fn.base_dist, fn.reinterpreted_batch_ndims
-    if type(base) not in _BERNOULLI or "logits" not in base.__dict__ or min(base.logits.dim(), value.dim()) < n:
+    if (
+        type(base) not in _BERNOULLI
+        or "logits" not in base.__dict__
+        or min(base.logits.dim(), value.dim()) < n
+    ):
         return None
     logits, value = base.logits.flatten(-n), value.flatten(-n).to(base.logits.dtype)
     if value.shape[-1] != logits.shape[-1] or value.dim() > logits.dim():
@@ -387,7 +391,9 @@ class _Path:
                     log_det = log_det + _reduce_site(ld, self.particle_dim, lat.data_dim, self.shape)
                 z[lat.name] = value
             with pyro.plate(PARTICLE_PLATE, self.num_chains, dim=self.particle_dim):
-                trace = poutine.trace(poutine.condition(self.model, data=z)).get_trace(*self.args, **self.kwargs)
+                trace = poutine.trace(poutine.condition(self.model, data=z)).get_trace(
+                    *self.args, **self.kwargs
+                )
                 log_prior = sum(self._site_lp(trace.nodes[name]) for name in z)
                 log_joint = sum((self._site_lp(site) for _, site in _scored_sites(trace)), torch.zeros(()))
                 if self.start == "prior":
@@ -432,7 +438,9 @@ class _State:
             setattr(self, name, torch.where(wide, getattr(other, name), getattr(self, name)))
 
 
-def _hmc(path: _Path, state: _State, beta: float, step_size: torch.Tensor, leapfrog_steps: int) -> torch.Tensor:
+def _hmc(
+    path: _Path, state: _State, beta: float, step_size: torch.Tensor, leapfrog_steps: int
+) -> torch.Tensor:
     """One HMC transition at inverse temperature ``beta``, in place; returns the acceptance
     probabilities, chains x data points."""
     eps = step_size.unsqueeze(-1)  # per data point, broadcast over chains and coordinates
@@ -572,7 +580,9 @@ def ais(
                 args = source.get(lo, hi) + tuple(model_args)
                 with torch.no_grad(), pyro.validation_enabled(False):
                     path = _Path(model, guide, args, model_kwargs, plan, data_plate, num_chains, start, check)
-                    u0 = path.flatten(path.values if reverse_from is None else _chunk_of(path, reverse_from, lo, hi))
+                    u0 = path.flatten(
+                        path.values if reverse_from is None else _chunk_of(path, reverse_from, lo, hi)
+                    )
                     lw, acc, eps = _anneal(
                         path, u0, betas, leapfrog_steps, step_size, target_accept, adapt_step_size, bar
                     )

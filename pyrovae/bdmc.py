@@ -76,19 +76,20 @@ class BDMC:
     def summary(self) -> str:
         """A readable multi-line summary."""
         f = self.forward
-        return "\n".join(
-            [
-                f"BDMC on {self.num_data} simulated data points: K = {f.num_chains} chains, "
-                f"T = {f.num_steps} {f.schedule} steps from the {f.start}, {f.leapfrog_steps} leapfrog steps",
-                f"  lower bound (forward AIS)  {float(self.lower.mean()):10.3f} ± {self._stderr(self.lower):.3f}",
-                f"  upper bound (reverse AIS)  {float(self.upper.mean()):10.3f} ± {self._stderr(self.upper):.3f}",
-                f"  gap                        {float(self.gap.mean()):10.3f} ± {self._stderr(self.gap):.3f} nats"
-                f"   (max {float(self.gap.max()):.3f})",
-                f"  acceptance: forward {float(f.acceptance.nanmean()):.2f}, "
-                f"reverse {float(self.reverse.acceptance.nanmean()):.2f}",
-                f"  elapsed {self.elapsed:.1f} s",
-            ]
-        )
+        rows = [("lower bound (forward AIS)", self.lower), ("upper bound (reverse AIS)", self.upper)]
+        rows.append(("gap", self.gap))
+        lines = [
+            f"BDMC on {self.num_data} simulated data points: K = {f.num_chains} chains, "
+            f"T = {f.num_steps} {f.schedule} steps from the {f.start}, {f.leapfrog_steps} leapfrog steps"
+        ]
+        lines += [f"  {name:<26} {float(v.mean()):10.3f} ± {self._stderr(v):.3f}" for name, v in rows]
+        lines[-1] += f" nats   (max {float(self.gap.max()):.3f})"
+        lines += [
+            f"  acceptance: forward {float(f.acceptance.nanmean()):.2f}, "
+            f"reverse {float(self.reverse.acceptance.nanmean()):.2f}",
+            f"  elapsed {self.elapsed:.1f} s",
+        ]
+        return "\n".join(lines)
 
     def __repr__(self) -> str:
         return self.summary()

@@ -15,8 +15,11 @@ Where every latent site has a closed-form KL divergence, the ELBO is also estima
 :math:`\mathbb{E}_q[\log p(x \mid z)] - \mathrm{KL}(q \,\|\, p)`, as Pyro's
 :class:`~pyro.infer.TraceMeanField_ELBO` does.
 
-The result keeps its rows in an ordered mapping, so that other estimators (annealed importance
-sampling, bidirectional Monte Carlo) can add theirs.
+The result keeps its rows in an ordered mapping, so that other estimators can add theirs: on
+request, annealed importance sampling adds an "AIS-T" row per number of annealing steps
+:math:`T` (a tighter stochastic lower bound, see :mod:`pyrovae.ais`), and bidirectional Monte
+Carlo sandwiches :math:`\log p(x)` on data points simulated from the model (a different set of
+data points, so kept beside the rows, see :mod:`pyrovae.bdmc`).
 
 References:
 
@@ -36,6 +39,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .ais import AIS, ais
+from .bdmc import BDMC, bdmc
 from .errors import ConfigError
 from .importance import LogLikelihood, _Sweep, seeded
 from .io import atomic_path
@@ -52,6 +57,10 @@ _SWEEP_OPTIONS = {
     "model_args",
     "model_kwargs",
 }
+
+
+# options of the importance-sampling sweep that AIS shares
+_AIS_OPTIONS = {"data_plate", "model_args", "model_kwargs"}
 
 
 def _row_name(k: int) -> str:
@@ -88,6 +97,8 @@ class Bounds:
     :ivar list notes: remarks for the summary, e.g. why a row was omitted.
     :ivar LogLikelihood log_likelihood: the IWAE-:math:`K` estimate with its diagnostics.
     :ivar float elapsed: wall time in seconds.
+    :ivar dict ais: row name to the :class:`~pyrovae.AIS` result behind an "AIS-T" row.
+    :ivar BDMC bdmc: the BDMC sandwich on simulated data points, or ``None``.
     """
 
     values: dict[str, torch.Tensor]
@@ -96,6 +107,13 @@ class Bounds:
     notes: list[str] = field(default_factory=list)
     log_likelihood: LogLikelihood | None = None
     elapsed: float = 0.0
+    ais: dict[str, AIS] = field(default_factory=dict)
+    bdmc: BDMC | None = None
+
+    def add_ais(self, result: AIS) -> None:
+        """Add the row of an :func:`~pyrovae.ais` result (named ``result.name``, e.g. "AIS-1000")."""
+        self.add(result.name, result.log_px)
+        self.ais[result.name] = result
 
     def add(self, name: str, values: torch.Tensor, note: str | None = None) -> None:
         """Add a row ``name`` of ``(N,)`` per-datapoint values (e.g. from AIS), with an optional note."""
@@ -145,6 +163,13 @@ class Bounds:
         for name in self.values:
             lines.append(f"  {name:<{width}}  {self.mean(name):12.3f}  {self.stderr(name):8.3f}")
         lines += [f"  note: {note}" for note in self.notes]
+        for name, result in self.ais.items():
+            lines.append(
+                f"  {name}: {result.num_chains} chains, {result.leapfrog_steps} leapfrog steps, mean "
+                f"acceptance {float(result.acceptance.nanmean()):.2f}, {result.elapsed:.1f} s"
+            )
+        if self.bdmc is not None:
+            lines += ["  " + line for line in self.bdmc.summary().splitlines()]
         lines.append(f"  elapsed {self.elapsed:.1f} s")
         return "\n".join(lines)
 
@@ -167,12 +192,20 @@ class Bounds:
 
         names = self.names
         table = np.stack([self.values[n].cpu().numpy() for n in names])
-        return xr.Dataset(
-            {"log_px_bound": (("bound", "datapoint"), table)},
+        data_vars = {"log_px_bound": (("bound", "datapoint"), table)}
+        coords = {}
+        if self.ais:
+            coords["ais"] = list(self.ais)
+            for field_name in ("log_px_se", "acceptance", "step_size"):
+                stacked = np.stack([getattr(r, field_name).cpu().numpy() for r in self.ais.values()])
+                data_vars[f"ais_{field_name}"] = (("ais", "datapoint"), stacked)
+        ds = xr.Dataset(
+            data_vars,
             coords={
                 "bound": names,
                 "datapoint": np.arange(self.num_data),
                 "k": ("bound", [self.ks.get(n, 0) for n in names]),
+                **coords,
             },
             attrs={
                 "num_samples": int(self.num_samples),
@@ -180,25 +213,34 @@ class Bounds:
                 "notes": "\n".join(self.notes),
             },
         )
+        if self.bdmc is not None:
+            ds = xr.merge([ds, self.bdmc.to_xarray()], combine_attrs="no_conflicts")
+        return ds
 
     def to_json_dict(self) -> dict:
-        """Means and standard errors of every row as plain floats."""
-        return {
+        """Means and standard errors of every row as plain floats, with the AIS and BDMC summaries."""
+        out = {
             "num_data": self.num_data,
             "num_samples": int(self.num_samples),
             "bounds": {n: {"mean": self.mean(n), "stderr": self.stderr(n)} for n in self.values},
             "notes": list(self.notes),
         }
+        if self.ais:
+            out["ais"] = {name: result.to_json_dict() for name, result in self.ais.items()}
+        if self.bdmc is not None:
+            out["bdmc"] = self.bdmc.to_json_dict()
+        return out
 
     def plot(self, path: str | os.PathLike | None = None):
         """Plot the ladder: mean IWAE-:math:`k` bound against :math:`k` (log axis) with
-        standard-error bars, other rows as horizontal lines with bands. Saves a PNG atomically
-        when ``path`` is given. Returns the :class:`matplotlib.figure.Figure` (made without
-        pyplot, so no display or interactive backend is needed)."""
+        standard-error bars, other rows (analytic ELBO, AIS) as horizontal lines with bands; with
+        BDMC, a second panel shows its lower and upper bounds on the simulated data points. Saves
+        a PNG atomically when ``path`` is given. Returns the :class:`matplotlib.figure.Figure`
+        (made without pyplot, so no display or interactive backend is needed)."""
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(6, 4), layout="constrained")
-        ax = fig.add_subplot()
+        fig = Figure(figsize=(6 if self.bdmc is None else 10, 4), layout="constrained")
+        ax, *right = fig.subplots(1, 1 if self.bdmc is None else 2, squeeze=False)[0]
         ks = list(self.ks.values())
         ax.errorbar(
             ks,
@@ -220,10 +262,27 @@ class Bounds:
         ax.set_ylabel("mean bound on log p(x) (nats)")
         ax.set_title(f"log p(x) bounds, N = {self.num_data}, K = {self.num_samples}")
         ax.legend(loc="best")
+        if right:
+            self._plot_bdmc(right[0])
         if path is not None:
             with atomic_path(path) as tmp:
                 fig.savefig(tmp, format="png", dpi=100)
         return fig
+
+    def _plot_bdmc(self, ax) -> None:
+        b = self.bdmc
+        stderr = [b._stderr(v) for v in (b.lower, b.upper)]
+        means = [float(b.lower.mean()), float(b.upper.mean())]
+        ax.errorbar([0, 1], means, yerr=stderr, fmt="o", capsize=4, color="C3")
+        for lo, hi in zip(b.lower.tolist(), b.upper.tolist(), strict=True):
+            ax.plot([0, 1], [lo, hi], color="0.6", alpha=0.3, linewidth=0.8)
+        ax.set_xticks([0, 1], ["forward AIS\n(lower)", "reverse AIS\n(upper)"])
+        ax.set_xlim(-0.5, 1.5)
+        ax.set_ylabel("log p(x) of simulated data (nats)")
+        ax.set_title(
+            f"BDMC, {b.num_data} simulated points, T = {b.forward.num_steps}: "
+            f"gap {float(b.gap.mean()):.3f} nats"
+        )
 
 
 def bounds(
@@ -233,6 +292,11 @@ def bounds(
     ks: Sequence[int] = (1, 10, 100, 1000, 5000),
     *,
     analytic_kl: bool = True,
+    ais_steps: int | Sequence[int] = (),
+    ais_chains: int = 16,
+    bdmc_data: int = 0,
+    bdmc_steps: int | None = None,
+    ais_options: dict | None = None,
     seed: int | None = None,
     progress: bool = True,
     **log_likelihood_kwargs,
@@ -257,6 +321,14 @@ def bounds(
     :param data: the data, as for :func:`~pyrovae.importance.log_likelihood`.
     :param ks: the :math:`k` of the IWAE rows, positive integers.
     :param bool analytic_kl: add the analytic-KL ELBO row where possible.
+    :param ais_steps: for each :math:`T`, add a row "AIS-T" from :func:`~pyrovae.ais` with
+        :math:`T` annealing steps (results kept in :attr:`Bounds.ais`).
+    :param int ais_chains: chains per data point of the AIS rows and of BDMC.
+    :param int bdmc_data: if positive, run :func:`~pyrovae.bdmc` on this many data points
+        simulated from the model (kept in :attr:`Bounds.bdmc`, not a row: other data points).
+    :param int bdmc_steps: annealing steps of BDMC (default the largest of ``ais_steps``, else 1000).
+    :param dict ais_options: further options of :func:`~pyrovae.ais` and :func:`~pyrovae.bdmc`
+        (``schedule``, ``leapfrog_steps``, ``start``, ``step_size``, ``data_sites``, ...).
     :param int seed: seed for the draws; the caller's random state is restored afterwards.
     :param bool progress: show a progress bar.
     :param log_likelihood_kwargs: ``data_plate``, ``batch_size``, ``particle_batch_size``,
@@ -274,6 +346,7 @@ def bounds(
             f"bounds draws max(ks) = {num_samples} samples; do not also pass num_samples={given}"
         )
     return_log_weights = log_likelihood_kwargs.pop("return_log_weights", False)
+    ais_steps = [ais_steps] if isinstance(ais_steps, int) else sorted(set(ais_steps))
     unknown = set(log_likelihood_kwargs) - _SWEEP_OPTIONS
     if unknown:
         raise ConfigError(
@@ -293,7 +366,7 @@ def bounds(
                 reducer.add(log_w)
                 bar.update(hi - lo)
         loglik = reducer.result(elapsed=0.0)
-    loglik.elapsed = elapsed = time.perf_counter() - start
+    loglik.elapsed = time.perf_counter() - start
     table = torch.cat(iwae)
     values: dict[str, torch.Tensor] = {}
     notes = []
@@ -306,11 +379,19 @@ def bounds(
     values.update({name: table[:, i] for i, name in enumerate(names)})
     if any(num_samples % k for k in ks):
         notes.append(f"rows with k not dividing K = {num_samples} use floor(K/k) disjoint groups of k draws")
-    return Bounds(
+    ladder = Bounds(
         values,
         ks=dict(zip(names, ks, strict=True)),
         num_samples=num_samples,
         notes=notes,
         log_likelihood=loglik,
-        elapsed=elapsed,
     )
+    options = {k: v for k, v in log_likelihood_kwargs.items() if k in _AIS_OPTIONS}
+    options.update(ais_options or {}, num_chains=ais_chains, seed=seed, progress=progress)
+    for steps in ais_steps:
+        ladder.add_ais(ais(model, guide, data, num_steps=steps, **options))
+    if bdmc_data:
+        steps = bdmc_steps or max(ais_steps, default=1000)
+        ladder.bdmc = bdmc(model, guide, bdmc_data, num_steps=steps, **options)
+    ladder.elapsed = time.perf_counter() - start
+    return ladder

@@ -123,8 +123,10 @@ def _add_evaluate(sub) -> argparse.ArgumentParser:
         "evaluate",
         help="estimate log p(x) per data point and the ladder of bounds",
         description="Importance-sampled log p(x) of every data point of a split, with standard errors, "
-        "effective sample sizes and PSIS k-hat, and the ladder ELBO <= IWAE-k. Writes "
-        "evaluation-SPLIT.json (summary), .csv and .nc (per data point) and bounds-SPLIT.png into RUN_DIR.",
+        "effective sample sizes and PSIS k-hat, and the ladder ELBO <= IWAE-k, optionally with annealed "
+        "importance sampling rows (--ais-steps) and the BDMC sandwich on simulated data (--bdmc). Writes "
+        "evaluation-SPLIT.json (summary), .csv and .nc (per data point; BDMC's simulated points in "
+        "evaluation-SPLIT-bdmc.csv and the .nc) and bounds-SPLIT.png into RUN_DIR.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="directory of a `pyrovae train` run")
@@ -138,6 +140,25 @@ def _add_evaluate(sub) -> argparse.ArgumentParser:
         help="k of the IWAE-k rows of the ladder (k = 1 is the ELBO)",
     )
     p.add_argument("--limit", type=int, help="evaluate only the first N data points of the split")
+    p.add_argument(
+        "--ais-steps",
+        type=_ks,
+        default=[],
+        metavar="T1,T2,...",
+        help="add an AIS-T row (annealed importance sampling with T steps) for each T",
+    )
+    p.add_argument("--ais-chains", type=int, default=16, help="AIS chains per data point")
+    p.add_argument("--leapfrog-steps", type=int, default=10, help="leapfrog steps per HMC transition of AIS")
+    p.add_argument(
+        "--bdmc",
+        type=int,
+        default=0,
+        metavar="N",
+        help="BDMC sandwich on N data points simulated from the model",
+    )
+    p.add_argument(
+        "--bdmc-steps", type=int, help="annealing steps of BDMC (default: the largest --ais-steps, or 1000)"
+    )
     p.add_argument("--max-memory", type=float, default=512, metavar="MiB", help="memory for one chunk")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--seed", type=int, default=0)
@@ -331,6 +352,11 @@ def evaluate(args: argparse.Namespace) -> int:
             f"--bounds asks for k = {max(args.bounds)} but --num-samples is {args.num_samples}; "
             "raise --num-samples or drop the larger k"
         )
+    for flag, value in (("--ais-chains", args.ais_chains), ("--leapfrog-steps", args.leapfrog_steps)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be at least 1")
+    if args.bdmc < 0 or (args.bdmc_steps is not None and args.bdmc_steps < 1):
+        raise ConfigError("--bdmc must be at least 0 and --bdmc-steps at least 1")
     run = load_run(args.run_dir, args.checkpoint)
     data = run.load_data(args.split)
     if args.limit is not None:
@@ -345,6 +371,11 @@ def evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         max_memory=int(args.max_memory * 2**20),
+        ais_steps=args.ais_steps,
+        ais_chains=args.ais_chains,
+        bdmc_data=args.bdmc,
+        bdmc_steps=args.bdmc_steps,
+        ais_options={"leapfrog_steps": args.leapfrog_steps},
     )
     ll = ladder.log_likelihood
     stem = Path(args.run_dir) / f"evaluation-{args.split}"
@@ -359,12 +390,16 @@ def evaluate(args: argparse.Namespace) -> int:
     write_json(stem.with_suffix(".json"), summary)
     table = ll.to_dataframe().join(ladder.to_dataframe())
     write_text(stem.with_suffix(".csv"), table.to_csv())
+    written = f"{stem}.json, .csv, .nc"
+    if ladder.bdmc is not None:
+        write_text(Path(f"{stem}-bdmc.csv"), ladder.bdmc.to_dataframe().to_csv())
+        written += f", {stem.name}-bdmc.csv"
     with atomic_path(stem.with_suffix(".nc")) as tmp:
         xr.merge([ll.to_xarray(), ladder.to_xarray()], combine_attrs="drop").to_netcdf(tmp, engine="h5netcdf")
     ladder.plot(Path(args.run_dir) / f"bounds-{args.split}.png")
     print(ll.summary())
     print(ladder.summary())
-    print(f"wrote {stem}.json, .csv, .nc and bounds-{args.split}.png")
+    print(f"wrote {written} and bounds-{args.split}.png")
     return 0
 
 

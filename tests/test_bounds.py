@@ -152,3 +152,29 @@ def test_bad_options():
         bounds(model.model, model.diagonal_guide(), x, (1, 10), num_samples=20, **RUN)
     with pytest.raises(ConfigError, match="unknown option"):
         bounds(model.model, model.diagonal_guide(), x, (1, 10), particles=20, **RUN)
+
+
+def test_ais_rows_and_bdmc(tmp_path):
+    model = PPCA()
+    x = model.sample(5)
+    options = dict(leapfrog_steps=2)
+    ladder = bounds(
+        model.model,
+        model.diagonal_guide(),
+        x,
+        (1, 10),
+        ais_steps=[3],
+        ais_chains=2,
+        bdmc_data=3,
+        ais_options=options,
+        **RUN,
+    )
+    assert ladder.names[-1] == "AIS-3" and ladder.ais["AIS-3"].num_chains == 2
+    assert ladder.bdmc.num_data == 3 and ladder.bdmc.forward.num_steps == 3  # the largest ais_steps
+    summary = ladder.to_json_dict()
+    assert summary["ais"]["AIS-3"]["num_steps"] == 3 and "gap" in summary["bdmc"]
+    ds = ladder.to_xarray()
+    assert ds["ais_acceptance"].shape == (1, 5) and ds["bdmc_gap"].shape == (3,)
+    fig = ladder.plot(tmp_path / "bounds.png")
+    assert len(fig.axes) == 2 and (tmp_path / "bounds.png").exists()
+    assert "BDMC" in ladder.summary()

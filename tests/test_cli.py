@@ -251,3 +251,36 @@ def test_cli_overwrite_replaces_the_previous_runs_test_results(tmp_path, capsys)
     new = json.loads((run / "results.json").read_text())
     assert new["test_negative_elbo"] != old["test_negative_elbo"]
     assert not any(key.startswith("test_nll") for key in new), new
+
+
+def test_evaluate_with_ais_and_bdmc(trained, capsys):
+    argv = [
+        "evaluate",
+        str(trained),
+        "--limit",
+        "4",
+        "--num-samples",
+        "20",
+        "--bounds",
+        "1,20",
+        "--no-progress",
+    ]
+    argv += ["--ais-steps", "3", "--ais-chains", "2", "--leapfrog-steps", "2", "--bdmc", "3"]
+    assert cli.main(argv) == 0
+    summary = json.loads((trained / "evaluation-test.json").read_text())
+    assert "AIS-3" in summary["bounds"]["bounds"] and summary["bounds"]["ais"]["AIS-3"]["num_chains"] == 2
+    assert (
+        summary["bounds"]["bdmc"]["num_data"] == 3 and summary["bounds"]["bdmc"]["forward"]["num_steps"] == 3
+    )
+    assert "AIS-3" in pd.read_csv(trained / "evaluation-test.csv").columns
+    assert list(pd.read_csv(trained / "evaluation-test-bdmc.csv").columns)[:4] == [
+        "simulated",
+        "lower",
+        "upper",
+        "gap",
+    ]
+    assert (trained / "bounds-test.png").read_bytes()[:8] == PNG
+    assert "BDMC" in capsys.readouterr().out
+    assert "--ais-chains" in usage_error(
+        capsys, ["evaluate", str(trained), "--ais-steps", "3", "--ais-chains", "0"]
+    )

@@ -1,0 +1,148 @@
+"""Tests of annealed importance sampling (:func:`pyrovae.ais`) and the BDMC sandwich
+(:func:`pyrovae.bdmc`) on probabilistic PCA, whose log p(x) and posterior are exact.
+
+Statistical checks use a fixed seed; tolerances are stated at each check, derived from the
+standard errors over chains that the estimates report.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from models import PPCA, Mixture
+
+from pyrovae import AIS, BDMC, ais, bdmc
+from pyrovae.ais import annealing_schedule
+from pyrovae.errors import ConfigError
+
+RUN = dict(progress=False, seed=0, leapfrog_steps=3)
+
+
+@pytest.fixture(scope="module")
+def ppca():
+    model = PPCA()
+    x = model.sample(12)
+    return model, x, model.log_px(x)
+
+
+@pytest.fixture(scope="module")
+def forward_runs(ppca):
+    """Forward AIS from the prior (far from the posterior) with more and more steps."""
+    model, x, _ = ppca
+    return {
+        steps: ais(
+            model.model, model.diagonal_guide(), x, num_steps=steps, num_chains=16, start="prior", **RUN
+        )
+        for steps in (1, 50, 200)
+    }
+
+
+def test_forward_ais_rises_toward_log_px(ppca, forward_runs):
+    _, _, exact = ppca
+    means = [forward_runs[t].mean for t in (1, 50, 200)]
+    assert means[0] < means[1] < means[2], means
+    assert means[0] < float(exact.mean()) - 0.1
+
+
+def test_forward_ais_within_0_05_nats_at_a_few_hundred_steps(ppca, forward_runs):
+    _, _, exact = ppca
+    result = forward_runs[200]
+    error = result.mean - float(exact.mean())
+    # the issue's accuracy target; the chains' own standard error of the mean over 12 data points
+    # (sqrt(sum se^2) / N) is about 0.01 nats here, so 0.05 is several standard errors
+    se = float(result.log_px_se.square().sum().sqrt()) / result.num_data
+    assert abs(error) < 0.05, (error, se)
+    assert error < 4 * se  # a lower bound: above the truth only by noise
+
+
+def test_exact_posterior_start_is_exact_for_any_number_of_steps(ppca):
+    model, x, exact = ppca
+    for steps in (1, 2, 25):
+        result = ais(model.model, model.exact_guide, x, num_steps=steps, num_chains=3, **RUN)
+        # every AIS increment is (beta_t - beta_{t-1}) log p(x): the weights are exact
+        torch.testing.assert_close(result.log_px, exact, atol=1e-10, rtol=0)
+
+
+def test_bdmc_sandwich_contains_log_px_and_reverse_ais_comes_down(ppca):
+    model, _, _ = ppca
+    guide = model.diagonal_guide(shift=1.0, widen=1.5)
+    short = bdmc(model.model, guide, 12, num_steps=3, num_chains=8, **RUN)
+    long = bdmc(model.model, guide, 12, num_steps=100, num_chains=8, **RUN)
+    torch.testing.assert_close(short.data[0], long.data[0])  # same seed, same simulated data
+    exact = model.log_px(long.data[0])
+    assert float(short.upper.mean()) > float(long.upper.mean()) > float(exact.mean()) - 0.05
+    assert float(short.lower.mean()) < float(long.lower.mean())
+    # the sandwich holds in the mean, up to the chains' standard errors (4 standard errors)
+    se_lower = float(long.forward.log_px_se.square().sum().sqrt()) / 12
+    se_upper = float(long.reverse.log_px_se.square().sum().sqrt()) / 12
+    assert (
+        float(long.lower.mean()) - 4 * se_lower
+        < float(exact.mean())
+        < float(long.upper.mean()) + 4 * se_upper
+    )
+    assert float(long.gap.mean()) < float(short.gap.mean())
+    assert 0 < float(long.forward.acceptance.mean()) < 1
+
+
+def test_reverse_from_the_exact_posterior_draws(ppca):
+    model, x, exact = ppca
+    z = model.posterior_loc(x) + torch.randn(x.shape[0], 2, dtype=x.dtype) @ model.post_scale_tril.T
+    result = ais(model.model, model.exact_guide, x, num_steps=5, num_chains=2, reverse_from={"z": z}, **RUN)
+    assert result.reverse and result.name == "reverse AIS-5"
+    torch.testing.assert_close(result.log_px, exact, atol=1e-10, rtol=0)
+
+
+def test_result_object(ppca, forward_runs, tmp_path):
+    result = forward_runs[50]
+    assert isinstance(result, AIS) and result.num_chains == 16 and result.name == "AIS-50"
+    text = str(result)
+    assert "lower bound" in text and "16 chains" in text and "acceptance" in text
+    df = result.to_dataframe()
+    assert list(df.columns) == ["log_px", "log_px_se", "ess", "acceptance", "step_size"] and len(df) == 12
+    ds = result.to_xarray()
+    assert ds["log_weights"].shape == (12, 16) and ds.attrs["num_steps"] == 50
+    result.to_netcdf(tmp_path / "ais.nc")
+    assert math.isnan(forward_runs[1].acceptance[0])  # one step: no transition
+
+
+def test_bdmc_result_object():
+    model = PPCA()
+    result = bdmc(model.model, model.diagonal_guide(), 4, num_steps=2, num_chains=2, **RUN)
+    assert isinstance(result, BDMC)
+    assert list(result.to_dataframe().columns)[:3] == ["lower", "upper", "gap"]
+    assert "gap" in str(result) and result.to_json_dict()["num_data"] == 4
+    assert set(result.to_xarray().dims) == {"simulated"}
+
+
+def test_schedules():
+    for name in ("sigmoid", "linear"):
+        betas = annealing_schedule(name, 10)
+        assert betas[0] == 0 and betas[-1] == 1 and len(betas) == 11 and (betas.diff() > 0).all()
+    assert annealing_schedule([0, 0.5, 1], 1).tolist() == [0, 0.5, 1]
+    with pytest.raises(ConfigError, match="schedule"):
+        annealing_schedule("cosine", 10)
+    with pytest.raises(ConfigError, match="from 0 to 1"):
+        annealing_schedule([0.2, 1], 1)
+
+
+def test_discrete_latent_is_refused():
+    m = Mixture()
+    with pytest.raises(ConfigError, match="discrete"):
+        ais(m.model, m.guide(), m.sample(3), num_steps=2, progress=False)
+
+
+def test_bad_options(ppca):
+    model, x, _ = ppca
+    for kwargs, match in [
+        (dict(num_steps=0), "num_steps"),
+        (dict(num_chains=0), "num_chains"),
+        (dict(start="posterior"), "start"),
+        (dict(target_accept=1.5), "target_accept"),
+        (dict(reverse_from={}), "reverse_from"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            ais(model.model, model.exact_guide, x, progress=False, **kwargs)
+    with pytest.raises(ConfigError, match="data_sites"):
+        bdmc(model.model, model.exact_guide, 3, data_sites=("y",), progress=False)
