@@ -163,13 +163,15 @@ def wrap(module: nn.Module) -> nn.Module:
     """``module`` in :class:`~torch.nn.parallel.DistributedDataParallel` when a group runs, else itself.
 
     DDP broadcasts rank 0's parameters and buffers at construction, so every rank starts from
-    rank 0's initialization, and averages the gradients in the backward pass.
+    rank 0's initialization, and averages the gradients in the backward pass. Parameters that a
+    step leaves unused (a guide that ignores part of an encoder, a branch not taken) are allowed,
+    as in one process: DDP looks for them after each forward pass.
     """
     if not active():
         return module
     param = next(module.parameters())
     ids = [param.device] if param.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
 
 
 def _collective_device() -> torch.device:
