@@ -103,8 +103,9 @@ def device() -> torch.device:
 def init(backend: str | None = None, timeout: float | None = None) -> bool:
     """Start the default process group if this process was launched by ``torchrun``.
 
-    Does nothing without ``torchrun``'s variables or when a group is already running (started
-    by the caller with its own options). The group is torn down at exit (:func:`teardown`).
+    Does nothing without ``torchrun``'s variables (a script runs in one process as ever, whatever
+    ``backend`` says) or when a group is already running (started by the caller with its own
+    options). The group is torn down at exit (:func:`teardown`).
 
     :param backend: ``"gloo"`` (CPU tensors), ``"nccl"`` (CUDA tensors) or
         ``"cpu:gloo,cuda:nccl"`` (each collective by its tensors' device); default the last where
@@ -116,16 +117,8 @@ def init(backend: str | None = None, timeout: float | None = None) -> bool:
     """
     if backend is not None and backend not in BACKENDS:
         raise ConfigError(f"unknown distributed backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if active():
-        return True
-    if not launched():
-        if backend is not None:
-            raise ConfigError(
-                f"backend={backend!r} was given but this process was not started by torchrun (RANK, "
-                "WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT are not all set); launch it with "
-                "torchrun --nproc_per_node N, or drop the backend"
-            )
-        return False
+    if not launched() or active():
+        return active()
     cuda = torch.cuda.is_available()
     if backend is None:
         backend = "cpu:gloo,cuda:nccl" if cuda else "gloo"
@@ -163,15 +156,16 @@ def wrap(module: nn.Module) -> nn.Module:
     """``module`` in :class:`~torch.nn.parallel.DistributedDataParallel` when a group runs, else itself.
 
     DDP broadcasts rank 0's parameters and buffers at construction, so every rank starts from
-    rank 0's initialization, and averages the gradients in the backward pass. Parameters that a
-    step leaves unused (a guide that ignores part of an encoder, a branch not taken) are allowed,
-    as in one process: DDP looks for them after each forward pass.
+    rank 0's initialization, and averages the gradients in the backward pass. Parameters that
+    the loss leaves unused (a guide that ignores part of an encoder) are allowed, as in one
+    process, provided the same ones are unused at every step: the module is declared a static
+    graph, whose unused parameters DDP finds in the first step.
     """
     if not active():
         return module
     param = next(module.parameters())
     ids = [param.device] if param.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids, static_graph=True)
 
 
 def _collective_device() -> torch.device:

@@ -311,8 +311,9 @@ def fit(
     if batch_size < world or 0 < last < world:
         raise ConfigError(
             f"a global batch of {batch_size} of the {len(train)} training data points leaves some of the "
-            f"{world} workers without data (the last batch of an epoch has {last or batch_size}); choose a "
-            f"batch size of at least {world} that divides {len(train)} or leaves a remainder of at least {world}"
+            f"{world} workers without data (the last batch of an epoch has {last or batch_size}); choose "
+            f"a batch size of at least {world} that divides {len(train)} or leaves a remainder of at "
+            f"least {world}"
         )
     valid = as_dataset(valid, name="valid") if valid is not None else None
     _check_data(vae, train, "the training data")
