@@ -104,10 +104,10 @@ class Trainer:
         self.num_data = num_data
         self.elbo = make_estimator(estimator)
         self.loss_module = elbo_module(vae, self.elbo)
-        self._forward = distributed.wrap(self.loss_module)
         self.params = [p for p in self.loss_module.parameters() if p.requires_grad]
         if not self.params:
             raise ConfigError(f"{type(vae).__name__} has no trainable parameters")
+        self._forward = distributed.wrap(self.loss_module)
         self.optimizer = OPTIMIZERS[optimizer](self.params, lr=lr)
         self.clip_norm = clip_norm
         self._validated = False
@@ -380,7 +380,7 @@ def fit(
             row = {"epoch": epoch, "train_loss": total / seen, "valid_loss": math.nan, "beta": beta}
             if valid is not None:
                 with torch.random.fork_rng():
-                    torch.manual_seed(_epoch_seed(seed, -epoch))
+                    torch.manual_seed(_epoch_seed(seed, -epoch, distributed.rank()))
                     shard = _batches(valid, 1000, None, distributed.shard(len(valid)))
                     row["valid_loss"] = trainer.evaluate(shard, len(valid))
                 bar.set_postfix(loss=f"{row['train_loss']:.2f}", valid=f"{row['valid_loss']:.2f}")

@@ -101,6 +101,30 @@ def test_evaluation_returns_exactly_the_one_process_values(results):
         assert torch.equal(results["evaluations"][name], value), name
 
 
+@pytest.mark.parametrize("num, units, world", [(10, 1, 2), (61, 4, 2), (7, 3, 4), (3, 1, 5), (100, 7, 3)])
+def test_shards_partition_the_data_in_order(monkeypatch, num, units, world):
+    spans = []
+    for r in range(world):
+        monkeypatch.setattr(distributed, "rank", lambda r=r: r)
+        monkeypatch.setattr(distributed, "world_size", lambda: world)
+        spans.append(distributed.shard(num, units))
+    assert spans[0][0] == 0 and spans[-1][1] == num
+    assert all(a[1] == b[0] for a, b in zip(spans[:-1], spans[1:], strict=True))  # contiguous, in order
+    assert all(lo % units == 0 or lo == num for lo, _ in spans)  # cut at multiples of units
+    blocks = [-(-(hi - lo) // units) for lo, hi in spans]
+    assert max(blocks) - min(blocks) <= 1
+
+
+def test_one_process_is_left_alone(monkeypatch):
+    for name in distributed.TORCHRUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert not distributed.init("gloo")  # outside torchrun a backend is ignored
+    assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
+    x = torch.arange(6.0).reshape(3, 2)
+    assert distributed.gather_rows(x) is x and distributed.broadcast_object("a") == "a"
+    assert distributed.shard(5, 2) == (0, 5)
+
+
 def _params(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["model"]
 
