@@ -8,6 +8,12 @@ from ``torchrun --standalone --nproc_per_node N`` workers (Gloo on CPU, NCCL wit
 cuda``), launched by this script; every process runs on ``--threads`` threads (default 1, as
 OMP_NUM_THREADS=1). Prints a table of steps/s and images/s, and the speed-up over one process.
 
+On a machine shared with other jobs the wall-clock speed-up is bounded by the CPU share the
+scheduler gives this job (with Linux's autogroup scheduling, one share per session however many
+processes it runs). The table also gives the CPU time the processes spend on the same work, all
+ranks together: its ratio to one process's, times W, is the speed-up to expect with a free core
+per process (``cpu x``), an upper bound that leaves out waiting for a slower rank.
+
     python benchmarks/bench_distributed.py [--procs 1,2] [--device cpu|cuda] [--steps 100]
 """
 
@@ -44,13 +50,16 @@ def _arguments(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _timed(fn) -> float:
-    """Seconds ``fn`` takes on the slowest rank: every rank starts together and waits for all."""
+def _timed(fn) -> tuple[float, float]:
+    """Wall seconds ``fn`` takes on the slowest rank (every rank starts together and waits for
+    all), and the CPU seconds it takes on all ranks together."""
     distributed.barrier()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     fn()
+    cpu = time.process_time() - cpu
     distributed.barrier()
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    return wall, distributed.world_size() * distributed.all_reduce_mean(torch.tensor(cpu))
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -77,19 +86,21 @@ def worker(args: argparse.Namespace) -> None:
             torch.cuda.synchronize()
 
     run(batches[:10])  # warm-up
-    train_s = _timed(lambda: run(batches[10:]))
+    train_s, train_cpu = _timed(lambda: run(batches[10:]))
     images = test.batch(torch.arange(args.eval_images)).to(device)
 
     def evaluate():
         pyrovae.log_likelihood(vae.model, vae.guide, images, args.num_samples, seed=0, progress=False)
 
-    eval_s = _timed(evaluate)
+    eval_s, eval_cpu = _timed(evaluate)
     if distributed.is_main():
         report = {
             "procs": distributed.world_size(),
             "steps_per_s": args.steps / train_s,
             "train_images_per_s": args.steps * args.batch_size / train_s,
             "eval_images_per_s": args.eval_images / eval_s,
+            "train_cpu_s": train_cpu,
+            "eval_cpu_s": eval_cpu,
         }
         Path(args.worker).write_text(json.dumps(report))
 
@@ -126,14 +137,16 @@ def main() -> None:
         f"\n{args.device}, {args.threads} thread(s) per process; training: global batch {args.batch_size}, "
         f"{args.steps} steps; evaluation: {args.eval_images} images, K = {args.num_samples}"
     )
-    columns = ("procs", "steps/s", "train img/s", "eval img/s", "train x", "eval x")
-    print("  ".join(f"{c:>{w}}" for c, w in zip(columns, (5, 8, 11, 10, 7, 6), strict=True)))
-    for row in rows:
-        print(
-            f"{row['procs']:>5}  {row['steps_per_s']:8.1f}  {row['train_images_per_s']:11.0f}  "
-            f"{row['eval_images_per_s']:10.2f}  {row['steps_per_s'] / base['steps_per_s']:7.2f}  "
-            f"{row['eval_images_per_s'] / base['eval_images_per_s']:6.2f}"
-        )
+    columns = ("", "procs", "steps/s", "img/s", "x", "CPU s", "cpu x")
+    print("  ".join(f"{c:>{w}}" for c, w in zip(columns, (5, 5, 8, 8, 5, 7, 5), strict=True)))
+    for task in ("train", "eval"):
+        rate, cpu = f"{task}_images_per_s", f"{task}_cpu_s"
+        for row in rows:
+            steps = f"{row['steps_per_s']:8.1f}" if task == "train" else f"{'':>8}"
+            print(
+                f"{task:>5}  {row['procs']:>5}  {steps}  {row[rate]:8.1f}  {row[rate] / base[rate]:5.2f}  "
+                f"{row[cpu]:7.2f}  {row['procs'] * base[cpu] / row[cpu]:5.2f}"
+            )
 
 
 if __name__ == "__main__":

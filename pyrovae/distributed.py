@@ -156,7 +156,9 @@ def wrap(module: nn.Module) -> nn.Module:
     """``module`` in :class:`~torch.nn.parallel.DistributedDataParallel` when a group runs, else itself.
 
     DDP broadcasts rank 0's parameters and buffers at construction, so every rank starts from
-    rank 0's initialization, and averages the gradients in the backward pass. Parameters that
+    rank 0's initialization, and averages the gradients in the backward pass. Buffers (a prior's
+    fixed location and scale) are not broadcast again at every step: a module that updates
+    buffers in its forward pass keeps each rank's own. Parameters that
     the loss leaves unused (a guide that ignores part of an encoder) are allowed, as in one
     process, provided the same ones are unused at every step: the module is declared a static
     graph, whose unused parameters DDP finds in the first step.
@@ -165,7 +167,9 @@ def wrap(module: nn.Module) -> nn.Module:
         return module
     param = next(module.parameters())
     ids = [param.device] if param.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(module, device_ids=ids, static_graph=True)
+    return nn.parallel.DistributedDataParallel(
+        module, device_ids=ids, broadcast_buffers=False, static_graph=True
+    )
 
 
 def _collective_device() -> torch.device:
