@@ -31,6 +31,7 @@ shorter last batch of an epoch, whose shares may differ by one. See ``docs/distr
 from __future__ import annotations
 
 import atexit
+import inspect
 import math
 import os
 from datetime import timedelta
@@ -167,9 +168,10 @@ def wrap(module: nn.Module) -> nn.Module:
         return module
     param = next(module.parameters())
     ids = [param.device] if param.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(
-        module, device_ids=ids, broadcast_buffers=False, static_graph=True
-    )
+    ddp = nn.parallel.DistributedDataParallel
+    # buffers synced at construction only: forward_sync_buffers in newer torch, broadcast_buffers before
+    sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters else None
+    return ddp(module, device_ids=ids, static_graph=True, **{sync or "broadcast_buffers": False})
 
 
 def _collective_device() -> torch.device:
