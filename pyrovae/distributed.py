@@ -44,6 +44,7 @@ from torch import nn
 from .errors import ConfigError
 
 __all__ = [
+    "active",
     "all_reduce_mean",
     "barrier",
     "broadcast_object",

@@ -22,7 +22,9 @@ import pytest
 import torch
 import xarray as xr
 
+import pyrovae
 from pyrovae import cli, distributed
+from pyrovae.errors import ConfigError
 from pyrovae.io import load_checkpoint
 
 LAUNCH_TIMEOUT = 240  # seconds; a hung collective must fail the test, not the CI job
@@ -123,6 +125,14 @@ def test_one_process_is_left_alone(monkeypatch):
     x = torch.arange(6.0).reshape(3, 2)
     assert distributed.gather_rows(x) is x and distributed.broadcast_object("a") == "a"
     assert distributed.shard(5, 2) == (0, 5)
+
+
+@pytest.mark.parametrize("batch_size", [1, 30])
+def test_a_global_batch_that_leaves_a_worker_without_data_is_refused(monkeypatch, batch_size):
+    # 61 data points on 2 workers: a batch of 1, or a last batch of 61 - 60 = 1, leaves one idle
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    with pytest.raises(ConfigError, match="workers without data"):
+        pyrovae.fit(worker.vae(), pyrovae.VAEDataset(worker.data()), batch_size=batch_size, progress=False)
 
 
 def _params(path: Path) -> dict[str, torch.Tensor]:
