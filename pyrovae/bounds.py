@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .ais import AIS, ais
 from .bdmc import BDMC, bdmc
 from .errors import ConfigError
@@ -334,6 +335,9 @@ def bounds(
     :param log_likelihood_kwargs: ``data_plate``, ``batch_size``, ``particle_batch_size``,
         ``max_memory``, ``model_args``, ``model_kwargs`` and ``return_log_weights`` (kept in
         :attr:`Bounds.log_likelihood`), as for :func:`~pyrovae.importance.log_likelihood`.
+
+    Launched by ``torchrun``, the data points are sharded across the workers and every row
+    gathered, as in :func:`~pyrovae.importance.log_likelihood`: the one-process values, on every rank.
     :rtype: Bounds
     """
     if not len(ks) or any(isinstance(k, bool) or int(k) != k or k < 1 for k in ks):
@@ -354,11 +358,15 @@ def bounds(
             f"choose from: {', '.join(sorted(_SWEEP_OPTIONS))}"
         )
     start = time.perf_counter()
+    distributed.init()
     with seeded(seed):
-        sweep = _Sweep(model, guide, data, num_samples, analytic_kl=analytic_kl, **log_likelihood_kwargs)
-        iwae, elbo = [], []
+        sweep = _Sweep(
+            model, guide, data, num_samples, analytic_kl=analytic_kl, seed=seed, **log_likelihood_kwargs
+        )
+        iwae, elbo = [torch.empty(0, len(ks), dtype=torch.float64)], [torch.empty(0, dtype=torch.float64)]
         reducer = sweep.reducer(keep=return_log_weights)
-        with tqdm(total=len(sweep), unit="x", desc="bounds", disable=not progress) as bar:
+        shown = progress and distributed.is_main()
+        with tqdm(total=len(sweep), unit="x", desc="bounds", disable=not shown) as bar:
             for lo, hi, log_w, elbo_terms in sweep:
                 iwae.append(iwae_bounds(log_w, ks))
                 if elbo_terms is not None:
@@ -367,12 +375,12 @@ def bounds(
                 bar.update(hi - lo)
         loglik = reducer.result(elapsed=0.0)
     loglik.elapsed = time.perf_counter() - start
-    table = torch.cat(iwae)
+    table = distributed.gather_rows(torch.cat(iwae))
     values: dict[str, torch.Tensor] = {}
     notes = []
     if analytic_kl:
         if sweep.analytic_kl:
-            values[ANALYTIC_ELBO] = torch.cat(elbo)
+            values[ANALYTIC_ELBO] = distributed.gather_rows(torch.cat(elbo))
         else:
             notes.append(sweep.plan.kl_note)
     names = [_row_name(k) for k in ks]

@@ -3,12 +3,18 @@
 Usage errors (unknown names, bad options, missing data, a run directory that would be
 overwritten) print one message naming the problem and its fix and exit with status 2; a run
 that fails (a NaN loss) exits with status 1. No traceback is shown for either.
+
+Every command runs under ``torchrun --nproc_per_node N`` too (see :mod:`pyrovae.distributed`):
+``train`` trains data-parallel and ``evaluate`` shards the data points; rank 0 alone prints and
+writes files.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -56,6 +62,7 @@ def _add_train(sub) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     p.add_argument("--overwrite", action="store_true", help="start a new run in a non-empty --run-dir")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_backend(p)
     p.add_argument(
         "--test-samples",
         type=int,
@@ -92,6 +99,16 @@ def _add_train(sub) -> argparse.ArgumentParser:
     g.add_argument("--patience", type=_optional(int), help="early stopping patience in epochs")
     g.add_argument("--seed", type=int)
     return p
+
+
+def _add_backend(p: argparse.ArgumentParser) -> None:
+    from .distributed import BACKENDS
+
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="torch.distributed backend under torchrun (default: gloo, with nccl for CUDA tensors on GPUs)",
+    )
 
 
 def _add_run_command(sub, name: str, help: str) -> argparse.ArgumentParser:
@@ -163,6 +180,7 @@ def _add_evaluate(sub) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_backend(p)
     return p
 
 
@@ -227,19 +245,22 @@ def train(args: argparse.Namespace) -> int:
     import pyro
     import torch
 
+    from . import distributed
     from .io import write_json
     from .run import CONFIG
     from .training import fit, prepare_run_dir
 
     config = _train_config(args)
     elbo = config.build_estimator()
-    run_dir = Path(args.run_dir or f"runs/{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    default = f"runs/{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(args.run_dir or distributed.broadcast_object(default))
     train_data = config.load_data("train")
     valid_data = config.load_data("valid")
     pyro.set_rng_seed(config.seed)  # the initial parameters too are determined by the seed
     vae = config.build_vae(train_data.event_shape)
     prepare_run_dir(run_dir, args.resume, args.overwrite)
-    if not args.resume:  # a resumed run's config.json is updated once it has trained
+    distributed.barrier()  # every rank has checked the run directory before rank 0 writes to it
+    if not args.resume and distributed.is_main():  # a resumed run's config.json is updated once trained
         config.write(run_dir / CONFIG)
     result = fit(
         vae,
@@ -260,7 +281,8 @@ def train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         config={**config.to_dict(), "event_shape": list(train_data.event_shape)},
     )
-    config.write(run_dir / CONFIG)
+    if distributed.is_main():
+        config.write(run_dir / CONFIG)
     print(result.summary())
     test = config.load_data("test")
     torch.manual_seed(config.seed)
@@ -284,16 +306,19 @@ def train(args: argparse.Namespace) -> int:
             f"test log p(x), importance sampled with K = {args.test_samples}: "
             f"{ll.mean:.3f} ± {ll.stderr:.3f} nats per image (NLL {ll.nll:.3f})"
         )
-    write_json(run_dir / _RESULTS, results)
+    if distributed.is_main():
+        write_json(run_dir / _RESULTS, results)
     print(f"run directory: {run_dir}")
     return 0
 
 
 def _test_bound(result, test) -> float:
-    """The negative ELBO of the test set, whatever the estimator trained the model."""
+    """The negative ELBO of the test set, whatever the estimator trained the model (sharded
+    across the ranks of a distributed run)."""
+    from .distributed import shard
     from .training import Trainer, _batches
 
-    return Trainer(result.vae, len(test)).evaluate(_batches(test, 1000, None), len(test))
+    return Trainer(result.vae, len(test)).evaluate(_batches(test, 1000, None, shard(len(test))), len(test))
 
 
 def _out_path(args: argparse.Namespace, default: str) -> Path:
@@ -341,6 +366,7 @@ def evaluate(args: argparse.Namespace) -> int:
     import torch
     import xarray as xr
 
+    from . import distributed
     from .bounds import bounds
     from .io import atomic_path, write_json, write_text
     from .run import load_run
@@ -377,6 +403,8 @@ def evaluate(args: argparse.Namespace) -> int:
         bdmc_steps=args.bdmc_steps,
         ais_options={"leapfrog_steps": args.leapfrog_steps},
     )
+    if not distributed.is_main():  # every rank holds the gathered results; rank 0 writes them
+        return 0
     ll = ladder.log_likelihood
     stem = Path(args.run_dir) / f"evaluation-{args.split}"
     summary = {
@@ -440,6 +468,19 @@ def compare(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _rank_zero_stdout(backend: str | None):
+    """Start the process group under torchrun; only rank 0 prints to stdout (errors go to stderr)."""
+    from . import distributed
+
+    distributed.init(backend)
+    if distributed.is_main():
+        yield
+        return
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+        yield
+
+
 COMMANDS = {
     "train": train,
     "sample": sample,
@@ -452,7 +493,8 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with _rank_zero_stdout(getattr(args, "backend", None)):
+            return COMMANDS[args.command](args)
     except PyroVAEError as e:
         print(f"pyrovae {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -48,6 +48,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 from tqdm.auto import tqdm
 
+from . import distributed
 from .errors import ConfigError, DataError
 from .handlers import DATA_PLATE
 from .io import atomic_path
@@ -650,6 +651,11 @@ class _Sweep:
     Iterating yields ``(lo, hi, log_w, elbo)``: the ``(hi - lo, K)`` log-weights of data points
     ``lo:hi`` and, when the analytic-KL ELBO was requested and is available, the ``(hi - lo, K)``
     single-sample terms :math:`\\log p(x \\mid z_k) - \\mathrm{KL}(q \\| p)` (else ``None``).
+
+    With a ``seed``, the draws of the chunk starting at data point ``lo`` are seeded from
+    ``(seed, lo)`` alone. In a distributed run each rank sweeps its contiguous share of the chunks
+    (:func:`pyrovae.distributed.shard`), with the chunk sizes of the whole data set, so every data
+    point gets the draws it gets in one process.
     """
 
     def __init__(
@@ -666,6 +672,7 @@ class _Sweep:
         model_args: tuple = (),
         model_kwargs: dict | None = None,
         analytic_kl: bool = False,
+        seed: int | None = None,
     ):
         for name, value in (
             ("num_samples", num_samples),
@@ -685,6 +692,8 @@ class _Sweep:
         self.analytic_kl = analytic_kl and self.plan.kl_note is None
         self.max_memory = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
         self.batch_size, self.particle_batch_size = self._chunk_sizes(batch_size, particle_batch_size)
+        self.seed = seed
+        self.span = distributed.shard(self.data.num_data, self.batch_size)
 
     def _chunk_sizes(self, batch_size, particle_batch_size) -> tuple[int, int]:
         num_data, num_samples, max_memory = self.data.num_data, self.num_samples, self.max_memory
@@ -727,7 +736,8 @@ class _Sweep:
         return site_log_prob(site, self.plan.particle_dim, self._data_dim(site), shape)
 
     def __len__(self) -> int:
-        return self.data.num_data
+        """The number of data points this rank sweeps."""
+        return self.span[1] - self.span[0]
 
     def reducer(self, keep: bool) -> _Reducer:
         """A :class:`_Reducer` that batches at most ``max_memory / 4`` bytes of log-weights."""
@@ -736,11 +746,12 @@ class _Sweep:
 
     def __iter__(self) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor | None]]:
         check = is_validation_enabled()
-        for lo in range(0, self.data.num_data, self.batch_size):
+        for lo in range(*self.span, self.batch_size):
             hi = min(lo + self.batch_size, self.data.num_data)
+            seed = None if self.seed is None else distributed.derived_seed(self.seed, lo)
             # the global modes are set per chunk, never across a yield: the caller's code runs
             # in its own modes, and they are restored even if the caller abandons the loop
-            with torch.no_grad(), pyro.validation_enabled(False):
+            with torch.no_grad(), pyro.validation_enabled(False), seeded(seed):
                 log_w, elbo = self._data_chunk(lo, hi, check)
             yield lo, hi, log_w, elbo
 
@@ -776,7 +787,8 @@ def seeded(seed: int | None):
 
 class _Reducer:
     """Reduce blocks of log-weights with :func:`reduce_log_weights`, ``rows`` at a time, into a
-    :class:`LogLikelihood`, keeping the log-weights if asked."""
+    :class:`LogLikelihood`, keeping the log-weights if asked; in a distributed run, the ranks'
+    contiguous shares are gathered in order."""
 
     def __init__(self, num_samples: int, rows: int, keep: bool):
         self.num_samples, self.rows, self.keep = num_samples, rows, keep
@@ -799,12 +811,18 @@ class _Reducer:
     def result(self, elapsed: float) -> LogLikelihood:
         if self._pending:
             self._flush()
+        fields = [torch.cat(p) for p in zip(*self._parts, strict=True)] or [_EMPTY] * 4
+        kept = (torch.cat(self._kept) if self._kept else _EMPTY) if self.keep else None
         return LogLikelihood(
-            *(torch.cat(p) for p in zip(*self._parts, strict=True)),
+            *map(distributed.gather_rows, fields),
             num_samples=self.num_samples,
-            log_weights=torch.cat(self._kept) if self.keep else None,
+            log_weights=None if kept is None else distributed.gather_rows(kept),
             elapsed=elapsed,
         )
+
+
+# what a rank with no data points to sweep contributes
+_EMPTY = torch.empty(0, dtype=torch.float64)
 
 
 def log_likelihood(
@@ -843,7 +861,13 @@ def log_likelihood(
     Memory is bounded: data points are processed ``batch_size`` at a time and particles
     ``particle_batch_size`` at a time; by default both are derived from ``max_memory`` and the
     tensor sizes seen in the probe. The draws depend on the chunk sizes, the estimates'
-    distribution does not.
+    distribution does not. With a ``seed``, the draws of each data chunk are seeded from ``seed``
+    and the chunk's first data point alone.
+
+    Launched by ``torchrun`` (see :mod:`pyrovae.distributed`), the data chunks are split into
+    contiguous shards, one per worker, and the per-datapoint results (and log-weights) gathered on
+    every worker: the result is exactly the one-process result for the same ``seed``, computed
+    about :math:`W` times faster. Rank 0 alone shows progress, over its shard.
 
     :param callable model: model ``model(*data, *model_args, **model_kwargs)``.
     :param callable guide: guide with the same signature.
@@ -866,6 +890,7 @@ def log_likelihood(
     :rtype: LogLikelihood
     """
     start = time.perf_counter()
+    distributed.init()
     with seeded(seed):
         sweep = _Sweep(
             model,
@@ -878,9 +903,11 @@ def log_likelihood(
             max_memory=max_memory,
             model_args=model_args,
             model_kwargs=model_kwargs,
+            seed=seed,
         )
         reducer = sweep.reducer(keep=return_log_weights)
-        with tqdm(total=len(sweep), unit="x", desc="log p(x)", disable=not progress) as bar:
+        shown = progress and distributed.is_main()
+        with tqdm(total=len(sweep), unit="x", desc="log p(x)", disable=not shown) as bar:
             for lo, hi, log_w, _ in sweep:
                 reducer.add(log_w)
                 bar.update(hi - lo)

@@ -8,8 +8,14 @@ data points and descends
 
 an unbiased estimate of the negative bound of the whole data set, with the gradient taken by
 ``estimator.differentiable_loss`` inside an ``ELBO(model, guide)`` module and applied by a torch
-optimizer; data-parallel training can wrap that module unchanged. Reported figures are divided
-by :math:`N`: nats per data point.
+optimizer. Reported figures are divided by :math:`N`: nats per data point.
+
+Launched by ``torchrun``, :func:`fit` trains data-parallel (:mod:`pyrovae.distributed`): the module
+is wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`, each of the :math:`W` workers
+takes its contiguous share :math:`\mathcal B_r` of every global minibatch :math:`\mathcal B` and
+scales the data plate by :math:`W N / |\mathcal B|`, so that the averaged gradient is exactly that
+of the one-process loss above. ``batch_size`` and ``lr`` keep their meaning: the global batch and
+the step size applied to its gradient.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from pyro.infer.util import is_validation_enabled
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import plots
+from . import distributed, plots
 from .datasets import as_dataset
 from .errors import ConfigError, RunDirError, TrainingError, unknown_name
 from .estimators import estimator as make_estimator
@@ -74,6 +80,10 @@ class Trainer:
     :param estimator: an estimator name or :class:`~pyro.infer.ELBO`.
     :param lr: learning rate of the torch ``optimizer``.
     :param clip_norm: clip the gradient's global norm to this value (no clipping if ``None``).
+
+    In a distributed run (:func:`pyrovae.distributed.init` has started a process group) the
+    ``ELBO(model, guide)`` module is wrapped in DistributedDataParallel and every step is
+    collective: each rank passes its share of the global minibatch.
     """
 
     def __init__(
@@ -97,49 +107,63 @@ class Trainer:
         self.params = [p for p in self.loss_module.parameters() if p.requires_grad]
         if not self.params:
             raise ConfigError(f"{type(vae).__name__} has no trainable parameters")
+        self._forward = distributed.wrap(self.loss_module)
         self.optimizer = OPTIMIZERS[optimizer](self.params, lr=lr)
         self.clip_norm = clip_norm
         self._validated = False
 
-    def step(self, x: torch.Tensor, beta: float = 1.0) -> float:
+    def step(self, x: torch.Tensor, beta: float = 1.0, batch_size: int | None = None) -> float:
         """One gradient step on the minibatch ``x``; returns its loss in nats per data point.
+
+        In a distributed run ``x`` is this rank's share of a global minibatch of ``batch_size``
+        data points (default: ``x.shape[0]`` times the number of ranks :math:`W`); the data plate
+        is scaled by :math:`W N / B` (see :mod:`pyrovae.distributed`) and the loss returned is the
+        global minibatch's, averaged over the ranks, the same on every rank.
 
         The first step runs under Pyro's validation (as the user has set it), so that a model
         error is reported with Pyro's own message; later steps skip the per-step checks.
         """
         with pyro.validation_enabled(is_validation_enabled() and not self._validated):
-            with scale_data(scale=self.num_data / x.shape[0]):
+            world = distributed.world_size()
+            with scale_data(scale=world * self.num_data / (batch_size or world * x.shape[0])):
                 if beta == 1.0:
-                    loss = self.loss_module(x)
+                    loss = self._forward(x)
                 else:
                     with scale_latents(beta=beta):
-                        loss = self.loss_module(x)
+                        loss = self._forward(x)
         self._validated = True
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
-        value = loss.item()
+        value = distributed.all_reduce_mean(loss)
         if math.isfinite(value):
             self.optimizer.step()
         return value / self.num_data
 
     @torch.no_grad()
     def evaluate(self, batches: Iterator[torch.Tensor], num_data: int) -> float:
-        """The estimator's negative bound on a data set, in nats per data point (β = 1)."""
-        total = 0.0
+        """The estimator's negative bound on a data set, in nats per data point (β = 1).
+
+        In a distributed run each rank passes the batches of its shard of the data set
+        (:func:`pyrovae.distributed.shard`) and the sum is all-reduced."""
+        total = torch.zeros((), dtype=torch.float64)
         with pyro.validation_enabled(False):
             for x in batches:
                 total += self.elbo.loss(self.loss_module.model, self.loss_module.guide, x)
-        return total / num_data
+        return distributed.world_size() * distributed.all_reduce_mean(total) / num_data
 
 
-def _batches(data, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
-    """Minibatches of ``data`` in the order drawn from ``generator`` (in order if ``None``)."""
+def _batches(
+    data, batch_size: int, generator: torch.Generator | None, span: tuple[int, int] | None = None
+) -> Iterator[torch.Tensor]:
+    """Minibatches of ``data`` in the order drawn from ``generator``, or in order (of the data
+    points ``span = (lo, hi)`` if given) without one."""
     n = len(data)
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    lo, hi = span or (0, n)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(lo, hi)
     fast = hasattr(data, "batch")
-    for i in range(0, n, batch_size):
+    for i in range(0, len(order), batch_size):
         idx = order[i : i + batch_size]
         if fast:
             yield data.batch(idx, generator=generator)
@@ -161,9 +185,14 @@ def _check_data(vae: nn.Module, data, what: str) -> None:
         check(next(_batches(data, min(len(data), 1000), None)), what)
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
+def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     """A seed for ``epoch`` of a run seeded with ``seed``: runs are reproducible epoch by epoch, so
-    training 4 epochs straight and 2 epochs + resume for 2 more gives identical parameters."""
+    training 4 epochs straight and 2 epochs + resume for 2 more gives identical parameters.
+
+    Rank ``rank`` of a distributed run draws its estimator's noise from its own seed, so that
+    the workers' draws are independent; rank 0's is the one-process run's."""
+    if rank:
+        return distributed.derived_seed(seed, epoch, rank)
     return (seed * 1_000_003 + epoch) % 2**32
 
 
@@ -246,6 +275,7 @@ def fit(
     progress: bool = True,
     plots_every_epoch: bool = False,
     config: dict | None = None,
+    backend: str | None = None,
 ) -> FitResult:
     """Train ``vae`` (any module with ``model``/``guide`` methods) by minibatch SVI.
 
@@ -262,19 +292,36 @@ def fit(
     :param resume: continue the run in ``run_dir`` from its last checkpoint.
     :param overwrite: start a new run in a non-empty ``run_dir``.
     :param config: a JSON-able description of the run, stored in every checkpoint.
+    :param backend: the ``torch.distributed`` backend when launched by ``torchrun`` (see
+        :func:`pyrovae.distributed.init`; default Gloo on CPUs, NCCL for CUDA tensors). Under
+        ``torchrun`` each of the :math:`W` workers trains on its contiguous share of every global
+        minibatch of ``batch_size`` (see the module docstring); ``lr`` applies to the global
+        batch's gradient, so a run with the same ``batch_size`` and ``lr`` follows the same
+        trajectory in expectation whatever :math:`W`. Rank 0 alone writes ``run_dir`` and shows
+        progress; the run directory must be on a file system every rank reads, for ``resume``.
     :raises TrainingError: if the loss becomes NaN or infinite; the last good checkpoint stays.
     """
     if epochs < 1 or batch_size < 1:
         raise ConfigError(f"epochs and batch_size must be at least 1; got {epochs} and {batch_size}")
     if patience is not None and valid is None:
         raise ConfigError("early stopping (patience) needs validation data: pass valid=")
+    distributed.init(backend)
     train = as_dataset(train, name="train")
+    world, last = distributed.world_size(), len(train) % batch_size
+    if batch_size < world or 0 < last < world:
+        raise ConfigError(
+            f"a global batch of {batch_size} of the {len(train)} training data points leaves some of the "
+            f"{world} workers without data (the last batch of an epoch has {last or batch_size}); choose "
+            f"a batch size of at least {world} that divides {len(train)} or leaves a remainder of at "
+            f"least {world}"
+        )
     valid = as_dataset(valid, name="valid") if valid is not None else None
     _check_data(vae, train, "the training data")
     if valid is not None:
         _check_data(vae, valid, "the validation data")
     run_path = prepare_run_dir(run_dir, resume, overwrite) if run_dir is not None else None
-    if run_path is not None and not resume:
+    distributed.barrier()  # every rank has checked the run directory before rank 0 changes it
+    if run_path is not None and not resume and distributed.is_main():
         # starting afresh (overwrite): an earlier run's checkpoints must not pass for this run's
         for name in (CHECKPOINT, BEST, HISTORY):
             (run_path / name).unlink(missing_ok=True)
@@ -297,17 +344,24 @@ def fit(
         start = state["epoch"] + 1
 
     steps = math.ceil(len(train) / batch_size)
-    bar = tqdm(total=(epochs - start + 1) * steps, disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=(epochs - start + 1) * steps,
+        disable=not (progress and distributed.is_main()),
+        unit="step",
+        dynamic_ncols=True,
+    )
     stopped_early = False
     try:
         for epoch in range(start, epochs + 1):
-            pyro.set_rng_seed(_epoch_seed(seed, epoch))
+            pyro.set_rng_seed(_epoch_seed(seed, epoch, distributed.rank()))
+            # the same shuffling (and binarization) on every rank: each takes its share of it
             generator = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
             beta = min(1.0, epoch / kl_warmup) if kl_warmup > 0 else 1.0
             bar.set_description(f"epoch {epoch}/{epochs}")
             total, seen, t0 = 0.0, 0, time.perf_counter()
             for step, x in enumerate(_batches(train, batch_size, generator), 1):
-                loss = trainer.step(x, beta)
+                lo, hi = distributed.shard(x.shape[0])
+                loss = trainer.step(x[lo:hi], beta, batch_size=x.shape[0])
                 if not math.isfinite(loss):
                     where = (
                         f" ({run_path / CHECKPOINT} keeps epoch {epoch - 1})"
@@ -326,8 +380,9 @@ def fit(
             row = {"epoch": epoch, "train_loss": total / seen, "valid_loss": math.nan, "beta": beta}
             if valid is not None:
                 with torch.random.fork_rng():
-                    torch.manual_seed(_epoch_seed(seed, -epoch))
-                    row["valid_loss"] = trainer.evaluate(_batches(valid, 1000, None), len(valid))
+                    torch.manual_seed(_epoch_seed(seed, -epoch, distributed.rank()))
+                    shard = _batches(valid, 1000, None, distributed.shard(len(valid)))
+                    row["valid_loss"] = trainer.evaluate(shard, len(valid))
                 bar.set_postfix(loss=f"{row['train_loss']:.2f}", valid=f"{row['valid_loss']:.2f}")
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
@@ -336,7 +391,7 @@ def fit(
                 best, best_epoch, bad_epochs = row["valid_loss"], epoch, 0
             elif valid is not None:
                 bad_epochs += 1
-            if run_path is not None:
+            if run_path is not None and distributed.is_main():
                 state = {
                     "format": "pyrovae-checkpoint",
                     "version": 1,
@@ -364,12 +419,13 @@ def fit(
     notes = []
     if best_epoch is not None and best_epoch != history[-1]["epoch"]:
         if run_path is not None:
+            distributed.barrier()  # rank 0 has written best.pt
             vae.load_state_dict(load_checkpoint(run_path / BEST)["model"])
             notes.append(f"restored the parameters of the best validation epoch ({best_epoch})")
         else:
             notes.append(f"the best validation epoch was {best_epoch}; the parameters are the last epoch's")
     frame = pd.DataFrame(history)
-    if run_path is not None:
+    if run_path is not None and distributed.is_main():
         write_figures(vae, frame, run_path, valid if valid is not None else train)
     return FitResult(vae, frame, run_path, best_epoch, stopped_early, notes)
 
