@@ -23,6 +23,7 @@ from .estimators import (
     estimator,
 )
 from .importance import LogLikelihood, log_likelihood
+from .ssvae import SSVAE
 from .training import FitResult, Trainer, fit
 from .vae import VAE
 
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 __all__ = [
     "IWAE",
     "STL",
+    "SSVAE",
     "VAE",
     "Bounds",
     "Comparison",

@@ -101,19 +101,23 @@ class Trainer:
         self.clip_norm = clip_norm
         self._validated = False
 
-    def step(self, x: torch.Tensor, beta: float = 1.0) -> float:
+    def step(self, x: torch.Tensor | tuple[torch.Tensor, ...], beta: float = 1.0) -> float:
         """One gradient step on the minibatch ``x``; returns its loss in nats per data point.
+
+        ``x`` is a tensor, or a tuple of tensors sharing their leading (data point) dimension,
+        such as data and labels, passed to the model and guide positionally.
 
         The first step runs under Pyro's validation (as the user has set it), so that a model
         error is reported with Pyro's own message; later steps skip the per-step checks.
         """
         with pyro.validation_enabled(is_validation_enabled() and not self._validated):
-            with scale_data(scale=self.num_data / x.shape[0]):
+            args = _as_args(x)
+            with scale_data(scale=self.num_data / len(args[0])):
                 if beta == 1.0:
-                    loss = self.loss_module(x)
+                    loss = self.loss_module(*args)
                 else:
                     with scale_latents(beta=beta):
-                        loss = self.loss_module(x)
+                        loss = self.loss_module(*args)
         self._validated = True
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -130,8 +134,14 @@ class Trainer:
         total = 0.0
         with pyro.validation_enabled(False):
             for x in batches:
-                total += self.elbo.loss(self.loss_module.model, self.loss_module.guide, x)
+                total += self.elbo.loss(self.loss_module.model, self.loss_module.guide, *_as_args(x))
         return total / num_data
+
+
+def _as_args(batch: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """A minibatch as the positional arguments of the model and guide: a data set's ``batch``
+    method may return one tensor or a tuple (data and labels, say)."""
+    return tuple(batch) if isinstance(batch, tuple | list) else (batch,)
 
 
 def _batches(data, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
@@ -158,7 +168,7 @@ def _check_data(vae: nn.Module, data, what: str) -> None:
     if getattr(data, "binarize", None) is None and isinstance(tensor, torch.Tensor):
         check(tensor, what)
     else:
-        check(next(_batches(data, min(len(data), 1000), None)), what)
+        check(_as_args(next(_batches(data, min(len(data), 1000), None)))[0], what)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -319,8 +329,9 @@ def fit(
                         f"last good checkpoint is kept{where}. Lower the learning rate (--lr), clip "
                         "gradients (--clip-norm) or check the data for extreme values."
                     )
-                total += loss * x.shape[0]
-                seen += x.shape[0]
+                size = len(_as_args(x)[0])
+                total += loss * size
+                seen += size
                 bar.update()
                 bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
             row = {"epoch": epoch, "train_loss": total / seen, "valid_loss": math.nan, "beta": beta}
@@ -380,7 +391,7 @@ def write_figures(vae: nn.Module, history: pd.DataFrame, run_dir: Path, data) ->
     if hasattr(vae, "sample") and hasattr(vae, "reconstruct"):
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            x = next(_batches(data, min(len(data), 20), None))
+            x = _as_args(next(_batches(data, min(len(data), 20), None)))[0]
             try:
                 plots.image_grid(vae.sample(50), run_dir / "samples.png", title="samples")
                 plots.reconstructions(x, vae.reconstruct(x), run_dir / "reconstructions.png")
