@@ -9,8 +9,9 @@ batch dimensions on the left (vectorized particles) broadcast.
 - :class:`TwoViewPPCA`: PPCA whose observation is split into two observed sites.
 - :class:`TwoLayer`: a two-stochastic-layer linear-Gaussian model ``z2 -> z1 -> x``.
 - :class:`Mixture`: a discrete latent ``c`` and a continuous ``z | c``.
-- :func:`global_latent_model`, :func:`no_plate_model`, :func:`enumerated_model`: pairs that the
-  per-datapoint estimators must refuse.
+- :func:`enumerated_model`: a mixture with its label enumerated in the model.
+- :func:`global_latent_model`, :func:`no_plate_model`: pairs that the per-datapoint estimators
+  must refuse.
 """
 
 from __future__ import annotations
@@ -232,15 +233,17 @@ class Mixture:
             z = pyro.sample("z", dist.Normal(self.means[c], torch.ones((), dtype=DTYPE)))
             pyro.sample("x", dist.Normal(z, torch.tensor(self.sigma, dtype=DTYPE)), obs=x)
 
-    def guide(self, mix: float = 0.3, widen: float = 1.3):
+    def guide(self, mix: float = 0.3, widen: float = 1.3, enumerate: bool = False):
         """:math:`q(c \\mid x) = (1 - \\text{mix})\\,p(c \\mid x) + \\text{mix}/3` and
-        :math:`q(z \\mid x, c)` the exact conditional posterior with its scale times ``widen``."""
+        :math:`q(z \\mid x, c)` the exact conditional posterior with its scale times ``widen``;
+        ``c`` enumerated in parallel if ``enumerate``."""
         precision = 1 + 1 / self.sigma**2
+        infer = {"enumerate": "parallel"} if enumerate else {}
 
         def guide(x: torch.Tensor) -> None:
             post = torch.softmax(self._components(x), -1)
             with pyro.plate("data", x.shape[0]):
-                c = pyro.sample("c", dist.Categorical((1 - mix) * post + mix / 3))
+                c = pyro.sample("c", dist.Categorical((1 - mix) * post + mix / 3), infer=infer)
                 loc = (self.means[c] + x / self.sigma**2) / precision
                 pyro.sample("z", dist.Normal(loc, torch.tensor(widen * precision**-0.5, dtype=DTYPE)))
 
