@@ -9,6 +9,7 @@ every trainer, estimator and evaluator here.
 from . import datasets, estimators, handlers, likelihoods, nn, plots, priors
 from .bounds import Bounds, bounds
 from .compare import Comparison, compare
+from .cvae import CVAE
 from .datasets import VAEDataset, as_dataset, load
 from .errors import ConfigError, DataError, PyroVAEError, TrainingError
 from .estimators import (
@@ -34,6 +35,7 @@ __all__ = [
     "STL",
     "SSVAE",
     "VAE",
+    "CVAE",
     "Bounds",
     "Comparison",
     "ConfigError",
