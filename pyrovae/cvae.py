@@ -1,7 +1,8 @@
 r"""The conditional VAE (Sohn, Lee & Yan 2015): a VAE of :math:`x` given an observed condition :math:`c`.
 
 .. math:: p_\theta(x, z \mid c) = p(z)\, p_\theta(x \mid z, c), \qquad
-          q_\phi(z \mid x, c) = \mathcal{N}\big(z;\ \mu_\phi(x, c), \operatorname{diag}\sigma^2_\phi(x, c)\big),
+          q_\phi(z \mid x, c) = \mathcal{N}\big(z;\ \mu_\phi(x, c),
+          \operatorname{diag}\sigma^2_\phi(x, c)\big),
 
 with :math:`p(z) = \mathcal{N}(0, I)`. The condition is data, not a latent: a class label
 (one-hot encoded), or any observed vector, e.g. the top half of an image when :math:`x` is its
@@ -63,7 +64,9 @@ class CVAE(PyroModule):
         self.condition_shape = _event_shape(condition_shape)
         self.categorical = categorical
         if categorical and len(self.condition_shape) != 1:
-            raise ConfigError(f"with categorical=True, condition_shape is the number of classes; got {condition_shape}")
+            raise ConfigError(
+                f"with categorical=True, condition_shape is the number of classes; got {condition_shape}"
+            )
         if latent_dim < 1:
             raise ConfigError(f"latent_dim must be positive; got {latent_dim}")
         self.latent_dim = latent_dim
@@ -79,7 +82,10 @@ class CVAE(PyroModule):
         if self.categorical:
             (classes,) = self.condition_shape
             if c.dim() != 1 or c.dtype != torch.long or ((c < 0) | (c >= classes)).any():
-                raise DataError(f"the condition must be labels, a LongTensor of shape (B,) with values in 0..{classes - 1}")
+                raise DataError(
+                    f"the condition must be labels, a LongTensor of shape (B,) with values in "
+                    f"0..{classes - 1}"
+                )
             return F.one_hot(c, classes).to(like.dtype)
         if c.dim() != len(self.condition_shape) + 1 or c.shape[1:] != self.condition_shape:
             raise DataError(
@@ -89,7 +95,8 @@ class CVAE(PyroModule):
         return c.flatten(1).to(like.dtype)
 
     def model(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """:math:`z_n \\sim p(z)`, :math:`x_n \\sim p_\\theta(x \\mid z_n, c_n)`; returns the decoder's output."""
+        """:math:`z_n \\sim p(z)`, :math:`x_n \\sim p_\\theta(x \\mid z_n, c_n)`; returns the decoder's
+        output."""
         n = batch_size(x, self.event_shape, "CVAE")
         c = self.condition(c, x)
         with pyro.plate(DATA_PLATE, n):

@@ -572,7 +572,9 @@ class _Plan:
         self.bytes_per_row = _MEMORY_SAFETY * itemsize * numel / _PROBE_PARTICLES
         #: the enumerated sites, whose values are summed out of the weights
         self.enumerated = [
-            name for trace in (guide_trace, model_trace) for name, site in _scored_sites(trace)
+            name
+            for trace in (guide_trace, model_trace)
+            for name, site in _scored_sites(trace)
             if site["infer"].get("enumerate")
         ]
         self.kl_note = self._check_kl(model_trace, guide_trace)

@@ -150,9 +150,7 @@ class JointLinear(nn.Module):
 
     def __init__(self, in_features: Sequence[int], out_features: int):
         super().__init__()
-        self.maps = nn.ModuleList(
-            nn.Linear(n, out_features, bias=i == 0) for i, n in enumerate(in_features)
-        )
+        self.maps = nn.ModuleList(nn.Linear(n, out_features, bias=i == 0) for i, n in enumerate(in_features))
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         out = self.maps[0](inputs[0])

@@ -48,7 +48,7 @@ from .errors import ConfigError, DataError
 from .handlers import DATA_PLATE
 from .likelihoods import Likelihood
 from .likelihoods import likelihood as _likelihood
-from .nn import ConditionalMLPDecoder, ConditionalMLPEncoder, activation, mlp
+from .nn import ConditionalMLPDecoder, ConditionalMLPEncoder, mlp
 
 __all__ = ["SSVAE"]
 
@@ -138,9 +138,7 @@ class SSVAE(PyroModule):
             )
         known = y != UNLABELLED
         if ((y[known] < 0) | (y[known] >= self.num_classes)).any():
-            raise DataError(
-                f"labels must lie in 0..{self.num_classes - 1}, or be {UNLABELLED} where unknown"
-            )
+            raise DataError(f"labels must lie in 0..{self.num_classes - 1}, or be {UNLABELLED} where unknown")
         return y.clamp(min=0), known
 
     def _one_hot(self, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -190,7 +188,9 @@ class SSVAE(PyroModule):
         """The fraction of the data points ``x`` whose label ``y`` :meth:`classify` predicts."""
         if y.shape != x.shape[:1]:
             raise DataError(f"pass one label per data point: {len(x)} data points, labels {tuple(y.shape)}")
-        hits = sum(int((self.classify(x[i : i + chunk]) == y[i : i + chunk]).sum()) for i in range(0, len(x), chunk))
+        hits = sum(
+            int((self.classify(x[i : i + chunk]) == y[i : i + chunk]).sum()) for i in range(0, len(x), chunk)
+        )
         return hits / len(x)
 
     @torch.no_grad()

@@ -152,3 +152,15 @@ def test_bad_options():
         bounds(model.model, model.diagonal_guide(), x, (1, 10), num_samples=20, **RUN)
     with pytest.raises(ConfigError, match="unknown option"):
         bounds(model.model, model.diagonal_guide(), x, (1, 10), particles=20, **RUN)
+
+
+def test_enumerated_label_is_summed_out():
+    # the label c enumerated in the guide and q(z | x, c) exact: every weight is p(x), so every
+    # row of the ladder equals log p(x); the analytic-KL row is omitted with a note
+    m = Mixture()
+    x = m.sample(8)
+    ladder = bounds(m.model, m.guide(mix=0.5, widen=1.0, enumerate=True), x, (1, 5), **RUN)
+    assert ANALYTIC_ELBO not in ladder.values
+    assert any("'c' is enumerated" in note for note in ladder.notes)
+    for name in ("ELBO", "IWAE-5"):
+        torch.testing.assert_close(ladder.values[name], m.log_px(x), atol=1e-10, rtol=0)

@@ -38,7 +38,9 @@ def exact():
 
     def log_pxy(x):  # (B, C): log p(x, y) for every label y
         eye = torch.eye(C, dtype=torch.float64)
-        return torch.stack([ssvae.encoder.log_px(x, eye[y].expand(len(x), C)) for y in range(C)], -1) - math.log(C)
+        return torch.stack(
+            [ssvae.encoder.log_px(x, eye[y].expand(len(x), C)) for y in range(C)], -1
+        ) - math.log(C)
 
     return ssvae, x, log_pxy
 
@@ -75,7 +77,9 @@ def test_enumerated_objective_is_exact(exact):
 
 def test_log_likelihood_sums_out_the_label(exact):
     ssvae, x, log_pxy = exact
-    result = pyrovae.log_likelihood(ssvae.model, ssvae.guide, x, 20, progress=False, seed=0, return_log_weights=True)
+    result = pyrovae.log_likelihood(
+        ssvae.model, ssvae.guide, x, 20, progress=False, seed=0, return_log_weights=True
+    )
     exact_log_px = torch.logsumexp(log_pxy(x), -1)
     torch.testing.assert_close(result.log_weights, exact_log_px[:, None].expand(6, 20), atol=1e-9, rtol=0)
     ladder = pyrovae.bounds(ssvae.model, ssvae.guide, x, ks=(1, 4), progress=False, seed=0)
@@ -91,7 +95,9 @@ def test_classification_term(exact):
     base = elbo.loss(ssvae.model, ssvae.guide, x, y)
     ssvae.alpha = 3.0
     with_aux = elbo.loss(ssvae.model, ssvae.guide, x, y)
-    log_q = torch.log_softmax(ssvae.logits(x), -1).detach()[y != UNLABELLED].gather(-1, y[y != UNLABELLED, None])
+    log_q = (
+        torch.log_softmax(ssvae.logits(x), -1).detach()[y != UNLABELLED].gather(-1, y[y != UNLABELLED, None])
+    )
     assert with_aux - base == pytest.approx(-3.0 * log_q.sum().item(), abs=1e-9)
 
 
