@@ -11,7 +11,10 @@ and the estimate
 .. math:: \widehat{\log p}(x_n) = \log \frac{1}{K} \sum_{k=1}^K w_k(x_n),
 
 the IWAE-:math:`K` bound of Burda, Grosse & Salakhutdinov (2015). It is a stochastic lower
-bound (Jensen) whose bias vanishes as :math:`K \to \infty`.
+bound (Jensen) whose bias vanishes as :math:`K \to \infty`. Unlike Pyro's
+:class:`~pyro.infer.RenyiELBO` and :func:`~pyro.infer.importance.vectorized_importance_weights`,
+which sum the log-weights over every plate, the data-plate dimension is kept: one weight per
+particle *and per data point*.
 
 **Enumerated discrete latents.** A discrete latent :math:`y` that the guide marks
 ``infer={"enumerate": "parallel"}`` (the label of :class:`~pyrovae.SSVAE`) is summed out: for
@@ -26,10 +29,7 @@ whose expectation is :math:`\sum_y p(x, y) = p(x)`, whatever :math:`q(y \mid x)`
 probabilities of :math:`y` cancel, and enumeration removes the variance they would add. A site
 the *model* alone enumerates is summed out the same way, :math:`p(x, z_k) = \sum_y p(x, y, z_k)`.
 The log-weights keep their shape (one per particle and data point), so every reduction,
-diagnostic and bound below applies unchanged. Sequential enumeration is not supported. Unlike Pyro's
-:class:`~pyro.infer.RenyiELBO` and :func:`~pyro.infer.importance.vectorized_importance_weights`,
-which sum the log-weights over every plate, the data-plate dimension is kept: one weight per
-particle *and per data point*.
+diagnostic and bound below applies unchanged. Sequential enumeration is not supported.
 
 References:
 
