@@ -259,7 +259,10 @@ def fit(
 ) -> FitResult:
     """Train ``vae`` (any module with ``model``/``guide`` methods) by minibatch SVI.
 
-    :param train: a tensor, a :class:`~pyrovae.datasets.VAEDataset` or any torch ``Dataset``.
+    :param train: a tensor, a :class:`~pyrovae.datasets.VAEDataset` or any torch ``Dataset``. A
+        data set whose ``batch(index, generator)`` method returns a tuple of tensors, such as
+        :func:`~pyrovae.datasets.with_labels`'s ``(x, y)``, has them passed to the model and guide
+        positionally; the minibatch scale is :math:`N/B` with :math:`B` the batch's first dimension.
     :param valid: optional validation data: its bound is computed after every epoch and drives
         early stopping and the ``best.pt`` checkpoint.
     :param estimator: estimator name (see :data:`pyrovae.estimators.ESTIMATORS`) or an ELBO.
