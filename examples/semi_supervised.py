@@ -60,7 +60,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--eval-samples", type=int, default=500, help="importance samples per test image")
     p.add_argument("--eval-limit", type=int, default=500, help="log p(x) on the first N test images")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--runs-dir", default="/work/runs/m2")
+    p.add_argument("--runs-dir", default="runs/m2")
     p.add_argument("--out", default="docs/results.md")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args()
