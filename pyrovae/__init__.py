@@ -11,6 +11,7 @@ from .ais import AIS, ais
 from .bdmc import BDMC, bdmc
 from .bounds import Bounds, bounds
 from .compare import Comparison, compare
+from .cvae import CVAE
 from .datasets import VAEDataset, as_dataset, load
 from .errors import ConfigError, DataError, PyroVAEError, TrainingError
 from .estimators import (
@@ -25,6 +26,7 @@ from .estimators import (
     estimator,
 )
 from .importance import LogLikelihood, log_likelihood
+from .ssvae import SSVAE
 from .training import FitResult, Trainer, fit
 from .vae import VAE
 
@@ -35,7 +37,9 @@ __all__ = [
     "BDMC",
     "IWAE",
     "STL",
+    "SSVAE",
     "VAE",
+    "CVAE",
     "Bounds",
     "Comparison",
     "ConfigError",

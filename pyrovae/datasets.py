@@ -43,11 +43,14 @@ __all__ = [
     "BINARIZED_MNIST_URL",
     "NAMES",
     "SPLITS",
+    "UNLABELLED",
+    "LabelledDataset",
     "VAEDataset",
     "as_dataset",
     "check_binary",
     "check_finite",
     "load",
+    "with_labels",
 ]
 
 NAMES = ("binarized-mnist", "mnist", "fashion-mnist", "digits")
@@ -227,6 +230,85 @@ class VAEDataset(Dataset):
             f"VAEDataset(name={self.name!r}, split={self.split!r}, N={len(self)}, "
             f"event_shape={tuple(self.event_shape)}, binarize={self.binarize!r})"
         )
+
+
+#: the label of a data point whose label is hidden (semi-supervised learning)
+UNLABELLED = -1
+
+
+class LabelledDataset(Dataset):
+    """Data points with their labels: :meth:`batch` returns ``(x, y)``, which :func:`~pyrovae.fit`
+    and :func:`~pyrovae.log_likelihood` pass to the model and guide as two positional arguments.
+
+    Labels equal to :data:`UNLABELLED` mark data points whose label is hidden, for
+    semi-supervised models such as :class:`~pyrovae.SSVAE`; a batch may mix both kinds, so that
+    every data point is one term of the objective and the data plate's minibatch scale
+    :math:`N/B` stays that of the whole data set.
+
+    :param VAEDataset data: the data points, as :meth:`VAEDataset.batch` gives them.
+    :param torch.Tensor labels: a LongTensor of shape ``(N,)``.
+    """
+
+    def __init__(self, data: VAEDataset, labels: torch.Tensor):
+        if labels.shape != (len(data),) or labels.dtype != torch.long:
+            raise DataError(
+                f"labels must be a LongTensor of shape ({len(data)},), one per data point; got "
+                f"{labels.dtype} of shape {tuple(labels.shape)}"
+            )
+        self.data = data
+        self.labels = labels
+
+    @property
+    def event_shape(self) -> torch.Size:
+        return self.data.event_shape
+
+    @property
+    def num_labelled(self) -> int:
+        """How many data points carry their label."""
+        return int((self.labels != UNLABELLED).sum())
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.batch(i)
+
+    def batch(self, index, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The data points at ``index`` (see :meth:`VAEDataset.batch`) and their labels."""
+        return self.data.batch(index, generator=generator), self.labels[index]
+
+    def __repr__(self) -> str:
+        return f"LabelledDataset({self.data!r}, labelled={self.num_labelled})"
+
+
+def with_labels(data: VAEDataset, num_labels: int | None = None, *, seed: int = 0) -> LabelledDataset:
+    """``data`` with its labels (``data.targets``), all of them or ``num_labels`` of them.
+
+    With ``num_labels`` the same number of labels is kept in each class (as in Kingma et al.
+    2014), chosen at random with ``seed``; the others become :data:`UNLABELLED`.
+    """
+    targets = getattr(data, "targets", None)
+    if targets is None:
+        raise DataError(
+            f"{data!r} has no labels; load a labelled data set (mnist, fashion-mnist or digits; "
+            "binarized-mnist has none) or build a VAEDataset with targets="
+        )
+    if num_labels is None:
+        return LabelledDataset(data, targets)
+    classes = torch.unique(targets)
+    per_class, extra = divmod(num_labels, len(classes))
+    if num_labels < 1 or extra or per_class > torch.bincount(targets).min():
+        raise DataError(
+            f"num_labels={num_labels} cannot be split evenly over the {len(classes)} classes of {data!r} "
+            f"(at most {int(torch.bincount(targets).min())} each); choose a multiple of {len(classes)}"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.full_like(targets, UNLABELLED)
+    for c in classes:
+        members = torch.nonzero(targets == c).flatten()
+        keep = members[torch.randperm(len(members), generator=generator)[:per_class]]
+        labels[keep] = c
+    return LabelledDataset(data, labels)
 
 
 def as_dataset(data: torch.Tensor | Dataset, *, name: str = "tensor") -> Dataset:

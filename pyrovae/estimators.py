@@ -6,6 +6,9 @@ By name (see :data:`ESTIMATORS` and :func:`estimator`):
 
 - ``elbo``: :class:`TraceELBO`, Pyro's :class:`~pyro.infer.Trace_ELBO` (Kingma & Welling 2014);
 - ``elbo-analytic-kl``: Pyro's :class:`~pyro.infer.TraceMeanField_ELBO`, the KL in closed form;
+- ``enum``: Pyro's :class:`~pyro.infer.TraceEnum_ELBO`, which sums out the discrete latents a
+  guide or model marks ``infer={"enumerate": "parallel"}`` exactly (the unobserved label of
+  :class:`~pyrovae.SSVAE`), with ``max_plate_nesting`` found by Pyro from a first run;
 - ``tracegraph``: :class:`TraceGraphELBO`, Pyro's :class:`~pyro.infer.TraceGraph_ELBO`
   (Schulman et al. 2015), score-function terms with Rao-Blackwellization and baselines;
 - ``tail-adaptive``: :class:`TailAdaptiveELBO`, Pyro's :class:`~pyro.infer.TraceTailAdaptive_ELBO`
@@ -35,7 +38,14 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
-from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO, TraceTailAdaptive_ELBO
+from pyro.infer import (
+    ELBO,
+    Trace_ELBO,
+    TraceEnum_ELBO,
+    TraceGraph_ELBO,
+    TraceMeanField_ELBO,
+    TraceTailAdaptive_ELBO,
+)
 from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
@@ -517,6 +527,7 @@ def _data_scale(model_trace):
 ESTIMATORS: dict[str, tuple[Callable[..., ELBO], tuple[str, ...]]] = {
     "elbo": (TraceELBO, ("num_particles", "vectorize_particles")),
     "elbo-analytic-kl": (TraceMeanField_ELBO, ("num_particles", "vectorize_particles")),
+    "enum": (TraceEnum_ELBO, ("num_particles", "vectorize_particles", "max_plate_nesting")),
     "tracegraph": (TraceGraphELBO, ("num_particles", "vectorize_particles")),
     "tail-adaptive": (TailAdaptiveELBO, ("num_particles", "tail_adaptive_beta")),
     "iwae": (IWAE, ("k",)),

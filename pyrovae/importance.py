@@ -16,6 +16,21 @@ bound (Jensen) whose bias vanishes as :math:`K \to \infty`. Unlike Pyro's
 which sum the log-weights over every plate, the data-plate dimension is kept: one weight per
 particle *and per data point*.
 
+**Enumerated discrete latents.** A discrete latent :math:`y` that the guide marks
+``infer={"enumerate": "parallel"}`` (the label of :class:`~pyrovae.SSVAE`) is summed out: for
+each particle :math:`k`, every value :math:`y` gets its own draw :math:`z_k^{(y)} \sim q(z \mid
+x, y)`, all values in parallel (Pyro's :func:`~pyro.poutine.enum`, at dims left of the particle
+plate), and the weight is
+
+.. math:: w_k = \sum_y q(y \mid x)\, \frac{p(x, y, z_k^{(y)})}{q(y \mid x)\, q(z_k^{(y)} \mid x, y)}
+          = \sum_y \frac{p(x, y, z_k^{(y)})}{q(z_k^{(y)} \mid x, y)},
+
+whose expectation is :math:`\sum_y p(x, y) = p(x)`, whatever :math:`q(y \mid x)`: the guide's
+probabilities of :math:`y` cancel, and enumeration removes the variance they would add. A site
+the *model* alone enumerates is summed out the same way, :math:`p(x, z_k) = \sum_y p(x, y, z_k)`.
+The log-weights keep their shape (one per particle and data point), so every reduction,
+diagnostic and bound below applies unchanged. Sequential enumeration is not supported.
+
 References:
 
 - Y. Burda, R. Grosse and R. Salakhutdinov (2015), "Importance Weighted Autoencoders", ICLR 2016.
@@ -384,12 +399,14 @@ def _data_frame(site: dict, data_plate: str):
 
 
 def _trace_pair(model, guide, args, kwargs, num_particles: int | None = None, particle_dim: int = -1):
-    """Trace the guide, then the model replayed against it, optionally inside the particle plate."""
-    plate = (
-        pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim)
-        if num_particles is not None
-        else contextlib.nullcontext()
-    )
+    """Trace the guide, then the model replayed against it, optionally inside the particle plate;
+    with the particle plate, sites marked for parallel enumeration are enumerated at the dims left
+    of it (as :class:`~pyro.infer.TraceEnum_ELBO` does left of the plates)."""
+    plate = contextlib.nullcontext()
+    if num_particles is not None:
+        plate = pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim)
+        guide = poutine.enum(guide, first_available_dim=particle_dim - 1)
+        model = poutine.enum(model, first_available_dim=particle_dim - 1)
     with plate:
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
@@ -497,6 +514,19 @@ def _normal_log_prob(loc: torch.Tensor, scale: torch.Tensor, value: torch.Tensor
     return -0.5 * quad - log_scale - 0.5 * event * math.log(2 * math.pi)
 
 
+def _reduce_enumerated_site(lp, particle_dim: int, data_dim: int) -> torch.Tensor:
+    """As :func:`_reduce_site`, keeping the enumeration dims left of the particle dim: a tensor of
+    shape ``(*enum, K, B)`` with the enumeration dims aligned from the right (left of ``K``), of
+    size 1 where the site does not depend on them."""
+    lp = torch.as_tensor(lp)
+    need = -particle_dim
+    if lp.dim() < need:
+        lp = lp.reshape((1,) * (need - lp.dim()) + lp.shape)
+    n = lp.dim()
+    other = [i for i in range(n + particle_dim + 1, n) if i != n + data_dim]
+    return lp.sum(other) if other else lp
+
+
 def _reduce_site(lp, particle_dim: int, data_dim: int, shape: tuple[int, int]) -> torch.Tensor:
     """Sum a site's batch-shaped log-density over every dim but the particle and data dims."""
     if not torch.is_tensor(lp):
@@ -517,12 +547,17 @@ def site_log_prob(site: dict, particle_dim: int, data_dim: int, shape, fused=Non
     points). The site's scale (minibatch or KL-annealing factors) is ignored. ``fused(fn, value)``
     computes the event-summed log-density by a faster route, or returns ``None`` where it does
     not apply (default :func:`_fused_log_prob`, which is not differentiable)."""
+    return _reduce_site(masked_log_prob(site, fused), particle_dim, data_dim, shape)
+
+
+def masked_log_prob(site: dict, fused=None) -> torch.Tensor:
+    """A site's event-summed, masked log-density, unscaled, in the site's batch shape; ``fused``
+    as for :func:`site_log_prob`."""
     fn, value = site["fn"], site["value"]
     lp = (fused or _fused_log_prob)(fn, value)
     if lp is None:
         lp = fn.log_prob(value, *site["args"], **site["kwargs"])
-    lp = scale_and_mask(lp, mask=site["mask"])
-    return _reduce_site(lp, particle_dim, data_dim, shape)
+    return scale_and_mask(lp, mask=site["mask"])
 
 
 def check_support(name: str, site: dict) -> None:
@@ -568,18 +603,31 @@ class _Plan:
                 numel += site["value"].numel() + 3 * (fn.batch_shape + fn.event_shape).numel()
         itemsize = max(site["value"].element_size() for _, site in _scored_sites(model_trace))
         self.bytes_per_row = _MEMORY_SAFETY * itemsize * numel / _PROBE_PARTICLES
+        #: the enumerated sites, whose values are summed out of the weights
+        self.enumerated = [
+            name
+            for trace in (guide_trace, model_trace)
+            for name, site in _scored_sites(trace)
+            if site["infer"].get("enumerate")
+        ]
         self.kl_note = self._check_kl(model_trace, guide_trace)
+        if self.enumerated:
+            self.kl_note = (
+                f"analytic-KL ELBO omitted: site {self.enumerated[0]!r} is enumerated, and its "
+                "values are summed out of the importance weights"
+            )
 
     @staticmethod
     def _check_sites(model_trace, guide_trace, data_plate: str) -> None:
         sites = [("model", n, s) for n, s in _scored_sites(model_trace)]
         sites += [("guide", n, s) for n, s in _scored_sites(guide_trace)]
         for role, name, site in sites:
-            if site["infer"].get("enumerate"):
+            how = site["infer"].get("enumerate")
+            if how and how != "parallel":
                 raise ConfigError(
-                    f"site {name!r} of the {role} is enumerated (infer={{'enumerate': "
-                    f"{site['infer']['enumerate']!r}}}); importance sampling of log p(x) does not support "
-                    "enumeration yet: sample the site in the guide instead, or sum it out in the model"
+                    f"site {name!r} of the {role} is enumerated with infer={{'enumerate': {how!r}}}; "
+                    "importance sampling of log p(x) sums out parallel enumeration only: mark the site "
+                    "infer={'enumerate': 'parallel'}, or sample it in the guide"
                 )
         if not any(_data_frame(s, data_plate) for _, _, s in sites):
             raise ConfigError(
@@ -607,7 +655,7 @@ class _Plan:
         model_names = {n for n, _ in _scored_sites(model_trace)}
         guide_names = {n for n, _ in _scored_sites(guide_trace)}
         for name, site in _scored_sites(model_trace):
-            if not site["is_observed"] and name not in guide_names:
+            if not site["is_observed"] and name not in guide_names and not site["infer"].get("enumerate"):
                 raise ConfigError(
                     f"latent site {name!r} of the model is not sampled by the guide; importance "
                     "sampling needs the guide to propose every latent variable: add it to the guide"
@@ -726,13 +774,20 @@ class _Sweep:
                     kl = scale_and_mask(kl_divergence(g["fn"], site["fn"]), mask=g["mask"])
                     elbo = elbo - _reduce_site(kl, self.plan.particle_dim, self._data_dim(g), shape)
         for _, site in _scored_sites(guide_trace):
-            log_w = log_w - self._site_log_prob(site, shape)
+            # an enumerated site's q(y | x) cancels from the weight (see the module docstring)
+            if not site["infer"].get("enumerate"):
+                log_w = log_w - self._site_log_prob(site, shape)
+        if log_w.dim() > 2:  # sum the weights over the enumerated values
+            log_w = log_w.flatten(0, -3).logsumexp(0)
         return log_w.expand(shape), None if elbo is None else elbo.expand(shape)
 
     def _data_dim(self, site) -> int:
         return _data_frame(site, self.data_plate).dim
 
     def _site_log_prob(self, site, shape) -> torch.Tensor:
+        if self.plan.enumerated:
+            lp = masked_log_prob(site)
+            return _reduce_enumerated_site(lp, self.plan.particle_dim, self._data_dim(site))
         return site_log_prob(site, self.plan.particle_dim, self._data_dim(site), shape)
 
     def __len__(self) -> int:
@@ -885,7 +940,8 @@ def log_likelihood(
     :param bool return_log_weights: keep the ``(N, K)`` log-weights in the result.
     :param tuple model_args: extra positional arguments after the data.
     :param dict model_kwargs: keyword arguments.
-    :raises ConfigError: if a sample site lies outside the data plate, if a site is enumerated,
+    :raises ConfigError: if a sample site lies outside the data plate, if a site is enumerated
+        other than in parallel (enumerated sites are summed out: see the module docstring),
         or if a model latent is missing from the guide.
     :rtype: LogLikelihood
     """

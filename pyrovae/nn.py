@@ -140,6 +140,61 @@ class ConvDecoder(nn.Module):
         return self.body(z.reshape(-1, z.shape[-1])).reshape(*batch, *self.event_shape)
 
 
+class JointLinear(nn.Module):
+    r"""A linear layer on the concatenation of several inputs, :math:`W [a; b] + c = W_a a + W_b b + c`.
+
+    Written as a sum of one linear map per input, so that inputs with different leading
+    (batch) dimensions broadcast: the map of an enumerated label of shape ``(C, 1, d)`` is added
+    to that of a batch of data ``(B, D)`` without repeating the data ``C`` times.
+    """
+
+    def __init__(self, in_features: Sequence[int], out_features: int):
+        super().__init__()
+        self.maps = nn.ModuleList(nn.Linear(n, out_features, bias=i == 0) for i, n in enumerate(in_features))
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        out = self.maps[0](inputs[0])
+        for layer, x in zip(self.maps[1:], inputs[1:], strict=True):
+            out = out + layer(x)
+        return out
+
+
+class ConditionalMLPEncoder(nn.Module):
+    """``(x, c) -> (loc, scale)`` of :math:`q(z \\mid x, c)`: an :class:`MLPEncoder` whose first layer
+    reads the flattened ``x`` and a condition vector ``c`` of ``cond_dim`` features, which broadcast."""
+
+    def __init__(
+        self, event_shape: Sequence[int], cond_dim: int, latent_dim: int, hidden: Sequence[int], act: str
+    ):
+        super().__init__()
+        if not hidden:
+            raise ConfigError("a conditional encoder needs at least one hidden layer (hidden=(400,))")
+        self.event_dim = len(event_shape)
+        self.first = JointLinear([math.prod(event_shape), cond_dim], hidden[0])
+        self.body = nn.Sequential(activation(act), mlp(hidden, act), activation(act))
+        self.head = GaussianHead(hidden[-1], latent_dim)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.body(self.first(x.flatten(-self.event_dim), c)))
+
+
+class ConditionalMLPDecoder(nn.Module):
+    """``(z, c) -> likelihood parameters`` of :math:`p(x \\mid z, c)`: an :class:`MLPDecoder` whose
+    first layer reads ``z`` and a condition vector ``c`` of ``cond_dim`` features, which broadcast."""
+
+    def __init__(
+        self, event_shape: Sequence[int], cond_dim: int, latent_dim: int, hidden: Sequence[int], act: str
+    ):
+        super().__init__()
+        self.event_shape = tuple(event_shape)
+        sizes = [*reversed(hidden), math.prod(event_shape)]
+        self.first = JointLinear([latent_dim, cond_dim], sizes[0])
+        self.rest = nn.Sequential(activation(act), mlp(sizes, act)) if hidden else nn.Identity()
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.rest(self.first(z, c)).unflatten(-1, self.event_shape)
+
+
 def networks(
     network: str, event_shape: Sequence[int], latent_dim: int, hidden: Sequence[int], act: str
 ) -> tuple[nn.Module, nn.Module]:
@@ -158,4 +213,15 @@ def networks(
     raise unknown_name("network", network, NETWORKS)
 
 
-__all__ = ["ACTIVATIONS", "NETWORKS", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "networks"]
+__all__ = [
+    "ACTIVATIONS",
+    "NETWORKS",
+    "ConditionalMLPDecoder",
+    "ConditionalMLPEncoder",
+    "ConvDecoder",
+    "ConvEncoder",
+    "JointLinear",
+    "MLPDecoder",
+    "MLPEncoder",
+    "networks",
+]

@@ -112,25 +112,31 @@ class Trainer:
         self.clip_norm = clip_norm
         self._validated = False
 
-    def step(self, x: torch.Tensor, beta: float = 1.0, batch_size: int | None = None) -> float:
+    def step(
+        self, x: torch.Tensor | tuple[torch.Tensor, ...], beta: float = 1.0, batch_size: int | None = None
+    ) -> float:
         """One gradient step on the minibatch ``x``; returns its loss in nats per data point.
 
+        ``x`` is a tensor, or a tuple of tensors sharing their leading (data point) dimension,
+        such as data and labels, passed to the model and guide positionally.
+
         In a distributed run ``x`` is this rank's share of a global minibatch of ``batch_size``
-        data points (default: ``x.shape[0]`` times the number of ranks :math:`W`); the data plate
-        is scaled by :math:`W N / B` (see :mod:`pyrovae.distributed`) and the loss returned is the
-        global minibatch's, averaged over the ranks, the same on every rank.
+        data points (default: the share's size times the number of ranks :math:`W`); the data
+        plate is scaled by :math:`W N / B` (see :mod:`pyrovae.distributed`) and the loss returned
+        is the global minibatch's, averaged over the ranks, the same on every rank.
 
         The first step runs under Pyro's validation (as the user has set it), so that a model
         error is reported with Pyro's own message; later steps skip the per-step checks.
         """
         with pyro.validation_enabled(is_validation_enabled() and not self._validated):
+            args = _as_args(x)
             world = distributed.world_size()
-            with scale_data(scale=world * self.num_data / (batch_size or world * x.shape[0])):
+            with scale_data(scale=world * self.num_data / (batch_size or world * len(args[0]))):
                 if beta == 1.0:
-                    loss = self._forward(x)
+                    loss = self._forward(*args)
                 else:
                     with scale_latents(beta=beta):
-                        loss = self._forward(x)
+                        loss = self._forward(*args)
         self._validated = True
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -150,13 +156,19 @@ class Trainer:
         total = torch.zeros((), dtype=torch.float64)
         with pyro.validation_enabled(False):
             for x in batches:
-                total += self.elbo.loss(self.loss_module.model, self.loss_module.guide, x)
+                total += self.elbo.loss(self.loss_module.model, self.loss_module.guide, *_as_args(x))
         return distributed.world_size() * distributed.all_reduce_mean(total) / num_data
+
+
+def _as_args(batch: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """A minibatch as the positional arguments of the model and guide: a data set's ``batch``
+    method may return one tensor or a tuple (data and labels, say)."""
+    return tuple(batch) if isinstance(batch, tuple | list) else (batch,)
 
 
 def _batches(
     data, batch_size: int, generator: torch.Generator | None, span: tuple[int, int] | None = None
-) -> Iterator[torch.Tensor]:
+) -> Iterator[torch.Tensor | tuple[torch.Tensor, ...]]:
     """Minibatches of ``data`` in the order drawn from ``generator``, or in order (of the data
     points ``span = (lo, hi)`` if given) without one."""
     n = len(data)
@@ -182,7 +194,7 @@ def _check_data(vae: nn.Module, data, what: str) -> None:
     if getattr(data, "binarize", None) is None and isinstance(tensor, torch.Tensor):
         check(tensor, what)
     else:
-        check(next(_batches(data, min(len(data), 1000), None)), what)
+        check(_as_args(next(_batches(data, min(len(data), 1000), None)))[0], what)
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -279,7 +291,10 @@ def fit(
 ) -> FitResult:
     """Train ``vae`` (any module with ``model``/``guide`` methods) by minibatch SVI.
 
-    :param train: a tensor, a :class:`~pyrovae.datasets.VAEDataset` or any torch ``Dataset``.
+    :param train: a tensor, a :class:`~pyrovae.datasets.VAEDataset` or any torch ``Dataset``. A
+        data set whose ``batch(index, generator)`` method returns a tuple of tensors, such as
+        :func:`~pyrovae.datasets.with_labels`'s ``(x, y)``, has them passed to the model and guide
+        positionally; the minibatch scale is :math:`N/B` with :math:`B` the batch's first dimension.
     :param valid: optional validation data: its bound is computed after every epoch and drives
         early stopping and the ``best.pt`` checkpoint.
     :param estimator: estimator name (see :data:`pyrovae.estimators.ESTIMATORS`) or an ELBO.
@@ -359,9 +374,10 @@ def fit(
             beta = min(1.0, epoch / kl_warmup) if kl_warmup > 0 else 1.0
             bar.set_description(f"epoch {epoch}/{epochs}")
             total, seen, t0 = 0.0, 0, time.perf_counter()
-            for step, x in enumerate(_batches(train, batch_size, generator), 1):
-                lo, hi = distributed.shard(x.shape[0])
-                loss = trainer.step(x[lo:hi], beta, batch_size=x.shape[0])
+            for step, batch in enumerate(_batches(train, batch_size, generator), 1):
+                args = _as_args(batch)
+                lo, hi = distributed.shard(len(args[0]))
+                loss = trainer.step(tuple(a[lo:hi] for a in args), beta, batch_size=len(args[0]))
                 if not math.isfinite(loss):
                     where = (
                         f" ({run_path / CHECKPOINT} keeps epoch {epoch - 1})"
@@ -373,8 +389,9 @@ def fit(
                         f"last good checkpoint is kept{where}. Lower the learning rate (--lr), clip "
                         "gradients (--clip-norm) or check the data for extreme values."
                     )
-                total += loss * x.shape[0]
-                seen += x.shape[0]
+                size = len(args[0])
+                total += loss * size
+                seen += size
                 bar.update()
                 bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
             row = {"epoch": epoch, "train_loss": total / seen, "valid_loss": math.nan, "beta": beta}
@@ -436,7 +453,7 @@ def write_figures(vae: nn.Module, history: pd.DataFrame, run_dir: Path, data) ->
     if hasattr(vae, "sample") and hasattr(vae, "reconstruct"):
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            x = next(_batches(data, min(len(data), 20), None))
+            x = _as_args(next(_batches(data, min(len(data), 20), None)))[0]
             try:
                 plots.image_grid(vae.sample(50), run_dir / "samples.png", title="samples")
                 plots.reconstructions(x, vae.reconstruct(x), run_dir / "reconstructions.png")

@@ -9,8 +9,9 @@ batch dimensions on the left (vectorized particles) broadcast.
 - :class:`TwoViewPPCA`: PPCA whose observation is split into two observed sites.
 - :class:`TwoLayer`: a two-stochastic-layer linear-Gaussian model ``z2 -> z1 -> x``.
 - :class:`Mixture`: a discrete latent ``c`` and a continuous ``z | c``.
-- :func:`global_latent_model`, :func:`no_plate_model`, :func:`enumerated_model`: pairs that the
-  per-datapoint estimators must refuse.
+- :func:`enumerated_model`: a mixture with its label enumerated in the model.
+- :func:`global_latent_model`, :func:`no_plate_model`: pairs that the per-datapoint estimators
+  must refuse.
 """
 
 from __future__ import annotations
@@ -233,15 +234,17 @@ class Mixture:
             z = pyro.sample("z", dist.Normal(self.means[c], torch.ones((), dtype=DTYPE)))
             pyro.sample("x", dist.Normal(z, torch.tensor(self.sigma, dtype=DTYPE)), obs=x)
 
-    def guide(self, mix: float = 0.3, widen: float = 1.3):
+    def guide(self, mix: float = 0.3, widen: float = 1.3, enumerate: bool = False):
         """:math:`q(c \\mid x) = (1 - \\text{mix})\\,p(c \\mid x) + \\text{mix}/3` and
-        :math:`q(z \\mid x, c)` the exact conditional posterior with its scale times ``widen``."""
+        :math:`q(z \\mid x, c)` the exact conditional posterior with its scale times ``widen``;
+        ``c`` enumerated in parallel if ``enumerate``."""
         precision = 1 + 1 / self.sigma**2
+        infer = {"enumerate": "parallel"} if enumerate else {}
 
         def guide(x: torch.Tensor) -> None:
             post = torch.softmax(self._components(x), -1)
             with pyro.plate("data", x.shape[0]):
-                c = pyro.sample("c", dist.Categorical((1 - mix) * post + mix / 3))
+                c = pyro.sample("c", dist.Categorical((1 - mix) * post + mix / 3), infer=infer)
                 loc = (self.means[c] + x / self.sigma**2) / precision
                 pyro.sample("z", dist.Normal(loc, torch.tensor(widen * precision**-0.5, dtype=DTYPE)))
 
@@ -316,3 +319,33 @@ class LearnablePPCA(torch.nn.Module):
     def log_likelihood_term(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """:math:`\\log p(x \\mid z)` for latents ``z`` of shape ``(..., N, d)``."""
         return _diagonal_normal(z @ self.W.T + self.b, torch.full_like(self.b, self.sigma)).log_prob(x)
+
+
+class ExactConditionalPosterior(torch.nn.Module):
+    r"""The exact :math:`q(z \mid x, c) = p(z \mid x, c)` of a one-dimensional latent under a linear
+    conditional decoder (:class:`~pyrovae.nn.ConditionalMLPDecoder` with ``hidden=()``) and a
+    Gaussian likelihood of scale :math:`\sigma`: :math:`x \mid z, c \sim \mathcal N(wz + Vc + b,
+    \sigma^2 I)`, :math:`z \sim \mathcal N(0, 1)`, so :math:`z \mid x, c` has precision
+    :math:`1 + w^\top w / \sigma^2` and mean :math:`w^\top (x - Vc - b) / (\sigma^2 \cdot \text{precision})`.
+    """
+
+    def __init__(self, decoder, sigma: float):
+        super().__init__()
+        self.decoder, self.sigma = decoder, sigma
+
+    def _maps(self):
+        first = self.decoder.first.maps
+        return first[0].weight[:, 0], first[0].bias, first[1].weight
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        w, b, v = self._maps()
+        precision = 1 + w @ w / self.sigma**2
+        residual = x - c @ v.T - b
+        loc = (residual @ w / self.sigma**2 / precision).unsqueeze(-1)
+        return loc, (precision**-0.5).expand(loc.shape)
+
+    def log_px(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """:math:`\\log p(x \\mid c) = \\log \\mathcal N(x;\\ Vc + b,\\ ww^\\top + \\sigma^2 I)`."""
+        w, b, v = self._maps()
+        cov = torch.outer(w, w) + self.sigma**2 * torch.eye(len(w), dtype=w.dtype)
+        return dist.MultivariateNormal(c @ v.T + b, cov).log_prob(x)

@@ -178,3 +178,15 @@ def test_ais_rows_and_bdmc(tmp_path):
     fig = ladder.plot(tmp_path / "bounds.png")
     assert len(fig.axes) == 2 and (tmp_path / "bounds.png").exists()
     assert "BDMC" in ladder.summary()
+
+
+def test_enumerated_label_is_summed_out():
+    # the label c enumerated in the guide and q(z | x, c) exact: every weight is p(x), so every
+    # row of the ladder equals log p(x); the analytic-KL row is omitted with a note
+    m = Mixture()
+    x = m.sample(8)
+    ladder = bounds(m.model, m.guide(mix=0.5, widen=1.0, enumerate=True), x, (1, 5), **RUN)
+    assert ANALYTIC_ELBO not in ladder.values
+    assert any("'c' is enumerated" in note for note in ladder.notes)
+    for name in ("ELBO", "IWAE-5"):
+        torch.testing.assert_close(ladder.values[name], m.log_px(x), atol=1e-10, rtol=0)

@@ -8,7 +8,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from models import PPCA, LearnablePPCA, TwoLayer, global_latent_guide, global_latent_model
+from models import PPCA, LearnablePPCA, Mixture, TwoLayer, global_latent_guide, global_latent_model
 from pyro import poutine
 from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO, TraceTailAdaptive_ELBO
 
@@ -533,3 +533,13 @@ def test_every_estimator_trains_the_vae(x, spec):
     result = pyrovae.fit(vae, x, epochs=2, batch_size=10, estimator=spec, progress=False)
     assert result.history["train_loss"].map(math.isfinite).all()
     assert all(not torch.equal(a, b) for a, b in zip(before, vae.parameters(), strict=True))
+
+
+def test_enum_estimator_sums_out_an_enumerated_label():
+    # TraceEnum_ELBO with exact q(z | x, c) and q(c | x) = p(c | x): the bound is log p(x) exactly
+    m = Mixture()
+    x = m.sample(6)
+    elbo = pyrovae.estimator("enum")
+    loss = elbo.loss(m.model, m.guide(mix=0.0, widen=1.0, enumerate=True), x)
+    assert loss == pytest.approx(-float(m.log_px(x).sum()), abs=1e-8)
+    assert elbo.max_plate_nesting == 1  # found by Pyro from a first run

@@ -121,6 +121,43 @@ def test_discrete_latent_guide():
     assert_within_4se(result, m.log_px(x))
 
 
+# ---------------------------------------------------------------------------------------------
+# enumerated discrete latents: w_k = sum_c p(x, c, z_k^(c)) / q(z_k^(c) | x, c)
+
+
+@pytest.mark.parametrize("mix", [0.0, 0.6])
+def test_enumerated_guide_with_exact_conditionals_is_exact(mix):
+    # q(z | x, c) exact: each term p(x, c, z) / q(z | x, c) = p(x, c), so every weight is p(x),
+    # whatever q(c | x) (mix = 0.6 is far from the posterior)
+    m = Mixture()
+    x = m.sample(10)
+    guide = m.guide(mix=mix, widen=1.0, enumerate=True)
+    result = log_likelihood(m.model, guide, x, 50, return_log_weights=True, **RUN)
+    assert result.log_weights.shape == (10, 50)
+    torch.testing.assert_close(result.log_weights, m.log_px(x)[:, None].expand(10, 50), atol=1e-10, rtol=0)
+
+
+def test_enumerated_guide_within_4se():
+    m = Mixture()
+    x = m.sample(20)
+    guide = m.guide(widen=1.3, enumerate=True)
+    result = log_likelihood(m.model, guide, x, 5000, **RUN)
+    assert_within_4se(result, m.log_px(x))
+    # chunked particles and data give the same distribution: here, identical exact-case weights
+    exact = m.guide(widen=1.0, enumerate=True)
+    chunked = log_likelihood(m.model, exact, x, 30, batch_size=7, particle_batch_size=4, **RUN)
+    torch.testing.assert_close(chunked.log_px, m.log_px(x), atol=1e-10, rtol=0)
+
+
+def test_model_enumeration_is_summed_out():
+    # c enumerated in the model, no other latent: log p(x) = logsumexp_c log p(c) p(x | c)
+    x = torch.randn(6, dtype=DTYPE)
+    result = log_likelihood(enumerated_model, enumerated_guide, x, 5, return_log_weights=True, **RUN)
+    means = torch.tensor([-1.0, 1.0], dtype=DTYPE)
+    exact = torch.logsumexp(dist.Normal(means, 1.0).log_prob(x[:, None]) - math.log(2), -1)
+    torch.testing.assert_close(result.log_weights, exact[:, None].expand(6, 5), atol=1e-12, rtol=0)
+
+
 def test_two_layer_imperfect_guide():
     m = TwoLayer()
     x = m.sample(20)
@@ -328,10 +365,16 @@ def test_missing_data_plate_is_refused():
         log_likelihood(no_plate_model, no_plate_guide, x, 10, **RUN)
 
 
-def test_enumeration_is_refused():
-    x = torch.randn(5, dtype=DTYPE)
-    with pytest.raises(ConfigError, match=r"site 'c' of the model is enumerated"):
-        log_likelihood(enumerated_model, enumerated_guide, x, 10, **RUN)
+def test_sequential_enumeration_is_refused():
+    m = Mixture()
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.Categorical(m.probs), infer={"enumerate": "sequential"})
+            pyro.sample("z", dist.Normal(m.means[c], 1.0))
+
+    with pytest.raises(ConfigError, match=r"site 'c' of the \w+ is enumerated with .*'sequential'"):
+        log_likelihood(m.model, guide, m.sample(5), 10, **RUN)
 
 
 def test_latent_missing_from_guide_is_refused(ppca):
