@@ -15,6 +15,7 @@ Each run's checkpoints and history go to ``--runs-dir``/ESTIMATOR.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import re
@@ -120,9 +121,10 @@ def figure(table: pd.DataFrame, histories: pd.DataFrame, nll: str, path: Path) -
 
 
 def markdown(table: pd.DataFrame) -> str:
-    """A markdown table, numbers with two decimals."""
+    """A markdown table, numbers with two decimals; a missing number (NaN) is shown as a dash."""
     cells = [
-        [f"{v:.2f}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)
+        [("—" if math.isnan(v) else f"{v:.2f}") if isinstance(v, float) else str(v) for v in row]
+        for row in table.itertuples(index=False)
     ]
     lines = ["| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
