@@ -22,6 +22,7 @@ from .estimators import (
     TraceGraphELBO,
     estimator,
 )
+from .hvae import HVAE
 from .importance import LogLikelihood, log_likelihood
 from .training import FitResult, Trainer, fit
 from .vae import VAE
@@ -37,6 +38,7 @@ __all__ = [
     "ConfigError",
     "DReG",
     "DataError",
+    "HVAE",
     "FitResult",
     "KLAnnealed",
     "LogLikelihood",

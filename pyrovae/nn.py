@@ -83,6 +83,34 @@ class MLPDecoder(nn.Module):
         return self.net(z).unflatten(-1, self.event_shape)
 
 
+class JointEncoder(nn.Module):
+    r"""``(x, y) -> (loc, scale)`` of :math:`q(z \mid x, y)`: fully connected layers of sizes
+    ``hidden`` on the concatenation of ``x`` (flattened) and a vector ``y``.
+
+    The first layer is written :math:`W_x x + W_y y + b`, the same map as a linear layer on the
+    concatenation, so that ``y`` may carry extra leading dimensions (vectorized particles) that
+    broadcast against ``x`` and :math:`W_x x` is computed once per data point.
+    """
+
+    def __init__(
+        self, event_shape: Sequence[int], cond_dim: int, latent_dim: int, hidden: Sequence[int], act: str
+    ):
+        super().__init__()
+        if not hidden:
+            raise ConfigError("a JointEncoder needs at least one hidden layer")
+        self.event_dim = len(event_shape)
+        self.x_layer = nn.Linear(math.prod(event_shape), hidden[0])
+        self.y_layer = nn.Linear(cond_dim, hidden[0], bias=False)
+        layers = [activation(act)]
+        if len(hidden) > 1:
+            layers += [mlp(hidden, act), activation(act)]
+        self.body = nn.Sequential(*layers)
+        self.head = GaussianHead(hidden[-1], latent_dim)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.body(self.x_layer(x.flatten(-self.event_dim)) + self.y_layer(y)))
+
+
 def _check_image_shape(event_shape: Sequence[int]) -> tuple[int, int, int]:
     if len(event_shape) != 3 or event_shape[1] % 4 or event_shape[2] % 4:
         raise ConfigError(
@@ -158,4 +186,13 @@ def networks(
     raise unknown_name("network", network, NETWORKS)
 
 
-__all__ = ["ACTIVATIONS", "NETWORKS", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "networks"]
+__all__ = [
+    "ACTIVATIONS",
+    "NETWORKS",
+    "ConvDecoder",
+    "ConvEncoder",
+    "JointEncoder",
+    "MLPDecoder",
+    "MLPEncoder",
+    "networks",
+]
