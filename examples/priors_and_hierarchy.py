@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -32,8 +31,9 @@ import pyro
 import torch
 
 import pyrovae
-from pyrovae.io import write_json
+from pyrovae.io import load_checkpoint, write_json, write_text
 from pyrovae.plots import save
+from pyrovae.training import CHECKPOINT, HISTORY
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_estimators import REPO, markdown, replace_section  # noqa: E402
@@ -65,6 +65,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="docs/results.md", help="markdown file whose section is replaced")
     p.add_argument("--runs-dir", default="runs/priors-and-hierarchy")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="evaluate the checkpoint already in --runs-dir/NAME when it has trained --epochs epochs "
+        "(training is deterministic epoch by epoch, so this equals training again)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args()
@@ -79,11 +85,19 @@ def build(name: str, args) -> torch.nn.Module:
     )
 
 
-def train_and_evaluate(name: str, args, train, test: torch.Tensor) -> dict:
+def trained(name: str, args, train) -> tuple[torch.nn.Module, pd.DataFrame]:
+    """The model ``name`` trained for ``args.epochs`` epochs, and its history."""
     pyro.set_rng_seed(args.seed)
     model = build(name, args)
     run_dir = Path(args.runs_dir) / name
-    start = time.perf_counter()
+    if args.reuse and (run_dir / CHECKPOINT).is_file():
+        state = load_checkpoint(run_dir / CHECKPOINT)
+        if state["epoch"] == args.epochs:
+            print(f"{name}: evaluating the trained checkpoint in {run_dir} (epoch {state['epoch']})")
+            model.load_state_dict(state["model"])
+            history = pd.DataFrame(state["history"])
+            write_text(run_dir / HISTORY, history.to_csv(index=False))
+            return model, history
     result = pyrovae.fit(
         model,
         train,
@@ -96,7 +110,12 @@ def train_and_evaluate(name: str, args, train, test: torch.Tensor) -> dict:
         overwrite=True,
         progress=not args.no_progress,
     )
-    train_seconds = time.perf_counter() - start
+    return model, result.history
+
+
+def train_and_evaluate(name: str, args, train, test: torch.Tensor) -> dict:
+    model, history = trained(name, args, train)
+    run_dir = Path(args.runs_dir) / name
     ladder = pyrovae.bounds(
         model.model,
         model.guide,
@@ -110,13 +129,12 @@ def train_and_evaluate(name: str, args, train, test: torch.Tensor) -> dict:
     row = {
         "model": name,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "train objective (last epoch)": float(result.history["train_loss"].iloc[-1]),
+        "train objective (last epoch)": float(history["train_loss"].iloc[-1]),
         "test -ELBO": -ladder.mean(next(n for n, k in ladder.ks.items() if k == 1)),
         f"test NLL (IS-{args.eval_samples})": ll.nll,
         "± se": ll.stderr,
-        "s / epoch": float(result.history["seconds"].mean()),
+        "s / epoch": float(history["seconds"].mean()),
         "eval s": ladder.elapsed,
-        "train s": train_seconds,
     }
     write_json(run_dir / RESULT, row)
     print(", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
