@@ -203,14 +203,16 @@ with a 100-epoch warm-up and early stopping, so its figures in REFERENCE.md are 
 Evaluated on the **first {len(test):,} test images** with {args.eval_samples:,} importance samples per image
 (`pyrovae.bounds`, which gives the ELBO from the same draws); "± se" is the standard error across the
 images (the differences between rows, on the same images, are known more precisely than that).
-Wall times on {os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}, one thread
-per model, on a machine shared with other jobs (indicative only).
+"s / epoch" and "eval s" are wall times on {os.cpu_count()} CPU cores ({platform.machine()}), torch
+{torch.__version__}, one thread per model, with the models trained and evaluated side by side on a
+machine shared with other jobs: they show how the costs compare, not what one model costs alone.
 
 {markdown(table)}
 
 Against the standard-prior VAE: the VampPrior gains {base["vae-normal"] - base["vae-vamp"]:.2f} nats, the
 second stochastic layer {base["vae-normal"] - base["hvae-normal"]:.2f} nats, and both together
-{base["vae-normal"] - base["hvae-vamp"]:.2f} nats (the paper, at full length: 2.99, 2.51 and 5.37).
+{base["vae-normal"] - base["hvae-vamp"]:.2f} nats (the paper, at full length, from the figures in
+REFERENCE.md, some of them recalled: 2.99, 2.51 and 5.37).
 
 ![training curves and test NLL]({plot.relative_to(out.parent).as_posix()})
 
