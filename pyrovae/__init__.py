@@ -25,6 +25,7 @@ from .estimators import (
     TraceGraphELBO,
     estimator,
 )
+from .hvae import HVAE
 from .importance import LogLikelihood, log_likelihood
 from .ssvae import SSVAE
 from .training import FitResult, Trainer, fit
@@ -45,6 +46,7 @@ __all__ = [
     "ConfigError",
     "DReG",
     "DataError",
+    "HVAE",
     "FitResult",
     "KLAnnealed",
     "LogLikelihood",

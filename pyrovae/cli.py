@@ -48,7 +48,8 @@ def _add_train(sub) -> argparse.ArgumentParser:
     from .estimators import ESTIMATORS
     from .likelihoods import LIKELIHOODS
     from .nn import ACTIVATIONS, NETWORKS
-    from .priors import PRIORS
+    from .priors import DEFAULT_COMPONENTS, PRIORS
+    from .run import MODELS
 
     p = sub.add_parser(
         "train",
@@ -80,9 +81,22 @@ def _add_train(sub) -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--likelihood", choices=LIKELIHOODS)
     g.add_argument("--likelihood-scale", type=float, help="Gaussian likelihood's (initial) scale")
-    g.add_argument("--prior", choices=PRIORS)
+    g.add_argument(
+        "--model", choices=MODELS, help="vae, or hvae: two stochastic layers z2 -> z1 -> x (default: vae)"
+    )
+    g.add_argument("--prior", choices=PRIORS, help="prior of the (top) latent (default: normal)")
+    g.add_argument(
+        "--prior-components",
+        type=int,
+        metavar="K",
+        help="components of the mixture prior or pseudo-inputs of the vamp prior "
+        f"(default: {', '.join(f'{k} for {n}' for n, k in DEFAULT_COMPONENTS.items())})",
+    )
     g.add_argument("--network", choices=NETWORKS)
-    g.add_argument("--latent-dim", type=int)
+    g.add_argument("--latent-dim", type=int, help="dimension of z (of the bottom layer z1 of an hvae)")
+    g.add_argument(
+        "--latent-dim2", type=int, help="dimension of the top layer z2 of an hvae (default: --latent-dim)"
+    )
     g.add_argument("--hidden", type=_hidden, help="hidden layer sizes, comma separated, e.g. 400 or 300,300")
     g.add_argument("--activation", choices=sorted(ACTIVATIONS))
     g = p.add_argument_group("training")

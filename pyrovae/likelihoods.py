@@ -23,6 +23,9 @@ class Likelihood(nn.Module):
 
     #: a short name, as accepted by :func:`likelihood`
     name: str = ""
+    #: the range ``(low, high)`` of the data, where it is bounded (used to clip the VampPrior's
+    #: pseudo-inputs), else ``None``
+    bounds: tuple[float, float] | None = None
 
     def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
         raise NotImplementedError
@@ -44,6 +47,7 @@ class Bernoulli(Likelihood):
     r""":math:`x_d \sim \mathrm{Bernoulli}(\sigma(\ell_d))` for binary data; ``params`` are logits."""
 
     name = "bernoulli"
+    bounds = (0.0, 1.0)
 
     def forward(self, params):
         return dist.Bernoulli(logits=params)
@@ -68,6 +72,7 @@ class ContinuousBernoulli(Likelihood):
     """
 
     name = "continuous-bernoulli"
+    bounds = (0.0, 1.0)
 
     def forward(self, params):
         return dist.ContinuousBernoulli(logits=params)

@@ -171,7 +171,10 @@ class ConditionalMLPEncoder(nn.Module):
             raise ConfigError("a conditional encoder needs at least one hidden layer (hidden=(400,))")
         self.event_dim = len(event_shape)
         self.first = JointLinear([math.prod(event_shape), cond_dim], hidden[0])
-        self.body = nn.Sequential(activation(act), mlp(hidden, act), activation(act))
+        layers = [activation(act)]
+        if len(hidden) > 1:
+            layers += [mlp(hidden, act), activation(act)]
+        self.body = nn.Sequential(*layers)
         self.head = GaussianHead(hidden[-1], latent_dim)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

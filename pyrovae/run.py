@@ -18,11 +18,15 @@ from typing import Any
 from pyro.infer import ELBO
 
 from . import datasets
-from .errors import ConfigError, RunDirError
+from .errors import ConfigError, RunDirError, unknown_name
 from .estimators import estimator
+from .hvae import HVAE
 from .io import load_checkpoint, write_json
 from .training import BEST, CHECKPOINT
 from .vae import VAE
+
+#: the model families ``pyrovae train --model`` builds
+MODELS = ("vae", "hvae")
 
 CONFIG = "config.json"
 
@@ -37,9 +41,12 @@ class RunConfig:
     binarize: str | None = "default"
     likelihood: str = "bernoulli"
     likelihood_scale: float = 1.0
+    model: str = "vae"
     prior: str = "normal"
+    prior_components: int | None = None
     network: str = "mlp"
     latent_dim: int = 50
+    latent_dim2: int | None = None
     hidden: list[int] = field(default_factory=lambda: [400])
     activation: str = "softplus"
     estimator: str = "elbo"
@@ -95,17 +102,30 @@ class RunConfig:
         options = {name: getattr(self, name) for name in ("k", "alpha", "beta")}
         return estimator(self.estimator, **{name: v for name, v in options.items() if v is not None})
 
-    def build_vae(self, event_shape) -> VAE:
-        return VAE(
+    def build_vae(self, event_shape) -> VAE | HVAE:
+        """The untrained model: a :class:`~pyrovae.VAE`, or an :class:`~pyrovae.HVAE` for
+        ``model="hvae"`` (whose top latent has ``latent_dim2`` dimensions)."""
+        if self.model not in MODELS:
+            raise unknown_name("model", self.model, MODELS)
+        if self.model == "vae" and self.latent_dim2 is not None:
+            raise ConfigError(
+                "latent_dim2 (--latent-dim2) is the top layer of model 'hvae'; drop it or use --model hvae"
+            )
+        common = dict(
             event_shape=event_shape,
             latent_dim=self.latent_dim,
             hidden=tuple(self.hidden),
             activation=self.activation,
             likelihood=self.likelihood,
             prior=self.prior,
-            network=self.network,
+            prior_components=self.prior_components,
             likelihood_scale=self.likelihood_scale,
         )
+        if self.model == "hvae":
+            if self.network != "mlp":
+                raise ConfigError("model 'hvae' is built of fully connected networks: use --network mlp")
+            return HVAE(latent_dim2=self.latent_dim2, **common)
+        return VAE(network=self.network, **common)
 
 
 @dataclass
@@ -114,7 +134,7 @@ class Run:
 
     path: Path
     config: RunConfig
-    vae: VAE
+    vae: VAE | HVAE
     epoch: int
 
     def load_data(self, split: str) -> datasets.VAEDataset:

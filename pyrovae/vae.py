@@ -30,7 +30,75 @@ from .nn import networks
 from .priors import prior as make_prior
 
 
-class VAE(PyroModule):
+class LatentModel(PyroModule):
+    """What :class:`VAE` and :class:`~pyrovae.HVAE` share: the shape of one data point, the
+    likelihood, the prior of the top latent, and the checks of data against the model.
+
+    :param event_shape: shape of one data point, e.g. ``(1, 28, 28)`` or ``784``.
+    :param likelihood: a name from :data:`pyrovae.likelihoods.LIKELIHOODS` or a
+        :class:`~pyrovae.likelihoods.Likelihood`.
+    :param likelihood_scale: standard deviation of a Gaussian likelihood (initial value if learned).
+    """
+
+    def __init__(
+        self,
+        event_shape: int | Sequence[int],
+        likelihood: str | Likelihood = "bernoulli",
+        likelihood_scale: float = 1.0,
+    ):
+        super().__init__()
+        self.event_shape = torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
+        if math.prod(self.event_shape) < 1:
+            raise ConfigError(f"event_shape must be positive; got {event_shape}")
+        self.likelihood = (
+            likelihood
+            if isinstance(likelihood, Likelihood)
+            else _likelihood(likelihood, self.event_shape, likelihood_scale)
+        )
+
+    def build_prior(
+        self, prior: str | nn.Module, latent_dim: int, num_components: int | None, encoder: nn.Module
+    ) -> nn.Module:
+        """``prior`` itself if a module, else the named prior over ``latent_dim``-vectors; a
+        VampPrior pushes its pseudo-inputs through ``encoder``, clipped to the likelihood's range."""
+        if not isinstance(prior, str):
+            if num_components is not None:
+                raise ConfigError("prior_components applies to a prior given by name, not to a prior module")
+            return prior
+        return make_prior(
+            prior,
+            latent_dim,
+            num_components=num_components,
+            encoder=encoder,
+            event_shape=self.event_shape,
+            bounds=self.likelihood.bounds,
+        )
+
+    def _plate_size(self, x: torch.Tensor | None, batch_size: int | None) -> int:
+        if x is None:
+            if batch_size is None:
+                raise ConfigError(
+                    f"{type(self).__name__}.model needs data x, or batch_size to sample without data"
+                )
+            return batch_size
+        if x.shape[-len(self.event_shape) :] != self.event_shape or x.dim() != len(self.event_shape) + 1:
+            raise DataError(
+                f"data of shape {tuple(x.shape)} does not match the model: expected (batch, "
+                f"{', '.join(map(str, self.event_shape))}). Reshape the data, or build the "
+                f"{type(self).__name__} with event_shape={tuple(x.shape[1:])}."
+            )
+        return x.shape[0]
+
+    def _observe(self, params: torch.Tensor, x: torch.Tensor | None) -> None:
+        pyro.sample("x", self.likelihood(params).to_event(len(self.event_shape)), obs=x)
+
+    def check_data(self, x: torch.Tensor, what: str = "data") -> None:
+        """Check shape and support of ``x`` against this model, with a message that says how to fix it."""
+        self._plate_size(x, None)
+        self.likelihood.check(x, what)
+
+
+class VAE(LatentModel):
     """A VAE with swappable prior, likelihood and encoder/decoder networks.
 
     :param event_shape: shape of one data point, e.g. ``(1, 28, 28)`` or ``784``.
@@ -39,7 +107,10 @@ class VAE(PyroModule):
     :param activation: nonlinearity between layers (see :data:`pyrovae.nn.ACTIVATIONS`).
     :param likelihood: a name from :data:`pyrovae.likelihoods.LIKELIHOODS` or a
         :class:`~pyrovae.likelihoods.Likelihood`.
-    :param prior: a name from :data:`pyrovae.priors.PRIORS` or a prior module.
+    :param prior: a name from :data:`pyrovae.priors.PRIORS` or a prior module (see
+        :mod:`pyrovae.priors`); the ``"vamp"`` prior uses this VAE's encoder.
+    :param prior_components: the number of components of a ``"mixture"`` prior or of
+        pseudo-inputs of a ``"vamp"`` prior (default :data:`pyrovae.priors.DEFAULT_COMPONENTS`).
     :param network: ``"mlp"`` or ``"conv"`` (image-shaped data), ignored when ``encoder`` and
         ``decoder`` are given.
     :param encoder: a module mapping ``x -> (loc, scale)`` of :math:`q(z\\mid x)`.
@@ -59,11 +130,11 @@ class VAE(PyroModule):
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
         likelihood_scale: float = 1.0,
+        prior_components: int | None = None,
     ):
-        super().__init__()
-        self.event_shape = torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
-        if latent_dim < 1 or math.prod(self.event_shape) < 1:
-            raise ConfigError(f"latent_dim and event_shape must be positive; got {latent_dim}, {event_shape}")
+        super().__init__(event_shape, likelihood, likelihood_scale)
+        if latent_dim < 1:
+            raise ConfigError(f"latent_dim must be positive; got {latent_dim}")
         self.latent_dim = latent_dim
         if (encoder is None) != (decoder is None):
             raise ConfigError("pass both encoder and decoder, or neither (to build them from network=...)")
@@ -71,25 +142,7 @@ class VAE(PyroModule):
             encoder, decoder = networks(network, self.event_shape, latent_dim, hidden, activation)
         self.encoder = encoder
         self.decoder = decoder
-        self.likelihood = (
-            likelihood
-            if isinstance(likelihood, Likelihood)
-            else _likelihood(likelihood, self.event_shape, likelihood_scale)
-        )
-        self.prior = make_prior(prior, latent_dim) if isinstance(prior, str) else prior
-
-    def _plate_size(self, x: torch.Tensor | None, batch_size: int | None) -> int:
-        if x is None:
-            if batch_size is None:
-                raise ConfigError("VAE.model needs data x, or batch_size to sample without data")
-            return batch_size
-        if x.shape[-len(self.event_shape) :] != self.event_shape or x.dim() != len(self.event_shape) + 1:
-            raise DataError(
-                f"data of shape {tuple(x.shape)} does not match the model: expected (batch, "
-                f"{', '.join(map(str, self.event_shape))}). Reshape the data, or build the VAE with "
-                f"event_shape={tuple(x.shape[1:])}."
-            )
-        return x.shape[0]
+        self.prior = self.build_prior(prior, latent_dim, prior_components, encoder)
 
     def model(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> torch.Tensor:
         """:math:`z_n \\sim p(z)`, :math:`x_n \\sim p_\\theta(x \\mid z_n)`; returns the decoder's output."""
@@ -97,7 +150,7 @@ class VAE(PyroModule):
         with pyro.plate(DATA_PLATE, n):
             z = pyro.sample("z", self.prior((n,)))
             params = self.decoder(z)
-            pyro.sample("x", self.likelihood(params).to_event(len(self.event_shape)), obs=x)
+            self._observe(params, x)
         return params
 
     def guide(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> torch.Tensor:
@@ -119,8 +172,3 @@ class VAE(PyroModule):
         self._plate_size(x, None)
         loc, _ = self.encoder(x)
         return self.likelihood.mean(self.decoder(loc))
-
-    def check_data(self, x: torch.Tensor, what: str = "data") -> None:
-        """Check shape and support of ``x`` against this model, with a message that says how to fix it."""
-        self._plate_size(x, None)
-        self.likelihood.check(x, what)

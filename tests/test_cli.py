@@ -13,7 +13,7 @@ import torch
 
 from pyrovae import cli
 from pyrovae.io import load_checkpoint
-from pyrovae.run import CONFIG, RunConfig
+from pyrovae.run import CONFIG, RunConfig, load_run
 
 # small and fast; --test-samples 0 skips the importance-sampled test log-likelihood
 TRAIN = ["train", "--dataset", "digits", "--epochs", "2", "--latent-dim", "4", "--hidden", "32"]
@@ -284,3 +284,38 @@ def test_evaluate_with_ais_and_bdmc(trained, capsys):
     assert "--ais-chains" in usage_error(
         capsys, ["evaluate", str(trained), "--ais-steps", "3", "--ais-chains", "0"]
     )
+
+
+def test_train_an_hvae_with_a_vamp_prior_and_rebuild_it_from_its_run_directory(tmp_path, capsys):
+    run = tmp_path / "hvae"
+    argv = [*TRAIN, "--model", "hvae", "--prior", "vamp", "--prior-components", "5", "--latent-dim2", "2"]
+    assert cli.main([*argv, "--epochs", "1", "--run-dir", str(run), *FAST]) == 0
+    config = RunConfig.read(run / CONFIG)
+    assert (config.model, config.prior, config.prior_components, config.latent_dim, config.latent_dim2) == (
+        "hvae",
+        "vamp",
+        5,
+        4,
+        2,
+    )
+    loaded = load_run(run)
+    assert type(loaded.vae).__name__ == "HVAE" and loaded.vae.prior.pseudo_inputs.shape == (5, 1, 8, 8)
+    state = load_checkpoint(run / "checkpoint.pt")["model"]
+    for key, value in loaded.vae.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert cli.main(["sample", str(run), "--num", "4"]) == 0
+
+
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (["--prior", "normal", "--prior-components", "5"], "no components"),
+        (["--prior", "mixture", "--prior-components", "0"], "at least one component"),
+        (["--latent-dim2", "2"], "--model hvae"),
+        (["--model", "hvae", "--network", "conv"], "--network mlp"),
+    ],
+)
+def test_inconsistent_model_options_are_usage_errors(tmp_path, capsys, flags, match):
+    message = usage_error(capsys, [*TRAIN, *flags, "--run-dir", str(tmp_path / "r"), *FAST])
+    assert match in message
+    assert not (tmp_path / "r").exists()

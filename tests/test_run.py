@@ -123,3 +123,16 @@ def test_load_run_on_a_directory_that_is_not_a_run(tmp_path):
 def test_load_run_checkpoint_names(trained_run):
     with pytest.raises(ConfigError, match="'best' or 'last'"):
         load_run(trained_run[0], "middle")
+
+
+def test_config_builds_an_hvae_with_its_prior_and_checks_the_model_options():
+    config = RunConfig(
+        model="hvae", prior="mixture", prior_components=3, latent_dim=4, latent_dim2=2, hidden=[8]
+    )
+    hvae = config.build_vae((1, 8, 8))
+    assert isinstance(hvae, pyrovae.HVAE) and (hvae.latent_dim, hvae.latent_dim2) == (4, 2)
+    assert hvae.prior.logits.shape == (3,) and hvae.prior.loc.shape == (3, 2)
+    vae = RunConfig(prior="vamp", prior_components=7, latent_dim=4, hidden=[8]).build_vae((1, 8, 8))
+    assert isinstance(vae, pyrovae.VAE) and vae.prior.pseudo_inputs.shape == (7, 1, 8, 8)
+    with pytest.raises(ConfigError, match="unknown model 'ladder'; choose one of: hvae, vae"):
+        RunConfig(model="ladder").build_vae((1, 8, 8))

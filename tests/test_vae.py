@@ -215,3 +215,19 @@ def test_invalid_sizes_and_half_given_networks_are_config_errors():
         make_vae(latent_dim=0)
     with pytest.raises(ConfigError, match="both encoder and decoder"):
         make_vae(encoder=torch.nn.Identity())
+
+
+@pytest.mark.parametrize("prior", PRIORS)
+def test_every_prior_keeps_the_sites_and_plates_and_vectorizes_for_log_likelihood(prior):
+    from pyrovae import log_likelihood
+
+    vae = make_vae(prior=prior, prior_components=4 if prior in ("mixture", "vamp") else None)
+    x = binary((B, *IMAGE))
+    pyro.set_rng_seed(0)
+    model_trace, guide_trace = traces(vae, x)
+    z = model_trace.nodes["z"]
+    assert z["fn"].batch_shape == (B,) and z["fn"].event_shape == (LATENT,)
+    assert plates(z) == {"data": (-1, B)} and plates(model_trace.nodes["x"]) == {"data": (-1, B)}
+    ll = log_likelihood(vae.model, vae.guide, x, 8, seed=0, progress=False)
+    assert ll.log_px.shape == (B,) and torch.isfinite(ll.log_px).all()
+    assert vae.sample(2).shape == (2, *IMAGE)

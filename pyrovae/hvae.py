@@ -1,0 +1,128 @@
+r"""A VAE with two stochastic layers: the HVAE of Tomczak & Welling (2018), section 3.
+
+Top-down generative model and bottom-up inference network, for data points :math:`x_n` in the
+plate ``"data"``:
+
+.. math:: p_\theta(x, z_1, z_2) = p_\lambda(z_2)\, p_\theta(z_1 \mid z_2)\, p_\theta(x \mid z_1, z_2),
+          \qquad q_\phi(z_1, z_2 \mid x) = q_\phi(z_2 \mid x)\, q_\phi(z_1 \mid x, z_2),
+
+with diagonal Gaussian conditionals :math:`p_\theta(z_1 \mid z_2)`, :math:`q_\phi(z_2 \mid x)`,
+:math:`q_\phi(z_1 \mid x, z_2)`. The prior :math:`p_\lambda(z_2)` is on the top layer and may be
+any prior of :mod:`pyrovae.priors`; with the VampPrior it is
+:math:`\frac1K\sum_k q_\phi(z_2 \mid u_k)`, which is why the top layer is inferred from
+:math:`x` alone (the VampPrior paper's choice; Burda et al.'s two-layer IWAE instead infers
+:math:`q(z_1 \mid x)\, q(z_2 \mid z_1)` and decodes from :math:`z_1` only).
+
+The model and guide are a plain Pyro pair with sites ``"z2"``, ``"z1"`` and ``"x"`` in
+``pyro.plate("data", N)``: every trainer, estimator and evaluator of pyrovae works on it as on
+:class:`~pyrovae.VAE`.
+
+Reference: J. M. Tomczak and M. Welling (2018), "VAE with a VampPrior", AISTATS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .handlers import DATA_PLATE
+from .likelihoods import Likelihood
+from .nn import ConditionalMLPEncoder, MLPDecoder, MLPEncoder
+from .nn import activation as check_activation
+from .vae import LatentModel
+
+
+class HVAE(LatentModel):
+    r"""Two-stochastic-layer VAE :math:`p(z_2)\,p(z_1 \mid z_2)\,p(x \mid z_1, z_2)` with
+    inference network :math:`q(z_2 \mid x)\,q(z_1 \mid x, z_2)`; fully connected networks.
+
+    :param event_shape: shape of one data point, e.g. ``(1, 28, 28)`` or ``784``.
+    :param latent_dim: dimension of the bottom latent :math:`z_1`.
+    :param latent_dim2: dimension of the top latent :math:`z_2` (default: ``latent_dim``).
+    :param hidden: hidden layer sizes of every network (the paper: ``(300, 300)``).
+    :param activation: nonlinearity between layers (see :data:`pyrovae.nn.ACTIVATIONS`).
+    :param likelihood: a name from :data:`pyrovae.likelihoods.LIKELIHOODS` or a
+        :class:`~pyrovae.likelihoods.Likelihood`.
+    :param prior: the prior of :math:`z_2`, a name from :data:`pyrovae.priors.PRIORS` or a prior
+        module; the ``"vamp"`` prior uses the encoder of :math:`q(z_2 \mid x)`.
+    :param prior_components: components of a ``"mixture"`` prior or pseudo-inputs of ``"vamp"``.
+    :param likelihood_scale: standard deviation of a Gaussian likelihood (initial value if learned).
+    """
+
+    def __init__(
+        self,
+        event_shape: int | Sequence[int] = (1, 28, 28),
+        latent_dim: int = 40,
+        latent_dim2: int | None = None,
+        hidden: Sequence[int] = (300, 300),
+        activation: str = "softplus",
+        likelihood: str | Likelihood = "bernoulli",
+        prior: str | nn.Module = "normal",
+        prior_components: int | None = None,
+        likelihood_scale: float = 1.0,
+    ):
+        super().__init__(event_shape, likelihood, likelihood_scale)
+        latent_dim2 = latent_dim if latent_dim2 is None else latent_dim2
+        if min(latent_dim, latent_dim2) < 1:
+            raise ConfigError(f"latent_dim and latent_dim2 must be positive; got {latent_dim}, {latent_dim2}")
+        if not hidden:
+            raise ConfigError(
+                "an HVAE needs at least one hidden layer (hidden=(300, 300) in the VampPrior paper)"
+            )
+        check_activation(activation)
+        self.latent_dim, self.latent_dim2 = latent_dim, latent_dim2
+        #: q(z2 | x)
+        self.encoder = MLPEncoder(self.event_shape, latent_dim2, hidden, activation)
+        #: q(z1 | x, z2)
+        self.encoder1 = ConditionalMLPEncoder(self.event_shape, latent_dim2, latent_dim, hidden, activation)
+        #: p(z1 | z2): an MLP "encoder" of the vector z2
+        self.transition = MLPEncoder((latent_dim2,), latent_dim, hidden, activation)
+        #: p(x | z1, z2), on the concatenation [z1, z2]
+        self.decoder = MLPDecoder(self.event_shape, latent_dim + latent_dim2, hidden, activation)
+        self.prior = self.build_prior(prior, latent_dim2, prior_components, self.encoder)
+
+    def _decode(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        return self.decoder(torch.cat([z1, z2], -1))
+
+    def model(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> torch.Tensor:
+        """:math:`z_2 \\sim p(z_2)`, :math:`z_1 \\sim p(z_1 \\mid z_2)`,
+        :math:`x \\sim p(x \\mid z_1, z_2)`; returns the decoder's output."""
+        n = self._plate_size(x, batch_size)
+        with pyro.plate(DATA_PLATE, n):
+            z2 = pyro.sample("z2", self.prior((n,)))
+            z1 = pyro.sample("z1", dist.Normal(*self.transition(z2)).to_event(1))
+            params = self._decode(z1, z2)
+            self._observe(params, x)
+        return params
+
+    def guide(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> torch.Tensor:
+        """:math:`z_2 \\sim q(z_2 \\mid x)`, then :math:`z_1 \\sim q(z_1 \\mid x, z_2)`; returns
+        :math:`z_1`."""
+        n = self._plate_size(x, batch_size)
+        with pyro.plate(DATA_PLATE, n):
+            z2 = pyro.sample("z2", dist.Normal(*self.encoder(x)).to_event(1))
+            return pyro.sample("z1", dist.Normal(*self.encoder1(x, z2)).to_event(1))
+
+    @torch.no_grad()
+    def sample(self, num_samples: int) -> torch.Tensor:
+        """The likelihood means of ``num_samples`` ancestral draws :math:`z_2, z_1`: images to look at."""
+        z2 = self.prior((num_samples,)).sample()
+        z1 = dist.Normal(*self.transition(z2)).sample()
+        return self.likelihood.mean(self._decode(z1, z2))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """The likelihood mean at the guide's mean codes :math:`z_2 = \\mu(x)`,
+        :math:`z_1 = \\mu(x, z_2)`."""
+        self._plate_size(x, None)
+        z2, _ = self.encoder(x)
+        z1, _ = self.encoder1(x, z2)
+        return self.likelihood.mean(self._decode(z1, z2))
+
+
+__all__ = ["HVAE"]
