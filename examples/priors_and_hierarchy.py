@@ -200,6 +200,9 @@ def main() -> None:
     gains = [paired_gain(runs_dir, n) for n in table["model"]]
     table[f"gain over {BASELINE}"] = [g for g, _ in gains]
     table["± paired se"] = [se for _, se in gains]
+    first = ["model", "parameters", "train objective (last epoch)", "test -ELBO", nll, "± se"]
+    first += [f"gain over {BASELINE}", "± paired se"]
+    table = table[first + [c for c in table.columns if c not in first]]  # JSON stores keys sorted
     out = Path(args.out)
     plot = out.parent / "priors.png"
     figure(table, runs_dir, nll, plot)
@@ -212,7 +215,8 @@ Four models as in Tomczak & Welling (2018), at a much shorter equal budget: a VA
 (784-{args.hidden.replace(",", "-")}-{args.latent_dim} softplus MLPs, Bernoulli likelihood) with the N(0, I)
 prior (`vae-normal`) and with the VampPrior of {args.components} pseudo-inputs (`vae-vamp`), and the
 two-layer HVAE p(z2) p(z1|z2) p(x|z1,z2), q(z2|x) q(z1|x,z2) (z1 = z2 = {args.latent_dim},
-{args.hidden} hidden units in every network) with either prior on z2 (`hvae-normal`, `hvae-vamp`).
+{args.hidden.replace(",", "-")} hidden units in every network; the parameters of a VampPrior model
+include its {args.components} x 784 pseudo-inputs) with either prior on z2 (`hvae-normal`, `hvae-vamp`).
 Each trained on statically binarized MNIST ({len(train):,} training images) for {args.epochs} epochs =
 {steps:,} steps of batch {args.batch_size}, Adam, learning rate {args.lr:g}, linear KL warm-up over
 {args.kl_warmup} epochs, seed {args.seed}, no validation or early stopping (the paper: up to 2000 epochs
