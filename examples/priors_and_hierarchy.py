@@ -33,7 +33,7 @@ import torch
 import pyrovae
 from pyrovae.io import load_checkpoint, write_json, write_text
 from pyrovae.plots import save
-from pyrovae.training import CHECKPOINT, HISTORY
+from pyrovae.training import CHECKPOINT
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_estimators import REPO, markdown, replace_section  # noqa: E402
@@ -98,9 +98,7 @@ def trained(name: str, args, train) -> tuple[torch.nn.Module, pd.DataFrame]:
         if state["epoch"] == args.epochs:
             print(f"{name}: evaluating the trained checkpoint in {run_dir} (epoch {state['epoch']})")
             model.load_state_dict(state["model"])
-            history = pd.DataFrame(state["history"])
-            write_text(run_dir / HISTORY, history.to_csv(index=False))
-            return model, history
+            return model, pd.DataFrame(state["history"])
     result = pyrovae.fit(
         model,
         train,

@@ -41,7 +41,6 @@ References:
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -59,6 +58,7 @@ from .importance import (
     _BERNOULLI,
     _INDEPENDENT,
     PARTICLE_PLATE,
+    PerDatapoint,
     _bernoulli_log_prob,
     _Data,
     _data_frame,
@@ -71,7 +71,6 @@ from .importance import (
     seeded,
     site_log_prob,
 )
-from .io import atomic_path
 
 __all__ = ["AIS", "ais", "annealing_schedule"]
 
@@ -116,7 +115,7 @@ def annealing_schedule(name: str | Sequence[float], num_steps: int) -> torch.Ten
 
 
 @dataclass(repr=False)
-class AIS:
+class AIS(PerDatapoint):
     r"""Per-datapoint AIS estimates of :math:`\log p(x)`, from :func:`ais`.
 
     :ivar torch.Tensor log_px: ``(N,)`` estimates :math:`\log\frac1K\sum_k w_k` (forward: a
@@ -150,11 +149,6 @@ class AIS:
     _FIELDS = ("log_px", "log_px_se", "ess", "acceptance", "step_size")
 
     @property
-    def num_data(self) -> int:
-        """Number of data points :math:`N`."""
-        return self.log_px.shape[0]
-
-    @property
     def num_chains(self) -> int:
         """Number of chains :math:`K` per data point."""
         return self.log_weights.shape[1]
@@ -163,18 +157,6 @@ class AIS:
     def name(self) -> str:
         """Row name in a :class:`~pyrovae.bounds.Bounds` ladder: ``"AIS-T"`` or ``"reverse AIS-T"``."""
         return f"{'reverse ' if self.reverse else ''}AIS-{self.num_steps}"
-
-    @property
-    def mean(self) -> float:
-        """Mean of ``log_px`` over the data points, in nats."""
-        return float(self.log_px.mean())
-
-    @property
-    def stderr(self) -> float:
-        r"""Standard error of :attr:`mean` across data points, :math:`\mathrm{sd}/\sqrt N`."""
-        if self.num_data < 2:
-            return math.nan
-        return float(self.log_px.std() / math.sqrt(self.num_data))
 
     def summary(self) -> str:
         """A readable multi-line summary."""
@@ -196,19 +178,6 @@ class AIS:
         lines.append(f"  elapsed {self.elapsed:.1f} s")
         return "\n".join(lines)
 
-    def __repr__(self) -> str:
-        return self.summary()
-
-    __str__ = __repr__
-
-    def to_dataframe(self):
-        """A :class:`pandas.DataFrame`, one row per data point: log_px, log_px_se, ess,
-        acceptance, step_size."""
-        import pandas as pd
-
-        columns = {name: getattr(self, name).cpu().numpy() for name in self._FIELDS}
-        return pd.DataFrame(columns, index=pd.RangeIndex(self.num_data, name="datapoint"))
-
     def to_xarray(self):
         """An :class:`xarray.Dataset` with dimensions ``"datapoint"`` and ``"chain"`` (the
         log-weights); summary figures in its ``attrs``."""
@@ -218,12 +187,6 @@ class AIS:
         data_vars["log_weights"] = (("datapoint", "chain"), self.log_weights.cpu().numpy())
         attrs = {k: (int(v) if isinstance(v, bool) else v) for k, v in self.to_json_dict().items()}
         return xr.Dataset(data_vars, coords={"datapoint": np.arange(self.num_data)}, attrs=attrs)
-
-    def to_netcdf(self, path: str | os.PathLike) -> None:
-        """Write :meth:`to_xarray` to a netCDF-4 file (h5netcdf engine), atomically."""
-        ds = self.to_xarray()
-        with atomic_path(path) as tmp:
-            ds.to_netcdf(tmp, engine="h5netcdf")
 
     def to_json_dict(self) -> dict:
         """Summary figures as plain Python values."""

@@ -19,7 +19,6 @@ References:
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import torch
 
 from .ais import AIS, ais
 from .errors import ConfigError
-from .importance import _scored_sites, seeded
+from .importance import _scored_sites, mean_stderr, seeded
 
 __all__ = ["BDMC", "bdmc"]
 
@@ -70,9 +69,6 @@ class BDMC:
         """Number of simulated data points."""
         return self.lower.shape[0]
 
-    def _stderr(self, values: torch.Tensor) -> float:
-        return float(values.std() / math.sqrt(self.num_data)) if self.num_data > 1 else math.nan
-
     def summary(self) -> str:
         """A readable multi-line summary."""
         f = self.forward
@@ -82,7 +78,7 @@ class BDMC:
             f"BDMC on {self.num_data} simulated data points: K = {f.num_chains} chains, "
             f"T = {f.num_steps} {f.schedule} steps from the {f.start}, {f.leapfrog_steps} leapfrog steps"
         ]
-        lines += [f"  {name:<26} {float(v.mean()):10.3f} ± {self._stderr(v):.3f}" for name, v in rows]
+        lines += [f"  {name:<26} {float(v.mean()):10.3f} ± {mean_stderr(v):.3f}" for name, v in rows]
         lines[-1] += f" nats   (max {float(self.gap.max()):.3f})"
         lines += [
             f"  acceptance: forward {float(f.acceptance.nanmean()):.2f}, "
@@ -128,11 +124,11 @@ class BDMC:
         return {
             "num_data": self.num_data,
             "lower": float(self.lower.mean()),
-            "lower_stderr": self._stderr(self.lower),
+            "lower_stderr": mean_stderr(self.lower),
             "upper": float(self.upper.mean()),
-            "upper_stderr": self._stderr(self.upper),
+            "upper_stderr": mean_stderr(self.upper),
             "gap": float(self.gap.mean()),
-            "gap_stderr": self._stderr(self.gap),
+            "gap_stderr": mean_stderr(self.gap),
             "gap_max": float(self.gap.max()),
             "elapsed": float(self.elapsed),
             "forward": self.forward.to_json_dict(),

@@ -43,7 +43,7 @@ from . import distributed
 from .ais import AIS, ais
 from .bdmc import BDMC, bdmc
 from .errors import ConfigError
-from .importance import LogLikelihood, _Sweep, seeded
+from .importance import LogLikelihood, _Sweep, mean_stderr, seeded
 from .io import atomic_path
 
 __all__ = ["Bounds", "bounds", "iwae_bounds"]
@@ -148,10 +148,8 @@ class Bounds:
         return float(self.values[name].mean())
 
     def stderr(self, name: str) -> float:
-        r"""Standard error of :meth:`mean` across data points, :math:`\mathrm{sd}/\sqrt N`."""
-        if self.num_data < 2:
-            return math.nan
-        return float(self.values[name].std() / math.sqrt(self.num_data))
+        r"""Standard error of :meth:`mean` across data points (:func:`~pyrovae.importance.mean_stderr`)."""
+        return mean_stderr(self.values[name])
 
     def summary(self) -> str:
         """The ladder as a readable table: bound, mean and standard error in nats."""
@@ -272,7 +270,7 @@ class Bounds:
 
     def _plot_bdmc(self, ax) -> None:
         b = self.bdmc
-        stderr = [b._stderr(v) for v in (b.lower, b.upper)]
+        stderr = [mean_stderr(v) for v in (b.lower, b.upper)]
         means = [float(b.lower.mean()), float(b.upper.mean())]
         ax.errorbar([0, 1], means, yerr=stderr, fmt="o", capsize=4, color="C3")
         for lo, hi in zip(b.lower.tolist(), b.upper.tolist(), strict=True):

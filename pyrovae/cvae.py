@@ -23,19 +23,17 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.nn import PyroModule
 
 from .errors import ConfigError, DataError
 from .handlers import DATA_PLATE
 from .likelihoods import Likelihood
-from .likelihoods import likelihood as _likelihood
 from .nn import ConditionalMLPDecoder, ConditionalMLPEncoder
-from .ssvae import _event_shape, batch_size
+from .vae import LatentModel
 
 __all__ = ["CVAE"]
 
 
-class CVAE(PyroModule):
+class CVAE(LatentModel):
     """A VAE of ``x`` conditioned on ``c`` in both the decoder and the encoder.
 
     :param event_shape: shape of one data point ``x``.
@@ -59,9 +57,9 @@ class CVAE(PyroModule):
         activation: str = "softplus",
         likelihood: str | Likelihood = "bernoulli",
     ):
-        super().__init__()
-        self.event_shape = _event_shape(event_shape)
-        self.condition_shape = _event_shape(condition_shape)
+        super().__init__(event_shape, likelihood)
+        shape = [condition_shape] if isinstance(condition_shape, int) else condition_shape
+        self.condition_shape = torch.Size(shape)
         self.categorical = categorical
         if categorical and len(self.condition_shape) != 1:
             raise ConfigError(
@@ -73,9 +71,6 @@ class CVAE(PyroModule):
         cond_dim = math.prod(self.condition_shape)
         self.encoder = ConditionalMLPEncoder(self.event_shape, cond_dim, latent_dim, hidden, activation)
         self.decoder = ConditionalMLPDecoder(self.event_shape, cond_dim, latent_dim, hidden, activation)
-        self.likelihood = (
-            likelihood if isinstance(likelihood, Likelihood) else _likelihood(likelihood, self.event_shape)
-        )
 
     def condition(self, c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """The condition as a ``(B, cond_dim)`` vector in the dtype of ``like``: one-hot for labels."""
@@ -97,17 +92,17 @@ class CVAE(PyroModule):
     def model(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """:math:`z_n \\sim p(z)`, :math:`x_n \\sim p_\\theta(x \\mid z_n, c_n)`; returns the decoder's
         output."""
-        n = batch_size(x, self.event_shape, "CVAE")
+        n = self._plate_size(x, None)
         c = self.condition(c, x)
         with pyro.plate(DATA_PLATE, n):
             z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0).expand([n, self.latent_dim]).to_event(1))
             params = self.decoder(z, c)
-            pyro.sample("x", self.likelihood(params).to_event(len(self.event_shape)), obs=x)
+            self._observe(params, x)
         return params
 
     def guide(self, x: torch.Tensor, c: torch.Tensor) -> None:
         """:math:`z_n \\sim q_\\phi(z \\mid x_n, c_n)`."""
-        n = batch_size(x, self.event_shape, "CVAE")
+        n = self._plate_size(x, None)
         c = self.condition(c, x)
         with pyro.plate(DATA_PLATE, n):
             loc, scale = self.encoder(x, c)
@@ -120,8 +115,3 @@ class CVAE(PyroModule):
         c = self.condition(c, torch.zeros(()))
         z = torch.randn(num_samples, len(c), self.latent_dim)
         return self.likelihood.mean(self.decoder(z, c))
-
-    def check_data(self, x: torch.Tensor, what: str = "data") -> None:
-        """Check shape and support of ``x`` against this model."""
-        batch_size(x, self.event_shape, "CVAE")
-        self.likelihood.check(x, what)

@@ -143,8 +143,61 @@ def reduce_log_weights(log_weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
 # result
 
 
+def mean_stderr(values: torch.Tensor) -> float:
+    r"""Standard error of the mean of ``values`` across data points, :math:`\mathrm{sd}/\sqrt N`
+    (NaN for fewer than two)."""
+    n = values.shape[0]
+    return float(values.std() / math.sqrt(n)) if n > 1 else math.nan
+
+
+class PerDatapoint:
+    r"""What results holding one estimate of :math:`\log p(x)` per data point share: ``log_px`` and
+    the per-datapoint columns named in ``_FIELDS``, a :meth:`summary` the subclass writes, and
+    ``to_xarray``/``to_json_dict`` it defines."""
+
+    _FIELDS: tuple[str, ...] = ("log_px",)
+    log_px: torch.Tensor
+
+    @property
+    def num_data(self) -> int:
+        """Number of data points :math:`N`."""
+        return self.log_px.shape[0]
+
+    @property
+    def mean(self) -> float:
+        """Mean of ``log_px`` over the data points, in nats."""
+        return float(self.log_px.mean())
+
+    @property
+    def stderr(self) -> float:
+        r"""Standard error of :attr:`mean` across data points (:func:`mean_stderr`)."""
+        return mean_stderr(self.log_px)
+
+    def summary(self) -> str:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def to_dataframe(self):
+        """A :class:`pandas.DataFrame`, one row per data point, one column per field of ``_FIELDS``."""
+        import pandas as pd
+
+        columns = {name: getattr(self, name).cpu().numpy() for name in self._FIELDS}
+        return pd.DataFrame(columns, index=pd.RangeIndex(self.num_data, name="datapoint"))
+
+    def to_netcdf(self, path: str | os.PathLike) -> None:
+        """Write ``to_xarray()`` to a netCDF-4 file (h5netcdf engine), atomically."""
+        ds = self.to_xarray()
+        with atomic_path(path) as tmp:
+            ds.to_netcdf(tmp, engine="h5netcdf")
+
+
 @dataclass(repr=False)
-class LogLikelihood:
+class LogLikelihood(PerDatapoint):
     r"""Per-datapoint importance-sampled estimates of :math:`\log p(x)`, from :func:`log_likelihood`.
 
     :ivar torch.Tensor log_px: ``(N,)`` IWAE-:math:`K` estimates :math:`\log\frac1K\sum_k w_k`.
@@ -164,6 +217,8 @@ class LogLikelihood:
     log_weights: torch.Tensor | None = None
     elapsed: float = 0.0
 
+    _FIELDS = ("log_px", "log_px_se", "ess", "khat")
+
     @classmethod
     def from_log_weights(
         cls, log_weights: torch.Tensor, chunk: int | None = None, elapsed: float = 0.0
@@ -179,23 +234,6 @@ class LogLikelihood:
         parts = [reduce_log_weights(log_weights[lo : lo + step]) for lo in range(0, n, step)]
         fields = [torch.cat(p) for p in zip(*parts, strict=True)]
         return cls(*fields, num_samples=log_weights.shape[1], log_weights=log_weights, elapsed=elapsed)
-
-    @property
-    def num_data(self) -> int:
-        """Number of data points :math:`N`."""
-        return self.log_px.shape[0]
-
-    @property
-    def mean(self) -> float:
-        r"""Mean of ``log_px`` over the data points, in nats."""
-        return float(self.log_px.mean())
-
-    @property
-    def stderr(self) -> float:
-        r"""Standard error of :attr:`mean` across data points, :math:`\mathrm{sd}(\log p(x_n))/\sqrt N`."""
-        if self.num_data < 2:
-            return math.nan
-        return float(self.log_px.std() / math.sqrt(self.num_data))
 
     @property
     def nll(self) -> float:
@@ -238,27 +276,12 @@ class LogLikelihood:
         lines.append(f"  elapsed {self.elapsed:.1f} s")
         return "\n".join(lines)
 
-    def __repr__(self) -> str:
-        return self.summary()
-
-    __str__ = __repr__
-
-    def to_dataframe(self):
-        """A :class:`pandas.DataFrame`, one row per data point: log_px, log_px_se, ess, khat."""
-        import pandas as pd
-
-        columns = {name: getattr(self, name).cpu().numpy() for name in ("log_px", "log_px_se", "ess", "khat")}
-        return pd.DataFrame(columns, index=pd.RangeIndex(self.num_data, name="datapoint"))
-
     def to_xarray(self):
         """An :class:`xarray.Dataset` with dimension ``"datapoint"`` (and ``"sample"`` for the
         log-weights when kept); summary figures in its ``attrs``."""
         import xarray as xr
 
-        data_vars = {
-            name: ("datapoint", getattr(self, name).cpu().numpy())
-            for name in ("log_px", "log_px_se", "ess", "khat")
-        }
+        data_vars = {name: ("datapoint", getattr(self, name).cpu().numpy()) for name in self._FIELDS}
         if self.log_weights is not None:
             data_vars["log_weights"] = (("datapoint", "sample"), self.log_weights.cpu().numpy())
         attrs = {k: v for k, v in self.to_json_dict().items() if not isinstance(v, bool)}
@@ -267,7 +290,7 @@ class LogLikelihood:
     @classmethod
     def from_xarray(cls, ds) -> LogLikelihood:
         """Inverse of :meth:`to_xarray`."""
-        fields = {name: torch.as_tensor(ds[name].values) for name in ("log_px", "log_px_se", "ess", "khat")}
+        fields = {name: torch.as_tensor(ds[name].values) for name in cls._FIELDS}
         log_weights = torch.as_tensor(ds["log_weights"].values) if "log_weights" in ds else None
         return cls(
             **fields,
@@ -275,12 +298,6 @@ class LogLikelihood:
             log_weights=log_weights,
             elapsed=float(ds.attrs["elapsed"]),
         )
-
-    def to_netcdf(self, path: str | os.PathLike) -> None:
-        """Write :meth:`to_xarray` to a netCDF-4 file (h5netcdf engine), atomically."""
-        ds = self.to_xarray()
-        with atomic_path(path) as tmp:
-            ds.to_netcdf(tmp, engine="h5netcdf")
 
     @classmethod
     def from_netcdf(cls, path: str | os.PathLike) -> LogLikelihood:

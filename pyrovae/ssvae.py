@@ -41,14 +41,13 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro import poutine
-from pyro.nn import PyroModule
 
 from .datasets import UNLABELLED
 from .errors import ConfigError, DataError
 from .handlers import DATA_PLATE
 from .likelihoods import Likelihood
-from .likelihoods import likelihood as _likelihood
 from .nn import ConditionalMLPDecoder, ConditionalMLPEncoder, mlp
+from .vae import LatentModel
 
 __all__ = ["SSVAE"]
 
@@ -57,22 +56,7 @@ __all__ = ["SSVAE"]
 _EXCLUDED = -1e4
 
 
-def _event_shape(event_shape: int | Sequence[int]) -> torch.Size:
-    return torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
-
-
-def batch_size(x: torch.Tensor, event_shape: torch.Size, cls: str) -> int:
-    """The number of data points in ``x``, after checking that its shape is ``(B, *event_shape)``."""
-    if x.dim() != len(event_shape) + 1 or x.shape[1:] != event_shape:
-        raise DataError(
-            f"data of shape {tuple(x.shape)} does not match the {cls}: expected (batch, "
-            f"{', '.join(map(str, event_shape))}). Reshape the data, or build the {cls} with "
-            f"event_shape={tuple(x.shape[1:])}."
-        )
-    return x.shape[0]
-
-
-class SSVAE(PyroModule):
+class SSVAE(LatentModel):
     r"""The M2 model of Kingma et al. (2014): a VAE whose label is a discrete latent variable.
 
     ``model(x, y=None)`` and ``guide(x, y=None)`` take a batch of data and, optionally, labels
@@ -108,8 +92,7 @@ class SSVAE(PyroModule):
         likelihood: str | Likelihood = "bernoulli",
         alpha: float = 50.0,
     ):
-        super().__init__()
-        self.event_shape = _event_shape(event_shape)
+        super().__init__(event_shape, likelihood)
         if num_classes < 2 or latent_dim < 1 or not hidden:
             raise ConfigError(
                 f"SSVAE needs num_classes >= 2, latent_dim >= 1 and at least one hidden layer; got "
@@ -122,9 +105,6 @@ class SSVAE(PyroModule):
         self.classifier = mlp([features, *hidden, num_classes], activation)
         self.encoder = ConditionalMLPEncoder(self.event_shape, num_classes, latent_dim, hidden, activation)
         self.decoder = ConditionalMLPDecoder(self.event_shape, num_classes, latent_dim, hidden, activation)
-        self.likelihood = (
-            likelihood if isinstance(likelihood, Likelihood) else _likelihood(likelihood, self.event_shape)
-        )
         self.register_buffer("y_logits", torch.zeros(num_classes))
 
     def _labels(self, y: torch.Tensor | None, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -151,13 +131,13 @@ class SSVAE(PyroModule):
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """:math:`y_n \\sim p(y)`, :math:`z_n \\sim p(z)`, :math:`x_n \\sim p_\\theta(x \\mid y_n, z_n)`,
         and the classification term for the labelled points."""
-        n = batch_size(x, self.event_shape, "SSVAE")
+        n = self._plate_size(x, None)
         labels = self._labels(y, n)
         with pyro.plate(DATA_PLATE, n):
             y_n = pyro.sample("y", dist.Categorical(logits=self.y_logits).expand([n]))
             z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0).expand([n, self.latent_dim]).to_event(1))
             params = self.decoder(z, self._one_hot(y_n, z))
-            pyro.sample("x", self.likelihood(params).to_event(len(self.event_shape)), obs=x)
+            self._observe(params, x)
             if labels is not None and self.alpha > 0:
                 with poutine.mask(mask=labels[1]), poutine.scale(scale=self.alpha):
                     pyro.sample("y_aux", dist.Categorical(logits=self.logits(x)), obs=labels[0])
@@ -166,7 +146,7 @@ class SSVAE(PyroModule):
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         """:math:`y_n \\sim q_\\phi(y \\mid x_n)` (the point mass at a known label), enumerated in
         parallel, and :math:`z_n \\sim q_\\phi(z \\mid x_n, y_n)`."""
-        n = batch_size(x, self.event_shape, "SSVAE")
+        n = self._plate_size(x, None)
         labels = self._labels(y, n)
         with pyro.plate(DATA_PLATE, n):
             logits = self.logits(x)
@@ -180,7 +160,7 @@ class SSVAE(PyroModule):
     @torch.no_grad()
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """The most probable label under :math:`q(y \\mid x)`, a LongTensor of shape ``(B,)``."""
-        batch_size(x, self.event_shape, "SSVAE")
+        self._plate_size(x, None)
         return self.logits(x).argmax(-1)
 
     @torch.no_grad()
@@ -209,8 +189,3 @@ class SSVAE(PyroModule):
         y = self._one_hot(self.classify(x), x)
         loc, _ = self.encoder(x, y)
         return self.likelihood.mean(self.decoder(loc, y))
-
-    def check_data(self, x: torch.Tensor, what: str = "data") -> None:
-        """Check shape and support of ``x`` against this model."""
-        batch_size(x, self.event_shape, "SSVAE")
-        self.likelihood.check(x, what)

@@ -83,7 +83,7 @@ class LatentModel(PyroModule):
             return batch_size
         if x.shape[-len(self.event_shape) :] != self.event_shape or x.dim() != len(self.event_shape) + 1:
             raise DataError(
-                f"data of shape {tuple(x.shape)} does not match the model: expected (batch, "
+                f"data of shape {tuple(x.shape)} does not match the {type(self).__name__}: expected (batch, "
                 f"{', '.join(map(str, self.event_shape))}). Reshape the data, or build the "
                 f"{type(self).__name__} with event_shape={tuple(x.shape[1:])}."
             )
