@@ -89,16 +89,13 @@ class CVAE(LatentModel):
             )
         return c.flatten(1).to(like.dtype)
 
-    def model(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """:math:`z_n \\sim p(z)`, :math:`x_n \\sim p_\\theta(x \\mid z_n, c_n)`; returns the decoder's
-        output."""
+    def model(self, x: torch.Tensor, c: torch.Tensor) -> None:
+        """:math:`z_n \\sim p(z)`, :math:`x_n \\sim p_\\theta(x \\mid z_n, c_n)`."""
         n = self._plate_size(x, None)
         c = self.condition(c, x)
         with pyro.plate(DATA_PLATE, n):
             z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0).expand([n, self.latent_dim]).to_event(1))
-            params = self.decoder(z, c)
-            self._observe(params, x)
-        return params
+            self._observe(self.decoder, (z, c), x)
 
     def guide(self, x: torch.Tensor, c: torch.Tensor) -> None:
         """:math:`z_n \\sim q_\\phi(z \\mid x_n, c_n)`."""

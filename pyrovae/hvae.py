@@ -89,16 +89,14 @@ class HVAE(LatentModel):
     def _decode(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         return self.decoder(torch.cat([z1, z2], -1))
 
-    def model(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> torch.Tensor:
+    def model(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> None:
         """:math:`z_2 \\sim p(z_2)`, :math:`z_1 \\sim p(z_1 \\mid z_2)`,
-        :math:`x \\sim p(x \\mid z_1, z_2)`; returns the decoder's output."""
+        :math:`x \\sim p(x \\mid z_1, z_2)`."""
         n = self._plate_size(x, batch_size)
         with pyro.plate(DATA_PLATE, n):
             z2 = pyro.sample("z2", self.prior((n,)))
             z1 = pyro.sample("z1", dist.Normal(*self.transition(z2)).to_event(1))
-            params = self._decode(z1, z2)
-            self._observe(params, x)
-        return params
+            self._observe(self._decode, (z1, z2), x)
 
     def guide(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> torch.Tensor:
         """:math:`z_2 \\sim q(z_2 \\mid x)`, then :math:`z_1 \\sim q(z_1 \\mid x, z_2)`; returns

@@ -45,6 +45,7 @@ References:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import string
@@ -64,9 +65,11 @@ from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 from tqdm.auto import tqdm
 
 from . import distributed
+from .allocator import retain_freed_memory
 from .errors import ConfigError, DataError
 from .handlers import DATA_PLATE
 from .io import atomic_path
+from .likelihoods import Decoded
 
 __all__ = ["LogLikelihood", "log_likelihood", "reduce_log_weights"]
 
@@ -77,11 +80,17 @@ DEFAULT_MAX_MEMORY = 512 * 2**20
 # Rows (particles x data points) per chunk when memory allows more: large enough for efficient
 # matrix products, small enough that a chunk's activations stay in the last-level cache.
 _TARGET_ROWS = 8192
+# The same where the likelihood is decoded block by block (Decoded): its activations are
+# bounded by the block size, and larger chunks spread the cost of tracing over more rows.
+_TARGET_ROWS_DECODED = 4 * _TARGET_ROWS
 # multiplies the visible per-row tensor sizes to account for activations inside the networks
 _MEMORY_SAFETY = 4.0
 _PROBE_PARTICLES = 4
 # rows per block of the elementwise passes of the Bernoulli log-density (a cache-sized buffer)
 _BLOCK_ROWS = 1024
+# the most data points whose dot products with the likelihood's parameters _dot_last takes as
+# separate matrix-vector products (beyond, one batched product)
+_FEW_ROWS = 16
 # PSIS fits cost about 0.5 ms a row plus a fixed cost a call: reduce at least this many rows at once
 _REDUCE_ROWS = 64
 # k-hat bins of Vehtari et al.: good below 0.5, usable below 0.7, unreliable above
@@ -439,6 +448,20 @@ def _dot_last(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
     n = x.dim()
     if y.dim() > n:
         return None
+    d = x.shape[-1]
+    if x.is_contiguous() and y.numel() == d:  # one row for all: a matrix-vector product
+        return (x.view(-1, d) @ y.reshape(-1)).view(x.shape[:-1])
+    if (
+        x.is_contiguous()
+        and n >= 2
+        and y.dim() >= 2
+        and y.shape[-2] == x.shape[-2] == y.numel() // d <= _FEW_ROWS
+    ):
+        # a few rows (data points) along x's last batch dim: one matrix-vector product each, on
+        # strided views of x, which together read x once
+        b = x.shape[-2]
+        rows, y = x.view(-1, b, d), y.reshape(b, d)
+        return torch.stack([torch.mv(rows[:, i], y[i]) for i in range(b)], -1).view(x.shape[:-1])
     y = y.reshape((1,) * (n - y.dim()) + y.shape)
     letters = string.ascii_letters[:n]
     keep = []
@@ -457,7 +480,23 @@ _BERNOULLI = (Bernoulli, pyro.distributions.Bernoulli)
 _NORMAL = (Normal, pyro.distributions.Normal)
 
 
-def _fused_log_prob(fn, value: torch.Tensor) -> torch.Tensor | None:
+class Workspace:
+    """A buffer reused by the elementwise passes of :func:`_log1p_exp_sum` from one call to the
+    next (the blocks of a :class:`~pyrovae.likelihoods.Decoded` likelihood): a warm buffer, where
+    a fresh one per block would be written from cold memory."""
+
+    def __init__(self):
+        self._buffer: torch.Tensor | None = None
+
+    def get(self, rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
+        """A ``(rows, cols)`` tensor of ``like``'s dtype and device, of unspecified content."""
+        b = self._buffer
+        if b is None or b.numel() < rows * cols or b.dtype != like.dtype or b.device != like.device:
+            b = self._buffer = like.new_empty(rows * cols)
+        return b[: rows * cols].view(rows, cols)
+
+
+def _fused_log_prob(fn, value: torch.Tensor, workspace: Workspace | None = None) -> torch.Tensor | None:
     """Event-summed ``fn.log_prob(value)`` by a faster route for the common likelihoods and
     latents of VAEs, ``Bernoulli(logits=...).to_event(n)`` and ``Normal(...).to_event(n)``,
     else ``None``. Both routes give the same values as ``log_prob`` to rounding."""
@@ -465,13 +504,15 @@ def _fused_log_prob(fn, value: torch.Tensor) -> torch.Tensor | None:
         return None
     base, n = fn.base_dist, fn.reinterpreted_batch_ndims
     if type(base) in _BERNOULLI and "logits" in base.__dict__:  # logits are lazy when given probs
-        return _bernoulli_log_prob(base.logits, value, n)
+        return _bernoulli_log_prob(base.logits, value, n, workspace)
     if type(base) in _NORMAL:
         return _normal_log_prob(base.loc, base.scale, value, n)
     return None
 
 
-def _bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor, n: int) -> torch.Tensor | None:
+def _bernoulli_log_prob(
+    logits: torch.Tensor, value: torch.Tensor, n: int, workspace: Workspace | None = None
+) -> torch.Tensor | None:
     r""":math:`\sum_d x_d \ell_d - \log(1 + e^{\ell_d})` over the last ``n`` dims.
 
     The first term is a contraction that never forms the product; the second is
@@ -484,21 +525,22 @@ def _bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor, n: int) -> to
     dot = _dot_last(logits, value.flatten(-n).to(logits.dtype))
     if dot is None:
         return None
-    return dot - _log1p_exp_sum(logits)
+    return dot - _log1p_exp_sum(logits, workspace)
 
 
-def _log1p_exp_sum(logits: torch.Tensor) -> torch.Tensor:
+def _log1p_exp_sum(logits: torch.Tensor, workspace: Workspace | None = None) -> torch.Tensor:
     r""":math:`\sum_d \log(1 + e^{\ell_d})` over the last dim.
 
     Computed as ``exp``, ``add_``, ``log_``, ``sum`` on blocks of rows in one small reused
-    buffer that stays in cache: on CPU about twice as fast as
+    buffer (``workspace``'s, if given) that stays in cache: on CPU about twice as fast as
     :func:`~torch.nn.functional.softplus` (whose ``log1p`` is slow) on a large chunk. Rows where
     :math:`e^{\ell}` overflows are redone with ``softplus``; where :math:`e^{\ell}` is below the
     dtype's resolution the term is dropped, an error under one ulp of 1 per element.
     """
     flat = logits.reshape(-1, logits.shape[-1])
     out = flat.new_empty(flat.shape[0])
-    buf = flat.new_empty(min(_BLOCK_ROWS, flat.shape[0]), flat.shape[1])
+    rows = min(_BLOCK_ROWS, flat.shape[0])
+    buf = (workspace or Workspace()).get(rows, flat.shape[1], flat)
     for lo in range(0, flat.shape[0], _BLOCK_ROWS):
         block = buf[: min(_BLOCK_ROWS, flat.shape[0] - lo)]
         torch.exp(flat[lo : lo + _BLOCK_ROWS], out=block).add_(1).log_()
@@ -518,13 +560,14 @@ def _compact(t: torch.Tensor) -> torch.Tensor:
 def _normal_log_prob(loc: torch.Tensor, scale: torch.Tensor, value: torch.Tensor, n: int) -> torch.Tensor:
     r""":math:`-\frac12 \sum_d ((x_d - \mu_d)/\sigma_d)^2 - \sum_d \log\sigma_d - \frac D2 \log 2\pi`.
 
-    Four passes over the standardized values, done in place, and the log of the scale taken on
-    its distinct entries only (scales broadcast over particles or data points are expanded views).
+    Three passes over the standardized values (the division in place, the square and sum as one
+    ``vecdot``), and the log of the scale taken on its distinct entries only (scales broadcast
+    over particles or data points are expanded views).
     """
     shape = torch.broadcast_shapes(value.shape, loc.shape, scale.shape)
     std = value - loc
-    std = std.div_(scale) if std.shape == shape else std / scale
-    quad = std.flatten(-n).square_().sum(-1)
+    std = (std.div_(scale) if std.shape == shape else std / scale).flatten(-n)
+    quad = torch.linalg.vecdot(std, std)
     scale = _compact(scale.expand(shape))
     event = math.prod(shape[-n:])
     log_scale = scale.log().flatten(-n).sum(-1) * (event // math.prod(scale.shape[-n:]))
@@ -571,9 +614,12 @@ def masked_log_prob(site: dict, fused=None) -> torch.Tensor:
     """A site's event-summed, masked log-density, unscaled, in the site's batch shape; ``fused``
     as for :func:`site_log_prob`."""
     fn, value = site["fn"], site["value"]
-    lp = (fused or _fused_log_prob)(fn, value)
-    if lp is None:
-        lp = fn.log_prob(value, *site["args"], **site["kwargs"])
+    if isinstance(fn, Decoded):  # decoded a block at a time, each block by the fused route
+        lp = fn.log_prob_blocks(value, fused or functools.partial(_fused_log_prob, workspace=Workspace()))
+    else:
+        lp = (fused or _fused_log_prob)(fn, value)
+        if lp is None:
+            lp = fn.log_prob(value, *site["args"], **site["kwargs"])
     return scale_and_mask(lp, mask=site["mask"])
 
 
@@ -614,10 +660,18 @@ class _Plan:
                     "x.shape[-1], and reshape only trailing dimensions)."
                 ) from e
         numel = 0
+        decoded = []
         for trace in (model_trace, guide_trace):
             for _, site in _scored_sites(trace):
                 fn = site["fn"]
-                numel += site["value"].numel() + 3 * (fn.batch_shape + fn.event_shape).numel()
+                numel += site["value"].numel()
+                decoded.append(isinstance(fn, Decoded))
+                if decoded[-1]:  # its parameters are never all stored at once
+                    numel += 3 * sum(t.numel() for t in fn.inputs)
+                else:
+                    numel += 3 * (fn.batch_shape + fn.event_shape).numel()
+        #: the most rows a chunk should have for speed, whatever the memory allows
+        self.target_rows = _TARGET_ROWS_DECODED if any(decoded) else _TARGET_ROWS
         itemsize = max(site["value"].element_size() for _, site in _scored_sites(model_trace))
         self.bytes_per_row = _MEMORY_SAFETY * itemsize * numel / _PROBE_PARTICLES
         #: the enumerated sites, whose values are summed out of the weights
@@ -759,10 +813,11 @@ class _Sweep:
         self.batch_size, self.particle_batch_size = self._chunk_sizes(batch_size, particle_batch_size)
         self.seed = seed
         self.span = distributed.shard(self.data.num_data, self.batch_size)
+        retain_freed_memory()
 
     def _chunk_sizes(self, batch_size, particle_batch_size) -> tuple[int, int]:
         num_data, num_samples, max_memory = self.data.num_data, self.num_samples, self.max_memory
-        rows = int(min(max(max_memory // self.plan.bytes_per_row, 1), _TARGET_ROWS))
+        rows = int(min(max(max_memory // self.plan.bytes_per_row, 1), self.plan.target_rows))
         if particle_batch_size is None:
             particle_batch_size = max(1, min(num_samples, rows // (batch_size or 1)))
         if batch_size is None:

@@ -128,7 +128,7 @@ class SSVAE(LatentModel):
         """The classifier's logits of :math:`q(y \\mid x)`, shape ``(B, C)``."""
         return self.classifier(x.flatten(-len(self.event_shape)))
 
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         """:math:`y_n \\sim p(y)`, :math:`z_n \\sim p(z)`, :math:`x_n \\sim p_\\theta(x \\mid y_n, z_n)`,
         and the classification term for the labelled points."""
         n = self._plate_size(x, None)
@@ -136,12 +136,10 @@ class SSVAE(LatentModel):
         with pyro.plate(DATA_PLATE, n):
             y_n = pyro.sample("y", dist.Categorical(logits=self.y_logits).expand([n]))
             z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0).expand([n, self.latent_dim]).to_event(1))
-            params = self.decoder(z, self._one_hot(y_n, z))
-            self._observe(params, x)
+            self._observe(self.decoder, (z, self._one_hot(y_n, z)), x)
             if labels is not None and self.alpha > 0:
                 with poutine.mask(mask=labels[1]), poutine.scale(scale=self.alpha):
                     pyro.sample("y_aux", dist.Categorical(logits=self.logits(x)), obs=labels[0])
-        return params
 
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         """:math:`y_n \\sim q_\\phi(y \\mid x_n)` (the point mass at a known label), enumerated in

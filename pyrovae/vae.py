@@ -24,7 +24,7 @@ from torch import nn
 
 from .errors import ConfigError, DataError
 from .handlers import DATA_PLATE
-from .likelihoods import Likelihood
+from .likelihoods import Decoded, Likelihood
 from .likelihoods import likelihood as _likelihood
 from .nn import networks
 from .priors import prior as make_prior
@@ -89,8 +89,10 @@ class LatentModel(PyroModule):
             )
         return x.shape[0]
 
-    def _observe(self, params: torch.Tensor, x: torch.Tensor | None) -> None:
-        pyro.sample("x", self.likelihood(params).to_event(len(self.event_shape)), obs=x)
+    def _observe(self, decoder, inputs: Sequence[torch.Tensor], x: torch.Tensor | None) -> None:
+        """Observe ``x`` under the likelihood at ``decoder(*inputs)``, decoded lazily (see
+        :class:`~pyrovae.likelihoods.Decoded`)."""
+        pyro.sample("x", Decoded(self.likelihood, decoder, inputs, self.event_shape), obs=x)
 
     def check_data(self, x: torch.Tensor, what: str = "data") -> None:
         """Check shape and support of ``x`` against this model, with a message that says how to fix it."""
@@ -144,14 +146,12 @@ class VAE(LatentModel):
         self.decoder = decoder
         self.prior = self.build_prior(prior, latent_dim, prior_components, encoder)
 
-    def model(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> torch.Tensor:
-        """:math:`z_n \\sim p(z)`, :math:`x_n \\sim p_\\theta(x \\mid z_n)`; returns the decoder's output."""
+    def model(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> None:
+        """:math:`z_n \\sim p(z)`, :math:`x_n \\sim p_\\theta(x \\mid z_n)`."""
         n = self._plate_size(x, batch_size)
         with pyro.plate(DATA_PLATE, n):
             z = pyro.sample("z", self.prior((n,)))
-            params = self.decoder(z)
-            self._observe(params, x)
-        return params
+            self._observe(self.decoder, (z,), x)
 
     def guide(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> torch.Tensor:
         """:math:`z_n \\sim q_\\phi(z \\mid x_n)`, a diagonal Gaussian from the encoder."""

@@ -31,15 +31,18 @@ from models import (
 )
 from pyro.infer.util import is_validation_enabled
 
+import pyrovae
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.handlers import scale_data, scale_latents
 from pyrovae.importance import (
     LogLikelihood,
+    Workspace,
     _fused_log_prob,
     _Sweep,
     log_likelihood,
     reduce_log_weights,
 )
+from pyrovae.likelihoods import BLOCK_ELEMENTS
 
 torch.set_num_threads(2)
 RUN = dict(progress=False, seed=0)
@@ -327,6 +330,39 @@ def test_fused_log_probs_match_pyro(dtype):
     huge[3, 1, 7] = 800.0
     d, value = dist.Bernoulli(logits=huge).to_event(1), (torch.rand(2, 20, generator=g) < 0.5).to(dtype)
     torch.testing.assert_close(_fused_log_prob(d, value), d.log_prob(value), atol=1e-3, rtol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [1, 5, 40])  # one data point, a few, many: three contractions
+def test_fused_bernoulli_matches_pyro_for_any_number_of_data_points(rows):
+    g = torch.Generator().manual_seed(1)
+    logits = 4 * torch.randn(9, rows, 20, generator=g, dtype=torch.float64)
+    x = (torch.rand(rows, 20, generator=g) < 0.5).double()
+    d = dist.Bernoulli(logits=logits).to_event(1)
+    workspace = Workspace()
+    for _ in range(2):  # the second call reuses the first's buffer
+        lp = _fused_log_prob(d, x, workspace)
+        torch.testing.assert_close(lp, d.log_prob(x), atol=1e-12, rtol=1e-12)
+    buffer = workspace.get(1, 1, logits)
+    assert workspace.get(9 * rows, 20, logits).data_ptr() == buffer.data_ptr()
+
+
+def test_the_vae_likelihood_is_decoded_in_blocks_never_whole():
+    vae = pyrovae.VAE(event_shape=(784,), latent_dim=8, hidden=(32,))
+    rows = []
+    vae.decoder.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[:-1].numel()))
+    x = (torch.rand(3, 784, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    result = log_likelihood(vae.model, vae.guide, x, 2000, **RUN)
+    assert max(rows) <= BLOCK_ELEMENTS // 784 * 3 < 2000 * 3
+
+    def whole(x):  # the same model, its likelihood built from one decode of every row
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", vae.prior((x.shape[0],)))
+            pyro.sample("x", dist.Bernoulli(logits=vae.decoder(z)).to_event(1), obs=x)
+
+    rows.clear()
+    expected = log_likelihood(whole, vae.guide, x, 2000, **RUN)  # the same draws
+    assert max(rows) == 2000 * 3
+    torch.testing.assert_close(result.log_px, expected.log_px, atol=1e-4, rtol=0)
 
 
 def test_float32_data_runs_in_float32():

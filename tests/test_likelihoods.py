@@ -146,3 +146,97 @@ def test_a_vae_with_each_likelihood_trains(name, digits):
     changed = [k for k, v in vae.state_dict().items() if not torch.equal(v, before[k])]
     assert any(k.startswith("encoder") for k in changed) and any(k.startswith("decoder") for k in changed)
     assert ("likelihood.log_scale" in changed) == (name == "gaussian-learned")
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoded: the likelihood at a decoder's output, decoded lazily or a block of rows at a time
+
+
+class Affine(torch.nn.Module):
+    """A decoder ``(z, c) -> params`` of shape ``(..., *EVENT)`` that counts its input rows."""
+
+    def __init__(self, latent: int = 3, cond: int = 2):
+        super().__init__()
+        g = torch.Generator().manual_seed(2)
+        self.w = torch.randn(latent + cond, math.prod(EVENT), generator=g, dtype=torch.float64)
+        self.rows: list[int] = []
+
+    def forward(self, z, c):
+        z, c = torch.broadcast_tensors(z[..., :1].expand(*z.shape[:-1], 1), c[..., :1])
+        self.rows.append(z[..., 0].numel())
+        return (torch.cat([z.expand(*z.shape[:-1], 3), c.expand(*c.shape[:-1], 2)], -1) @ self.w).unflatten(
+            -1, EVENT
+        )
+
+
+@pytest.mark.parametrize("name", LIKELIHOODS)
+def test_decoded_is_the_likelihood_at_the_decoder_output(name):
+    lik, dec = likelihood(name, EVENT, SCALE).double(), Affine()
+    g = torch.Generator().manual_seed(3)
+    z, c = (
+        torch.randn(5, 4, 3, generator=g, dtype=torch.float64),
+        torch.randn(4, 2, generator=g, dtype=torch.float64),
+    )
+    d = pyrovae.likelihoods.Decoded(lik, dec, (z, c), EVENT)
+    full = lik(dec(z, c)).to_event(len(EVENT))
+    x = data_for(name, (4, *EVENT)).double()
+    assert d.batch_shape == (5, 4) and d.event_shape == EVENT
+    torch.testing.assert_close(d.log_prob(x), full.log_prob(x), rtol=0, atol=0)
+    torch.testing.assert_close(d.mean, full.mean, rtol=0, atol=0)
+    assert d.sample().shape == (5, 4, *EVENT)
+    assert d.has_rsample == full.has_rsample == lik.has_rsample
+    assert d.support.check(x).all()
+
+
+@pytest.mark.parametrize("name", LIKELIHOODS)
+@pytest.mark.parametrize("block_size", [1, 3 * 16, 7 * 4 * 16, 10**6])
+def test_decoded_log_prob_blocks_equals_log_prob_whatever_the_block_size(name, block_size):
+    lik, dec = likelihood(name, EVENT, SCALE).double(), Affine()
+    g = torch.Generator().manual_seed(4)
+    # a particle dim (7), a data dim (4) and an enumerated condition (2, 1, 1) that broadcast
+    z = torch.randn(7, 4, 3, generator=g, dtype=torch.float64)
+    c = torch.randn(2, 1, 1, 2, generator=g, dtype=torch.float64)
+    x = data_for(name, (4, *EVENT)).double()
+    d = pyrovae.likelihoods.Decoded(lik, dec, (z, c), EVENT)
+    expected = d.log_prob(x)
+    dec.rows.clear()
+    blocks = d.log_prob_blocks(x, block_size=block_size)
+    torch.testing.assert_close(blocks, expected, rtol=1e-12, atol=1e-12)
+    # every block holds at most block_size elements of the decoder's output (one row at least)
+    assert max(dec.rows) * 16 <= max(block_size, 7 * 4 * 16)
+    assert sum(dec.rows) == 2 * 7 * 4
+
+
+def test_decoded_expand_stays_lazy_and_broadcasts_the_inputs():
+    dec = Affine()
+    z, c = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
+    d = pyrovae.likelihoods.Decoded(likelihood("bernoulli").double(), dec, (z, c), EVENT)
+    assert d.expand((4,)) is d
+    e = d.expand((5, 4))
+    assert isinstance(e, pyrovae.likelihoods.Decoded) and e.batch_shape == (5, 4) and not dec.rows
+    x = data_for("bernoulli", (4, *EVENT)).double()
+    torch.testing.assert_close(e.log_prob(x), d.log_prob(x).expand(5, 4))
+
+
+def test_decoded_log_prob_blocks_uses_the_route_and_falls_back_to_log_prob():
+    z, c = torch.randn(6, 4, 3, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
+    d = pyrovae.likelihoods.Decoded(likelihood("bernoulli").double(), Affine(), (z, c), EVENT)
+    x = data_for("bernoulli", (4, *EVENT)).double()
+    seen = []
+
+    def route(fn, value):
+        seen.append(fn.batch_shape)
+        return None if len(seen) % 2 else torch.zeros(fn.batch_shape, dtype=torch.float64)
+
+    lp = d.log_prob_blocks(x, route, block_size=2 * 4 * 16)
+    assert seen == [(2, 4)] * 3
+    full = d.log_prob(x)
+    torch.testing.assert_close(lp[:2], full[:2])
+    assert (lp[2:4] == 0).all()
+    torch.testing.assert_close(lp[4:], full[4:])
+
+
+@pytest.mark.parametrize("name", LIKELIHOODS)
+def test_each_likelihood_declares_whether_its_distributions_have_rsample(name, params):
+    lik = likelihood(name, EVENT, SCALE)
+    assert lik.has_rsample == lik(params).has_rsample
