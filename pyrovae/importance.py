@@ -659,19 +659,18 @@ class _Plan:
                     "that extra batch dimensions on the left broadcast (index from the right, e.g. "
                     "x.shape[-1], and reshape only trailing dimensions)."
                 ) from e
-        numel = 0
-        decoded = []
+        numel, decoded = 0, False
         for trace in (model_trace, guide_trace):
             for _, site in _scored_sites(trace):
                 fn = site["fn"]
                 numel += site["value"].numel()
-                decoded.append(isinstance(fn, Decoded))
-                if decoded[-1]:  # its parameters are never all stored at once
+                if isinstance(fn, Decoded):  # its parameters are never all stored at once
+                    decoded = True
                     numel += 3 * sum(t.numel() for t in fn.inputs)
                 else:
                     numel += 3 * (fn.batch_shape + fn.event_shape).numel()
         #: the most rows a chunk should have for speed, whatever the memory allows
-        self.target_rows = _TARGET_ROWS_DECODED if any(decoded) else _TARGET_ROWS
+        self.target_rows = _TARGET_ROWS_DECODED if decoded else _TARGET_ROWS
         itemsize = max(site["value"].element_size() for _, site in _scored_sites(model_trace))
         self.bytes_per_row = _MEMORY_SAFETY * itemsize * numel / _PROBE_PARTICLES
         #: the enumerated sites, whose values are summed out of the weights

@@ -29,8 +29,8 @@ class Likelihood(nn.Module):
     #: the range ``(low, high)`` of the data, where it is bounded (used to clip the VampPrior's
     #: pseudo-inputs), else ``None``
     bounds: tuple[float, float] | None = None
-    #: whether the distributions it returns have ``rsample``
-    has_rsample: bool = False
+    #: whether the distributions it returns have ``rsample`` (``None``: not declared)
+    has_rsample: bool | None = None
 
     def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
         raise NotImplementedError
@@ -53,6 +53,7 @@ class Bernoulli(Likelihood):
 
     name = "bernoulli"
     bounds = (0.0, 1.0)
+    has_rsample = False
 
     def forward(self, params):
         return dist.Bernoulli(logits=params)
@@ -174,7 +175,7 @@ class Decoded(TorchDistribution):
 
     arg_constraints: dict = {}
 
-    def __init__(self, likelihood, decoder, inputs: Sequence[torch.Tensor], event_shape, validate_args=None):
+    def __init__(self, likelihood, decoder, inputs: Sequence[torch.Tensor], event_shape):
         self.likelihood, self.decoder, self.inputs = likelihood, decoder, tuple(inputs)
         batch_shape = torch.broadcast_shapes(*(t.shape[:-1] for t in self.inputs))
         super().__init__(batch_shape, torch.Size(event_shape), validate_args=False)
@@ -198,7 +199,7 @@ class Decoded(TorchDistribution):
 
     @property
     def has_rsample(self) -> bool:
-        # a Likelihood declares it, which spares a decoder call at every sample statement
+        # a Likelihood may declare it, which spares a decoder call at every sample statement
         known = getattr(self.likelihood, "has_rsample", None)
         return known if isinstance(known, bool) else self._probe.has_rsample
 

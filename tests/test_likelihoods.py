@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pyro
 import pytest
 import torch
 import torch.distributions as td
@@ -240,3 +241,13 @@ def test_decoded_log_prob_blocks_uses_the_route_and_falls_back_to_log_prob():
 def test_each_likelihood_declares_whether_its_distributions_have_rsample(name, params):
     lik = likelihood(name, EVENT, SCALE)
     assert lik.has_rsample == lik(params).has_rsample
+
+
+def test_a_likelihood_that_does_not_declare_rsample_is_probed():
+    class Laplace(Likelihood):
+        def forward(self, params):
+            return pyro.distributions.Laplace(params, 1.0)
+
+    z = torch.randn(5, 3, dtype=torch.float64)
+    d = pyrovae.likelihoods.Decoded(Laplace(), lambda z: z.unsqueeze(-1).expand(*z.shape, 2), (z,), (3, 2))
+    assert Laplace.has_rsample is None and d.has_rsample is True
