@@ -64,7 +64,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 from tqdm.auto import tqdm
 
-from . import distributed
+from . import distributed, kernels
 from .allocator import retain_freed_memory
 from .errors import ConfigError, DataError
 from .handlers import DATA_PLATE
@@ -515,14 +515,18 @@ def _bernoulli_log_prob(
 ) -> torch.Tensor | None:
     r""":math:`\sum_d x_d \ell_d - \log(1 + e^{\ell_d})` over the last ``n`` dims.
 
-    The first term is a contraction that never forms the product; the second is
-    :func:`_log1p_exp_sum`. Together they replace the several elementwise passes of
+    One pass of :func:`pyrovae.kernels.bernoulli_log_prob` where it applies; else the first term
+    is a contraction that never forms the product, and the second :func:`_log1p_exp_sum`.
+    Either replaces the several elementwise passes of
     :func:`~torch.nn.functional.binary_cross_entropy_with_logits` and its event sum.
     """
     if logits.dim() < n or value.dim() < n:
         return None
-    logits = logits.flatten(-n)
-    dot = _dot_last(logits, value.flatten(-n).to(logits.dtype))
+    logits, value = logits.flatten(-n), value.flatten(-n)
+    fused = kernels.bernoulli_log_prob(logits, value)
+    if fused is not None:
+        return fused
+    dot = _dot_last(logits, value.to(logits.dtype))
     if dot is None:
         return None
     return dot - _log1p_exp_sum(logits, workspace)
@@ -531,12 +535,16 @@ def _bernoulli_log_prob(
 def _log1p_exp_sum(logits: torch.Tensor, workspace: Workspace | None = None) -> torch.Tensor:
     r""":math:`\sum_d \log(1 + e^{\ell_d})` over the last dim.
 
-    Computed as ``exp``, ``add_``, ``log_``, ``sum`` on blocks of rows in one small reused
+    By :func:`pyrovae.kernels.log1p_exp_sum` where it applies; else as ``exp``, ``add_``,
+    ``log_``, ``sum`` on blocks of rows in one small reused
     buffer (``workspace``'s, if given) that stays in cache: on CPU about twice as fast as
     :func:`~torch.nn.functional.softplus` (whose ``log1p`` is slow) on a large chunk. Rows where
     :math:`e^{\ell}` overflows are redone with ``softplus``; where :math:`e^{\ell}` is below the
     dtype's resolution the term is dropped, an error under one ulp of 1 per element.
     """
+    fused = kernels.log1p_exp_sum(logits)
+    if fused is not None:
+        return fused
     flat = logits.reshape(-1, logits.shape[-1])
     out = flat.new_empty(flat.shape[0])
     rows = min(_BLOCK_ROWS, flat.shape[0])

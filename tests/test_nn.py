@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from pyrovae.nn import ACTIVATIONS, Softplus, activation
 
+# with the native kernel (where built) and with torch's exp, add_, log_
+kernel_or_torch = pytest.mark.parametrize("kernels", ["1", "0"])
 
-def test_softplus_without_autograd_matches_torch_to_a_few_ulps():
+
+@kernel_or_torch
+def test_softplus_without_autograd_matches_torch_to_a_few_ulps(kernels, monkeypatch):
+    monkeypatch.setenv("PYROVAE_KERNELS", kernels)
     x = torch.cat([torch.linspace(-120, 120, 200_001), torch.tensor([0.0, -0.0, 1e-30, -1e-30])])
     with torch.no_grad():
         fast, ref = Softplus()(x), F.softplus(x)
@@ -18,7 +24,9 @@ def test_softplus_without_autograd_matches_torch_to_a_few_ulps():
     assert ((fast - ref).abs() <= 8 * 2**-23 * ref.clamp(min=1)).all()
 
 
-def test_softplus_overflow_gives_x_and_nan_stays_nan():
+@kernel_or_torch
+def test_softplus_overflow_gives_x_and_nan_stays_nan(kernels, monkeypatch):
+    monkeypatch.setenv("PYROVAE_KERNELS", kernels)
     x = torch.tensor([88.0, 89.0, 1e4, math.inf, -math.inf, math.nan, 3.0])
     with torch.no_grad():
         y = Softplus()(x)
