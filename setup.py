@@ -12,7 +12,7 @@ setup(
             "pyrovae._kernels",
             sources=["pyrovae/_kernels.c"],
             extra_compile_args=["-O3", "-fopenmp", "-fno-math-errno", "-Wno-psabi"],
-            extra_link_args=["-fopenmp"],
+            extra_link_args=["-fopenmp", "-ldl"],
             optional=True,
         )
     ]

@@ -6,7 +6,7 @@ Any model/guide pair whose per-datapoint sites live in ``pyro.plate("data", N)``
 every trainer, estimator and evaluator here.
 """
 
-from . import datasets, distributed, estimators, handlers, likelihoods, nn, plots, priors
+from . import datasets, distributed, estimators, handlers, kernels, likelihoods, nn, plots, priors
 from .ais import AIS, ais
 from .bdmc import BDMC, bdmc
 from .bounds import Bounds, bounds
@@ -69,6 +69,7 @@ __all__ = [
     "estimators",
     "fit",
     "handlers",
+    "kernels",
     "likelihoods",
     "load",
     "log_likelihood",

@@ -568,18 +568,30 @@ def _compact(t: torch.Tensor) -> torch.Tensor:
 def _normal_log_prob(loc: torch.Tensor, scale: torch.Tensor, value: torch.Tensor, n: int) -> torch.Tensor:
     r""":math:`-\frac12 \sum_d ((x_d - \mu_d)/\sigma_d)^2 - \sum_d \log\sigma_d - \frac D2 \log 2\pi`.
 
-    Three passes over the standardized values (the division in place, the square and sum as one
-    ``vecdot``), and the log of the scale taken on its distinct entries only (scales broadcast
-    over particles or data points are expanded views).
+    At most three passes over the standardized values (the subtraction, the division in place,
+    the sum of squares as a norm), fewer where the location is 0 or the scale 1
+    throughout (a standard normal prior, expanded over particles and data points), and the log
+    of the scale taken on its distinct entries only (scales broadcast over particles or data
+    points are expanded views).
     """
     shape = torch.broadcast_shapes(value.shape, loc.shape, scale.shape)
-    std = value - loc
-    std = (std.div_(scale) if std.shape == shape else std / scale).flatten(-n)
-    quad = torch.linalg.vecdot(std, std)
-    scale = _compact(scale.expand(shape))
+    loc, scale = _compact(loc.expand(shape)), _compact(scale.expand(shape))
+    std = value
+    if not _is_constant(loc, 0.0, shape):
+        std = value - loc
+    if not _is_constant(scale, 1.0, shape):
+        std = std.div_(scale) if std is not value and std.shape == shape else std / scale
+    std = std.expand(shape).flatten(-n)
+    quad = torch.linalg.vector_norm(std, dim=-1).square_()  # one pass, where vecdot takes two
     event = math.prod(shape[-n:])
     log_scale = scale.log().flatten(-n).sum(-1) * (event // math.prod(scale.shape[-n:]))
     return -0.5 * quad - log_scale - 0.5 * event * math.log(2 * math.pi)
+
+
+def _is_constant(t: torch.Tensor, c: float, shape: torch.Size) -> bool:
+    """Whether the distinct entries ``t`` of a tensor broadcast to ``shape`` all equal ``c``;
+    checked only where they are few (a parameter broadcast over particles), else ``False``."""
+    return t.numel() * 8 <= math.prod(shape) and bool((t == c).all())
 
 
 def _reduce_enumerated_site(lp, particle_dim: int, data_dim: int) -> torch.Tensor:

@@ -18,7 +18,9 @@ from pyro.distributions import TorchDistribution
 from torch import nn
 from torch.distributions.utils import lazy_property
 
+from . import kernels
 from .errors import DataError, unknown_name
+from .nn import MLPDecoder
 
 
 class Likelihood(nn.Module):
@@ -235,7 +237,13 @@ class Decoded(TorchDistribution):
 
         ``route(fn, value)`` computes the event-summed log-density of a block's likelihood
         ``fn`` by a faster route, or returns ``None`` for ``fn.log_prob(value)``. ``value`` must
-        broadcast against the batch shape; it is not expanded."""
+        broadcast against the batch shape; it is not expanded. Where :mod:`pyrovae.kernels`
+        evaluates the decoder and likelihood together (an :class:`~pyrovae.nn.MLPDecoder` with
+        softplus or ReLU and the :class:`Bernoulli` likelihood, without autograd), one call of
+        :func:`~pyrovae.kernels.mlp_bernoulli_log_prob` replaces the blocks."""
+        native = self._native_log_prob(value)
+        if native is not None:
+            return native
         route = route or (lambda fn, value: None)
         batch = self.batch_shape
         per_row = math.prod(batch[1:]) * math.prod(self.event_shape)
@@ -248,6 +256,14 @@ class Decoded(TorchDistribution):
             value_rows = _rows(value, len(batch) + len(self.event_shape), lo, rows)
             out.append(self._block_log_prob(inputs, value_rows, route))
         return torch.cat(out)
+
+    def _native_log_prob(self, value: torch.Tensor) -> torch.Tensor | None:
+        n = len(self.event_shape)
+        if type(self.likelihood) is not Bernoulli or len(self.inputs) != 1 or value.dim() < n:
+            return None
+        if not isinstance(self.decoder, MLPDecoder):
+            return None
+        return kernels.mlp_bernoulli_log_prob(self.decoder.net, self.inputs[0], value.flatten(-n))
 
     def _block_log_prob(self, inputs, value, route) -> torch.Tensor:
         fn = self._decode(inputs)

@@ -32,6 +32,7 @@ from models import (
 from pyro.infer.util import is_validation_enabled
 
 import pyrovae
+from pyrovae import kernels
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.handlers import scale_data, scale_latents
 from pyrovae.importance import (
@@ -346,13 +347,18 @@ def test_fused_bernoulli_matches_pyro_for_any_number_of_data_points(rows):
     assert workspace.get(9 * rows, 20, logits).data_ptr() == buffer.data_ptr()
 
 
-def test_the_vae_likelihood_is_decoded_in_blocks_never_whole():
+@pytest.mark.parametrize("native", [True, False])
+def test_the_vae_likelihood_is_decoded_in_blocks_never_whole(native, monkeypatch):
+    # native: the decoder and likelihood in one call of pyrovae.kernels (where built), which never
+    # calls the decoder module; else the decoder in blocks
+    native = native and kernels.available() and kernels._kernels.blas_ready()
+    monkeypatch.setenv("PYROVAE_KERNELS", "1" if native else "0")
     vae = pyrovae.VAE(event_shape=(784,), latent_dim=8, hidden=(32,))
     rows = []
     vae.decoder.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[:-1].numel()))
     x = (torch.rand(3, 784, generator=torch.Generator().manual_seed(0)) < 0.3).float()
     result = log_likelihood(vae.model, vae.guide, x, 2000, **RUN)
-    assert max(rows) <= BLOCK_ELEMENTS // 784 * 3 < 2000 * 3
+    assert max(rows) <= (1 if native else BLOCK_ELEMENTS // 784 * 3) < 2000 * 3
 
     def whole(x):  # the same model, its likelihood built from one decode of every row
         with pyro.plate("data", x.shape[0]):

@@ -146,3 +146,100 @@ def test_disabled_kernels_fall_back_to_torch(monkeypatch):
     assert not kernels.available() and kernels.log1p_exp_sum(x) is None and kernels.softplus(x) is None
     _close_sum(_log1p_exp_sum(x), F.softplus(x.double()))
     _close_sum(fast, F.softplus(x.double()))
+
+
+needs_mkl = pytest.mark.skipif(
+    not (kernels.available() and kernels._kernels.blas_ready()), reason="torch was built without MKL"
+)
+
+
+def _mlp(sizes, act=torch.nn.Softplus, bias=True):
+    g = torch.Generator().manual_seed(sum(sizes))
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        linear = torch.nn.Linear(a, b, bias=bias)
+        with torch.no_grad():
+            linear.weight.copy_(torch.randn(b, a, generator=g) / math.sqrt(a))
+            if bias:
+                linear.bias.copy_(torch.randn(b, generator=g))
+        layers.append(linear)
+        if i < len(sizes) - 2:
+            layers.append(act())
+    return torch.nn.Sequential(*layers)
+
+
+def _mlp_terms(mlp, z, x):
+    """Pyro's log-density terms in float64 of the float32 MLP's logits, and their magnitude."""
+    with torch.no_grad():
+        logits = mlp.double()(z.double())
+        mlp.float()
+    return _bernoulli_terms(logits, x)
+
+
+@needs_mkl
+@pytest.mark.parametrize(
+    "sizes, act, bias",
+    [
+        ((50, 400, 784), torch.nn.Softplus, True),  # the binarized-MNIST decoder
+        ((8, 20, 30, 37), torch.nn.ReLU, True),  # two hidden layers; 37 is not a multiple of 16
+        ((5, 16), torch.nn.Softplus, False),  # one layer, no bias
+    ],
+)
+@pytest.mark.parametrize("particles", [1, 7, 300])  # a partial tile only; full tiles and a partial one
+def test_mlp_bernoulli_matches_the_mlp_and_pyro(sizes, act, bias, particles):
+    mlp = _mlp(sizes, act, bias)
+    g = torch.Generator().manual_seed(particles)
+    z = torch.randn(particles, 3, sizes[0], generator=g)
+    for rows in (3, 1):
+        x = (torch.rand(rows, sizes[-1], generator=g) < 0.4).float()
+        with torch.no_grad():
+            got = kernels.mlp_bernoulli_log_prob(mlp, z, x)
+        assert got.shape == (particles, 3)
+        terms, magnitude = _mlp_terms(mlp, z, x)
+        # the float32 product of the last layer moves each logit by up to n u (|h| @ |W|^T)
+        # (Higham 2002, eq. 3.5; the dominant error), and a term by |x - sigmoid(l)| times that
+        n = sizes[-2]
+        with torch.no_grad():
+            h = mlp[:-1](z)
+            logit_error = n * U * (h.abs() @ mlp[-1].weight.abs().t())
+            slack = ((x.abs() + torch.sigmoid(mlp(z))) * logit_error).sum(-1).double()
+        _close_sum(got, terms, magnitude + slack / (sizes[-1] * U))
+
+
+@needs_mkl
+def test_mlp_bernoulli_declines_what_it_does_not_handle():
+    mlp, z, x = _mlp((4, 6, 5)), torch.randn(10, 4), torch.ones(5)
+    with torch.no_grad():
+        assert kernels.mlp_bernoulli_log_prob(mlp, z, x) is not None
+        assert kernels.mlp_bernoulli_log_prob(mlp, z.double(), x) is None
+        assert kernels.mlp_bernoulli_log_prob(mlp, torch.randn(10, 3), x) is None  # wrong width
+        assert kernels.mlp_bernoulli_log_prob(mlp, z, torch.ones(4)) is None  # wrong event size
+        nn = torch.nn
+        for other in [
+            _mlp((4, 6, 5), nn.Tanh),
+            nn.Sequential(nn.Linear(4, 6), nn.Softplus(beta=2.0), nn.Linear(6, 5)),
+            nn.Sequential(nn.Linear(4, 5), nn.Softplus()),  # an activation after the last layer
+            nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.ReLU(), nn.Linear(6, 5)),
+            nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(7, 5)),  # sizes that do not chain
+            _mlp((4, 6, 5)).double(),
+            torch.nn.Linear(4, 5),
+        ]:
+            assert kernels.mlp_bernoulli_log_prob(other, z, x) is None
+    assert kernels.mlp_bernoulli_log_prob(mlp, z, x) is None  # autograd on: the parameters need it
+
+
+@needs_mkl
+def test_mlp_bernoulli_does_not_depend_on_the_number_of_threads():
+    mlp = _mlp((50, 400, 784))
+    z = torch.randn(1000, 2, 50, generator=torch.Generator().manual_seed(0))
+    x = (torch.rand(2, 784, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    threads = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            torch.set_num_threads(1)
+            one = kernels.mlp_bernoulli_log_prob(mlp, z, x)
+            torch.set_num_threads(max(2, threads))
+            many = kernels.mlp_bernoulli_log_prob(mlp, z, x)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many)

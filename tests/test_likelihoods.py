@@ -237,6 +237,36 @@ def test_decoded_log_prob_blocks_uses_the_route_and_falls_back_to_log_prob():
     torch.testing.assert_close(lp[4:], full[4:])
 
 
+@pytest.mark.parametrize("act", ["softplus", "relu"])
+def test_decoded_mlp_bernoulli_runs_natively_where_it_can(act, monkeypatch):
+    native = pyrovae.kernels.available() and pyrovae.kernels._kernels.blas_ready()
+    dec = pyrovae.nn.MLPDecoder((4, 5), 3, (16,), act)
+    calls = []
+    dec.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
+    g = torch.Generator().manual_seed(5)
+    z, x = torch.randn(300, 2, 3, generator=g), (torch.rand(2, 4, 5, generator=g) < 0.5).float()
+    d = pyrovae.likelihoods.Decoded(likelihood("bernoulli"), dec, (z,), (4, 5))
+    with torch.no_grad():
+        expected = d.log_prob(x)
+        calls.clear()
+        torch.testing.assert_close(d.log_prob_blocks(x), expected, atol=1e-4, rtol=1e-6)
+        assert not calls if native else calls  # the module is bypassed by the native call
+        monkeypatch.setenv("PYROVAE_KERNELS", "0")
+        torch.testing.assert_close(d.log_prob_blocks(x), expected, atol=1e-4, rtol=1e-6)
+        assert calls
+    # with autograd recording, or a likelihood other than the Bernoulli, the blocks go through torch
+    monkeypatch.setenv("PYROVAE_KERNELS", "1")
+    calls.clear()
+    d.log_prob_blocks(x)
+    assert calls
+    calls.clear()
+    x = data_for("continuous-bernoulli", (2, 4, 5))
+    d = pyrovae.likelihoods.Decoded(likelihood("continuous-bernoulli"), dec, (z,), (4, 5))
+    with torch.no_grad():
+        d.log_prob_blocks(x)
+    assert calls
+
+
 @pytest.mark.parametrize("name", LIKELIHOODS)
 def test_each_likelihood_declares_whether_its_distributions_have_rsample(name, params):
     lik = likelihood(name, EVENT, SCALE)
