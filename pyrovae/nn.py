@@ -20,11 +20,11 @@ from .errors import ConfigError, unknown_name
 
 
 class Softplus(nn.Softplus):
-    r""":class:`torch.nn.Softplus`, two to three times as fast where no gradient is recorded.
+    r""":class:`torch.nn.Softplus`, about twice as fast where no gradient is recorded.
 
     There :math:`\log(1 + e^x)` is computed in one pass by :func:`pyrovae.kernels.softplus`
-    (float32 on CPU) or else as ``exp``, ``add_``, ``log_``: three vectorized passes, where
-    :func:`~torch.nn.functional.softplus` evaluates the slower ``log1p``. Both agree with it to
+    (float32 on CPU, with pyrovae's C extension), or else as ``exp``, ``add_``, ``log_``, which
+    avoids the slower ``log1p`` of :func:`~torch.nn.functional.softplus`. Both agree with it to
     within a few units in the last place of :math:`\max(1, \log(1 + e^x))`; where :math:`e^x`
     overflows, the result is :math:`x`, as ``softplus`` gives above ``threshold``. With autograd
     recording, or ``beta != 1``, it is :class:`torch.nn.Softplus`, so training is unchanged.
