@@ -112,12 +112,14 @@ INLINE vf softplus(vf v) {
     return select_(v == v, y, v);
 }
 
-/* one vector v of a row into the accumulators of rows_serial */
+/* one vector v of a row into the accumulators of rows_serial; dot (the value's term) is NULL
+ * for the softplus sum alone */
 INLINE void accumulate(vf v, vf u, vf *lin, vf *dot, vf *prod, vi *nan) {
     vf a = (vf)((vi)v & 0x7fffffff);
     *nan |= v != v;
     *lin += (vf)((vi)v & (v > 0.0f));
-    *dot += (vf)((vi)(u * v) & (u != 0.0f)); /* x = 0 contributes 0, also against l = -inf */
+    if (dot)
+        *dot += (vf)((vi)(u * v) & (u != 0.0f)); /* x = 0 contributes 0, also against l = -inf */
     *prod *= 1.0f + exp_neg(a);
 }
 
@@ -141,7 +143,7 @@ CLONES static void rows_serial(const float *x, long rows, long cols, long stride
             }
             if (vrow)
                 memcpy(&u, vrow + j, sizeof u);
-            accumulate(v, u, &lin, &dot, &prod, &nan);
+            accumulate(v, u, &lin, vrow ? &dot : NULL, &prod, &nan);
             if (j % (32 * LANES) == 31 * LANES) { /* keep the products below 2^33, exactly */
                 vi e = (vi)prod;
                 exponent += ((e >> 23) & 0xff) - 127;
@@ -156,7 +158,7 @@ CLONES static void rows_serial(const float *x, long rows, long cols, long stride
                 memcpy(&c, bias + j, sizeof(float) * (cols - j));
             if (vrow)
                 memcpy(&u, vrow + j, sizeof(float) * (cols - j));
-            accumulate(v + c, u, &lin, &dot, &prod, &nan);
+            accumulate(v + c, u, &lin, vrow ? &dot : NULL, &prod, &nan);
         }
         vf lanes = lin + log_pos(prod) + __builtin_convertvector(exponent, vf) * 0.693147180559945309f;
         float total = 0.0f, linear = 0.0f;

@@ -259,9 +259,9 @@ class Decoded(TorchDistribution):
 
     def _native_log_prob(self, value: torch.Tensor) -> torch.Tensor | None:
         n = len(self.event_shape)
-        if type(self.likelihood) is not Bernoulli or len(self.inputs) != 1 or value.dim() < n:
+        if type(self.likelihood) is not Bernoulli or not isinstance(self.decoder, MLPDecoder):
             return None
-        if not isinstance(self.decoder, MLPDecoder):
+        if len(self.inputs) != 1 or value.dim() < n:
             return None
         return kernels.mlp_bernoulli_log_prob(self.decoder.net, self.inputs[0], value.flatten(-n))
 
