@@ -84,9 +84,9 @@ def train_and_evaluate(spec: str, args, train, test: torch.Tensor, bar) -> tuple
     row = {
         "estimator": spec,
         "train objective (last epoch)": result.history["train_loss"].iloc[-1],
-        "test -ELBO": -ladder.mean(name[1]),
-        "test -IWAE-5": -ladder.mean(name[5]),
-        "test -IWAE-50": -ladder.mean(name[50]),
+        "test -ELBO": -ladder.mean[name[1]],
+        "test -IWAE-5": -ladder.mean[name[5]],
+        "test -IWAE-50": -ladder.mean[name[50]],
         f"test NLL (IS-{args.eval_samples})": ll.nll,
         "± se": ll.stderr,
         "train s": train_seconds,

@@ -6,12 +6,27 @@ Any model/guide pair whose per-datapoint sites live in ``pyro.plate("data", N)``
 every trainer, estimator and evaluator here.
 """
 
-from . import datasets, distributed, estimators, handlers, kernels, likelihoods, nn, plots, priors
+from . import (
+    data,
+    datasets,
+    devices,
+    diagnostics,
+    distributed,
+    estimators,
+    handlers,
+    likelihoods,
+    nn,
+    plots,
+    priors,
+    results,
+    traces,
+)
 from .ais import AIS, ais
 from .bdmc import BDMC, bdmc
 from .bounds import Bounds, bounds
 from .compare import Comparison, compare
 from .cvae import CVAE
+from .data import DataSource
 from .datasets import VAEDataset, as_dataset, load
 from .errors import ConfigError, DataError, PyroVAEError, TrainingError
 from .estimators import (
@@ -44,6 +59,7 @@ __all__ = [
     "Bounds",
     "Comparison",
     "ConfigError",
+    "DataSource",
     "DReG",
     "DataError",
     "HVAE",
@@ -63,17 +79,21 @@ __all__ = [
     "bdmc",
     "bounds",
     "compare",
+    "data",
     "datasets",
+    "devices",
+    "diagnostics",
     "distributed",
     "estimator",
     "estimators",
     "fit",
     "handlers",
-    "kernels",
     "likelihoods",
     "load",
     "log_likelihood",
     "nn",
     "plots",
     "priors",
+    "results",
+    "traces",
 ]

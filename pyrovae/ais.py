@@ -52,24 +52,20 @@ import torch
 from torch.distributions import biject_to, constraints
 from tqdm.auto import tqdm
 
+from . import devices, distributed
+from .data import DataSource
+from .diagnostics import reduce_log_weights
 from .errors import ConfigError, DataError
-from .handlers import DATA_PLATE
-from .importance import (
-    _BERNOULLI,
-    _INDEPENDENT,
+from .importance import PerDatapoint
+from .seeds import seeded
+from .traces import (
     PARTICLE_PLATE,
-    PerDatapoint,
-    _bernoulli_log_prob,
-    _Data,
-    _data_frame,
-    _Plan,
-    _reduce_site,
-    _scored_sites,
-    _trace_pair,
+    Pair,
     check_support,
-    reduce_log_weights,
-    seeded,
-    site_log_prob,
+    data_frame,
+    reduce_site,
+    scored_sites,
+    site_log_density,
 )
 
 __all__ = ["AIS", "ais", "annealing_schedule"]
@@ -188,6 +184,21 @@ class AIS(PerDatapoint):
         attrs = {k: (int(v) if isinstance(v, bool) else v) for k, v in self.to_json_dict().items()}
         return xr.Dataset(data_vars, coords={"datapoint": np.arange(self.num_data)}, attrs=attrs)
 
+    @classmethod
+    def from_xarray(cls, ds) -> AIS:
+        """Inverse of :meth:`to_xarray`."""
+        fields = {name: torch.as_tensor(ds[name].values) for name in (*cls._FIELDS, "log_weights")}
+        a = ds.attrs
+        return cls(
+            **fields,
+            num_steps=int(a["num_steps"]),
+            leapfrog_steps=int(a["leapfrog_steps"]),
+            schedule=str(a["schedule"]),
+            start=str(a["start"]),
+            reverse=bool(a["reverse"]),
+            elapsed=float(a["elapsed"]),
+        )
+
     def to_json_dict(self) -> dict:
         """Summary figures as plain Python values."""
         acc = self.acceptance[torch.isfinite(self.acceptance)]
@@ -210,45 +221,18 @@ class AIS(PerDatapoint):
 # the annealing path of one chunk of data points
 
 
+def _support(fn) -> constraints.Constraint:
+    """The support of ``fn``, that of its components for a mixture (``MixtureSameFamily``)."""
+    support = fn.support
+    while type(support).__name__.lstrip("_") == "MixtureSameFamilyConstraint":
+        support = support.base_constraint
+    return support
+
+
 def _is_real(support) -> bool:
     while isinstance(support, constraints.independent):
         support = support.base_constraint
     return support is constraints.real
-
-
-class _BernoulliLogProb(torch.autograd.Function):
-    r""":math:`\sum_d x_d \ell_d - \log(1 + e^{\ell_d})` over the last dim, differentiable in the
-    logits :math:`\ell`: the gradient :math:`x - \sigma(\ell)` takes three elementwise passes,
-    where autograd through :func:`~torch.nn.functional.binary_cross_entropy_with_logits` takes
-    about ten (the likelihood of a binarized-image VAE is a third of an HMC step's cost)."""
-
-    @staticmethod
-    def forward(ctx, logits, value):
-        ctx.save_for_backward(logits, value)
-        return _bernoulli_log_prob(logits, value, 1)
-
-    @staticmethod
-    def backward(ctx, grad):
-        logits, value = ctx.saved_tensors
-        return torch.sigmoid(logits).neg_().add_(value).mul_(grad.unsqueeze(-1)), None
-
-
-def _differentiable_log_prob(fn, value: torch.Tensor) -> torch.Tensor | None:
-    """The event-summed log-density of ``Bernoulli(logits=...).to_event(n)`` by
-    :class:`_BernoulliLogProb`, else ``None``."""
-    if type(fn) not in _INDEPENDENT or fn.reinterpreted_batch_ndims < 1 or value.requires_grad:
-        return None
-    base, n = fn.base_dist, fn.reinterpreted_batch_ndims
-    if (
-        type(base) not in _BERNOULLI
-        or "logits" not in base.__dict__
-        or min(base.logits.dim(), value.dim()) < n
-    ):
-        return None
-    logits, value = base.logits.flatten(-n), value.flatten(-n).to(base.logits.dtype)
-    if value.shape[-1] != logits.shape[-1] or value.dim() > logits.dim():
-        return None
-    return _BernoulliLogProb.apply(logits, value)
 
 
 @dataclass
@@ -256,11 +240,11 @@ class _Latent:
     """Where one latent site sits in the flat ``(chains, data points, D)`` unconstrained state."""
 
     name: str
+    site: dict  # the model's site, for its plates
     transform: object | None  # None for real-valued sites
     shape: torch.Size  # of the unconstrained value
     perm: tuple[int, ...]  # moves the chain and data dims to the front
     batch_ndim: int
-    data_dim: int  # of the site's batch shape, negative
     offset: int
     size: int
 
@@ -279,17 +263,18 @@ class _Path:
     :math:`U_\beta = -((1 - \beta) a + \beta b)` and the AIS increment uses :math:`b - a`.
     """
 
-    def __init__(self, model, guide, args, kwargs, plan: _Plan, data_plate, num_chains, start, check):
-        self.model, self.guide, self.args, self.kwargs = model, guide, args, kwargs
-        self.particle_dim, self.data_plate, self.start = plan.particle_dim, data_plate, start
+    def __init__(self, pair: Pair, args, kwargs, num_chains, start, check):
+        self.model, self.guide, self.args, self.kwargs = pair.model, pair.guide, args, kwargs
+        self.particle_dim, self.data_plate, self.start = pair.particle_dim, pair.data_plate, start
         self.num_chains = num_chains
+        model = self.model
         if start == "guide":
-            model_trace, guide_trace = _trace_pair(model, guide, args, kwargs, num_chains, self.particle_dim)
+            model_trace, guide_trace = pair.traces(args, kwargs, num_chains)
         else:
             with pyro.plate(PARTICLE_PLATE, num_chains, dim=self.particle_dim):
                 model_trace = poutine.trace(model).get_trace(*args, **kwargs)
         latent_sites = []
-        for name, site in _scored_sites(model_trace):
+        for name, site in scored_sites(model_trace):
             if site["is_observed"]:
                 if check:
                     check_support(name, site)
@@ -301,7 +286,7 @@ class _Path:
                 )
             else:
                 latent_sites.append((name, site))
-        self.num_data = _data_frame(latent_sites[0][1], data_plate).size if latent_sites else 0
+        self.num_data = data_frame(latent_sites[0][1], self.data_plate).size if latent_sites else 0
         if not latent_sites:
             raise ConfigError("the model has no latent site: log p(x) needs no AIS, it is log p(x | nothing)")
         self.shape = (num_chains, self.num_data)
@@ -311,19 +296,20 @@ class _Path:
         offset = 0
         for name, site in latent_sites:
             fn = site["fn"]
-            transform = None if _is_real(fn.support) else biject_to(fn.support)
+            support = _support(fn)
+            transform = None if _is_real(support) else biject_to(support)
             value = self.values[name]
             shape = value.shape if transform is None else transform.inv(value).shape
             batch_ndim = value.dim() - fn.event_dim
-            data_dim = _data_frame(site, data_plate).dim
+            data_dim = data_frame(site, self.data_plate).dim
             lead = (batch_ndim + self.particle_dim, batch_ndim + data_dim)
             perm = lead + tuple(i for i in range(len(shape)) if i not in lead)
             size = math.prod(shape) // (num_chains * self.num_data)
-            self.latents.append(_Latent(name, transform, shape, perm, batch_ndim, data_dim, offset, size))
+            self.latents.append(_Latent(name, site, transform, shape, perm, batch_ndim, offset, size))
             offset += size
         # the first site of the guide is drawn before any other latent: its distribution does not
         # depend on the latents' values, so a one-site guide is evaluated once, not at every step
-        guide_sites = list(_scored_sites(guide_trace)) if start == "guide" else []
+        guide_sites = list(scored_sites(guide_trace)) if start == "guide" else []
         self._guide_site = guide_sites[0][1] if len(guide_sites) == 1 else None
 
     def flatten(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -337,8 +323,7 @@ class _Path:
         return torch.cat(parts, -1)
 
     def _site_lp(self, site) -> torch.Tensor:
-        dim = _data_frame(site, self.data_plate).dim
-        return site_log_prob(site, self.particle_dim, dim, self.shape, fused=_differentiable_log_prob)
+        return site_log_density(site, self.particle_dim, self.data_plate, self.shape)
 
     def evaluate(self, flat: torch.Tensor):
         """``(a, b, grad a, grad b)`` at the unconstrained state ``flat``."""
@@ -351,14 +336,16 @@ class _Path:
                     unconstrained, value = value, lat.transform(value)
                     ld = lat.transform.log_abs_det_jacobian(unconstrained, value)
                     ld = ld.reshape(ld.shape[: lat.batch_ndim] + (-1,)).sum(-1)
-                    log_det = log_det + _reduce_site(ld, self.particle_dim, lat.data_dim, self.shape)
+                    log_det = log_det + reduce_site(
+                        ld, lat.site, self.particle_dim, self.data_plate, self.shape
+                    )
                 z[lat.name] = value
             with pyro.plate(PARTICLE_PLATE, self.num_chains, dim=self.particle_dim):
                 trace = poutine.trace(poutine.condition(self.model, data=z)).get_trace(
                     *self.args, **self.kwargs
                 )
                 log_prior = sum(self._site_lp(trace.nodes[name]) for name in z)
-                log_joint = sum((self._site_lp(site) for _, site in _scored_sites(trace)), torch.zeros(()))
+                log_joint = sum((self._site_lp(site) for _, site in scored_sites(trace)), torch.zeros(()))
                 if self.start == "prior":
                     log_start = log_prior
                 elif self._guide_site is not None:
@@ -367,7 +354,7 @@ class _Path:
                     guide_trace = poutine.trace(poutine.condition(self.guide, data=z)).get_trace(
                         *self.args, **self.kwargs
                     )
-                    log_start = sum(self._site_lp(site) for _, site in _scored_sites(guide_trace))
+                    log_start = sum(self._site_lp(site) for _, site in scored_sites(guide_trace))
             a = (log_start + log_det).expand(self.shape)
             b = (log_joint + log_det).expand(self.shape)
             (grad_a,) = torch.autograd.grad(a.sum(), u, retain_graph=True)
@@ -426,15 +413,16 @@ def _anneal(path: _Path, u0, betas, leapfrog_steps, step_size, target_accept, ad
     """Run the chains along ``betas``; returns log-weights (chains x data points, float64), mean
     acceptance probabilities and final step sizes (per data point)."""
     state = _State(path, u0)
-    log_w = torch.zeros(path.shape, dtype=torch.float64)
-    eps = torch.full((path.num_data,), float(step_size), dtype=u0.dtype)
-    acceptance = torch.zeros(path.num_data, dtype=torch.float64)
+    wide = torch.float32 if u0.device.type == "mps" else torch.float64  # MPS has no float64
+    log_w = torch.zeros(path.shape, dtype=wide, device=u0.device)
+    eps = torch.full((path.num_data,), float(step_size), dtype=u0.dtype, device=u0.device)
+    acceptance = torch.zeros(path.num_data, dtype=wide, device=u0.device)
     num_steps = len(betas) - 1
     for t in range(1, num_steps + 1):
-        log_w += (betas[t] - betas[t - 1]).item() * (state.b - state.a).to(torch.float64)
+        log_w += (betas[t] - betas[t - 1]).item() * (state.b - state.a).to(wide)
         if t < num_steps:  # the last transition would not change any weight
             rate = _hmc(path, state, betas[t].item(), eps, leapfrog_steps).mean(0)
-            acceptance += rate.to(torch.float64)
+            acceptance += rate.to(wide)
             if adapt:
                 eps = eps * torch.where(rate > target_accept, _ADAPT_UP, _ADAPT_DOWN).to(eps.dtype)
         bar.update(1)
@@ -462,12 +450,13 @@ def ais(
     adapt_step_size: bool = True,
     start: str = "guide",
     reverse_from: Mapping[str, torch.Tensor] | None = None,
-    data_plate: str = DATA_PLATE,
+    data_plate: str | None = None,
     batch_size: int | None = None,
     seed: int | None = None,
     progress: bool = True,
     model_args: tuple = (),
     model_kwargs: dict | None = None,
+    device: str | torch.device | None = None,
 ) -> AIS:
     r"""Estimate :math:`\log p(x_n)` of every data point by annealed importance sampling.
 
@@ -501,12 +490,16 @@ def ais(
     :param str start: ``"guide"`` or ``"prior"``.
     :param dict reverse_from: site name to exact posterior draws, one per data point, shaped as
         the site's value in the model (without chains); runs reverse AIS.
-    :param str data_plate: name of the data plate.
+    :param str data_plate: name of the data plate (default: found, as for :func:`~pyrovae.log_likelihood`).
     :param int batch_size: data points per chunk (default: about 8192 chains x data points).
-    :param int seed: seed; the caller's random state is restored afterwards.
+    :param int seed: seed; the draws of the chunk that starts at data point ``lo`` are seeded from
+        ``(seed, lo)``, as in :func:`~pyrovae.log_likelihood`; the caller's random state is
+        restored afterwards.
     :param bool progress: show a progress bar over annealing steps.
     :param tuple model_args: extra positional arguments after the data.
     :param dict model_kwargs: keyword arguments.
+    :param device: where to compute (see :mod:`pyrovae.devices`); default: the model's device.
+        Results come back on the CPU.
     :raises ConfigError: for a discrete latent, or a model/guide pair that
         :func:`~pyrovae.log_likelihood` refuses.
     :rtype: AIS
@@ -524,10 +517,14 @@ def ais(
     model_kwargs = dict(model_kwargs or {})
     start_time = time.perf_counter()
     with seeded(seed):
-        source = _Data(data)
-        plan = _Plan(model, guide, source, data_plate, tuple(model_args), model_kwargs)
+        source = DataSource(data)
+        dev = devices.place(model, guide, device=device)
+        model_args = devices.move(tuple(model_args), dev)
+        pair = Pair(
+            model, guide, devices.move(source.chunk(0, 1), dev) + model_args, model_kwargs, data_plate
+        )
         batch_size = batch_size or max(1, _TARGET_ROWS // num_chains)
-        chunks = range(0, source.num_data, batch_size)
+        chunks = range(*distributed.shard(source.num_data, batch_size), batch_size)
         log_w, acceptance, step_sizes = [], [], []
         if reverse_from is not None:
             betas = betas.flip(0)
@@ -536,23 +533,25 @@ def ais(
             total=len(chunks) * num_steps,
             unit="step",
             desc="reverse AIS" if reverse_from is not None else "AIS",
-            disable=not progress,
+            disable=not (progress and distributed.is_main()),
         ) as bar:
             for lo in chunks:
                 hi = min(lo + batch_size, source.num_data)
-                args = source.get(lo, hi) + tuple(model_args)
-                with torch.no_grad(), pyro.validation_enabled(False):
-                    path = _Path(model, guide, args, model_kwargs, plan, data_plate, num_chains, start, check)
+                args = devices.move(source.chunk(lo, hi), dev) + model_args
+                chunk_seed = None if seed is None else distributed.derived_seed(seed, lo)
+                with torch.no_grad(), pyro.validation_enabled(False), seeded(chunk_seed):
+                    path = _Path(pair, args, model_kwargs, num_chains, start, check)
                     u0 = path.flatten(
                         path.values if reverse_from is None else _chunk_of(path, reverse_from, lo, hi)
                     )
                     lw, acc, eps = _anneal(
                         path, u0, betas, leapfrog_steps, step_size, target_accept, adapt_step_size, bar
                     )
-                log_w.append(lw.T)
-                acceptance.append(acc)
-                step_sizes.append(eps.to(torch.float64))
-    log_w = torch.cat(log_w)
+                log_w.append(lw.T.cpu())
+                acceptance.append(acc.cpu())
+                step_sizes.append(eps.to(torch.float64).cpu())
+    empty = torch.empty(0, dtype=torch.float64)
+    log_w = distributed.gather_rows(torch.cat(log_w) if log_w else empty.reshape(0, num_chains))
     log_px, log_px_se, ess, _ = reduce_log_weights(log_w)
     if reverse_from is not None:
         log_px = -log_px
@@ -560,8 +559,8 @@ def ais(
         log_px,
         log_px_se,
         ess,
-        torch.cat(acceptance),
-        torch.cat(step_sizes),
+        distributed.gather_rows(torch.cat(acceptance) if acceptance else empty),
+        distributed.gather_rows(torch.cat(step_sizes) if step_sizes else empty),
         log_w,
         num_steps=num_steps,
         leapfrog_steps=leapfrog_steps,
@@ -584,11 +583,12 @@ def _chunk_of(path: _Path, values: Mapping[str, torch.Tensor], lo: int, hi: int)
     for lat in path.latents:
         value = torch.as_tensor(values[lat.name])
         event_dim = path.values[lat.name].dim() - lat.batch_ndim
-        dim = value.dim() - event_dim + lat.data_dim
+        dim = value.dim() - event_dim + data_frame(lat.site, path.data_plate).dim
         if dim < 0 or value.shape[dim] < hi:
             raise DataError(
                 f"reverse_from[{lat.name!r}] has shape {tuple(value.shape)}, which does not hold one "
                 "value per data point along the data plate's dim"
             )
-        out[lat.name] = value.narrow(dim, lo, hi - lo).to(path.values[lat.name].dtype)
+        reference = path.values[lat.name]
+        out[lat.name] = value.narrow(dim, lo, hi - lo).to(device=reference.device, dtype=reference.dtype)
     return out

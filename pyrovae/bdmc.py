@@ -24,23 +24,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pyro.poutine as poutine
 import torch
 
 from .ais import AIS, ais
 from .errors import ConfigError
-from .importance import _scored_sites, mean_stderr, seeded
+from .results import Result, mean_stderr
+from .seeds import seeded
+from .traces import scored_sites
 
 __all__ = ["BDMC", "bdmc"]
 
+_DIRECTIONS = ("forward", "reverse")
+
 
 @dataclass(repr=False)
-class BDMC:
+class BDMC(Result):
     r"""Lower and upper bounds on :math:`\log p(x)` of simulated data points, from :func:`bdmc`.
 
     :ivar AIS forward: forward AIS, the stochastic lower bounds.
     :ivar AIS reverse: reverse AIS from the simulated latents, the stochastic upper bounds.
-    :ivar tuple data: the simulated data, one tensor per data site.
+    :ivar tuple data: the simulated data, one tensor per data site (empty when read back from a file).
     :ivar float elapsed: wall time in seconds, simulation included.
     """
 
@@ -69,6 +74,20 @@ class BDMC:
         """Number of simulated data points."""
         return self.lower.shape[0]
 
+    @property
+    def mean(self) -> pd.Series:
+        """Means of the lower and upper bounds and of the gap over the simulated data points."""
+        return pd.Series({n: float(getattr(self, n).mean()) for n in ("lower", "upper", "gap")}, name="mean")
+
+    @property
+    def stderr(self) -> pd.Series:
+        """Standard errors of :attr:`mean` across the simulated data points."""
+        return pd.Series({n: mean_stderr(getattr(self, n)) for n in ("lower", "upper", "gap")}, name="stderr")
+
+    def summary_table(self) -> pd.DataFrame:
+        """Lower bound, upper bound and gap: mean and standard error, in nats."""
+        return pd.concat([self.mean, self.stderr], axis=1)
+
     def summary(self) -> str:
         """A readable multi-line summary."""
         f = self.forward
@@ -87,16 +106,9 @@ class BDMC:
         ]
         return "\n".join(lines)
 
-    def __repr__(self) -> str:
-        return self.summary()
-
-    __str__ = __repr__
-
     def to_dataframe(self):
         """A :class:`pandas.DataFrame`, one row per simulated data point: lower, upper, gap,
         and the standard errors and acceptance rates of both directions."""
-        import pandas as pd
-
         columns = {
             "lower": self.lower,
             "upper": self.upper,
@@ -111,13 +123,41 @@ class BDMC:
 
     def to_xarray(self):
         """An :class:`xarray.Dataset` of :meth:`to_dataframe`, prefixed ``bdmc_``, with dimension
-        ``"simulated"`` (distinct from the ``"datapoint"`` of real data); summary in ``attrs``."""
+        ``"simulated"`` (distinct from the ``"datapoint"`` of real data), and both directions' AIS
+        results prefixed ``bdmc_forward_`` and ``bdmc_reverse_`` (log-weights along ``"bdmc_chain"``);
+        summary in ``attrs``."""
         import xarray as xr
 
         df = self.to_dataframe()
         data_vars = {f"bdmc_{name}": ("simulated", df[name].to_numpy()) for name in df}
         attrs = {f"bdmc_{k}": v for k, v in self.to_json_dict().items() if not isinstance(v, dict)}
+        for direction in _DIRECTIONS:
+            ais_ds = getattr(self, direction).to_xarray()
+            for name, var in ais_ds.data_vars.items():
+                dims = tuple({"datapoint": "simulated", "chain": "bdmc_chain"}[d] for d in var.dims)
+                data_vars[f"bdmc_{direction}_{name}"] = (dims, var.values)
+            attrs.update({f"bdmc_{direction}_{k}": v for k, v in ais_ds.attrs.items()})
         return xr.Dataset(data_vars, coords={"simulated": np.arange(self.num_data)}, attrs=attrs)
+
+    @classmethod
+    def from_xarray(cls, ds) -> BDMC:
+        """Inverse of :meth:`to_xarray` (without the simulated data)."""
+        import xarray as xr
+
+        results = {}
+        for direction in _DIRECTIONS:
+            prefix = f"bdmc_{direction}_"
+            data_vars = {
+                name[len(prefix) :]: (
+                    tuple({"simulated": "datapoint"}.get(d, "chain") for d in v.dims),
+                    v.values,
+                )
+                for name, v in ds.data_vars.items()
+                if name.startswith(prefix)
+            }
+            attrs = {k[len(prefix) :]: v for k, v in ds.attrs.items() if k.startswith(prefix)}
+            results[direction] = AIS.from_xarray(xr.Dataset(data_vars, attrs=attrs))
+        return cls(results["forward"], results["reverse"], (), elapsed=float(ds.attrs["bdmc_elapsed"]))
 
     def to_json_dict(self) -> dict:
         """Summary figures as plain Python values."""
@@ -141,7 +181,7 @@ def simulate(model, data_sites: Sequence[str], *args, **kwargs) -> tuple[tuple[t
     every other sample site (the latents, an exact posterior draw given the data)."""
     with torch.no_grad():
         trace = poutine.trace(model).get_trace(*args, **kwargs)
-    sites = dict(_scored_sites(trace))
+    sites = dict(scored_sites(trace))
     missing = [name for name in data_sites if name not in sites]
     if missing:
         raise ConfigError(

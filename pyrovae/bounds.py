@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -43,8 +44,10 @@ from . import distributed
 from .ais import AIS, ais
 from .bdmc import BDMC, bdmc
 from .errors import ConfigError
-from .importance import LogLikelihood, _Sweep, mean_stderr, seeded
+from .importance import LogLikelihood, Sweep
 from .io import atomic_path
+from .results import Result, mean_stderr
+from .seeds import seeded
 
 __all__ = ["Bounds", "bounds", "iwae_bounds"]
 
@@ -52,6 +55,7 @@ __all__ = ["Bounds", "bounds", "iwae_bounds"]
 ANALYTIC_ELBO = "ELBO (analytic KL)"
 _SWEEP_OPTIONS = {
     "data_plate",
+    "device",
     "batch_size",
     "particle_batch_size",
     "max_memory",
@@ -61,7 +65,7 @@ _SWEEP_OPTIONS = {
 
 
 # options of the importance-sampling sweep that AIS shares
-_AIS_OPTIONS = {"data_plate", "model_args", "model_kwargs"}
+_AIS_OPTIONS = {"data_plate", "device", "model_args", "model_kwargs"}
 
 
 def _row_name(k: int) -> str:
@@ -89,7 +93,7 @@ def iwae_bounds(log_weights: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
 
 
 @dataclass(repr=False)
-class Bounds:
+class Bounds(Result):
     r"""Per-datapoint bounds on :math:`\log p(x)`, in nats, from :func:`bounds`.
 
     :ivar dict values: ordered mapping of bound name to an ``(N,)`` float64 tensor.
@@ -143,13 +147,22 @@ class Bounds:
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.values[name]
 
-    def mean(self, name: str) -> float:
-        """Mean of row ``name`` over the data points."""
-        return float(self.values[name].mean())
+    @property
+    def mean(self) -> pd.Series:
+        """Mean of each row over the data points, by bound name (``ladder.mean["ELBO"]``)."""
+        return pd.Series({n: float(v.mean()) for n, v in self.values.items()}, name="mean", dtype=float)
 
-    def stderr(self, name: str) -> float:
-        r"""Standard error of :meth:`mean` across data points (:func:`~pyrovae.importance.mean_stderr`)."""
-        return mean_stderr(self.values[name])
+    @property
+    def stderr(self) -> pd.Series:
+        r"""Standard error of :attr:`mean` across data points, by bound name
+        (:func:`~pyrovae.results.mean_stderr`)."""
+        return pd.Series({n: mean_stderr(v) for n, v in self.values.items()}, name="stderr", dtype=float)
+
+    def summary_table(self) -> pd.DataFrame:
+        """The ladder: mean and standard error of each bound, in nats."""
+        frame = pd.concat([self.mean, self.stderr], axis=1)
+        frame.index.name = "bound"
+        return frame
 
     def summary(self) -> str:
         """The ladder as a readable table: bound, mean and standard error in nats."""
@@ -159,8 +172,9 @@ class Bounds:
             "draws per data point",
             f"  {'bound':<{width}}  {'mean':>12}  {'± se':>8}",
         ]
+        mean, stderr = self.mean, self.stderr
         for name in self.values:
-            lines.append(f"  {name:<{width}}  {self.mean(name):12.3f}  {self.stderr(name):8.3f}")
+            lines.append(f"  {name:<{width}}  {mean[name]:12.3f}  {stderr[name]:8.3f}")
         lines += [f"  note: {note}" for note in self.notes]
         for name, result in self.ais.items():
             lines.append(
@@ -172,15 +186,8 @@ class Bounds:
         lines.append(f"  elapsed {self.elapsed:.1f} s")
         return "\n".join(lines)
 
-    def __repr__(self) -> str:
-        return self.summary()
-
-    __str__ = __repr__
-
     def to_dataframe(self):
         """A :class:`pandas.DataFrame`, one row per data point, one column per bound."""
-        import pandas as pd
-
         columns = {name: v.cpu().numpy() for name, v in self.values.items()}
         return pd.DataFrame(columns, index=pd.RangeIndex(self.num_data, name="datapoint"))
 
@@ -216,12 +223,22 @@ class Bounds:
             ds = xr.merge([ds, self.bdmc.to_xarray()], combine_attrs="no_conflicts")
         return ds
 
+    @classmethod
+    def from_xarray(cls, ds) -> Bounds:
+        """The ladder of a dataset written by :meth:`to_xarray`: its rows, :math:`k` and notes (the
+        AIS and BDMC details and the diagnostics of :attr:`log_likelihood` are not restored)."""
+        names = [str(n) for n in ds["bound"].values]
+        values = {n: torch.as_tensor(ds["log_px_bound"].sel(bound=n).values) for n in names}
+        ks = {n: int(k) for n, k in zip(names, ds["k"].values, strict=True) if k > 0}
+        notes = [line for line in str(ds.attrs.get("notes", "")).split("\n") if line]
+        return cls(values, ks, int(ds.attrs["num_samples"]), notes, elapsed=float(ds.attrs["elapsed"]))
+
     def to_json_dict(self) -> dict:
         """Means and standard errors of every row as plain floats, with the AIS and BDMC summaries."""
         out = {
             "num_data": self.num_data,
             "num_samples": int(self.num_samples),
-            "bounds": {n: {"mean": self.mean(n), "stderr": self.stderr(n)} for n in self.values},
+            "bounds": {n: {"mean": self.mean[n], "stderr": self.stderr[n]} for n in self.values},
             "notes": list(self.notes),
         }
         if self.ais:
@@ -243,15 +260,15 @@ class Bounds:
         ks = list(self.ks.values())
         ax.errorbar(
             ks,
-            [self.mean(n) for n in self.ks],
-            yerr=[self.stderr(n) for n in self.ks],
+            [self.mean[n] for n in self.ks],
+            yerr=[self.stderr[n] for n in self.ks],
             marker="o",
             capsize=3,
             label="IWAE-k (k = 1: ELBO)",
         )
         others = [n for n in self.values if n not in self.ks]
         for i, name in enumerate(others):
-            mean, se = self.mean(name), self.stderr(name)
+            mean, se = self.mean[name], self.stderr[name]
             color = f"C{i + 1}"
             ax.axhline(mean, color=color, linestyle="--", label=name)
             if math.isfinite(se):
@@ -331,8 +348,9 @@ def bounds(
     :param int seed: seed for the draws; the caller's random state is restored afterwards.
     :param bool progress: show a progress bar.
     :param log_likelihood_kwargs: ``data_plate``, ``batch_size``, ``particle_batch_size``,
-        ``max_memory``, ``model_args``, ``model_kwargs`` and ``return_log_weights`` (kept in
-        :attr:`Bounds.log_likelihood`), as for :func:`~pyrovae.importance.log_likelihood`.
+        ``max_memory``, ``model_args``, ``model_kwargs``, ``device`` and ``return_log_weights``
+        (kept in :attr:`Bounds.log_likelihood`), as for :func:`~pyrovae.importance.log_likelihood`;
+        ``data_plate``, ``model_args``, ``model_kwargs`` and ``device`` apply to AIS and BDMC too.
 
     Launched by ``torchrun``, the data points are sharded across the workers and every row
     gathered, as in :func:`~pyrovae.importance.log_likelihood`: the one-process values, on every rank.
@@ -358,7 +376,7 @@ def bounds(
     start = time.perf_counter()
     distributed.init()
     with seeded(seed):
-        sweep = _Sweep(
+        sweep = Sweep(
             model, guide, data, num_samples, analytic_kl=analytic_kl, seed=seed, **log_likelihood_kwargs
         )
         iwae, elbo = [torch.empty(0, len(ks), dtype=torch.float64)], [torch.empty(0, dtype=torch.float64)]
@@ -380,7 +398,7 @@ def bounds(
         if sweep.analytic_kl:
             values[ANALYTIC_ELBO] = distributed.gather_rows(torch.cat(elbo))
         else:
-            notes.append(sweep.plan.kl_note)
+            notes.append(sweep.pair.kl_note)
     names = [_row_name(k) for k in ks]
     values.update({name: table[:, i] for i, name in enumerate(names)})
     if any(num_samples % k for k in ks):

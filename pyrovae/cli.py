@@ -64,6 +64,7 @@ def _add_train(sub) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="start a new run in a non-empty --run-dir")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_backend(p)
+    _add_device(p, default=None)
     p.add_argument(
         "--test-samples",
         type=int,
@@ -115,6 +116,15 @@ def _add_train(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _add_device(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    p.add_argument(
+        "--device",
+        default=default,
+        help="where to compute: auto (a GPU where there is one, else the CPU), cpu, cuda, cuda:N or mps"
+        + ("" if default else " (default: auto, or the run's config.json)"),
+    )
+
+
 def _add_backend(p: argparse.ArgumentParser) -> None:
     from .distributed import BACKENDS
 
@@ -134,6 +144,7 @@ def _add_run_command(sub, name: str, help: str) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE.png", help="where to write the figure (default: in RUN_DIR)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--seed", type=int, default=0)
+    _add_device(p)
     return p
 
 
@@ -170,7 +181,11 @@ def _add_evaluate(sub) -> argparse.ArgumentParser:
         metavar="K1,K2,...",
         help="k of the IWAE-k rows of the ladder (k = 1 is the ELBO)",
     )
-    p.add_argument("--limit", type=int, help="evaluate only the first N data points of the split")
+    p.add_argument(
+        "--limit",
+        type=int,
+        help="evaluate N data points of the split drawn at random (seeded by --seed), not the whole split",
+    )
     p.add_argument(
         "--ais-steps",
         type=_ks,
@@ -195,6 +210,7 @@ def _add_evaluate(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_backend(p)
+    _add_device(p)
     return p
 
 
@@ -223,6 +239,7 @@ def _add_compare(sub) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--seed", type=int, default=0, help="seed of the batch and of the draws")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_device(p)
     return p
 
 
@@ -236,7 +253,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--num", type=int, default=100, help="number of samples")
     r = _add_run_command(sub, "reconstruct", "show data next to their reconstructions")
     r.add_argument("--split", choices=("train", "valid", "test"), default="test")
-    r.add_argument("--num", type=int, default=20, help="number of images")
+    r.add_argument("--num", type=int, default=20, help="number of images, drawn at random (seeded by --seed)")
     _add_evaluate(sub)
     _add_compare(sub)
     return p
@@ -259,12 +276,13 @@ def train(args: argparse.Namespace) -> int:
     import pyro
     import torch
 
-    from . import distributed
+    from . import devices, distributed
     from .io import write_json
     from .run import CONFIG
     from .training import fit, prepare_run_dir
 
     config = _train_config(args)
+    device = devices.resolve(config.device)  # an unavailable device is refused before anything is written
     elbo = config.build_estimator()
     default = f"runs/{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(args.run_dir or distributed.broadcast_object(default))
@@ -294,6 +312,7 @@ def train(args: argparse.Namespace) -> int:
         overwrite=not args.resume,  # checked above, before config.json was written
         progress=not args.no_progress,
         config={**config.to_dict(), "event_shape": list(train_data.event_shape)},
+        device=device,
     )
     if distributed.is_main():
         config.write(run_dir / CONFIG)
@@ -313,6 +332,7 @@ def train(args: argparse.Namespace) -> int:
             args.test_samples,
             seed=config.seed,
             progress=not args.no_progress,
+            device=device,
         )
         results[f"test_nll_is{args.test_samples}"] = ll.nll
         results[f"test_nll_is{args.test_samples}_stderr"] = ll.stderr
@@ -329,10 +349,13 @@ def train(args: argparse.Namespace) -> int:
 def _test_bound(result, test) -> float:
     """The negative ELBO of the test set, whatever the estimator trained the model (sharded
     across the ranks of a distributed run)."""
+    from .data import DataSource
+    from .devices import of_model
     from .distributed import shard
-    from .training import Trainer, _batches
+    from .training import Trainer
 
-    return Trainer(result.vae, len(test)).evaluate(_batches(test, 1000, None, shard(len(test))), len(test))
+    trainer = Trainer(result.vae, len(test), device=of_model(result.vae))
+    return trainer.evaluate(DataSource(test).batches(1000, None, shard(len(test))), len(test))
 
 
 def _out_path(args: argparse.Namespace, default: str) -> Path:
@@ -350,7 +373,7 @@ def sample(args: argparse.Namespace) -> int:
 
     if args.num < 1:
         raise ConfigError("--num must be at least 1")
-    run = load_run(args.run_dir, args.checkpoint)
+    run = load_run(args.run_dir, args.checkpoint, args.device)
     out = _out_path(args, "samples.png")
     torch.manual_seed(args.seed)
     plots.image_grid(run.vae.sample(args.num), out, title=f"samples (epoch {run.epoch})")
@@ -362,26 +385,28 @@ def reconstruct(args: argparse.Namespace) -> int:
     import torch
 
     from . import plots
+    from .data import DataSource
+    from .devices import of_model
     from .run import load_run
 
     if args.num < 1:
         raise ConfigError("--num must be at least 1")
-    run = load_run(args.run_dir, args.checkpoint)
+    run = load_run(args.run_dir, args.checkpoint, args.device)
     out = _out_path(args, f"reconstructions-{args.split}.png")
-    data = run.load_data(args.split)
+    data = DataSource(run.load_data(args.split))
     torch.manual_seed(args.seed)
-    x = data.batch(torch.arange(min(args.num, len(data))))
+    x = data.sample(args.num, seed=args.seed)[0].to(of_model(run.vae))
     plots.reconstructions(x, run.vae.reconstruct(x), out)
-    print(f"wrote {out}")
+    print(f"wrote {out} ({len(x)} {args.split} images drawn at random with seed {args.seed})")
     return 0
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    import torch
     import xarray as xr
 
     from . import distributed
     from .bounds import bounds
+    from .data import DataSource
     from .io import atomic_path, write_json, write_text
     from .run import load_run
 
@@ -397,12 +422,15 @@ def evaluate(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag} must be at least 1")
     if args.bdmc < 0 or (args.bdmc_steps is not None and args.bdmc_steps < 1):
         raise ConfigError("--bdmc must be at least 0 and --bdmc-steps at least 1")
-    run = load_run(args.run_dir, args.checkpoint)
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError("--limit must be at least 1")
+    run = load_run(args.run_dir, args.checkpoint, args.device)
     data = run.load_data(args.split)
-    if args.limit is not None:
-        if args.limit < 1:
-            raise ConfigError("--limit must be at least 1")
-        data = data.batch(torch.arange(min(args.limit, len(data))))
+    subset = ""
+    if args.limit is not None and args.limit < len(data):
+        # a random subset: a data set may be ordered by class (binarized MNIST's test file is)
+        data = DataSource(data).sample(args.limit, seed=args.seed)
+        subset = f" ({args.limit} of {len(run.load_data(args.split))} drawn at random with seed {args.seed})"
     ladder = bounds(
         run.vae.model,
         run.vae.guide,
@@ -426,6 +454,8 @@ def evaluate(args: argparse.Namespace) -> int:
         "checkpoint": args.checkpoint,
         "epoch": run.epoch,
         "seed": args.seed,
+        "limit": args.limit,
+        "device": str(run.vae_device),
         "log_likelihood": ll.to_json_dict(),
         "bounds": ladder.to_json_dict(),
     }
@@ -439,6 +469,7 @@ def evaluate(args: argparse.Namespace) -> int:
     with atomic_path(stem.with_suffix(".nc")) as tmp:
         xr.merge([ll.to_xarray(), ladder.to_xarray()], combine_attrs="drop").to_netcdf(tmp, engine="h5netcdf")
     ladder.plot(Path(args.run_dir) / f"bounds-{args.split}.png")
+    print(f"{args.split} split{subset}, device {run.vae_device}")
     print(ll.summary())
     print(ladder.summary())
     print(f"wrote {written} and bounds-{args.split}.png")
@@ -446,9 +477,8 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def compare(args: argparse.Namespace) -> int:
-    import torch
-
     from .compare import compare as compare_estimators
+    from .data import DataSource
     from .estimators import estimator
     from .io import write_text
     from .run import load_run
@@ -461,10 +491,8 @@ def compare(args: argparse.Namespace) -> int:
             f"--estimators must name at least one estimator, each once; got {args.estimators!r}"
         )
     estimators = {spec: estimator(spec) for spec in specs}
-    run = load_run(args.run_dir, args.checkpoint)
-    data = run.load_data(args.split)
-    generator = torch.Generator().manual_seed(args.seed)
-    x = data.batch(torch.randperm(len(data), generator=generator)[: args.batch_size], generator=generator)
+    run = load_run(args.run_dir, args.checkpoint, args.device)
+    x = DataSource(run.load_data(args.split)).sample(args.batch_size, seed=args.seed)
     result = compare_estimators(
         run.vae.model,
         run.vae.guide,

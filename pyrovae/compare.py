@@ -41,9 +41,13 @@ from pyro import poutine
 from pyro.infer import ELBO
 from tqdm.auto import tqdm
 
+from . import devices
+from .data import DataSource
 from .errors import ConfigError
-from .estimators import _log_prob_sum, estimator
-from .importance import _trace_pair, seeded
+from .estimators import estimator
+from .results import Result
+from .seeds import seeded
+from .traces import trace_pair
 
 __all__ = ["Comparison", "compare"]
 
@@ -61,7 +65,7 @@ DEFAULT_ESTIMATORS = ("elbo", "iwae:k=5", "iwae:k=50", "dreg:k=5", "dreg:k=50", 
 
 
 @dataclass(repr=False)
-class Comparison:
+class Comparison(Result):
     """What :func:`compare` returns: one row per estimator (see :data:`COLUMNS`).
 
     :ivar pandas.DataFrame table: the figures, indexed by estimator.
@@ -77,8 +81,58 @@ class Comparison:
     num_guide_params: int
     num_model_params: int
 
+    @property
+    def num_data(self) -> int:
+        """Data points in the minibatch (``batch_size``)."""
+        return self.batch_size
+
+    @property
+    def mean(self) -> pd.Series:
+        """The bound of each estimator, nats per data point, mean over the draws."""
+        return self.table["bound"]
+
+    @property
+    def stderr(self) -> pd.Series:
+        """The standard error of :attr:`mean` over the draws."""
+        return self.table["bound_se"]
+
+    def summary_table(self) -> pd.DataFrame:
+        """The figures, one row per estimator."""
+        return self.table
+
     def to_dataframe(self) -> pd.DataFrame:
         return self.table.copy()
+
+    def to_xarray(self):
+        """The figures as an :class:`xarray.Dataset` along ``"estimator"``; the rest in ``attrs``."""
+        import xarray as xr
+
+        ds = xr.Dataset.from_dataframe(self.table)
+        ds.attrs.update(self.to_json_dict())
+        return ds
+
+    @classmethod
+    def from_xarray(cls, ds) -> Comparison:
+        """Inverse of :meth:`to_xarray`."""
+        table = ds.to_dataframe()[list(COLUMNS)]
+        a = ds.attrs
+        return cls(
+            table,
+            int(a["num_repeats"]),
+            int(a["batch_size"]),
+            int(a["num_guide_params"]),
+            int(a["num_model_params"]),
+        )
+
+    def to_json_dict(self) -> dict:
+        """The settings as plain Python values (the figures are :meth:`to_dataframe`)."""
+        return {
+            "num_data": self.num_data,
+            "num_repeats": self.num_repeats,
+            "batch_size": self.batch_size,
+            "num_guide_params": self.num_guide_params,
+            "num_model_params": self.num_model_params,
+        }
 
     def summary(self) -> str:
         formats = {
@@ -102,17 +156,13 @@ class Comparison:
             ]
         )
 
-    def __repr__(self) -> str:
-        return self.summary()
-
-    __str__ = __repr__
-
     def plot(self, path: str | os.PathLike | None = None):
         """Bar charts of the guide's and model's gradient SNR and variance by estimator (log scale);
         saved as PNG (atomically) when ``path`` is given. Returns the figure."""
-        from .plots import plt, save
+        from .plots import figure, save
 
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+        fig = figure(figsize=(11, 4), layout="constrained")
+        axes = fig.subplots(1, 2)
         panels = (("snr", "median gradient SNR"), ("grad_var", "mean gradient variance"))
         for ax, (what, label) in zip(axes, panels, strict=True):
             self.table[[f"guide_{what}", f"model_{what}"]].rename(
@@ -135,14 +185,15 @@ def compare(
     params: Iterable[torch.Tensor] | None = None,
     seed: int | None = 0,
     progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> Comparison:
     """Compare ``estimators`` on ``model``/``guide`` by repeated gradient draws on the minibatch ``data``.
 
     :param model: the model, called as ``model(*data)``; any pair whose per-datapoint sites lie in
         ``pyro.plate("data", B)`` serves.
     :param guide: the guide, called likewise.
-    :param data: the fixed minibatch: a tensor of shape ``(B, ...)`` or a tuple of tensors passed
-        positionally.
+    :param data: the fixed minibatch: a tensor of shape ``(B, ...)``, a tuple of tensors passed
+        positionally, or a data set (all of it, every column; see :class:`~pyrovae.data.DataSource`).
     :param estimators: estimator specs such as ``"iwae:k=5"`` (see :func:`pyrovae.estimator`) or
         :class:`~pyro.infer.ELBO` instances, labelled by the spec or the class name; or a mapping
         label -> spec or instance.
@@ -152,12 +203,14 @@ def compare(
     :param int seed: seed of each estimator's draws (the same for all); the caller's random state is
         restored afterwards.
     :param bool progress: show a progress bar.
+    :param device: where to compute (see :mod:`pyrovae.devices`); default: the model's device.
     :rtype: Comparison
     """
     if isinstance(num_repeats, bool) or not isinstance(num_repeats, int) or num_repeats < 2:
         raise ConfigError(f"num_repeats must be an integer of at least 2; got {num_repeats!r}")
-    args = (data,) if isinstance(data, torch.Tensor) else tuple(data)
-    batch_size = args[0].shape[0]
+    source = DataSource(data)
+    batch_size = source.num_data
+    args = devices.move(source.chunk(0, batch_size), devices.place(model, guide, device=device))
     if isinstance(estimators, Mapping):
         labelled = {label: estimator(e) for label, e in estimators.items()}
     else:
@@ -190,7 +243,7 @@ def compare(
 def _draws(elbo, model, guide, args, params, guide_mask, num_repeats, bar) -> dict[str, float]:
     """``num_repeats`` gradient draws of ``elbo``, summarized; one draw first, as the user's Pyro
     validation has it, warms up (and checks the pair) and is not counted."""
-    batch_size = args[0].shape[0]
+    batch_size = len(args[0])
 
     def draw():
         loss = elbo.differentiable_loss(model, guide, *args)
@@ -235,8 +288,8 @@ def _draws(elbo, model, guide, args, params, guide_mask, num_repeats, bar) -> di
 def _params(model, guide, args) -> list[torch.Tensor]:
     """The leaf tensors requiring grad that :math:`\\log p(x, z) - \\log q(z \\mid x)` depends on, by a
     walk of its autograd graph: parameters of torch modules and of Pyro's param store alike."""
-    model_trace, guide_trace = _trace_pair(model, guide, args, {})
-    log_w = _log_prob_sum(model_trace) - _log_prob_sum(guide_trace)
+    model_trace, guide_trace = trace_pair(model, guide, args, {})
+    log_w = model_trace.log_prob_sum() - guide_trace.log_prob_sum()
     found, seen, stack = [], set(), [getattr(log_w, "grad_fn", None)]
     while stack:
         node = stack.pop()
@@ -251,6 +304,6 @@ def _params(model, guide, args) -> list[torch.Tensor]:
 
 def _guide_params(guide, args, params) -> list[bool]:
     """Which of ``params`` receive a gradient from the guide's log-density alone."""
-    log_q = _log_prob_sum(poutine.trace(guide).get_trace(*args))
+    log_q = poutine.trace(guide).get_trace(*args).log_prob_sum()
     grads = torch.autograd.grad(log_q, params, allow_unused=True)
     return [g is not None for g in grads]

@@ -37,6 +37,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from pyrovae.data import as_model_input
 from pyrovae.errors import DataError, unknown_name
 
 __all__ = [
@@ -315,9 +316,9 @@ def as_dataset(data: torch.Tensor | Dataset, *, name: str = "tensor") -> Dataset
     """The data set ``fit`` trains on, from a tensor or a data set.
 
     A tensor of shape ``(N, *event_shape)`` becomes a :class:`VAEDataset` with
-    ``binarize=None`` (cast to float32, otherwise not copied), after checking that it holds
-    no NaN or infinite values. A :class:`VAEDataset` or any other
-    :class:`torch.utils.data.Dataset` is returned unchanged.
+    ``binarize=None`` (boolean and ``uint8`` tensors cast to the default float dtype, other dtypes
+    kept; not copied), after checking that it holds no NaN or infinite values. A
+    :class:`VAEDataset` or any other :class:`torch.utils.data.Dataset` is returned unchanged.
     """
     if isinstance(data, Dataset):
         return data
@@ -326,7 +327,7 @@ def as_dataset(data: torch.Tensor | Dataset, *, name: str = "tensor") -> Dataset
             f"the data must be a torch.Tensor of shape (N, *event_shape) or a torch.utils.data.Dataset, "
             f"got {type(data).__name__}; convert it with torch.as_tensor(data)"
         )
-    return VAEDataset(data.to(torch.float32), name=name, binarize=None)
+    return VAEDataset(as_model_input(data), name=name, binarize=None)
 
 
 def load(

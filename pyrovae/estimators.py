@@ -50,8 +50,17 @@ from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 from .errors import ConfigError, unknown_name
-from .handlers import DATA_PLATE, scale_latents
-from .importance import PARTICLE_PLATE, _data_frame, _reduce_site, _scored_sites, _trace_pair, plate_nesting
+from .handlers import scale_latents
+from .traces import (
+    PARTICLE_PLATE,
+    Pair,
+    check_pair,
+    data_frame,
+    latents,
+    log_density,
+    replay_trace,
+    scored_sites,
+)
 
 
 def _log_prob_sum(trace) -> torch.Tensor:
@@ -220,14 +229,14 @@ class IWAE(_Differentiable):
     #: weight the guide's gradient by the squared normalized weights (DReG)
     _doubly_reparameterized = False
 
-    def __init__(self, k: int = 5, *, data_plate: str = DATA_PLATE):
+    def __init__(self, k: int = 5, *, data_plate: str | None = None):
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(
                 f"k, the number of particles of {self.name!r}, must be a positive integer; got {k!r}"
             )
         super().__init__(num_particles=k, vectorize_particles=True)
         self.data_plate = data_plate
-        self._plate_nesting: int | None = None
+        self._pair: Pair | None = None
 
     @property
     def k(self) -> int:
@@ -248,40 +257,47 @@ class IWAE(_Differentiable):
         log_w, scale = self._log_weights(model, guide, args, kwargs, differentiable=True)
         return -scale * self._bound(log_w).sum()
 
-    def _particles(self) -> pyro.plate:
-        return pyro.plate(PARTICLE_PLATE, self.num_particles, dim=-self._plate_nesting - 1)
-
     def _get_trace(self, model, guide, args, kwargs):
         """The guide with its particles vectorized, and the model replayed against its latents
         (copies of them, for DReG, so that their gradient can be reweighted)."""
-        if self._plate_nesting is None:
-            self._plate_nesting = _plate_nesting(model, guide, args, kwargs)
-        with self._particles():
-            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-            replayed = guide_trace
-            if self._doubly_reparameterized:
-                replayed = _as_trace({n: v.clone() for n, v in _latents(guide_trace).items()}, guide_trace)
-            model_trace = poutine.trace(poutine.replay(model, trace=replayed)).get_trace(*args, **kwargs)
-        _check_pair(model_trace, guide_trace, self.data_plate, self.name)
+        if self._pair is None:
+            num_data = args[0].shape[0] if args and torch.is_tensor(args[0]) and args[0].dim() else 1
+            self._pair = Pair(
+                model,
+                guide,
+                args,
+                kwargs,
+                self.data_plate,
+                num_data=num_data,
+                reparameterized=self.name,
+                num_particles=self.num_particles,
+            )
+        model_trace, guide_trace = self._pair.traces(
+            args, kwargs, self.num_particles, copy_latents=self._doubly_reparameterized
+        )
+        if is_validation_enabled():
+            num_data = data_frame(next(scored_sites(model_trace))[1], self._pair.data_plate).size
+            check_pair(model_trace, guide_trace, self._pair.data_plate, num_data, reparameterized=self.name)
         return model_trace, guide_trace
 
     def _log_weights(self, model, guide, args, kwargs, differentiable: bool) -> tuple[torch.Tensor, Any]:
         """The ``(k, B)`` log-weights, each site scaled relative to the data scale, and that scale."""
         model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
+        pair = self._pair
         scale = _data_scale(model_trace)
-        shape = (self.num_particles, _data_frame(next(_scored_sites(model_trace))[1], self.data_plate).size)
-        latents = {name: model_trace.nodes[name]["value"] for name in _latents(guide_trace)}
-        log_q = self._guide_log_density(guide, guide_trace, latents, args, kwargs, scale, shape)
+        shape = (self.num_particles, data_frame(next(scored_sites(model_trace))[1], pair.data_plate).size)
+        values = {name: model_trace.nodes[name]["value"] for name in latents(guide_trace)}
+        log_q = self._guide_log_density(guide, guide_trace, values, args, kwargs, scale, shape)
         if differentiable and self._path_derivative:
             # log q(z) - log q(sg z): the derivative through z only (stop-gradient on the
             # guide's parameters), with the value of log q(z)
             fixed = self._guide_log_density(
-                guide, guide_trace, {n: v.detach() for n, v in latents.items()}, args, kwargs, scale, shape
+                guide, guide_trace, {n: v.detach() for n, v in values.items()}, args, kwargs, scale, shape
             )
             log_q = log_q + (fixed.detach() - fixed)
-        log_w = self._log_density(model_trace, {}, scale, shape) - log_q
+        log_w = log_density(model_trace, pair.particle_dim, pair.data_plate, shape, scale=scale) - log_q
         if differentiable and self._doubly_reparameterized:
-            self._reweight(latents, guide_trace, log_w)
+            self._reweight(values, guide_trace, log_w)
         return log_w, scale
 
     def _guide_log_density(self, guide, guide_trace, values, args, kwargs, scale, shape) -> torch.Tensor:
@@ -291,33 +307,23 @@ class IWAE(_Differentiable):
         a later site's distribution may depend on earlier latents, so the guide is run again with
         the values replayed; with one latent site its traced distribution is evaluated at them.
         """
+        pair = self._pair
         if len(values) > 1 and any(v is not guide_trace.nodes[n]["value"] for n, v in values.items()):
-            with self._particles():
+            with pyro.plate(PARTICLE_PLATE, self.num_particles, dim=pair.particle_dim):
                 guide_trace = poutine.trace(
-                    poutine.replay(guide, trace=_as_trace(values, guide_trace))
+                    poutine.replay(guide, trace=replay_trace(values, guide_trace))
                 ).get_trace(*args, **kwargs)
-        return self._log_density(guide_trace, values, scale, shape)
+        return log_density(guide_trace, pair.particle_dim, pair.data_plate, shape, values=values, scale=scale)
 
-    def _log_density(self, trace, values: dict, scale, shape) -> torch.Tensor:
-        """The ``(k, B)`` log-density of a trace's sites (at ``values`` where given), each site
-        scaled by its scale relative to ``scale`` and masked."""
-        total = torch.zeros(())
-        for name, site in _scored_sites(trace):
-            lp = site["fn"].log_prob(values.get(name, site["value"]), *site["args"], **site["kwargs"])
-            lp = scale_and_mask(lp, site["scale"] / scale, site["mask"])
-            dim = _data_frame(site, self.data_plate).dim
-            total = total + _reduce_site(lp, -self._plate_nesting - 1, dim, shape)
-        return total
-
-    def _reweight(self, latents: dict, guide_trace, log_w: torch.Tensor) -> None:
+    def _reweight(self, values: dict, guide_trace, log_w: torch.Tensor) -> None:
         """Multiply the gradient reaching each latent copy by its particle's normalized weight."""
         weights = torch.softmax(log_w.detach(), 0)
-        for name, value in latents.items():
+        for name, value in values.items():
             site = guide_trace.nodes[name]
             nbatch = len(site["fn"].batch_shape)
             shape = [1] * value.dim()
-            shape[nbatch - self._plate_nesting - 1] = weights.shape[0]
-            shape[nbatch + _data_frame(site, self.data_plate).dim] = weights.shape[1]
+            shape[nbatch + self._pair.particle_dim] = weights.shape[0]
+            shape[nbatch + data_frame(site, self._pair.data_plate).dim] = weights.shape[1]
             value.register_hook(partial(torch.mul, weights.reshape(shape)))
 
 
@@ -341,7 +347,7 @@ class Renyi(IWAE):
 
     name = "renyi"
 
-    def __init__(self, alpha: float = 0.5, k: int = 5, *, data_plate: str = DATA_PLATE):
+    def __init__(self, alpha: float = 0.5, k: int = 5, *, data_plate: str | None = None):
         super().__init__(k, data_plate=data_plate)
         if not math.isfinite(alpha):
             raise ConfigError(f"alpha must be a finite number; got {alpha!r}")
@@ -381,7 +387,7 @@ class STL(IWAE):
     name = "stl"
     _path_derivative = True
 
-    def __init__(self, k: int = 1, *, data_plate: str = DATA_PLATE):
+    def __init__(self, k: int = 1, *, data_plate: str | None = None):
         super().__init__(k, data_plate=data_plate)
 
 
@@ -406,7 +412,7 @@ class DReG(STL):
     name = "dreg"
     _doubly_reparameterized = True
 
-    def __init__(self, k: int = 5, *, data_plate: str = DATA_PLATE):
+    def __init__(self, k: int = 5, *, data_plate: str | None = None):
         super().__init__(k, data_plate=data_plate)
 
 
@@ -446,68 +452,9 @@ class KLAnnealed(_Differentiable):
             return self.base.differentiable_loss(model, guide, *args, **kwargs)
 
 
-def _latents(guide_trace) -> dict[str, torch.Tensor]:
-    """The values of a guide trace's latent sites, by name."""
-    return {name: site["value"] for name, site in _scored_sites(guide_trace) if not site["is_observed"]}
-
-
-def _as_trace(values: dict[str, torch.Tensor], like) -> poutine.Trace:
-    """A trace holding ``values`` as latent sites, for :func:`~pyro.poutine.replay`."""
-    trace = poutine.Trace()
-    for name, value in values.items():
-        trace.add_node(name, type="sample", is_observed=False, value=value, infer=like.nodes[name]["infer"])
-    return trace
-
-
-def _plate_nesting(model, guide, args, kwargs) -> int:
-    """How many plates the pair nests, from one run (as Pyro's ``ELBO._guess_max_plate_nesting``);
-    the random state is restored, so draws do not depend on whether an estimator has probed."""
-    state = pyro.util.get_rng_state()
-    try:
-        with poutine.block(), torch.no_grad():
-            model_trace, guide_trace = _trace_pair(model, guide, args, kwargs)
-    finally:
-        pyro.util.set_rng_state(state)
-    return plate_nesting(model_trace, guide_trace)
-
-
-def _check_pair(model_trace, guide_trace, data_plate: str, name: str) -> None:
-    """Refuse a model/guide pair that per-datapoint importance weights cannot serve."""
-    for role, trace in (("model", model_trace), ("guide", guide_trace)):
-        for site_name, site in _scored_sites(trace):
-            if site["infer"].get("enumerate") or (
-                role == "guide" and not site["is_observed"] and not site["fn"].has_rsample
-            ):
-                raise ConfigError(
-                    f"the {name!r} estimator needs reparameterized latents, but site {site_name!r} of the "
-                    f"{role} is {type(site['fn']).__name__}"
-                    f"{', enumerated' if site['infer'].get('enumerate') else ' (no rsample)'}; use 'elbo' or "
-                    "'tracegraph', whose score-function gradients serve discrete latents"
-                )
-            if _data_frame(site, data_plate) is None:
-                raise ConfigError(
-                    f"site {site_name!r} of the {role} lies outside the data plate {data_plate!r}: the "
-                    f"{name!r} estimator weights each data point on its own, which needs every sample site "
-                    f"inside pyro.plate({data_plate!r}, N); make a global variable a parameter (pyro.param) "
-                    "or use 'elbo'"
-                )
-    guide_latents = set(_latents(guide_trace))
-    for site_name, site in _scored_sites(model_trace):
-        if not site["is_observed"] and site_name not in guide_latents:
-            raise ConfigError(
-                f"latent site {site_name!r} of the model is not sampled by the guide; the {name!r} "
-                "estimator needs the guide to propose every latent variable"
-            )
-    for site_name in guide_latents - set(model_trace.nodes):
-        raise ConfigError(
-            f"site {site_name!r} of the guide does not appear in the model; auxiliary guide variables are "
-            f"not supported by the {name!r} estimator"
-        )
-
-
 def _data_scale(model_trace):
     """The scale :math:`s` of the data plate, carried by its observed sites."""
-    scales = [site["scale"] for _, site in _scored_sites(model_trace) if site["is_observed"]]
+    scales = [site["scale"] for _, site in scored_sites(model_trace) if site["is_observed"]]
     if not scales:
         raise ConfigError(
             "the model has no observed site in the data plate, whose scale (the minibatch scale N/B) "

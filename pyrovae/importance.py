@@ -31,138 +31,71 @@ the *model* alone enumerates is summed out the same way, :math:`p(x, z_k) = \sum
 The log-weights keep their shape (one per particle and data point), so every reduction,
 diagnostic and bound below applies unchanged. Sequential enumeration is not supported.
 
+The pair is traced, checked and reduced to log-weights by :mod:`pyrovae.traces`; the weights
+are reduced to estimates and diagnostics by :mod:`pyrovae.diagnostics`. This module sweeps the
+data in chunks on the model's device (:class:`Sweep`) and collects the result.
+
 References:
 
 - Y. Burda, R. Grosse and R. Salakhutdinov (2015), "Importance Weighted Autoencoders", ICLR 2016.
-- A. Vehtari, D. Simpson, A. Gelman, Y. Yao and J. Gabry (2024), "Pareto Smoothed Importance
-  Sampling", JMLR 25(72).
 - Y. Yao, A. Vehtari, D. Simpson and A. Gelman (2018), "Yes, but Did It Work?: Evaluating
   Variational Inference", ICML.
-- A. Kong (1992), "A Note on Importance Sampling using Standardized Weights", Tech. Rep. 348,
-  University of Chicago; A. B. Owen (2013), "Monte Carlo theory, methods and examples", ch. 9.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
-import os
-import string
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pyro
-import pyro.poutine as poutine
 import torch
-import torch.nn.functional as F
 from pyro.distributions.util import scale_and_mask
 from pyro.infer.util import is_validation_enabled
-from pyro.poutine.util import site_is_subsample
-from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
+from torch.distributions import kl_divergence
 from tqdm.auto import tqdm
 
-from . import distributed, kernels
-from .allocator import retain_freed_memory
+from . import devices, distributed
+from .data import DataSource
+from .diagnostics import KHAT_BAD, KHAT_GOOD, reduce_log_weights
 from .errors import ConfigError, DataError
-from .handlers import DATA_PLATE
-from .io import atomic_path
-from .likelihoods import Decoded
+from .results import Result, mean_stderr
+from .seeds import seeded
+from .traces import Pair, check_support, reduce_site, scored_sites, site_log_density
 
-__all__ = ["LogLikelihood", "log_likelihood", "reduce_log_weights"]
+__all__ = ["LogLikelihood", "PerDatapoint", "Reducer", "Sweep", "log_likelihood"]
 
-#: name of the outer plate that vectorizes the importance samples
-PARTICLE_PLATE = "_particles"
-#: default bound on the memory one chunk may use, in bytes
+#: default bound on the memory one chunk may use, in bytes, on the CPU
 DEFAULT_MAX_MEMORY = 512 * 2**20
-# Rows (particles x data points) per chunk when memory allows more: large enough for efficient
-# matrix products, small enough that a chunk's activations stay in the last-level cache.
-_TARGET_ROWS = 8192
-# The same where the likelihood is decoded block by block (Decoded): its activations are
-# bounded by the block size, and larger chunks spread the cost of tracing over more rows.
-_TARGET_ROWS_DECODED = 4 * _TARGET_ROWS
+#: the same on a GPU, as a fraction of its memory
+GPU_MEMORY_FRACTION = 0.25
+# Rows (particles x data points) per chunk on the CPU when memory allows more: large enough for
+# efficient matrix products, small enough that a chunk's activations stay in the last-level cache.
+# On a GPU, chunks are as large as the memory bound allows.
+CPU_TARGET_ROWS = 8192
 # multiplies the visible per-row tensor sizes to account for activations inside the networks
-_MEMORY_SAFETY = 4.0
-_PROBE_PARTICLES = 4
-# rows per block of the elementwise passes of the Bernoulli log-density (a cache-sized buffer)
-_BLOCK_ROWS = 1024
-# the most data points whose dot products with the likelihood's parameters _dot_last takes as
-# separate matrix-vector products (beyond, one batched product)
-_FEW_ROWS = 16
+MEMORY_SAFETY = 4.0
 # PSIS fits cost about 0.5 ms a row plus a fixed cost a call: reduce at least this many rows at once
-_REDUCE_ROWS = 64
-# k-hat bins of Vehtari et al.: good below 0.5, usable below 0.7, unreliable above
-KHAT_GOOD = 0.5
-KHAT_BAD = 0.7
-# log-weights within this many ulps of each other count as equal
-_FLAT_ULPS = 64
+REDUCE_ROWS = 64
+
+
+def default_max_memory(device: torch.device) -> int:
+    """The memory one chunk may use by default: 512 MiB on the CPU, a quarter of a GPU's."""
+    if device.type == "cuda":
+        return int(GPU_MEMORY_FRACTION * torch.cuda.get_device_properties(device).total_memory)
+    return DEFAULT_MAX_MEMORY
 
 
 # ---------------------------------------------------------------------------------------------
-# reduction of a block of log-weights
+# results
 
 
-def reduce_log_weights(log_weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    r"""Reduce a ``(B, K)`` block of log-weights, one row per data point, to per-row figures.
-
-    With normalized weights :math:`\bar w_k = w_k / \sum_j w_j` it returns, in float64:
-
-    - ``log_px``: :math:`\log \frac1K \sum_k w_k`, computed with ``logsumexp``;
-    - ``log_px_se``: the delta-method standard error of ``log_px``,
-      :math:`\sqrt{\widehat{\mathrm{Var}}(w) / K} \,/\, \bar{w}
-      = \sqrt{(K \sum_k \bar w_k^2 - 1) / (K - 1)}` (NaN for :math:`K = 1`);
-    - ``ess``: Kong's effective sample size :math:`1 / \sum_k \bar w_k^2` (Kong 1992; Owen 2013);
-    - ``khat``: the Pareto-smoothed importance sampling shape estimate :math:`\hat k`
-      (Vehtari et al. 2024), from :func:`arviz.psislw` with ``reff=1`` (``inf`` when the tail
-      holds too few draws to fit, ``-inf`` when all weights are equal to within rounding, as
-      with the exact posterior as guide, NaN for a row with a NaN or no finite weight).
-
-    Each row is reduced on its own, so any split of the rows into blocks gives identical results.
-    """
-    import arviz
-
-    if log_weights.dim() != 2:
-        raise DataError(f"log-weights must have shape (N, K), got {tuple(log_weights.shape)}")
-    lw = log_weights.detach().to(device="cpu", dtype=torch.float64)
-    num_samples = lw.shape[-1]
-    lse = torch.logsumexp(lw, -1)
-    log_px = lse - math.log(num_samples)
-    sum_sq = torch.logsumexp(2 * (lw - lse.unsqueeze(-1)), -1).exp()
-    ess = sum_sq.reciprocal()
-    if num_samples > 1:
-        log_px_se = ((num_samples * sum_sq - 1) / (num_samples - 1)).clamp(min=0).sqrt()
-    else:
-        log_px_se = torch.full_like(log_px, math.nan)
-    khat = torch.full_like(log_px, math.nan)
-    ok = torch.isfinite(lse) & ~torch.isnan(lw).any(-1)
-    # weights equal to within rounding (an exact posterior as guide) have no tail to fit
-    spread = lw.amax(-1) - lw.amin(-1)
-    flat = ok & (spread <= _FLAT_ULPS * torch.finfo(log_weights.dtype).eps * lw.abs().amax(-1).clamp(min=1))
-    khat[flat] = -math.inf
-    ok &= ~flat
-    if ok.any():
-        _, k = arviz.psislw(lw[ok].numpy(), reff=1.0)
-        khat[ok] = torch.as_tensor(np.asarray(k, dtype=np.float64))
-    return log_px, log_px_se, ess, khat
-
-
-# ---------------------------------------------------------------------------------------------
-# result
-
-
-def mean_stderr(values: torch.Tensor) -> float:
-    r"""Standard error of the mean of ``values`` across data points, :math:`\mathrm{sd}/\sqrt N`
-    (NaN for fewer than two)."""
-    n = values.shape[0]
-    return float(values.std() / math.sqrt(n)) if n > 1 else math.nan
-
-
-class PerDatapoint:
+class PerDatapoint(Result):
     r"""What results holding one estimate of :math:`\log p(x)` per data point share: ``log_px`` and
-    the per-datapoint columns named in ``_FIELDS``, a :meth:`summary` the subclass writes, and
-    ``to_xarray``/``to_json_dict`` it defines."""
+    the per-datapoint columns named in ``_FIELDS``, with ``num_data``, ``mean``, ``stderr`` and
+    :meth:`to_dataframe`."""
 
     _FIELDS: tuple[str, ...] = ("log_px",)
     log_px: torch.Tensor
@@ -179,17 +112,8 @@ class PerDatapoint:
 
     @property
     def stderr(self) -> float:
-        r"""Standard error of :attr:`mean` across data points (:func:`mean_stderr`)."""
+        r"""Standard error of :attr:`mean` across data points (:func:`~pyrovae.results.mean_stderr`)."""
         return mean_stderr(self.log_px)
-
-    def summary(self) -> str:
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return self.summary()
-
-    def __str__(self) -> str:
-        return self.summary()
 
     def to_dataframe(self):
         """A :class:`pandas.DataFrame`, one row per data point, one column per field of ``_FIELDS``."""
@@ -197,12 +121,6 @@ class PerDatapoint:
 
         columns = {name: getattr(self, name).cpu().numpy() for name in self._FIELDS}
         return pd.DataFrame(columns, index=pd.RangeIndex(self.num_data, name="datapoint"))
-
-    def to_netcdf(self, path: str | os.PathLike) -> None:
-        """Write ``to_xarray()`` to a netCDF-4 file (h5netcdf engine), atomically."""
-        ds = self.to_xarray()
-        with atomic_path(path) as tmp:
-            ds.to_netcdf(tmp, engine="h5netcdf")
 
 
 @dataclass(repr=False)
@@ -308,14 +226,6 @@ class LogLikelihood(PerDatapoint):
             elapsed=float(ds.attrs["elapsed"]),
         )
 
-    @classmethod
-    def from_netcdf(cls, path: str | os.PathLike) -> LogLikelihood:
-        """Read a file written by :meth:`to_netcdf`."""
-        import xarray as xr
-
-        with xr.open_dataset(path, engine="h5netcdf") as ds:
-            return cls.from_xarray(ds.load())
-
     def to_json_dict(self) -> dict:
         """Summary figures as plain Python numbers."""
         good, ok, bad = self.khat_counts()
@@ -336,464 +246,21 @@ class LogLikelihood(PerDatapoint):
 
 
 # ---------------------------------------------------------------------------------------------
-# data access
-
-
-def _as_model_input(t: torch.Tensor) -> torch.Tensor:
-    # boolean and byte images become floats; labels (int64) and floats pass unchanged
-    if t.dtype in (torch.bool, torch.uint8):
-        return t.to(torch.get_default_dtype())
-    return t
-
-
-class _Data:
-    """Chunked access to the ``data`` argument of :func:`log_likelihood`."""
-
-    def __init__(self, data):
-        self._tensors: tuple[torch.Tensor, ...] | None = None
-        self._dataset = None
-        if isinstance(data, torch.Tensor):
-            self._tensors = (data,)
-        elif isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data):
-            self._tensors = tuple(data)
-        elif hasattr(data, "__len__") and (hasattr(data, "batch") or hasattr(data, "__getitem__")):
-            self._dataset = data
-        else:
-            raise DataError(
-                f"data must be a tensor of shape (N, ...), a tuple of such tensors, or a Dataset; "
-                f"got {type(data).__name__}"
-            )
-        if self._tensors is not None:
-            sizes = {t.shape[0] if t.dim() else None for t in self._tensors}
-            if len(sizes) != 1 or None in sizes:
-                shapes = ", ".join(str(tuple(t.shape)) for t in self._tensors)
-                raise DataError(
-                    f"the data tensors must share their leading (data point) dimension, got shapes {shapes}"
-                )
-            self.num_data = sizes.pop()
-        else:
-            self.num_data = len(self._dataset)
-        if self.num_data == 0:
-            raise DataError("data holds no data points; pass at least one")
-
-    def get(self, lo: int, hi: int) -> tuple[torch.Tensor, ...]:
-        if self._tensors is not None:
-            parts = tuple(t[lo:hi] for t in self._tensors)
-        elif hasattr(self._dataset, "batch"):
-            out = self._dataset.batch(torch.arange(lo, hi))
-            parts = tuple(out) if isinstance(out, (tuple, list)) else (out,)
-        else:
-            items = [self._dataset[i] for i in range(lo, hi)]
-            if isinstance(items[0], (tuple, list)):
-                columns = zip(*items, strict=True)
-                parts = tuple(torch.stack([torch.as_tensor(v) for v in column]) for column in columns)
-            else:
-                parts = (torch.stack([torch.as_tensor(it) for it in items]),)
-        return tuple(_as_model_input(p) for p in parts)
-
-
-# ---------------------------------------------------------------------------------------------
-# traces and per-site log-densities
-
-
-def _scored_sites(trace) -> Iterator[tuple[str, dict]]:
-    # the sample sites whose densities enter the weight, as in Pyro's ELBOs
-    for name, site in trace.nodes.items():
-        if (
-            site["type"] == "sample"
-            and not site_is_subsample(site)
-            and not site["infer"].get("_do_not_score", False)
-            and not site["infer"].get("_deterministic", False)
-        ):
-            yield name, site
-
-
-def plate_nesting(*traces) -> int:
-    """The number of vectorized plate dims the sites of ``traces`` use (Pyro's ``max_plate_nesting``)."""
-    dims = [
-        frame.dim
-        for trace in traces
-        for _, site in _scored_sites(trace)
-        for frame in site["cond_indep_stack"]
-        if frame.vectorized
-    ]
-    return -min(dims, default=0)
-
-
-def _data_frame(site: dict, data_plate: str):
-    return next((f for f in site["cond_indep_stack"] if f.name == data_plate), None)
-
-
-def _trace_pair(model, guide, args, kwargs, num_particles: int | None = None, particle_dim: int = -1):
-    """Trace the guide, then the model replayed against it, optionally inside the particle plate;
-    with the particle plate, sites marked for parallel enumeration are enumerated at the dims left
-    of it (as :class:`~pyro.infer.TraceEnum_ELBO` does left of the plates)."""
-    plate = contextlib.nullcontext()
-    if num_particles is not None:
-        plate = pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim)
-        guide = poutine.enum(guide, first_available_dim=particle_dim - 1)
-        model = poutine.enum(model, first_available_dim=particle_dim - 1)
-    with plate:
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-    return model_trace, guide_trace
-
-
-def _dot_last(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
-    """``(x * y).sum(-1)`` for ``y`` broadcast along leading dims of ``x``, without the product.
-
-    Written as an einsum, the contraction runs as a batched matrix-vector product that reads
-    ``x`` once. Returns ``None`` when ``y`` is larger than ``x`` in some dimension.
-    """
-    n = x.dim()
-    if y.dim() > n:
-        return None
-    d = x.shape[-1]
-    if x.is_contiguous() and y.numel() == d:  # one row for all: a matrix-vector product
-        return (x.view(-1, d) @ y.reshape(-1)).view(x.shape[:-1])
-    if (
-        x.is_contiguous()
-        and n >= 2
-        and y.dim() >= 2
-        and y.shape[-2] == x.shape[-2] == y.numel() // d <= _FEW_ROWS
-    ):
-        # a few rows (data points) along x's last batch dim: one matrix-vector product each, on
-        # strided views of x, which together read x once
-        b = x.shape[-2]
-        rows, y = x.view(-1, b, d), y.reshape(b, d)
-        return torch.stack([torch.mv(rows[:, i], y[i]) for i in range(b)], -1).view(x.shape[:-1])
-    y = y.reshape((1,) * (n - y.dim()) + y.shape)
-    letters = string.ascii_letters[:n]
-    keep = []
-    for i, (sx, sy) in enumerate(zip(x.shape, y.shape, strict=True)):
-        if sy != 1 and sx != sy:
-            return None
-        if sy != 1 or sx == 1:
-            keep.append(i)
-    y = y.squeeze([i for i in range(n) if i not in keep]) if len(keep) < n else y
-    y_subscript = "".join(letters[i] for i in keep)
-    return torch.einsum(f"{letters},{y_subscript}->{letters[:-1]}", x, y)
-
-
-_INDEPENDENT = (Independent, pyro.distributions.Independent)
-_BERNOULLI = (Bernoulli, pyro.distributions.Bernoulli)
-_NORMAL = (Normal, pyro.distributions.Normal)
-
-
-class Workspace:
-    """A buffer reused by the elementwise passes of :func:`_log1p_exp_sum` from one call to the
-    next (the blocks of a :class:`~pyrovae.likelihoods.Decoded` likelihood): a warm buffer, where
-    a fresh one per block would be written from cold memory."""
-
-    def __init__(self):
-        self._buffer: torch.Tensor | None = None
-
-    def get(self, rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
-        """A ``(rows, cols)`` tensor of ``like``'s dtype and device, of unspecified content."""
-        b = self._buffer
-        if b is None or b.numel() < rows * cols or b.dtype != like.dtype or b.device != like.device:
-            b = self._buffer = like.new_empty(rows * cols)
-        return b[: rows * cols].view(rows, cols)
-
-
-def _fused_log_prob(fn, value: torch.Tensor, workspace: Workspace | None = None) -> torch.Tensor | None:
-    """Event-summed ``fn.log_prob(value)`` by a faster route for the common likelihoods and
-    latents of VAEs, ``Bernoulli(logits=...).to_event(n)`` and ``Normal(...).to_event(n)``,
-    else ``None``. Both routes give the same values as ``log_prob`` to rounding."""
-    if type(fn) not in _INDEPENDENT or fn.reinterpreted_batch_ndims < 1:
-        return None
-    base, n = fn.base_dist, fn.reinterpreted_batch_ndims
-    if type(base) in _BERNOULLI and "logits" in base.__dict__:  # logits are lazy when given probs
-        return _bernoulli_log_prob(base.logits, value, n, workspace)
-    if type(base) in _NORMAL:
-        return _normal_log_prob(base.loc, base.scale, value, n)
-    return None
-
-
-def _bernoulli_log_prob(
-    logits: torch.Tensor, value: torch.Tensor, n: int, workspace: Workspace | None = None
-) -> torch.Tensor | None:
-    r""":math:`\sum_d x_d \ell_d - \log(1 + e^{\ell_d})` over the last ``n`` dims.
-
-    One pass of :func:`pyrovae.kernels.bernoulli_log_prob` where it applies; else the first term
-    is a contraction that never forms the product, and the second :func:`_log1p_exp_sum`.
-    Either replaces the several elementwise passes of
-    :func:`~torch.nn.functional.binary_cross_entropy_with_logits` and its event sum.
-    """
-    if logits.dim() < n or value.dim() < n:
-        return None
-    logits, value = logits.flatten(-n), value.flatten(-n)
-    fused = kernels.bernoulli_log_prob(logits, value)
-    if fused is not None:
-        return fused
-    dot = _dot_last(logits, value.to(logits.dtype))
-    if dot is None:
-        return None
-    return dot - _log1p_exp_sum(logits, workspace)
-
-
-def _log1p_exp_sum(logits: torch.Tensor, workspace: Workspace | None = None) -> torch.Tensor:
-    r""":math:`\sum_d \log(1 + e^{\ell_d})` over the last dim.
-
-    By :func:`pyrovae.kernels.log1p_exp_sum` where it applies; else as ``exp``, ``add_``,
-    ``log_``, ``sum`` on blocks of rows in one small reused
-    buffer (``workspace``'s, if given) that stays in cache: on CPU about twice as fast as
-    :func:`~torch.nn.functional.softplus` (whose ``log1p`` is slow) on a large chunk. Rows where
-    :math:`e^{\ell}` overflows are redone with ``softplus``; where :math:`e^{\ell}` is below the
-    dtype's resolution the term is dropped, an error under one ulp of 1 per element.
-    """
-    fused = kernels.log1p_exp_sum(logits)
-    if fused is not None:
-        return fused
-    flat = logits.reshape(-1, logits.shape[-1])
-    out = flat.new_empty(flat.shape[0])
-    rows = min(_BLOCK_ROWS, flat.shape[0])
-    buf = (workspace or Workspace()).get(rows, flat.shape[1], flat)
-    for lo in range(0, flat.shape[0], _BLOCK_ROWS):
-        block = buf[: min(_BLOCK_ROWS, flat.shape[0] - lo)]
-        torch.exp(flat[lo : lo + _BLOCK_ROWS], out=block).add_(1).log_()
-        torch.sum(block, -1, out=out[lo : lo + _BLOCK_ROWS])
-    overflow = torch.isinf(out)
-    if overflow.any():
-        out[overflow] = F.softplus(flat[overflow]).sum(-1)
-    return out.view(logits.shape[:-1])
-
-
-def _compact(t: torch.Tensor) -> torch.Tensor:
-    """The distinct entries of an expanded tensor: size 1 along its stride-0 dims."""
-    size = [1 if stride == 0 else size for size, stride in zip(t.shape, t.stride(), strict=True)]
-    return t.as_strided(size, t.stride(), t.storage_offset())
-
-
-def _normal_log_prob(loc: torch.Tensor, scale: torch.Tensor, value: torch.Tensor, n: int) -> torch.Tensor:
-    r""":math:`-\frac12 \sum_d ((x_d - \mu_d)/\sigma_d)^2 - \sum_d \log\sigma_d - \frac D2 \log 2\pi`.
-
-    At most three passes over the standardized values (the subtraction, the division in place,
-    the sum of squares as a norm), fewer where the location is 0 or the scale 1
-    throughout (a standard normal prior, expanded over particles and data points), and the log
-    of the scale taken on its distinct entries only (scales broadcast over particles or data
-    points are expanded views).
-    """
-    shape = torch.broadcast_shapes(value.shape, loc.shape, scale.shape)
-    loc, scale = _compact(loc.expand(shape)), _compact(scale.expand(shape))
-    std = value
-    if not _is_constant(loc, 0.0, shape):
-        std = value - loc
-    if not _is_constant(scale, 1.0, shape):
-        std = std.div_(scale) if std is not value and std.shape == shape else std / scale
-    std = std.expand(shape).flatten(-n)
-    quad = torch.linalg.vector_norm(std, dim=-1).square_()  # one pass, where vecdot takes two
-    event = math.prod(shape[-n:])
-    log_scale = scale.log().flatten(-n).sum(-1) * (event // math.prod(scale.shape[-n:]))
-    return -0.5 * quad - log_scale - 0.5 * event * math.log(2 * math.pi)
-
-
-def _is_constant(t: torch.Tensor, c: float, shape: torch.Size) -> bool:
-    """Whether the distinct entries ``t`` of a tensor broadcast to ``shape`` all equal ``c``;
-    checked only where they are few (a parameter broadcast over particles), else ``False``."""
-    return t.numel() * 8 <= math.prod(shape) and bool((t == c).all())
-
-
-def _reduce_enumerated_site(lp, particle_dim: int, data_dim: int) -> torch.Tensor:
-    """As :func:`_reduce_site`, keeping the enumeration dims left of the particle dim: a tensor of
-    shape ``(*enum, K, B)`` with the enumeration dims aligned from the right (left of ``K``), of
-    size 1 where the site does not depend on them."""
-    lp = torch.as_tensor(lp)
-    need = -particle_dim
-    if lp.dim() < need:
-        lp = lp.reshape((1,) * (need - lp.dim()) + lp.shape)
-    n = lp.dim()
-    other = [i for i in range(n + particle_dim + 1, n) if i != n + data_dim]
-    return lp.sum(other) if other else lp
-
-
-def _reduce_site(lp, particle_dim: int, data_dim: int, shape: tuple[int, int]) -> torch.Tensor:
-    """Sum a site's batch-shaped log-density over every dim but the particle and data dims."""
-    if not torch.is_tensor(lp):
-        return torch.as_tensor(float(lp)).expand(shape)
-    need = -particle_dim
-    if lp.dim() < need:
-        lp = lp.reshape((1,) * (need - lp.dim()) + lp.shape)
-    n = lp.dim()
-    keep = (n + particle_dim, n + data_dim)
-    other = [i for i in range(n) if i not in keep]
-    if other:
-        lp = lp.sum(other)
-    return lp.expand(shape)
-
-
-def site_log_prob(site: dict, particle_dim: int, data_dim: int, shape, fused=None) -> torch.Tensor:
-    """A site's masked log-density in nats per data point, summed to ``shape`` = (particles, data
-    points). The site's scale (minibatch or KL-annealing factors) is ignored. ``fused(fn, value)``
-    computes the event-summed log-density by a faster route, or returns ``None`` where it does
-    not apply (default :func:`_fused_log_prob`, which is not differentiable)."""
-    return _reduce_site(masked_log_prob(site, fused), particle_dim, data_dim, shape)
-
-
-def masked_log_prob(site: dict, fused=None) -> torch.Tensor:
-    """A site's event-summed, masked log-density, unscaled, in the site's batch shape; ``fused``
-    as for :func:`site_log_prob`."""
-    fn, value = site["fn"], site["value"]
-    if isinstance(fn, Decoded):  # decoded a block at a time, each block by the fused route
-        lp = fn.log_prob_blocks(value, fused or functools.partial(_fused_log_prob, workspace=Workspace()))
-    else:
-        lp = (fused or _fused_log_prob)(fn, value)
-        if lp is None:
-            lp = fn.log_prob(value, *site["args"], **site["kwargs"])
-    return scale_and_mask(lp, mask=site["mask"])
-
-
-def check_support(name: str, site: dict) -> None:
-    """Raise :class:`~pyrovae.errors.DataError` if an observed site's values are outside the support.
-
-    Pyro's validation is switched off in the vectorized sweeps (it would check every large
-    parameter tensor of every chunk); the observed values are checked with this instead, once
-    per data chunk, on tensors without the particle dimension."""
-    ok = site["fn"].support.check(site["value"])
-    if not bool(torch.as_tensor(ok).all()):
-        raise DataError(
-            f"observed site {name!r} holds values outside the support of its distribution "
-            f"({site['fn'].support}); check the data"
-        )
-
-
-class _Plan:
-    """What a probe of the model/guide pair on one data point tells about the full run."""
-
-    def __init__(self, model, guide, data: _Data, data_plate: str, model_args, model_kwargs):
-        args = data.get(0, 1) + tuple(model_args)
-        with pyro.validation_enabled(True):
-            model_trace, guide_trace = _trace_pair(model, guide, args, model_kwargs)
-            self._check_sites(model_trace, guide_trace, data_plate)
-            self.max_plate_nesting = plate_nesting(model_trace, guide_trace)
-            self.particle_dim = -self.max_plate_nesting - 1
-            try:
-                model_trace, guide_trace = _trace_pair(
-                    model, guide, args, model_kwargs, _PROBE_PARTICLES, self.particle_dim
-                )
-            except Exception as e:
-                raise ConfigError(
-                    f"the model/guide pair failed when its samples were vectorized in an outer plate "
-                    f"{PARTICLE_PLATE!r} at dim {self.particle_dim} (max_plate_nesting = "
-                    f"{self.max_plate_nesting}): {type(e).__name__}: {e}. Write the model and guide so "
-                    "that extra batch dimensions on the left broadcast (index from the right, e.g. "
-                    "x.shape[-1], and reshape only trailing dimensions)."
-                ) from e
-        numel, decoded = 0, False
-        for trace in (model_trace, guide_trace):
-            for _, site in _scored_sites(trace):
-                fn = site["fn"]
-                numel += site["value"].numel()
-                if isinstance(fn, Decoded):  # its parameters are never all stored at once
-                    decoded = True
-                    numel += 3 * sum(t.numel() for t in fn.inputs)
-                else:
-                    numel += 3 * (fn.batch_shape + fn.event_shape).numel()
-        #: the most rows a chunk should have for speed, whatever the memory allows
-        self.target_rows = _TARGET_ROWS_DECODED if decoded else _TARGET_ROWS
-        itemsize = max(site["value"].element_size() for _, site in _scored_sites(model_trace))
-        self.bytes_per_row = _MEMORY_SAFETY * itemsize * numel / _PROBE_PARTICLES
-        #: the enumerated sites, whose values are summed out of the weights
-        self.enumerated = [
-            name
-            for trace in (guide_trace, model_trace)
-            for name, site in _scored_sites(trace)
-            if site["infer"].get("enumerate")
-        ]
-        self.kl_note = self._check_kl(model_trace, guide_trace)
-        if self.enumerated:
-            self.kl_note = (
-                f"analytic-KL ELBO omitted: site {self.enumerated[0]!r} is enumerated, and its "
-                "values are summed out of the importance weights"
-            )
-
-    @staticmethod
-    def _check_sites(model_trace, guide_trace, data_plate: str) -> None:
-        sites = [("model", n, s) for n, s in _scored_sites(model_trace)]
-        sites += [("guide", n, s) for n, s in _scored_sites(guide_trace)]
-        for role, name, site in sites:
-            how = site["infer"].get("enumerate")
-            if how and how != "parallel":
-                raise ConfigError(
-                    f"site {name!r} of the {role} is enumerated with infer={{'enumerate': {how!r}}}; "
-                    "importance sampling of log p(x) sums out parallel enumeration only: mark the site "
-                    "infer={'enumerate': 'parallel'}, or sample it in the guide"
-                )
-        if not any(_data_frame(s, data_plate) for _, _, s in sites):
-            raise ConfigError(
-                f"no sample site of the model or guide lies in a plate named {data_plate!r}: a "
-                "per-datapoint log p(x) needs every per-datapoint site inside "
-                f"pyro.plate({data_plate!r}, N), with N = the number of data points passed in"
-            )
-        for role, name, site in sites:
-            frame = _data_frame(site, data_plate)
-            if frame is None:
-                kind = "observed" if site["is_observed"] else "latent"
-                raise ConfigError(
-                    f"{kind} site {name!r} of the {role} lies outside the data plate {data_plate!r}. "
-                    "log p(x_n) of one data point is undefined when a variable is shared across data "
-                    "points: the data points are then not independent given the parameters. Put the "
-                    f"site inside pyro.plate({data_plate!r}, N), or marginalize it out, or make it a "
-                    "parameter (pyro.param)"
-                )
-            if frame.size != 1:
-                raise ConfigError(
-                    f"the data plate {data_plate!r} at site {name!r} of the {role} has size {frame.size} "
-                    "when 1 data point was passed: its size must be the number of data points passed "
-                    f"in, pyro.plate({data_plate!r}, x.shape[0]), without subsampling"
-                )
-        model_names = {n for n, _ in _scored_sites(model_trace)}
-        guide_names = {n for n, _ in _scored_sites(guide_trace)}
-        for name, site in _scored_sites(model_trace):
-            if not site["is_observed"] and name not in guide_names and not site["infer"].get("enumerate"):
-                raise ConfigError(
-                    f"latent site {name!r} of the model is not sampled by the guide; importance "
-                    "sampling needs the guide to propose every latent variable: add it to the guide"
-                )
-        for name in guide_names - model_names:
-            raise ConfigError(
-                f"site {name!r} of the guide does not appear in the model; auxiliary guide variables "
-                "are not supported by importance sampling of log p(x)"
-            )
-
-    @staticmethod
-    def _check_kl(model_trace, guide_trace) -> str | None:
-        """Why the analytic-KL ELBO is unavailable, or ``None`` if it is available."""
-        latents = [n for n, s in _scored_sites(model_trace) if not s["is_observed"]]
-        guide_order = [n for n, _ in _scored_sites(guide_trace) if n in set(latents)]
-        if latents != guide_order:
-            return (
-                "analytic-KL ELBO omitted: the guide samples the latents in a different order from the "
-                f"model ({', '.join(guide_order)} vs {', '.join(latents)}), so the mean-field condition "
-                "of Pyro's TraceMeanField_ELBO cannot be verified"
-            )
-        for name in latents:
-            q, p = guide_trace.nodes[name]["fn"], model_trace.nodes[name]["fn"]
-            try:
-                kl_divergence(q, p)
-            except NotImplementedError:
-                return (
-                    f"analytic-KL ELBO omitted: no closed-form KL divergence is registered for site "
-                    f"{name!r} ({type(q).__name__} in the guide, {type(p).__name__} in the model)"
-                )
-        return None
-
-
-# ---------------------------------------------------------------------------------------------
 # the sweep over data chunks
 
 
-class _Sweep:
-    """Draw ``K`` log-weights for every data point, one data chunk at a time.
+class Sweep:
+    """Draw ``K`` log-weights for every data point, one data chunk at a time, on the model's device.
 
     Iterating yields ``(lo, hi, log_w, elbo)``: the ``(hi - lo, K)`` log-weights of data points
-    ``lo:hi`` and, when the analytic-KL ELBO was requested and is available, the ``(hi - lo, K)``
-    single-sample terms :math:`\\log p(x \\mid z_k) - \\mathrm{KL}(q \\| p)` (else ``None``).
+    ``lo:hi`` (on the device) and, when the analytic-KL ELBO was requested and is available, the
+    ``(hi - lo, K)`` single-sample terms :math:`\\log p(x \\mid z_k) - \\mathrm{KL}(q \\| p)` (else
+    ``None``).
 
     With a ``seed``, the draws of the chunk starting at data point ``lo`` are seeded from
     ``(seed, lo)`` alone. In a distributed run each rank sweeps its contiguous share of the chunks
     (:func:`pyrovae.distributed.shard`), with the chunk sizes of the whole data set, so every data
-    point gets the draws it gets in one process.
+    point gets the draws it gets in one process. Options as for :func:`log_likelihood`.
     """
 
     def __init__(
@@ -803,7 +270,7 @@ class _Sweep:
         data,
         num_samples: int,
         *,
-        data_plate: str = DATA_PLATE,
+        data_plate: str | None = None,
         batch_size: int | None = None,
         particle_batch_size: int | None = None,
         max_memory: int | None = None,
@@ -811,6 +278,7 @@ class _Sweep:
         model_kwargs: dict | None = None,
         analytic_kl: bool = False,
         seed: int | None = None,
+        device: str | torch.device | None = None,
     ):
         for name, value in (
             ("num_samples", num_samples),
@@ -821,22 +289,29 @@ class _Sweep:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         self.model, self.guide = model, guide
-        self.data = _Data(data)
+        self.data = DataSource(data)
+        self.device = devices.place(model, guide, device=device)
         self.num_samples = num_samples
-        self.data_plate = data_plate
-        self.model_args = tuple(model_args)
+        self.model_args = devices.move(tuple(model_args), self.device)
         self.model_kwargs = dict(model_kwargs or {})
-        self.plan = _Plan(model, guide, self.data, data_plate, self.model_args, self.model_kwargs)
-        self.analytic_kl = analytic_kl and self.plan.kl_note is None
-        self.max_memory = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
+        self.pair = Pair(model, guide, self.args(0, 1), self.model_kwargs, data_plate)
+        self.analytic_kl = analytic_kl and self.pair.kl_note is None
+        self.max_memory = default_max_memory(self.device) if max_memory is None else max_memory
         self.batch_size, self.particle_batch_size = self._chunk_sizes(batch_size, particle_batch_size)
         self.seed = seed
         self.span = distributed.shard(self.data.num_data, self.batch_size)
-        retain_freed_memory()
+
+    def args(self, lo: int, hi: int) -> tuple:
+        """The model's positional arguments for data points ``lo:hi``, on the device."""
+        return devices.move(self.data.chunk(lo, hi), self.device) + self.model_args
 
     def _chunk_sizes(self, batch_size, particle_batch_size) -> tuple[int, int]:
         num_data, num_samples, max_memory = self.data.num_data, self.num_samples, self.max_memory
-        rows = int(min(max(max_memory // self.plan.bytes_per_row, 1), self.plan.target_rows))
+        itemsize = max(t.element_size() for t in self.args(0, 1) if torch.is_tensor(t))
+        bytes_per_row = MEMORY_SAFETY * itemsize * self.pair.numel_per_particle
+        rows = max(int(max_memory // bytes_per_row), 1)
+        if self.device.type == "cpu":
+            rows = min(rows, CPU_TARGET_ROWS)
         if particle_batch_size is None:
             particle_batch_size = max(1, min(num_samples, rows // (batch_size or 1)))
         if batch_size is None:
@@ -846,49 +321,34 @@ class _Sweep:
         return min(batch_size, num_data), min(particle_batch_size, num_samples)
 
     def _chunk(self, args, num_particles: int, num_data: int, check: bool):
-        model_trace, guide_trace = _trace_pair(
-            self.model, self.guide, args, self.model_kwargs, num_particles, self.plan.particle_dim
-        )
+        pair = self.pair
+        model_trace, guide_trace = pair.traces(args, self.model_kwargs, num_particles)
         shape = (num_particles, num_data)
-        log_w = torch.zeros(())
-        elbo = torch.zeros(()) if self.analytic_kl else None
-        for name, site in _scored_sites(model_trace):
-            if check and site["is_observed"]:
-                check_support(name, site)
-            lp = self._site_log_prob(site, shape)
-            log_w = log_w + lp
-            if elbo is not None:
+        if check:
+            for name, site in scored_sites(model_trace):
                 if site["is_observed"]:
-                    elbo = elbo + lp
-                else:
-                    g = guide_trace.nodes[name]
-                    kl = scale_and_mask(kl_divergence(g["fn"], site["fn"]), mask=g["mask"])
-                    elbo = elbo - _reduce_site(kl, self.plan.particle_dim, self._data_dim(g), shape)
-        for _, site in _scored_sites(guide_trace):
-            # an enumerated site's q(y | x) cancels from the weight (see the module docstring)
-            if not site["infer"].get("enumerate"):
-                log_w = log_w - self._site_log_prob(site, shape)
-        if log_w.dim() > 2:  # sum the weights over the enumerated values
-            log_w = log_w.flatten(0, -3).logsumexp(0)
-        return log_w.expand(shape), None if elbo is None else elbo.expand(shape)
-
-    def _data_dim(self, site) -> int:
-        return _data_frame(site, self.data_plate).dim
-
-    def _site_log_prob(self, site, shape) -> torch.Tensor:
-        if self.plan.enumerated:
-            lp = masked_log_prob(site)
-            return _reduce_enumerated_site(lp, self.plan.particle_dim, self._data_dim(site))
-        return site_log_prob(site, self.plan.particle_dim, self._data_dim(site), shape)
+                    check_support(name, site)
+        log_w = pair.log_weights(model_trace, guide_trace, shape)
+        if not self.analytic_kl:
+            return log_w, None
+        elbo = torch.zeros(())
+        for name, site in scored_sites(model_trace):
+            if site["is_observed"]:
+                elbo = elbo + site_log_density(site, pair.particle_dim, pair.data_plate, shape)
+            else:
+                g = guide_trace.nodes[name]
+                kl = scale_and_mask(kl_divergence(g["fn"], site["fn"]), mask=g["mask"])
+                elbo = elbo - reduce_site(kl, g, pair.particle_dim, pair.data_plate, shape)
+        return log_w, elbo.expand(shape)
 
     def __len__(self) -> int:
         """The number of data points this rank sweeps."""
         return self.span[1] - self.span[0]
 
-    def reducer(self, keep: bool) -> _Reducer:
-        """A :class:`_Reducer` that batches at most ``max_memory / 4`` bytes of log-weights."""
-        rows = max(1, min(_REDUCE_ROWS, self.max_memory // (4 * 8 * self.num_samples)))
-        return _Reducer(self.num_samples, rows, keep)
+    def reducer(self, keep: bool) -> Reducer:
+        """A :class:`Reducer` that batches at most ``max_memory / 4`` bytes of log-weights."""
+        rows = max(1, min(REDUCE_ROWS, self.max_memory // (4 * 8 * self.num_samples)))
+        return Reducer(self.num_samples, rows, keep)
 
     def __iter__(self) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor | None]]:
         check = is_validation_enabled()
@@ -902,7 +362,7 @@ class _Sweep:
             yield lo, hi, log_w, elbo
 
     def _data_chunk(self, lo: int, hi: int, check: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        args = self.data.get(lo, hi) + self.model_args
+        args = self.args(lo, hi)
         log_w = elbo = None
         for plo in range(0, self.num_samples, self.particle_batch_size):
             phi = min(plo + self.particle_batch_size, self.num_samples)
@@ -916,25 +376,10 @@ class _Sweep:
         return log_w, elbo
 
 
-@contextlib.contextmanager
-def seeded(seed: int | None):
-    """Seed Pyro's generators (torch, random, numpy) for the duration, then restore the
-    caller's state, so that a seeded evaluation leaves the surrounding random stream untouched."""
-    if seed is None:
-        yield
-        return
-    state = pyro.util.get_rng_state()
-    try:
-        pyro.set_rng_seed(seed)
-        yield
-    finally:
-        pyro.util.set_rng_state(state)
-
-
-class _Reducer:
-    """Reduce blocks of log-weights with :func:`reduce_log_weights`, ``rows`` at a time, into a
-    :class:`LogLikelihood`, keeping the log-weights if asked; in a distributed run, the ranks'
-    contiguous shares are gathered in order."""
+class Reducer:
+    """Reduce blocks of log-weights with :func:`~pyrovae.diagnostics.reduce_log_weights`, ``rows``
+    at a time, into a :class:`LogLikelihood` on the CPU, keeping the log-weights if asked; in a
+    distributed run, the ranks' contiguous shares are gathered in order."""
 
     def __init__(self, num_samples: int, rows: int, keep: bool):
         self.num_samples, self.rows, self.keep = num_samples, rows, keep
@@ -948,7 +393,7 @@ class _Reducer:
             self._flush()
 
     def _flush(self) -> None:
-        block = torch.cat(self._pending)
+        block = torch.cat(self._pending).cpu()
         self._pending = []
         self._parts.append(reduce_log_weights(block))
         if self.keep:
@@ -977,7 +422,7 @@ def log_likelihood(
     data,
     num_samples: int = 5000,
     *,
-    data_plate: str = DATA_PLATE,
+    data_plate: str | None = None,
     batch_size: int | None = None,
     particle_batch_size: int | None = None,
     max_memory: int | None = None,
@@ -986,6 +431,7 @@ def log_likelihood(
     return_log_weights: bool = False,
     model_args: tuple = (),
     model_kwargs: dict | None = None,
+    device: str | torch.device | None = None,
 ) -> LogLikelihood:
     r"""Estimate :math:`\log p(x_n)` of every data point by importance sampling from the guide.
 
@@ -995,14 +441,20 @@ def log_likelihood(
     bound in expectation that tightens as :math:`K` grows. Each estimate comes with its
     delta-method standard error, Kong's effective sample size and the PSIS :math:`\hat k`
     diagnostic (Vehtari et al. 2024): above 0.7 the guide's tails are too light for the estimate
-    to be trusted (Yao et al. 2018). See :func:`reduce_log_weights`.
+    to be trusted (Yao et al. 2018). See :func:`~pyrovae.diagnostics.reduce_log_weights`.
 
     The particles are vectorized in an outer plate ``"_particles"`` at dim
     ``-(max_plate_nesting + 1)`` around the guide and the model replayed against it (as
     :class:`~pyro.infer.RenyiELBO` does), with ``max_plate_nesting`` found by a probe on one
-    data point. Every sample site, latent or observed, must lie inside the data plate; its
-    log-density is summed over all dims but the particle and data dims. Site scales (minibatch
-    scaling, KL annealing) are ignored: the result is in nats per data point. Masks are applied.
+    data point (:class:`~pyrovae.traces.Pair`). Every sample site, latent or observed, must lie
+    inside the data plate; its log-density is summed over all dims but the particle and data dims.
+    Site scales (minibatch scaling, KL annealing) are ignored: the result is in nats per data
+    point. Masks are applied. Each site's log-density is its own distribution's ``log_prob``, so
+    any decoder and likelihood a model uses are evaluated as written.
+
+    The computation runs on the device of the model's parameters, or on ``device`` (the modules
+    behind ``model`` and ``guide`` are moved there); each chunk of data is moved there, and the
+    result comes back on the CPU.
 
     Memory is bounded: data points are processed ``batch_size`` at a time and particles
     ``particle_batch_size`` at a time; by default both are derived from ``max_memory`` and the
@@ -1018,19 +470,23 @@ def log_likelihood(
     :param callable model: model ``model(*data, *model_args, **model_kwargs)``.
     :param callable guide: guide with the same signature.
     :param data: a tensor of shape ``(N, ...)``; a tuple of tensors sharing the leading ``N``
-        (passed positionally, e.g. several observed sites); or a data set, read through its
-        ``batch(index)`` method if it has one, else item by item. Boolean and ``uint8`` tensors
-        are cast to the default float dtype; the computation runs in the data's (and model's) dtype.
+        (passed positionally, e.g. several observed sites, or data and a condition); or any
+        data set, every column passed (see :class:`~pyrovae.data.DataSource`). Boolean and
+        ``uint8`` tensors are cast to the default float dtype; the computation runs in the data's
+        (and model's) dtype.
     :param int num_samples: :math:`K`, importance samples per data point.
-    :param str data_plate: name of the data plate.
+    :param str data_plate: name of the data plate (default: found, see
+        :func:`~pyrovae.traces.find_data_plate`).
     :param int batch_size: data points per chunk.
     :param int particle_batch_size: particles per chunk.
-    :param int max_memory: bytes one chunk may use when chunk sizes are derived (default 512 MiB).
+    :param int max_memory: bytes one chunk may use when chunk sizes are derived (default 512 MiB
+        on the CPU, a quarter of a GPU's memory).
     :param int seed: seed for the draws; the caller's random state is restored afterwards.
     :param bool progress: show a progress bar over data points.
     :param bool return_log_weights: keep the ``(N, K)`` log-weights in the result.
     :param tuple model_args: extra positional arguments after the data.
     :param dict model_kwargs: keyword arguments.
+    :param device: where to compute (see :mod:`pyrovae.devices`); default: the model's device.
     :raises ConfigError: if a sample site lies outside the data plate, if a site is enumerated
         other than in parallel (enumerated sites are summed out: see the module docstring),
         or if a model latent is missing from the guide.
@@ -1039,7 +495,7 @@ def log_likelihood(
     start = time.perf_counter()
     distributed.init()
     with seeded(seed):
-        sweep = _Sweep(
+        sweep = Sweep(
             model,
             guide,
             data,
@@ -1051,6 +507,7 @@ def log_likelihood(
             model_args=model_args,
             model_kwargs=model_kwargs,
             seed=seed,
+            device=device,
         )
         reducer = sweep.reducer(keep=return_log_weights)
         shown = progress and distributed.is_main()

@@ -15,35 +15,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from . import kernels
 from .errors import ConfigError, unknown_name
 
-
-class Softplus(nn.Softplus):
-    r""":class:`torch.nn.Softplus`, about twice as fast where no gradient is recorded.
-
-    There :math:`\log(1 + e^x)` is computed in one pass by :func:`pyrovae.kernels.softplus`
-    (float32 on CPU, with pyrovae's C extension), or else as ``exp``, ``add_``, ``log_``, which
-    avoids the slower ``log1p`` of :func:`~torch.nn.functional.softplus`. Both agree with it to
-    within a few units in the last place of :math:`\max(1, \log(1 + e^x))`; where :math:`e^x`
-    overflows, the result is :math:`x`, as ``softplus`` gives above ``threshold``. With autograd
-    recording, or ``beta != 1``, it is :class:`torch.nn.Softplus`, so training is unchanged.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.beta != 1 or (x.requires_grad and torch.is_grad_enabled()) or not x.is_floating_point():
-            return super().forward(x)
-        y = kernels.softplus(x)
-        if y is not None:
-            return y
-        y = torch.exp(x).add_(1).log_()
-        if y.numel() and not bool(y.max() < math.inf):  # e^x overflowed somewhere (or NaN)
-            y = torch.where(x > self.threshold, x, y)
-        return y
-
-
 ACTIVATIONS = {
-    "softplus": Softplus,
+    "softplus": nn.Softplus,
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
     "elu": nn.ELU,

@@ -1,7 +1,8 @@
-"""Figures written into a run directory as PNG files.
+"""Figures: samples, reconstructions, learning curves.
 
-Every function returns the :class:`matplotlib.figure.Figure` and, given ``path``, saves it
-atomically. The Agg backend is used, so no display is needed.
+Every function returns a :class:`matplotlib.figure.Figure`, which a notebook shows inline, and
+saves it as a PNG, atomically, only when given ``path``. Figures are made without pyplot, so
+importing pyrovae leaves matplotlib's backend and pyplot's list of open figures alone.
 """
 
 from __future__ import annotations
@@ -9,23 +10,23 @@ from __future__ import annotations
 import math
 import os
 
-import matplotlib
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from .io import atomic_path
 
-from .io import atomic_path  # noqa: E402
+
+def figure(**kwargs) -> Figure:
+    """A new figure, outside pyplot (``kwargs`` as for :class:`~matplotlib.figure.Figure`)."""
+    return Figure(**kwargs)
 
 
 def save(fig: Figure, path: str | os.PathLike | None) -> Figure:
-    """Save ``fig`` as PNG at ``path`` (atomically) when a path is given; close it either way."""
+    """Save ``fig`` as PNG at ``path`` (atomically) when a path is given; return it."""
     if path is not None:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return fig
 
 
@@ -45,7 +46,8 @@ def image_grid(images: torch.Tensor, path=None, *, ncols: int = 10, title: str |
     """A grid of images (values in [0, 1])."""
     images = as_images(images)
     nrows = max(1, math.ceil(len(images) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 0.9, nrows * 0.9 + (0.4 if title else 0)))
+    fig = figure(figsize=(ncols * 0.9, nrows * 0.9 + (0.4 if title else 0)))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, img in zip(axes.flat, images, strict=False):
@@ -67,7 +69,8 @@ def reconstructions(x: torch.Tensor, recon: torch.Tensor, path=None, *, ncols: i
 
 def learning_curves(history: pd.DataFrame, path=None) -> Figure:
     """Training objective and validation bound per epoch, in nats per data point."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.plot(history["epoch"], history["train_loss"], marker="o", label="train (objective)")
     if "valid_loss" in history and history["valid_loss"].notna().any():
         ax.plot(history["epoch"], history["valid_loss"], marker="s", label="validation")

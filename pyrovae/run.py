@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from pyro.infer import ELBO
 
-from . import datasets
+from . import datasets, devices
 from .errors import ConfigError, RunDirError, unknown_name
 from .estimators import estimator
 from .hvae import HVAE
@@ -61,6 +62,7 @@ class RunConfig:
     clip_norm: float | None = None
     patience: int | None = None
     seed: int = 0
+    device: str = "auto"
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "the configuration") -> RunConfig:
@@ -137,13 +139,20 @@ class Run:
     vae: VAE | HVAE
     epoch: int
 
+    @property
+    def vae_device(self) -> torch.device:
+        """The device the model's parameters are on."""
+        return devices.of_model(self.vae) or torch.device("cpu")
+
     def load_data(self, split: str) -> datasets.VAEDataset:
         return self.config.load_data(split)
 
 
-def load_run(path: str | os.PathLike, checkpoint: str = "best") -> Run:
-    """Rebuild the model of the run in ``path`` with its ``best`` (or ``last``) parameters."""
+def load_run(path: str | os.PathLike, checkpoint: str = "best", device: str | torch.device = "cpu") -> Run:
+    """Rebuild the model of the run in ``path`` with its ``best`` (or ``last``) parameters, on
+    ``device`` (see :mod:`pyrovae.devices`; a checkpoint written on a GPU loads on the CPU)."""
     path = Path(path)
+    dev = devices.resolve(device)
     if not (path / CONFIG).is_file():
         raise RunDirError(
             f"{path} is not a pyrovae run directory (no {CONFIG}); "
@@ -160,5 +169,5 @@ def load_run(path: str | os.PathLike, checkpoint: str = "best") -> Run:
     event_shape = state["config"].get("event_shape") or config.load_data("test").event_shape
     vae = config.build_vae(event_shape)
     vae.load_state_dict(state["model"])
-    vae.eval()
+    vae.to(dev).eval()
     return Run(path, config, vae, state["epoch"])

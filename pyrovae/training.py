@@ -30,18 +30,21 @@ from pathlib import Path
 import pandas as pd
 import pyro
 import torch
+from pyro import poutine
 from pyro.infer import ELBO
 from pyro.infer.elbo import ELBOModule
 from pyro.infer.util import is_validation_enabled
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import distributed, plots
-from .datasets import as_dataset
+from . import devices, distributed, plots
+from .data import DataSource
 from .errors import ConfigError, RunDirError, TrainingError, unknown_name
 from .estimators import estimator as make_estimator
 from .handlers import scale_data, scale_latents
 from .io import load_checkpoint, save_checkpoint, write_text
+from .results import Result
+from .traces import find_data_plate, trace_pair
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 CHECKPOINT = "checkpoint.pt"
@@ -80,6 +83,12 @@ class Trainer:
     :param estimator: an estimator name or :class:`~pyro.infer.ELBO`.
     :param lr: learning rate of the torch ``optimizer``.
     :param clip_norm: clip the gradient's global norm to this value (no clipping if ``None``).
+    :param device: where to train (see :mod:`pyrovae.devices`): ``vae`` is moved there, and every
+        batch (default ``"auto"``: CUDA where available, else the CPU; under ``torchrun`` with
+        CUDA, ``cuda:LOCAL_RANK``).
+
+    The minibatch scale :math:`N/B` applies to the data plate, the plate every observed site
+    shares (:func:`~pyrovae.traces.find_data_plate`), found on the first step.
 
     In a distributed run (:func:`pyrovae.distributed.init` has started a process group) the
     ``ELBO(model, guide)`` module is wrapped in DistributedDataParallel and every step is
@@ -95,13 +104,16 @@ class Trainer:
         optimizer: str = "adam",
         lr: float = 1e-3,
         clip_norm: float | None = None,
+        device: str | torch.device | None = "auto",
     ):
         if optimizer not in OPTIMIZERS:
             raise unknown_name("optimizer", optimizer, OPTIMIZERS)
         if not (lr > 0):
             raise ConfigError(f"the learning rate must be positive; got {lr}")
-        self.vae = vae
+        self.device = devices.resolve(device)
+        self.vae = vae.to(self.device)
         self.num_data = num_data
+        self.data_plate: str | None = None
         self.elbo = make_estimator(estimator)
         self.loss_module = elbo_module(vae, self.elbo)
         self.params = [p for p in self.loss_module.parameters() if p.requires_grad]
@@ -128,10 +140,13 @@ class Trainer:
         The first step runs under Pyro's validation (as the user has set it), so that a model
         error is reported with Pyro's own message; later steps skip the per-step checks.
         """
+        args = devices.move(as_args(x), self.device)
+        if self.data_plate is None:
+            self.data_plate = self._find_data_plate(args)
         with pyro.validation_enabled(is_validation_enabled() and not self._validated):
-            args = _as_args(x)
             world = distributed.world_size()
-            with scale_data(scale=world * self.num_data / (batch_size or world * len(args[0]))):
+            scale = world * self.num_data / (batch_size or world * len(args[0]))
+            with scale_data(scale=scale, plate=self.data_plate):
                 if beta == 1.0:
                     loss = self._forward(*args)
                 else:
@@ -147,6 +162,25 @@ class Trainer:
             self.optimizer.step()
         return value / self.num_data
 
+    def _find_data_plate(self, args: tuple[torch.Tensor, ...]) -> str:
+        """The data plate of the pair, from one run on the first batch (the random state restored)."""
+        state = pyro.util.get_rng_state()
+        try:
+            with poutine.block(), torch.no_grad():
+                model_trace, _ = trace_pair(self.loss_module.model, self.loss_module.guide, args, {})
+        except TypeError as e:
+            if len(args) == 1:
+                raise
+            shapes = ", ".join(str(tuple(a.shape)) for a in args)
+            raise ConfigError(
+                f"each batch has {len(args)} columns ({shapes}), all passed to {type(self.vae).__name__}'s "
+                f"model and guide positionally, which refused them ({e}); pass only the columns the "
+                "model takes (e.g. the images, not their labels), or a model that takes them all"
+            ) from None
+        finally:
+            pyro.util.set_rng_state(state)
+        return find_data_plate(model_trace, len(args[0]))
+
     @torch.no_grad()
     def evaluate(self, batches: Iterator[torch.Tensor], num_data: int) -> float:
         """The estimator's negative bound on a data set, in nats per data point (β = 1).
@@ -156,45 +190,29 @@ class Trainer:
         total = torch.zeros((), dtype=torch.float64)
         with pyro.validation_enabled(False):
             for x in batches:
-                total += self.elbo.loss(self.loss_module.model, self.loss_module.guide, *_as_args(x))
+                args = devices.move(as_args(x), self.device)
+                total += self.elbo.loss(self.loss_module.model, self.loss_module.guide, *args)
         return distributed.world_size() * distributed.all_reduce_mean(total) / num_data
 
 
-def _as_args(batch: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """A minibatch as the positional arguments of the model and guide: a data set's ``batch``
-    method may return one tensor or a tuple (data and labels, say)."""
+def as_args(batch: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """A minibatch as the positional arguments of the model and guide: one tensor, or a tuple
+    (data and labels, say)."""
     return tuple(batch) if isinstance(batch, tuple | list) else (batch,)
 
 
-def _batches(
-    data, batch_size: int, generator: torch.Generator | None, span: tuple[int, int] | None = None
-) -> Iterator[torch.Tensor | tuple[torch.Tensor, ...]]:
-    """Minibatches of ``data`` in the order drawn from ``generator``, or in order (of the data
-    points ``span = (lo, hi)`` if given) without one."""
-    n = len(data)
-    lo, hi = span or (0, n)
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(lo, hi)
-    fast = hasattr(data, "batch")
-    for i in range(0, len(order), batch_size):
-        idx = order[i : i + batch_size]
-        if fast:
-            yield data.batch(idx, generator=generator)
-        else:
-            items = [data[int(j)] for j in idx]
-            items = [item[0] if isinstance(item, tuple | list) else item for item in items]
-            yield torch.stack(items)
-
-
-def _check_data(vae: nn.Module, data, what: str) -> None:
+def _check_data(vae: nn.Module, data: DataSource, what: str) -> None:
     """Check shape and support of ``data`` against ``vae`` (when it knows how) before any training."""
     check = getattr(vae, "check_data", None)
     if check is None:
         return
-    tensor = getattr(data, "data", None)
-    if getattr(data, "binarize", None) is None and isinstance(tensor, torch.Tensor):
-        check(tensor, what)
+    dataset = data.dataset
+    if dataset is None:  # tensors: the first column, whole
+        check(data.chunk(0, len(data))[0], what)
+    elif getattr(dataset, "binarize", None) is None and torch.is_tensor(getattr(dataset, "data", None)):
+        check(dataset.data, what)
     else:
-        check(_as_args(next(_batches(data, min(len(data), 1000), None)))[0], what)
+        check(next(data.batches(min(len(data), 1000)))[0], what)
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -208,28 +226,78 @@ def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return (seed * 1_000_003 + epoch) % 2**32
 
 
-@dataclass
-class FitResult:
-    """What :func:`fit` returns: the trained module, its history and where its files are."""
+@dataclass(repr=False)
+class FitResult(Result):
+    """What :func:`fit` returns: the trained module, its history and where its files are.
 
-    vae: nn.Module
+    :ivar vae: the trained module (``None`` when read back from a file).
+    :ivar pandas.DataFrame history: one row per epoch: ``epoch``, ``train_loss``, ``valid_loss``,
+        ``beta``, ``seconds``.
+    :ivar int num_data: training data points :math:`N`.
+    """
+
+    vae: nn.Module | None
     history: pd.DataFrame
     run_dir: Path | None = None
     best_epoch: int | None = None
     stopped_early: bool = False
     notes: list[str] = field(default_factory=list)
+    num_data: int = 0
 
     @property
     def final_loss(self) -> float:
+        """The validation bound of the best epoch (else the last training objective), in nats."""
         col = "valid_loss" if self.history["valid_loss"].notna().any() else "train_loss"
         return float(self.history[col].iloc[-1 if self.best_epoch is None else self.best_epoch - 1])
 
     def to_dataframe(self) -> pd.DataFrame:
+        """The history, one row per epoch."""
         return self.history.copy()
+
+    def summary_table(self) -> pd.DataFrame:
+        """The history, indexed by epoch."""
+        return self.history.set_index("epoch")
+
+    def to_xarray(self):
+        """The history as an :class:`xarray.Dataset` along ``"epoch"``; the rest in ``attrs``."""
+        import xarray as xr
+
+        ds = xr.Dataset.from_dataframe(self.history.set_index("epoch"))
+        ds.attrs.update({k: v for k, v in self.to_json_dict().items() if k != "notes" and v is not None})
+        ds.attrs["notes"] = "\n".join(self.notes)
+        ds.attrs["stopped_early"] = int(self.stopped_early)
+        return ds
+
+    @classmethod
+    def from_xarray(cls, ds) -> FitResult:
+        """Inverse of :meth:`to_xarray` (without the module)."""
+        a = ds.attrs
+        return cls(
+            None,
+            ds.to_dataframe().reset_index(),
+            Path(a["run_dir"]) if "run_dir" in a else None,
+            int(a["best_epoch"]) if "best_epoch" in a else None,
+            bool(a["stopped_early"]),
+            [line for line in str(a.get("notes", "")).split("\n") if line],
+            int(a["num_data"]),
+        )
+
+    def to_json_dict(self) -> dict:
+        """Summary figures as plain Python values."""
+        return {
+            "num_data": int(self.num_data),
+            "epochs": len(self.history),
+            "final_loss": self.final_loss,
+            "best_epoch": self.best_epoch,
+            "stopped_early": bool(self.stopped_early),
+            "run_dir": None if self.run_dir is None else str(self.run_dir),
+            "notes": list(self.notes),
+        }
 
     def summary(self) -> str:
         h = self.history
-        lines = [f"{type(self.vae).__name__} trained for {len(h)} epochs"]
+        name = "model" if self.vae is None else type(self.vae).__name__
+        lines = [f"{name} trained for {len(h)} epochs on {self.num_data} data points"]
         last = h.iloc[-1]
         lines.append(f"  final train objective: {last['train_loss']:.3f} nats per data point")
         if h["valid_loss"].notna().any():
@@ -243,9 +311,6 @@ class FitResult:
             lines.append(f"  run directory: {self.run_dir}")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        return self.summary()
 
 
 def prepare_run_dir(run_dir: str | os.PathLike, resume: bool, overwrite: bool) -> Path:
@@ -288,13 +353,15 @@ def fit(
     plots_every_epoch: bool = False,
     config: dict | None = None,
     backend: str | None = None,
+    device: str | torch.device | None = "auto",
 ) -> FitResult:
     """Train ``vae`` (any module with ``model``/``guide`` methods) by minibatch SVI.
 
-    :param train: a tensor, a :class:`~pyrovae.datasets.VAEDataset` or any torch ``Dataset``. A
-        data set whose ``batch(index, generator)`` method returns a tuple of tensors, such as
-        :func:`~pyrovae.datasets.with_labels`'s ``(x, y)``, has them passed to the model and guide
-        positionally; the minibatch scale is :math:`N/B` with :math:`B` the batch's first dimension.
+    :param train: a tensor, a tuple of tensors, a :class:`~pyrovae.datasets.VAEDataset` or any
+        torch ``Dataset`` (see :class:`~pyrovae.data.DataSource`). Every column of a batch, such as
+        :func:`~pyrovae.datasets.with_labels`'s ``(x, y)`` or a ``TensorDataset(x, c)``, is passed to
+        the model and guide positionally; dtypes are kept. The minibatch scale is :math:`N/B` with
+        :math:`B` the batch's first dimension, applied to the data plate.
     :param valid: optional validation data: its bound is computed after every epoch and drives
         early stopping and the ``best.pt`` checkpoint.
     :param estimator: estimator name (see :data:`pyrovae.estimators.ESTIMATORS`) or an ELBO.
@@ -307,6 +374,10 @@ def fit(
     :param resume: continue the run in ``run_dir`` from its last checkpoint.
     :param overwrite: start a new run in a non-empty ``run_dir``.
     :param config: a JSON-able description of the run, stored in every checkpoint.
+    :param device: where to train: ``"auto"`` (CUDA where available, else the CPU), ``"cpu"``,
+        ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a :class:`torch.device`. ``vae`` is moved there and
+        stays there; each batch is moved there. Checkpoints hold the parameters on the CPU's terms
+        (they load on a machine without a GPU).
     :param backend: the ``torch.distributed`` backend when launched by ``torchrun`` (see
         :func:`pyrovae.distributed.init`; default Gloo on CPUs, NCCL for CUDA tensors). Under
         ``torchrun`` each of the :math:`W` workers trains on its contiguous share of every global
@@ -321,7 +392,7 @@ def fit(
     if patience is not None and valid is None:
         raise ConfigError("early stopping (patience) needs validation data: pass valid=")
     distributed.init(backend)
-    train = as_dataset(train, name="train")
+    train = DataSource(train, "the training data")
     world, last = distributed.world_size(), len(train) % batch_size
     if batch_size < world or 0 < last < world:
         raise ConfigError(
@@ -330,7 +401,7 @@ def fit(
             f"a batch size of at least {world} that divides {len(train)} or leaves a remainder of at "
             f"least {world}"
         )
-    valid = as_dataset(valid, name="valid") if valid is not None else None
+    valid = DataSource(valid, "the validation data") if valid is not None else None
     _check_data(vae, train, "the training data")
     if valid is not None:
         _check_data(vae, valid, "the validation data")
@@ -341,7 +412,9 @@ def fit(
         for name in (CHECKPOINT, BEST, HISTORY):
             (run_path / name).unlink(missing_ok=True)
 
-    trainer = Trainer(vae, len(train), estimator=estimator, optimizer=optimizer, lr=lr, clip_norm=clip_norm)
+    trainer = Trainer(
+        vae, len(train), estimator=estimator, optimizer=optimizer, lr=lr, clip_norm=clip_norm, device=device
+    )
     history: list[dict] = []
     best, best_epoch, bad_epochs = math.inf, None, 0
     start = 1
@@ -374,8 +447,7 @@ def fit(
             beta = min(1.0, epoch / kl_warmup) if kl_warmup > 0 else 1.0
             bar.set_description(f"epoch {epoch}/{epochs}")
             total, seen, t0 = 0.0, 0, time.perf_counter()
-            for step, batch in enumerate(_batches(train, batch_size, generator), 1):
-                args = _as_args(batch)
+            for step, args in enumerate(train.batches(batch_size, generator), 1):
                 lo, hi = distributed.shard(len(args[0]))
                 loss = trainer.step(tuple(a[lo:hi] for a in args), beta, batch_size=len(args[0]))
                 if not math.isfinite(loss):
@@ -398,7 +470,7 @@ def fit(
             if valid is not None:
                 with torch.random.fork_rng():
                     torch.manual_seed(_epoch_seed(seed, -epoch, distributed.rank()))
-                    shard = _batches(valid, 1000, None, distributed.shard(len(valid)))
+                    shard = valid.batches(1000, None, distributed.shard(len(valid)))
                     row["valid_loss"] = trainer.evaluate(shard, len(valid))
                 bar.set_postfix(loss=f"{row['train_loss']:.2f}", valid=f"{row['valid_loss']:.2f}")
             row["seconds"] = time.perf_counter() - t0
@@ -444,7 +516,7 @@ def fit(
     frame = pd.DataFrame(history)
     if run_path is not None and distributed.is_main():
         write_figures(vae, frame, run_path, valid if valid is not None else train)
-    return FitResult(vae, frame, run_path, best_epoch, stopped_early, notes)
+    return FitResult(vae, frame, run_path, best_epoch, stopped_early, notes, len(train))
 
 
 def write_figures(vae: nn.Module, history: pd.DataFrame, run_dir: Path, data) -> None:
@@ -453,7 +525,8 @@ def write_figures(vae: nn.Module, history: pd.DataFrame, run_dir: Path, data) ->
     if hasattr(vae, "sample") and hasattr(vae, "reconstruct"):
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            x = _as_args(next(_batches(data, min(len(data), 20), None)))[0]
+            x = DataSource(data).sample(20)[0]
+            x = x.to(devices.of_model(vae) or x.device)
             try:
                 plots.image_grid(vae.sample(50), run_dir / "samples.png", title="samples")
                 plots.reconstructions(x, vae.reconstruct(x), run_dir / "reconstructions.png")

@@ -24,7 +24,7 @@ from torch import nn
 
 from .errors import ConfigError, DataError
 from .handlers import DATA_PLATE
-from .likelihoods import Decoded, Likelihood
+from .likelihoods import Likelihood
 from .likelihoods import likelihood as _likelihood
 from .nn import networks
 from .priors import prior as make_prior
@@ -90,9 +90,9 @@ class LatentModel(PyroModule):
         return x.shape[0]
 
     def _observe(self, decoder, inputs: Sequence[torch.Tensor], x: torch.Tensor | None) -> None:
-        """Observe ``x`` under the likelihood at ``decoder(*inputs)``, decoded lazily (see
-        :class:`~pyrovae.likelihoods.Decoded`)."""
-        pyro.sample("x", Decoded(self.likelihood, decoder, inputs, self.event_shape), obs=x)
+        """Observe ``x`` under the likelihood at ``decoder(*inputs)``, one event of ``event_shape``."""
+        likelihood = self.likelihood(decoder(*inputs)).to_event(len(self.event_shape))
+        pyro.sample("x", likelihood, obs=x)
 
     def check_data(self, x: torch.Tensor, what: str = "data") -> None:
         """Check shape and support of ``x`` against this model, with a message that says how to fix it."""

@@ -89,14 +89,26 @@ def gradient_draws() -> torch.Tensor:
 
 
 def evaluations() -> dict[str, torch.Tensor]:
-    """Per-datapoint ``log_likelihood`` (with log-weights) and ``bounds`` of the sampled VAE."""
+    """Per-datapoint ``log_likelihood`` (with log-weights), ``bounds`` and ``ais`` of the sampled VAE."""
     model, x = vae(), data()
     ll = pyrovae.log_likelihood(
         model.model, model.guide, x, 50, batch_size=4, seed=3, progress=False, return_log_weights=True
     )
     ladder = pyrovae.bounds(model.model, model.guide, x, ks=(1, 5, 50), batch_size=7, seed=4, progress=False)
+    annealed = pyrovae.ais(
+        model.model,
+        model.guide,
+        x,
+        num_steps=3,
+        num_chains=4,
+        leapfrog_steps=2,
+        batch_size=5,
+        seed=5,
+        progress=False,
+    )
     out = {name: getattr(ll, name) for name in ("log_px", "log_px_se", "ess", "khat", "log_weights")}
     out.update({f"bound {name}": values for name, values in ladder.values.items()})
+    out.update({f"ais {name}": getattr(annealed, name) for name in ("log_px", "acceptance", "log_weights")})
     return out
 
 

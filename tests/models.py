@@ -68,7 +68,7 @@ class PPCA:
 
     def model(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> None:
         """Without ``x``, draws ``batch_size`` observations (as :meth:`pyrovae.VAE.model` does)."""
-        zeros = torch.zeros(self.latent_dim, dtype=DTYPE)
+        zeros = self.b.new_zeros(self.latent_dim)
         with pyro.plate("data", x.shape[0] if x is not None else batch_size):
             z = pyro.sample("z", _diagonal_normal(zeros, torch.ones_like(zeros)))
             pyro.sample(
@@ -83,7 +83,7 @@ class PPCA:
     def pixel_plate_model(self, x: torch.Tensor) -> None:
         """The same model written with the data plate at dim -2 and a plate over the observed
         coordinates at dim -1 (no ``to_event`` on the likelihood)."""
-        zeros = torch.zeros(self.latent_dim, dtype=DTYPE)
+        zeros = self.b.new_zeros(self.latent_dim)
         with pyro.plate("data", x.shape[0], dim=-2):
             z = pyro.sample("z", _diagonal_normal(zeros, torch.ones_like(zeros)))
             with pyro.plate("coordinates", self.data_dim, dim=-1):
@@ -120,7 +120,7 @@ class TwoViewPPCA(PPCA):
         return x[..., : self.split], x[..., self.split :]
 
     def model(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
-        zeros = torch.zeros(self.latent_dim, dtype=DTYPE)
+        zeros = self.b.new_zeros(self.latent_dim)
         loc1, loc2 = self.views(self.b)
         W1, W2 = self.W[: self.split], self.W[self.split :]
         with pyro.plate("data", x1.shape[0]):

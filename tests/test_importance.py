@@ -31,19 +31,10 @@ from models import (
 )
 from pyro.infer.util import is_validation_enabled
 
-import pyrovae
-from pyrovae import kernels
+from pyrovae.diagnostics import reduce_log_weights
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.handlers import scale_data, scale_latents
-from pyrovae.importance import (
-    LogLikelihood,
-    Workspace,
-    _fused_log_prob,
-    _Sweep,
-    log_likelihood,
-    reduce_log_weights,
-)
-from pyrovae.likelihoods import BLOCK_ELEMENTS
+from pyrovae.importance import LogLikelihood, Sweep, log_likelihood
 
 torch.set_num_threads(2)
 RUN = dict(progress=False, seed=0)
@@ -102,7 +93,7 @@ def test_nested_plates(ppca):
         model.pixel_plate_model, model.pixel_plate_guide, x, 20, return_log_weights=True, **RUN
     )
     torch.testing.assert_close(result.log_weights, model.log_px(x)[:, None].expand(25, 20), atol=1e-6, rtol=0)
-    assert _Sweep(model.pixel_plate_model, model.pixel_plate_guide, x, 20).plan.particle_dim == -3
+    assert Sweep(model.pixel_plate_model, model.pixel_plate_guide, x, 20).pair.particle_dim == -3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,9 +205,9 @@ def test_log_likelihood_is_chunk_invariant(ppca, batch_size, particle_batch_size
 
 def test_chunks_derived_from_max_memory(ppca):
     model, x = ppca
-    tiny = _Sweep(model.model, model.exact_guide, x, 40, max_memory=1)
+    tiny = Sweep(model.model, model.exact_guide, x, 40, max_memory=1)
     assert (tiny.batch_size, tiny.particle_batch_size) == (1, 1)
-    big = _Sweep(model.model, model.exact_guide, x, 40, max_memory=2**30)
+    big = Sweep(model.model, model.exact_guide, x, 40, max_memory=2**30)
     assert big.particle_batch_size == 40 and big.batch_size == 25
     result = log_likelihood(model.model, model.exact_guide, x[:3], 40, max_memory=1, **RUN)
     torch.testing.assert_close(result.log_px, model.log_px(x[:3]), atol=1e-6, rtol=0)
@@ -257,7 +248,7 @@ def test_global_modes_are_left_alone(ppca):
     # grad mode and Pyro's validation are switched per chunk, never across a yield
     model, x = ppca
     before = (torch.is_grad_enabled(), is_validation_enabled())
-    sweep = iter(_Sweep(model.model, model.exact_guide, x, 10, batch_size=1))
+    sweep = iter(Sweep(model.model, model.exact_guide, x, 10, batch_size=1))
     next(sweep)
     assert (torch.is_grad_enabled(), is_validation_enabled()) == before
     del sweep
@@ -306,69 +297,6 @@ def test_model_args_and_kwargs():
 
     result = log_likelihood(model, guide, x, 10, model_args=(1.0,), model_kwargs={"scale": 2.0}, **RUN)
     torch.testing.assert_close(result.log_px, m.log_px(2 * x + 1), atol=1e-6, rtol=0)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_log_probs_match_pyro(dtype):
-    g = torch.Generator().manual_seed(0)
-    logits = 4 * torch.randn(7, 3, 1, 4, 5, generator=g, dtype=dtype)
-    x = (torch.rand(3, 1, 4, 5, generator=g) < 0.5).to(dtype)
-    loc, scale = torch.randn(3, 4, generator=g, dtype=dtype), torch.rand(4, generator=g, dtype=dtype) + 0.1
-    v = torch.randn(7, 3, 4, generator=g, dtype=dtype)
-    cases = [
-        (dist.Bernoulli(logits=logits).to_event(3), x),
-        (dist.Bernoulli(logits=logits).to_event(1), x),
-        (dist.Normal(loc, scale).expand((7, 3, 4)).to_event(1), v),
-        (dist.Normal(loc, 0.7).to_event(2), v),
-        (dist.Normal(torch.zeros(4, dtype=dtype), 1.0).expand((3, 4)).to_event(1), v),
-    ]
-    tol = dict(atol=1e-12, rtol=1e-12) if dtype == torch.float64 else dict(atol=1e-4, rtol=1e-5)
-    for d, value in cases:
-        torch.testing.assert_close(_fused_log_prob(d, value), d.log_prob(value), **tol)
-    assert _fused_log_prob(dist.Bernoulli(probs=torch.rand(3, 4)).to_event(1), x[:, 0]) is None
-    # exp(logit) overflows: those rows are redone with softplus; more rows than one block
-    huge = 30 * torch.randn(1100, 2, 20, generator=g, dtype=dtype)
-    huge[3, 1, 7] = 800.0
-    d, value = dist.Bernoulli(logits=huge).to_event(1), (torch.rand(2, 20, generator=g) < 0.5).to(dtype)
-    torch.testing.assert_close(_fused_log_prob(d, value), d.log_prob(value), atol=1e-3, rtol=1e-5)
-
-
-@pytest.mark.parametrize("rows", [1, 5, 40])  # one data point, a few, many: three contractions
-def test_fused_bernoulli_matches_pyro_for_any_number_of_data_points(rows):
-    g = torch.Generator().manual_seed(1)
-    logits = 4 * torch.randn(9, rows, 20, generator=g, dtype=torch.float64)
-    x = (torch.rand(rows, 20, generator=g) < 0.5).double()
-    d = dist.Bernoulli(logits=logits).to_event(1)
-    workspace = Workspace()
-    for _ in range(2):  # the second call reuses the first's buffer
-        lp = _fused_log_prob(d, x, workspace)
-        torch.testing.assert_close(lp, d.log_prob(x), atol=1e-12, rtol=1e-12)
-    buffer = workspace.get(1, 1, logits)
-    assert workspace.get(9 * rows, 20, logits).data_ptr() == buffer.data_ptr()
-
-
-@pytest.mark.parametrize("native", [True, False])
-def test_the_vae_likelihood_is_decoded_in_blocks_never_whole(native, monkeypatch):
-    # native: the decoder and likelihood in one call of pyrovae.kernels (where built), which never
-    # calls the decoder module; else the decoder in blocks
-    native = native and kernels.available() and kernels._kernels.blas_ready()
-    monkeypatch.setenv("PYROVAE_KERNELS", "1" if native else "0")
-    vae = pyrovae.VAE(event_shape=(784,), latent_dim=8, hidden=(32,))
-    rows = []
-    vae.decoder.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[:-1].numel()))
-    x = (torch.rand(3, 784, generator=torch.Generator().manual_seed(0)) < 0.3).float()
-    result = log_likelihood(vae.model, vae.guide, x, 2000, **RUN)
-    assert max(rows) <= (1 if native else BLOCK_ELEMENTS // 784 * 3) < 2000 * 3
-
-    def whole(x):  # the same model, its likelihood built from one decode of every row
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", vae.prior((x.shape[0],)))
-            pyro.sample("x", dist.Bernoulli(logits=vae.decoder(z)).to_event(1), obs=x)
-
-    rows.clear()
-    expected = log_likelihood(whole, vae.guide, x, 2000, **RUN)  # the same draws
-    assert max(rows) == 2000 * 3
-    torch.testing.assert_close(result.log_px, expected.log_px, atol=1e-4, rtol=0)
 
 
 def test_float32_data_runs_in_float32():

@@ -202,8 +202,9 @@ class NaNAfter:
 def test_nan_loss_stops_training_naming_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_path, train):
     run = tmp_path / "run"
     vae = make_vae()
-    # batch_size 400: 3 steps per epoch, one decoder call per step, so call 5 is epoch 2, step 2
-    vae.decoder.register_forward_hook(NaNAfter(4))
+    # batch_size 400: 3 steps per epoch, one decoder call per step and one more in the first step
+    # (which finds the data plate), so call 6 is epoch 2, step 2
+    vae.decoder.register_forward_hook(NaNAfter(5))
     with pytest.raises(TrainingError) as err:
         pyrovae.fit(vae, train, epochs=4, batch_size=400, seed=0, run_dir=run, progress=False)
     message = str(err.value)
@@ -345,7 +346,7 @@ def test_fit_on_a_tensor_and_on_generic_datasets(binary_tensor):
     x, labels = binary_tensor
     results = [
         pyrovae.fit(make_vae(), data, epochs=2, seed=0, **SMALL)
-        for data in (x, TensorDataset(x, labels), Images(x))
+        for data in (x, (x,), TensorDataset(x), Images(x))
     ]
     # the same data in the same (seeded) order: the same training
     for other in results[1:]:

@@ -1,0 +1,138 @@
+"""One data source for every entry point: training, evaluation, AIS and estimator comparisons.
+
+:class:`DataSource` reads
+
+- a tensor of shape ``(N, ...)``;
+- a tuple (or list) of tensors sharing their leading dimension ``N``, passed to the model and guide
+  positionally (data and labels, or a condition);
+- any :class:`torch.utils.data.Dataset`: through its ``batch(index[, generator])`` method where it
+  has one (:class:`~pyrovae.datasets.VAEDataset`), as its tensors for a
+  :class:`~torch.utils.data.TensorDataset`, else item by item; an item that is a tuple gives one
+  column per element, and *every* column is passed to the model and guide.
+
+Dtypes are kept (float64 data stay float64); boolean and ``uint8`` tensors become the default
+float dtype (:func:`as_model_input`), the same way everywhere. Batches are read on the device the
+data live on; :func:`pyrovae.devices.move` takes them to the model's.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from .errors import DataError
+
+__all__ = ["DataSource", "as_model_input"]
+
+Batch = tuple[torch.Tensor, ...]
+
+
+def as_model_input(t) -> torch.Tensor:
+    """``t`` as a model sees it: boolean and ``uint8`` tensors as the default float dtype (values
+    unchanged), anything else as it is."""
+    t = torch.as_tensor(t)
+    if t.dtype in (torch.bool, torch.uint8):
+        return t.to(torch.get_default_dtype())
+    return t
+
+
+class DataSource:
+    """Batches of a tensor, a tuple of tensors or a data set (see the module docstring).
+
+    :param data: the data.
+    :param str name: what the data are, for messages (e.g. ``"the training data"``).
+    """
+
+    def __init__(self, data, name: str = "the data"):
+        self.name = name
+        self._tensors: Batch | None = None
+        self._dataset = None
+        if isinstance(data, DataSource):
+            self._tensors, self._dataset = data._tensors, data._dataset
+        elif isinstance(data, torch.Tensor):
+            self._tensors = (data,)
+        elif isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data):
+            self._tensors = tuple(data)
+        elif isinstance(data, TensorDataset):
+            self._tensors = tuple(data.tensors)
+        elif isinstance(data, Dataset) or (
+            hasattr(data, "__len__") and hasattr(data, "__getitem__") and not isinstance(data, (str, bytes))
+        ):
+            self._dataset = data
+        else:
+            raise DataError(
+                f"{name} must be a tensor of shape (N, ...), a tuple of such tensors, or a torch Dataset; "
+                f"got {type(data).__name__}. Convert it with torch.as_tensor(data)"
+            )
+        if self._tensors is not None:
+            sizes = {t.shape[0] if t.dim() else None for t in self._tensors}
+            if len(sizes) != 1 or None in sizes:
+                shapes = ", ".join(str(tuple(t.shape)) for t in self._tensors)
+                raise DataError(
+                    f"the tensors of {name} must share their leading (data point) dimension, got {shapes}"
+                )
+            self.num_data = sizes.pop()
+        else:
+            self.num_data = len(self._dataset)
+        if self.num_data == 0:
+            raise DataError(f"{name} holds no data points; pass at least one")
+        batch = getattr(self._dataset, "batch", None)
+        self._batch_takes_generator = batch is not None and "generator" in inspect.signature(batch).parameters
+
+    @property
+    def dataset(self):
+        """The data set read, or ``None`` for tensors."""
+        return self._dataset
+
+    def __len__(self) -> int:
+        return self.num_data
+
+    def batch(self, index: torch.Tensor, generator: torch.Generator | None = None) -> Batch:
+        """The data points at ``index`` (a LongTensor), one tensor per column; ``generator`` drives a
+        data set's random transformations (dynamic binarization)."""
+        if self._tensors is not None:
+            parts = tuple(t[index.to(t.device)] for t in self._tensors)
+        elif hasattr(self._dataset, "batch"):
+            kwargs = {"generator": generator} if self._batch_takes_generator else {}
+            out = self._dataset.batch(index, **kwargs)
+            parts = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+        else:
+            items = [self._dataset[int(i)] for i in index]
+            if isinstance(items[0], (tuple, list)):
+                parts = tuple(
+                    torch.stack([torch.as_tensor(v) for v in col]) for col in zip(*items, strict=True)
+                )
+            else:
+                parts = (torch.stack([torch.as_tensor(it) for it in items]),)
+        return tuple(as_model_input(p) for p in parts)
+
+    def chunk(self, lo: int, hi: int) -> Batch:
+        """Data points ``lo:hi``."""
+        if self._tensors is not None:
+            return tuple(as_model_input(t[lo:hi]) for t in self._tensors)
+        return self.batch(torch.arange(lo, hi))
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None, span: tuple[int, int] | None = None
+    ) -> Iterator[Batch]:
+        """Batches in the order of a permutation drawn from ``generator``, or in order (of the data
+        points ``span = (lo, hi)`` if given) without one."""
+        if generator is not None:
+            order = torch.randperm(self.num_data, generator=generator)
+            for i in range(0, self.num_data, batch_size):
+                yield self.batch(order[i : i + batch_size], generator)
+            return
+        lo, hi = span or (0, self.num_data)
+        for i in range(lo, hi, batch_size):
+            yield self.chunk(i, min(i + batch_size, hi))
+
+    def sample(self, num: int, seed: int = 0) -> Batch:
+        """``num`` data points drawn at random without replacement with ``seed`` (all of them, in a
+        random order, if there are fewer): a subset of a data set ordered by class is not its first
+        ``num``."""
+        generator = torch.Generator().manual_seed(seed)
+        index = torch.randperm(self.num_data, generator=generator)[:num]
+        return self.batch(index, generator)

@@ -1,0 +1,101 @@
+"""Devices: resolving a name to a :class:`torch.device`, finding the device a model lives on, and
+moving a module and its data there.
+
+Every function of pyrovae that computes takes ``device=``: ``"auto"`` (CUDA where available, else
+the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a :class:`torch.device`. Results come
+back on the CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pyro
+import torch
+from torch import nn
+
+from . import distributed
+from .errors import ConfigError
+
+__all__ = ["available", "module_of", "move", "of_model", "place", "resolve"]
+
+
+def available() -> list[str]:
+    """The devices torch can use here, e.g. ``["cpu", "cuda:0", "cuda:1"]``."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names
+
+
+def resolve(device: str | torch.device | None = "auto") -> torch.device:
+    """The :class:`torch.device` called ``device`` (``"auto"`` or ``None``: CUDA if available, else
+    the CPU); a device that does not exist here is a :class:`~pyrovae.errors.ConfigError` naming
+    those that do. Under ``torchrun``, ``"cuda"`` without an index is ``cuda:LOCAL_RANK``."""
+    if device is None or device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and distributed.launched():
+        device = f"cuda:{distributed.local_rank()}"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' "
+            f"(here: {', '.join(available())})"
+        ) from None
+    here = available()
+    ok = dev.type == "cpu" or (
+        dev.type == "cuda" and torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()
+    )
+    ok = ok or (dev.type == "mps" and "mps" in here)
+    if not ok:
+        raise ConfigError(
+            f"device {str(dev)!r} is not available on this machine; the devices here are: {', '.join(here)} "
+            "(use device='auto' to take a GPU where there is one)"
+        )
+    return dev
+
+
+def module_of(fn) -> nn.Module | None:
+    """The module behind ``fn``: ``fn`` itself, or the owner of a bound method (``vae.model``)."""
+    owner = getattr(fn, "__self__", fn)
+    return owner if isinstance(owner, nn.Module) else None
+
+
+def _first_tensor(*groups: Iterable[torch.Tensor]) -> torch.Tensor | None:
+    return next((t for group in groups for t in group), None)
+
+
+def of_model(*fns) -> torch.device | None:
+    """The device of the parameters (else buffers) of the modules behind ``fns``, or of Pyro's
+    param store; ``None`` when there are none."""
+    for fn in fns:
+        module = module_of(fn)
+        if module is not None:
+            t = _first_tensor(module.parameters(), module.buffers())
+            if t is not None:
+                return t.device
+    store = pyro.get_param_store()
+    t = _first_tensor(store.values())
+    return None if t is None else t.device
+
+
+def place(*fns, device: str | torch.device | None = None) -> torch.device:
+    """The device a computation on ``fns`` (a model and guide) runs on: ``device`` if given, with
+    the modules behind ``fns`` moved there; else the device of their parameters; else the CPU."""
+    if device is None:
+        return of_model(*fns) or torch.device("cpu")
+    dev = resolve(device)
+    for fn in fns:
+        module = module_of(fn)
+        if module is not None:
+            module.to(dev)
+    return dev
+
+
+def move(tensors: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """``tensors`` on ``device`` (asynchronously from pinned memory)."""
+    return tuple(t.to(device, non_blocking=True) if torch.is_tensor(t) else t for t in tensors)

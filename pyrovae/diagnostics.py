@@ -1,0 +1,70 @@
+r"""Diagnostics of a block of importance log-weights, one row per data point.
+
+References:
+
+- A. Vehtari, D. Simpson, A. Gelman, Y. Yao and J. Gabry (2024), "Pareto Smoothed Importance
+  Sampling", JMLR 25(72).
+- A. Kong (1992), "A Note on Importance Sampling using Standardized Weights", Tech. Rep. 348,
+  University of Chicago; A. B. Owen (2013), "Monte Carlo theory, methods and examples", ch. 9.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+__all__ = ["KHAT_BAD", "KHAT_GOOD", "reduce_log_weights"]
+
+# k-hat bins of Vehtari et al.: good below 0.5, usable below 0.7, unreliable above
+KHAT_GOOD = 0.5
+KHAT_BAD = 0.7
+# log-weights within this many ulps of each other count as equal
+_FLAT_ULPS = 64
+
+
+def reduce_log_weights(log_weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    r"""Reduce a ``(B, K)`` block of log-weights, one row per data point, to per-row figures.
+
+    With normalized weights :math:`\bar w_k = w_k / \sum_j w_j` it returns, in float64:
+
+    - ``log_px``: :math:`\log \frac1K \sum_k w_k`, computed with ``logsumexp``;
+    - ``log_px_se``: the delta-method standard error of ``log_px``,
+      :math:`\sqrt{\widehat{\mathrm{Var}}(w) / K} \,/\, \bar{w}
+      = \sqrt{(K \sum_k \bar w_k^2 - 1) / (K - 1)}` (NaN for :math:`K = 1`);
+    - ``ess``: Kong's effective sample size :math:`1 / \sum_k \bar w_k^2` (Kong 1992; Owen 2013);
+    - ``khat``: the Pareto-smoothed importance sampling shape estimate :math:`\hat k`
+      (Vehtari et al. 2024), from :func:`arviz.psislw` with ``reff=1`` (``inf`` when the tail
+      holds too few draws to fit, ``-inf`` when all weights are equal to within rounding, as
+      with the exact posterior as guide, NaN for a row with a NaN or no finite weight).
+
+    Each row is reduced on its own, so any split of the rows into blocks gives identical results.
+    """
+    import arviz
+
+    if log_weights.dim() != 2:
+        raise DataError(f"log-weights must have shape (N, K), got {tuple(log_weights.shape)}")
+    lw = log_weights.detach().to(device="cpu", dtype=torch.float64)
+    num_samples = lw.shape[-1]
+    lse = torch.logsumexp(lw, -1)
+    log_px = lse - math.log(num_samples)
+    sum_sq = torch.logsumexp(2 * (lw - lse.unsqueeze(-1)), -1).exp()
+    ess = sum_sq.reciprocal()
+    if num_samples > 1:
+        log_px_se = ((num_samples * sum_sq - 1) / (num_samples - 1)).clamp(min=0).sqrt()
+    else:
+        log_px_se = torch.full_like(log_px, math.nan)
+    khat = torch.full_like(log_px, math.nan)
+    ok = torch.isfinite(lse) & ~torch.isnan(lw).any(-1)
+    # weights equal to within rounding (an exact posterior as guide) have no tail to fit
+    spread = lw.amax(-1) - lw.amin(-1)
+    flat = ok & (spread <= _FLAT_ULPS * torch.finfo(log_weights.dtype).eps * lw.abs().amax(-1).clamp(min=1))
+    khat[flat] = -math.inf
+    ok &= ~flat
+    if ok.any():
+        _, k = arviz.psislw(lw[ok].numpy(), reff=1.0)
+        khat[ok] = torch.as_tensor(np.asarray(k, dtype=np.float64))
+    return log_px, log_px_se, ess, khat

@@ -1,0 +1,143 @@
+"""Devices: names resolved with messages, ``device="cpu"`` everywhere, and the GPU end to end
+(tests marked ``gpu`` skip without CUDA; ``benchmarks/gpu_check.sh`` runs them on a GPU machine)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from models import PPCA
+
+import pyrovae
+from pyrovae import cli, devices
+from pyrovae.errors import ConfigError
+from pyrovae.run import load_run
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def test_resolve_names_and_refuses_what_is_not_here():
+    assert devices.resolve("cpu") == torch.device("cpu")
+    assert devices.resolve("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="unknown device 'gpu7'"):
+        devices.resolve("gpu7")
+    if not torch.cuda.is_available():
+        with pytest.raises(
+            ConfigError, match=r"device 'cuda' is not available on this machine; the devices here are: cpu"
+        ):
+            devices.resolve("cuda")
+    with pytest.raises(ConfigError, match="cuda:99"):
+        devices.resolve("cuda:99")
+
+
+def test_every_entry_point_takes_device_cpu():
+    m = PPCA()
+    x = m.sample(6)
+    run = dict(progress=False, seed=0, device="cpu")
+    ll = pyrovae.log_likelihood(m.model, m.exact_guide, x, 10, **run)
+    torch.testing.assert_close(ll.log_px, m.log_px(x), rtol=0, atol=1e-6)
+    ladder = pyrovae.bounds(
+        m.model, m.exact_guide, x, ks=(1, 10), ais_steps=2, ais_chains=2, bdmc_data=2, **run
+    )
+    assert ladder.log_likelihood.log_px.device.type == "cpu"
+    assert pyrovae.ais(m.model, m.exact_guide, x, num_steps=2, num_chains=2, **run).log_px.shape == (6,)
+    vae = pyrovae.VAE((1, 8, 8), latent_dim=2, hidden=(8,))
+    data = pyrovae.load("digits", "train")
+    fit = pyrovae.fit(vae, data, epochs=1, batch_size=400, progress=False, device="cpu")
+    assert next(fit.vae.parameters()).device.type == "cpu"
+    x = data.batch(torch.arange(8))
+    assert pyrovae.compare(vae.model, vae.guide, x, ["elbo"], num_repeats=2, **run).num_data == 8
+
+
+def test_the_cli_refuses_a_device_that_is_not_here_before_writing(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    status = cli.main(["train", "--epochs", "1", "--run-dir", str(tmp_path / "run"), "--device", "cuda"])
+    assert status == 2 and not (tmp_path / "run").exists()
+    assert "not available on this machine; the devices here are: cpu" in capsys.readouterr().err
+
+
+def test_import_leaves_matplotlib_alone():
+    code = (
+        "import sys, matplotlib; before = matplotlib.rcParams._get('backend'); import pyrovae; "
+        "assert matplotlib.rcParams._get('backend') == before, matplotlib.rcParams._get('backend'); "
+        "assert 'matplotlib.pyplot' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.gpu
+@cuda
+def test_cpu_and_gpu_give_the_same_exact_log_px():
+    # the exact posterior as guide: every weight is log p(x), whatever the draws (float32 tolerance)
+    m = PPCA()
+    x = m.sample(50).float()
+    results = {}
+    for device in ("cpu", "cuda"):
+        pair = _on(m, x.to(device))
+        results[device] = pyrovae.log_likelihood(
+            pair.model, pair.exact_guide, x, 100, progress=False, device=device
+        )
+    torch.testing.assert_close(results["cuda"].log_px, results["cpu"].log_px, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(results["cpu"].log_px, m.log_px(x.double()), rtol=1e-5, atol=1e-4)
+
+
+def _on(ppca: PPCA, x: torch.Tensor) -> PPCA:
+    """A copy of ``ppca`` whose tensors are on ``x``'s device and dtype."""
+    copy = PPCA.__new__(PPCA)
+    copy.__dict__.update({k: v.to(x) if torch.is_tensor(v) else v for k, v in ppca.__dict__.items()})
+    return copy
+
+
+@pytest.mark.gpu
+@cuda
+def test_gpu_end_to_end(tmp_path):
+    data = pyrovae.load("digits", "train")
+    vae = pyrovae.VAE((1, 8, 8), latent_dim=2, hidden=(16,))
+    fit = pyrovae.fit(vae, data, epochs=2, batch_size=100, progress=False, device="cuda")
+    assert next(fit.vae.parameters()).device.type == "cuda"
+    x = data.batch(torch.arange(20))
+    ll = pyrovae.log_likelihood(vae.model, vae.guide, x, 100, progress=False, seed=0)
+    assert ll.log_px.device.type == "cpu" and torch.isfinite(ll.log_px).all()
+    ladder = pyrovae.bounds(vae.model, vae.guide, x, ks=(1, 10), ais_steps=3, progress=False, seed=0)
+    assert torch.isfinite(ladder.values["AIS-3"]).all()
+    run = tmp_path / "run"
+    assert (
+        cli.main(
+            [
+                "train",
+                "--epochs",
+                "1",
+                "--run-dir",
+                str(run),
+                "--device",
+                "cuda",
+                "--no-progress",
+                "--test-samples",
+                "10",
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                str(run),
+                "--num-samples",
+                "20",
+                "--bounds",
+                "1,5",
+                "--limit",
+                "30",
+                "--device",
+                "cuda",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    # a checkpoint written on the GPU loads on the CPU
+    assert next(load_run(run, device="cpu").vae.parameters()).device.type == "cpu"
