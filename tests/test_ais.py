@@ -13,6 +13,7 @@ import pytest
 import torch
 from models import PPCA, Mixture
 
+import pyrovae
 from pyrovae import AIS, BDMC, ais, bdmc
 from pyrovae.ais import annealing_schedule
 from pyrovae.errors import ConfigError
@@ -147,3 +148,18 @@ def test_bad_options(ppca):
             ais(model.model, model.exact_guide, x, progress=False, **kwargs)
     with pytest.raises(ConfigError, match="data_sites"):
         bdmc(model.model, model.exact_guide, 3, data_sites=("y",), progress=False)
+
+
+@pytest.mark.parametrize("prior", ["mixture", "vamp"])
+def test_ais_bdmc_and_bounds_run_on_mixture_priors(prior):
+    # a MixtureSameFamily prior: its latent is sampled in the unconstrained space of its components
+    torch.manual_seed(0)
+    vae = pyrovae.VAE((1, 8, 8), latent_dim=2, hidden=(8,), prior=prior, prior_components=3)
+    x = pyrovae.load("digits", "test").batch(torch.arange(4))
+    run = dict(num_steps=3, num_chains=2, leapfrog_steps=2, progress=False, seed=0)
+    assert torch.isfinite(ais(vae.model, vae.guide, x, **run).log_px).all()
+    assert torch.isfinite(bdmc(vae.model, vae.guide, 3, **run).gap).all()
+    ladder = pyrovae.bounds(
+        vae.model, vae.guide, x, ks=(1, 4), ais_steps=3, ais_chains=2, progress=False, seed=0
+    )
+    assert torch.isfinite(ladder.values["AIS-3"]).all()
