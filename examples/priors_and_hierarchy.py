@@ -4,8 +4,9 @@ Four models in the setting of Tomczak & Welling (2018), shortened: a VAE (784-30
 with (a) the N(0, I) prior and (b) the VampPrior (K pseudo-inputs), and the two-layer HVAE
 (z1 = z2 = 40, 300-300 MLPs) with (c) the N(0, I) prior and (d) the VampPrior on z2. Every model
 trains on statically binarized MNIST for the same number of epochs with the same optimizer
-(Adam, learning rate 5e-4, batch 100, linear KL warm-up), then is evaluated on the first
-``--eval-limit`` test images by importance sampling with ``--eval-samples`` draws per image
+(Adam, learning rate 5e-4, batch 100, linear KL warm-up), then is evaluated on
+``--eval-limit`` test images drawn at random (seed ``--seed``) by importance sampling with
+``--eval-samples`` draws per image
 (which also gives the ELBO on the same draws). The results table and a figure replace the
 ``priors`` section of ``--out``::
 
@@ -64,7 +65,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--hidden", default="300,300")
     p.add_argument("--components", type=int, default=500, help="pseudo-inputs of the VampPrior")
     p.add_argument("--eval-samples", type=int, default=5000, help="importance samples per test image")
-    p.add_argument("--eval-limit", type=int, default=2000, help="evaluate on the first N test images")
+    p.add_argument("--eval-limit", type=int, default=2000, help="evaluate on N test images drawn at random")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="docs/results.md", help="markdown file whose section is replaced")
     p.add_argument("--runs-dir", default="runs/priors-and-hierarchy")
@@ -182,7 +183,7 @@ def main() -> None:
         sys.exit(f"unknown models {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     train = pyrovae.load("binarized-mnist", "train", root=args.data_root)
     test_set = pyrovae.load("binarized-mnist", "test", root=args.data_root)
-    test = test_set.batch(torch.arange(min(args.eval_limit, len(test_set))))
+    (test,) = pyrovae.DataSource(test_set).sample(args.eval_limit, seed=args.seed)
     runs_dir = Path(args.runs_dir)
     for name in names:
         train_and_evaluate(name, args, train, test)
@@ -219,7 +220,8 @@ Each trained on statically binarized MNIST ({len(train):,} training images) for 
 {steps:,} steps of batch {args.batch_size}, Adam, learning rate {args.lr:g}, linear KL warm-up over
 {args.kl_warmup} epochs, seed {args.seed}, no validation or early stopping (the paper: up to 2000 epochs
 with a 100-epoch warm-up and early stopping, so its figures in REFERENCE.md are lower across the board).
-Evaluated on the **first {len(test):,} test images** with {args.eval_samples:,} importance samples per image
+Evaluated on **{len(test):,} test images drawn at random** (seed {args.seed}) with
+{args.eval_samples:,} importance samples per image
 (`pyrovae.bounds`, which gives the ELBO from the same draws); "± se" is the standard error across the
 images; "gain over {BASELINE}" is the mean over the same images of each model's log p(x) minus the
 baseline's, with its own ("paired") standard error, which is what decides whether a model beats it.

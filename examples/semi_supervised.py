@@ -58,7 +58,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--alpha", type=float, default=50.0)
     p.add_argument("--eval-samples", type=int, default=500, help="importance samples per test image")
-    p.add_argument("--eval-limit", type=int, default=500, help="log p(x) on the first N test images")
+    p.add_argument("--eval-limit", type=int, default=500, help="log p(x) on N test images drawn at random")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs-dir", default="runs/m2")
     p.add_argument("--out", default="docs/results.md")
@@ -111,7 +111,7 @@ def evaluate(args, labels: int, test) -> tuple[dict, pd.DataFrame]:
     ssvae.load_state_dict(state["model"])
     x_all = test.batch(torch.arange(len(test)))
     accuracy = ssvae.accuracy(x_all, test.targets)
-    x = x_all[: args.eval_limit]
+    (x,) = pyrovae.DataSource(x_all).sample(args.eval_limit, seed=args.seed)
     ll = pyrovae.log_likelihood(
         ssvae.model, ssvae.guide, x, args.eval_samples, seed=args.seed, progress=not args.no_progress
     )
@@ -166,8 +166,9 @@ labelled image) trained with `pyrovae.fit(..., estimator="enum")` on the {args.d
 ({num_train:,} images, dynamically binarized) of which {" and ".join(map(str, counts))} carry their
 label, balanced over the classes; batch {args.batch_size}, Adam {args.lr:g}, seed {args.seed},
 {epochs} epoch(s), no validation. Test accuracy of q(y|x) on the {len(test):,} test images; test NLL
-by `pyrovae.log_likelihood` with the label summed out, on the first {args.eval_limit} test images with
-{args.eval_samples} importance samples each (per sample the {classes} labels are enumerated). Pyro's
+by `pyrovae.log_likelihood` with the label summed out, on {min(args.eval_limit, len(test))} test
+images drawn at random (seed {args.seed})
+with {args.eval_samples} importance samples each (per sample the {classes} labels are enumerated). Pyro's
 tutorial figures are for **MNIST** after about 50 epochs; {caveat}.
 Times on {os.cpu_count()} shared CPU cores ({platform.machine()}), one torch thread per run.
 

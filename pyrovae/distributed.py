@@ -135,8 +135,10 @@ def init(backend: str | None = None, timeout: float | None = None) -> bool:
 
 
 def teardown() -> None:
-    """Destroy the default process group, if one runs."""
+    """Destroy the default process group, if one runs, once every worker has reached this point:
+    a worker that tears down while a peer still talks to it can abort the peer (Gloo)."""
     if active():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -71,10 +71,13 @@ __all__ = ["LogLikelihood", "PerDatapoint", "Reducer", "Sweep", "log_likelihood"
 DEFAULT_MAX_MEMORY = 512 * 2**20
 #: the same on a GPU, as a fraction of its memory
 GPU_MEMORY_FRACTION = 0.25
-# Rows (particles x data points) per chunk on the CPU when memory allows more: large enough for
-# efficient matrix products, small enough that a chunk's activations stay in the last-level cache.
-# On a GPU, chunks are as large as the memory bound allows.
-CPU_TARGET_ROWS = 8192
+# The memory (as estimated from the probe, MEMORY_SAFETY included) one chunk aims at on the CPU
+# when the bound allows more: rows enough for efficient matrix products, temporaries small enough
+# to stay near the last-level cache and to be reused by the C library's allocator from one chunk to
+# the next rather than handed back to the system and faulted in again (benchmarks/bench_eval.py:
+# 5000-particle chunks of the MNIST VAE fault in several times more pages and run 3-5 % slower than
+# chunks a third that size, the size this gives). On a GPU, chunks are as large as the bound allows.
+CPU_CHUNK_BYTES = 96 * 2**20
 # multiplies the visible per-row tensor sizes to account for activations inside the networks
 MEMORY_SAFETY = 4.0
 # PSIS fits cost about 0.5 ms a row plus a fixed cost a call: reduce at least this many rows at once
@@ -309,16 +312,21 @@ class Sweep:
         num_data, num_samples, max_memory = self.data.num_data, self.num_samples, self.max_memory
         itemsize = max(t.element_size() for t in self.args(0, 1) if torch.is_tensor(t))
         bytes_per_row = MEMORY_SAFETY * itemsize * self.pair.numel_per_particle
-        rows = max(int(max_memory // bytes_per_row), 1)
-        if self.device.type == "cpu":
-            rows = min(rows, CPU_TARGET_ROWS)
+        rows = max(int(min(max_memory, self._target_bytes()) // bytes_per_row), 1)
         if particle_batch_size is None:
             particle_batch_size = max(1, min(num_samples, rows // (batch_size or 1)))
+            # as few particle chunks as that allows, of equal size
+            particle_batch_size = math.ceil(num_samples / math.ceil(num_samples / particle_batch_size))
         if batch_size is None:
             # the (batch, K) block of log-weights is kept whole, in float64 for the reduction
             weights_cap = max(1, max_memory // (4 * 8 * num_samples))
             batch_size = max(1, min(rows // particle_batch_size, weights_cap))
         return min(batch_size, num_data), min(particle_batch_size, num_samples)
+
+    def _target_bytes(self) -> float:
+        """The memory a chunk aims at when the bound allows more: :data:`CPU_CHUNK_BYTES` on the
+        CPU, no limit on other devices."""
+        return CPU_CHUNK_BYTES if self.device.type == "cpu" else math.inf
 
     def _chunk(self, args, num_particles: int, num_data: int, check: bool):
         pair = self.pair
