@@ -1,8 +1,12 @@
 """The ``pyrovae`` command line: ``train``, ``sample``, ``reconstruct``, ``evaluate`` and ``compare``.
 
-Usage errors (unknown names, bad options, missing data, a run directory that would be
-overwritten) print one message naming the problem and its fix and exit with status 2; a run
-that fails (a NaN loss) exits with status 1. No traceback is shown for either.
+Usage errors (unknown names, bad options, missing data, a run directory or an output file that
+would be overwritten) print one message naming the problem and its fix and exit with status 2; a
+run that fails (a NaN loss) exits with status 1. No traceback is shown for either.
+
+``sample``, ``reconstruct``, ``evaluate`` and ``compare`` never replace an existing file unless
+given ``--overwrite``, whether it is their default file in the run directory or an ``--out``; every
+output path is checked before anything is computed. ``python -m pyrovae`` runs the same command line.
 
 Every command runs under ``torchrun --nproc_per_node N`` too (see :mod:`pyrovae.distributed`):
 ``train`` trains data-parallel and ``evaluate`` shards the data points; rank 0 alone prints and
@@ -19,9 +23,23 @@ import sys
 import time
 from pathlib import Path
 
+from . import __version__
 from .errors import ConfigError, PyroVAEError
 
 _RESULTS = "results.json"
+_SPLITS = ("train", "valid", "test")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that ends each option's line with ``(default: X)`` where that says something: not when
+    the default is ``None``, ``False`` or suppressed, nor when the help text already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help = action.help or ""
+        default = action.default
+        if default is None or default is False or default == argparse.SUPPRESS or "default" in help:
+            return help
+        return f"{help} (default: %(default)s)"
 
 
 def _hidden(text: str) -> list[int]:
@@ -135,15 +153,26 @@ def _add_backend(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_run_command(sub, name: str, help: str) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        name, help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+def _add_run_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="directory of a `pyrovae train` run")
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
-    p.add_argument("--out", metavar="FILE.png", help="where to write the figure (default: in RUN_DIR)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--seed", type=int, default=0)
+
+
+def _add_checkpoint(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        default="best",
+        help="parameters to use: the best on the validation data, or the last epoch's",
+    )
+
+
+def _add_run_command(sub, name: str, help: str, out: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+    _add_run_dir(p)
+    _add_checkpoint(p)
+    p.add_argument("--out", metavar="FILE.png", help=f"where to write the figure (default: RUN_DIR/{out})")
+    p.add_argument("--overwrite", action="store_true", help="replace the figure if it exists")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random draws")
     _add_device(p)
     return p
 
@@ -160,6 +189,15 @@ def _ks(text: str) -> list[int]:
     return ks
 
 
+def _default_bounds(num_samples: int) -> list[int]:
+    """The powers of ten below ``num_samples``, and ``num_samples``: 1, 10, 100, 300 for 300."""
+    ks, k = [], 1
+    while k < num_samples:
+        ks.append(k)
+        k *= 10
+    return [*ks, num_samples]
+
+
 def _add_evaluate(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate",
@@ -168,30 +206,32 @@ def _add_evaluate(sub) -> argparse.ArgumentParser:
         "effective sample sizes and PSIS k-hat, and the ladder ELBO <= IWAE-k, optionally with annealed "
         "importance sampling rows (--ais-steps) and the BDMC sandwich on simulated data (--bdmc). Writes "
         "evaluation-SPLIT.json (summary), .csv and .nc (per data point; BDMC's simulated points in "
-        "evaluation-SPLIT-bdmc.csv and the .nc) and bounds-SPLIT.png into RUN_DIR.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "evaluation-SPLIT-bdmc.csv and the .nc) and bounds-SPLIT.png into RUN_DIR; existing ones are "
+        "replaced only with --overwrite.",
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="directory of a `pyrovae train` run")
-    p.add_argument("--split", choices=("train", "valid", "test"), default="test")
+    _add_run_dir(p)
+    p.add_argument("--split", choices=_SPLITS, default="test", help="the split to evaluate")
     p.add_argument("--num-samples", type=int, default=5000, help="importance samples K per data point")
     p.add_argument(
         "--bounds",
         type=_ks,
-        default=[1, 10, 100, 1000, 5000],
         metavar="K1,K2,...",
-        help="k of the IWAE-k rows of the ladder (k = 1 is the ELBO)",
+        help="k of the IWAE-k rows of the ladder, k = 1 being the ELBO (default: the powers of ten below "
+        "--num-samples and --num-samples itself, e.g. 1,10,100,1000,5000)",
     )
     p.add_argument(
         "--limit",
         type=int,
-        help="evaluate N data points of the split drawn at random (seeded by --seed), not the whole split",
+        metavar="N",
+        help="evaluate N data points of the split drawn at random with --seed (default: the whole split)",
     )
     p.add_argument(
         "--ais-steps",
         type=_ks,
         default=[],
         metavar="T1,T2,...",
-        help="add an AIS-T row (annealed importance sampling with T steps) for each T",
+        help="add an AIS-T row (annealed importance sampling with T steps) for each T (default: none)",
     )
     p.add_argument("--ais-chains", type=int, default=16, help="AIS chains per data point")
     p.add_argument("--leapfrog-steps", type=int, default=10, help="leapfrog steps per HMC transition of AIS")
@@ -200,15 +240,22 @@ def _add_evaluate(sub) -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="BDMC sandwich on N data points simulated from the model",
+        help="BDMC sandwich on N data points simulated from the model, 0 for none",
     )
     p.add_argument(
         "--bdmc-steps", type=int, help="annealing steps of BDMC (default: the largest --ais-steps, or 1000)"
     )
-    p.add_argument("--max-memory", type=float, default=512, metavar="MiB", help="memory for one chunk")
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--max-memory",
+        type=float,
+        default=512,
+        metavar="MiB",
+        help="memory for one chunk of data points and particles",
+    )
+    _add_checkpoint(p)
+    p.add_argument("--seed", type=int, default=0, help="seed of the importance samples and of --limit")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace the output files that exist")
     _add_backend(p)
     _add_device(p)
     return p
@@ -223,10 +270,11 @@ def _add_compare(sub) -> argparse.ArgumentParser:
         description="Draw the gradient of each estimator's loss --num-repeats times on one random batch of "
         "a split, at the run's parameters, and report the bound (mean and standard error), the median "
         "signal-to-noise ratio |mean|/sd of the guide's and the model's gradient elements, their mean "
-        "variance and the time per step. Writes compare.csv and compare.png into RUN_DIR.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "variance and the time per step. Writes compare.csv and compare.png into RUN_DIR; existing ones "
+        "are replaced only with --overwrite.",
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="directory of a `pyrovae train` run")
+    _add_run_dir(p)
     p.add_argument(
         "--estimators",
         default=",".join(DEFAULT_ESTIMATORS),
@@ -234,26 +282,34 @@ def _add_compare(sub) -> argparse.ArgumentParser:
         help="estimators NAME[:OPTION=VALUE]..., e.g. iwae:k=5 or renyi:alpha=0.5:k=5, separated by commas",
     )
     p.add_argument("--num-repeats", type=int, default=100, help="gradient draws per estimator")
-    p.add_argument("--split", choices=("train", "valid", "test"), default="test")
+    p.add_argument("--split", choices=_SPLITS, default="test", help="the split the batch is drawn from")
     p.add_argument("--batch-size", type=int, default=100, help="data points in the batch")
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    _add_checkpoint(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the batch and of the draws")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace the output files that exist")
     _add_device(p)
     return p
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="pyrovae", description="Variational autoencoders the Pyro way: train, sample, evaluate."
+        prog="pyrovae",
+        description="Variational autoencoders the Pyro way: train, sample, evaluate.",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version and exit"
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
-    s = _add_run_command(sub, "sample", "draw images from a trained model's prior and decoder")
+    s = _add_run_command(sub, "sample", "draw images from a trained model's prior and decoder", "samples.png")
     s.add_argument("--num", type=int, default=100, help="number of samples")
-    r = _add_run_command(sub, "reconstruct", "show data next to their reconstructions")
-    r.add_argument("--split", choices=("train", "valid", "test"), default="test")
-    r.add_argument("--num", type=int, default=20, help="number of images, drawn at random (seeded by --seed)")
+    r = _add_run_command(
+        sub, "reconstruct", "show data next to their reconstructions", "reconstructions-SPLIT.png"
+    )
+    r.add_argument("--split", choices=_SPLITS, default="test", help="the split the images are drawn from")
+    r.add_argument("--num", type=int, default=20, help="number of images, drawn at random with --seed")
     _add_evaluate(sub)
     _add_compare(sub)
     return p
@@ -358,10 +414,28 @@ def _test_bound(result, test) -> float:
     return trainer.evaluate(DataSource(test).batches(1000, None, shard(len(test))), len(test))
 
 
+def _check_outputs(args: argparse.Namespace, *paths: Path) -> None:
+    """Refuse, before anything is computed, to replace an existing output file without --overwrite.
+
+    Rank 0 alone writes, so under torchrun every rank follows rank 0's view of the files.
+    """
+    from . import distributed
+
+    if args.overwrite:
+        return
+    existing = distributed.broadcast_object([str(path) for path in paths if path.exists()])
+    if existing:
+        it, exists = ("it", "exists") if len(existing) == 1 else ("them", "exist")
+        other = "choose another --out" if "out" in args else f"remove {it}"
+        raise ConfigError(f"{', '.join(existing)} {exists}; pass --overwrite to replace {it}, or {other}")
+
+
 def _out_path(args: argparse.Namespace, default: str) -> Path:
+    """The figure's path, --out or ``default`` in the run directory, checked by :func:`_check_outputs`."""
     out = Path(args.out) if args.out else Path(args.run_dir) / default
-    if args.out and out.exists() and not args.overwrite:
-        raise ConfigError(f"{out} exists; pass --overwrite to replace it, or choose another --out")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give a file name, such as {out / default}")
+    _check_outputs(args, out)
     return out
 
 
@@ -373,8 +447,8 @@ def sample(args: argparse.Namespace) -> int:
 
     if args.num < 1:
         raise ConfigError("--num must be at least 1")
-    run = load_run(args.run_dir, args.checkpoint, args.device)
     out = _out_path(args, "samples.png")
+    run = load_run(args.run_dir, args.checkpoint, args.device)
     torch.manual_seed(args.seed)
     plots.image_grid(run.vae.sample(args.num), out, title=f"samples (epoch {run.epoch})")
     print(f"wrote {out}")
@@ -391,8 +465,8 @@ def reconstruct(args: argparse.Namespace) -> int:
 
     if args.num < 1:
         raise ConfigError("--num must be at least 1")
-    run = load_run(args.run_dir, args.checkpoint, args.device)
     out = _out_path(args, f"reconstructions-{args.split}.png")
+    run = load_run(args.run_dir, args.checkpoint, args.device)
     data = DataSource(run.load_data(args.split))
     torch.manual_seed(args.seed)
     x = data.sample(args.num, seed=args.seed)[0].to(of_model(run.vae))
@@ -412,9 +486,10 @@ def evaluate(args: argparse.Namespace) -> int:
 
     if args.num_samples < 1:
         raise ConfigError("--num-samples must be at least 1")
-    if max(args.bounds) > args.num_samples:
+    ks = args.bounds or _default_bounds(args.num_samples)
+    if max(ks) > args.num_samples:
         raise ConfigError(
-            f"--bounds asks for k = {max(args.bounds)} but --num-samples is {args.num_samples}; "
+            f"--bounds asks for k = {max(ks)} but --num-samples is {args.num_samples}; "
             "raise --num-samples or drop the larger k"
         )
     for flag, value in (("--ais-chains", args.ais_chains), ("--leapfrog-steps", args.leapfrog_steps)):
@@ -424,6 +499,10 @@ def evaluate(args: argparse.Namespace) -> int:
         raise ConfigError("--bdmc must be at least 0 and --bdmc-steps at least 1")
     if args.limit is not None and args.limit < 1:
         raise ConfigError("--limit must be at least 1")
+    stem = Path(args.run_dir) / f"evaluation-{args.split}"
+    bdmc_csv, figure = Path(f"{stem}-bdmc.csv"), Path(args.run_dir) / f"bounds-{args.split}.png"
+    outputs = [stem.with_suffix(suffix) for suffix in (".json", ".csv", ".nc")]
+    _check_outputs(args, *outputs, *([bdmc_csv] if args.bdmc > 0 else []), figure)
     run = load_run(args.run_dir, args.checkpoint, args.device)
     data = run.load_data(args.split)
     subset = ""
@@ -435,7 +514,7 @@ def evaluate(args: argparse.Namespace) -> int:
         run.vae.model,
         run.vae.guide,
         data,
-        ks=sorted({*args.bounds, args.num_samples}),
+        ks=sorted({*ks, args.num_samples}),
         seed=args.seed,
         progress=not args.no_progress,
         max_memory=int(args.max_memory * 2**20),
@@ -448,7 +527,6 @@ def evaluate(args: argparse.Namespace) -> int:
     if not distributed.is_main():  # every rank holds the gathered results; rank 0 writes them
         return 0
     ll = ladder.log_likelihood
-    stem = Path(args.run_dir) / f"evaluation-{args.split}"
     summary = {
         "split": args.split,
         "checkpoint": args.checkpoint,
@@ -464,15 +542,15 @@ def evaluate(args: argparse.Namespace) -> int:
     write_text(stem.with_suffix(".csv"), table.to_csv())
     written = f"{stem}.json, .csv, .nc"
     if ladder.bdmc is not None:
-        write_text(Path(f"{stem}-bdmc.csv"), ladder.bdmc.to_dataframe().to_csv())
-        written += f", {stem.name}-bdmc.csv"
+        write_text(bdmc_csv, ladder.bdmc.to_dataframe().to_csv())
+        written += f", {bdmc_csv.name}"
     with atomic_path(stem.with_suffix(".nc")) as tmp:
         xr.merge([ll.to_xarray(), ladder.to_xarray()], combine_attrs="drop").to_netcdf(tmp, engine="h5netcdf")
-    ladder.plot(Path(args.run_dir) / f"bounds-{args.split}.png")
+    ladder.plot(figure)
     print(f"{args.split} split{subset}, device {run.vae_device}")
     print(ll.summary())
     print(ladder.summary())
-    print(f"wrote {written} and bounds-{args.split}.png")
+    print(f"wrote {written} and {figure.name}")
     return 0
 
 
@@ -491,6 +569,8 @@ def compare(args: argparse.Namespace) -> int:
             f"--estimators must name at least one estimator, each once; got {args.estimators!r}"
         )
     estimators = {spec: estimator(spec) for spec in specs}
+    table, figure = Path(args.run_dir) / "compare.csv", Path(args.run_dir) / "compare.png"
+    _check_outputs(args, table, figure)
     run = load_run(args.run_dir, args.checkpoint, args.device)
     x = DataSource(run.load_data(args.split)).sample(args.batch_size, seed=args.seed)
     result = compare_estimators(
@@ -502,11 +582,11 @@ def compare(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
     )
-    write_text(Path(args.run_dir) / "compare.csv", result.to_dataframe().to_csv())
-    result.plot(Path(args.run_dir) / "compare.png")
+    write_text(table, result.to_dataframe().to_csv())
+    result.plot(figure)
     print(f"{args.split} split, epoch {run.epoch} ({args.checkpoint} checkpoint), seed {args.seed}")
     print(result.summary())
-    print(f"wrote {Path(args.run_dir) / 'compare.csv'} and compare.png")
+    print(f"wrote {table} and {figure.name}")
     return 0
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.metadata
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+import pyrovae
 from pyrovae import cli
 from pyrovae.io import load_checkpoint
 from pyrovae.run import CONFIG, RunConfig, load_run
@@ -127,12 +131,12 @@ def test_sample_and_reconstruct_write_figures_and_refuse_to_overwrite(
     assert out.read_bytes() == before
     assert cli.main([command, str(trained), "--out", str(out), "--overwrite", "--checkpoint", "last"]) == 0
     assert out.read_bytes()[:8] == PNG
-    # without --out the figure goes into the run directory
+    # without --out the figure goes into the run directory (replacing training's samples.png: --overwrite)
     if command == "reconstruct":
         assert cli.main([command, str(trained), "--split", "valid", "--num", "3"]) == 0
         default = "reconstructions-valid.png"
     else:
-        assert cli.main([command, str(trained), "--num", "3"]) == 0
+        assert cli.main([command, str(trained), "--num", "3", "--overwrite"]) == 0
     assert (trained / default).read_bytes()[:8] == PNG
 
 
@@ -303,7 +307,7 @@ def test_train_an_hvae_with_a_vamp_prior_and_rebuild_it_from_its_run_directory(t
     state = load_checkpoint(run / "checkpoint.pt")["model"]
     for key, value in loaded.vae.state_dict().items():
         assert torch.equal(value, state[key]), key
-    assert cli.main(["sample", str(run), "--num", "4"]) == 0
+    assert cli.main(["sample", str(run), "--num", "4", "--overwrite"]) == 0
 
 
 @pytest.mark.parametrize(
@@ -319,3 +323,158 @@ def test_inconsistent_model_options_are_usage_errors(tmp_path, capsys, flags, ma
     message = usage_error(capsys, [*TRAIN, *flags, "--run-dir", str(tmp_path / "r"), *FAST])
     assert match in message
     assert not (tmp_path / "r").exists()
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["--version"])
+    assert exit.value.code == 0
+    assert capsys.readouterr().out == f"pyrovae {pyrovae.__version__}\n"
+    assert pyrovae.__version__ == importlib.metadata.version("pyrovae")
+
+
+@pytest.mark.parametrize(
+    "argv, status, expected",
+    [
+        (["--help"], 0, "usage: pyrovae [-h] [--version] COMMAND"),
+        (["sample", "."], 2, "pyrovae sample: error: . is not a pyrovae run directory"),
+    ],
+)
+def test_python_m_pyrovae_is_the_pyrovae_command(tmp_path, argv, status, expected):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyrovae", *argv],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"},
+        timeout=300,
+    )
+    assert proc.returncode == status, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert expected in proc.stdout + proc.stderr
+
+
+def subcommand(command: str | None) -> argparse.ArgumentParser:
+    """The parser of ``pyrovae COMMAND`` (the top-level parser for None)."""
+    p = cli.parser()
+    if command is None:
+        return p
+    (commands,) = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+    return commands.choices[command]
+
+
+@pytest.mark.parametrize("command", [None, "sample", "reconstruct", "evaluate", "compare"])
+def test_help_gives_every_option_one_line_and_its_true_default(command):
+    p = subcommand(command)
+    options = [a for a in p._actions if a.option_strings]
+    text = p.format_help()
+    # one entry per option: its invocation and its help, wrapped lines joined
+    entries = [" ".join(e.split()) for e in text.split("\noptions:\n")[1].split("\n  -")]
+    assert len(entries) == len(options)
+    for entry in entries:
+        assert "(default: None)" not in entry and entry.count("(default:") <= 1, entry
+    for action in options:
+        assert action.help, action.option_strings
+        default = action.default  # 0 (--seed) is shown, unlike None and False
+        if default is not None and default is not False and default != argparse.SUPPRESS:
+            if "default" not in action.help:
+                assert f"(default: {default})" in " ".join(text.split()), action.option_strings
+
+
+@pytest.mark.parametrize(
+    "num_samples, ks", [(1, [1]), (10, [1, 10]), (300, [1, 10, 100, 300]), (5000, [1, 10, 100, 1000, 5000])]
+)
+def test_default_bounds_are_the_powers_of_ten_below_num_samples_and_num_samples(num_samples, ks):
+    assert cli._default_bounds(num_samples) == ks
+
+
+@pytest.fixture
+def run_copy(trained, tmp_path):
+    """A copy of the files of the shared run that `pyrovae train` wrote, for a test that writes into it."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run, ignore=lambda _, names: [n for n in names if n not in RUN_FILES])
+    return run
+
+
+def test_evaluate_with_num_samples_1000_and_the_default_bounds(run_copy, capsys):
+    argv = ["evaluate", str(run_copy), "--num-samples", "1000", "--limit", "2", "--no-progress"]
+    assert cli.main(argv) == 0
+    summary = json.loads((run_copy / "evaluation-test.json").read_text())
+    assert set(summary["bounds"]["bounds"]) == {
+        "ELBO (analytic KL)",
+        "ELBO",
+        "IWAE-10",
+        "IWAE-100",
+        "IWAE-1000",
+    }
+    # a k larger than --num-samples given explicitly is still refused
+    message = usage_error(capsys, [*argv, "--bounds", "1,5000", "--overwrite"])
+    assert "k = 5000" in message and "--num-samples is 1000" in message
+
+
+EVALUATE_FAST = ["--limit", "3", "--num-samples", "10", "--bounds", "1,10", "--no-progress"]
+BDMC_FAST = ["--bdmc", "2", "--bdmc-steps", "2", "--ais-chains", "2", "--leapfrog-steps", "2"]
+EVALUATE_OUTPUTS = [
+    "evaluation-test.json",
+    "evaluation-test.csv",
+    "evaluation-test.nc",
+    "evaluation-test-bdmc.csv",
+    "bounds-test.png",
+]
+OUTPUTS = {  # each command's options for a quick run, and the files it writes into the run directory
+    "sample": (["--num", "4"], ["samples.png"]),  # training wrote samples.png too
+    "reconstruct": (["--num", "3"], ["reconstructions-test.png"]),
+    "evaluate": ([*EVALUATE_FAST, *BDMC_FAST], EVALUATE_OUTPUTS),
+    "compare": (
+        ["--estimators", "elbo,iwae:k=2", "--num-repeats", "2", "--batch-size", "5", "--no-progress"],
+        ["compare.csv", "compare.png"],
+    ),
+}
+
+
+def not_computed(*args, **kwargs):
+    raise AssertionError("the run was loaded before the output files were checked")
+
+
+@pytest.mark.parametrize("command", OUTPUTS)
+def test_no_command_replaces_a_file_without_overwrite(run_copy, capsys, monkeypatch, command):
+    flags, outputs = OUTPUTS[command]
+    argv = [command, str(run_copy), *flags]
+    for name in outputs:
+        if not (run_copy / name).exists():
+            (run_copy / name).write_bytes(b"mine")
+    before = snapshot(run_copy)
+    with monkeypatch.context() as patched:
+        patched.setattr("pyrovae.run.load_run", not_computed)  # refused before the run is even loaded
+        message = usage_error(capsys, argv)
+    assert all(str(run_copy / name) in message for name in outputs), message
+    assert "pass --overwrite" in message
+    assert ("choose another --out" if command in ("sample", "reconstruct") else "remove") in message
+    assert snapshot(run_copy) == before
+    assert cli.main([*argv, "--overwrite"]) == 0
+    for name in outputs:
+        assert (run_copy / name).read_bytes() != before[name], name
+    assert (run_copy / outputs[-1]).read_bytes()[:8] == PNG
+
+
+@pytest.mark.parametrize("name", EVALUATE_OUTPUTS)
+def test_evaluate_checks_each_of_its_files_before_computing(run_copy, capsys, monkeypatch, name):
+    (run_copy / name).write_text("mine")
+    before = snapshot(run_copy)
+    monkeypatch.setattr("pyrovae.run.load_run", not_computed)
+    message = usage_error(capsys, ["evaluate", str(run_copy), *EVALUATE_FAST, *BDMC_FAST])
+    assert message.endswith(f"{run_copy / name} exists; pass --overwrite to replace it, or remove it")
+    assert snapshot(run_copy) == before
+
+
+def test_evaluate_without_bdmc_leaves_a_bdmc_file_alone(run_copy, capsys):
+    (run_copy / "evaluation-test-bdmc.csv").write_text("mine")
+    assert cli.main(["evaluate", str(run_copy), *EVALUATE_FAST]) == 0
+    assert (run_copy / "evaluation-test-bdmc.csv").read_text() == "mine"
+    assert (run_copy / "evaluation-test.json").is_file()
+
+
+def test_out_that_is_a_directory_is_refused(run_copy, tmp_path, capsys):
+    message = usage_error(capsys, ["sample", str(run_copy), "--out", str(tmp_path), "--overwrite"])
+    assert "is a directory" in message and str(tmp_path / "samples.png") in message
