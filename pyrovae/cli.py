@@ -21,12 +21,12 @@ import dataclasses
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from . import __version__
 from .errors import ConfigError, PyroVAEError
 
-_RESULTS = "results.json"
 _SPLITS = ("train", "valid", "test")
 
 
@@ -67,70 +67,109 @@ def _add_train(sub) -> argparse.ArgumentParser:
     from .likelihoods import LIKELIHOODS
     from .nn import ACTIVATIONS, NETWORKS
     from .priors import DEFAULT_COMPONENTS, PRIORS
-    from .run import MODELS
+    from .run import MODELS, RunConfig
+
+    defaults = RunConfig()
+
+    def option(group, flag: str, help: str, **kwargs) -> None:
+        """A configuration option: absent from the parsed arguments unless given (so that a value
+        that parses to None, such as --binarize none, is kept), its help ending in its default."""
+        name = flag[2:].replace("-", "_")
+        default = kwargs.pop("shown", getattr(defaults, name))
+        if isinstance(default, list):
+            default = ",".join(map(str, default))
+        group.add_argument(flag, default=argparse.SUPPRESS, help=f"{help} (default: {default})", **kwargs)
 
     p = sub.add_parser(
         "train",
         help="train a VAE and write a run directory",
         description="Train a VAE by SVI. Writes config.json, a checkpoint every epoch, history.csv, "
-        "figures (samples, reconstructions, learning curves) and results.json with the test bound.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "figures (samples, reconstructions, learning curves) and results.json with the test bound. "
+        "With --resume, the options that define the model, its data and its objective are the run's "
+        "(giving another value is an error); --epochs, --patience, --lr, --clip-norm, --device, "
+        "--data-root and --download may change.",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--config", metavar="FILE", help="read options from a JSON file (flags override it)")
     p.add_argument("--run-dir", help="output directory (default: runs/DATASET-TIMESTAMP)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir from its last epoch (or finish its final evaluation)",
+    )
     p.add_argument("--overwrite", action="store_true", help="start a new run in a non-empty --run-dir")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_backend(p)
-    _add_device(p, default=None)
+    option(
+        p,
+        "--device",
+        "where to compute: auto (a GPU where there is one, else the CPU), cpu, cuda, cuda:N or mps",
+    )
     p.add_argument(
         "--test-samples",
         type=int,
         default=1000,
         metavar="K",
-        help="importance samples per test image for the final log p(x) estimate (0: skip)",
+        help="importance samples per test image for the final log p(x) estimate, 0 to skip",
     )
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=NAMES, help="data set (default: digits, bundled with scikit-learn)")
-    g.add_argument("--data-root", help="directory with the data files")
-    g.add_argument("--download", action="store_true", default=None, help="download missing data files")
-    g.add_argument(
-        "--binarize", type=_optional(str), help="dynamic, threshold or none (default: per data set)"
-    )
+    option(g, "--dataset", "data set", choices=NAMES)
+    option(g, "--data-root", "directory with the data files", shown="the data set's own")
+    option(g, "--download", "download missing data files", action="store_true")
+    option(g, "--binarize", "dynamic, threshold, none, or default (per data set)", type=_optional(str))
     g = p.add_argument_group("model")
-    g.add_argument("--likelihood", choices=LIKELIHOODS)
-    g.add_argument("--likelihood-scale", type=float, help="Gaussian likelihood's (initial) scale")
-    g.add_argument(
-        "--model", choices=MODELS, help="vae, or hvae: two stochastic layers z2 -> z1 -> x (default: vae)"
-    )
-    g.add_argument("--prior", choices=PRIORS, help="prior of the (top) latent (default: normal)")
-    g.add_argument(
+    option(g, "--likelihood", "observation model p(x|z)", choices=LIKELIHOODS)
+    option(g, "--likelihood-scale", "Gaussian likelihood's (initial) scale", type=float)
+    option(g, "--model", "vae, or hvae: two stochastic layers z2 -> z1 -> x", choices=MODELS)
+    option(g, "--prior", "prior of the (top) latent", choices=PRIORS)
+    option(
+        g,
         "--prior-components",
-        type=int,
+        "components of the mixture prior or pseudo-inputs of the vamp prior",
+        type=_optional(int),
         metavar="K",
-        help="components of the mixture prior or pseudo-inputs of the vamp prior "
-        f"(default: {', '.join(f'{k} for {n}' for n, k in DEFAULT_COMPONENTS.items())})",
+        shown=", ".join(f"{k} for {n}" for n, k in DEFAULT_COMPONENTS.items()),
     )
-    g.add_argument("--network", choices=NETWORKS)
-    g.add_argument("--latent-dim", type=int, help="dimension of z (of the bottom layer z1 of an hvae)")
-    g.add_argument(
-        "--latent-dim2", type=int, help="dimension of the top layer z2 of an hvae (default: --latent-dim)"
+    option(g, "--network", "encoder and decoder family", choices=NETWORKS)
+    option(g, "--latent-dim", "dimension of z (of the bottom layer z1 of an hvae)", type=int)
+    option(
+        g,
+        "--latent-dim2",
+        "dimension of the top layer z2 of an hvae",
+        type=_optional(int),
+        shown="--latent-dim",
     )
-    g.add_argument("--hidden", type=_hidden, help="hidden layer sizes, comma separated, e.g. 400 or 300,300")
-    g.add_argument("--activation", choices=sorted(ACTIVATIONS))
+    option(g, "--hidden", "hidden layer sizes, comma separated, e.g. 400 or 300,300", type=_hidden)
+    option(g, "--activation", "nonlinearity between layers", choices=sorted(ACTIVATIONS))
     g = p.add_argument_group("training")
-    g.add_argument("--estimator", choices=sorted(ESTIMATORS))
-    g.add_argument("--k", type=int, help="particles per data point of iwae, renyi, stl and dreg")
-    g.add_argument("--alpha", type=float, help="order of the renyi bound")
-    g.add_argument("--beta", type=float, help="weight of the KL (latent) part of any estimator (beta-VAE)")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--lr", type=float)
-    g.add_argument("--optimizer", choices=("adam", "adamw", "sgd"))
-    g.add_argument("--kl-warmup", type=int, help="epochs of linear KL warm-up (0: none)")
-    g.add_argument("--clip-norm", type=_optional(float), help="clip gradients to this global norm")
-    g.add_argument("--patience", type=_optional(int), help="early stopping patience in epochs")
-    g.add_argument("--seed", type=int)
+    option(g, "--estimator", "the bound SVI maximizes", choices=sorted(ESTIMATORS))
+    option(
+        g,
+        "--k",
+        "particles per data point of iwae, renyi, stl and dreg",
+        type=_optional(int),
+        shown="the estimator's",
+    )
+    option(g, "--alpha", "order of the renyi bound", type=_optional(float), shown="the estimator's")
+    option(
+        g,
+        "--beta",
+        "weight of the KL (latent) part of any estimator (beta-VAE)",
+        type=_optional(float),
+        shown=1,
+    )
+    option(g, "--epochs", "epochs to train (in all, counting those of a resumed run)", type=int)
+    option(g, "--batch-size", "data points per step", type=int)
+    option(g, "--lr", "learning rate", type=float)
+    option(g, "--optimizer", "torch optimizer", choices=("adam", "adamw", "sgd"))
+    option(g, "--kl-warmup", "epochs of linear KL warm-up, 0 for none", type=int)
+    option(
+        g, "--clip-norm", "clip gradients to this global norm, none for no clipping", type=_optional(float)
+    )
+    option(
+        g, "--patience", "early stopping patience in epochs, none for no early stopping", type=_optional(int)
+    )
+    option(g, "--seed", "seed of the initial parameters, the shuffling and the draws", type=int)
     return p
 
 
@@ -315,17 +354,41 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _train_config(args: argparse.Namespace):
-    from .run import CONFIG, RunConfig
+def _train_config(args: argparse.Namespace, run_dir: Path | None):
+    """The run's configuration: with --resume, the checkpoint's (or, before the first epoch was
+    saved, config.json's) with the options a resumed run may change; else --config's or the
+    defaults; then the flags given. A flag that would change a resumed run's model, data or
+    objective is an error naming it."""
+    from .io import load_checkpoint
+    from .run import MUTABLE, RunConfig
+    from .rundir import CHECKPOINT, CONFIG
 
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig) if hasattr(args, f.name)}
+    base, source = RunConfig(), "the defaults"
     if args.config:
-        base = RunConfig.read(args.config)
-    elif args.resume and args.run_dir and (Path(args.run_dir) / CONFIG).is_file():
-        base = RunConfig.read(Path(args.run_dir) / CONFIG)
-    else:
-        base = RunConfig()
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)}
-    return dataclasses.replace(base, **{k: v for k, v in flags.items() if v is not None})
+        base, source = RunConfig.read(args.config), args.config
+    if args.resume and run_dir is not None and (run_dir / CHECKPOINT).is_file():
+        stored = load_checkpoint(run_dir / CHECKPOINT).get("config") or {}
+        stored = {k: v for k, v in stored.items() if k != "event_shape"}
+        base, source = (
+            RunConfig.from_dict(stored, f"the configuration in {run_dir / CHECKPOINT}"),
+            "checkpoint",
+        )
+    elif args.resume and run_dir is not None and (run_dir / CONFIG).is_file():
+        base, source = RunConfig.read(run_dir / CONFIG), "config"
+    config = RunConfig.from_dict({**base.to_dict(), **given}, source="the options")
+    if source in ("checkpoint", "config"):
+        changed = {k: v for k, v in base.differences(config).items() if k not in MUTABLE}
+        if changed:
+            listed = ", ".join(
+                f"--{k.replace('_', '-')} {new!r} (the run's: {old!r})" for k, (old, new) in changed.items()
+            )
+            raise ConfigError(
+                f"--resume keeps the run's model, data and objective, but {listed} would change them; drop "
+                f"{'that option' if len(changed) == 1 else 'those options'}, or start a new run with "
+                "--overwrite or another --run-dir"
+            )
+    return config
 
 
 def train(args: argparse.Namespace) -> int:
@@ -334,70 +397,74 @@ def train(args: argparse.Namespace) -> int:
 
     from . import devices, distributed
     from .io import write_json
-    from .run import CONFIG
-    from .training import fit, prepare_run_dir
+    from .options import check_option
+    from .rundir import RESULTS, RunDirectory, checkpoint_bytes
+    from .training import fit
 
-    config = _train_config(args)
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    if args.resume and run_dir is None:
+        raise ConfigError("--resume continues the run in --run-dir: pass --run-dir")
+    config = _train_config(args, run_dir)
+    check_option("test_samples", args.test_samples)
     device = devices.resolve(config.device)  # an unavailable device is refused before anything is written
     elbo = config.build_estimator()
-    default = f"runs/{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(args.run_dir or distributed.broadcast_object(default))
+    if run_dir is None:
+        run_dir = Path(
+            distributed.broadcast_object(f"runs/{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+        )
     train_data = config.load_data("train")
     valid_data = config.load_data("valid")
+    test = config.load_data("test")
     pyro.set_rng_seed(config.seed)  # the initial parameters too are determined by the seed
     vae = config.build_vae(train_data.event_shape)
-    prepare_run_dir(run_dir, args.resume, args.overwrite)
-    distributed.barrier()  # every rank has checked the run directory before rank 0 writes to it
-    if not args.resume and distributed.is_main():  # a resumed run's config.json is updated once trained
-        config.write(run_dir / CONFIG)
-    result = fit(
-        vae,
-        train_data,
-        valid_data,
-        estimator=elbo,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        optimizer=config.optimizer,
-        kl_warmup=config.kl_warmup,
-        clip_norm=config.clip_norm,
-        patience=config.patience,
-        seed=config.seed,
-        run_dir=run_dir,
-        resume=args.resume,
-        overwrite=not args.resume,  # checked above, before config.json was written
-        progress=not args.no_progress,
-        config={**config.to_dict(), "event_shape": list(train_data.event_shape)},
-        device=device,
+    # every check is done: only now is the directory written (created, locked, cleaned)
+    directory = RunDirectory(
+        run_dir, resume=args.resume, overwrite=args.overwrite, need_bytes=checkpoint_bytes(vae)
     )
-    if distributed.is_main():
-        config.write(run_dir / CONFIG)
-    print(result.summary())
-    test = config.load_data("test")
-    torch.manual_seed(config.seed)
-    results = {"epochs": int(result.history["epoch"].iloc[-1]), "test_size": len(test)}
-    results["test_negative_elbo"] = _test_bound(result, test)
-    print(f"test negative ELBO: {results['test_negative_elbo']:.3f} nats per image ({len(test)} images)")
-    if args.test_samples > 0:
-        from .importance import log_likelihood
-
-        ll = log_likelihood(
-            result.vae.model,
-            result.vae.guide,
-            test,
-            args.test_samples,
+    with directory:
+        result = fit(
+            vae,
+            train_data,
+            valid_data,
+            estimator=elbo,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            optimizer=config.optimizer,
+            kl_warmup=config.kl_warmup,
+            clip_norm=config.clip_norm,
+            patience=config.patience,
             seed=config.seed,
+            run_dir=directory,
             progress=not args.no_progress,
+            config=config.to_dict(),
             device=device,
         )
-        results[f"test_nll_is{args.test_samples}"] = ll.nll
-        results[f"test_nll_is{args.test_samples}_stderr"] = ll.stderr
-        print(
-            f"test log p(x), importance sampled with K = {args.test_samples}: "
-            f"{ll.mean:.3f} ± {ll.stderr:.3f} nats per image (NLL {ll.nll:.3f})"
-        )
-    if distributed.is_main():
-        write_json(run_dir / _RESULTS, results)
+        print(result.summary())
+        torch.manual_seed(config.seed)
+        results = {"epochs": int(result.history["epoch"].iloc[-1]), "test_size": len(test)}
+        results["test_negative_elbo"] = _test_bound(result, test)
+        print(f"test negative ELBO: {results['test_negative_elbo']:.3f} nats per image ({len(test)} images)")
+        if args.test_samples > 0:
+            from .importance import log_likelihood
+
+            ll = log_likelihood(
+                result.vae.model,
+                result.vae.guide,
+                test,
+                args.test_samples,
+                seed=config.seed,
+                progress=not args.no_progress,
+                device=device,
+            )
+            results[f"test_nll_is{args.test_samples}"] = ll.nll
+            results[f"test_nll_is{args.test_samples}_stderr"] = ll.stderr
+            print(
+                f"test log p(x), importance sampled with K = {args.test_samples}: "
+                f"{ll.mean:.3f} ± {ll.stderr:.3f} nats per image (NLL {ll.nll:.3f})"
+            )
+        if distributed.is_main():
+            write_json(run_dir / RESULTS, results)
     print(f"run directory: {run_dir}")
     return 0
 
@@ -615,17 +682,39 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        with _rank_zero_stdout(getattr(args, "backend", None)):
-            return COMMANDS[args.command](args)
+        backend = getattr(args, "backend", None)
+        with _rank_zero_stdout(backend), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            try:
+                return COMMANDS[args.command](args)
+            finally:
+                for w in caught:
+                    print(f"pyrovae {args.command}: warning: {w.message}", file=sys.stderr)
     except PyroVAEError as e:
         print(f"pyrovae {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # an I/O failure nothing above foresaw: one line, never a traceback
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"pyrovae {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print(
-            f"pyrovae {args.command}: interrupted; completed epochs are in the last checkpoint",
-            file=sys.stderr,
-        )
+        print(f"pyrovae {args.command}: interrupted{_after_interrupt(args)}", file=sys.stderr)
         return 130
+
+
+def _after_interrupt(args: argparse.Namespace) -> str:
+    """What an interrupted ``train`` left, and how to continue it."""
+    from .rundir import CHECKPOINT
+
+    if args.command != "train" or not args.run_dir:
+        return ""
+    run_dir = Path(args.run_dir)
+    if (run_dir / CHECKPOINT).is_file():
+        return (
+            f"; {run_dir / CHECKPOINT} holds the last completed epoch: continue with "
+            f"pyrovae train --run-dir {run_dir} --resume"
+        )
+    return f"; no epoch was completed: start again in place with pyrovae train --run-dir {run_dir} --resume"
 
 
 if __name__ == "__main__":

@@ -31,8 +31,15 @@ class RunDirError(PyroVAEError):
     """A run directory that would be overwritten, or is not a pyrovae run directory."""
 
 
+class StorageError(PyroVAEError, OSError):
+    """A file could not be written (a full disk, a read-only file system); nothing was damaged."""
+
+    exit_code = 1
+
+
 class TrainingError(PyroVAEError, RuntimeError):
-    """Training stopped because the loss became NaN or infinite."""
+    """Training stopped because the loss, a gradient, a parameter or the validation bound became
+    NaN or infinite."""
 
     exit_code = 1
 

@@ -34,6 +34,7 @@ from .handlers import DATA_PLATE
 from .likelihoods import Likelihood
 from .nn import ConditionalMLPEncoder, MLPDecoder, MLPEncoder
 from .nn import activation as check_activation
+from .options import check_options
 from .vae import LatentModel
 
 
@@ -67,9 +68,9 @@ class HVAE(LatentModel):
         likelihood_scale: float = 1.0,
     ):
         super().__init__(event_shape, likelihood, likelihood_scale)
-        latent_dim2 = latent_dim if latent_dim2 is None else latent_dim2
-        if min(latent_dim, latent_dim2) < 1:
-            raise ConfigError(f"latent_dim and latent_dim2 must be positive; got {latent_dim}, {latent_dim2}")
+        check_options(latent_dim=latent_dim, latent_dim2=latent_dim2, prior_components=prior_components)
+        check_options(hidden=list(hidden))
+        given_dim2, latent_dim2 = latent_dim2, latent_dim if latent_dim2 is None else latent_dim2
         if not hidden:
             raise ConfigError(
                 "an HVAE needs at least one hidden layer (hidden=(300, 300) in the VampPrior paper)"
@@ -85,6 +86,11 @@ class HVAE(LatentModel):
         #: p(x | z1, z2), on the concatenation [z1, z2]
         self.decoder = MLPDecoder(self.event_shape, latent_dim + latent_dim2, hidden, activation)
         self.prior = self.build_prior(prior, latent_dim2, prior_components, self.encoder)
+        self._named(
+            likelihood, prior, model="hvae", network="mlp", latent_dim=latent_dim, latent_dim2=given_dim2,
+            hidden=list(hidden), activation=activation, likelihood_scale=likelihood_scale,
+            prior_components=prior_components,
+        )  # fmt: skip
 
     def _decode(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         return self.decoder(torch.cat([z1, z2], -1))

@@ -1,25 +1,60 @@
-"""Atomic file writes and checkpoints that hold tensors only.
+"""Atomic file writes, checksummed checkpoints that hold tensors only, and run-directory locks.
 
 Nothing a user wrote is left half-written: every file is written to a temporary file in the
-same directory and moved into place with :func:`os.replace`, which is atomic on POSIX.
+same directory and moved into place with :func:`os.replace`, which is atomic on POSIX; a
+temporary left by a killed process is removed by :func:`remove_temporaries` when its directory is
+next opened. A failed write (a full disk, say) raises :class:`~pyrovae.errors.StorageError` and
+leaves the file it would have replaced as it was.
+
 Checkpoints are loaded with ``torch.load(..., weights_only=True)``, which refuses pickled
-objects, so a checkpoint from an untrusted source cannot run code.
+objects, so a checkpoint from an untrusted source cannot run code; each carries the SHA-256 of its
+contents (:func:`digest`), verified on load.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import hashlib
 import json
+import math
 import os
 import pickle
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, RunDirError, StorageError
+
+#: the environment variable naming a :func:`pause_point` for tests, and the file it then creates
+PAUSE_AT, PAUSE_FILE = "PYROVAE_PAUSE_AT", "PYROVAE_PAUSE_FILE"
+TEMPORARY = (".", ".tmp")  # prefix and suffix of the temporaries of atomic_path
+
+
+def pause_point(name: str) -> None:
+    """A test-only hook: if ``$PYROVAE_PAUSE_AT`` is ``name``, create ``$PYROVAE_PAUSE_FILE`` and
+    wait forever (to be killed there). Does nothing otherwise."""
+    if os.environ.get(PAUSE_AT) != name:
+        return
+    Path(os.environ[PAUSE_FILE]).write_text(str(os.getpid()))
+    while True:
+        time.sleep(1)
+
+
+def remove_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries :func:`atomic_path` left in ``directory`` when a process was killed
+    mid-write; returns them."""
+    prefix, suffix = TEMPORARY
+    stray = [p for p in Path(directory).glob(f"{prefix}*{suffix}") if p.is_file()]
+    for path in stray:
+        path.unlink(missing_ok=True)
+    return stray
 
 
 @contextlib.contextmanager
@@ -27,15 +62,35 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it onto ``path``, else remove it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    prefix, suffix = TEMPORARY
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{prefix}{path.name}.", suffix=suffix)
+    except OSError as e:
+        raise StorageError(_cannot_write(path, e)) from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
     try:
-        yield Path(tmp)
+        try:
+            yield Path(tmp)
+        except OSError as e:
+            raise StorageError(_cannot_write(path, e)) from None
+        except RuntimeError as e:  # torch.save reports a failed write (a full disk) as a RuntimeError
+            if "write" not in str(e) and "enforce fail" not in str(e):
+                raise
+            raise StorageError(_cannot_write(path, e)) from None
+        pause_point(f"replace {path.name}")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _cannot_write(path: Path, error: Exception) -> str:
+    reason = os.strerror(error.errno) if isinstance(error, OSError) and error.errno else str(error)
+    if isinstance(error, RuntimeError) or getattr(error, "errno", None) == errno.ENOSPC:
+        reason = f"{reason.splitlines()[0]} (is the disk full?)"
+    kept = "; the file that was there is unchanged" if path.exists() else ""
+    return f"cannot write {path}: {reason}{kept}. Free some space or choose another directory."
 
 
 def _umask() -> int:
@@ -53,8 +108,38 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def digest(state: Any) -> str:
+    """The SHA-256 of a checkpoint's contents (tensors, numbers, strings, lists and dicts), in a
+    canonical order: equal for equal contents, whatever the file's byte layout."""
+    h = hashlib.sha256()
+
+    def feed(obj: Any) -> None:
+        if torch.is_tensor(obj):
+            t = obj.detach().cpu().contiguous()
+            h.update(f"tensor{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(obj, dict):
+            h.update(b"dict")
+            for key in sorted(obj, key=repr):
+                feed(key)
+                feed(obj[key])
+        elif isinstance(obj, list | tuple):
+            h.update(f"list{len(obj)}".encode())
+            for item in obj:
+                feed(item)
+        elif isinstance(obj, float) and math.isnan(obj):
+            h.update(b"nan")
+        else:
+            h.update(f"{type(obj).__name__}:{obj!r}".encode())
+
+    feed(state)
+    return h.hexdigest()
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """Write ``state`` (tensors, numbers, strings, lists and dicts only) atomically."""
+    """Write ``state`` (tensors, numbers, strings, lists and dicts only) atomically, with its
+    :func:`digest` under ``"sha256"``."""
+    state = {**state, "sha256": digest(state)}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -80,4 +165,74 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         ) from None
     if not isinstance(state, dict) or state.get("format") != "pyrovae-checkpoint":
         raise CheckpointError(f"{path} is not a pyrovae checkpoint (no 'format' marker)")
+    stored = state.pop("sha256", None)
+    if stored is None and state.get("version", 1) >= 2:
+        raise CheckpointError(f"{path} carries no checksum; it was not written by pyrovae, or was altered")
+    if stored is not None and stored != digest(state):
+        raise CheckpointError(
+            f"{path} does not match its checksum: its contents were altered or damaged after it was "
+            "written. Restore it from a copy, or train again."
+        )
     return state
+
+
+class RunLock:
+    """An exclusive advisory lock (:func:`fcntl.flock`) on a run directory, held while a process
+    writes to it: a second writer fails at once with :class:`~pyrovae.errors.RunDirError`. The
+    operating system releases it when the process ends, however it ends."""
+
+    NAME = ".lock"
+
+    def __init__(self, directory: str | os.PathLike):
+        self.path = Path(directory) / self.NAME
+        self._file = None
+
+    def __enter__(self) -> RunLock:
+        self._file = open(self.path, "a+")  # noqa: SIM115 -- held open while locked
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "unknown"
+            self._file.close()
+            self._file = None
+            raise RunDirError(
+                f"another process (pid {holder}) is writing to {self.path.parent}; wait for it to finish, "
+                "or choose another run directory"
+            ) from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(str(os.getpid()))
+        self._file.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+def check_writable(directory: str | os.PathLike, need_bytes: int = 0) -> None:
+    """Raise :class:`~pyrovae.errors.RunDirError` unless files can be created in ``directory`` (or
+    in the directory it would be created under) and ``need_bytes`` are free there."""
+    directory = Path(directory)
+    existing = directory
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunDirError(f"{directory} lies under {existing}, which is a file; choose another directory")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise RunDirError(
+            f"cannot write to {existing}: {os.strerror(e.errno) if e.errno else e}; choose a directory "
+            "you can write to"
+        ) from None
+    free = shutil.disk_usage(existing).free
+    if free < need_bytes:
+        raise RunDirError(
+            f"{existing} has {free / 2**20:.1f} MiB free, and this run needs about "
+            f"{need_bytes / 2**20:.1f} MiB for its checkpoints; free some space or choose another directory"
+        )

@@ -1,9 +1,11 @@
-"""A training run as a directory: its configuration, and how to rebuild its model and data.
+"""A training run's configuration, and the run rebuilt from its directory.
 
-A run directory holds ``config.json`` (the full :class:`RunConfig`), ``checkpoint.pt`` (every
-epoch), ``best.pt`` (best validation bound), ``history.csv`` and figures. :func:`load_run`
-rebuilds the trained :class:`~pyrovae.VAE` from it, which is what ``pyrovae sample``,
-``reconstruct`` and ``evaluate`` do.
+A run directory (see :mod:`pyrovae.rundir`) holds the run's configuration twice: in the
+checkpoint, with the parameters it describes, and in ``config.json`` for people to read.
+:func:`load_run` rebuilds the trained :class:`~pyrovae.VAE` or :class:`~pyrovae.HVAE` from the
+checkpoint's, and reports a ``config.json`` that disagrees with it; this is what ``pyrovae sample``,
+``reconstruct``, ``evaluate``, ``compare`` and ``train --resume`` use, for runs trained by the
+command line or by :func:`~pyrovae.fit` from Python.
 """
 
 from __future__ import annotations
@@ -11,32 +13,35 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from pyro.infer import ELBO
 
 from . import datasets, devices
-from .errors import ConfigError, RunDirError, unknown_name
+from .errors import CheckpointError, ConfigError, RunDirError, unknown_name
 from .estimators import estimator
 from .hvae import HVAE
 from .io import load_checkpoint, write_json
-from .training import BEST, CHECKPOINT
+from .options import DOMAINS, check_options
+from .rundir import CHECKPOINT, CONFIG, RESULTS
 from .vae import VAE
 
 #: the model families ``pyrovae train --model`` builds
 MODELS = ("vae", "hvae")
-
-CONFIG = "config.json"
+#: options a resumed run may change; every other one defines the run's model, data or objective
+MUTABLE = ("epochs", "patience", "lr", "clip_norm", "device", "data_root", "download")
 
 
 @dataclass
 class RunConfig:
     """Everything that defines a ``pyrovae train`` run; stored as ``config.json`` in its directory."""
 
-    dataset: str = "digits"
+    dataset: str | None = "digits"
     data_root: str | None = None
     download: bool = False
     binarize: str | None = "default"
@@ -66,13 +71,30 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "the configuration") -> RunConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
+        """The configuration ``values``, each checked against its type and domain: one error names
+        every bad key of ``source``."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
         if unknown:
             raise ConfigError(
-                f"{source} has unknown keys {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}"
+                f"{source} has unknown keys {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}"
             )
-        return cls(**values)
+        problems = [p for name, v in values.items() if (p := _type_problem(fields[name], v))]
+        numeric = {k: v for k, v in values.items() if k in DOMAINS or k == "hidden"}
+        try:
+            numeric = check_options(**numeric)
+        except ConfigError as e:
+            problems.append(str(e))
+        if problems:
+            raise ConfigError(f"{source}: " + "; ".join(problems))
+        return cls(**{**values, **numeric})
+
+    def differences(self, other: RunConfig, keys=None) -> dict[str, tuple[Any, Any]]:
+        """The keys (of ``keys``, default all) whose values differ, with ``(self's, other's)``."""
+        names = keys or [f.name for f in dataclasses.fields(self)]
+        return {
+            k: (getattr(self, k), getattr(other, k)) for k in names if getattr(self, k) != getattr(other, k)
+        }
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> RunConfig:
@@ -95,6 +117,12 @@ class RunConfig:
         write_json(path, self.to_dict())
 
     def load_data(self, split: str) -> datasets.VAEDataset:
+        if self.dataset is None:
+            raise ConfigError(
+                "this run was trained from Python on data of its own (its configuration names no data "
+                "set); evaluate it from Python: run = pyrovae.load_run(RUN_DIR), then "
+                "pyrovae.log_likelihood(run.vae.model, run.vae.guide, data)"
+            )
         return datasets.load(
             self.dataset, split, root=self.data_root, download=self.download, binarize=self.binarize
         )
@@ -130,14 +158,37 @@ class RunConfig:
         return VAE(network=self.network, **common)
 
 
+def _type_problem(f: dataclasses.Field, value: Any) -> str | None:
+    """What is wrong with ``value`` for the string, boolean or list field ``f`` (numbers are checked
+    against their domains by :func:`~pyrovae.options.check_options`)."""
+    kind = str(f.type)
+    if f.name in DOMAINS or f.name == "hidden" or (value is None and "None" in kind):
+        return None
+    if kind.startswith("str") and not isinstance(value, str):
+        return f"{f.name} must be a string{' or null' if 'None' in kind else ''}; got {value!r}"
+    if kind == "bool" and not isinstance(value, bool):
+        return f"{f.name} must be true or false; got {value!r}"
+    return None
+
+
 @dataclass
 class Run:
-    """A trained run loaded from its directory."""
+    """A trained run loaded from its directory by :func:`load_run`.
+
+    :ivar Path path: the run directory.
+    :ivar RunConfig config: the configuration the checkpoint was trained with.
+    :ivar vae: the model, with the chosen parameters, in evaluation mode.
+    :ivar int epoch: the epoch of those parameters.
+    :ivar pandas.DataFrame history: one row per epoch trained.
+    :ivar dict results: ``results.json`` (the final test figures of ``pyrovae train``), or ``None``.
+    """
 
     path: Path
     config: RunConfig
     vae: VAE | HVAE
     epoch: int
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)
+    results: dict | None = None
 
     @property
     def vae_device(self) -> torch.device:
@@ -149,25 +200,70 @@ class Run:
 
 
 def load_run(path: str | os.PathLike, checkpoint: str = "best", device: str | torch.device = "cpu") -> Run:
-    """Rebuild the model of the run in ``path`` with its ``best`` (or ``last``) parameters, on
-    ``device`` (see :mod:`pyrovae.devices`; a checkpoint written on a GPU loads on the CPU)."""
+    """The run in ``path``, trained by ``pyrovae train`` or by :func:`~pyrovae.fit` on a built-in
+    model: its model rebuilt from the checkpoint's configuration with the ``best`` parameters (of
+    the best validation epoch; the last where there was no validation data) or the ``last`` ones,
+    on ``device`` (see :mod:`pyrovae.devices`; a checkpoint written on a GPU loads on the CPU), with
+    its history and final results.
+
+    A ``config.json`` that disagrees with the checkpoint's configuration on the model or its data
+    is reported (a warning naming the keys); the checkpoint's is used.
+    """
     path = Path(path)
     dev = devices.resolve(device)
-    if not (path / CONFIG).is_file():
-        raise RunDirError(
-            f"{path} is not a pyrovae run directory (no {CONFIG}); "
-            "pass the --run-dir of a `pyrovae train` run"
-        )
-    config = RunConfig.read(path / CONFIG)
-    names = {"best": BEST, "last": CHECKPOINT}
-    if checkpoint not in names:
+    if checkpoint not in ("best", "last"):
         raise ConfigError(f"checkpoint must be 'best' or 'last', not {checkpoint!r}")
-    file = path / names[checkpoint]
-    if checkpoint == "best" and not file.is_file():
-        file = path / CHECKPOINT  # runs without validation data keep only the last checkpoint
-    state = load_checkpoint(file)
-    event_shape = state["config"].get("event_shape") or config.load_data("test").event_shape
+    if not (path / CHECKPOINT).is_file():
+        what = "a run that has not finished an epoch yet" if (path / CONFIG).is_file() else "not a run"
+        raise RunDirError(
+            f"{path} holds no {CHECKPOINT} ({what}); pass the directory of a run that has trained at "
+            "least one epoch"
+        )
+    state = load_checkpoint(path / CHECKPOINT)
+    stored = state.get("config") or {}
+    if not stored:
+        raise RunDirError(
+            f"the run in {path} was trained from Python on a model pyrovae cannot rebuild (it has no "
+            "configuration); rebuild the model yourself and load state['model'] from "
+            f"pyrovae.io.load_checkpoint('{path / CHECKPOINT}')"
+        )
+    stored = {k: v for k, v in stored.items() if k != "event_shape"}  # where version 1 kept it
+    config = RunConfig.from_dict(stored, source=f"the configuration in {path / CHECKPOINT}")
+    if (path / CONFIG).is_file():
+        _report_config_json(path, config)
+    event_shape = state.get("event_shape") or state["config"].get("event_shape")
+    event_shape = event_shape or config.load_data("test").event_shape
     vae = config.build_vae(event_shape)
-    vae.load_state_dict(state["model"])
+    weights = state.get("best_model") if checkpoint == "best" else None
+    try:
+        vae.load_state_dict(weights if weights is not None else state["model"])
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(
+            f"the parameters in {path / CHECKPOINT} do not fit the model of its configuration: "
+            f"{str(e).splitlines()[0]}"
+        ) from None
     vae.to(dev).eval()
-    return Run(path, config, vae, state["epoch"])
+    epoch = state["best_epoch"] if weights is not None else state["epoch"]
+    results = json.loads((path / RESULTS).read_text()) if (path / RESULTS).is_file() else None
+    return Run(path, config, vae, epoch, pd.DataFrame(state.get("history", [])), results)
+
+
+def _report_config_json(path: Path, config: RunConfig) -> None:
+    """Warn if the run's ``config.json`` cannot be read or disagrees with ``config`` on a key that
+    defines the model or its data."""
+    fix = (
+        f"the checkpoint's configuration is used (rewrite {CONFIG} from it with: "
+        f"pyrovae train --run-dir {path} --resume)"
+    )
+    try:
+        on_disk = RunConfig.read(path / CONFIG)
+    except ConfigError as e:
+        warnings.warn(f"{e}; {fix}", stacklevel=3)
+        return
+    keys = [f.name for f in dataclasses.fields(RunConfig) if f.name not in MUTABLE]
+    differ = config.differences(on_disk, keys)
+    if differ:
+        listed = ", ".join(
+            f"{k} ({a!r} in the checkpoint, {b!r} in {CONFIG})" for k, (a, b) in differ.items()
+        )
+        warnings.warn(f"{path / CONFIG} disagrees with the checkpoint on {listed}; {fix}", stacklevel=3)

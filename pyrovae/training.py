@@ -39,17 +39,21 @@ from tqdm.auto import tqdm
 
 from . import devices, distributed, plots
 from .data import DataSource
-from .errors import ConfigError, RunDirError, TrainingError, unknown_name
+from .errors import CheckpointError, ConfigError, TrainingError, unknown_name
 from .estimators import estimator as make_estimator
 from .handlers import scale_data, scale_latents
-from .io import load_checkpoint, save_checkpoint, write_text
+from .io import pause_point, write_json, write_text
+from .options import check_options
 from .results import Result
+from .rundir import CONFIG, HISTORY, RunDirectory, checkpoint_bytes
 from .traces import find_data_plate, trace_pair
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-CHECKPOINT = "checkpoint.pt"
-BEST = "best.pt"
-HISTORY = "history.csv"
+#: options of :func:`fit` a resumed run must keep (changing them would make another run), and those
+#: it may change (applied from the resumed epoch on, and recorded in the checkpoint)
+FIXED_SETTINGS = ("estimator", "batch_size", "optimizer", "kl_warmup", "seed")
+MUTABLE_SETTINGS = ("epochs", "lr", "clip_norm", "patience")
+CHECKPOINT_VERSION = 2
 
 
 class _Method(nn.Module):
@@ -108,8 +112,7 @@ class Trainer:
     ):
         if optimizer not in OPTIMIZERS:
             raise unknown_name("optimizer", optimizer, OPTIMIZERS)
-        if not (lr > 0):
-            raise ConfigError(f"the learning rate must be positive; got {lr}")
+        check_options(lr=lr, clip_norm=clip_norm)
         self.device = devices.resolve(device)
         self.vae = vae.to(self.device)
         self.num_data = num_data
@@ -155,12 +158,26 @@ class Trainer:
         self._validated = True
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        grads = [p.grad for p in self.params if p.grad is not None]
         if self.clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm(grads)
+        # one host sync for the loss and both checks; a non-finite step is never applied
+        param_norm = torch.nn.utils.get_total_norm([p.detach() for p in self.params])
         value = distributed.all_reduce_mean(loss)
-        if math.isfinite(value):
-            self.optimizer.step()
+        finite = torch.stack([grad_norm, param_norm]).isfinite().tolist()
+        for what, ok in zip(("loss", "gradient", "parameters"), (math.isfinite(value), *finite), strict=True):
+            if not ok:
+                raise TrainingError(f"the {what} became non-finite ({value:.6g} nats for the loss)")
+        self.optimizer.step()
         return value / self.num_data
+
+    def set_lr(self, lr: float) -> None:
+        """Use the learning rate ``lr`` from the next step on."""
+        check_options(lr=lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def _find_data_plate(self, args: tuple[torch.Tensor, ...]) -> str:
         """The data plate of the pair, from one run on the first batch (the random state restored)."""
@@ -313,23 +330,37 @@ class FitResult(Result):
         return "\n".join(lines)
 
 
-def prepare_run_dir(run_dir: str | os.PathLike, resume: bool, overwrite: bool) -> Path:
-    """Create ``run_dir``, refusing to mix a new run into a non-empty directory unless told to."""
-    run_dir = Path(run_dir)
-    if resume and overwrite:
-        raise ConfigError("choose one of resume and overwrite, not both")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirError(f"the run directory {run_dir} exists and is a file; choose another path")
-    nonempty = run_dir.is_dir() and any(run_dir.iterdir())
-    if nonempty and not (resume or overwrite):
-        raise RunDirError(
-            f"the run directory {run_dir} is not empty; pass resume=True (--resume) to continue its run, "
-            "overwrite=True (--overwrite) to start afresh there, or choose another directory"
+def _settings(estimator, **options) -> dict:
+    """The options of :func:`fit` a checkpoint records, the estimator by its name (or class)."""
+    name = estimator if isinstance(estimator, str) else type(estimator).__name__
+    return {"estimator": name, **options}
+
+
+def _clone_state(module: nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def _load_state(module: nn.Module, state: dict, what: str) -> None:
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise CheckpointError(
+            f"the {what} in the checkpoint do not fit this {type(module).__name__}: "
+            f"{str(e).splitlines()[0]} Resume with the model the run was trained with."
+        ) from None
+
+
+def _resumed_settings(state: dict, settings: dict) -> dict:
+    """Refuse a change of a fixed setting; return the mutable ones that changed, as ``(old, new)``."""
+    saved = state.get("settings", {})
+    fixed = [k for k in FIXED_SETTINGS if k in saved and saved[k] != settings[k]]
+    if fixed:
+        was = ", ".join(f"{k}={saved[k]!r} (now {settings[k]!r})" for k in fixed)
+        raise ConfigError(
+            f"the run was trained with {was}; a resumed run must keep them (they define its model, "
+            "data or objective). Resume with the run's values, or start a new run elsewhere."
         )
-    if resume and not (run_dir / CHECKPOINT).is_file():
-        raise RunDirError(f"nothing to resume: {run_dir / CHECKPOINT} does not exist; train without --resume")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    return {k: [saved[k], settings[k]] for k in MUTABLE_SETTINGS if k in saved and saved[k] != settings[k]}
 
 
 def fit(
@@ -346,7 +377,7 @@ def fit(
     clip_norm: float | None = None,
     patience: int | None = None,
     seed: int = 0,
-    run_dir: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike | RunDirectory | None = None,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -363,21 +394,28 @@ def fit(
         the model and guide positionally; dtypes are kept. The minibatch scale is :math:`N/B` with
         :math:`B` the batch's first dimension, applied to the data plate.
     :param valid: optional validation data: its bound is computed after every epoch and drives
-        early stopping and the ``best.pt`` checkpoint.
+        early stopping and the best parameters, which are restored at the end.
     :param estimator: estimator name (see :data:`pyrovae.estimators.ESTIMATORS`) or an ELBO.
     :param kl_warmup: number of epochs over which the KL weight β rises linearly to 1
         (β = epoch / kl_warmup; Sønderby et al. 2016); 0 for no warm-up.
-    :param clip_norm: gradient clipping by global norm.
-    :param patience: stop after this many epochs without a better validation bound.
+    :param clip_norm: gradient clipping by global norm (> 0).
+    :param patience: stop after this many (≥ 1) epochs without a better validation bound.
     :param seed: makes the run reproducible (shuffling, binarization and the estimator's draws).
-    :param run_dir: where checkpoints (every epoch, atomically), ``history.csv`` and figures go.
-    :param resume: continue the run in ``run_dir`` from its last checkpoint.
-    :param overwrite: start a new run in a non-empty ``run_dir``.
-    :param config: a JSON-able description of the run, stored in every checkpoint.
+    :param run_dir: where the run's state is committed after every epoch, with ``config.json``,
+        ``history.csv`` and figures (see :mod:`pyrovae.rundir`); a path, or a
+        :class:`~pyrovae.rundir.RunDirectory` the caller holds open.
+    :param resume: continue the run in ``run_dir`` from its last committed epoch (from the first if
+        none was committed). ``estimator``, ``batch_size``, ``optimizer``, ``kl_warmup`` and
+        ``seed`` must be the run's; ``epochs``, ``lr``, ``clip_norm`` and ``patience`` may change
+        (the history's ``lr`` column and the checkpoint's ``resumes`` record it). A run that has
+        finished (``epochs`` reached, or stopped early) is returned as it is.
+    :param overwrite: start a new run in a non-empty ``run_dir``, removing the earlier run's outputs.
+    :param config: a JSON-able description of the run, stored in every checkpoint and as
+        ``config.json`` (default: the options of a built-in model and of this call, from which
+        :func:`pyrovae.load_run` and the command line rebuild the model).
     :param device: where to train: ``"auto"`` (CUDA where available, else the CPU), ``"cpu"``,
         ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a :class:`torch.device`. ``vae`` is moved there and
-        stays there; each batch is moved there. Checkpoints hold the parameters on the CPU's terms
-        (they load on a machine without a GPU).
+        stays there; each batch is moved there. Checkpoints load on a machine without a GPU.
     :param backend: the ``torch.distributed`` backend when launched by ``torchrun`` (see
         :func:`pyrovae.distributed.init`; default Gloo on CPUs, NCCL for CUDA tensors). Under
         ``torchrun`` each of the :math:`W` workers trains on its contiguous share of every global
@@ -385,10 +423,19 @@ def fit(
         batch's gradient, so a run with the same ``batch_size`` and ``lr`` follows the same
         trajectory in expectation whatever :math:`W`. Rank 0 alone writes ``run_dir`` and shows
         progress; the run directory must be on a file system every rank reads, for ``resume``.
-    :raises TrainingError: if the loss becomes NaN or infinite; the last good checkpoint stays.
+
+    Every option is checked before anything is written (:mod:`pyrovae.options`). A step whose loss,
+    gradient or parameters are not finite is not applied, and an epoch whose validation bound is not
+    finite is not committed: training stops with :class:`~pyrovae.errors.TrainingError` naming the
+    epoch and step, and the run directory keeps the last finite state.
     """
-    if epochs < 1 or batch_size < 1:
-        raise ConfigError(f"epochs and batch_size must be at least 1; got {epochs} and {batch_size}")
+    options = check_options(
+        epochs=epochs, batch_size=batch_size, lr=lr, kl_warmup=kl_warmup, clip_norm=clip_norm,
+        patience=patience, seed=seed,
+    )  # fmt: skip
+    epochs, batch_size, kl_warmup, patience, seed = (
+        options[k] for k in ("epochs", "batch_size", "kl_warmup", "patience", "seed")
+    )
     if patience is not None and valid is None:
         raise ConfigError("early stopping (patience) needs validation data: pass valid=")
     distributed.init(backend)
@@ -405,42 +452,93 @@ def fit(
     _check_data(vae, train, "the training data")
     if valid is not None:
         _check_data(vae, valid, "the validation data")
-    run_path = prepare_run_dir(run_dir, resume, overwrite) if run_dir is not None else None
-    distributed.barrier()  # every rank has checked the run directory before rank 0 changes it
-    if run_path is not None and not resume and distributed.is_main():
-        # starting afresh (overwrite): an earlier run's checkpoints must not pass for this run's
-        for name in (CHECKPOINT, BEST, HISTORY):
-            (run_path / name).unlink(missing_ok=True)
-
     trainer = Trainer(
         vae, len(train), estimator=estimator, optimizer=optimizer, lr=lr, clip_norm=clip_norm, device=device
     )
+    settings = _settings(estimator, **options, optimizer=optimizer)
+    if config is None:
+        config = default_config(vae, settings, trainer.device)
+    if isinstance(run_dir, RunDirectory):
+        return _fit(trainer, train, valid, settings, config, run_dir, progress, plots_every_epoch)
+    if run_dir is None:
+        return _fit(trainer, train, valid, settings, config, None, progress, plots_every_epoch)
+    directory = RunDirectory(run_dir, resume=resume, overwrite=overwrite, need_bytes=checkpoint_bytes(vae))
+    with directory:
+        return _fit(trainer, train, valid, settings, config, directory, progress, plots_every_epoch)
+
+
+def default_config(vae: nn.Module, settings: dict, device: torch.device) -> dict:
+    """The configuration :func:`fit` stores for a model that can describe itself (the built-in
+    ones, through ``run_options()``): its options and the training's, with no data set."""
+    describe = getattr(vae, "run_options", None)
+    model = describe() if callable(describe) else None
+    if model is None:
+        return {}
+    training = {k: settings[k] for k in ("epochs", "batch_size", "lr", "optimizer", "kl_warmup", "seed")}
+    training.update(clip_norm=settings["clip_norm"], patience=settings["patience"], device=str(device))
+    return {"dataset": None, **model, **training, "estimator": settings["estimator"]}
+
+
+def _fit(
+    trainer: Trainer,
+    train: DataSource,
+    valid: DataSource | None,
+    settings: dict,
+    config: dict,
+    directory: RunDirectory | None,
+    progress: bool,
+    plots_every_epoch: bool,
+) -> FitResult:
+    vae = trainer.vae
+    epochs, batch_size, patience, seed = (settings[k] for k in ("epochs", "batch_size", "patience", "seed"))
+    kl_warmup = settings["kl_warmup"]
+    event_shape = list(train.chunk(0, 1)[0].shape[1:])
     history: list[dict] = []
-    best, best_epoch, bad_epochs = math.inf, None, 0
-    start = 1
-    if resume:
-        state = load_checkpoint(run_path / CHECKPOINT)
-        if state["epoch"] >= epochs:
+    best, best_epoch, bad_epochs, best_state = math.inf, None, 0, None
+    resumes: list[dict] = []
+    notes: list[str] = []
+    state = directory.state() if directory is not None else None
+    if state is not None:
+        changed = _resumed_settings(state, settings)
+        if state["epoch"] > epochs:
             raise ConfigError(
-                f"the run in {run_path} has already trained {state['epoch']} epochs; "
-                f"pass a larger epochs (--epochs) than that to resume it"
+                f"the run in {directory.path} has already trained {state['epoch']} epochs; pass epochs "
+                f"(--epochs) of at least that to resume it"
             )
-        vae.load_state_dict(state["model"])
-        trainer.optimizer.load_state_dict(state["optimizer"])
+        _load_state(vae, state["model"], "parameters")
+        _load_state(trainer.optimizer, state["optimizer"], "optimizer state")
+        trainer.set_lr(settings["lr"])
         history = [dict(row) for row in state["history"]]
         best, best_epoch, bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
-        start = state["epoch"] + 1
+        best_state = state.get("best_model")
+        resumes = list(state.get("resumes", []))
+        if changed:
+            resumes.append({"epoch": state["epoch"], "changed": changed})
+            notes.append(
+                "resumed after epoch {} with {}".format(
+                    state["epoch"], ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+                )
+            )
+    elif directory is not None and directory.resume:
+        notes.append("nothing was committed in the run directory: training started from the first epoch")
+    if directory is not None and distributed.is_main():
+        write_json(directory.path / CONFIG, config)
+    start = len(history) + 1
+
+    def finished() -> bool:
+        return len(history) >= epochs or (patience is not None and bad_epochs >= patience)
 
     steps = math.ceil(len(train) / batch_size)
     bar = tqdm(
-        total=(epochs - start + 1) * steps,
+        total=0 if finished() else (epochs - start + 1) * steps,
         disable=not (progress and distributed.is_main()),
         unit="step",
         dynamic_ncols=True,
     )
-    stopped_early = False
     try:
         for epoch in range(start, epochs + 1):
+            if finished():
+                break
             pyro.set_rng_seed(_epoch_seed(seed, epoch, distributed.rank()))
             # the same shuffling (and binarization) on every rank: each takes its share of it
             generator = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
@@ -449,74 +547,84 @@ def fit(
             total, seen, t0 = 0.0, 0, time.perf_counter()
             for step, args in enumerate(train.batches(batch_size, generator), 1):
                 lo, hi = distributed.shard(len(args[0]))
-                loss = trainer.step(tuple(a[lo:hi] for a in args), beta, batch_size=len(args[0]))
-                if not math.isfinite(loss):
-                    where = (
-                        f" ({run_path / CHECKPOINT} keeps epoch {epoch - 1})"
-                        if run_path and epoch > 1
-                        else ""
-                    )
-                    raise TrainingError(
-                        f"the loss became {loss} at epoch {epoch}, step {step}; training stopped and the "
-                        f"last good checkpoint is kept{where}. Lower the learning rate (--lr), clip "
-                        "gradients (--clip-norm) or check the data for extreme values."
-                    )
-                size = len(args[0])
-                total += loss * size
-                seen += size
+                try:
+                    loss = trainer.step(tuple(a[lo:hi] for a in args), beta, batch_size=len(args[0]))
+                except TrainingError as e:
+                    message = _stopped(f"{e} at epoch {epoch}, step {step}", directory, history)
+                    raise TrainingError(message) from None
+                total += loss * len(args[0])
+                seen += len(args[0])
                 bar.update()
                 bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
             row = {"epoch": epoch, "train_loss": total / seen, "valid_loss": math.nan, "beta": beta}
+            row["lr"] = settings["lr"]
             if valid is not None:
                 with torch.random.fork_rng():
                     torch.manual_seed(_epoch_seed(seed, -epoch, distributed.rank()))
                     shard = valid.batches(1000, None, distributed.shard(len(valid)))
                     row["valid_loss"] = trainer.evaluate(shard, len(valid))
+                if not math.isfinite(row["valid_loss"]):
+                    message = f"the validation bound became {row['valid_loss']} after epoch {epoch}"
+                    raise TrainingError(_stopped(message, directory, history))
                 bar.set_postfix(loss=f"{row['train_loss']:.2f}", valid=f"{row['valid_loss']:.2f}")
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
-            improved = valid is not None and row["valid_loss"] < best
-            if improved:
-                best, best_epoch, bad_epochs = row["valid_loss"], epoch, 0
+            if valid is not None and row["valid_loss"] < best:
+                best, best_epoch, bad_epochs, best_state = row["valid_loss"], epoch, 0, _clone_state(vae)
             elif valid is not None:
                 bad_epochs += 1
-            if run_path is not None and distributed.is_main():
-                state = {
-                    "format": "pyrovae-checkpoint",
-                    "version": 1,
-                    "epoch": epoch,
-                    "model": vae.state_dict(),
-                    "optimizer": trainer.optimizer.state_dict(),
-                    "history": history,
-                    "best": best,
-                    "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs,
-                    "config": config or {},
-                }
-                save_checkpoint(run_path / CHECKPOINT, state)
-                if improved:
-                    save_checkpoint(run_path / BEST, state)
-                write_text(run_path / HISTORY, pd.DataFrame(history).to_csv(index=False))
-                if plots_every_epoch:
-                    write_figures(vae, pd.DataFrame(history), run_path, valid if valid is not None else train)
-            if patience is not None and bad_epochs >= patience:
-                stopped_early = True
-                break
+            if directory is not None:
+                pause_point("commit")
+                directory.commit(
+                    {
+                        "format": "pyrovae-checkpoint",
+                        "version": CHECKPOINT_VERSION,
+                        "epoch": epoch,
+                        "model": vae.state_dict(),
+                        "optimizer": trainer.optimizer.state_dict(),
+                        "history": history,
+                        "best": best,
+                        "best_epoch": best_epoch,
+                        "bad_epochs": bad_epochs,
+                        "best_model": best_state,
+                        "settings": settings,
+                        "resumes": resumes,
+                        "config": config,
+                        "event_shape": event_shape,
+                    }
+                )
+                if distributed.is_main():
+                    pause_point("history")
+                    write_text(directory.path / HISTORY, pd.DataFrame(history).to_csv(index=False))
+                    if plots_every_epoch:
+                        write_figures(vae, pd.DataFrame(history), directory.path, valid or train)
     finally:
         bar.close()
 
-    notes = []
+    stopped_early = patience is not None and bad_epochs >= patience
     if best_epoch is not None and best_epoch != history[-1]["epoch"]:
-        if run_path is not None:
-            distributed.barrier()  # rank 0 has written best.pt
-            vae.load_state_dict(load_checkpoint(run_path / BEST)["model"])
-            notes.append(f"restored the parameters of the best validation epoch ({best_epoch})")
-        else:
-            notes.append(f"the best validation epoch was {best_epoch}; the parameters are the last epoch's")
+        vae.load_state_dict(best_state)
+        notes.append(f"restored the parameters of the best validation epoch ({best_epoch})")
     frame = pd.DataFrame(history)
+    run_path = None if directory is None else directory.path
     if run_path is not None and distributed.is_main():
+        write_text(run_path / HISTORY, frame.to_csv(index=False))
         write_figures(vae, frame, run_path, valid if valid is not None else train)
     return FitResult(vae, frame, run_path, best_epoch, stopped_early, notes, len(train))
+
+
+def _stopped(what: str, directory: RunDirectory | None, history: list[dict]) -> str:
+    """The message of a run stopped by a non-finite value, naming the checkpoint only if there is one."""
+    if directory is not None and history:
+        kept = f"; {directory.checkpoint} keeps the last finite state (epoch {history[-1]['epoch']})"
+    elif directory is not None:
+        kept = "; no epoch was completed, so there is no checkpoint"
+    else:
+        kept = ""
+    return (
+        f"{what}; training stopped{kept}. Lower the learning rate (--lr), clip gradients (--clip-norm) "
+        "or check the data for extreme values."
+    )
 
 
 def write_figures(vae: nn.Module, history: pd.DataFrame, run_dir: Path, data) -> None:

@@ -27,6 +27,7 @@ from .handlers import DATA_PLATE
 from .likelihoods import Likelihood
 from .likelihoods import likelihood as _likelihood
 from .nn import networks
+from .options import check_options
 from .priors import prior as make_prior
 
 
@@ -47,6 +48,9 @@ class LatentModel(PyroModule):
         likelihood_scale: float = 1.0,
     ):
         super().__init__()
+        check_options(likelihood_scale=likelihood_scale)
+        #: the options that rebuild this model by name (see :meth:`run_options`), if it has them
+        self._options: dict | None = None
         self.event_shape = torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
         if math.prod(self.event_shape) < 1:
             raise ConfigError(f"event_shape must be positive; got {event_shape}")
@@ -73,6 +77,17 @@ class LatentModel(PyroModule):
             event_shape=self.event_shape,
             bounds=self.likelihood.bounds,
         )
+
+    def run_options(self) -> dict | None:
+        """The options of :class:`~pyrovae.run.RunConfig` that rebuild this model (what
+        :func:`~pyrovae.fit` stores in a run directory for :func:`~pyrovae.load_run`), or ``None``
+        if a part of it was given as a module rather than by name."""
+        return None if self._options is None else dict(self._options)
+
+    def _named(self, likelihood, prior, **options) -> None:
+        """Record ``options`` for :meth:`run_options` if the likelihood and prior were given by name."""
+        if isinstance(likelihood, str) and isinstance(prior, str):
+            self._options = {"likelihood": likelihood, "prior": prior, **options}
 
     def _plate_size(self, x: torch.Tensor | None, batch_size: int | None) -> int:
         if x is None:
@@ -135,16 +150,22 @@ class VAE(LatentModel):
         prior_components: int | None = None,
     ):
         super().__init__(event_shape, likelihood, likelihood_scale)
-        if latent_dim < 1:
-            raise ConfigError(f"latent_dim must be positive; got {latent_dim}")
+        check_options(latent_dim=latent_dim, hidden=list(hidden), prior_components=prior_components)
         self.latent_dim = latent_dim
         if (encoder is None) != (decoder is None):
             raise ConfigError("pass both encoder and decoder, or neither (to build them from network=...)")
-        if encoder is None:
+        built = encoder is None
+        if built:
             encoder, decoder = networks(network, self.event_shape, latent_dim, hidden, activation)
         self.encoder = encoder
         self.decoder = decoder
         self.prior = self.build_prior(prior, latent_dim, prior_components, encoder)
+        if built:
+            self._named(
+                likelihood, prior, model="vae", network=network, latent_dim=latent_dim, latent_dim2=None,
+                hidden=list(hidden), activation=activation, likelihood_scale=likelihood_scale,
+                prior_components=prior_components,
+            )  # fmt: skip
 
     def model(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> None:
         """:math:`z_n \\sim p(z)`, :math:`x_n \\sim p_\\theta(x \\mid z_n)`."""

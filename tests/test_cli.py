@@ -26,7 +26,7 @@ RUN_FILES = {
     CONFIG,
     "results.json",
     "checkpoint.pt",
-    "best.pt",
+    ".lock",
     "history.csv",
     "learning_curves.png",
     "samples.png",
@@ -189,15 +189,18 @@ def test_config_file_with_an_unknown_key(tmp_path, capsys):
 @pytest.mark.parametrize("command", ["sample", "reconstruct"])
 def test_run_commands_on_a_directory_that_is_not_a_run(tmp_path, capsys, command):
     message = usage_error(capsys, [command, str(tmp_path)])
-    assert "not a pyrovae run directory" in message
+    assert "(not a run)" in message
 
 
 def test_resume_continues_a_run(tmp_path, capsys):
     run = tmp_path / "run"
     assert cli.main([*TRAIN, "--run-dir", str(run), *FAST]) == 0
-    # the same epochs again is nothing to do: a usage error
+    # the same epochs again: training is done, the final evaluation is computed again
+    (run / "results.json").unlink()
+    assert cli.main(["train", "--run-dir", str(run), "--resume", *FAST]) == 0
+    assert json.loads((run / "results.json").read_text())["epochs"] == 2
     assert "already trained 2 epochs" in usage_error(
-        capsys, ["train", "--run-dir", str(run), "--resume", *FAST]
+        capsys, ["train", "--run-dir", str(run), "--resume", *FAST, "--epochs", "1"]
     )
     assert cli.main(["train", "--run-dir", str(run), "--resume", "--epochs", "3", *FAST]) == 0
     history = pd.read_csv(run / "history.csv")
@@ -314,7 +317,7 @@ def test_train_an_hvae_with_a_vamp_prior_and_rebuild_it_from_its_run_directory(t
     "flags, match",
     [
         (["--prior", "normal", "--prior-components", "5"], "no components"),
-        (["--prior", "mixture", "--prior-components", "0"], "at least one component"),
+        (["--prior", "mixture", "--prior-components", "0"], "must be an integer >= 1"),
         (["--latent-dim2", "2"], "--model hvae"),
         (["--model", "hvae", "--network", "conv"], "--network mlp"),
     ],
@@ -337,7 +340,7 @@ def test_version(capsys):
     "argv, status, expected",
     [
         (["--help"], 0, "usage: pyrovae [-h] [--version] COMMAND"),
-        (["sample", "."], 2, "pyrovae sample: error: . is not a pyrovae run directory"),
+        (["sample", "."], 2, "pyrovae sample: error: . holds no checkpoint.pt (not a run)"),
     ],
 )
 def test_python_m_pyrovae_is_the_pyrovae_command(tmp_path, argv, status, expected):

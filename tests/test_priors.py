@@ -114,6 +114,8 @@ def test_prior_names_and_options_are_checked():
     with pytest.raises(ConfigError, match="no components"):
         make_vae("normal", prior_components=3)
     with pytest.raises(ConfigError, match="at least one component"):
+        prior("mixture", LATENT, num_components=0)
+    with pytest.raises(ConfigError, match=r"prior_components \(--prior-components\) must be an integer >= 1"):
         make_vae("mixture", prior_components=0)
     with pytest.raises(ConfigError, match="needs the model's encoder"):
         prior("vamp", LATENT)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
+import pandas as pd
 import pytest
 import torch
 
 import pyrovae
 from pyrovae.errors import ConfigError, RunDirError
 from pyrovae.io import load_checkpoint
-from pyrovae.run import CONFIG, RunConfig, load_run
-from pyrovae.training import BEST, CHECKPOINT
+from pyrovae.run import RunConfig, load_run
+from pyrovae.rundir import CHECKPOINT, CONFIG
 
 SMALL = dict(latent_dim=4, hidden=[32], epochs=2, batch_size=400, lr=1e-2)
 
@@ -72,24 +74,24 @@ def trained_run(tmp_path_factory):
         seed=config.seed,
         run_dir=run,
         progress=False,
-        config={**config.to_dict(), "event_shape": list(train.event_shape)},
+        config=config.to_dict(),
     )
-    config.write(run / CONFIG)
     return run, config, result
 
 
 def test_load_run_rebuilds_the_model_with_identical_parameters(trained_run):
     path, config, result = trained_run
-    for which, file in (("best", BEST), ("last", CHECKPOINT)):
+    state = load_checkpoint(path / CHECKPOINT)
+    for which, weights in (("best", "best_model"), ("last", "model")):
         run = load_run(path, which)
         assert run.path == path and run.config == config
         assert not run.vae.training
-        state = load_checkpoint(path / file)
         assert run.epoch == state["epoch"]
         loaded = run.vae.state_dict()
-        assert loaded.keys() == state["model"].keys()
+        assert loaded.keys() == state[weights].keys()
         for key in loaded:
-            assert torch.equal(loaded[key], state["model"][key]), key
+            assert torch.equal(loaded[key], state[weights][key]), key
+        pd.testing.assert_frame_equal(run.history, result.history)
     # the best epoch is the last here, so both equal the trained module
     run = load_run(path)
     assert run.epoch == result.best_epoch == 2
@@ -98,26 +100,47 @@ def test_load_run_rebuilds_the_model_with_identical_parameters(trained_run):
     assert run.load_data("test").event_shape == (1, 8, 8)
 
 
-def test_load_run_without_best_checkpoint_or_event_shape_uses_the_last_and_the_data(tmp_path):
-    config = RunConfig(**SMALL)
-    train = config.load_data("train")
+def test_a_run_trained_from_python_loads_with_its_last_parameters_without_validation(tmp_path):
     torch.manual_seed(0)
-    result = pyrovae.fit(
-        config.build_vae(train.event_shape), train, epochs=1, run_dir=tmp_path, progress=False
-    )
-    config.write(tmp_path / CONFIG)
-    assert not (tmp_path / BEST).exists()
-    run = load_run(tmp_path)
-    assert run.epoch == 1
+    vae = pyrovae.VAE((1, 8, 8), latent_dim=4, hidden=(32,), activation="tanh")
+    train = pyrovae.load("digits", "train")
+    result = pyrovae.fit(vae, train, epochs=1, batch_size=400, run_dir=tmp_path, progress=False)
+    config = json.loads((tmp_path / CONFIG).read_text())
+    assert config["activation"] == "tanh" and config["dataset"] is None and config["epochs"] == 1
+    run = load_run(tmp_path)  # no validation data: the best parameters are the last
+    assert run.epoch == 1 and run.config.activation == "tanh" and run.results is None
     for key, value in result.vae.state_dict().items():
         assert torch.equal(run.vae.state_dict()[key], value)
+    with pytest.raises(ConfigError, match="trained from Python on data of its own"):
+        run.load_data("test")
 
 
 def test_load_run_on_a_directory_that_is_not_a_run(tmp_path):
-    with pytest.raises(RunDirError, match="not a pyrovae run directory"):
+    with pytest.raises(RunDirError, match="not a run"):
         load_run(tmp_path)
-    with pytest.raises(RunDirError, match="not a pyrovae run directory"):
+    with pytest.raises(RunDirError, match="not a run"):
         load_run(tmp_path / "missing")
+    (tmp_path / CONFIG).write_text("{}")
+    with pytest.raises(RunDirError, match="has not finished an epoch"):
+        load_run(tmp_path)
+
+
+def test_a_config_json_that_disagrees_with_the_checkpoint_is_reported_and_the_checkpoints_used(
+    trained_run, tmp_path
+):
+    path, config, result = trained_run
+    copy = tmp_path / "run"
+    shutil.copytree(path, copy)
+    (copy / CONFIG).write_text(json.dumps({**config.to_dict(), "activation": "relu", "lr": 0.5}))
+    with pytest.warns(
+        UserWarning, match=r"activation \('softplus' in the checkpoint, 'relu' in config.json\)"
+    ) as w:
+        run = load_run(copy)
+    assert "lr" not in str(w[0].message)  # a resumed run may change the learning rate
+    assert run.config.activation == "softplus"
+    (copy / CONFIG).write_text('{"latent_dim": "abc"}')
+    with pytest.warns(UserWarning, match="latent_dim"):
+        load_run(copy)
 
 
 def test_load_run_checkpoint_names(trained_run):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -15,10 +16,18 @@ import pyrovae
 from pyrovae.errors import ConfigError, DataError, RunDirError, TrainingError
 from pyrovae.handlers import scale_latents
 from pyrovae.io import load_checkpoint
-from pyrovae.training import BEST, CHECKPOINT, HISTORY
+from pyrovae.rundir import CHECKPOINT, CONFIG, HISTORY
 
-COLUMNS = ["epoch", "train_loss", "valid_loss", "beta", "seconds"]
-RUN_FILES = {CHECKPOINT, BEST, HISTORY, "learning_curves.png", "samples.png", "reconstructions.png"}
+COLUMNS = ["epoch", "train_loss", "valid_loss", "beta", "lr", "seconds"]
+RUN_FILES = {
+    CHECKPOINT,
+    CONFIG,
+    HISTORY,
+    ".lock",
+    "learning_curves.png",
+    "samples.png",
+    "reconstructions.png",
+}
 SMALL = dict(batch_size=200, lr=1e-2, progress=False)  # 1197 training images: 6 steps per epoch
 
 
@@ -105,7 +114,8 @@ def test_run_dir_holds_checkpoints_history_and_figures(tmp_path, train, valid):
     assert state["epoch"] == 2 and state["config"] == {"note": "x"} and len(state["history"]) == 2
     for key, value in result.vae.state_dict().items():
         assert torch.equal(state["model"][key], value)
-    assert load_checkpoint(run / BEST)["epoch"] == result.best_epoch
+    assert state["best_epoch"] == result.best_epoch
+    assert json.loads((run / CONFIG).read_text()) == {"note": "x"}
 
 
 def test_four_epochs_equal_two_and_a_resume_for_two_more(tmp_path, train, valid):
@@ -125,8 +135,12 @@ def test_four_epochs_equal_two_and_a_resume_for_two_more(tmp_path, train, valid)
     b = load_checkpoint(tmp_path / "resumed" / CHECKPOINT)
     assert a["epoch"] == b["epoch"] == 4
     assert (a["best"], a["best_epoch"], a["bad_epochs"]) == (b["best"], b["best_epoch"], b["bad_epochs"])
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key])
+    for which in ("model", "best_model"):
+        for key in a[which]:
+            assert torch.equal(a[which][key], b[which][key])
+    for key in a["optimizer"]["state"]:
+        for name, value in a["optimizer"]["state"][key].items():
+            assert torch.equal(value, b["optimizer"]["state"][key][name])
 
 
 def test_a_non_empty_run_dir_is_refused_and_left_untouched(tmp_path, train):
@@ -150,7 +164,7 @@ def test_a_non_empty_run_dir_is_refused_and_left_untouched(tmp_path, train):
 def test_overwrite_starts_afresh_and_discards_the_earlier_runs_checkpoints(tmp_path, train, valid):
     run = tmp_path / "run"
     pyrovae.fit(make_vae(), train, valid, epochs=2, seed=0, run_dir=run, **SMALL)
-    assert (run / BEST).is_file()
+    (run / "evaluation-test.json").write_text("{}")  # as pyrovae evaluate writes
     (run / "notes.txt").write_text("mine")
 
     result = pyrovae.fit(make_vae(seed=1), train, epochs=1, seed=1, run_dir=run, overwrite=True, **SMALL)
@@ -159,18 +173,23 @@ def test_overwrite_starts_afresh_and_discards_the_earlier_runs_checkpoints(tmp_p
     assert state["epoch"] == 1
     for key, value in result.vae.state_dict().items():
         assert torch.equal(state["model"][key], value)
-    # the earlier run's best.pt must not pass for this run's (which has no validation data)
-    assert not (run / BEST).exists()
+    # the earlier run's best parameters and outputs must not pass for this run's
+    assert state["best_model"] is None and not (run / "evaluation-test.json").exists()
     assert len(pd.read_csv(run / HISTORY)) == 1
     assert (run / "notes.txt").read_text() == "mine"  # files pyrovae did not write are kept
 
 
+def test_resuming_where_nothing_was_committed_starts_from_the_first_epoch(tmp_path, train):
+    reference = pyrovae.fit(make_vae(), train, epochs=1, **SMALL)
+    for name in ("new", "empty"):
+        if name == "empty":
+            (tmp_path / name).mkdir()
+        result = pyrovae.fit(make_vae(), train, epochs=1, run_dir=tmp_path / name, resume=True, **SMALL)
+        assert_same_parameters(result.vae, reference.vae)
+        assert any("first epoch" in note for note in result.notes)
+
+
 def test_run_dir_errors(tmp_path, train):
-    with pytest.raises(RunDirError, match="nothing to resume"):
-        pyrovae.fit(make_vae(), train, epochs=1, run_dir=tmp_path / "new", resume=True, **SMALL)
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(RunDirError, match="nothing to resume"):
-        pyrovae.fit(make_vae(), train, epochs=1, run_dir=tmp_path / "empty", resume=True, **SMALL)
     with pytest.raises(ConfigError, match="resume and overwrite"):
         pyrovae.fit(make_vae(), train, epochs=1, run_dir=tmp_path / "x", resume=True, overwrite=True, **SMALL)
     (tmp_path / "file").write_text("")
@@ -178,10 +197,13 @@ def test_run_dir_errors(tmp_path, train):
         pyrovae.fit(make_vae(), train, epochs=1, run_dir=tmp_path / "file", **SMALL)
 
 
-def test_resume_needs_more_epochs_than_were_trained(tmp_path, train):
-    pyrovae.fit(make_vae(), train, epochs=2, run_dir=tmp_path / "run", **SMALL)
+def test_resuming_a_finished_run_returns_it_and_fewer_epochs_are_refused(tmp_path, train):
+    done = pyrovae.fit(make_vae(), train, epochs=2, run_dir=tmp_path / "run", **SMALL)
+    again = pyrovae.fit(make_vae(seed=5), train, epochs=2, run_dir=tmp_path / "run", resume=True, **SMALL)
+    assert_same_parameters(done.vae, again.vae)
+    pd.testing.assert_frame_equal(done.history, again.history)
     with pytest.raises(ConfigError, match="already trained 2 epochs"):
-        pyrovae.fit(make_vae(), train, epochs=2, run_dir=tmp_path / "run", resume=True, **SMALL)
+        pyrovae.fit(make_vae(), train, epochs=1, run_dir=tmp_path / "run", resume=True, **SMALL)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,8 +230,8 @@ def test_nan_loss_stops_training_naming_epoch_and_step_and_keeps_the_last_good_c
     with pytest.raises(TrainingError) as err:
         pyrovae.fit(vae, train, epochs=4, batch_size=400, seed=0, run_dir=run, progress=False)
     message = str(err.value)
-    assert "epoch 2, step 2" in message and "nan" in message
-    assert "keeps epoch 1" in message and "--lr" in message
+    assert "epoch 2, step 2" in message and "loss became non-finite" in message
+    assert "last finite state (epoch 1)" in message and "--lr" in message
     assert err.value.exit_code == 1
 
     state = load_checkpoint(run / CHECKPOINT)
@@ -222,7 +244,7 @@ def test_nan_loss_stops_training_naming_epoch_and_step_and_keeps_the_last_good_c
 
 
 def test_infinite_loss_from_a_huge_learning_rate_is_a_training_error(train):
-    with pytest.raises(TrainingError, match=r"the loss became (nan|inf) at epoch \d+, step \d+"):
+    with pytest.raises(TrainingError, match=r"became non-finite .* at epoch \d+, step \d+"):
         pyrovae.fit(make_vae(), train, epochs=5, batch_size=200, lr=1e30, optimizer="sgd", progress=False)
 
 
@@ -260,9 +282,9 @@ def test_data_of_the_wrong_shape_is_a_data_error(binary_tensor):
 def test_invalid_options_are_config_errors(train):
     with pytest.raises(ConfigError, match="adam"):
         pyrovae.fit(make_vae(), train, epochs=1, optimizer="adamax", progress=False)
-    with pytest.raises(ConfigError, match="learning rate"):
+    with pytest.raises(ConfigError, match=r"lr \(--lr\) must be a number > 0"):
         pyrovae.fit(make_vae(), train, epochs=1, lr=0.0, progress=False)
-    with pytest.raises(ConfigError, match="epochs and batch_size"):
+    with pytest.raises(ConfigError, match=r"epochs \(--epochs\) must be an integer >= 1"):
         pyrovae.fit(make_vae(), train, epochs=0, progress=False)
     with pytest.raises(ConfigError, match="model\\(\\) method"):
         pyrovae.fit(torch.nn.Linear(2, 2), torch.zeros(4, 2), epochs=1, progress=False)
@@ -321,7 +343,7 @@ def test_early_stopping_stops_when_the_validation_bound_stops_improving(tmp_path
     assert (history["valid_loss"].iloc[result.best_epoch :] >= best).all()
     assert "stopped early" in result.summary()
     assert any("restored" in note for note in result.notes)
-    assert load_checkpoint(tmp_path / "run" / BEST)["epoch"] == result.best_epoch
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT)["best_epoch"] == result.best_epoch
 
 
 def test_patience_without_validation_data_is_a_config_error(train):

@@ -1,0 +1,112 @@
+"""The domain of every numeric option, in one place for the API, the command line and ``config.json``.
+
+:func:`check_options` is what :func:`~pyrovae.fit`, :class:`~pyrovae.Trainer`, the built-in models,
+:class:`~pyrovae.run.RunConfig` and the ``pyrovae`` command check their numbers with: the same rule
+and the same message (naming the option as both the API and the command line spell it) wherever a
+value comes from. Booleans and strings are refused where a number is meant (``lr="0.1"``), and so
+are fractional counts (``epochs=2.5``), NaN and infinities.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["DOMAINS", "Domain", "check_option", "check_options"]
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Integers or reals at least (or, ``strict``, above) ``low``; ``None`` allowed if ``optional``."""
+
+    integer: bool
+    low: float | None = None
+    strict: bool = False
+    optional: bool = False
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        bound = "" if self.low is None else f" {'>' if self.strict else '>='} {self.low:g}"
+        return kind + bound + (", or None" if self.optional else "")
+
+    def admits(self, value: Any) -> bool:
+        if value is None:
+            return self.optional
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        if self.integer and not float(value).is_integer():
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.low is None:
+            return True
+        return value > self.low if self.strict else value >= self.low
+
+
+COUNT, POSITIVE_COUNT, POSITIVE = Domain(True, 0), Domain(True, 1), Domain(False, 0, strict=True)
+
+#: the domain of every numeric option, by its API name (the command line's is ``--name-with-dashes``)
+DOMAINS: dict[str, Domain] = {
+    "epochs": POSITIVE_COUNT,
+    "batch_size": POSITIVE_COUNT,
+    "lr": POSITIVE,
+    "kl_warmup": COUNT,
+    "clip_norm": Domain(False, 0, strict=True, optional=True),
+    "patience": Domain(True, 1, optional=True),
+    "seed": COUNT,
+    "latent_dim": POSITIVE_COUNT,
+    "latent_dim2": Domain(True, 1, optional=True),
+    "prior_components": Domain(True, 1, optional=True),
+    "likelihood_scale": POSITIVE,
+    "k": Domain(True, 1, optional=True),
+    "alpha": Domain(False, optional=True),
+    "beta": Domain(False, 0, optional=True),
+    "test_samples": COUNT,
+    "hidden_size": POSITIVE_COUNT,
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _problem(name: str, value: Any) -> str | None:
+    domain = DOMAINS[name]
+    if domain.admits(value):
+        return None
+    return f"{name} ({_flag(name)}) must be {domain.describe()}; got {value!r}"
+
+
+def check_option(name: str, value: Any):
+    """``value`` if it lies in the domain of option ``name`` (an ``int`` for integer options),
+    else raise :class:`~pyrovae.errors.ConfigError` naming the option and its domain."""
+    problem = _problem(name, value)
+    if problem:
+        raise ConfigError(problem)
+    return int(value) if value is not None and DOMAINS[name].integer else value
+
+
+def check_options(**values: Any) -> dict[str, Any]:
+    """:func:`check_option` for each option, with one error listing every value out of its domain.
+
+    ``hidden`` (a sequence of layer sizes) is checked size by size."""
+    problems = []
+    for name, value in values.items():
+        if name == "hidden":
+            sizes = value if isinstance(value, list | tuple) else [value]
+            bad = [size for size in sizes if not DOMAINS["hidden_size"].admits(size)]
+            if bad or not isinstance(value, list | tuple):
+                problems.append(f"hidden (--hidden) must be a list of integers >= 1; got {value!r}")
+        else:
+            problems.append(_problem(name, value))
+    problems = [p for p in problems if p]
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return {
+        name: (int(v) if v is not None and name in DOMAINS and DOMAINS[name].integer else v)
+        for name, v in values.items()
+    }

@@ -1,0 +1,133 @@
+"""A run directory: what it holds, and how one process opens it for writing.
+
+A run directory holds
+
+- ``checkpoint.pt``: the run's whole state after its last completed epoch, committed by one
+  atomic rename (:func:`~pyrovae.io.save_checkpoint`): the parameters, the optimizer's state, the
+  history, the best validation bound with its epoch and parameters, the early-stopping counter,
+  the options of :func:`~pyrovae.fit` and the run's configuration, with a checksum. A process killed
+  at any instant leaves either the previous epoch's state or the new one, never a mixture, and
+  resuming from it gives the bit-identical result of an uninterrupted run (every epoch's random
+  draws are seeded from the run's seed and the epoch alone);
+- ``config.json``: the run's configuration, readable (a copy of the checkpoint's);
+- ``history.csv``, ``results.json`` and figures: exports of the above, rewritten after each commit
+  (a kill between the commit and an export leaves an export one epoch behind, rewritten on resume);
+- ``.lock``: the advisory lock of the process writing to it (:class:`~pyrovae.io.RunLock`).
+
+:class:`RunDirectory` checks a directory before anything is written (a file in the way, no write
+permission, too little free space, a run that would be mixed with another), then locks it,
+removes the temporaries a killed process left and, for a new run with ``overwrite``, the outputs
+of the run that was there.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from torch import nn
+
+from . import distributed
+from .errors import ConfigError, RunDirError
+from .io import TEMPORARY, RunLock, check_writable, load_checkpoint, remove_temporaries, save_checkpoint
+
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.csv"
+CONFIG = "config.json"
+RESULTS = "results.json"
+#: the files a run and the commands run on it write, removed by ``overwrite`` before a new run
+OUTPUTS = (
+    CHECKPOINT,
+    HISTORY,
+    CONFIG,
+    RESULTS,
+    "best.pt",
+    "*.png",
+    "evaluation-*.json",
+    "evaluation-*.csv",
+    "evaluation-*.nc",
+    "compare.csv",
+)
+
+
+def checkpoint_bytes(module: nn.Module) -> int:
+    """About what a run of ``module`` needs on disk: its checkpoint (the parameters, the best ones
+    and an optimizer's two moments) and the temporary copy of the next one, with a margin."""
+    params = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    return 2 * 4 * params + 2**20
+
+
+def holds_run(path: Path) -> bool:
+    """Whether ``path`` holds anything but a lock and temporaries."""
+    prefix, suffix = TEMPORARY
+    return path.is_dir() and any(
+        p.name != RunLock.NAME and not (p.name.startswith(prefix) and p.name.endswith(suffix))
+        for p in path.iterdir()
+    )
+
+
+class RunDirectory:
+    """A run directory to be written by this process (rank 0 of a distributed run).
+
+    Constructing it checks everything and writes nothing: ``resume`` and ``overwrite`` together,
+    a path that is or lies under a file, a directory this process cannot write to or without
+    ``need_bytes`` free, and a directory that holds another run (unless ``resume`` or
+    ``overwrite``). Entering it creates the directory, takes its lock, removes stray temporaries
+    and, with ``overwrite``, the earlier run's :data:`OUTPUTS`.
+
+    With ``resume``, a directory without a checkpoint (a run killed before its first epoch ended,
+    or a new directory) starts from the first epoch.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, resume: bool, overwrite: bool, need_bytes: int = 0):
+        self.path = Path(path)
+        if resume and overwrite:
+            raise ConfigError("choose one of resume and overwrite (--resume, --overwrite), not both")
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"the run directory {self.path} exists and is a file; choose another path")
+        check_writable(self.path, need_bytes)
+        if holds_run(self.path) and not (resume or overwrite):
+            if (self.path / CONFIG).is_file() and not (self.path / CHECKPOINT).is_file():
+                raise RunDirError(
+                    f"the run in {self.path} stopped before its first epoch was saved; pass resume=True "
+                    "(--resume) to start it again in place with its config.json, or overwrite=True "
+                    "(--overwrite) to start another run there"
+                )
+            raise RunDirError(
+                f"the run directory {self.path} is not empty; pass resume=True (--resume) to continue its "
+                "run, overwrite=True (--overwrite) to start afresh there, or choose another directory"
+            )
+        self.resume, self.overwrite = resume, overwrite
+        self._lock: RunLock | None = None
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT
+
+    def __enter__(self) -> RunDirectory:
+        if distributed.is_main():
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock = RunLock(self.path).__enter__()
+            remove_temporaries(self.path)
+            if self.overwrite:
+                for pattern in OUTPUTS:
+                    for file in self.path.glob(pattern):
+                        file.unlink(missing_ok=True)
+        distributed.barrier()  # rank 0 has prepared the directory
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._lock is not None:
+            self._lock.__exit__(*exc)
+            self._lock = None
+
+    def state(self) -> dict | None:
+        """The committed state when resuming and there is one, else ``None``."""
+        if self.resume and self.checkpoint.is_file():
+            return load_checkpoint(self.checkpoint)
+        return None
+
+    def commit(self, state: dict) -> None:
+        """Make ``state`` the run's state, atomically (rank 0 writes)."""
+        if distributed.is_main():
+            save_checkpoint(self.checkpoint, state)
