@@ -14,11 +14,14 @@ from . import (
     distributed,
     estimators,
     handlers,
+    io,
     likelihoods,
     nn,
+    options,
     plots,
     priors,
     results,
+    rundir,
     traces,
 )
 from .ais import AIS, ais
@@ -42,6 +45,7 @@ from .estimators import (
 )
 from .hvae import HVAE
 from .importance import LogLikelihood, log_likelihood
+from .run import Run, RunConfig, load_run
 from .ssvae import SSVAE
 from .training import FitResult, Trainer, fit
 from .vae import VAE
@@ -59,6 +63,8 @@ __all__ = [
     "Bounds",
     "Comparison",
     "ConfigError",
+    "Run",
+    "RunConfig",
     "DataSource",
     "DReG",
     "DataError",
@@ -90,10 +96,14 @@ __all__ = [
     "handlers",
     "likelihoods",
     "load",
+    "load_run",
     "log_likelihood",
     "nn",
+    "io",
+    "options",
     "plots",
     "priors",
     "results",
+    "rundir",
     "traces",
 ]

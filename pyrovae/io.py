@@ -37,14 +37,22 @@ PAUSE_AT, PAUSE_FILE = "PYROVAE_PAUSE_AT", "PYROVAE_PAUSE_FILE"
 TEMPORARY = (".", ".tmp")  # prefix and suffix of the temporaries of atomic_path
 
 
+_passes: dict[str, int] = {}
+
+
 def pause_point(name: str) -> None:
-    """A test-only hook: if ``$PYROVAE_PAUSE_AT`` is ``name``, create ``$PYROVAE_PAUSE_FILE`` and
-    wait forever (to be killed there). Does nothing otherwise."""
-    if os.environ.get(PAUSE_AT) != name:
+    """A test-only hook: if ``$PYROVAE_PAUSE_AT`` is ``name`` (or ``name#N``: the ``N``-th time this
+    point is reached), create ``$PYROVAE_PAUSE_FILE`` and wait forever (to be killed there).
+    Does nothing otherwise."""
+    wanted = os.environ.get(PAUSE_AT)
+    if wanted is None or not wanted.startswith(name):
+        return
+    _passes[name] = _passes.get(name, 0) + 1
+    if wanted not in (name, f"{name}#{_passes[name]}"):
         return
     Path(os.environ[PAUSE_FILE]).write_text(str(os.getpid()))
     while True:
-        time.sleep(1)
+        time.sleep(0.1)
 
 
 def remove_temporaries(directory: str | os.PathLike) -> list[Path]:

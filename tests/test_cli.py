@@ -481,3 +481,40 @@ def test_evaluate_without_bdmc_leaves_a_bdmc_file_alone(run_copy, capsys):
 def test_out_that_is_a_directory_is_refused(run_copy, tmp_path, capsys):
     message = usage_error(capsys, ["sample", str(run_copy), "--out", str(tmp_path), "--overwrite"])
     assert "is a directory" in message and str(tmp_path / "samples.png") in message
+
+
+def test_a_flag_given_as_none_is_kept(tmp_path):
+    run = tmp_path / "run"
+    argv = [*TRAIN, "--epochs", "1", "--binarize", "none", "--likelihood", "gaussian", "--clip-norm", "none"]
+    assert cli.main([*argv, "--run-dir", str(run), *FAST]) == 0
+    config = RunConfig.read(run / CONFIG)
+    assert config.binarize is None and config.clip_norm is None and config.likelihood == "gaussian"
+
+
+def test_resume_refuses_a_changed_model_and_applies_a_new_learning_rate(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main([*TRAIN, "--epochs", "1", "--run-dir", str(run), *FAST]) == 0
+    before = (run / "checkpoint.pt").read_bytes()
+    for flags, named in (
+        (["--activation", "tanh"], "--activation 'tanh' (the run's: 'softplus')"),
+        (["--hidden", "128"], "--hidden [128] (the run's: [32])"),
+        (["--optimizer", "sgd", "--seed", "3"], "--optimizer 'sgd' (the run's: 'adam'), --seed 3"),
+    ):
+        message = usage_error(capsys, ["train", "--run-dir", str(run), "--resume", *flags, *FAST])
+        assert named in message and "would change them" in message
+    assert (run / "checkpoint.pt").read_bytes() == before
+    assert cli.main(["train", "--run-dir", str(run), "--resume", "--epochs", "2", "--lr", "0.01", *FAST]) == 0
+    history = pd.read_csv(run / "history.csv")
+    assert history["lr"].tolist() == [0.001, 0.01]
+    assert RunConfig.read(run / CONFIG).lr == 0.01
+
+
+def test_evaluate_reports_a_config_json_that_disagrees_with_the_checkpoint(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main([*TRAIN, "--epochs", "1", "--run-dir", str(run), *FAST]) == 0
+    config = json.loads((run / CONFIG).read_text())
+    (run / CONFIG).write_text(json.dumps({**config, "activation": "relu"}))
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run), "--num-samples", "10", "--limit", "5", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "activation ('softplus' in the checkpoint, 'relu' in config.json)" in err

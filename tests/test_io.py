@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -10,8 +11,19 @@ import pickle
 import pytest
 import torch
 
-from pyrovae.errors import CheckpointError
-from pyrovae.io import atomic_path, load_checkpoint, save_checkpoint, write_json, write_text
+from pyrovae import io
+from pyrovae.errors import CheckpointError, RunDirError, StorageError
+from pyrovae.io import (
+    RunLock,
+    atomic_path,
+    check_writable,
+    digest,
+    load_checkpoint,
+    remove_temporaries,
+    save_checkpoint,
+    write_json,
+    write_text,
+)
 
 
 def listing(directory) -> list[str]:
@@ -171,3 +183,76 @@ def test_missing_and_foreign_checkpoints(tmp_path):
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="not a pyrovae checkpoint"):
         load_checkpoint(tmp_path / "list.pt")
+
+
+def test_a_checkpoint_whose_contents_were_altered_fails_its_checksum(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"format": "pyrovae-checkpoint", "version": 2, "model": {"w": torch.zeros(3)}})
+    assert load_checkpoint(path)["model"]["w"].tolist() == [0, 0, 0]
+    state = torch.load(path, weights_only=True)
+    state["model"]["w"][1] = 1.0  # a well-formed file with other contents than were written
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="does not match its checksum"):
+        load_checkpoint(path)
+    del state["sha256"]
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="carries no checksum"):
+        load_checkpoint(path)
+
+
+def test_digest_depends_on_contents_not_on_order():
+    a = {"x": torch.arange(3.0), "y": [1, "a", None, math.nan]}
+    b = {"y": [1, "a", None, math.nan], "x": torch.arange(3.0)}
+    assert digest(a) == digest(b)
+    assert digest(a) != digest({**a, "x": torch.arange(3.0).double()})
+    assert digest(a) != digest({**a, "x": torch.tensor([0.0, 1.0, 2.5])})
+
+
+def test_a_failed_write_is_a_storage_error_that_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "out.txt"
+    write_text(path, "old")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(
+        StorageError, match=r"No space left on device \(is the disk full\?\); the file that was"
+    ):
+        with atomic_path(path) as tmp:
+            full(tmp)
+    assert path.read_text() == "old" and listing(tmp_path) == ["out.txt"]
+    assert StorageError("x").exit_code == 1
+
+
+def test_temporaries_of_killed_writes_are_removed(tmp_path):
+    (tmp_path / ".checkpoint.pt.abc123.tmp").write_bytes(b"half")
+    (tmp_path / "keep.tmp").write_text("not ours")
+    (tmp_path / ".hidden").write_text("not ours")
+    removed = remove_temporaries(tmp_path)
+    assert [p.name for p in removed] == [".checkpoint.pt.abc123.tmp"]
+    assert listing(tmp_path) == [".hidden", "keep.tmp"]
+
+
+def test_the_run_lock_admits_one_holder(tmp_path):
+    with RunLock(tmp_path):
+        assert (tmp_path / RunLock.NAME).read_text() == str(os.getpid())
+        with pytest.raises(RunDirError, match=f"another process \\(pid {os.getpid()}\\) is writing"):
+            RunLock(tmp_path).__enter__()
+    with RunLock(tmp_path):
+        pass
+
+
+def test_check_writable_names_the_problem(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RunDirError, match="which is a file"):
+        check_writable(tmp_path / "file" / "run")
+    check_writable(tmp_path / "new" / "deeper")  # created later, under a directory that is writable
+    with pytest.raises(RunDirError, match="MiB free, and this run needs about"):
+        check_writable(tmp_path, need_bytes=2**62)
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(io.tempfile, "TemporaryFile", read_only)
+    with pytest.raises(RunDirError, match="cannot write to .*Read-only file system; choose a directory"):
+        check_writable(tmp_path / "run")

@@ -13,7 +13,7 @@ from pyro.infer import Trace_ELBO
 from torch.utils.data import Dataset, TensorDataset
 
 import pyrovae
-from pyrovae.errors import ConfigError, DataError, RunDirError, TrainingError
+from pyrovae.errors import CheckpointError, ConfigError, DataError, RunDirError, TrainingError
 from pyrovae.handlers import scale_latents
 from pyrovae.io import load_checkpoint
 from pyrovae.rundir import CHECKPOINT, CONFIG, HISTORY
@@ -397,3 +397,70 @@ def test_trainer_step_returns_nats_per_data_point(train):
     with pyro.validation_enabled(False):
         parts = [trainer.elbo.loss(trainer.vae.model, trainer.vae.guide, b) for b in (x[:20], x[20:])]
     assert value == sum(parts) / len(x)
+
+
+def test_a_nan_gradient_with_a_finite_loss_is_never_applied(tmp_path, train):
+    vae = make_vae()
+    pyrovae.fit(vae, train, epochs=1, seed=0, run_dir=tmp_path / "run", **SMALL)
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    vae.decoder.register_full_backward_hook(lambda module, grad_in, grad_out: (grad_in[0] * math.nan,))
+    with pytest.raises(TrainingError, match=r"the gradient became non-finite .* at epoch 2, step 1") as err:
+        pyrovae.fit(vae, train, epochs=2, seed=0, run_dir=tmp_path / "run", resume=True, **SMALL)
+    assert "keeps the last finite state (epoch 1)" in str(err.value)
+    for key, value in vae.state_dict().items():  # the step was not applied
+        assert torch.equal(value, before[key]), key
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT)["epoch"] == 1
+
+
+def test_a_nan_validation_bound_stops_before_the_epoch_is_committed(tmp_path, train, valid):
+    vae = make_vae()
+    calls = []
+
+    def nan_in_validation(module, args, out):  # the first call (without gradients) finds the data plate
+        calls.append(1)
+        return None if torch.is_grad_enabled() or len(calls) == 1 else out * math.nan
+
+    vae.decoder.register_forward_hook(nan_in_validation)
+    with pytest.raises(TrainingError, match="the validation bound became nan after epoch 1") as err:
+        pyrovae.fit(vae, train, valid, epochs=2, run_dir=tmp_path / "run", **SMALL)
+    assert "no epoch was completed, so there is no checkpoint" in str(err.value)
+    assert not (tmp_path / "run" / CHECKPOINT).exists()
+
+
+def test_resume_refuses_other_fixed_settings_and_records_a_new_learning_rate(tmp_path, train):
+    run = tmp_path / "run"
+    pyrovae.fit(make_vae(), train, epochs=1, run_dir=run, **SMALL)
+    for change in ({"batch_size": 300}, {"optimizer": "sgd"}, {"seed": 1}, {"kl_warmup": 2}):
+        with pytest.raises(ConfigError, match=f"the run was trained with {next(iter(change))}="):
+            pyrovae.fit(make_vae(), train, epochs=2, run_dir=run, resume=True, **{**SMALL, **change})
+    assert load_checkpoint(run / CHECKPOINT)["epoch"] == 1  # refused before anything was written
+    result = pyrovae.fit(make_vae(), train, epochs=2, run_dir=run, resume=True, **{**SMALL, "lr": 1e-3})
+    assert result.history["lr"].tolist() == [1e-2, 1e-3]
+    assert any("lr 0.01 -> 0.001" in note for note in result.notes)
+    state = load_checkpoint(run / CHECKPOINT)
+    assert state["resumes"] == [{"epoch": 1, "changed": {"epochs": [1, 2], "lr": [1e-2, 1e-3]}}]
+    assert all(group["lr"] == 1e-3 for group in state["optimizer"]["param_groups"])
+
+
+def test_resuming_another_architecture_is_a_checkpoint_error(tmp_path, train):
+    pyrovae.fit(make_vae(), train, epochs=1, run_dir=tmp_path / "run", **SMALL)
+    with pytest.raises(
+        CheckpointError, match="do not fit this VAE.*Resume with the model the run was trained"
+    ):
+        pyrovae.fit(make_vae(hidden=(16,)), train, epochs=2, run_dir=tmp_path / "run", resume=True, **SMALL)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"epochs": 2.5}, r"epochs \(--epochs\) must be an integer >= 1; got 2\.5"),
+        ({"lr": "0.1"}, r"lr \(--lr\) must be a number > 0; got '0\.1'"),
+        ({"clip_norm": -1}, r"clip_norm \(--clip-norm\) must be a number > 0, or None"),
+        ({"patience": 0}, r"patience \(--patience\) must be an integer >= 1, or None"),
+        ({"kl_warmup": -1}, r"kl_warmup \(--kl-warmup\) must be an integer >= 0"),
+    ],
+)
+def test_options_outside_their_domain_are_refused_before_anything_is_written(tmp_path, train, options, match):
+    with pytest.raises(ConfigError, match=match):
+        pyrovae.fit(make_vae(), train, run_dir=tmp_path / "run", **{"epochs": 1, **SMALL, **options})
+    assert not (tmp_path / "run").exists()
