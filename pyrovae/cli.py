@@ -26,6 +26,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ConfigError, PyroVAEError
+from .options import check_option
 
 _SPLITS = ("train", "valid", "test")
 
@@ -220,11 +221,9 @@ def _ks(text: str) -> list[int]:
     try:
         ks = sorted({int(s) for s in text.split(",") if s.strip()})
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--bounds takes integers separated by commas, not {text!r}"
-        ) from None
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, not {text!r}") from None
     if not ks or ks[0] < 1:
-        raise argparse.ArgumentTypeError(f"--bounds takes positive integers, not {text!r}")
+        raise argparse.ArgumentTypeError(f"expected positive integers, not {text!r}")
     return ks
 
 
@@ -359,24 +358,29 @@ def _train_config(args: argparse.Namespace, run_dir: Path | None):
     saved, config.json's) with the options a resumed run may change; else --config's or the
     defaults; then the flags given. A flag that would change a resumed run's model, data or
     objective is an error naming it."""
-    from .io import load_checkpoint
     from .run import MUTABLE, RunConfig
-    from .rundir import CHECKPOINT, CONFIG
+    from .rundir import CHECKPOINT, CONFIG, read_state
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig) if hasattr(args, f.name)}
     base, source = RunConfig(), "the defaults"
     if args.config:
         base, source = RunConfig.read(args.config), args.config
     if args.resume and run_dir is not None and (run_dir / CHECKPOINT).is_file():
-        stored = load_checkpoint(run_dir / CHECKPOINT).get("config") or {}
+        stored = read_state(run_dir / CHECKPOINT).get("config") or {}
         stored = {k: v for k, v in stored.items() if k != "event_shape"}
+        if not stored or stored.get("dataset", "") is None:
+            raise ConfigError(
+                f"the run in {run_dir} was trained from Python (pyrovae.fit) "
+                + ("on data of its own" if stored else "without a configuration pyrovae can rebuild it from")
+                + "; resume it from Python: pyrovae.fit(vae, data, run_dir=..., resume=True, epochs=...)"
+            )
         base, source = (
             RunConfig.from_dict(stored, f"the configuration in {run_dir / CHECKPOINT}"),
             "checkpoint",
         )
     elif args.resume and run_dir is not None and (run_dir / CONFIG).is_file():
         base, source = RunConfig.read(run_dir / CONFIG), "config"
-    config = RunConfig.from_dict({**base.to_dict(), **given}, source="the options")
+    config = RunConfig.from_dict({**base.to_dict(), **given})
     if source in ("checkpoint", "config"):
         changed = {k: v for k, v in base.differences(config).items() if k not in MUTABLE}
         if changed:
@@ -396,10 +400,10 @@ def train(args: argparse.Namespace) -> int:
     import torch
 
     from . import devices, distributed
+    from .data import DataSource
     from .io import write_json
-    from .options import check_option
     from .rundir import RESULTS, RunDirectory, checkpoint_bytes
-    from .training import fit
+    from .training import check_data, fit
 
     run_dir = Path(args.run_dir) if args.run_dir else None
     if args.resume and run_dir is None:
@@ -417,6 +421,8 @@ def train(args: argparse.Namespace) -> int:
     test = config.load_data("test")
     pyro.set_rng_seed(config.seed)  # the initial parameters too are determined by the seed
     vae = config.build_vae(train_data.event_shape)
+    for data, what in ((train_data, "the training data"), (valid_data, "the validation data")):
+        check_data(vae, DataSource(data, what), what)
     # every check is done: only now is the directory written (created, locked, cleaned)
     directory = RunDirectory(
         run_dir, resume=args.resume, overwrite=args.overwrite, need_bytes=checkpoint_bytes(vae)
@@ -484,10 +490,14 @@ def _test_bound(result, test) -> float:
 def _check_outputs(args: argparse.Namespace, *paths: Path) -> None:
     """Refuse, before anything is computed, to replace an existing output file without --overwrite.
 
-    Rank 0 alone writes, so under torchrun every rank follows rank 0's view of the files.
+    Each file's directory must be writable (checked by :func:`pyrovae.io.check_writable`). Rank 0
+    alone writes, so under torchrun every rank follows rank 0's view of the files.
     """
     from . import distributed
+    from .io import check_writable
 
+    for directory in {path.parent for path in paths}:
+        check_writable(directory)
     if args.overwrite:
         return
     existing = distributed.broadcast_object([str(path) for path in paths if path.exists()])
@@ -514,6 +524,7 @@ def sample(args: argparse.Namespace) -> int:
 
     if args.num < 1:
         raise ConfigError("--num must be at least 1")
+    check_option("seed", args.seed)
     out = _out_path(args, "samples.png")
     run = load_run(args.run_dir, args.checkpoint, args.device)
     torch.manual_seed(args.seed)
@@ -532,6 +543,7 @@ def reconstruct(args: argparse.Namespace) -> int:
 
     if args.num < 1:
         raise ConfigError("--num must be at least 1")
+    check_option("seed", args.seed)
     out = _out_path(args, f"reconstructions-{args.split}.png")
     run = load_run(args.run_dir, args.checkpoint, args.device)
     data = DataSource(run.load_data(args.split))
@@ -566,11 +578,16 @@ def evaluate(args: argparse.Namespace) -> int:
         raise ConfigError("--bdmc must be at least 0 and --bdmc-steps at least 1")
     if args.limit is not None and args.limit < 1:
         raise ConfigError("--limit must be at least 1")
+    if not args.max_memory > 0:
+        raise ConfigError(f"--max-memory must be a positive number of MiB; got {args.max_memory:g}")
+    check_option("seed", args.seed)
     stem = Path(args.run_dir) / f"evaluation-{args.split}"
     bdmc_csv, figure = Path(f"{stem}-bdmc.csv"), Path(args.run_dir) / f"bounds-{args.split}.png"
     outputs = [stem.with_suffix(suffix) for suffix in (".json", ".csv", ".nc")]
     _check_outputs(args, *outputs, *([bdmc_csv] if args.bdmc > 0 else []), figure)
     run = load_run(args.run_dir, args.checkpoint, args.device)
+    if args.overwrite and args.bdmc == 0:
+        bdmc_csv.unlink(missing_ok=True)  # an earlier evaluation's, which this one replaces
     data = run.load_data(args.split)
     subset = ""
     if args.limit is not None and args.limit < len(data):
@@ -630,6 +647,7 @@ def compare(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or args.num_repeats < 2:
         raise ConfigError("--batch-size must be at least 1 and --num-repeats at least 2")
+    check_option("seed", args.seed)
     specs = [spec.strip() for spec in args.estimators.split(",") if spec.strip()]
     if not specs or len(set(specs)) != len(specs):
         raise ConfigError(

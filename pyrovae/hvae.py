@@ -67,9 +67,14 @@ class HVAE(LatentModel):
         prior_components: int | None = None,
         likelihood_scale: float = 1.0,
     ):
+        check_options(
+            latent_dim=latent_dim,
+            latent_dim2=latent_dim2,
+            prior_components=prior_components,
+            likelihood_scale=likelihood_scale,
+            hidden=list(hidden),
+        )  # all at once, before anything is built
         super().__init__(event_shape, likelihood, likelihood_scale)
-        check_options(latent_dim=latent_dim, latent_dim2=latent_dim2, prior_components=prior_components)
-        check_options(hidden=list(hidden))
         given_dim2, latent_dim2 = latent_dim2, latent_dim if latent_dim2 is None else latent_dim2
         if not hidden:
             raise ConfigError(

@@ -167,9 +167,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
             f"source. ({str(e).splitlines()[0]})"
         ) from None
     except Exception as e:  # a damaged file raises RuntimeError, EOFError, KeyError, ...
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(
-            f"cannot read checkpoint {path}: {e}. The file is damaged or not a checkpoint; "
-            "delete it and resume from an earlier one, or train again."
+            f"cannot read checkpoint {path} ({reason}): the file is damaged or not a checkpoint. "
+            "Restore it from a copy, or start the run again (pyrovae train --overwrite)."
         ) from None
     if not isinstance(state, dict) or state.get("format") != "pyrovae-checkpoint":
         raise CheckpointError(f"{path} is not a pyrovae checkpoint (no 'format' marker)")
@@ -229,7 +230,12 @@ def check_writable(directory: str | os.PathLike, need_bytes: int = 0) -> None:
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise RunDirError(f"{directory} lies under {existing}, which is a file; choose another directory")
+        where = (
+            f"{directory} is a file"
+            if existing == directory
+            else f"{directory} lies under {existing}, a file"
+        )
+        raise RunDirError(f"{where}, not a directory; choose another directory")
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass

@@ -21,16 +21,20 @@ __all__ = ["DOMAINS", "Domain", "check_option", "check_options"]
 
 @dataclass(frozen=True)
 class Domain:
-    """Integers or reals at least (or, ``strict``, above) ``low``; ``None`` allowed if ``optional``."""
+    """Integers or reals at least (or, ``strict``, above) ``low`` and at most ``high``; ``None``
+    allowed if ``optional``."""
 
     integer: bool
     low: float | None = None
     strict: bool = False
     optional: bool = False
+    high: float | None = None
 
     def describe(self) -> str:
         kind = "an integer" if self.integer else "a number"
         bound = "" if self.low is None else f" {'>' if self.strict else '>='} {self.low:g}"
+        if self.high is not None:
+            bound += f" and <= {int(self.high)}"
         return kind + bound + (", or None" if self.optional else "")
 
     def admits(self, value: Any) -> bool:
@@ -40,7 +44,7 @@ class Domain:
             return False
         if self.integer and not float(value).is_integer():
             return False
-        if not math.isfinite(value):
+        if not math.isfinite(value) or (self.high is not None and value > self.high):
             return False
         if self.low is None:
             return True
@@ -48,6 +52,9 @@ class Domain:
 
 
 COUNT, POSITIVE_COUNT, POSITIVE = Domain(True, 0), Domain(True, 1), Domain(False, 0, strict=True)
+#: the most units a layer or latent may have: far beyond any network that fits in memory, small
+#: enough that a mistyped size is refused rather than attempted
+UNITS = Domain(True, 1, high=2**24)
 
 #: the domain of every numeric option, by its API name (the command line's is ``--name-with-dashes``)
 DOMAINS: dict[str, Domain] = {
@@ -57,16 +64,17 @@ DOMAINS: dict[str, Domain] = {
     "kl_warmup": COUNT,
     "clip_norm": Domain(False, 0, strict=True, optional=True),
     "patience": Domain(True, 1, optional=True),
-    "seed": COUNT,
-    "latent_dim": POSITIVE_COUNT,
-    "latent_dim2": Domain(True, 1, optional=True),
+    "seed": Domain(True, 0, high=2**32 - 1),  # what every generator (numpy's too) accepts
+    "latent_dim": UNITS,
+    "latent_dim2": Domain(True, 1, optional=True, high=2**24),
     "prior_components": Domain(True, 1, optional=True),
     "likelihood_scale": POSITIVE,
     "k": Domain(True, 1, optional=True),
     "alpha": Domain(False, optional=True),
     "beta": Domain(False, 0, optional=True),
     "test_samples": COUNT,
-    "hidden_size": POSITIVE_COUNT,
+    "hidden_size": UNITS,
+    "max_memory": POSITIVE,
 }
 
 
@@ -100,7 +108,9 @@ def check_options(**values: Any) -> dict[str, Any]:
             sizes = value if isinstance(value, list | tuple) else [value]
             bad = [size for size in sizes if not DOMAINS["hidden_size"].admits(size)]
             if bad or not isinstance(value, list | tuple):
-                problems.append(f"hidden (--hidden) must be a list of integers >= 1; got {value!r}")
+                problems.append(
+                    f"hidden (--hidden) must be a list of sizes from 1 to {int(UNITS.high)}; got {value!r}"
+                )
         else:
             problems.append(_problem(name, value))
     problems = [p for p in problems if p]

@@ -26,9 +26,9 @@ from . import datasets, devices
 from .errors import CheckpointError, ConfigError, RunDirError, unknown_name
 from .estimators import estimator
 from .hvae import HVAE
-from .io import load_checkpoint, write_json
+from .io import write_json
 from .options import DOMAINS, check_options
-from .rundir import CHECKPOINT, CONFIG, RESULTS
+from .rundir import CHECKPOINT, CONFIG, RESULTS, read_state
 from .vae import VAE
 
 #: the model families ``pyrovae train --model`` builds
@@ -70,24 +70,24 @@ class RunConfig:
     device: str = "auto"
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "the configuration") -> RunConfig:
+    def from_dict(cls, values: dict[str, Any], source: str | None = None) -> RunConfig:
         """The configuration ``values``, each checked against its type and domain: one error names
-        every bad key of ``source``."""
+        every unknown or bad key (of ``source``, named in the message if given)."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
+        problems = []
         unknown = sorted(set(values) - set(fields))
         if unknown:
-            raise ConfigError(
-                f"{source} has unknown keys {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}"
-            )
-        problems = [p for name, v in values.items() if (p := _type_problem(fields[name], v))]
-        numeric = {k: v for k, v in values.items() if k in DOMAINS or k == "hidden"}
+            problems.append(f"unknown keys {', '.join(unknown)} (valid keys: {', '.join(sorted(fields))})")
+        known = {k: v for k, v in values.items() if k in fields}
+        problems += [p for name, v in known.items() if (p := _type_problem(fields[name], v))]
+        numeric = {k: v for k, v in known.items() if k in DOMAINS or k == "hidden"}
         try:
             numeric = check_options(**numeric)
         except ConfigError as e:
             problems.append(str(e))
         if problems:
-            raise ConfigError(f"{source}: " + "; ".join(problems))
-        return cls(**{**values, **numeric})
+            raise ConfigError((f"{source}: " if source else "") + "; ".join(problems))
+        return cls(**{**known, **numeric})
 
     def differences(self, other: RunConfig, keys=None) -> dict[str, tuple[Any, Any]]:
         """The keys (of ``keys``, default all) whose values differ, with ``(self's, other's)``."""
@@ -106,6 +106,9 @@ class RunConfig:
             raise ConfigError(f"configuration file {path} does not exist") from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"configuration file {path} is not valid JSON: {e}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise ConfigError(f"cannot read configuration file {path}: {reason}; pass a JSON file") from None
         if not isinstance(values, dict):
             raise ConfigError(f"configuration file {path} must hold a JSON object of option: value")
         return cls.from_dict(values, source=str(path))
@@ -219,7 +222,7 @@ def load_run(path: str | os.PathLike, checkpoint: str = "best", device: str | to
             f"{path} holds no {CHECKPOINT} ({what}); pass the directory of a run that has trained at "
             "least one epoch"
         )
-    state = load_checkpoint(path / CHECKPOINT)
+    state = read_state(path / CHECKPOINT, ("epoch", "model"))
     stored = state.get("config") or {}
     if not stored:
         raise RunDirError(
@@ -244,7 +247,12 @@ def load_run(path: str | os.PathLike, checkpoint: str = "best", device: str | to
         ) from None
     vae.to(dev).eval()
     epoch = state["best_epoch"] if weights is not None else state["epoch"]
-    results = json.loads((path / RESULTS).read_text()) if (path / RESULTS).is_file() else None
+    results = None
+    if (path / RESULTS).is_file():
+        try:
+            results = json.loads((path / RESULTS).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            warnings.warn(f"{path / RESULTS} is not valid JSON; the run's results are left out", stacklevel=2)
     return Run(path, config, vae, epoch, pd.DataFrame(state.get("history", [])), results)
 
 

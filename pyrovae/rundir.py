@@ -28,7 +28,7 @@ from pathlib import Path
 from torch import nn
 
 from . import distributed
-from .errors import ConfigError, RunDirError
+from .errors import CheckpointError, ConfigError, RunDirError
 from .io import TEMPORARY, RunLock, check_writable, load_checkpoint, remove_temporaries, save_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
@@ -55,6 +55,23 @@ def checkpoint_bytes(module: nn.Module) -> int:
     and an optimizer's two moments) and the temporary copy of the next one, with a margin."""
     params = sum(t.numel() * t.element_size() for t in module.state_dict().values())
     return 2 * 4 * params + 2**20
+
+
+#: what a checkpoint of :func:`~pyrovae.fit` must hold to be resumed
+STATE_KEYS = ("epoch", "model", "optimizer", "history", "best", "best_epoch", "bad_epochs")
+
+
+def read_state(path: Path, keys=STATE_KEYS) -> dict:
+    """The checkpoint at ``path`` (see :func:`~pyrovae.io.load_checkpoint`), refused with a
+    :class:`~pyrovae.errors.CheckpointError` naming what it lacks of ``keys``."""
+    state = load_checkpoint(path)
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path} lacks {', '.join(repr(k) for k in missing)}: it is not a complete checkpoint of a run. "
+            "Restore it from a copy, or start the run again with --overwrite (overwrite=True)."
+        )
+    return state
 
 
 def holds_run(path: Path) -> bool:
@@ -86,6 +103,8 @@ class RunDirectory:
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"the run directory {self.path} exists and is a file; choose another path")
         check_writable(self.path, need_bytes)
+        if self.checkpoint.exists() and not self.checkpoint.is_file():
+            raise RunDirError(f"{self.checkpoint} is not a file; move it, or choose another run directory")
         if holds_run(self.path) and not (resume or overwrite):
             if (self.path / CONFIG).is_file() and not (self.path / CHECKPOINT).is_file():
                 raise RunDirError(
@@ -124,7 +143,7 @@ class RunDirectory:
     def state(self) -> dict | None:
         """The committed state when resuming and there is one, else ``None``."""
         if self.resume and self.checkpoint.is_file():
-            return load_checkpoint(self.checkpoint)
+            return read_state(self.checkpoint)
         return None
 
     def commit(self, state: dict) -> None:

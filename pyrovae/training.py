@@ -218,7 +218,7 @@ def as_args(batch: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tenso
     return tuple(batch) if isinstance(batch, tuple | list) else (batch,)
 
 
-def _check_data(vae: nn.Module, data: DataSource, what: str) -> None:
+def check_data(vae: nn.Module, data: DataSource, what: str) -> None:
     """Check shape and support of ``data`` against ``vae`` (when it knows how) before any training."""
     check = getattr(vae, "check_data", None)
     if check is None:
@@ -449,9 +449,9 @@ def fit(
             f"least {world}"
         )
     valid = DataSource(valid, "the validation data") if valid is not None else None
-    _check_data(vae, train, "the training data")
+    check_data(vae, train, "the training data")
     if valid is not None:
-        _check_data(vae, valid, "the validation data")
+        check_data(vae, valid, "the validation data")
     trainer = Trainer(
         vae, len(train), estimator=estimator, optimizer=optimizer, lr=lr, clip_norm=clip_norm, device=device
     )

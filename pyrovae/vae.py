@@ -149,8 +149,13 @@ class VAE(LatentModel):
         likelihood_scale: float = 1.0,
         prior_components: int | None = None,
     ):
+        check_options(
+            latent_dim=latent_dim,
+            hidden=list(hidden),
+            prior_components=prior_components,
+            likelihood_scale=likelihood_scale,
+        )  # all at once, before anything is built
         super().__init__(event_shape, likelihood, likelihood_scale)
-        check_options(latent_dim=latent_dim, hidden=list(hidden), prior_components=prior_components)
         self.latent_dim = latent_dim
         if (encoder is None) != (decoder is None):
             raise ConfigError("pass both encoder and decoder, or neither (to build them from network=...)")

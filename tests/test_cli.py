@@ -102,10 +102,8 @@ def test_a_saved_config_gives_the_same_config_and_flags_override_it(trained, tmp
 
 
 def test_cli_seed_determines_initial_parameters_so_a_config_reproduces_its_run(tmp_path, capsys):
-    """KNOWN BUG in pyrovae/cli.py (reported, not fixed here): `train` builds the VAE without seeding
-    torch with the config's seed, so the initial parameters depend on whatever used the global RNG
-    before (in-process), and --seed does not change them at all (in a fresh process). Two runs of
-    one config.json with the same seed should give identical parameters."""
+    """`train` seeds the initial parameters with --seed: whatever used the global random state
+    before, two runs of one configuration start from the same parameters."""
     first, second = tmp_path / "first", tmp_path / "second"
     torch.manual_seed(123)  # global RNG state left by earlier work in the process
     assert cli.main([*TRAIN, "--seed", "4", "--run-dir", str(first), *FAST]) == 0
@@ -236,9 +234,7 @@ def test_train_as_a_process_without_stdin(tmp_path):
 
 
 def test_cli_refused_resume_leaves_the_runs_config_alone(tmp_path, capsys):
-    """KNOWN BUG in pyrovae/cli.py (reported, not fixed here): `train --resume` writes config.json
-    before fit() checks the epochs, so a refused resume (exit 2) still changes the run directory:
-    config.json then says 1 epoch for a run that trained 2, and a later plain --resume fails too."""
+    """A refused resume (exit 2) leaves the run directory as it was: config.json included."""
     run = tmp_path / "run"
     assert cli.main([*TRAIN, "--run-dir", str(run), *FAST]) == 0
     before = snapshot(run)
@@ -248,8 +244,7 @@ def test_cli_refused_resume_leaves_the_runs_config_alone(tmp_path, capsys):
 
 
 def test_cli_overwrite_replaces_the_previous_runs_test_results(tmp_path, capsys):
-    """KNOWN BUG in pyrovae/cli.py (reported, not fixed here): results.json is merged into the old
-    one, so after --overwrite it still reports the previous model's importance-sampled test NLL."""
+    """--overwrite replaces results.json: no figure of the previous model survives in it."""
     run = tmp_path / "run"
     assert cli.main([*TRAIN, "--run-dir", str(run), *FAST[:-1], "2"]) == 0
     old = json.loads((run / "results.json").read_text())
@@ -476,6 +471,9 @@ def test_evaluate_without_bdmc_leaves_a_bdmc_file_alone(run_copy, capsys):
     assert cli.main(["evaluate", str(run_copy), *EVALUATE_FAST]) == 0
     assert (run_copy / "evaluation-test-bdmc.csv").read_text() == "mine"
     assert (run_copy / "evaluation-test.json").is_file()
+    # replacing the evaluation removes the earlier one's BDMC table, which would not match it
+    assert cli.main(["evaluate", str(run_copy), *EVALUATE_FAST, "--overwrite"]) == 0
+    assert not (run_copy / "evaluation-test-bdmc.csv").exists()
 
 
 def test_out_that_is_a_directory_is_refused(run_copy, tmp_path, capsys):

@@ -244,7 +244,7 @@ def test_the_run_lock_admits_one_holder(tmp_path):
 
 def test_check_writable_names_the_problem(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("")
-    with pytest.raises(RunDirError, match="which is a file"):
+    with pytest.raises(RunDirError, match="lies under .*, a file, not a directory"):
         check_writable(tmp_path / "file" / "run")
     check_writable(tmp_path / "new" / "deeper")  # created later, under a directory that is writable
     with pytest.raises(RunDirError, match="MiB free, and this run needs about"):

@@ -25,7 +25,9 @@ from pyrovae.options import DOMAINS, check_option, check_options
         ("kl_warmup", -1, "an integer >= 0"),
         ("test_samples", -5, "an integer >= 0"),
         ("likelihood_scale", 0, "a number > 0"),
-        ("seed", -1, "an integer >= 0"),
+        ("seed", -1, "an integer >= 0 and <= 4294967295"),
+        ("seed", 2**32, "an integer >= 0 and <= 4294967295"),
+        ("latent_dim", 2**24 + 1, "an integer >= 1 and <= 16777216"),
     ],
 )
 def test_values_outside_their_domain_are_refused_naming_the_option_both_ways(name, value, domain):
