@@ -7,6 +7,7 @@ every trainer, estimator and evaluator here.
 """
 
 from . import (
+    anomaly,
     data,
     datasets,
     devices,
@@ -25,12 +26,14 @@ from . import (
     traces,
 )
 from .ais import AIS, ais
+from .anomaly import AnomalyScores, anomaly_scores
 from .bdmc import BDMC, bdmc
 from .bounds import Bounds, bounds
 from .compare import Comparison, compare
 from .cvae import CVAE
 from .data import DataSource
 from .datasets import VAEDataset, as_dataset, load
+from .detection import Detection, detect, detection_table
 from .errors import ConfigError, DataError, PyroVAEError, TrainingError
 from .estimators import (
     IWAE,
@@ -53,6 +56,12 @@ from .vae import VAE
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnomalyScores",
+    "Detection",
+    "anomaly",
+    "anomaly_scores",
+    "detect",
+    "detection_table",
     "AIS",
     "BDMC",
     "IWAE",

@@ -336,6 +336,18 @@ def check_pair(
         )
 
 
+def _shape_error(args, error: Exception) -> DataError | None:
+    """A :class:`~pyrovae.errors.DataError` naming the data's shapes, where ``error`` is about shapes."""
+    message = str(error)
+    if not any(word in message for word in ("size of tensor", "shape", "dimension", "mat1 and mat2")):
+        return None
+    tensors = [a for a in args if torch.is_tensor(a)]
+    return DataError(
+        f"the model/guide pair failed on data of {_describe_inputs(tensors)}: {type(error).__name__}: "
+        f"{message.splitlines()[0]}. Pass data of the shape the model expects, (N, *event_shape)."
+    )
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
@@ -436,7 +448,7 @@ class Pair:
             guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
             prior_trace = poutine.trace(model).get_trace(*args, **kwargs)
         except (RuntimeError, TypeError) as e:
-            error = self._dtype_error(args, e)
+            error = self._dtype_error(args, e) or _shape_error(args, e)
             if error is None:
                 raise
             raise error from e

@@ -1,0 +1,535 @@
+r"""Anomaly scores from a VAE's probabilities: one score per input, higher meaning more anomalous.
+
+A VAE gives every input :math:`x` a probability :math:`p(x)`, estimated per data point by
+importance sampling (:func:`~pyrovae.log_likelihood`); an input the model finds improbable is an
+anomaly. Likelihood alone is known to fail: a model of Fashion-MNIST gives MNIST digits *higher*
+likelihood than its own test images (Nalisnick et al. 2019), because the likelihood of an image is
+dominated by its complexity, not its semantics. :func:`anomaly_scores` computes, for any model/guide
+pair (see the README) on any device:
+
+- ``"nll"``: :math:`-\log p(x)`, the IWAE-:math:`K` estimate with its standard error and PSIS
+  :math:`\hat k` (:func:`~pyrovae.log_likelihood`);
+- ``"elbo"``: the negative ELBO, :math:`-\frac1K\sum_k \log w_k`, with its Monte Carlo standard error;
+- ``"reconstruction"``: :math:`-\log p(x \mid z = \mathbb E_q[z])`, the autoencoder baseline (every
+  latent at the mean of its guide distribution; continuous latents only);
+- ``"likelihood-ratio"``: :math:`-\log p(x) + \log p_{\mathrm{bg}}(x)` (Ren et al. 2019), with a
+  *background* model trained on inputs perturbed at a rate :math:`\mu` (:func:`perturb`), which
+  learns the population statistics (complexity) and not the semantics;
+- ``"likelihood-regret"``: :math:`\mathcal L(x; \phi^*_x) - \mathcal L(x; \phi)` (Xiao et al. 2020),
+  the gain in the ELBO when the guide's output for that one input is optimized (see
+  :func:`likelihood_regret` for which pairs qualify);
+- ``"complexity"``: :math:`-\log p(x) - L(x)` (Serrà et al. 2020), :math:`L(x)` the input's code
+  length in nats under a lossless compressor, PNG (:func:`complexity`);
+- ``"typicality"``: the test of Nalisnick et al. (2019b) for groups of :math:`M` inputs,
+  :math:`\bigl| \frac1M\sum_m -\log p(x_m) - \hat H \bigr|`, :math:`\hat H` the mean of
+  :math:`-\log p` over in-distribution reference data (an estimate of the model's entropy): a
+  group far from the typical set scores high, whether its likelihood is too low *or too high*.
+
+:func:`~pyrovae.detect` turns the scores of in- and out-of-distribution data into AUROC, AUPRC and
+FPR at 95 % TPR.
+
+References:
+
+- E. Nalisnick, A. Matsukawa, Y. W. Teh, D. Gorur and B. Lakshminarayanan (2019), "Do Deep
+  Generative Models Know What They Don't Know?", ICLR.
+- E. Nalisnick, A. Matsukawa, Y. W. Teh and B. Lakshminarayanan (2019b), "Detecting
+  Out-of-Distribution Inputs to Deep Generative Models Using Typicality", arXiv:1906.02994.
+- J. Ren, P. J. Liu, E. Fertig, J. Snoek, R. Poplin, M. DePristo, J. Dillon and B.
+  Lakshminarayanan (2019), "Likelihood Ratios for Out-of-Distribution Detection", NeurIPS.
+- Z. Xiao, Q. Yan and Y. Amit (2020), "Likelihood Regret: An Out-of-Distribution Detection Score
+  for Variational Auto-encoder", NeurIPS.
+- J. Serrà, D. Álvarez, V. Gómez, O. Slizovskaia, J. F. Núñez and J. Luque (2020), "Input
+  Complexity and Out-of-Distribution Detection with Likelihood-based Generative Models", ICLR.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyro
+import pyro.poutine as poutine
+import torch
+from torch.distributions import transform_to
+from tqdm.auto import tqdm
+
+from . import devices, distributed
+from .data import DataSource
+from .errors import ConfigError, DataError, unknown_name
+from .importance import Sweep, log_likelihood
+from .results import Result
+from .seeds import seeded
+from .traces import Pair, latents, replay_trace, scored_sites, site_log_density, trace_pair
+
+__all__ = [
+    "METHODS",
+    "AnomalyScores",
+    "anomaly_scores",
+    "complexity",
+    "likelihood_regret",
+    "perturb",
+]
+
+METHODS = (
+    "nll",
+    "elbo",
+    "reconstruction",
+    "likelihood-ratio",
+    "likelihood-regret",
+    "complexity",
+    "typicality",
+)
+
+
+@dataclass(repr=False)
+class AnomalyScores(Result):
+    """Anomaly scores from :func:`anomaly_scores`, one per data point (per group for
+    ``"typicality"``); higher means more anomalous.
+
+    :ivar str method: the method (see :data:`METHODS`).
+    :ivar torch.Tensor score: ``(N,)`` the scores.
+    :ivar torch.Tensor stderr: ``(N,)`` their Monte Carlo standard errors, or ``None`` (a
+        deterministic score).
+    :ivar dict columns: further per-datapoint figures, by name (e.g. ``khat``, ``nll``,
+        ``complexity``), each ``(N,)``.
+    :ivar dict settings: the options the scores were computed with.
+    :ivar float elapsed: wall time in seconds.
+    """
+
+    method: str
+    score: torch.Tensor
+    stderr: torch.Tensor | None = None
+    columns: dict[str, torch.Tensor] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    elapsed: float = 0.0
+
+    @property
+    def num_data(self) -> int:
+        """The number of scores (data points, or groups for ``"typicality"``)."""
+        return self.score.shape[0]
+
+    @property
+    def mean(self) -> float:
+        """The mean score."""
+        return float(self.score.mean())
+
+    def summary(self) -> str:
+        what = "groups" if self.method == "typicality" else "data points"
+        s = self.score
+        lines = [
+            f"anomaly scores, method {self.method!r}: {self.num_data} {what} (higher = more anomalous)",
+            f"  mean {self.mean:.3f}, median {float(s.median()):.3f}, min {float(s.min()):.3f}, "
+            f"max {float(s.max()):.3f}",
+        ]
+        if self.stderr is not None:
+            lines.append(f"  median standard error {float(self.stderr.median()):.3f}")
+        if "khat" in self.columns:
+            bad = int((self.columns["khat"] > 0.7).sum())
+            lines.append(f"  PSIS k-hat > 0.7 (unreliable log p(x)) for {bad} of them")
+        lines.append(f"  elapsed {self.elapsed:.1f} s")
+        return "\n".join(lines)
+
+    def _fields(self) -> dict[str, torch.Tensor]:
+        fields = {"score": self.score}
+        if self.stderr is not None:
+            fields["stderr"] = self.stderr
+        return {**fields, **self.columns}
+
+    def to_dataframe(self):
+        """One row per data point (or group): ``score``, ``stderr`` and the other columns."""
+        import pandas as pd
+
+        index = pd.RangeIndex(self.num_data, name="group" if self.method == "typicality" else "datapoint")
+        return pd.DataFrame({k: v.cpu().numpy() for k, v in self._fields().items()}, index=index)
+
+    def to_json_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "num_data": self.num_data,
+            "mean_score": self.mean,
+            "median_score": float(self.score.median()),
+            "elapsed": float(self.elapsed),
+            **{k: v for k, v in self.settings.items() if isinstance(v, int | float | str | bool)},
+        }
+
+    def to_xarray(self):
+        import xarray as xr
+
+        dim = "group" if self.method == "typicality" else "datapoint"
+        data = {k: (dim, v.cpu().numpy()) for k, v in self._fields().items()}
+        attrs = {k: v for k, v in self.to_json_dict().items() if not isinstance(v, bool)}
+        return xr.Dataset(data, coords={dim: np.arange(self.num_data)}, attrs=attrs)
+
+    @classmethod
+    def from_xarray(cls, ds) -> AnomalyScores:
+        a = dict(ds.attrs)
+        columns = {k: torch.as_tensor(ds[k].values) for k in ds.data_vars if k not in ("score", "stderr")}
+        settings = {
+            k: v for k, v in a.items() if k not in ("method", "num_data", "mean_score", "median_score")
+        }
+        settings.pop("elapsed", None)
+        return cls(
+            str(a["method"]),
+            torch.as_tensor(ds["score"].values),
+            torch.as_tensor(ds["stderr"].values) if "stderr" in ds else None,
+            columns,
+            settings,
+            float(a.get("elapsed", 0.0)),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# the methods
+
+
+def perturb(
+    data: torch.Tensor, rate: float, seed: int = 0, values: torch.Tensor | None = None
+) -> torch.Tensor:
+    r"""A copy of ``data`` with each element replaced, with probability ``rate`` (Ren et al.'s
+    :math:`\mu`, 0.1 to 0.3 in their experiments), by a value drawn uniformly from ``values``
+    (default: 0 and 1 for binary data, else the 256 levels of :math:`[0, 1]`): the inputs a
+    background model for ``"likelihood-ratio"`` is trained on. Seeded: the same draw every call."""
+    if not 0 <= rate <= 1:
+        raise ConfigError(f"the perturbation rate must lie in [0, 1]; got {rate}")
+    data = torch.as_tensor(data)
+    if values is None:
+        binary = bool(((data == 0) | (data == 1)).all())
+        values = torch.tensor([0.0, 1.0]) if binary else torch.arange(256) / 255
+    generator = torch.Generator().manual_seed(seed)
+    flip = torch.rand(data.shape, generator=generator) < rate
+    draw = values[torch.randint(len(values), data.shape, generator=generator)].to(data.dtype)
+    return torch.where(flip, draw, data)
+
+
+def complexity(x: torch.Tensor) -> torch.Tensor:
+    r"""The complexity :math:`L(x)` of each image of ``x`` in nats: :math:`\ln 2` times the bits of
+    its lossless PNG encoding (Pillow, compression level 9), the compressor Serrà et al. (2020)
+    report first. Images are ``(N, H, W)`` or ``(N, C, H, W)`` with ``C`` 1 or 3 and values in
+    :math:`[0, 1]`, quantized to 8 bits. The PNG container's fixed overhead adds the same amount to
+    every image of a size, and so does not change how images rank."""
+    from PIL import Image
+
+    x = torch.as_tensor(x).detach().cpu()
+    if x.dim() == 4 and x.shape[1] in (1, 3):
+        x = x.permute(0, 2, 3, 1) if x.shape[1] == 3 else x[:, 0]
+    if x.dim() not in (3, 4) or x.shape[0] == 0:
+        raise DataError(
+            "complexity needs images of shape (N, H, W) or (N, C, H, W) with C = 1 or 3; "
+            f"got {tuple(x.shape)}"
+        )
+    if float(x.min()) < 0 or float(x.max()) > 1:
+        raise DataError("complexity needs images with values in [0, 1]; rescale the data")
+    pixels = (x * 255).round().to(torch.uint8).numpy()
+    out = []
+    for image in pixels:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG", compress_level=9)
+        out.append(8 * len(buffer.getvalue()) * math.log(2))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def likelihood_regret(
+    model,
+    guide,
+    data,
+    *,
+    steps: int = 100,
+    lr: float = 1e-2,
+    num_particles: int = 8,
+    num_samples: int = 100,
+    batch_size: int = 100,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The likelihood regret of each data point (Xiao et al. 2020): how much the ELBO rises when
+    the guide's output for that input alone is optimized,
+
+    .. math:: \mathrm{LR}(x) = \max_{\lambda} \mathcal L(x; q_\lambda) - \mathcal L(x; q_{\phi(x)}),
+
+    where :math:`q_{\phi(x)}` is the trained guide's distribution for :math:`x` and
+    :math:`q_\lambda` the same family with free parameters :math:`\lambda`, initialized at
+    :math:`\phi(x)` and improved by ``steps`` Adam steps (learning rate ``lr``) on a
+    ``num_particles``-sample ELBO, the model fixed. An input the amortized guide serves well has a
+    small regret; an out-of-distribution input, whose posterior the encoder never learned, a large
+    one. Xiao et al. re-optimize the encoder's weights per input; optimizing its output, as here,
+    is the same idea without copying the network per input, and batches exactly: each data
+    point's :math:`\lambda` enters only its own term of the summed ELBO.
+
+    Both bounds are estimated with ``num_samples`` draws (the same seed), so most of their noise
+    cancels in the difference; since the starting point is a candidate of the maximum, a negative
+    difference (the optimizer's noise) counts as 0.
+
+    **Which pairs qualify**: guides whose latent sites are all reparameterized (``rsample``) and
+    whose distributions are built from tensor parameters with constraints (``Normal``,
+    ``LogNormal``, ``Beta``, ... possibly ``.to_event``), such as every guide of pyrovae's models.
+    Each site is replaced by a distribution of the same family with free per-datapoint
+    parameters; a guide whose later latents depend on earlier ones (the HVAE's
+    :math:`q(z_1 \mid x, z_2)`) gets free parameters for each, without the dependence.
+    Discrete or non-reparameterized latents are refused.
+
+    :returns: ``(regret, stderr)``, each ``(N,)`` on the CPU.
+    """
+    source = DataSource(data)
+    dev = devices.place(model, guide, device=device)
+    first = devices.move(source.chunk(0, 1), dev)
+    pair = Pair(model, guide, first, {}, reparameterized="likelihood-regret")
+    regrets, errors = [], []
+    with tqdm(total=len(source), unit="x", desc="likelihood regret", disable=not progress) as bar:
+        for lo in range(0, len(source), batch_size):
+            hi = min(lo + batch_size, len(source))
+            args = devices.move(source.chunk(lo, hi), dev)
+            chunk_seed = distributed.derived_seed(seed, lo)
+            with seeded(chunk_seed), pyro.validation_enabled(False):
+                free, family = _free_parameters(guide, args)
+                free_guide = _free_guide(family, free)
+                before, var_before = _elbo(model, guide, args, pair, num_samples, chunk_seed)
+                optimizer = torch.optim.Adam([p for site in free.values() for p in site.values()], lr=lr)
+                for _ in range(steps):
+                    log_w = _log_weights(model, free_guide, args, pair, num_particles)
+                    loss = -log_w.mean(0).sum()
+                    optimizer.zero_grad()
+                    grads = torch.autograd.grad(loss, optimizer.param_groups[0]["params"])
+                    for p, g in zip(optimizer.param_groups[0]["params"], grads, strict=True):
+                        p.grad = g
+                    optimizer.step()
+                after, var_after = _elbo(model, free_guide, args, pair, num_samples, chunk_seed)
+            # the initial parameters are candidates of the maximum too: the regret is at least 0
+            regrets.append((after - before).clamp(min=0).cpu())
+            errors.append(((var_before + var_after) / num_samples).sqrt().cpu())
+            bar.update(hi - lo)
+    return torch.cat(regrets).double(), torch.cat(errors).double()
+
+
+def _log_weights(model, guide, args, pair: Pair, num_particles: int) -> torch.Tensor:
+    model_trace, guide_trace = trace_pair(model, guide, args, {}, num_particles, pair.particle_dim)
+    return pair.log_weights(model_trace, guide_trace, (num_particles, len(args[0])))
+
+
+@torch.no_grad()
+def _elbo(model, guide, args, pair: Pair, num_samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-datapoint ELBO estimates and the variance of their log-weights."""
+    with seeded(seed):
+        log_w = _log_weights(model, guide, args, pair, num_samples)
+    return log_w.mean(0), log_w.var(0) if num_samples > 1 else torch.zeros_like(log_w[0])
+
+
+def _free_parameters(guide, args) -> tuple[dict, dict]:
+    """Per-datapoint unconstrained copies of the parameters of the guide's latent distributions,
+    and how to rebuild each: its family, constraints, event dims and plates."""
+    with torch.no_grad():
+        trace = poutine.trace(guide).get_trace(*args)
+    free, family = {}, {}
+    for name, site in scored_sites(trace):
+        if site["is_observed"]:
+            continue
+        fn, events = site["fn"], 0
+        while isinstance(fn, torch.distributions.Independent):
+            events += fn.reinterpreted_batch_ndims
+            fn = fn.base_dist
+        params, transforms = {}, {}
+        for a, constraint in fn.arg_constraints.items():
+            value = vars(fn).get(a)  # the parameters it holds (not those it would derive)
+            with contextlib.suppress(NotImplementedError):
+                transforms[a] = transform_to(constraint)
+                params[a] = value
+            if not torch.is_tensor(value):
+                transforms.pop(a, None), params.pop(a, None)
+        constraints = {a: fn.arg_constraints[a] for a in params}
+        if not fn.has_rsample or not transforms or not _rebuilds(type(fn), params):
+            raise ConfigError(
+                f"likelihood regret optimizes the guide's distributions per input, which needs "
+                f"reparameterized latents with constrained tensor parameters (Normal, LogNormal, "
+                f"MultivariateNormal, ...); site {name!r} is a {type(fn).__name__}"
+            )
+        batch = fn.batch_shape
+        # one copy of every parameter per data point (parameters may be shared across the batch)
+        free[name] = {
+            a: transforms[a]
+            .inv(v.detach().expand(batch + v.shape[len(batch) :]))
+            .clone()
+            .requires_grad_(True)
+            for a, v in params.items()
+        }
+        frames = [f for f in site["cond_indep_stack"] if f.vectorized]
+        family[name] = (type(fn), constraints, events, frames)
+    return free, family
+
+
+def _rebuilds(cls, params: dict) -> bool:
+    """Whether the family ``cls`` can be built from ``params`` alone."""
+    try:
+        cls(**params)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _free_guide(family: dict, free: dict):
+    """A guide drawing each latent from its family with the free parameters, in its plates."""
+
+    def guide(*args, **kwargs):
+        plates = {}  # each plate made once, entered by every site in it
+        for name, (cls, constraints, events, frames) in family.items():
+            fn = cls(**{a: transform_to(c)(free[name][a]) for a, c in constraints.items()})
+            with contextlib.ExitStack() as stack:
+                for f in frames:
+                    if f.name not in plates:
+                        plates[f.name] = pyro.plate(f.name, f.size, dim=f.dim)
+                    stack.enter_context(plates[f.name])
+                pyro.sample(name, fn.to_event(events) if events else fn)
+
+    return guide
+
+
+@torch.no_grad()
+def _reconstruction(model, guide, source: DataSource, dev, batch_size: int) -> torch.Tensor:
+    """:math:`-\\log p(x \\mid z = \\mathbb E_q[z])` per data point."""
+    first = devices.move(source.chunk(0, 1), dev)
+    pair = Pair(model, guide, first, {})
+    if pair.enumerated:
+        raise ConfigError(
+            f"the reconstruction score sets every latent to its guide mean, which a discrete latent "
+            f"({', '.join(pair.enumerated)}) does not have; use method 'nll' or 'elbo'"
+        )
+    out = []
+    for lo in range(0, len(source), batch_size):
+        hi = min(lo + batch_size, len(source))
+        args = devices.move(source.chunk(lo, hi), dev)
+        with pyro.plate("_particles", 1, dim=pair.particle_dim), pyro.validation_enabled(False):
+            guide_trace = poutine.trace(guide).get_trace(*args)
+            means = {name: guide_trace.nodes[name]["fn"].mean for name in latents(guide_trace)}
+            replayed = poutine.replay(model, trace=replay_trace(means, guide_trace))
+            model_trace = poutine.trace(replayed).get_trace(*args)
+        log_lik = sum(
+            site_log_density(site, pair.particle_dim, pair.data_plate, (1, hi - lo))
+            for _, site in scored_sites(model_trace)
+            if site["is_observed"]
+        )
+        out.append(-log_lik[0].double().cpu())
+    return torch.cat(out)
+
+
+def _elbo_scores(model, guide, data, num_samples: int, seed: int, device, **options):
+    """Per-datapoint negative ELBO estimates and their standard errors, from one sweep."""
+    sweep = Sweep(model, guide, data, num_samples, seed=seed, device=device, **options)
+    scores, errors = [], []
+    for _, _, log_w, _ in sweep:
+        log_w = log_w.double()
+        scores.append(-log_w.mean(-1).cpu())
+        errors.append((log_w.var(-1) / num_samples).sqrt().cpu() if num_samples > 1 else None)
+    score = distributed.gather_rows(torch.cat(scores))
+    stderr = None if num_samples == 1 else distributed.gather_rows(torch.cat(errors))
+    return score, stderr
+
+
+def anomaly_scores(
+    model,
+    guide,
+    data,
+    method: str = "nll",
+    *,
+    num_samples: int = 1000,
+    seed: int = 0,
+    background: tuple | None = None,
+    reference=None,
+    group_size: int = 1,
+    steps: int = 100,
+    lr: float = 1e-2,
+    batch_size: int | None = None,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+) -> AnomalyScores:
+    r"""Score every input of ``data`` for how anomalous the model finds it (higher = more
+    anomalous), by ``method`` (one of :data:`METHODS`; see the module docstring).
+
+    :param model, guide: a model/guide pair in the sense of the README (per-datapoint sites in the
+        data plate), trained on in-distribution data.
+    :param data: a tensor, tuple of tensors or data set (see :class:`~pyrovae.data.DataSource`).
+    :param int num_samples: importance samples per input for the methods that estimate
+        :math:`\log p(x)` or the ELBO.
+    :param int seed: seed of the draws (the caller's random state is left as it was).
+    :param background: ``(model, guide)`` of the background model, for ``"likelihood-ratio"``:
+        the same architecture trained on inputs perturbed by :func:`perturb`.
+    :param reference: in-distribution data (e.g. held-out training data) whose mean
+        :math:`-\log p` estimates the entropy, for ``"typicality"``.
+    :param int group_size: inputs per group for ``"typicality"`` (consecutive inputs of ``data``;
+        shuffle first where order matters). With 1, each input is its own group.
+    :param int steps, lr: the per-input optimization of ``"likelihood-regret"``.
+    :param int batch_size: data points per chunk (default: as :func:`~pyrovae.log_likelihood`
+        chooses; 100 for the regret and the reconstruction).
+    :param device: where to compute; default the model's device. Results come back on the CPU.
+    :rtype: AnomalyScores
+    """
+    if method not in METHODS:
+        raise unknown_name("anomaly score method", method, METHODS)
+    start = time.perf_counter()
+    source = DataSource(data)
+    if len(source) == 0:
+        raise DataError("there are no data points to score; pass a non-empty data set")
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ConfigError(f"num_samples must be a positive integer; got {num_samples!r}")
+    settings: dict = {"num_samples": num_samples, "seed": seed}
+    ll_options = dict(seed=seed, progress=progress, device=device, batch_size=batch_size)
+    columns: dict[str, torch.Tensor] = {}
+    stderr = None
+    if method in ("nll", "likelihood-ratio", "complexity"):
+        ll = log_likelihood(model, guide, data, num_samples, **ll_options)
+        score, stderr = -ll.log_px, ll.log_px_se
+        columns["khat"] = ll.khat
+        if method == "likelihood-ratio":
+            if background is None or len(background) != 2:
+                raise ConfigError(
+                    "method 'likelihood-ratio' needs background=(model, guide) of a background model: the "
+                    "same architecture trained with pyrovae.fit on inputs perturbed by "
+                    "pyrovae.anomaly.perturb(x, rate) (Ren et al. 2019)"
+                )
+            bg = log_likelihood(*background, data, num_samples, **ll_options)
+            columns.update(nll=score, background_nll=-bg.log_px, background_khat=bg.khat)
+            score, stderr = score + bg.log_px, (stderr.square() + bg.log_px_se.square()).sqrt()
+        elif method == "complexity":
+            images = source.chunk(0, len(source))[0]
+            columns.update(nll=score, complexity=complexity(images))
+            score = score - columns["complexity"]
+            settings["compressor"] = "PNG (Pillow, compress_level=9)"
+    elif method == "elbo":
+        score, stderr = _elbo_scores(model, guide, data, num_samples, seed, device, batch_size=batch_size)
+    elif method == "reconstruction":
+        dev = devices.place(model, guide, device=device)
+        with seeded(seed):
+            score = _reconstruction(model, guide, source, dev, batch_size or 100)
+        stderr = None
+    elif method == "likelihood-regret":
+        score, stderr = likelihood_regret(
+            model,
+            guide,
+            data,
+            steps=steps,
+            lr=lr,
+            num_samples=num_samples,
+            batch_size=batch_size or 100,
+            seed=seed,
+            device=device,
+            progress=progress,
+        )
+        settings.update(steps=steps, lr=lr)
+    else:  # typicality
+        if reference is None:
+            raise ConfigError(
+                "method 'typicality' needs reference= in-distribution data (e.g. held-out training data) "
+                "to estimate the model's entropy"
+            )
+        if not isinstance(group_size, int) or group_size < 1 or group_size > len(source):
+            raise ConfigError(f"group_size must be an integer from 1 to {len(source)}; got {group_size!r}")
+        nll = -log_likelihood(model, guide, data, num_samples, **ll_options).log_px
+        entropy = float(-log_likelihood(model, guide, reference, num_samples, **ll_options).log_px.mean())
+        groups = len(source) // group_size
+        means = nll[: groups * group_size].reshape(groups, group_size).mean(-1)
+        score = (means - entropy).abs()
+        columns["mean_nll"] = means
+        settings.update(group_size=group_size, entropy=entropy)
+    return AnomalyScores(method, score.double(), stderr, columns, settings, time.perf_counter() - start)
