@@ -249,6 +249,7 @@ def _add_evaluate(sub) -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     _add_run_dir(p)
+    _add_data_source(p)
     p.add_argument("--split", choices=_SPLITS, default="test", help="the split to evaluate")
     p.add_argument("--num-samples", type=int, default=5000, help="importance samples K per data point")
     p.add_argument(
@@ -330,6 +331,84 @@ def _add_compare(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _add_data_source(p: argparse.ArgumentParser, flag: str = "--dataset", root: str = "--data-root") -> None:
+    from .datasets import NAMES
+
+    p.add_argument(flag, choices=NAMES, help="a data set other than the run's (default: the run's)")
+    p.add_argument(root, metavar="DIR", help=f"directory with the files of {flag} (default: its own)")
+
+
+def _add_scoring(p: argparse.ArgumentParser) -> None:
+    """The options of anomaly scoring that ``score`` and ``detect`` share."""
+    p.add_argument("--split", choices=_SPLITS, default="test", help="the split scored")
+    p.add_argument("--num-samples", type=int, default=1000, help="importance samples K per data point")
+    p.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="score N data points drawn at random (default: the whole split)",
+    )
+    p.add_argument(
+        "--background",
+        metavar="RUN_DIR",
+        help="run of the background model, for likelihood-ratio (the same architecture trained on "
+        "perturbed inputs)",
+    )
+    p.add_argument(
+        "--group-size", type=int, default=10, help="inputs per group of the typicality test (default: 10)"
+    )
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps per input of likelihood-regret")
+    _add_checkpoint(p)
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws and of --limit")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace the output files that exist")
+    _add_device(p)
+
+
+def _add_score(sub) -> argparse.ArgumentParser:
+    from .anomaly import METHODS
+
+    p = sub.add_parser(
+        "score",
+        help="score every input of a data set for how anomalous the run's model finds it",
+        description="Anomaly scores (higher = more anomalous) of every data point of a split, by one "
+        "method of pyrovae.anomaly_scores. Writes scores-DATASET-SPLIT-METHOD.csv and .nc (per data "
+        "point) and .json (summary) into RUN_DIR.",
+        formatter_class=HelpFormatter,
+    )
+    _add_run_dir(p)
+    _add_data_source(p)
+    p.add_argument("--method", choices=METHODS, default="nll", help="the anomaly score")
+    _add_scoring(p)
+    return p
+
+
+def _add_detect(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "detect",
+        help="how well anomaly scores tell a data set from the run's own (AUROC, AUPRC, FPR95)",
+        description="Scores the split of an in-distribution data set (default: the run's) and of an "
+        "out-of-distribution one by each method, and reports AUROC, AUPRC and FPR at 95 %% TPR. Writes "
+        "detect-IN-vs-OUT.csv (the table) and detect-IN-vs-OUT-METHOD.png (histograms and ROC curve) "
+        "into RUN_DIR.",
+        formatter_class=HelpFormatter,
+    )
+    _add_run_dir(p)
+    _add_data_source(p, "--in", "--in-root")
+    from .datasets import NAMES
+
+    p.add_argument("--out", choices=NAMES, required=True, help="the out-of-distribution data set")
+    p.add_argument("--out-root", metavar="DIR", help="directory with the files of --out (default: its own)")
+    p.add_argument(
+        "--methods",
+        default="nll,complexity,likelihood-regret",
+        metavar="METHOD,METHOD,...",
+        help="anomaly scores to compare, separated by commas",
+    )
+    _add_scoring(p)
+    return p
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pyrovae",
@@ -350,6 +429,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--num", type=int, default=20, help="number of images, drawn at random with --seed")
     _add_evaluate(sub)
     _add_compare(sub)
+    _add_score(sub)
+    _add_detect(sub)
     return p
 
 
@@ -503,7 +584,7 @@ def _check_outputs(args: argparse.Namespace, *paths: Path) -> None:
     existing = distributed.broadcast_object([str(path) for path in paths if path.exists()])
     if existing:
         it, exists = ("it", "exists") if len(existing) == 1 else ("them", "exist")
-        other = "choose another --out" if "out" in args else f"remove {it}"
+        other = "choose another --out" if args.command in ("sample", "reconstruct") else f"remove {it}"
         raise ConfigError(f"{', '.join(existing)} {exists}; pass --overwrite to replace {it}, or {other}")
 
 
@@ -581,19 +662,18 @@ def evaluate(args: argparse.Namespace) -> int:
     if not args.max_memory > 0:
         raise ConfigError(f"--max-memory must be a positive number of MiB; got {args.max_memory:g}")
     check_option("seed", args.seed)
-    stem = Path(args.run_dir) / f"evaluation-{args.split}"
-    bdmc_csv, figure = Path(f"{stem}-bdmc.csv"), Path(args.run_dir) / f"bounds-{args.split}.png"
+    name = f"{args.dataset}-{args.split}" if args.dataset else args.split  # another data set: its own files
+    stem = Path(args.run_dir) / f"evaluation-{name}"
+    bdmc_csv, figure = Path(f"{stem}-bdmc.csv"), Path(args.run_dir) / f"bounds-{name}.png"
     outputs = [stem.with_suffix(suffix) for suffix in (".json", ".csv", ".nc")]
     _check_outputs(args, *outputs, *([bdmc_csv] if args.bdmc > 0 else []), figure)
     run = load_run(args.run_dir, args.checkpoint, args.device)
     if args.overwrite and args.bdmc == 0:
         bdmc_csv.unlink(missing_ok=True)  # an earlier evaluation's, which this one replaces
-    data = run.load_data(args.split)
+    data = _scoring_data(run, args.dataset, args.data_root, args)
     subset = ""
-    if args.limit is not None and args.limit < len(data):
-        # a random subset: a data set may be ordered by class (binarized MNIST's test file is)
-        data = DataSource(data).sample(args.limit, seed=args.seed)
-        subset = f" ({args.limit} of {len(run.load_data(args.split))} drawn at random with seed {args.seed})"
+    if args.limit is not None:  # a random subset: a data set may be ordered by class (binarized MNIST's is)
+        subset = f" ({len(DataSource(data))} drawn at random with seed {args.seed})"
     ladder = bounds(
         run.vae.model,
         run.vae.guide,
@@ -612,6 +692,7 @@ def evaluate(args: argparse.Namespace) -> int:
         return 0
     ll = ladder.log_likelihood
     summary = {
+        "dataset": args.dataset or run.config.dataset,
         "split": args.split,
         "checkpoint": args.checkpoint,
         "epoch": run.epoch,
@@ -631,7 +712,7 @@ def evaluate(args: argparse.Namespace) -> int:
     with atomic_path(stem.with_suffix(".nc")) as tmp:
         xr.merge([ll.to_xarray(), ladder.to_xarray()], combine_attrs="drop").to_netcdf(tmp, engine="h5netcdf")
     ladder.plot(figure)
-    print(f"{args.split} split{subset}, device {run.vae_device}")
+    print(f"{args.dataset or run.config.dataset} {args.split} split{subset}, device {run.vae_device}")
     print(ll.summary())
     print(ladder.summary())
     print(f"wrote {written} and {figure.name}")
@@ -688,12 +769,131 @@ def _rank_zero_stdout(backend: str | None):
         yield
 
 
+def _check_scoring(args: argparse.Namespace, methods: list[str]) -> None:
+    """The scoring options, before anything is loaded."""
+    from .anomaly import METHODS
+    from .errors import unknown_name
+
+    for method in methods:
+        if method not in METHODS:
+            raise unknown_name("anomaly score method", method, METHODS)
+    for flag, value, low in (("--num-samples", args.num_samples, 1), ("--group-size", args.group_size, 1)):
+        if value < low:
+            raise ConfigError(f"{flag} must be at least {low}")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError("--limit must be at least 1")
+    if args.steps < 1:
+        raise ConfigError("--steps must be at least 1")
+    check_option("seed", args.seed)
+    if "likelihood-ratio" in methods and not args.background:
+        raise ConfigError(
+            "likelihood-ratio needs --background RUN_DIR: a run of the same architecture trained on "
+            "perturbed inputs (see pyrovae.anomaly.perturb)"
+        )
+
+
+def _scoring_data(run, dataset: str | None, root: str | None, args):
+    """The split of ``dataset`` (default: the run's), binarized as the run's data, limited."""
+    from .data import DataSource
+    from .datasets import load
+
+    if dataset is None:
+        data = run.load_data(args.split)
+    else:
+        data = load(dataset, args.split, root=root, binarize=run.config.binarize)
+    if args.limit is not None and args.limit < len(data):
+        return DataSource(data).sample(args.limit, seed=args.seed)
+    return data
+
+
+def _score(args, run, background, data, method: str):
+    from .anomaly import anomaly_scores
+    from .data import DataSource
+
+    reference = None
+    if method == "typicality":  # held-out in-distribution data: a sample of the run's training split
+        train = run.load_data("train")
+        reference = DataSource(train).sample(min(len(train), args.limit or 2000), seed=args.seed + 1)
+    return anomaly_scores(
+        run.vae.model,
+        run.vae.guide,
+        data,
+        method,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        background=None if background is None else (background.vae.model, background.vae.guide),
+        reference=reference,
+        group_size=args.group_size,
+        steps=args.steps,
+        progress=not args.no_progress,
+    )
+
+
+def score(args: argparse.Namespace) -> int:
+    from .io import write_json, write_text
+    from .run import load_run
+
+    _check_scoring(args, [args.method])
+    name = args.dataset or "run"
+    stem = Path(args.run_dir) / f"scores-{name}-{args.split}-{args.method}"
+    outputs = [stem.with_suffix(suffix) for suffix in (".csv", ".nc", ".json")]
+    _check_outputs(args, *outputs)
+    run = load_run(args.run_dir, args.checkpoint, args.device)
+    background = load_run(args.background, args.checkpoint, args.device) if args.background else None
+    data = _scoring_data(run, args.dataset, args.data_root, args)
+    result = _score(args, run, background, data, args.method)
+    write_text(outputs[0], result.to_dataframe().to_csv())
+    result.to_netcdf(outputs[1])
+    write_json(
+        outputs[2],
+        {"dataset": args.dataset or run.config.dataset, "split": args.split, **result.to_json_dict()},
+    )
+    print(result.summary())
+    print(f"wrote {stem}.csv, .nc and .json")
+    return 0
+
+
+def detect(args: argparse.Namespace) -> int:
+    from .detection import detect as detect_sets
+    from .detection import detection_table
+    from .io import write_text
+    from .run import load_run
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods or len(set(methods)) != len(methods):
+        raise ConfigError(f"--methods must name at least one method, each once; got {args.methods!r}")
+    _check_scoring(args, methods)
+    name_in = getattr(args, "in") or "run"
+    stem = Path(args.run_dir) / f"detect-{name_in}-vs-{args.out}"
+    figures = [Path(f"{stem}-{method}.png") for method in methods]
+    _check_outputs(args, stem.with_suffix(".csv"), *figures)
+    run = load_run(args.run_dir, args.checkpoint, args.device)
+    background = load_run(args.background, args.checkpoint, args.device) if args.background else None
+    inside = _scoring_data(run, getattr(args, "in"), args.in_root, args)
+    outside = _scoring_data(run, args.out, args.out_root, args)
+    results = []
+    for method, figure in zip(methods, figures, strict=True):
+        result = detect_sets(
+            _score(args, run, background, inside, method), _score(args, run, background, outside, method)
+        )
+        result.plot(figure)
+        results.append(result)
+    table = detection_table(results)
+    write_text(stem.with_suffix(".csv"), table.to_csv())
+    print(f"in: {getattr(args, 'in') or run.config.dataset} ({args.split}), out: {args.out} ({args.split})")
+    print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {stem}.csv and {len(figures)} figure(s)")
+    return 0
+
+
 COMMANDS = {
     "train": train,
     "sample": sample,
     "reconstruct": reconstruct,
     "evaluate": evaluate,
     "compare": compare,
+    "score": score,
+    "detect": detect,
 }
 
 

@@ -516,3 +516,67 @@ def test_evaluate_reports_a_config_json_that_disagrees_with_the_checkpoint(tmp_p
     assert cli.main(["evaluate", str(run), "--num-samples", "10", "--limit", "5", "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "warning:" in err and "activation ('softplus' in the checkpoint, 'relu' in config.json)" in err
+
+
+SCORE_FAST = ["--limit", "12", "--num-samples", "8", "--steps", "2", "--no-progress"]
+
+
+def test_score_writes_per_datapoint_scores_of_any_method(run_copy, capsys):
+    for method in ("nll", "reconstruction", "likelihood-regret", "complexity", "typicality"):
+        argv = ["score", str(run_copy), "--method", method, "--group-size", "3", *SCORE_FAST]
+        assert cli.main(argv) == 0, method
+        stem = run_copy / f"scores-run-test-{method}"
+        frame = pd.read_csv(stem.with_suffix(".csv"))
+        assert len(frame) == (4 if method == "typicality" else 12) and frame["score"].notna().all()
+        summary = json.loads(stem.with_suffix(".json").read_text())
+        assert summary["method"] == method and summary["dataset"] == "digits"
+    # the background model equal to the model: every likelihood-ratio score is 0
+    argv = [
+        "score",
+        str(run_copy),
+        "--method",
+        "likelihood-ratio",
+        "--background",
+        str(run_copy),
+        *SCORE_FAST,
+    ]
+    assert cli.main(argv) == 0
+    assert (pd.read_csv(run_copy / "scores-run-test-likelihood-ratio.csv")["score"] == 0).all()
+    # scoring another data set of another shape is a message, before anything is written
+    before = snapshot(run_copy)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["score", str(run_copy), "--method", "nope"])
+    assert exit_.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
+    message = usage_error(capsys, ["score", str(run_copy), "--method", "likelihood-ratio", *SCORE_FAST])
+    assert "--background RUN_DIR" in message
+    assert snapshot(run_copy) == before
+
+
+def test_detect_writes_the_table_and_a_figure_per_method(run_copy, capsys):
+    argv = [
+        "detect",
+        str(run_copy),
+        "--out",
+        "digits",
+        "--split",
+        "valid",
+        "--methods",
+        "nll,elbo",
+        *SCORE_FAST,
+    ]
+    assert cli.main(argv) == 0
+    table = pd.read_csv(run_copy / "detect-run-vs-digits.csv", index_col=0)
+    assert list(table.index) == ["nll", "elbo"] and table["AUROC"].between(0, 1).all()
+    for method in ("nll", "elbo"):
+        assert (run_copy / f"detect-run-vs-digits-{method}.png").read_bytes()[:4] == b"\x89PNG"
+    message = usage_error(capsys, argv)  # the same files again: --overwrite is needed
+    assert "pass --overwrite to replace them" in message
+    assert "each once" in usage_error(capsys, [*argv[:-7], "--methods", "nll,nll", "--overwrite"])
+
+
+def test_evaluate_on_another_data_set_writes_its_own_files(run_copy):
+    argv = ["evaluate", str(run_copy), "--dataset", "digits", *EVALUATE_FAST]
+    assert cli.main(argv) == 0
+    summary = json.loads((run_copy / "evaluation-digits-test.json").read_text())
+    assert summary["dataset"] == "digits" and summary["log_likelihood"]["num_data"] == 3
+    assert not (run_copy / "evaluation-test.json").exists()
