@@ -492,7 +492,7 @@ def train(args: argparse.Namespace) -> int:
     config = _train_config(args, run_dir)
     check_option("test_samples", args.test_samples)
     device = devices.resolve(config.device)  # an unavailable device is refused before anything is written
-    elbo = config.build_estimator()
+    config.build_estimator()  # an unknown estimator is refused before anything is written
     if run_dir is None:
         run_dir = Path(
             distributed.broadcast_object(f"runs/{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -513,15 +513,7 @@ def train(args: argparse.Namespace) -> int:
             vae,
             train_data,
             valid_data,
-            estimator=elbo,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            optimizer=config.optimizer,
-            kl_warmup=config.kl_warmup,
-            clip_norm=config.clip_norm,
-            patience=config.patience,
-            seed=config.seed,
+            **config.fit_options(),
             run_dir=directory,
             progress=not args.no_progress,
             config=config.to_dict(),

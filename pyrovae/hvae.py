@@ -13,6 +13,16 @@ any prior of :mod:`pyrovae.priors`; with the VampPrior it is
 :math:`x` alone (the VampPrior paper's choice; Burda et al.'s two-layer IWAE instead infers
 :math:`q(z_1 \mid x)\, q(z_2 \mid z_1)` and decodes from :math:`z_1` only).
 
+Two families of networks (``network=``): ``"mlp"``, fully connected layers with ``activation``
+between them, where :math:`q(z_1 \mid x, z_2)`'s first layer and :math:`p(x \mid z_1, z_2)`'s read
+the concatenations :math:`[x; z_2]` and :math:`[z_1; z_2]`; and ``"gated"``, the networks of the
+paper's code (``models/HVAE_2level.py`` of ``github.com/jmtomczak/vae_vampprior``): gated dense
+layers everywhere (:class:`~pyrovae.nn.GatedDense`), every Gaussian's log-variance clamped to
+:math:`[-6, 2]` (:math:`q(z_2 \mid x)`, :math:`q(z_1 \mid x, z_2)` and :math:`p(z_1 \mid z_2)`
+alike), and the two inputs of :math:`q(z_1 \mid x, z_2)` and of :math:`p(x \mid z_1, z_2)` each
+through a gated layer of its own before a gated layer reads their concatenation
+(:class:`~pyrovae.nn.ConditionalGatedEncoder`, :class:`~pyrovae.nn.ConditionalGatedDecoder`).
+
 The model and guide are a plain Pyro pair with sites ``"z2"``, ``"z1"`` and ``"x"`` in
 ``pyro.plate("data", N)``: every trainer, estimator and evaluator of pyrovae works on it as on
 :class:`~pyrovae.VAE`.
@@ -29,30 +39,43 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, unknown_name
 from .handlers import DATA_PLATE
 from .likelihoods import Likelihood
-from .nn import ConditionalMLPEncoder, MLPDecoder, MLPEncoder
+from .nn import (
+    ConditionalGatedDecoder,
+    ConditionalGatedEncoder,
+    ConditionalMLPEncoder,
+    GatedEncoder,
+    MLPDecoder,
+    MLPEncoder,
+)
 from .nn import activation as check_activation
 from .options import check_options
 from .vae import LatentModel
 
+#: the network families an :class:`HVAE` is built of (see :data:`pyrovae.nn.NETWORKS`)
+NETWORKS = ("mlp", "gated")
+
 
 class HVAE(LatentModel):
     r"""Two-stochastic-layer VAE :math:`p(z_2)\,p(z_1 \mid z_2)\,p(x \mid z_1, z_2)` with
-    inference network :math:`q(z_2 \mid x)\,q(z_1 \mid x, z_2)`; fully connected networks.
+    inference network :math:`q(z_2 \mid x)\,q(z_1 \mid x, z_2)`, of fully connected (``"mlp"``) or
+    gated (``"gated"``, the paper's) networks.
 
     :param event_shape: shape of one data point, e.g. ``(1, 28, 28)`` or ``784``.
     :param latent_dim: dimension of the bottom latent :math:`z_1`.
     :param latent_dim2: dimension of the top latent :math:`z_2` (default: ``latent_dim``).
     :param hidden: hidden layer sizes of every network (the paper: ``(300, 300)``).
-    :param activation: nonlinearity between layers (see :data:`pyrovae.nn.ACTIVATIONS`).
+    :param activation: nonlinearity between layers (see :data:`pyrovae.nn.ACTIVATIONS`) of
+        ``"mlp"`` networks; checked but not used by ``"gated"`` ones, whose gates are the nonlinearity.
     :param likelihood: a name from :data:`pyrovae.likelihoods.LIKELIHOODS` or a
         :class:`~pyrovae.likelihoods.Likelihood`.
     :param prior: the prior of :math:`z_2`, a name from :data:`pyrovae.priors.PRIORS` or a prior
         module; the ``"vamp"`` prior uses the encoder of :math:`q(z_2 \mid x)`.
     :param prior_components: components of a ``"mixture"`` prior or pseudo-inputs of ``"vamp"``.
     :param likelihood_scale: standard deviation of a Gaussian likelihood (initial value if learned).
+    :param network: ``"mlp"`` or ``"gated"`` (see the module's description and :data:`NETWORKS`).
     """
 
     def __init__(
@@ -66,6 +89,7 @@ class HVAE(LatentModel):
         prior: str | nn.Module = "normal",
         prior_components: int | None = None,
         likelihood_scale: float = 1.0,
+        network: str = "mlp",
     ):
         check_options(
             latent_dim=latent_dim,
@@ -81,24 +105,39 @@ class HVAE(LatentModel):
                 "an HVAE needs at least one hidden layer (hidden=(300, 300) in the VampPrior paper)"
             )
         check_activation(activation)
+        if network not in NETWORKS:
+            raise unknown_name("HVAE network", network, NETWORKS)
         self.latent_dim, self.latent_dim2 = latent_dim, latent_dim2
-        #: q(z2 | x)
-        self.encoder = MLPEncoder(self.event_shape, latent_dim2, hidden, activation)
-        #: q(z1 | x, z2)
-        self.encoder1 = ConditionalMLPEncoder(self.event_shape, latent_dim2, latent_dim, hidden, activation)
-        #: p(z1 | z2): an MLP "encoder" of the vector z2
-        self.transition = MLPEncoder((latent_dim2,), latent_dim, hidden, activation)
-        #: p(x | z1, z2), on the concatenation [z1, z2]
-        self.decoder = MLPDecoder(self.event_shape, latent_dim + latent_dim2, hidden, activation)
+        if network == "mlp":
+            #: q(z2 | x)
+            self.encoder = MLPEncoder(self.event_shape, latent_dim2, hidden, activation)
+            #: q(z1 | x, z2)
+            self.encoder1 = ConditionalMLPEncoder(
+                self.event_shape, latent_dim2, latent_dim, hidden, activation
+            )
+            #: p(z1 | z2): an "encoder" of the vector z2
+            self.transition = MLPEncoder((latent_dim2,), latent_dim, hidden, activation)
+            #: p(x | z1, z2), on the concatenation [z1, z2] (see _decode)
+            self.decoder = MLPDecoder(self.event_shape, latent_dim + latent_dim2, hidden, activation)
+        else:
+            self.encoder = GatedEncoder(self.event_shape, latent_dim2, hidden)
+            self.encoder1 = ConditionalGatedEncoder(self.event_shape, latent_dim2, latent_dim, hidden)
+            self.transition = GatedEncoder((latent_dim2,), latent_dim, hidden)
+            #: p(x | z1, z2), on z1 and z2 in branches of their own
+            self.decoder = ConditionalGatedDecoder(self.event_shape, latent_dim2, latent_dim, hidden)
         self.prior = self.build_prior(prior, latent_dim2, prior_components, self.encoder)
         self._named(
-            likelihood, prior, model="hvae", network="mlp", latent_dim=latent_dim, latent_dim2=given_dim2,
+            likelihood, prior, model="hvae", network=network, latent_dim=latent_dim, latent_dim2=given_dim2,
             hidden=list(hidden), activation=activation, likelihood_scale=likelihood_scale,
             prior_components=prior_components,
         )  # fmt: skip
 
     def _decode(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        return self.decoder(torch.cat([z1, z2], -1))
+        """The parameters of :math:`p(x \\mid z_1, z_2)`: the MLP decoder reads :math:`[z_1; z_2]`,
+        the gated one :math:`z_1` and :math:`z_2` apart."""
+        if isinstance(self.decoder, MLPDecoder):
+            return self.decoder(torch.cat([z1, z2], -1))
+        return self.decoder(z1, z2)
 
     def model(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> None:
         """:math:`z_2 \\sim p(z_2)`, :math:`z_1 \\sim p(z_1 \\mid z_2)`,
@@ -134,4 +173,4 @@ class HVAE(LatentModel):
         return self.likelihood.mean(self._decode(z1, z2))
 
 
-__all__ = ["HVAE"]
+__all__ = ["HVAE", "NETWORKS"]

@@ -157,7 +157,16 @@ class VampPrior(nn.Module):
 
     As in the paper's code, the pseudo-inputs start at :math:`\mathcal N(0.05, 0.01^2)` noise
     and, for data in :math:`[0, 1]` (Bernoulli likelihoods), are clipped to that range by a
-    hardtanh; ``bounds=None`` leaves them unconstrained.
+    hardtanh; ``bounds=None`` leaves them unconstrained. (In ``github.com/jmtomczak/vae_vampprior``,
+    ``utils/load_data.py`` sets mean 0.05 and standard deviation 0.01 for every data set, over
+    ``experiment.py``'s default mean of -0.05, unless ``--use_training_data_init`` starts them at
+    training images; ``add_pseudoinputs`` in ``models/Model.py`` clips them with
+    ``nn.Hardtanh(0, 1)``.) The authors' code produces the pseudo-inputs as a bias-free linear layer
+    applied to the :math:`K \times K` identity matrix (its "idle input"), whose output is its
+    :math:`D \times K` weight matrix transposed: the same function class and the same :math:`K D`
+    parameters as the ``(K, *event_shape)`` parameter here, which is kept because it is simpler
+    and spares a :math:`K \times K` matrix product. Like their hardtanh, the clip passes no
+    gradient to a pseudo-input pixel outside ``bounds``.
 
     :param encoder: the module of :math:`q_\phi(z \mid x)`.
     :param event_shape: shape of one data point (of one pseudo-input).

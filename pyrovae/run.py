@@ -26,6 +26,7 @@ from . import datasets, devices
 from .errors import CheckpointError, ConfigError, RunDirError, unknown_name
 from .estimators import estimator
 from .hvae import HVAE
+from .hvae import NETWORKS as HVAE_NETWORKS
 from .io import write_json
 from .options import DOMAINS, check_options
 from .rundir import CHECKPOINT, CONFIG, RESULTS, read_state
@@ -135,6 +136,12 @@ class RunConfig:
         options = {name: getattr(self, name) for name in ("k", "alpha", "beta")}
         return estimator(self.estimator, **{name: v for name, v in options.items() if v is not None})
 
+    def fit_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`~pyrovae.fit` this configuration sets: the estimator
+        (built) and the training options."""
+        names = ("epochs", "batch_size", "lr", "optimizer", "kl_warmup", "clip_norm", "patience", "seed")
+        return {"estimator": self.build_estimator(), **{name: getattr(self, name) for name in names}}
+
     def build_vae(self, event_shape) -> VAE | HVAE:
         """The untrained model: a :class:`~pyrovae.VAE`, or an :class:`~pyrovae.HVAE` for
         ``model="hvae"`` (whose top latent has ``latent_dim2`` dimensions)."""
@@ -155,9 +162,11 @@ class RunConfig:
             likelihood_scale=self.likelihood_scale,
         )
         if self.model == "hvae":
-            if self.network != "mlp":
-                raise ConfigError("model 'hvae' is built of fully connected networks: use --network mlp")
-            return HVAE(latent_dim2=self.latent_dim2, **common)
+            if self.network not in HVAE_NETWORKS:
+                raise ConfigError(
+                    "model 'hvae' is built of fully connected networks: use --network mlp or --network gated"
+                )
+            return HVAE(latent_dim2=self.latent_dim2, network=self.network, **common)
         return VAE(network=self.network, **common)
 
 

@@ -121,15 +121,17 @@ class VAE(LatentModel):
     :param event_shape: shape of one data point, e.g. ``(1, 28, 28)`` or ``784``.
     :param latent_dim: dimension of :math:`z`.
     :param hidden: hidden layer sizes of the encoder (the decoder uses them reversed).
-    :param activation: nonlinearity between layers (see :data:`pyrovae.nn.ACTIVATIONS`).
+    :param activation: nonlinearity between layers (see :data:`pyrovae.nn.ACTIVATIONS`); checked but
+        not used by ``network="gated"``, whose gates are the nonlinearity.
     :param likelihood: a name from :data:`pyrovae.likelihoods.LIKELIHOODS` or a
         :class:`~pyrovae.likelihoods.Likelihood`.
     :param prior: a name from :data:`pyrovae.priors.PRIORS` or a prior module (see
         :mod:`pyrovae.priors`); the ``"vamp"`` prior uses this VAE's encoder.
     :param prior_components: the number of components of a ``"mixture"`` prior or of
         pseudo-inputs of a ``"vamp"`` prior (default :data:`pyrovae.priors.DEFAULT_COMPONENTS`).
-    :param network: ``"mlp"`` or ``"conv"`` (image-shaped data), ignored when ``encoder`` and
-        ``decoder`` are given.
+    :param network: ``"mlp"``, ``"conv"`` (image-shaped data) or ``"gated"`` (the VampPrior paper's
+        gated dense layers, with ``hidden=(300, 300)`` and ``latent_dim=40`` there; see
+        :mod:`pyrovae.nn`), ignored when ``encoder`` and ``decoder`` are given.
     :param encoder: a module mapping ``x -> (loc, scale)`` of :math:`q(z\\mid x)`.
     :param decoder: a module mapping ``z -> likelihood parameters`` of shape ``event_shape``.
     :param likelihood_scale: standard deviation of a Gaussian likelihood (initial value if learned).

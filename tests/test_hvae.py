@@ -14,6 +14,7 @@ import torch
 import pyrovae
 from pyrovae import HVAE
 from pyrovae.errors import ConfigError, DataError
+from pyrovae.nn import ConditionalGatedDecoder, ConditionalGatedEncoder, GatedEncoder, MLPDecoder
 from pyrovae.priors import PRIORS, VampPrior
 
 B, Z1, Z2, IMAGE = 5, 3, 2, (1, 4, 4)
@@ -81,6 +82,13 @@ def test_hvae_trains_a_few_steps_with_fit_and_keeps_its_sites_vectorizable():
     assert means[0] <= means[-1]  # ELBO <= IWAE-100 (a 10-nats margin is not needed here)
 
 
+def decode(hvae: HVAE, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """p(x | z1, z2)'s logits: the MLP decoder reads [z1; z2], the gated one z1 and z2 apart."""
+    if isinstance(hvae.decoder, MLPDecoder):
+        return hvae.decoder(torch.cat([z1, z2], -1))
+    return hvae.decoder(z1, z2)
+
+
 def hand_written_log_px(hvae: HVAE, x: torch.Tensor, num_samples: int, seed: int) -> torch.Tensor:
     """log (1/K) sum_k p(x, z1_k, z2_k) / q(z1_k, z2_k | x), the networks called directly."""
     g = torch.Generator().manual_seed(seed)
@@ -95,13 +103,14 @@ def hand_written_log_px(hvae: HVAE, x: torch.Tensor, num_samples: int, seed: int
         log_p = (
             dist.Normal(0.0, 1.0).log_prob(z2).sum(-1)
             + dist.Normal(*hvae.transition(z2)).log_prob(z1).sum(-1)
-            + dist.Bernoulli(logits=hvae.decoder(torch.cat([z1, z2], -1))).log_prob(x).sum((-3, -2, -1))
+            + dist.Bernoulli(logits=decode(hvae, z1, z2)).log_prob(x).sum((-3, -2, -1))
         )
         return torch.logsumexp(log_p - log_q, 0) - math.log(num_samples)
 
 
-def test_log_likelihood_of_an_hvae_agrees_with_the_estimator_written_by_hand():
-    hvae = make_hvae()
+@pytest.mark.parametrize("network", ["mlp", "gated"])
+def test_log_likelihood_of_an_hvae_agrees_with_the_estimator_written_by_hand(network):
+    hvae = make_hvae(network=network)
     x = binary(B, seed=3)
     ll = pyrovae.log_likelihood(hvae.model, hvae.guide, x, 4000, seed=0, progress=False)
     by_hand = hand_written_log_px(hvae, x, 4000, seed=1)
@@ -116,7 +125,25 @@ def test_log_likelihood_of_an_hvae_agrees_with_the_estimator_written_by_hand():
     assert float(se.max()) < 0.3  # a random network on 16 pixels: tame weights, a sharp test
 
 
+def test_the_gated_hvae_is_built_of_the_papers_networks_and_records_them():
+    hvae = make_hvae(network="gated", prior="vamp", prior_components=4)
+    assert isinstance(hvae.encoder, GatedEncoder) and isinstance(hvae.transition, GatedEncoder)
+    assert isinstance(hvae.encoder1, ConditionalGatedEncoder)
+    assert isinstance(hvae.decoder, ConditionalGatedDecoder)
+    assert hvae.prior.encoder is hvae.encoder
+    assert hvae.run_options()["network"] == "gated"
+    x = binary(B)
+    pyro.set_rng_seed(0)
+    guide_trace = poutine.trace(hvae.guide).get_trace(x)
+    model_trace = poutine.trace(poutine.replay(hvae.model, trace=guide_trace)).get_trace(x)
+    assert model_trace.nodes["x"]["fn"].batch_shape == (B,)
+    assert guide_trace.nodes["z1"]["value"].shape == (B, Z1)
+    assert hvae.sample(3).shape == (3, *IMAGE) and hvae.reconstruct(x).shape == (B, *IMAGE)
+
+
 def test_bad_configurations_and_data_are_refused():
+    with pytest.raises(ConfigError, match="choose one of: gated, mlp"):
+        HVAE(IMAGE, network="conv")
     with pytest.raises(ConfigError, match="at least one hidden layer"):
         HVAE(IMAGE, hidden=())
     with pytest.raises(ConfigError, match="latent_dim"):

@@ -159,3 +159,8 @@ def test_config_builds_an_hvae_with_its_prior_and_checks_the_model_options():
     assert isinstance(vae, pyrovae.VAE) and vae.prior.pseudo_inputs.shape == (7, 1, 8, 8)
     with pytest.raises(ConfigError, match="unknown model 'ladder'; choose one of: hvae, vae"):
         RunConfig(model="ladder").build_vae((1, 8, 8))
+    gated = RunConfig(model="hvae", network="gated", latent_dim=4, hidden=[8]).build_vae((1, 8, 8))
+    assert type(gated.encoder1).__name__ == "ConditionalGatedEncoder"
+    assert gated.run_options()["network"] == "gated"
+    with pytest.raises(ConfigError, match="--network mlp or --network gated"):
+        RunConfig(model="hvae", network="conv").build_vae((1, 8, 8))

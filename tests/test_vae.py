@@ -133,6 +133,8 @@ def test_sample_and_reconstruct_shapes_and_ranges(likelihood):
         ("conv", (3, 8, 12)),
         ("mlp", (784,)),
         ("mlp", 784),
+        ("gated", (1, 8, 8)),
+        ("gated", 784),
     ],
 )
 def test_networks_on_image_and_flat_shapes(network, event_shape):
