@@ -24,11 +24,10 @@ resumes: the same command continues a killed run from its last completed epoch, 
 
 Differences from the authors' code that are kept:
 
-- Optimizer: ``torch.optim.Adam``. Theirs, ``AdamNormGrad`` (``utils/optimizer.py``), divides
-  each parameter tensor's gradient by its L2 norm before the Adam update.
 - Objective scale: pyrovae minimizes the data set's negative ELBO (each batch's sum scaled by
   N / B, see :mod:`pyrovae.training`), theirs the batch mean: the gradients differ by the
-  constant N = 50,000, which Adam's update ignores but for its epsilon.
+  constant N = 50,000, which their optimizer, ``AdamNormGrad`` (:class:`pyrovae.optim.AdamNormGrad`,
+  used here as ``optimizer="adam-normgrad"``), removes by normalizing each gradient.
 - Early stopping: pyrovae counts epochs without a better validation bound from the first epoch
   and stops after 50; theirs holds the count at 0 during the 100 warm-up epochs and stops after
   51.
@@ -103,7 +102,7 @@ def run_config(
         epochs=epochs,
         batch_size=100,
         lr=5e-4,
-        optimizer="adam",
+        optimizer="adam-normgrad",
         kl_warmup=100,
         patience=50,
         seed=0,

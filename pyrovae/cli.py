@@ -69,6 +69,7 @@ def _add_train(sub) -> argparse.ArgumentParser:
     from .nn import ACTIVATIONS, NETWORKS
     from .priors import DEFAULT_COMPONENTS, PRIORS
     from .run import MODELS, RunConfig
+    from .training import OPTIMIZERS
 
     defaults = RunConfig()
 
@@ -162,7 +163,7 @@ def _add_train(sub) -> argparse.ArgumentParser:
     option(g, "--epochs", "epochs to train (in all, counting those of a resumed run)", type=int)
     option(g, "--batch-size", "data points per step", type=int)
     option(g, "--lr", "learning rate", type=float)
-    option(g, "--optimizer", "torch optimizer", choices=("adam", "adamw", "sgd"))
+    option(g, "--optimizer", "optimizer (adam-normgrad: the VampPrior paper's)", choices=tuple(OPTIMIZERS))
     option(g, "--kl-warmup", "epochs of linear KL warm-up, 0 for none", type=int)
     option(
         g, "--clip-norm", "clip gradients to this global norm, none for no clipping", type=_optional(float)

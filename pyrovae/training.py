@@ -43,12 +43,18 @@ from .errors import CheckpointError, ConfigError, TrainingError, unknown_name
 from .estimators import estimator as make_estimator
 from .handlers import scale_data, scale_latents
 from .io import pause_point, write_json, write_text
+from .optim import AdamNormGrad
 from .options import check_options
 from .results import Result
 from .rundir import CONFIG, HISTORY, RunDirectory, checkpoint_bytes
 from .traces import find_data_plate, trace_pair
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adam-normgrad": AdamNormGrad,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+}
 #: options of :func:`fit` a resumed run must keep (changing them would make another run), and those
 #: it may change (applied from the resumed epoch on, and recorded in the checkpoint)
 FIXED_SETTINGS = ("estimator", "batch_size", "optimizer", "kl_warmup", "seed")

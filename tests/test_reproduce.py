@@ -102,7 +102,7 @@ def test_the_recipe_is_the_papers_and_rebuilds_from_the_stored_configuration(nam
     assert (config.latent_dim, config.hidden) == (40, [300, 300])
     assert config.latent_dim2 == (40 if name.startswith("hvae") else None)
     assert config.prior_components == (K if name.endswith("vamp") else None)
-    assert (config.optimizer, config.lr, config.batch_size) == ("adam", 5e-4, 100)
+    assert (config.optimizer, config.lr, config.batch_size) == ("adam-normgrad", 5e-4, 100)
     assert (config.kl_warmup, config.patience, config.epochs, config.seed) == (100, 50, 2000, 0)
     assert Path(config.data_root).parts[-3:] == ("shared", "data", "binarized_mnist")
     # what load_run and the command line do with the configuration stored in the run directory

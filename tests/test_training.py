@@ -464,3 +464,24 @@ def test_options_outside_their_domain_are_refused_before_anything_is_written(tmp
     with pytest.raises(ConfigError, match=match):
         pyrovae.fit(make_vae(), train, run_dir=tmp_path / "run", **{"epochs": 1, **SMALL, **options})
     assert not (tmp_path / "run").exists()
+
+
+def test_adam_normgrad_is_adam_on_per_tensor_normalized_gradients():
+    from pyrovae.optim import NORM_EPS, AdamNormGrad
+
+    torch.manual_seed(0)
+    a, b = torch.randn(3, 4, requires_grad=True), torch.randn(5, requires_grad=True)
+    a2, b2 = (t.detach().clone().requires_grad_(True) for t in (a, b))
+    ours, theirs = AdamNormGrad([a, b], lr=0.1), torch.optim.Adam([a2, b2], lr=0.1)
+    for _ in range(3):
+        grads = [torch.randn_like(a) * 100, torch.randn_like(b) * 1e-3]
+        a.grad, b.grad = (g.clone() for g in grads)
+        a2.grad, b2.grad = (g / (g.norm() + NORM_EPS) for g in grads)
+        ours.step()
+        theirs.step()
+    torch.testing.assert_close(a, a2, rtol=0, atol=1e-6)
+    torch.testing.assert_close(b, b2, rtol=0, atol=1e-6)
+    result = pyrovae.fit(
+        make_vae(), pyrovae.load("digits", "train"), epochs=1, optimizer="adam-normgrad", **SMALL
+    )
+    assert result.history["train_loss"].notna().all()
