@@ -198,7 +198,7 @@ class Detection(Result):
         sets = np.repeat(np.array(SETS), [self.num_in, self.num_out])
         return scores, sets
 
-    def _roc(self) -> tuple[np.ndarray, np.ndarray]:
+    def roc_curve(self) -> tuple[np.ndarray, np.ndarray]:
         """The ROC curve's false- and true-positive rates, by decreasing threshold."""
         fpr, tpr, _ = _roc_curve(self.in_scores, self.out_scores, drop_intermediate=True)
         return fpr, tpr
@@ -237,7 +237,7 @@ class Detection(Result):
         hist_ax.set_ylabel("density")
         hist_ax.grid(alpha=0.3)
 
-        fpr, tpr = self._roc()
+        fpr, tpr = self.roc_curve()
         roc_ax.plot(fpr, tpr, color="C0", label=f"ROC (AUROC = {self.auroc:.3f})")
         roc_ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="chance")
         roc_ax.plot(
