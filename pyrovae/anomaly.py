@@ -199,10 +199,10 @@ def perturb(
     if values is None:
         binary = bool(((data == 0) | (data == 1)).all())
         values = torch.tensor([0.0, 1.0]) if binary else torch.arange(256) / 255
-    generator = torch.Generator().manual_seed(seed)
-    flip = torch.rand(data.shape, generator=generator) < rate
-    draw = values[torch.randint(len(values), data.shape, generator=generator)].to(data.dtype)
-    return torch.where(flip, draw, data)
+    generator = torch.Generator().manual_seed(seed)  # drawn on the CPU: the same on any device
+    flip = (torch.rand(data.shape, generator=generator) < rate).to(data.device)
+    draw = values.cpu()[torch.randint(len(values), data.shape, generator=generator)]
+    return torch.where(flip, draw.to(data.device, data.dtype), data)
 
 
 def complexity(x: torch.Tensor) -> torch.Tensor:
@@ -260,13 +260,17 @@ def likelihood_regret(
     is the same idea without copying the network per input, and batches exactly: each data
     point's :math:`\lambda` enters only its own term of the summed ELBO.
 
-    Both bounds are estimated with ``num_samples`` draws (the same seed), so most of their noise
-    cancels in the difference; since the starting point is a candidate of the maximum, a negative
-    difference (the optimizer's noise) counts as 0.
+    Both bounds are estimated with the same ``num_samples`` draws of the noise, so most of it
+    cancels in the difference, whose standard error comes from the per-draw differences; since the
+    starting point is a candidate of the maximum, a negative difference (the optimizer's noise)
+    counts as 0. The starting point is the guide's output for :math:`x`; for a guide whose later
+    latents depend on earlier ones it is that output at one draw of the earlier latents, and both
+    bounds are of the free family.
 
     **Which pairs qualify**: guides whose latent sites are all reparameterized (``rsample``) and
-    whose distributions are built from tensor parameters with constraints (``Normal``,
-    ``LogNormal``, ``Beta``, ... possibly ``.to_event``), such as every guide of pyrovae's models.
+    whose distributions hold the tensor parameters they are built from (``Normal``,
+    ``MultivariateNormal``, ``Laplace``, ... possibly ``.to_event``; not ``LogNormal`` or ``Beta``,
+    whose parameters are derived), such as every guide of pyrovae's models.
     Each site is replaced by a distribution of the same family with free per-datapoint
     parameters; a guide whose later latents depend on earlier ones (the HVAE's
     :math:`q(z_1 \mid x, z_2)`) gets free parameters for each, without the dependence.
@@ -287,7 +291,7 @@ def likelihood_regret(
             with seeded(chunk_seed), pyro.validation_enabled(False):
                 free, family = _free_parameters(guide, args)
                 free_guide = _free_guide(family, free)
-                before, var_before = _elbo(model, guide, args, pair, num_samples, chunk_seed)
+                before = _elbo_weights(model, free_guide, args, pair, num_samples, chunk_seed)
                 optimizer = torch.optim.Adam([p for site in free.values() for p in site.values()], lr=lr)
                 for _ in range(steps):
                     log_w = _log_weights(model, free_guide, args, pair, num_particles)
@@ -297,10 +301,13 @@ def likelihood_regret(
                     for p, g in zip(optimizer.param_groups[0]["params"], grads, strict=True):
                         p.grad = g
                     optimizer.step()
-                after, var_after = _elbo(model, free_guide, args, pair, num_samples, chunk_seed)
+                after = _elbo_weights(model, free_guide, args, pair, num_samples, chunk_seed)
+            # the same draws before and after: the per-draw differences give the standard error;
             # the initial parameters are candidates of the maximum too: the regret is at least 0
-            regrets.append((after - before).clamp(min=0).cpu())
-            errors.append(((var_before + var_after) / num_samples).sqrt().cpu())
+            gain = after - before
+            regrets.append(gain.mean(0).clamp(min=0).cpu())
+            stderr = gain.std(0) / math.sqrt(num_samples) if num_samples > 1 else gain[0] * math.nan
+            errors.append(stderr.cpu())
             bar.update(hi - lo)
     return torch.cat(regrets).double(), torch.cat(errors).double()
 
@@ -311,11 +318,10 @@ def _log_weights(model, guide, args, pair: Pair, num_particles: int) -> torch.Te
 
 
 @torch.no_grad()
-def _elbo(model, guide, args, pair: Pair, num_samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-datapoint ELBO estimates and the variance of their log-weights."""
+def _elbo_weights(model, guide, args, pair: Pair, num_samples: int, seed: int) -> torch.Tensor:
+    """``(K, B)`` log-weights drawn with ``seed``: their mean over ``K`` estimates the ELBO."""
     with seeded(seed):
-        log_w = _log_weights(model, guide, args, pair, num_samples)
-    return log_w.mean(0), log_w.var(0) if num_samples > 1 else torch.zeros_like(log_w[0])
+        return _log_weights(model, guide, args, pair, num_samples)
 
 
 def _free_parameters(guide, args) -> tuple[dict, dict]:
@@ -343,7 +349,7 @@ def _free_parameters(guide, args) -> tuple[dict, dict]:
         if not fn.has_rsample or not transforms or not _rebuilds(type(fn), params):
             raise ConfigError(
                 f"likelihood regret optimizes the guide's distributions per input, which needs "
-                f"reparameterized latents with constrained tensor parameters (Normal, LogNormal, "
+                f"reparameterized latents whose tensor parameters it can rebuild them from (Normal, "
                 f"MultivariateNormal, ...); site {name!r} is a {type(fn).__name__}"
             )
         batch = fn.batch_shape
@@ -388,7 +394,9 @@ def _free_guide(family: dict, free: dict):
 
 @torch.no_grad()
 def _reconstruction(model, guide, source: DataSource, dev, batch_size: int) -> torch.Tensor:
-    """:math:`-\\log p(x \\mid z = \\mathbb E_q[z])` per data point."""
+    """:math:`-\\log p(x \\mid z = \\mathbb E_q[z])` per data point: each latent at the mean of
+    its guide distribution (for a guide whose later latents depend on earlier ones, that given the
+    earlier ones' draws)."""
     first = devices.move(source.chunk(0, 1), dev)
     pair = Pair(model, guide, first, {})
     if pair.enumerated:
@@ -477,17 +485,19 @@ def anomaly_scores(
     ll_options = dict(seed=seed, progress=progress, device=device, batch_size=batch_size)
     columns: dict[str, torch.Tensor] = {}
     stderr = None
+    if method == "likelihood-ratio" and (background is None or len(background) != 2):
+        raise ConfigError(
+            "method 'likelihood-ratio' needs background=(model, guide) of a background model: the "
+            "same architecture trained with pyrovae.fit on inputs perturbed by "
+            "pyrovae.anomaly.perturb(x, rate) (Ren et al. 2019)"
+        )
+    if method == "complexity":
+        complexity(source.chunk(0, 1)[0])  # images of the right kind, before the long computation
     if method in ("nll", "likelihood-ratio", "complexity"):
         ll = log_likelihood(model, guide, data, num_samples, **ll_options)
         score, stderr = -ll.log_px, ll.log_px_se
         columns["khat"] = ll.khat
         if method == "likelihood-ratio":
-            if background is None or len(background) != 2:
-                raise ConfigError(
-                    "method 'likelihood-ratio' needs background=(model, guide) of a background model: the "
-                    "same architecture trained with pyrovae.fit on inputs perturbed by "
-                    "pyrovae.anomaly.perturb(x, rate) (Ren et al. 2019)"
-                )
             bg = log_likelihood(*background, data, num_samples, **ll_options)
             columns.update(nll=score, background_nll=-bg.log_px, background_khat=bg.khat)
             score, stderr = score + bg.log_px, (stderr.square() + bg.log_px_se.square()).sqrt()

@@ -443,6 +443,11 @@ def _train_config(args: argparse.Namespace, run_dir: Path | None):
     from .run import MUTABLE, RunConfig
     from .rundir import CHECKPOINT, CONFIG, read_state
 
+    if args.config and args.resume:
+        raise ConfigError(
+            "--resume takes the run's configuration from its checkpoint; drop --config and give the "
+            "options to change (--epochs, --lr, ...) as flags"
+        )
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig) if hasattr(args, f.name)}
     base, source = RunConfig(), "the defaults"
     if args.config:
@@ -804,9 +809,12 @@ def _score(args, run, background, data, method: str):
     from .data import DataSource
 
     reference = None
-    if method == "typicality":  # held-out in-distribution data: a sample of the run's training split
-        train = run.load_data("train")
-        reference = DataSource(train).sample(min(len(train), args.limit or 2000), seed=args.seed + 1)
+    if method == "typicality":
+        # held-out in-distribution data: a sample of the run's validation split; groups of inputs
+        # drawn at random (a split may be ordered by class)
+        valid = run.load_data("valid")
+        reference = DataSource(valid).sample(min(len(valid), args.limit or 2000), seed=args.seed + 1)
+        data = DataSource(data).sample(len(DataSource(data)), seed=args.seed)
     return anomaly_scores(
         run.vae.model,
         run.vae.guide,

@@ -247,6 +247,9 @@ def load_run(path: str | os.PathLike, checkpoint: str = "best", device: str | to
     event_shape = event_shape or config.load_data("test").event_shape
     vae = config.build_vae(event_shape)
     weights = state.get("best_model") if checkpoint == "best" else None
+    if checkpoint == "best" and "best_model" not in state and (path / "best.pt").is_file():
+        best = read_state(path / "best.pt", ("epoch", "model"))  # a run written before version 2
+        weights, state = best["model"], {**state, "best_epoch": best["epoch"]}
     try:
         vae.load_state_dict(weights if weights is not None else state["model"])
     except (RuntimeError, KeyError) as e:

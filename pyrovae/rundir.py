@@ -47,6 +47,10 @@ OUTPUTS = (
     "evaluation-*.csv",
     "evaluation-*.nc",
     "compare.csv",
+    "scores-*.csv",
+    "scores-*.nc",
+    "scores-*.json",
+    "detect-*.csv",
 )
 
 

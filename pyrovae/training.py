@@ -188,8 +188,9 @@ class Trainer:
     def _find_data_plate(self, args: tuple[torch.Tensor, ...]) -> str:
         """The data plate of the pair, from one run on the first batch (the random state restored)."""
         state = pyro.util.get_rng_state()
+        cuda = [self.device] if self.device.type == "cuda" else []  # its generator restored too
         try:
-            with poutine.block(), torch.no_grad():
+            with poutine.block(), torch.no_grad(), torch.random.fork_rng(devices=cuda):
                 model_trace, _ = trace_pair(self.loss_module.model, self.loss_module.guide, args, {})
         except TypeError as e:
             if len(args) == 1:
@@ -579,6 +580,10 @@ def _fit(
                 best, best_epoch, bad_epochs, best_state = row["valid_loss"], epoch, 0, _clone_state(vae)
             elif valid is not None:
                 bad_epochs += 1
+            params = torch.nn.utils.get_total_norm([p.detach() for p in trainer.params])
+            if not bool(params.isfinite()):  # the epoch's last step is checked here, before the commit
+                message = f"the parameters became non-finite at epoch {epoch}, step {steps}"
+                raise TrainingError(_stopped(message, directory, history[:-1]))
             if directory is not None:
                 pause_point("commit")
                 directory.commit(

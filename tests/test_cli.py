@@ -580,3 +580,11 @@ def test_evaluate_on_another_data_set_writes_its_own_files(run_copy):
     summary = json.loads((run_copy / "evaluation-digits-test.json").read_text())
     assert summary["dataset"] == "digits" and summary["log_likelihood"]["num_data"] == 3
     assert not (run_copy / "evaluation-test.json").exists()
+
+
+def test_resume_refuses_a_config_file(run_copy, tmp_path, capsys):
+    (tmp_path / "c.json").write_text(json.dumps({"epochs": 5}))
+    message = usage_error(
+        capsys, ["train", "--run-dir", str(run_copy), "--resume", "--config", str(tmp_path / "c.json")]
+    )
+    assert "drop --config" in message

@@ -485,3 +485,22 @@ def test_adam_normgrad_is_adam_on_per_tensor_normalized_gradients():
         make_vae(), pyrovae.load("digits", "train"), epochs=1, optimizer="adam-normgrad", **SMALL
     )
     assert result.history["train_loss"].notna().all()
+
+
+def test_parameters_made_non_finite_by_the_last_step_are_never_committed(tmp_path):
+    torch.manual_seed(0)
+    vae = pyrovae.VAE(4, latent_dim=2, hidden=(4,), likelihood="gaussian")
+    x = torch.randn(20, 4)
+    with pytest.raises(TrainingError, match="non-finite at epoch 1") as err:
+        pyrovae.fit(
+            vae,
+            x,
+            epochs=1,
+            batch_size=20,
+            optimizer="sgd",
+            lr=1e38,
+            run_dir=tmp_path / "run",
+            progress=False,
+        )
+    assert "no epoch was completed, so there is no checkpoint" in str(err.value)
+    assert not (tmp_path / "run" / CHECKPOINT).exists()
