@@ -149,11 +149,9 @@ def main() -> None:
     tests = {}
     for name in DATASETS:
         tests[name] = pyrovae.DataSource(load(name, "test", args)).sample(args.eval_limit, seed=args.seed)[0]
-        # held-out in-distribution images for the typicality test's entropy estimate
-        train_images = pyrovae.DataSource(load(name, "train", args)).sample(
-            args.eval_limit, seed=args.seed + 1
-        )
-        tests[name + "-reference"] = train_images[0]
+        # held-out in-distribution images (the validation split) for the typicality test's entropy
+        held_out = pyrovae.DataSource(load(name, "valid", args)).sample(args.eval_limit, seed=args.seed + 1)
+        tests[name + "-reference"] = held_out[0]
     detections, rows, timing = {}, [], {}
     for model_name in DATASETS:
         other = next(n for n in DATASETS if n != model_name)
@@ -230,7 +228,7 @@ each data set drawn at random (seed {args.seed}; the Fashion-MNIST test set bina
 draw, as the MNIST files were), with `pyrovae.anomaly_scores` (K = {args.samples} importance
 samples; likelihood regret with {args.regret_steps} Adam steps of learning rate 0.05 on the guide's
 output per image; complexity by the PNG code length; typicality on groups of {args.group_size}
-images against {args.eval_limit:,} held-out training images) and `pyrovae.detect`, the model's own
+images against {args.eval_limit:,} images of the validation split) and `pyrovae.detect`, the model's own
 test set being in-distribution. This is a short budget, not the papers'.
 
 {header}{body}
