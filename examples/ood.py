@@ -31,19 +31,10 @@ import torch
 
 import pyrovae
 from pyrovae import plots
-from pyrovae.anomaly import AnomalyScores, perturb
+from pyrovae.anomaly import METHODS, AnomalyScores, perturb
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "binarized_mnist"
 DATASETS = {"fashion-mnist": "Fashion-MNIST", "binarized-mnist": "MNIST"}
-METHODS = [
-    "nll",
-    "elbo",
-    "reconstruction",
-    "likelihood-ratio",
-    "likelihood-regret",
-    "complexity",
-    "typicality",
-]
 
 
 def parse_args() -> argparse.Namespace:
