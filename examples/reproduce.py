@@ -184,7 +184,7 @@ def reproduce(name: str, args: argparse.Namespace) -> dict | None:
             "best_valid_loss": None if best is None else float(history["valid_loss"].iloc[best - 1]),
             **{f"test_{key}": value for key, value in ll.to_json_dict().items()},
             "train_seconds": float(history["seconds"].sum()),
-            "device": describe(devices.of_model(vae) or torch.device("cpu")),
+            "eval_device": describe(devices.of_model(result.vae) or torch.device("cpu")),
             "torch": torch.__version__,
             "pyro": pyro.__version__,
             "paper_nll": PAPER_NLL[name],
@@ -242,7 +242,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.epochs < 1 or args.eval_samples < 1:
         sys.exit("--epochs and --eval-samples must be at least 1")
-    reproduce(args.name, args)
+    try:
+        reproduce(args.name, args)
+    except KeyboardInterrupt:
+        print(
+            f"{args.name}: interrupted; {progress_line(args.name, Path(args.runs_dir) / args.name)}. "
+            "The same command continues from there.",
+            file=sys.stderr,
+        )
+        sys.exit(130)
 
 
 if __name__ == "__main__":

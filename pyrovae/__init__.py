@@ -16,6 +16,7 @@ from . import (
     estimators,
     handlers,
     io,
+    latent_space,
     likelihoods,
     nn,
     options,
@@ -48,6 +49,7 @@ from .estimators import (
 )
 from .hvae import HVAE
 from .importance import LogLikelihood, log_likelihood
+from .latents import LatentStats, latent_stats
 from .run import Run, RunConfig, load_run
 from .ssvae import SSVAE
 from .training import FitResult, Trainer, fit
@@ -80,6 +82,7 @@ __all__ = [
     "HVAE",
     "FitResult",
     "KLAnnealed",
+    "LatentStats",
     "LogLikelihood",
     "PyroVAEError",
     "Renyi",
@@ -104,6 +107,8 @@ __all__ = [
     "fit",
     "handlers",
     "likelihoods",
+    "latent_space",
+    "latent_stats",
     "load",
     "load_run",
     "log_likelihood",

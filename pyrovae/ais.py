@@ -514,12 +514,12 @@ def ais(
     betas = annealing_schedule(schedule, num_steps)
     schedule_name = schedule if isinstance(schedule, str) else "custom"
     num_steps = len(betas) - 1
-    model_kwargs = dict(model_kwargs or {})
     start_time = time.perf_counter()
     with seeded(seed):
         source = DataSource(data)
         dev = devices.place(model, guide, device=device)
         model_args = devices.move(tuple(model_args), dev)
+        model_kwargs = devices.move_kwargs(model_kwargs, dev)
         pair = Pair(
             model, guide, devices.move(source.chunk(0, 1), dev) + model_args, model_kwargs, data_plate
         )

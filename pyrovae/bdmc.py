@@ -28,6 +28,7 @@ import pandas as pd
 import pyro.poutine as poutine
 import torch
 
+from . import devices
 from .ais import AIS, ais
 from .errors import ConfigError
 from .results import Result, mean_stderr
@@ -45,7 +46,8 @@ class BDMC(Result):
 
     :ivar AIS forward: forward AIS, the stochastic lower bounds.
     :ivar AIS reverse: reverse AIS from the simulated latents, the stochastic upper bounds.
-    :ivar tuple data: the simulated data, one tensor per data site (empty when read back from a file).
+    :ivar tuple data: the simulated data on the CPU, one tensor per data site (empty when read back
+        from a file).
     :ivar float elapsed: wall time in seconds, simulation included.
     """
 
@@ -232,17 +234,21 @@ def bdmc(
     :param int seed: seed; the caller's random state is restored afterwards.
     :param bool progress: show progress bars.
     :param ais_kwargs: options of :func:`~pyrovae.ais`: ``num_steps``, ``num_chains``,
-        ``schedule``, ``leapfrog_steps``, ``start``, ``model_args``, ``model_kwargs``, ...
+        ``schedule``, ``leapfrog_steps``, ``start``, ``model_args``, ``model_kwargs``, ...;
+        ``device`` is where the data are simulated too (default: the model's device). The
+        simulated data come back on the CPU.
     :rtype: BDMC
     """
     if not isinstance(num_data, int) or isinstance(num_data, bool) or num_data < 1:
         raise ConfigError(f"num_data must be a positive integer, got {num_data!r}")
     if "reverse_from" in ais_kwargs:
         raise ConfigError("bdmc sets reverse_from itself, from the simulated latents")
-    kwargs = {"batch_size": num_data} if simulate_kwargs is None else dict(simulate_kwargs)
+    kwargs = {"batch_size": num_data} if simulate_kwargs is None else simulate_kwargs
     start = time.perf_counter()
+    dev = devices.place(model, guide, device=ais_kwargs.get("device"))  # simulated where AIS runs
+    args, kwargs = devices.move(tuple(simulate_args), dev), devices.move_kwargs(kwargs, dev)
     with seeded(seed):
-        data, latents = simulate(model, data_sites, *simulate_args, **kwargs)
+        data, latents = simulate(model, data_sites, *args, **kwargs)
         forward = ais(model, guide, data, progress=progress, **ais_kwargs)
         reverse = ais(model, guide, data, reverse_from=latents, progress=progress, **ais_kwargs)
-    return BDMC(forward, reverse, data, elapsed=time.perf_counter() - start)
+    return BDMC(forward, reverse, tuple(d.cpu() for d in data), elapsed=time.perf_counter() - start)

@@ -121,8 +121,11 @@ class Bounds(Result):
         self.ais[result.name] = result
 
     def add(self, name: str, values: torch.Tensor, note: str | None = None) -> None:
-        """Add a row ``name`` of ``(N,)`` per-datapoint values (e.g. from AIS), with an optional note."""
-        values = torch.as_tensor(values, dtype=torch.float64).flatten()
+        """Add a row ``name`` of ``(N,)`` per-datapoint values (e.g. from AIS), with an optional note;
+        the row is kept in float64 on the CPU."""
+        if not torch.is_tensor(values):
+            values = torch.as_tensor(values, dtype=torch.float64)  # Python floats kept exactly
+        values = values.detach().to("cpu", torch.float64).flatten()
         if values.shape != (self.num_data,):
             raise ConfigError(f"row {name!r} has {values.numel()} values for {self.num_data} data points")
         self.values[name] = values
@@ -386,7 +389,7 @@ def bounds(
             for lo, hi, log_w, elbo_terms in sweep:
                 iwae.append(iwae_bounds(log_w, ks))
                 if elbo_terms is not None:
-                    elbo.append(elbo_terms.to(torch.float64).mean(-1))
+                    elbo.append(elbo_terms.detach().to(torch.float64).mean(-1).cpu())
                 reducer.add(log_w)
                 bar.update(hi - lo)
         loglik = reducer.result(elapsed=0.0)

@@ -109,6 +109,7 @@ class CVAE(LatentModel):
     def sample(self, c: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
         """Likelihood means of ``num_samples`` draws :math:`z \\sim p(z)` for each condition in the
         batch ``c``: shape ``(num_samples, B, *event_shape)``."""
-        c = self.condition(c, torch.zeros(()))
-        z = torch.randn(num_samples, len(c), self.latent_dim)
+        like = self._reference(self.decoder)  # drawn on the decoder's device, in its dtype
+        c = self.condition(c.to(like.device), like)
+        z = torch.randn(num_samples, len(c), self.latent_dim, device=like.device, dtype=like.dtype)
         return self.likelihood.mean(self.decoder(z, c))

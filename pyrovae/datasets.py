@@ -143,9 +143,9 @@ class VAEDataset(Dataset):
     - ``"dynamic"`` (Burda et al. 2015): pixels are Bernoulli draws with the intensities as
       probabilities. On the ``"train"`` split every access draws afresh, which acts as a
       regularizer and uses all the information in grey-scale data. On ``"valid"`` and
-      ``"test"`` the draw is made *once*, when the data set is built, from a generator seeded
-      with :data:`EVAL_BINARIZE_SEED`, so that evaluation and log-likelihood estimates are
-      deterministic and comparable between runs.
+      ``"test"`` the draw is made *once*, when the data set is built, from a CPU generator
+      seeded with :data:`EVAL_BINARIZE_SEED`, so that evaluation and log-likelihood estimates are
+      deterministic and comparable between runs and devices.
     - ``"threshold"``: a pixel is 1 where its intensity exceeds 0.5, else 0.
     - ``None`` (or ``"none"``): the stored values, unchanged.
 
@@ -196,8 +196,9 @@ class VAEDataset(Dataset):
         # the one-off draw used for evaluation splits under dynamic binarization
         self._fixed: torch.Tensor | None = None
         if binarize == "dynamic" and split != "train":
-            generator = torch.Generator(device=data.device).manual_seed(EVAL_BINARIZE_SEED)
-            self._fixed = torch.bernoulli(data, generator=generator).bool()
+            # drawn on the CPU: the same bits wherever the data are held
+            generator = torch.Generator().manual_seed(EVAL_BINARIZE_SEED)
+            self._fixed = torch.bernoulli(data.cpu(), generator=generator).bool().to(data.device)
 
     @property
     def event_shape(self) -> torch.Size:
@@ -215,12 +216,15 @@ class VAEDataset(Dataset):
 
         This is the fast path trainers use instead of collating single items. Under dynamic
         binarization of the training split, one :func:`torch.bernoulli` call draws the whole
-        batch, from ``generator`` if given.
+        batch, from ``generator`` if given (on the generator's device, the result moved to the
+        data's: a CPU generator gives the bits of a run on the CPU wherever the data are held).
         """
         if self._fixed is not None:
             return self._fixed[index].to(self.data.dtype)
         x = self.data[index]
         if self.binarize == "dynamic":
+            if generator is not None and generator.device != x.device:
+                return torch.bernoulli(x.to(generator.device), generator=generator).to(x.device)
             return torch.bernoulli(x, generator=generator)
         if self.binarize == "threshold":
             return (x > 0.5).to(x.dtype)

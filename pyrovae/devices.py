@@ -8,7 +8,7 @@ back on the CPU.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import pyro
 import torch
@@ -17,7 +17,7 @@ from torch import nn
 from . import distributed
 from .errors import ConfigError
 
-__all__ = ["available", "module_of", "move", "of_model", "place", "resolve"]
+__all__ = ["available", "module_of", "move", "move_kwargs", "of_model", "place", "resolve"]
 
 
 def available() -> list[str]:
@@ -99,3 +99,10 @@ def place(*fns, device: str | torch.device | None = None) -> torch.device:
 def move(tensors: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
     """``tensors`` on ``device`` (asynchronously from pinned memory)."""
     return tuple(t.to(device, non_blocking=True) if torch.is_tensor(t) else t for t in tensors)
+
+
+def move_kwargs(kwargs: Mapping | None, device: torch.device) -> dict:
+    """A copy of the keyword arguments ``kwargs``, their tensor values on ``device`` (as :func:`move`)."""
+    return {
+        k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in (kwargs or {}).items()
+    }

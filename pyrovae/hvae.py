@@ -166,8 +166,9 @@ class HVAE(LatentModel):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """The likelihood mean at the guide's mean codes :math:`z_2 = \\mu(x)`,
-        :math:`z_1 = \\mu(x, z_2)`."""
+        :math:`z_1 = \\mu(x, z_2)` (``x`` moved to the model's device)."""
         self._plate_size(x, None)
+        x = x.to(self._reference().device)
         z2, _ = self.encoder(x)
         z1, _ = self.encoder1(x, z2)
         return self.likelihood.mean(self._decode(z1, z2))

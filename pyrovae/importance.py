@@ -154,7 +154,8 @@ class LogLikelihood(PerDatapoint):
         cls, log_weights: torch.Tensor, chunk: int | None = None, elapsed: float = 0.0
     ) -> LogLikelihood:
         """Reduce an ``(N, K)`` matrix of log-weights with :func:`reduce_log_weights`, ``chunk``
-        rows at a time (all at once if ``None``). The result keeps ``log_weights``."""
+        rows at a time (all at once if ``None``). The result keeps ``log_weights`` (detached, on
+        the CPU)."""
         if log_weights.dim() != 2:
             raise DataError(f"log-weights must have shape (N, K), got {tuple(log_weights.shape)}")
         n = log_weights.shape[0]
@@ -163,7 +164,8 @@ class LogLikelihood(PerDatapoint):
             raise ConfigError(f"chunk must be a positive number of rows, got {chunk}")
         parts = [reduce_log_weights(log_weights[lo : lo + step]) for lo in range(0, n, step)]
         fields = [torch.cat(p) for p in zip(*parts, strict=True)]
-        return cls(*fields, num_samples=log_weights.shape[1], log_weights=log_weights, elapsed=elapsed)
+        kept = log_weights.detach().cpu()
+        return cls(*fields, num_samples=kept.shape[1], log_weights=kept, elapsed=elapsed)
 
     @property
     def nll(self) -> float:
@@ -296,7 +298,7 @@ class Sweep:
         self.device = devices.place(model, guide, device=device)
         self.num_samples = num_samples
         self.model_args = devices.move(tuple(model_args), self.device)
-        self.model_kwargs = dict(model_kwargs or {})
+        self.model_kwargs = devices.move_kwargs(model_kwargs, self.device)
         self.pair = Pair(model, guide, self.args(0, 1), self.model_kwargs, data_plate)
         self.analytic_kl = analytic_kl and self.pair.kl_note is None
         self.max_memory = default_max_memory(self.device) if max_memory is None else max_memory

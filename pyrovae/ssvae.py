@@ -163,11 +163,14 @@ class SSVAE(LatentModel):
 
     @torch.no_grad()
     def accuracy(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 1000) -> float:
-        """The fraction of the data points ``x`` whose label ``y`` :meth:`classify` predicts."""
+        """The fraction of the data points ``x`` whose label ``y`` :meth:`classify` predicts (``x``
+        classified on the model's device, ``chunk`` data points at a time)."""
         if y.shape != x.shape[:1]:
             raise DataError(f"pass one label per data point: {len(x)} data points, labels {tuple(y.shape)}")
+        device, y = self._reference().device, y.cpu()
         hits = sum(
-            int((self.classify(x[i : i + chunk]) == y[i : i + chunk]).sum()) for i in range(0, len(x), chunk)
+            int((self.classify(x[i : i + chunk].to(device)).cpu() == y[i : i + chunk]).sum())
+            for i in range(0, len(x), chunk)
         )
         return hits / len(x)
 
@@ -175,15 +178,18 @@ class SSVAE(LatentModel):
     def sample(self, num_samples: int, y: torch.Tensor | int | None = None) -> torch.Tensor:
         """Likelihood means of ``num_samples`` draws :math:`z \\sim p(z)`, with label ``y`` (a
         label or one per sample), or labels drawn from :math:`p(y)` if ``None``."""
+        like = self._reference(self.decoder)  # drawn on the decoder's device, in its dtype
         if y is None:
             y = dist.Categorical(logits=self.y_logits).sample((num_samples,))
-        y = torch.as_tensor(y, dtype=torch.long).expand(num_samples)
-        z = torch.randn(num_samples, self.latent_dim)
+        y = torch.as_tensor(y, dtype=torch.long, device=like.device).expand(num_samples)
+        z = torch.randn(num_samples, self.latent_dim, device=like.device, dtype=like.dtype)
         return self.likelihood.mean(self.decoder(z, self._one_hot(y, z)))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """The likelihood mean at the guide's mean code given the predicted label."""
+        """The likelihood mean at the guide's mean code given the predicted label (``x`` moved to
+        the model's device)."""
+        x = x.to(self._reference().device)
         y = self._one_hot(self.classify(x), x)
         loc, _ = self.encoder(x, y)
         return self.likelihood.mean(self.decoder(loc, y))

@@ -348,6 +348,12 @@ def _shape_error(args, error: Exception) -> DataError | None:
     )
 
 
+def _cuda_devices(args, kwargs) -> list[torch.device]:
+    """The CUDA devices of the tensors among ``args`` and the values of ``kwargs``."""
+    values = (*args, *kwargs.values())
+    return sorted({a.device for a in values if torch.is_tensor(a) and a.is_cuda}, key=str)
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
@@ -402,9 +408,15 @@ class Pair:
         num_particles: int = PROBE_PARTICLES,
     ):
         self.model, self.guide, kwargs = model, guide, dict(kwargs or {})
-        state = pyro.util.get_rng_state()
+        state = pyro.util.get_rng_state()  # torch's CPU generator, random's and numpy's
+        cuda = _cuda_devices(args, kwargs)  # whose generators Pyro's state leaves out
         try:
-            with poutine.block(), torch.no_grad(), pyro.validation_enabled(True):
+            with (
+                poutine.block(),
+                torch.no_grad(),
+                pyro.validation_enabled(True),
+                torch.random.fork_rng(devices=cuda),
+            ):
                 model_trace, guide_trace = self._probe(args, kwargs)
                 self.data_plate = find_data_plate(model_trace, num_data, data_plate)
                 check_pair(

@@ -172,7 +172,8 @@ class Trainer:
         # one host sync for the loss and both checks; a non-finite step is never applied
         param_norm = torch.nn.utils.get_total_norm([p.detach() for p in self.params])
         value = distributed.all_reduce_mean(loss)
-        finite = torch.stack([grad_norm, param_norm]).isfinite().tolist()
+        # with no gradient at all, torch's norm is a 0 on the CPU
+        finite = torch.stack([grad_norm.to(param_norm.device), param_norm]).isfinite().tolist()
         for what, ok in zip(("loss", "gradient", "parameters"), (math.isfinite(value), *finite), strict=True):
             if not ok:
                 raise TrainingError(f"the {what} became non-finite ({value:.6g} nats for the loss)")

@@ -14,6 +14,7 @@ user-written pair alike.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -114,6 +115,15 @@ class LatentModel(PyroModule):
         self._plate_size(x, None)
         self.likelihood.check(x, what)
 
+    def _reference(self, module: nn.Module | None = None) -> torch.Tensor:
+        """A tensor of ``module`` (this model by default) whose device and dtype its computations
+        use: its first floating-point parameter, else buffer; a float on the CPU if it has none."""
+        module = self if module is None else module
+        for t in itertools.chain(module.parameters(), module.buffers()):
+            if t.is_floating_point():
+                return t
+        return torch.zeros(())
+
 
 class VAE(LatentModel):
     """A VAE with swappable prior, likelihood and encoder/decoder networks.
@@ -196,7 +206,8 @@ class VAE(LatentModel):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """The likelihood mean at the guide's mean code, :math:`\\mathbb{E}[x \\mid z = \\mu_\\phi(x)]`."""
+        """The likelihood mean at the guide's mean code, :math:`\\mathbb{E}[x \\mid z = \\mu_\\phi(x)]`
+        (``x`` moved to the model's device)."""
         self._plate_size(x, None)
-        loc, _ = self.encoder(x)
+        loc, _ = self.encoder(x.to(self._reference().device))
         return self.likelihood.mean(self.decoder(loc))

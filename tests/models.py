@@ -7,6 +7,9 @@ batch dimensions on the left (vectorized particles) broadcast.
 - :class:`PPCA`: probabilistic PCA, with its exact Gaussian posterior as a guide and imperfect
   diagonal guides.
 - :class:`TwoViewPPCA`: PPCA whose observation is split into two observed sites.
+- :class:`OrthogonalPPCA`: PPCA with orthogonal loadings, whose exact posterior factorizes over
+  the latent dimensions (one of them ignored by the decoder), with the latent statistics in
+  closed form.
 - :class:`TwoLayer`: a two-stochastic-layer linear-Gaussian model ``z2 -> z1 -> x``.
 - :class:`Mixture`: a discrete latent ``c`` and a continuous ``z | c``.
 - :func:`enumerated_model`: a mixture with its label enumerated in the model.
@@ -130,6 +133,62 @@ class TwoViewPPCA(PPCA):
 
     def exact_guide(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
         super().exact_guide(torch.cat([x1, x2], -1))
+
+
+class OrthogonalPPCA:
+    r"""PPCA with loadings :math:`W = U \operatorname{diag}(s)`, :math:`U^\top U = I`:
+    :math:`z \sim \mathcal N(0, I)`, :math:`x \mid z \sim \mathcal N(Wz + b, \sigma^2 I)`.
+
+    The exact posterior factorizes, :math:`q(z_d \mid x) = \mathcal N\big(\tfrac{s_d}{s_d^2 +
+    \sigma^2} u_d^\top (x - b),\ v_d\big)`, :math:`v_d = \sigma^2 / (s_d^2 + \sigma^2)`; a
+    dimension with :math:`s_d = 0` is ignored by the decoder and its posterior is the prior. Over
+    the model's own data, the posterior mean of dimension :math:`d` has variance :math:`s_d^2 /
+    (s_d^2 + \sigma^2)` (the activity), the aggregate posterior is the prior, and
+    :math:`\mathbb E_x \mathrm{KL}_d = I_d(x; z_d) = -\frac12 \log v_d`.
+    """
+
+    def __init__(self, scales=(2.0, 1.0, 0.0), data_dim: int = 6, sigma: float = 0.5, seed: int = 0):
+        g = _generator(seed)
+        self.s = torch.tensor(scales, dtype=DTYPE)
+        self.U, _ = torch.linalg.qr(torch.randn(data_dim, len(scales), generator=g, dtype=DTYPE))
+        self.b = torch.randn(data_dim, generator=g, dtype=DTYPE)
+        self.sigma, self.latent_dim = sigma, len(scales)
+        self.post_var = sigma**2 / (self.s**2 + sigma**2)
+
+    def sample(self, num_data: int, seed: int = 1) -> torch.Tensor:
+        g = _generator(seed)
+        z = torch.randn(num_data, self.latent_dim, generator=g, dtype=DTYPE)
+        noise = torch.randn(num_data, len(self.b), generator=g, dtype=DTYPE)
+        return (z * self.s) @ self.U.T + self.b + self.sigma * noise
+
+    def posterior_loc(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.b) @ self.U) * self.s / (self.s**2 + self.sigma**2)
+
+    def kl_per_dim(self, x: torch.Tensor) -> torch.Tensor:
+        r"""The mean over ``x`` of :math:`\mathrm{KL}(q(z_d \mid x) \| \mathcal N(0, 1))`, exactly."""
+        v = self.post_var
+        return 0.5 * (v + self.posterior_loc(x).pow(2).mean(0) - 1 - v.log())
+
+    def model(self, x: torch.Tensor) -> None:
+        zeros = self.b.new_zeros(self.latent_dim)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", _diagonal_normal(zeros, torch.ones_like(zeros)))
+            pyro.sample(
+                "x",
+                _diagonal_normal((z * self.s) @ self.U.T + self.b, torch.full_like(self.b, self.sigma)),
+                obs=x,
+            )
+
+    def guide(self, x: torch.Tensor) -> None:
+        """The exact posterior."""
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", _diagonal_normal(self.posterior_loc(x), self.post_var.sqrt().expand(len(x), -1)))
+
+    def student_guide(self, x: torch.Tensor) -> None:
+        """The posterior's means and scales in a Student-t (no analytic KL to the prior)."""
+        with pyro.plate("data", x.shape[0]):
+            loc, scale = self.posterior_loc(x), self.post_var.sqrt().expand(len(x), -1)
+            pyro.sample("z", dist.StudentT(torch.tensor(30.0, dtype=DTYPE), loc, scale).to_event(1))
 
 
 class TwoLayer:

@@ -116,6 +116,7 @@ def test_bdmc_result_object():
     assert list(result.to_dataframe().columns)[:3] == ["lower", "upper", "gap"]
     assert "gap" in str(result) and result.to_json_dict()["num_data"] == 4
     assert set(result.to_xarray().dims) == {"simulated", "bdmc_chain"}
+    assert result.data[0].shape == (4, 6) and result.data[0].device.type == "cpu"
 
 
 def test_schedules():

@@ -190,3 +190,14 @@ def test_enumerated_label_is_summed_out():
     assert any("'c' is enumerated" in note for note in ladder.notes)
     for name in ("ELBO", "IWAE-5"):
         torch.testing.assert_close(ladder.values[name], m.log_px(x), atol=1e-10, rtol=0)
+
+
+def test_added_rows_are_float64_on_the_cpu():
+    # a row is kept detached, in float64 on the CPU (wherever it was computed), Python floats exactly
+    rows = Bounds({"ELBO": torch.zeros(3, dtype=torch.float64)}, {"ELBO": 1}, 1)
+    rows.add("grad", torch.zeros(3, requires_grad=True))
+    rows.add("floats", [0.1] * 3)
+    for name in ("grad", "floats"):
+        row = rows[name]
+        assert row.dtype == torch.float64 and row.device.type == "cpu" and not row.requires_grad
+    assert rows["floats"].tolist() == [0.1] * 3

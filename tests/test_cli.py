@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -588,3 +589,46 @@ def test_resume_refuses_a_config_file(run_copy, tmp_path, capsys):
         capsys, ["train", "--run-dir", str(run_copy), "--resume", "--config", str(tmp_path / "c.json")]
     )
     assert "drop --config" in message
+
+
+LATENTS_OUTPUTS = [
+    "latents-test.csv",
+    "latents-test.json",
+    "latents-test.png",
+    "latents-test-embedding.png",
+    "latents-test-interpolation.png",
+    "latents-test-traversal.png",
+    "latents-test-prior-samples.png",
+]
+
+
+def test_latents_writes_its_table_summary_and_pictures(run_copy, capsys):
+    argv = ["latents", str(run_copy), "--limit", "50", "--num-particles", "3", "--no-progress"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "latent usage: N = 50 data points" in out and "50 drawn at random with seed 0" in out
+    table = pd.read_csv(run_copy / "latents-test.csv")
+    assert list(table["dim"]) == [0, 1, 2, 3] and set(table["site"]) == {"z"}
+    summary = json.loads((run_copy / "latents-test.json").read_text())
+    assert summary["num_data"] == 50 and summary["limit"] == 50 and summary["num_dims"] == 4
+    assert summary["sites"]["z"]["mutual_information"] <= math.log(50)
+    for name in LATENTS_OUTPUTS:
+        if name.endswith(".png"):
+            assert (run_copy / name).read_bytes()[:8] == PNG, name
+    # a second call refuses to replace them, naming the first one, and exits 2
+    message = usage_error(capsys, argv)
+    assert "latents-test.csv" in message and "--overwrite" in message
+    assert cli.main([*argv, "--overwrite", "--embedding", "tsne"]) == 0
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--limit", "1"], "--limit must be at least 2"),
+        (["--num-particles", "0"], "--num-particles must be at least 1"),
+    ],
+)
+def test_latents_refuses_bad_options_before_writing(run_copy, capsys, flags, message):
+    before = snapshot(run_copy)
+    assert message in usage_error(capsys, ["latents", str(run_copy), *flags])
+    assert snapshot(run_copy) == before

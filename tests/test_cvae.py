@@ -87,3 +87,12 @@ def test_bad_conditions():
     vector = pyrovae.CVAE(4, 3, hidden=(5,))
     with pytest.raises(DataError, match="does not match the CVAE"):
         vector.guide(x, torch.zeros(2, 4))
+
+
+def test_sample_draws_in_the_decoders_dtype():
+    # z and the condition are built on the decoder's device, in its dtype (float64 here)
+    labels = pyrovae.CVAE((1, 4, 4), 3, categorical=True, latent_dim=2, hidden=(8,)).double()
+    out = labels.sample(torch.tensor([0, 2]), num_samples=3)
+    assert out.shape == (3, 2, 1, 4, 4) and out.dtype == torch.float64
+    vector = pyrovae.CVAE(4, 3, latent_dim=2, hidden=(5,)).double()
+    assert vector.sample(torch.zeros(2, 3)).dtype == torch.float64  # a float32 condition cast

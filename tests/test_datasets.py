@@ -269,6 +269,18 @@ def test_dynamic_binarization_is_fixed_for_evaluation(split):
     assert ((fixed == 1) == (fixed > 0.5)).all() and 0 < fixed.mean() < 1
 
 
+@pytest.mark.parametrize(
+    "dtype, ones, weighted", [(torch.float32, 397, 158558), (torch.float64, 375, 144405)]
+)
+def test_the_fixed_binarization_keeps_its_bits(dtype, ones, weighted):
+    # the bits of the evaluation splits as they were before the draw moved to a CPU generator for
+    # data held on any device: a checksum of them, taken from the earlier code
+    probs = torch.rand(50, 1, 4, 4, generator=torch.Generator().manual_seed(3), dtype=dtype)
+    bits = VAEDataset(probs, split="test", binarize="dynamic").batch(slice(None))
+    position = torch.arange(bits.numel(), dtype=torch.float64).view(bits.shape)
+    assert (int(bits.sum()), float((bits.double() * position).sum())) == (ones, weighted)
+
+
 def test_threshold_and_no_binarization():
     data = torch.tensor([[0.0, 0.2, 0.5, 0.51, 1.0]])
     assert VAEDataset(data, binarize="threshold")[0].tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]

@@ -6,14 +6,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pyro
 import pytest
 import torch
 from models import PPCA
 
 import pyrovae
 from pyrovae import cli, devices
+from pyrovae.datasets import VAEDataset
 from pyrovae.errors import ConfigError
 from pyrovae.run import load_run
+from pyrovae.traces import Pair
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -49,6 +52,15 @@ def test_every_entry_point_takes_device_cpu():
     assert next(fit.vae.parameters()).device.type == "cpu"
     x = data.batch(torch.arange(8))
     assert pyrovae.compare(vae.model, vae.guide, x, ["elbo"], num_repeats=2, **run).num_data == 8
+
+
+def test_move_kwargs_copies_and_moves_only_tensors():
+    kwargs = {"scale": torch.ones(2), "name": "x", "k": 3}
+    moved = devices.move_kwargs(kwargs, torch.device("cpu"))
+    assert moved is not kwargs and moved.keys() == kwargs.keys()
+    assert moved["scale"] is kwargs["scale"]  # already there: not copied
+    assert (moved["name"], moved["k"]) == ("x", 3)
+    assert devices.move_kwargs(None, torch.device("cpu")) == {}
 
 
 def test_the_cli_refuses_a_device_that_is_not_here_before_writing(tmp_path, capsys):
@@ -141,3 +153,98 @@ def test_gpu_end_to_end(tmp_path):
     )
     # a checkpoint written on the GPU loads on the CPU
     assert next(load_run(run, device="cpu").vae.parameters()).device.type == "cpu"
+
+
+@pytest.mark.gpu
+@cuda
+def test_models_on_the_gpu_sample_and_take_cpu_inputs():
+    # draws made on the model's device; CPU inputs (data, labels, conditions) moved there
+    torch.manual_seed(0)
+    test = pyrovae.load("digits", "test")
+    x, y = test.batch(torch.arange(20)), test.targets[:20]
+    ssvae = pyrovae.SSVAE((1, 8, 8), num_classes=10, latent_dim=2, hidden=(8,)).cuda()
+    for labels in (None, 3, torch.arange(4)):
+        out = ssvae.sample(4, y=labels)
+        assert out.shape == (4, 1, 8, 8) and out.device.type == "cuda"
+    assert 0 <= ssvae.accuracy(x, y, chunk=7) <= 1
+    assert ssvae.reconstruct(x[:3]).device.type == "cuda"
+    cvae = pyrovae.CVAE((1, 8, 8), 10, categorical=True, latent_dim=2, hidden=(8,)).cuda()
+    out = cvae.sample(torch.tensor([0, 9]), num_samples=3)
+    assert out.shape == (3, 2, 1, 8, 8) and out.device.type == "cuda"
+    halves = pyrovae.CVAE((1, 4, 8), (1, 4, 8), latent_dim=2, hidden=(8,)).cuda()
+    assert halves.sample(x[:2, :, :4], num_samples=3).device.type == "cuda"
+    vae = pyrovae.VAE((1, 8, 8), latent_dim=2, hidden=(8,)).cuda()
+    hvae = pyrovae.HVAE((1, 8, 8), latent_dim=2, latent_dim2=2, hidden=(8,)).cuda()
+    for model in (vae, hvae):
+        assert model.reconstruct(x[:3]).device.type == "cuda"
+
+
+@pytest.mark.gpu
+@cuda
+def test_binarization_of_data_held_on_the_gpu_draws_the_bits_of_the_cpu():
+    digits = pyrovae.load("digits", "train")
+    on_gpu = VAEDataset(digits.data.cuda(), name="digits", binarize="dynamic")
+    index = torch.arange(30)
+    bits = on_gpu.batch(index, torch.Generator().manual_seed(0))
+    assert bits.device.type == "cuda"
+    assert torch.equal(bits.cpu(), digits.batch(index, torch.Generator().manual_seed(0)))
+    test = pyrovae.load("digits", "test")
+    fixed = VAEDataset(test.data.cuda(), name="digits", split="test", binarize="dynamic").batch(index)
+    assert fixed.device.type == "cuda" and torch.equal(fixed.cpu(), test.batch(index))
+    # fit draws the binarization from a CPU generator: the same run whether the data are held
+    # on the CPU or on the GPU
+    losses = []
+    for data in (digits, on_gpu):
+        torch.manual_seed(0)
+        vae = pyrovae.VAE((1, 8, 8), latent_dim=2, hidden=(8,))
+        fit = pyrovae.fit(vae, data, epochs=1, batch_size=100, progress=False, device="cuda")
+        losses.append(fit.final_loss)
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6)
+
+
+@pytest.mark.gpu
+@cuda
+def test_the_pair_probe_leaves_the_cuda_generator_alone():
+    # Pyro's random state is torch's CPU generator, random's and numpy's: the probe must restore
+    # the CUDA generator too, or a training run resumed on the GPU draws differently
+    vae = pyrovae.VAE((1, 8, 8), latent_dim=2, hidden=(8,)).cuda()
+    x = pyrovae.load("digits", "test").batch(torch.arange(4)).cuda()
+    pyro.set_rng_seed(0)
+    state = torch.cuda.get_rng_state()
+    pair = Pair(vae.model, vae.guide, (x,), num_data=4)
+    assert pair.data_plate == "data"
+    assert torch.equal(torch.cuda.get_rng_state(), state)
+
+
+@pytest.mark.gpu
+@cuda
+def test_bdmc_simulates_on_the_device_and_returns_the_data_on_the_cpu():
+    run = dict(num_steps=2, num_chains=2, leapfrog_steps=2, progress=False, seed=0)
+    vae = pyrovae.VAE((1, 8, 8), latent_dim=2, hidden=(8,))
+    result = pyrovae.bdmc(vae.model, vae.guide, 3, device="cuda", **run)
+    assert next(vae.parameters()).device.type == "cuda"
+    assert result.data[0].shape == (3, 1, 8, 8) and result.data[0].device.type == "cpu"
+    assert torch.isfinite(result.gap).all()
+    # the model already on the GPU, no device given
+    result = pyrovae.bdmc(vae.model, vae.guide, 3, **run)
+    assert result.data[0].device.type == "cpu" and torch.isfinite(result.gap).all()
+
+
+@pytest.mark.gpu
+@cuda
+def test_model_kwargs_tensors_follow_the_model_to_the_gpu():
+    m = PPCA()
+    x = m.sample(5)
+    on_gpu = _on(m, x.cuda())
+
+    def model(x, *, scale):
+        on_gpu.model(x * scale)
+
+    def guide(x, *, scale):
+        on_gpu.exact_guide(x * scale)
+
+    kwargs = {"scale": torch.full((6,), 2.0, dtype=x.dtype)}  # on the CPU
+    run = dict(progress=False, seed=0, device="cuda", model_kwargs=kwargs)
+    ll = pyrovae.log_likelihood(model, guide, x, 10, **run)
+    torch.testing.assert_close(ll.log_px, m.log_px(2 * x), atol=1e-6, rtol=0)
+    assert torch.isfinite(pyrovae.ais(model, guide, x, num_steps=2, num_chains=2, **run).log_px).all()

@@ -230,6 +230,12 @@ def test_imperfect_guide_log_px_matches_weights(ppca):
         assert torch.equal(getattr(result, name), getattr(again, name))
 
 
+def test_from_log_weights_keeps_them_detached_on_the_cpu():
+    log_w = torch.randn(3, 4, dtype=DTYPE, requires_grad=True)
+    kept = LogLikelihood.from_log_weights(log_w).log_weights
+    assert not kept.requires_grad and kept.device.type == "cpu" and torch.equal(kept, log_w.detach())
+
+
 # ---------------------------------------------------------------------------------------------
 # seeds, inputs, scales
 
@@ -297,6 +303,23 @@ def test_model_args_and_kwargs():
 
     result = log_likelihood(model, guide, x, 10, model_args=(1.0,), model_kwargs={"scale": 2.0}, **RUN)
     torch.testing.assert_close(result.log_px, m.log_px(2 * x + 1), atol=1e-6, rtol=0)
+
+
+def test_model_kwargs_tensors_go_to_the_device():
+    m = PPCA()
+    x = m.sample(5)
+
+    def model(x, *, scale):
+        m.model(x * scale)
+
+    def guide(x, *, scale):
+        m.exact_guide(x * scale)
+
+    kwargs = {"scale": torch.full((6,), 2.0, dtype=DTYPE)}
+    sweep = Sweep(model, guide, x, 10, model_kwargs=kwargs, device="cpu")
+    assert sweep.model_kwargs is not kwargs and sweep.model_kwargs["scale"].device == sweep.device
+    result = log_likelihood(model, guide, x, 10, model_kwargs=kwargs, device="cpu", **RUN)
+    torch.testing.assert_close(result.log_px, m.log_px(2 * x), atol=1e-6, rtol=0)
 
 
 def test_float32_data_runs_in_float32():

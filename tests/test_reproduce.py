@@ -154,7 +154,7 @@ def test_train_evaluate_resume_and_progress(tmp_path, tiny_mnist, capsys):
     summary = json.loads((run_dir / reproduce.SUMMARY).read_text())
     assert (summary["epochs"], summary["test_num_data"], summary["test_num_samples"]) == (2, 2, 10)
     assert summary["parameters"] == EXPECTED["vae-vamp"] and summary["paper_nll"] == 85.57
-    assert math.isfinite(summary["test_nll"]) and summary["device"].startswith("cpu")
+    assert math.isfinite(summary["test_nll"]) and summary["eval_device"].startswith("cpu")
     assert summary["best_epoch"] in (1, 2) and not summary["stopped_early"]
     assert len((run_dir / reproduce.PER_IMAGE).read_text().splitlines()) == 1 + 2
     run = load_run(run_dir)  # the run directory is an ordinary one

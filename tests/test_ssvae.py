@@ -133,3 +133,15 @@ def test_bad_labels_and_data():
         with_labels(pyrovae.as_dataset(x))
     with pytest.raises(DataError, match="evenly over the 10 classes"):
         with_labels(pyrovae.load("digits", "train"), 15)
+
+
+def test_sample_draws_in_the_decoders_dtype():
+    # z and the labels are built on the decoder's device, in its dtype (float64 here)
+    ssvae = pyrovae.SSVAE((1, 4, 4), num_classes=3, latent_dim=2, hidden=(8,)).double()
+    for y in (None, 1, torch.tensor([0, 2, 1])):
+        out = ssvae.sample(3, y=y)
+        assert out.shape == (3, 1, 4, 4) and out.dtype == torch.float64
+    x = torch.rand(5, 1, 4, 4, dtype=torch.float64)
+    assert ssvae.reconstruct(x).dtype == torch.float64
+    y = ssvae.classify(x)
+    assert ssvae.accuracy(x, y, chunk=2) == 1.0

@@ -145,3 +145,19 @@ def test_the_pair_probe_leaves_the_random_state_alone():
     pair = Pair(m.model, m.diagonal_guide(), (x[:1],))
     assert torch.equal(torch.get_rng_state(), state)
     assert pair.data_plate == "data" and pair.particle_dim == -2 and not pair.enumerated
+
+
+def test_the_pair_probe_forks_the_cuda_generators_of_its_data_only(monkeypatch):
+    # Pyro's random state leaves CUDA's generators out: the probe forks those its data live on,
+    # none for data on the CPU (tests/test_devices.py checks the CUDA generator on a GPU)
+    forked = []
+    fork_rng = torch.random.fork_rng
+
+    def spy(devices=None, **kwargs):
+        forked.append(list(devices))
+        return fork_rng(devices=devices, **kwargs)
+
+    monkeypatch.setattr(torch.random, "fork_rng", spy)
+    m = PPCA()
+    Pair(m.model, m.diagonal_guide(), (m.sample(1),))
+    assert forked == [[]]

@@ -1,0 +1,495 @@
+r"""How a model uses its latents: active units, KL per dimension, and the ELBO decomposed.
+
+For any model/guide pair, :func:`latent_stats` reports, per latent site and per dimension
+(the elements of the site's value for one data point, flattened):
+
+- **Activity** (Burda et al. 2015, "Importance weighted autoencoders", §5.2): the covariance
+  over the data of the posterior mean, :math:`A_u = \mathrm{Cov}_x\big(\mathbb{E}_{q(z \mid
+  x)}[z_u]\big)`; unit :math:`u` is *active* when :math:`A_u` exceeds a threshold (0.01).
+- **KL per dimension**, :math:`\mathbb{E}_x \mathrm{KL}\big(q(z_u \mid x) \,\|\, p(z_u)\big)`,
+  where the guide and the prior of the site factorize over dimensions (a conditional prior
+  such as an HVAE's :math:`p(z_1 \mid z_2)` at the guide's draws of its parents); analytic where
+  ``torch.distributions.kl_divergence`` knows the pair, else Monte Carlo over the particles. The
+  dimensions' KLs sum to the site's KL; a prior that does not factorize (the VampPrior's mixture)
+  has no per-dimension KL, only the site's.
+- **The ELBO decomposed** (Hoffman & Johnson 2016, "ELBO surgery"):
+
+  .. math::
+     \mathrm{ELBO} = \underbrace{\mathbb{E}_x\mathbb{E}_q[\log p(x \mid z)]}_{\text{reconstruction}}
+     - \sum_{\text{sites}} \overline{\mathrm{KL}}, \qquad
+     \overline{\mathrm{KL}} = \mathbb{E}_x \mathrm{KL}(q(z \mid x) \,\|\, p(z))
+     = \underbrace{I_q(x; z)}_{\text{index-code MI}} + \underbrace{\mathrm{KL}(q(z) \,\|\,
+     p(z))}_{\text{marginal KL}},
+
+  with :math:`q(z) = \frac1N \sum_n q(z \mid x_n)` the aggregate posterior of the data set.
+  Both terms are estimated with one draw :math:`z_n \sim q(z \mid x_n)` per data point and the
+  exact mixture density :math:`\log q(z_n) = \operatorname{logsumexp}_m \log q(z_n \mid x_m) -
+  \log N` over all :math:`N` data points (:math:`N^2` density evaluations, chunked):
+  :math:`I = \mathbb{E}_n[\log q(z_n \mid x_n) - \log q(z_n)]` and :math:`\mathrm{KL}(q(z)\|p(z))
+  = \mathbb{E}_n[\log q(z_n) - \log p(z_n)]`. These are unbiased for the aggregate posterior
+  *of the data passed*, which is what Hoffman & Johnson define; as estimates for the population
+  they are biased: :math:`I \le \log N` (each :math:`z_n` is most probable under its own
+  :math:`x_n`), so the MI is underestimated where it approaches :math:`\log N` and the marginal
+  KL is overestimated by the finite mixture's roughness. Use all the data you can. The
+  decomposition needs a site whose guide depends on :math:`x` alone and whose prior on no
+  other latent (an HVAE's top layer, not its bottom one) and whose guide distribution's only
+  batch dim is the data plate.
+- **Posterior collapse**: a dimension has collapsed when it is inactive and (where defined) its
+  KL is below 0.01 nats; a site has collapsed when all its dimensions have.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.distributions import Independent
+from torch.distributions import kl_divergence
+from tqdm.auto import tqdm
+
+from . import distributed
+from .errors import ConfigError
+from .importance import Sweep
+from .latent_space import per_datapoint, site_mean
+from .results import Result, mean_stderr
+from .seeds import seeded
+from .traces import reduce_site, scored_sites, site_log_density
+
+__all__ = ["ACTIVITY_THRESHOLD", "COLLAPSE_KL", "LatentStats", "latent_stats"]
+
+#: Burda et al.'s threshold on the activity :math:`\mathrm{Cov}_x(\mathbb{E}_q[z_u])`
+ACTIVITY_THRESHOLD = 0.01
+#: KL (nats) below which an inactive dimension counts as collapsed
+COLLAPSE_KL = 0.01
+#: elements of one chunk of the :math:`N^2` aggregate-posterior densities
+PAIRWISE_ELEMENTS = 1 << 22
+#: the columns of :attr:`LatentStats.dims` after ``site`` and ``dim``
+DIM_COLUMNS = ("activity", "active", "kl", "kl_stderr", "collapsed")
+
+
+@dataclass(repr=False)
+class LatentStats(Result):
+    r"""Latent usage of a model/guide pair on a data set, from :func:`latent_stats`.
+
+    :ivar pandas.DataFrame dims: one row per latent dimension: ``site``, ``dim``, ``activity``
+        (:math:`\mathrm{Cov}_x(\mathbb{E}_q[z_u])`), ``active``, ``kl`` and ``kl_stderr`` (nats,
+        mean over the data; NaN where the prior does not factorize), ``collapsed``.
+    :ivar pandas.DataFrame sites: one row per latent site: ``dims``, ``active_units``, ``kl``,
+        ``kl_stderr``, ``kl_method`` (``"analytic"`` or ``"monte carlo"``),
+        ``mutual_information``, ``marginal_kl`` (with ``_stderr``; NaN where the decomposition
+        does not apply, see ``note``), ``collapsed``, ``note``.
+    :ivar torch.Tensor reconstruction: ``(N,)`` :math:`\mathbb{E}_q[\log p(x \mid z)]` per data point.
+    :ivar torch.Tensor kl: ``(N,)`` the KL of all sites per data point.
+    :ivar int num_particles: draws per data point.
+    :ivar float threshold: the activity threshold.
+    :ivar float elapsed: wall time in seconds.
+    """
+
+    dims: pd.DataFrame
+    sites: pd.DataFrame
+    reconstruction: torch.Tensor
+    kl: torch.Tensor
+    num_particles: int
+    threshold: float = ACTIVITY_THRESHOLD
+    elapsed: float = 0.0
+
+    @property
+    def num_data(self) -> int:
+        """Number of data points :math:`N`."""
+        return self.reconstruction.shape[0]
+
+    @property
+    def elbo(self) -> torch.Tensor:
+        """``(N,)`` ELBO per data point, reconstruction minus KL."""
+        return self.reconstruction - self.kl
+
+    @property
+    def active_units(self) -> int:
+        """Active dimensions over all sites."""
+        return int(self.dims["active"].sum())
+
+    @property
+    def posterior_collapse(self) -> bool:
+        """Whether every latent site has collapsed: the latents carry nothing about x."""
+        return bool(self.sites["collapsed"].all())
+
+    def summary(self) -> str:
+        """A readable summary: the ELBO decomposed, then one line per site."""
+        r, k, e = self.reconstruction, self.kl, self.elbo
+        lines = [
+            f"latent usage: N = {self.num_data} data points, {self.num_particles} draws each, "
+            f"{self.active_units} of {len(self.dims)} dimensions active (Cov_x E_q[z] > {self.threshold:g})",
+            f"  ELBO {float(e.mean()):.3f} ± {mean_stderr(e):.3f} = reconstruction "
+            f"{float(r.mean()):.3f} ± {mean_stderr(r):.3f} - KL "
+            f"{float(k.mean()):.3f} ± {mean_stderr(k):.3f} nats",
+        ]
+        for name, row in self.sites.iterrows():
+            line = (
+                f"  {name}: {row.active_units} of {row.dims} active, KL {row.kl:.3f} ± {row.kl_stderr:.3f} "
+                f"({row.kl_method})"
+            )
+            if not math.isnan(row.mutual_information):
+                line += (
+                    f" = I(x; z) {row.mutual_information:.3f} ± {row.mutual_information_stderr:.3f}"
+                    f" + marginal KL {row.marginal_kl:.3f} ± {row.marginal_kl_stderr:.3f}"
+                    f" (I <= log N = {math.log(self.num_data):.2f})"
+                )
+            if row.collapsed:
+                line += "  POSTERIOR COLLAPSE"
+            lines.append(line)
+            if row.note:
+                lines.append(f"    {row.note}")
+        lines.append(f"  elapsed {self.elapsed:.1f} s")
+        return "\n".join(lines)
+
+    def summary_table(self) -> pd.DataFrame:
+        """The per-site table, shown in Jupyter."""
+        return self.sites.drop(columns="note")
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per latent dimension (:attr:`dims`)."""
+        return self.dims.copy()
+
+    def to_json_dict(self) -> dict:
+        """Summary figures as plain Python values: the decomposition, and per site."""
+        r, k, e = self.reconstruction, self.kl, self.elbo
+        sites = {}
+        for name, row in self.sites.iterrows():
+            sites[name] = {
+                key: (value.item() if isinstance(value, np.generic) else value) for key, value in row.items()
+            }
+        return {
+            "num_data": self.num_data,
+            "num_particles": int(self.num_particles),
+            "threshold": float(self.threshold),
+            "active_units": self.active_units,
+            "num_dims": len(self.dims),
+            "posterior_collapse": self.posterior_collapse,
+            "elbo": float(e.mean()),
+            "elbo_stderr": mean_stderr(e),
+            "reconstruction": float(r.mean()),
+            "reconstruction_stderr": mean_stderr(r),
+            "kl": float(k.mean()),
+            "kl_stderr": mean_stderr(k),
+            "sites": sites,
+            "elapsed": float(self.elapsed),
+        }
+
+    def to_xarray(self):
+        """An :class:`xarray.Dataset` with dimensions ``"latent"`` (one per row of :attr:`dims`:
+        ``latent_site``, ``latent_dim`` and the columns of :attr:`dims`), ``"site"`` (the columns
+        of :attr:`sites`, prefixed ``site_``) and ``"datapoint"``; the scalars in its ``attrs``."""
+        import xarray as xr
+
+        dims = self.dims
+        data_vars = {"latent_site": ("latent", dims["site"].to_numpy().astype(str))}
+        data_vars["latent_dim"] = ("latent", dims["dim"].to_numpy())
+        for col in DIM_COLUMNS:
+            data_vars[col] = ("latent", dims[col].to_numpy())
+        sites = self.sites.reset_index()
+        for col in sites.columns:
+            if col != "site":
+                values = sites[col].to_numpy()
+                data_vars[f"site_{col}"] = ("site", values.astype(str) if values.dtype == object else values)
+        data_vars["reconstruction"] = ("datapoint", self.reconstruction.numpy())
+        data_vars["datapoint_kl"] = ("datapoint", self.kl.numpy())
+        attrs = {
+            "num_particles": int(self.num_particles),
+            "threshold": float(self.threshold),
+            "elapsed": float(self.elapsed),
+        }
+        coords = {"site": sites["site"].to_numpy().astype(str), "datapoint": np.arange(self.num_data)}
+        return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+    @classmethod
+    def from_xarray(cls, ds) -> LatentStats:
+        """Inverse of :meth:`to_xarray`."""
+        dims = pd.DataFrame({"site": ds["latent_site"].values.astype(str), "dim": ds["latent_dim"].values})
+        for col in DIM_COLUMNS:
+            dims[col] = ds[col].values
+        for col in ("active", "collapsed"):
+            dims[col] = dims[col].astype(bool)
+        sites = pd.DataFrame(
+            {name[len("site_") :]: ds[name].values for name in ds.data_vars if name.startswith("site_")},
+            index=pd.Index(ds["site"].values.astype(str), name="site"),
+        )
+        for col in ("kl_method", "note"):
+            sites[col] = sites[col].astype(str)
+        sites["collapsed"] = sites["collapsed"].astype(bool)
+        return cls(
+            dims,
+            sites,
+            torch.as_tensor(ds["reconstruction"].values),
+            torch.as_tensor(ds["datapoint_kl"].values),
+            num_particles=int(ds.attrs["num_particles"]),
+            threshold=float(ds.attrs["threshold"]),
+            elapsed=float(ds.attrs["elapsed"]),
+        )
+
+    def plot(self, path=None):
+        """KL (where defined) and activity per dimension, each site's dimensions sorted by KL (else
+        by activity), the activity threshold drawn: a figure, saved as PNG when ``path`` is given."""
+        from .plots import figure, save
+
+        sites = list(self.sites.index)
+        fig = figure(figsize=(max(6.0, 0.12 * len(self.dims) + 2.5 * len(sites)), 5.0))
+        axes = fig.subplots(2, len(sites), squeeze=False, sharex="col")
+        for j, name in enumerate(sites):
+            rows = self.dims[self.dims["site"] == name]
+            key = "kl" if rows["kl"].notna().any() else "activity"
+            rows = rows.sort_values(key, ascending=False)
+            x = np.arange(len(rows))
+            top, bottom = axes[0, j], axes[1, j]
+            colours = np.where(rows["active"], "tab:blue", "tab:grey")
+            top.bar(x, rows["kl"].fillna(0).to_numpy(), color=colours)
+            top.set_ylabel("KL (nats)")
+            row = self.sites.loc[name]
+            top.set_title(f"{name}: {row.active_units} of {row.dims} active, KL {row.kl:.2f}")
+            if rows["kl"].isna().all():
+                top.text(0.5, 0.5, "prior does not factorize:\nno KL per dimension", ha="center",
+                         va="center", transform=top.transAxes)  # fmt: skip
+            bottom.bar(x, rows["activity"].to_numpy(), color=colours)
+            bottom.set_yscale("log")
+            bottom.axhline(self.threshold, color="tab:red", linestyle="--", linewidth=1,
+                           label=f"threshold {self.threshold:g}")  # fmt: skip
+            bottom.set_ylabel("activity Cov_x(E_q[z])")
+            bottom.set_xlabel(f"dimension (sorted by {'KL' if key == 'kl' else 'activity'})")
+            bottom.set_xticks(x, [str(d) for d in rows["dim"]], fontsize=6, rotation=90)
+            bottom.legend(fontsize=7, loc="upper right")
+        fig.suptitle("Latent usage per dimension (blue: active, grey: inactive)")
+        fig.tight_layout()
+        return save(fig, path)
+
+
+def _factors(fn):
+    """The distribution of ``fn``'s elements (``fn`` with its :class:`Independent` wrappers
+    removed) if they are independent, else ``None``."""
+    while isinstance(fn, Independent):
+        fn = fn.base_dist
+    return fn if fn.event_shape == torch.Size() else None
+
+
+def _elementwise_kl(q, p, value):
+    """Per-element KL of two factorized distributions ``(kl, "analytic" | "monte carlo")``, or
+    ``(None, None)`` when either does not factorize."""
+    qe, pe = _factors(q), _factors(p)
+    if qe is None or pe is None:
+        return None, None
+    try:
+        return kl_divergence(qe, pe), "analytic"
+    except NotImplementedError:
+        return qe.log_prob(value) - pe.log_prob(value), "monte carlo"
+
+
+def _site_kl(g, m, pdim, plate, shape):
+    """The ``(K, B)`` KL of one site, analytic where known, and the method."""
+    try:
+        kl = kl_divergence(g["fn"], m["fn"])
+    except NotImplementedError:
+        lq = site_log_density(g, pdim, plate, shape)
+        return lq - site_log_density(m, pdim, plate, shape, value=g["value"]), "monte carlo"
+    return reduce_site(kl, g, pdim, plate, shape), "analytic"
+
+
+def _depends_only_on_data(first, second, name) -> bool:
+    """Whether site ``name``'s distribution is the same in two traces with different draws of the
+    other latents: then it depends on the data alone."""
+    a, b = first.nodes[name], second.nodes[name]
+    value = a["value"]
+    return bool(torch.allclose(a["fn"].log_prob(value), b["fn"].log_prob(value), rtol=1e-5, atol=1e-6))
+
+
+def latent_stats(
+    model,
+    guide,
+    data,
+    num_particles: int = 10,
+    *,
+    threshold: float = ACTIVITY_THRESHOLD,
+    decompose: bool = True,
+    data_plate: str | None = None,
+    batch_size: int | None = None,
+    model_args: tuple = (),
+    model_kwargs: dict | None = None,
+    seed: int | None = 0,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+) -> LatentStats:
+    r"""Active units, KL per dimension and the ELBO decomposition of a model/guide pair on ``data``
+    (see the module docstring for the estimators).
+
+    :param model: the model, as for :func:`~pyrovae.log_likelihood`.
+    :param guide: the guide; its latent sites are the ones reported.
+    :param data: the data (all of it enters the aggregate posterior).
+    :param int num_particles: draws from the guide per data point for the KLs, the
+        reconstruction and the posterior means of sites that depend on other latents.
+    :param float threshold: activity above which a dimension is active (Burda et al.: 0.01).
+    :param bool decompose: estimate the mutual information and the marginal KL
+        (:math:`N^2` density evaluations).
+    :param data_plate: ``batch_size``, ``model_args``, ``model_kwargs``, ``seed`` and ``device``
+        as for :func:`~pyrovae.log_likelihood`.
+    :param bool progress: show a progress bar.
+    :rtype: LatentStats
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold > 0:
+        raise ConfigError(f"threshold must be a positive number, got {threshold!r}")
+    start = time.perf_counter()
+    sweep = Sweep(
+        model, guide, data, num_particles, data_plate=data_plate, batch_size=batch_size,
+        particle_batch_size=num_particles, model_args=model_args, model_kwargs=model_kwargs, seed=seed,
+        device=device,
+    )  # fmt: skip
+    pair, kwargs = sweep.pair, sweep.model_kwargs
+    if pair.enumerated:
+        raise ConfigError(
+            f"latent_stats reports sampled latents; the pair enumerates {', '.join(pair.enumerated)}. "
+            "Evaluate it with the enumerated sites sampled instead (e.g. infer={'enumerate': None})"
+        )
+    pdim, plate = pair.particle_dim, pair.data_plate
+    with torch.no_grad(), pyro.validation_enabled(False), seeded(seed), poutine.block():
+        args = sweep.args(0, min(2, sweep.data.num_data))
+        first = pair.traces(args, kwargs, 2)
+        second = pair.traces(args, kwargs, 2)
+    names = [n for n, s in scored_sites(first[1]) if not s["is_observed"] and not s["infer"].get("enumerate")]
+    names.sort(key=list(first[0].nodes).index)
+    notes: dict[str, str] = {}
+    decomposable = []
+    for name in names:
+        fn = first[1].nodes[name]["fn"]
+        if not decompose:
+            break
+        if not _depends_only_on_data(first[1], second[1], name):
+            notes[name] = "its guide depends on other latents: no MI / marginal-KL decomposition"
+        elif not _depends_only_on_data(first[0], second[0], name):
+            notes[name] = "its prior depends on other latents: no MI / marginal-KL decomposition"
+        elif len(fn.batch_shape) != -pdim or fn.batch_shape[pdim] != 2:
+            notes[name] = "its guide has batch dims besides the data plate: no MI / marginal-KL decomposition"
+        else:
+            decomposable.append(name)
+    parts: dict[str, dict[str, list]] = {n: {"kl": [], "kl_dims": [], "mean": [], "z": [], "lq": [], "lp": []}
+                                         for n in names}  # fmt: skip
+    methods: dict[str, str] = {}
+    dim_methods: dict[str, str | None] = {}
+    recon = []
+    with tqdm(total=len(sweep), unit="x", desc="latent stats", disable=not progress) as bar:
+        for lo in range(*sweep.span, sweep.batch_size):
+            hi = min(lo + sweep.batch_size, sweep.data.num_data)
+            chunk_seed = None if seed is None else distributed.derived_seed(seed, lo)
+            with torch.no_grad(), pyro.validation_enabled(False), seeded(chunk_seed):
+                model_trace, guide_trace = pair.traces(sweep.args(lo, hi), kwargs, num_particles)
+                shape = (num_particles, hi - lo)
+                r = torch.zeros(())
+                for name, site in scored_sites(model_trace):
+                    if name not in guide_trace.nodes and site["is_observed"]:
+                        r = r + site_log_density(site, pdim, plate, shape)
+                recon.append(r.expand(shape).mean(0).double().cpu())
+                for name in names:
+                    g, m = guide_trace.nodes[name], model_trace.nodes[name]
+                    kl, methods[name] = _site_kl(g, m, pdim, plate, shape)
+                    out = parts[name]
+                    out["kl"].append(kl.mean(0).double().cpu())
+                    per_dim, dim_methods[name] = _elementwise_kl(g["fn"], m["fn"], g["value"])
+                    if per_dim is not None:
+                        per_dim = per_datapoint(per_dim.expand(g["value"].shape), g, pdim, plate)
+                        out["kl_dims"].append(per_dim.flatten(1).double().cpu())
+                    mean = per_datapoint(site_mean(g), g, pdim, plate)
+                    out["mean"].append(mean.flatten(1).double().cpu())
+                    if name in decomposable:
+                        out["z"].append(g["value"].select(pdim - g["fn"].event_dim, 0))
+                        out["lq"].append(site_log_density(g, pdim, plate, shape)[0])
+                        out["lp"].append(site_log_density(m, pdim, plate, shape, value=g["value"])[0])
+            bar.update(hi - lo)
+    reconstruction = torch.cat(recon)
+    dim_rows, site_rows = [], []
+    kl_total = torch.zeros_like(reconstruction)
+    for name in names:
+        out = parts[name]
+        kl = torch.cat(out["kl"])
+        kl_total = kl_total + kl
+        means = torch.cat(out["mean"])
+        activity = means.var(0) if means.shape[0] > 1 else torch.full(means.shape[1:], math.nan)
+        active = activity > threshold
+        if out["kl_dims"]:
+            kl_dims = torch.cat(out["kl_dims"])
+            kl_d, kl_d_se = kl_dims.mean(0), kl_dims.std(0) / math.sqrt(kl_dims.shape[0])
+        else:
+            kl_d = kl_d_se = torch.full(activity.shape, math.nan, dtype=torch.float64)
+        collapsed = ~active & (torch.isnan(kl_d) | (kl_d < COLLAPSE_KL))
+        for d in range(activity.shape[0]):
+            dim_rows.append(
+                {
+                    "site": name,
+                    "dim": d,
+                    "activity": float(activity[d]),
+                    "active": bool(active[d]),
+                    "kl": float(kl_d[d]),
+                    "kl_stderr": float(kl_d_se[d]),
+                    "collapsed": bool(collapsed[d]),
+                }
+            )
+        mi = mi_se = mk = mk_se = math.nan
+        if name in decomposable:
+            mi_terms, mk_terms = _decompose(sweep, name, out, progress)
+            mi, mi_se = float(mi_terms.mean()), mean_stderr(mi_terms)
+            mk, mk_se = float(mk_terms.mean()), mean_stderr(mk_terms)
+        if dim_methods.get(name) is None:
+            factor = "its prior or guide does not factorize over dimensions: KL per site only"
+            notes[name] = f"{notes[name]}; {factor}" if name in notes else factor
+        site_rows.append(
+            {
+                "site": name,
+                "dims": int(activity.shape[0]),
+                "active_units": int(active.sum()),
+                "kl": float(kl.mean()),
+                "kl_stderr": mean_stderr(kl),
+                "kl_method": methods[name],
+                "mutual_information": mi,
+                "mutual_information_stderr": mi_se,
+                "marginal_kl": mk,
+                "marginal_kl_stderr": mk_se,
+                "collapsed": bool(collapsed.all()),
+                "note": notes.get(name, ""),
+            }
+        )
+    return LatentStats(
+        pd.DataFrame(dim_rows),
+        pd.DataFrame(site_rows).set_index("site"),
+        reconstruction,
+        kl_total,
+        num_particles=num_particles,
+        threshold=float(threshold),
+        elapsed=time.perf_counter() - start,
+    )
+
+
+def _decompose(sweep: Sweep, name: str, out: dict, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The per-data-point terms :math:`\log q(z_n \mid x_n) - \log q(z_n)` and :math:`\log q(z_n)
+    - \log p(z_n)` of site ``name``, with the aggregate posterior's density summed over every data
+    chunk of ``sweep``."""
+    pair, kwargs = sweep.pair, sweep.model_kwargs
+    z = torch.cat(out["z"])  # (N, *event) on the device
+    lq, lp = torch.cat(out["lq"]).double(), torch.cat(out["lp"]).double()
+    n = z.shape[0]
+    event = z.shape[1:]
+    log_agg = torch.full((n,), -math.inf, dtype=torch.float64, device=z.device)
+    with tqdm(total=sweep.data.num_data, unit="x", desc=f"aggregate q({name})", disable=not progress) as bar:
+        for lo in range(0, sweep.data.num_data, sweep.batch_size):
+            hi = min(lo + sweep.batch_size, sweep.data.num_data)
+            with torch.no_grad(), pyro.validation_enabled(False), poutine.block():
+                fn = poutine.trace(pair.guide).get_trace(*sweep.args(lo, hi), **kwargs).nodes[name]["fn"]
+                step = max(1, PAIRWISE_ELEMENTS // max(1, (hi - lo) * max(1, event.numel())))
+                for zlo in range(0, n, step):
+                    zc = z[zlo : zlo + step].reshape((-1, 1) + event)
+                    lpair = fn.log_prob(zc).double()  # (chunk, hi - lo)
+                    log_agg[zlo : zlo + step] = torch.logaddexp(
+                        log_agg[zlo : zlo + step], lpair.logsumexp(-1)
+                    )
+            bar.update(hi - lo)
+    log_agg = (log_agg - math.log(sweep.data.num_data)).cpu()
+    return lq.cpu() - log_agg, log_agg - lp.cpu()
