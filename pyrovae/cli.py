@@ -849,7 +849,9 @@ def latents(args: argparse.Namespace) -> int:
     top = stats.dims[stats.dims["site"] == first].sort_values("activity", ascending=False)
     plots.embedding(pair, x, labels, pictures["embedding"], method=args.embedding, site=first, seed=args.seed)
     a, b = (tuple(t[i : i + 1] for t in x) for i in (0, 1))
-    plots.interpolate(pair, a, b, 10, pictures["interpolation"])
+    # spherical as well where the prior is the standard normal, whose codes concentrate on a sphere
+    method = "both" if run.config.prior == "normal" else "linear"
+    plots.interpolate(pair, a, b, 10, pictures["interpolation"], method=method)
     plots.traverse(pair, a, sorted(top["dim"].head(10).tolist()), path=pictures["traversal"], site=first)
     plots.prior_samples(pair, x, 16, pictures["prior-samples"], seed=args.seed)
     print(f"{run.config.dataset} {args.split} split ({subset}), epoch {run.epoch}, device {run.vae_device}")

@@ -252,6 +252,7 @@ class LatentStats(Result):
             row = self.sites.loc[name]
             top.set_title(f"{name}: {row.active_units} of {row.dims} active, KL {row.kl:.2f}")
             if rows["kl"].isna().all():
+                top.set_yticks([])
                 top.text(0.5, 0.5, "prior does not factorize:\nno KL per dimension", ha="center",
                          va="center", transform=top.transAxes)  # fmt: skip
             bottom.bar(x, rows["activity"].to_numpy(), color=colours)
