@@ -1,0 +1,273 @@
+"""The importance-weighted family, one bound per data point: IWAE, Rényi, STL and DReG."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer.util import is_validation_enabled, torch_item
+
+from ..errors import ConfigError
+from ..traces import (
+    PARTICLE_PLATE,
+    Pair,
+    check_pair,
+    data_frame,
+    latents,
+    log_density,
+    replay_trace,
+    scored_sites,
+)
+from .base import DifferentiableELBO
+
+__all__ = ["DReG", "IWAE", "Renyi", "STL", "data_scale"]
+
+
+class IWAE(DifferentiableELBO):
+    r"""The importance weighted bound (Burda, Grosse & Salakhutdinov 2015), one per data point.
+
+    For each data point :math:`x_n`, :math:`k` draws :math:`z_1, \dots, z_k \sim q(\cdot \mid x_n)`,
+    vectorized in an outer plate, give log-weights :math:`\log w_i = \log p(x_n, z_i) - \log q(z_i
+    \mid x_n)` and the bound
+
+    .. math:: \mathcal{L}_k(x_n) = \log \frac1k \sum_{i=1}^k w_i \;\le\; \log p(x_n),
+
+    with :math:`\mathcal L_1` the ELBO. The loss is :math:`-\sum_n \mathcal L_k(x_n)`, and its gradient
+    the reparameterized IWAE gradient :math:`\sum_i \tilde w_i \nabla \log w_i`, :math:`\tilde w_i =
+    w_i / \sum_j w_j`. Unlike Pyro's :class:`~pyro.infer.RenyiELBO` (:math:`\alpha = 0`), which sums
+    the log-weights over every plate before the log-mean-exp, each data point has its own weights,
+    which is the bound of Burda et al. for a minibatch.
+
+    **Site scales.** A minibatch of :math:`B` of :math:`N` data points scales every site of the
+    data plate by :math:`s = N/B` (:func:`~pyrovae.handlers.scale_data`, or Pyro's own plate
+    subsampling). That scale must multiply the bound, :math:`-s \sum_n \mathcal L_k(x_n)`, not the
+    log-weights inside the log-mean-exp, where it would change the bound. :math:`s` is read from the
+    observed sites of the data plate, which all carry it; every site's log-density enters
+    :math:`\log w` scaled by its own scale relative to :math:`s`, and masks apply. So the latent
+    scale :math:`\beta` of :class:`KLAnnealed` (or ``kl_warmup`` in :func:`~pyrovae.fit`) gives the
+    β-IWAE weights :math:`\log w_i = \log p(x \mid z_i) + \beta(\log p(z_i) - \log q(z_i \mid x))`.
+
+    **Requirements.** Every sample site of model and guide lies in the data plate (the data points
+    are then independent given the parameters); every latent site of the model is sampled by the
+    guide, reparameterized (``has_rsample``; a discrete latent is refused with a
+    :class:`~pyrovae.ConfigError`: use ``elbo`` or ``tracegraph``); scales are scalars. The particle
+    plate sits at dim ``-(max_plate_nesting + 1)``, with the nesting found by running the pair once on
+    the first call (the random state is left untouched) and kept.
+
+    :param int k: the number of particles :math:`k` per data point.
+    :param str data_plate: the name of the data plate.
+    """
+
+    name = "iwae"
+    #: evaluate log q through the samples only (STL, DReG)
+    _path_derivative = False
+    #: weight the guide's gradient by the squared normalized weights (DReG)
+    _doubly_reparameterized = False
+
+    def __init__(self, k: int = 5, *, data_plate: str | None = None):
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(
+                f"k, the number of particles of {self.name!r}, must be a positive integer; got {k!r}"
+            )
+        super().__init__(num_particles=k, vectorize_particles=True)
+        self.data_plate = data_plate
+        self._pair: Pair | None = None
+
+    @property
+    def k(self) -> int:
+        return self.num_particles
+
+    def _bound(self, log_w: torch.Tensor) -> torch.Tensor:
+        """The per-datapoint bound from the ``(k, B)`` log-weights."""
+        return torch.logsumexp(log_w, 0) - math.log(self.num_particles)
+
+    @torch.no_grad()
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        """The negative bound :math:`-s \\sum_n \\mathcal{L}(x_n)`."""
+        log_w, scale = self._log_weights(model, guide, args, kwargs, differentiable=False)
+        return torch_item(-scale * self._bound(log_w).sum())
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """The negative bound, with this estimator's gradient."""
+        log_w, scale = self._log_weights(model, guide, args, kwargs, differentiable=True)
+        return -scale * self._bound(log_w).sum()
+
+    def _get_trace(self, model, guide, args, kwargs):
+        """The guide with its particles vectorized, and the model replayed against its latents
+        (copies of them, for DReG, so that their gradient can be reweighted)."""
+        if self._pair is None:
+            num_data = args[0].shape[0] if args and torch.is_tensor(args[0]) and args[0].dim() else 1
+            self._pair = Pair(
+                model,
+                guide,
+                args,
+                kwargs,
+                self.data_plate,
+                num_data=num_data,
+                reparameterized=self.name,
+                num_particles=self.num_particles,
+            )
+        model_trace, guide_trace = self._pair.traces(
+            args, kwargs, self.num_particles, copy_latents=self._doubly_reparameterized
+        )
+        if is_validation_enabled():
+            num_data = data_frame(next(scored_sites(model_trace))[1], self._pair.data_plate).size
+            check_pair(model_trace, guide_trace, self._pair.data_plate, num_data, reparameterized=self.name)
+        return model_trace, guide_trace
+
+    def _log_weights(self, model, guide, args, kwargs, differentiable: bool) -> tuple[torch.Tensor, Any]:
+        """The ``(k, B)`` log-weights, each site scaled relative to the data scale, and that scale."""
+        model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
+        pair = self._pair
+        scale = data_scale(model_trace)
+        shape = (self.num_particles, data_frame(next(scored_sites(model_trace))[1], pair.data_plate).size)
+        values = {name: model_trace.nodes[name]["value"] for name in latents(guide_trace)}
+        log_q = self._guide_log_density(guide, guide_trace, values, args, kwargs, scale, shape)
+        if differentiable and self._path_derivative:
+            # log q(z) - log q(sg z): the derivative through z only (stop-gradient on the
+            # guide's parameters), with the value of log q(z)
+            fixed = self._guide_log_density(
+                guide, guide_trace, {n: v.detach() for n, v in values.items()}, args, kwargs, scale, shape
+            )
+            log_q = log_q + (fixed.detach() - fixed)
+        log_w = log_density(model_trace, pair.particle_dim, pair.data_plate, shape, scale=scale) - log_q
+        if differentiable and self._doubly_reparameterized:
+            self._reweight(values, guide_trace, log_w)
+        return log_w, scale
+
+    def _guide_log_density(self, guide, guide_trace, values, args, kwargs, scale, shape) -> torch.Tensor:
+        """:math:`\\log q` at the latent ``values``, with the parameters of the traced guide run.
+
+        Where other values than the traced ones are asked of a guide with several latent sites,
+        a later site's distribution may depend on earlier latents, so the guide is run again with
+        the values replayed; with one latent site its traced distribution is evaluated at them.
+        """
+        pair = self._pair
+        if len(values) > 1 and any(v is not guide_trace.nodes[n]["value"] for n, v in values.items()):
+            with pyro.plate(PARTICLE_PLATE, self.num_particles, dim=pair.particle_dim):
+                guide_trace = poutine.trace(
+                    poutine.replay(guide, trace=replay_trace(values, guide_trace))
+                ).get_trace(*args, **kwargs)
+        return log_density(guide_trace, pair.particle_dim, pair.data_plate, shape, values=values, scale=scale)
+
+    def _reweight(self, values: dict, guide_trace, log_w: torch.Tensor) -> None:
+        """Multiply the gradient reaching each latent copy by its particle's normalized weight."""
+        weights = torch.softmax(log_w.detach(), 0)
+        for name, value in values.items():
+            site = guide_trace.nodes[name]
+            nbatch = len(site["fn"].batch_shape)
+            shape = [1] * value.dim()
+            shape[nbatch + self._pair.particle_dim] = weights.shape[0]
+            shape[nbatch + data_frame(site, self._pair.data_plate).dim] = weights.shape[1]
+            value.register_hook(partial(torch.mul, weights.reshape(shape)))
+
+
+class Renyi(IWAE):
+    r"""The variational Rényi bound (Li & Turner 2016), one per data point.
+
+    With the log-weights of :class:`IWAE`,
+
+    .. math:: \mathcal{L}_\alpha(x_n) = \frac{1}{1 - \alpha} \log \frac1k \sum_{i=1}^k w_i^{1-\alpha},
+
+    a lower bound on :math:`\log p(x_n)` in expectation for :math:`\alpha \ge 0`, the IWAE bound at
+    :math:`\alpha = 0` and the ELBO (the mean of :math:`\log w_i`, used at :math:`\alpha = 1`) in the
+    limit :math:`\alpha \to 1`. The gradient is reparameterized,
+    :math:`\sum_i \tilde w_{\alpha,i} \nabla \log w_i` with :math:`\tilde w_{\alpha,i} \propto
+    w_i^{1-\alpha}`. Unlike Pyro's :class:`~pyro.infer.RenyiELBO` it keeps one bound per data point
+    and has a ``differentiable_loss``. Site scales and requirements are those of :class:`IWAE`.
+
+    :param float alpha: the order :math:`\alpha`.
+    :param int k: the number of particles per data point.
+    """
+
+    name = "renyi"
+
+    def __init__(self, alpha: float = 0.5, k: int = 5, *, data_plate: str | None = None):
+        super().__init__(k, data_plate=data_plate)
+        if not math.isfinite(alpha):
+            raise ConfigError(f"alpha must be a finite number; got {alpha!r}")
+        self.alpha = float(alpha)
+
+    def _bound(self, log_w: torch.Tensor) -> torch.Tensor:
+        if self.alpha == 1.0:
+            return log_w.mean(0)
+        a = 1.0 - self.alpha
+        return (torch.logsumexp(a * log_w, 0) - math.log(self.num_particles)) / a
+
+
+class STL(IWAE):
+    r"""Sticking-the-landing gradients (Roeder, Wu & Duvenaud 2017) of the IWAE-:math:`k` bound
+    (:math:`k = 1`: the ELBO).
+
+    The bound is :class:`IWAE`'s; in its gradient :math:`\log q_\phi(z \mid x)` is differentiated
+    through the reparameterized samples :math:`z = z(\epsilon, \phi)` only, not through its
+    parameters :math:`\phi` directly:
+
+    .. math:: \nabla_\phi \approx \sum_i \tilde w_i\, \big(\nabla_z \log p(x, z_i)
+              - \nabla_z \log q_\phi(z_i \mid x)\big)\, \frac{\partial z_i}{\partial\phi}.
+
+    The score term dropped, :math:`\mathbb{E}_q[\nabla_\phi \log q_\phi] = 0`, has zero mean, so for
+    :math:`k = 1` the estimator is unbiased, and it is exactly zero when :math:`q` is the exact
+    posterior (:math:`\log p(x, z) - \log q(z \mid x) = \log p(x)` for every :math:`z`). For
+    :math:`k > 1` it is biased (Tucker et al. 2018); :class:`DReG` is the unbiased correction. The
+    model's gradient is :class:`IWAE`'s.
+
+    The stop-gradient is generic: the surrogate uses :math:`\log q_\phi(z) - \log q_\phi(\bar z)`
+    (:math:`\bar z` the detached samples, the guide re-run on them where it has several latent sites),
+    whose derivative is the path derivative at any depth of a hierarchical guide.
+
+    :param int k: the number of particles per data point (default 1: the ELBO).
+    """
+
+    name = "stl"
+    _path_derivative = True
+
+    def __init__(self, k: int = 1, *, data_plate: str | None = None):
+        super().__init__(k, data_plate=data_plate)
+
+
+class DReG(STL):
+    r"""Doubly reparameterized gradients of the IWAE-:math:`k` bound (Tucker, Lawson, Gu & Maddison 2018).
+
+    The bound and the model's gradient are :class:`IWAE`'s; the guide's gradient is
+
+    .. math:: \nabla_\phi \mathcal L_k \approx \sum_{i=1}^k \tilde w_i^{\,2}\,
+              \frac{\partial \log w_i}{\partial z_i}\, \frac{\partial z_i}{\partial \phi},
+
+    with :math:`\log w_i` differentiated through :math:`z_i` only (as :class:`STL`). Reparameterizing
+    the score term of the IWAE gradient a second time makes this estimator unbiased for it, with a
+    signal-to-noise ratio that does not fall as :math:`k` grows (Rainforth et al. 2018); at
+    :math:`k = 1` it is :class:`STL`. One backward pass gives both gradients: the model is run on
+    copies of the latents whose gradient is multiplied by :math:`\tilde w_i` (a tensor hook), the
+    outer log-mean-exp contributing the other :math:`\tilde w_i`.
+
+    :param int k: the number of particles per data point.
+    """
+
+    name = "dreg"
+    _doubly_reparameterized = True
+
+    def __init__(self, k: int = 5, *, data_plate: str | None = None):
+        super().__init__(k, data_plate=data_plate)
+
+
+def data_scale(model_trace):
+    """The scale :math:`s` of the data plate, carried by its observed sites."""
+    scales = [site["scale"] for _, site in scored_sites(model_trace) if site["is_observed"]]
+    if not scales:
+        raise ConfigError(
+            "the model has no observed site in the data plate, whose scale (the minibatch scale N/B) "
+            "the importance-weighted estimators read; observe the data inside pyro.plate('data', N)"
+        )
+    if is_validation_enabled():
+        for scale in scales:
+            if torch.as_tensor(scale).numel() != 1 or float(scale) != float(scales[0]):
+                raise ConfigError(
+                    "the observed sites of the data plate carry different or non-scalar scales; the "
+                    "importance-weighted estimators need one minibatch scale for the whole data point"
+                )
+    return scales[0]
