@@ -5,6 +5,7 @@ statically binarized MNIST, each trained by its own command and evaluated by imp
 
     python examples/reproduce.py vae-standard     # or vae-vamp, hvae-standard, hvae-vamp
     python examples/reproduce.py progress         # one line per configuration under --runs-dir
+    python examples/reproduce.py report --out docs/results.md   # the table and learning curves
 
 The paper's recipe, as in the authors' code (``github.com/jmtomczak/vae_vampprior``:
 ``experiment.py``, ``utils/perform_experiment.py``, ``utils/training.py``, ``models/VAE.py``,
@@ -54,6 +55,7 @@ import platform
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pyro
 import torch
 
@@ -61,9 +63,13 @@ import pyrovae
 from pyrovae import devices
 from pyrovae.hvae import HVAE
 from pyrovae.io import write_json, write_text
+from pyrovae.plots import figure, save
 from pyrovae.run import RunConfig
 from pyrovae.rundir import CHECKPOINT, RunDirectory, checkpoint_bytes, read_state
 from pyrovae.vae import VAE
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_estimators import markdown, replace_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = REPO.parent / "shared" / "data" / "binarized_mnist"
@@ -117,7 +123,11 @@ def build(name: str) -> VAE | HVAE:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("name", choices=[*CONFIGS, "progress"], help="a configuration to train, or progress")
+    p.add_argument(
+        "name",
+        choices=[*CONFIGS, "progress", "report"],
+        help="a configuration to train; progress (one line per run); report (the table and figure)",
+    )
     p.add_argument("--epochs", type=int, default=2000, help="the most epochs to train")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--eval-samples", type=int, default=5000, help="importance samples per test image")
@@ -125,6 +135,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-root", default=str(DATA_ROOT), help="where binarized_mnist_*.amat(.gz) are")
     p.add_argument("--no-eval", action="store_true", help="train only; evaluate in a later call")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--out", default="docs/results.md", help="report: the Markdown file to rewrite")
+    p.add_argument("--figure", default="docs/reproduce.png", help="report: the learning curves' figure")
     return p.parse_args(argv)
 
 
@@ -235,10 +247,90 @@ def progress(runs_dir: Path) -> None:
         print(progress_line(name, runs_dir / name))
 
 
+def report_table(runs_dir: Path) -> pd.DataFrame:
+    """One row per configuration with a run directory: the paper's test NLL, ours (IS-5000, all
+    test images) with its standard error and the difference, epochs, wall time, evaluation
+    device, median ESS and the PSIS k-hat counts; dashes where a run has not been evaluated."""
+    rows = []
+    for name in CONFIGS:
+        run_dir = runs_dir / name
+        if not (run_dir / CHECKPOINT).is_file():
+            continue
+        state = read_state(run_dir / CHECKPOINT, ("epoch", "history", "best", "best_epoch"))
+        path = run_dir / SUMMARY
+        summary = json.loads(path.read_text()) if path.is_file() else None
+        done = summary is not None and summary["epochs"] == state["epoch"]
+        nan = float("nan")
+        nll = summary["test_nll"] if done else nan
+        rows.append(
+            {
+                "configuration": name,
+                "paper NLL": PAPER_NLL[name],
+                "our NLL (IS-5000)": nll,
+                "± se": summary["test_stderr"] if done else nan,
+                "ours - paper": nll - PAPER_NLL[name],
+                "epochs (best)": f"{state['epoch']} ({state['best_epoch']})",
+                "status": "evaluated" if done else "training",
+                "best valid -ELBO": float(state["best"]),
+                "train hours": sum(row["seconds"] for row in state["history"]) / 3600,
+                "eval device": summary["eval_device"] if done else "—",
+                "eval s": summary["test_elapsed"] if done else nan,
+                "median ESS": summary["test_ess_median"] if done else nan,
+                "k-hat <0.5 / 0.5-0.7 / >0.7": (
+                    f"{summary['test_khat_below_0_5']} / {summary['test_khat_0_5_to_0_7']} / "
+                    f"{summary['test_khat_above_0_7']}"
+                    if done
+                    else "—"
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def learning_curves(runs_dir: Path, path: Path) -> None:
+    """The training objective and the validation -ELBO per epoch of every run, in one figure."""
+    fig = figure(figsize=(11, 4.2))
+    train_ax, valid_ax = fig.subplots(1, 2)
+    for name in CONFIGS:
+        history_path = runs_dir / name / "history.csv"
+        if not history_path.is_file():
+            continue
+        history = pd.read_csv(history_path)
+        train_ax.plot(history["epoch"], history["train_loss"], label=name)
+        valid_ax.plot(history["epoch"], history["valid_loss"], label=name)
+    train_ax.set_title("training objective (KL weight rising to 1 over 100 epochs)", fontsize=10)
+    valid_ax.set_title("validation -ELBO (KL weight 1): early stopping's criterion", fontsize=10)
+    for ax, low, high in ((train_ax, 55, 125), (valid_ax, 88, 110)):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("nats per image")
+        ax.set_ylim(low, high)
+        ax.grid(alpha=0.3)
+    valid_ax.legend()
+    fig.suptitle("VampPrior reproduction on statically binarized MNIST: learning curves")
+    fig.tight_layout()
+    save(fig, path)
+
+
+def report(args: argparse.Namespace) -> None:
+    """Rewrite the Reproduction table of ``args.out`` and draw the learning curves."""
+    runs_dir, out = Path(args.runs_dir), Path(args.out)
+    table = report_table(runs_dir)
+    learning_curves(runs_dir, Path(args.figure))
+    start, end = "<!-- reproduction-table:start -->", "<!-- reproduction-table:end -->"
+    if start not in out.read_text():
+        sys.exit(f"{out} has no section {start} ... {end} to rewrite")
+    replace_section(out, "reproduction-table", markdown(table))
+    print(markdown(table))
+    print(f"wrote {out} and {args.figure}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.name == "progress":
         progress(Path(args.runs_dir))
+        return
+    if args.name == "report":
+        report(args)
         return
     if args.epochs < 1 or args.eval_samples < 1:
         sys.exit("--epochs and --eval-samples must be at least 1")

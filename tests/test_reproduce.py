@@ -167,6 +167,16 @@ def test_train_evaluate_resume_and_progress(tmp_path, tiny_mnist, capsys):
     line = capsys.readouterr().out.strip()
     assert f"; test NLL {summary['test_nll']:.2f} ± " in line and "(IS-10; the paper: 85.57)" in line
 
+    # the report rewrites only its table in the Markdown file, and draws the learning curves
+    out, figure = tmp_path / "results.md", tmp_path / "curves.png"
+    out.write_text("before\n<!-- reproduction-table:start -->\nold\n<!-- reproduction-table:end -->\nafter\n")
+    reproduce.main(["report", "--runs-dir", str(runs), "--out", str(out), "--figure", str(figure)])
+    text = out.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
+    row = next(line for line in text.splitlines() if line.startswith("| vae-vamp |"))
+    assert f"| {summary['test_nll']:.2f} |" in row and "| evaluated |" in row and "| 2 (" in row
+    assert figure.read_bytes()[:4] == b"\x89PNG"
+
 
 def test_progress_without_runs(tmp_path, capsys):
     reproduce.main(["progress", "--runs-dir", str(tmp_path)])
