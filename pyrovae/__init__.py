@@ -30,6 +30,7 @@ from .ais import AIS, ais
 from .anomaly import AnomalyScores, anomaly_scores
 from .bdmc import BDMC, bdmc
 from .bounds import Bounds, bounds
+from .categorical import CategoricalVAE
 from .compare import Comparison, compare
 from .cvae import CVAE
 from .data import DataSource
@@ -37,8 +38,13 @@ from .datasets import VAEDataset, as_dataset, load
 from .detection import Detection, detect, detection_table
 from .errors import ConfigError, DataError, PyroVAEError, TrainingError
 from .estimators import (
+    CIWAE,
     IWAE,
+    MIWAE,
+    PIWAE,
+    RWS,
     STL,
+    VIMCO,
     DReG,
     KLAnnealed,
     Renyi,
@@ -51,6 +57,7 @@ from .hvae import HVAE
 from .importance import LogLikelihood, log_likelihood
 from .latents import LatentStats, latent_stats
 from .run import Run, RunConfig, load_run
+from .sbn import SBN
 from .ssvae import SSVAE
 from .training import FitResult, Trainer, fit
 from .vae import VAE
@@ -66,7 +73,10 @@ __all__ = [
     "detection_table",
     "AIS",
     "BDMC",
+    "CIWAE",
     "IWAE",
+    "MIWAE",
+    "PIWAE",
     "STL",
     "SSVAE",
     "VAE",
@@ -80,15 +90,19 @@ __all__ = [
     "DReG",
     "DataError",
     "HVAE",
+    "SBN",
+    "CategoricalVAE",
     "FitResult",
     "KLAnnealed",
     "LatentStats",
     "LogLikelihood",
     "PyroVAEError",
     "Renyi",
+    "RWS",
     "TailAdaptiveELBO",
     "TraceELBO",
     "TraceGraphELBO",
+    "VIMCO",
     "Trainer",
     "TrainingError",
     "VAEDataset",

@@ -74,6 +74,7 @@ __all__ = [
     "perturb",
 ]
 
+#: the scoring methods of :func:`anomaly_scores`, by name
 METHODS = (
     "nll",
     "elbo",
@@ -455,8 +456,9 @@ def anomaly_scores(
     r"""Score every input of ``data`` for how anomalous the model finds it (higher = more
     anomalous), by ``method`` (one of :data:`METHODS`; see the module docstring).
 
-    :param model, guide: a model/guide pair in the sense of the README (per-datapoint sites in the
-        data plate), trained on in-distribution data.
+    :param model: the model of a model/guide pair in the sense of the README (per-datapoint sites
+        in the data plate), trained on in-distribution data.
+    :param guide: its guide.
     :param data: a tensor, tuple of tensors or data set (see :class:`~pyrovae.data.DataSource`).
     :param int num_samples: importance samples per input for the methods that estimate
         :math:`\log p(x)` or the ELBO.
@@ -467,7 +469,8 @@ def anomaly_scores(
         :math:`-\log p` estimates the entropy, for ``"typicality"``.
     :param int group_size: inputs per group for ``"typicality"`` (consecutive inputs of ``data``;
         shuffle first where order matters). With 1, each input is its own group.
-    :param int steps, lr: the per-input optimization of ``"likelihood-regret"``.
+    :param int steps: optimization steps per input of ``"likelihood-regret"``.
+    :param float lr: their learning rate.
     :param int batch_size: data points per chunk (default: as :func:`~pyrovae.log_likelihood`
         chooses; 100 for the regret and the reconstruction).
     :param device: where to compute; default the model's device. Results come back on the CPU.

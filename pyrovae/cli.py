@@ -148,11 +148,19 @@ def _add_train(sub) -> argparse.ArgumentParser:
     option(
         g,
         "--k",
-        "particles per data point of iwae, renyi, stl and dreg",
+        "particles per data point of the multi-sample estimators (per group for miwae and piwae)",
         type=_optional(int),
         shown="the estimator's",
     )
     option(g, "--alpha", "order of the renyi bound", type=_optional(float), shown="the estimator's")
+    option(g, "--m", "groups of k particles of miwae and piwae", type=_optional(int), shown="the estimator's")
+    option(
+        g,
+        "--mix",
+        "weight of the ELBO in ciwae's mix with IWAE-k",
+        type=_optional(float),
+        shown="the estimator's",
+    )
     option(
         g,
         "--beta",

@@ -54,7 +54,9 @@ __all__ = [
     "with_labels",
 ]
 
+#: the data sets :func:`load` reads
 NAMES = ("binarized-mnist", "mnist", "fashion-mnist", "digits")
+#: the splits of every data set
 SPLITS = ("train", "valid", "test")
 BINARIZE_MODES = ("dynamic", "threshold", "none")
 

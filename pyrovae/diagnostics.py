@@ -19,8 +19,9 @@ from .errors import DataError
 
 __all__ = ["KHAT_BAD", "KHAT_GOOD", "reduce_log_weights"]
 
-# k-hat bins of Vehtari et al.: good below 0.5, usable below 0.7, unreliable above
+#: PSIS :math:`\hat k` below which importance sampling is reliable (Vehtari et al.)
 KHAT_GOOD = 0.5
+#: PSIS :math:`\hat k` above which it is unreliable (between the two: usable)
 KHAT_BAD = 0.7
 # log-weights within this many ulps of each other count as equal
 _FLAT_ULPS = 64

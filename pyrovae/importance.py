@@ -54,7 +54,6 @@ import pyro
 import torch
 from pyro.distributions.util import scale_and_mask
 from pyro.infer.util import is_validation_enabled
-from torch.distributions import kl_divergence
 from tqdm.auto import tqdm
 
 from . import devices, distributed
@@ -63,7 +62,7 @@ from .diagnostics import KHAT_BAD, KHAT_GOOD, reduce_log_weights
 from .errors import ConfigError, DataError
 from .results import Result, mean_stderr
 from .seeds import seeded
-from .traces import Pair, check_support, reduce_site, scored_sites, site_log_density
+from .traces import Pair, check_support, kl_divergence, reduce_site, scored_sites, site_log_density
 
 __all__ = ["LogLikelihood", "PerDatapoint", "Reducer", "Sweep", "log_likelihood"]
 

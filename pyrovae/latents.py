@@ -50,7 +50,6 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions import Independent
-from torch.distributions import kl_divergence
 from tqdm.auto import tqdm
 
 from . import distributed
@@ -59,7 +58,7 @@ from .importance import Sweep
 from .latent_space import per_datapoint, site_mean
 from .results import Result, mean_stderr
 from .seeds import seeded
-from .traces import reduce_site, scored_sites, site_log_density
+from .traces import kl_divergence, reduce_site, scored_sites, site_log_density
 
 __all__ = ["ACTIVITY_THRESHOLD", "COLLAPSE_KL", "LatentStats", "latent_stats"]
 

@@ -110,6 +110,7 @@ class Gaussian(Likelihood):
         return params
 
 
+#: the names :func:`likelihood` accepts
 LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "gaussian-learned")
 
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from .errors import ConfigError, unknown_name
 
+#: the nonlinearities between layers, by name
 ACTIVATIONS = {
     "softplus": nn.Softplus,
     "relu": nn.ReLU,
@@ -33,6 +34,7 @@ ACTIVATIONS = {
     "gelu": nn.GELU,
     "leaky-relu": nn.LeakyReLU,
 }
+#: the network families :func:`networks` builds
 NETWORKS = ("mlp", "conv", "gated")
 #: the range ``(low, high)`` the ``"gated"`` networks clamp a Gaussian's log-variance to
 LOG_VAR_RANGE = (-6.0, 2.0)

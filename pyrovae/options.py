@@ -34,7 +34,7 @@ class Domain:
         kind = "an integer" if self.integer else "a number"
         bound = "" if self.low is None else f" {'>' if self.strict else '>='} {self.low:g}"
         if self.high is not None:
-            bound += f" and <= {int(self.high)}"
+            bound += f" and <= {int(self.high)}" if self.integer else f" and <= {self.high:g}"
         return kind + bound + (", or None" if self.optional else "")
 
     def admits(self, value: Any) -> bool:
@@ -71,6 +71,8 @@ DOMAINS: dict[str, Domain] = {
     "likelihood_scale": POSITIVE,
     "k": Domain(True, 1, optional=True),
     "alpha": Domain(False, optional=True),
+    "m": Domain(True, 1, optional=True),
+    "mix": Domain(False, 0, optional=True, high=1),
     "beta": Domain(False, 0, optional=True),
     "test_samples": COUNT,
     "hidden_size": UNITS,

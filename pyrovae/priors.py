@@ -172,7 +172,8 @@ class VampPrior(nn.Module):
     :param event_shape: shape of one data point (of one pseudo-input).
     :param num_components: the number :math:`K` of pseudo-inputs (500 in the paper).
     :param bounds: the range ``(low, high)`` the pseudo-inputs are clipped to, or ``None``.
-    :param init_mean, init_std: the normal distribution the pseudo-inputs start from.
+    :param init_mean: the mean of the normal distribution the pseudo-inputs start from.
+    :param init_std: its standard deviation.
     """
 
     name = "vamp"
@@ -203,6 +204,7 @@ class VampPrior(nn.Module):
         return DiagonalNormalMixture(self.logits, loc, scale, batch_shape)
 
 
+#: the names :func:`prior` accepts
 PRIORS = ("normal", "learnable-normal", "mixture", "vamp")
 #: the default number of components of each mixture prior
 DEFAULT_COMPONENTS = {"mixture": 10, "vamp": 500}
@@ -221,8 +223,9 @@ def prior(
 
     :param num_components: components of ``"mixture"`` and pseudo-inputs of ``"vamp"`` (default
         :data:`DEFAULT_COMPONENTS`); only those two priors take it.
-    :param encoder, event_shape, bounds: the encoder of :math:`q(z \\mid x)`, the data's shape and
-        the range of the pseudo-inputs, for ``"vamp"`` (see :class:`VampPrior`).
+    :param encoder: the encoder of :math:`q(z \\mid x)`, for ``"vamp"`` (see :class:`VampPrior`).
+    :param event_shape: the data's shape, for ``"vamp"``.
+    :param bounds: the range of the pseudo-inputs, for ``"vamp"``.
     """
     if name not in PRIORS:
         raise unknown_name("prior", name, PRIORS)

@@ -66,16 +66,20 @@ class Result:
         return f"<div><p><b>{title}</b></p>{table}</div>"
 
     def to_dataframe(self) -> pd.DataFrame:
+        """The figures as a :class:`pandas.DataFrame` (one row per data point where there are such)."""
         raise NotImplementedError
 
     def to_xarray(self):
+        """The result as an :class:`xarray.Dataset`, what :meth:`to_netcdf` writes."""
         raise NotImplementedError
 
     @classmethod
     def from_xarray(cls, ds):
+        """The result read back from a dataset of :meth:`to_xarray`."""
         raise NotImplementedError
 
     def to_json_dict(self) -> dict:
+        """The summary figures as plain Python values, ready for :func:`json.dump`."""
         raise NotImplementedError
 
     def to_netcdf(self, path: str | os.PathLike) -> None:

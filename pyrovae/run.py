@@ -59,6 +59,8 @@ class RunConfig:
     estimator: str = "elbo"
     k: int | None = None
     alpha: float | None = None
+    m: int | None = None
+    mix: float | None = None
     beta: float | None = None
     epochs: int = 10
     batch_size: int = 100
@@ -132,8 +134,9 @@ class RunConfig:
         )
 
     def build_estimator(self) -> ELBO:
-        """The estimator ``estimator`` with the options ``k``, ``alpha`` and ``beta`` that are set."""
-        options = {name: getattr(self, name) for name in ("k", "alpha", "beta")}
+        """The estimator ``estimator`` with the options ``k``, ``alpha``, ``m``, ``mix`` and ``beta``
+        that are set."""
+        options = {name: getattr(self, name) for name in ("k", "alpha", "m", "mix", "beta")}
         return estimator(self.estimator, **{name: v for name, v in options.items() if v is not None})
 
     def fit_options(self) -> dict[str, Any]:

@@ -37,7 +37,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
-from torch.distributions import kl_divergence
+from torch.distributions import kl_divergence as torch_kl_divergence
 
 from .errors import ConfigError, DataError
 from .handlers import DATA_PLATE
@@ -49,6 +49,7 @@ __all__ = [
     "check_support",
     "data_frame",
     "find_data_plate",
+    "kl_divergence",
     "latents",
     "log_density",
     "log_weights",
@@ -261,6 +262,23 @@ def log_weights(
     return log_w.expand(shape)
 
 
+def kl_divergence(q, p) -> torch.Tensor:
+    """:func:`torch.distributions.kl_divergence` of ``q`` and ``p`` expanded to their common batch
+    shape (raises :class:`NotImplementedError` where no closed form is registered).
+
+    A model site replayed against a guide's values is not expanded by the plates around it, so
+    its batch shape can lack the guide's particle dims; and some closed forms (Bernoulli's) index
+    with one distribution's parameters into a tensor shaped like the other's, which fails unless
+    the shapes agree."""
+    if q.batch_shape != p.batch_shape:
+        shape = torch.broadcast_shapes(q.batch_shape, p.batch_shape)
+        try:
+            q, p = q.expand(shape), p.expand(shape)
+        except NotImplementedError:  # a distribution without expand: as given, torch may broadcast
+            pass
+    return torch_kl_divergence(q, p)
+
+
 def check_support(name: str, site: dict) -> None:
     """Raise :class:`~pyrovae.errors.DataError` if an observed site's values are outside the support.
 
@@ -301,7 +319,8 @@ def check_pair(
             raise ConfigError(
                 f"the {reparameterized!r} estimator needs reparameterized latents, but site {name!r} of the "
                 f"{role} is {type(site['fn']).__name__}{', enumerated' if how else ' (no rsample)'}; use "
-                "'elbo' or 'tracegraph', whose score-function gradients serve discrete latents"
+                "'elbo' or 'tracegraph', whose score-function gradients serve discrete latents, or "
+                "'vimco' or 'rws' for a multi-sample bound"
             )
     for role, name, site in sites:
         frame = data_frame(site, data_plate)

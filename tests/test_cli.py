@@ -632,3 +632,26 @@ def test_latents_refuses_bad_options_before_writing(run_copy, capsys, flags, mes
     before = snapshot(run_copy)
     assert message in usage_error(capsys, ["latents", str(run_copy), *flags])
     assert snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize(
+    "flags, options",
+    [
+        (["--estimator", "piwae", "--k", "2", "--m", "3"], {"k": 2, "m": 3}),
+        (["--estimator", "ciwae", "--k", "3", "--mix", "0.25"], {"k": 3, "mix": 0.25}),
+    ],
+)
+def test_train_takes_the_options_of_the_rainforth_estimators(tmp_path, flags, options):
+    run = tmp_path / "run"
+    assert cli.main([*TRAIN, "--epochs", "1", "--run-dir", str(run), *FAST, *flags]) == 0
+    config = RunConfig.read(run / CONFIG)
+    assert {name: getattr(config, name) for name in options} == options
+    built = config.build_estimator()
+    assert {name: getattr(built, name) for name in options} == options
+
+
+def test_mix_outside_0_1_is_refused(capsys, tmp_path):
+    message = usage_error(
+        capsys, [*TRAIN, "--run-dir", str(tmp_path / "r"), "--estimator", "ciwae", "--mix", "2"]
+    )
+    assert "mix (--mix) must be a number >= 0 and <= 1" in message

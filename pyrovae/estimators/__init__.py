@@ -17,33 +17,56 @@ By name (see :data:`ESTIMATORS` and :func:`estimator`):
 - ``renyi``: :class:`Renyi`, the variational Rényi bound (Li & Turner 2016);
 - ``stl``: :class:`STL`, sticking-the-landing gradients (Roeder, Wu & Duvenaud 2017);
 - ``dreg``: :class:`DReG`, doubly reparameterized gradients (Tucker, Lawson, Gu & Maddison 2018);
+- ``miwae``: :class:`MIWAE`, the mean of :math:`M` IWAE-:math:`K` bounds (Rainforth et al. 2018);
+- ``piwae``: :class:`PIWAE`, the IWAE-:math:`MK` gradient for the model, MIWAE's for the guide,
+  on the same draws (Rainforth et al. 2018);
+- ``ciwae``: :class:`CIWAE`, the mixture :math:`\beta` ELBO + :math:`(1 - \beta)` IWAE-:math:`k`
+  of the same draws, :math:`\beta` the option ``mix`` (Rainforth et al. 2018);
+- ``vimco``: :class:`VIMCO`, score-function gradients of the IWAE bound with leave-one-out
+  baselines (Mnih & Rezende 2016);
+- ``rws``: :class:`RWS`, reweighted wake-sleep: the IWAE gradient for the model, the inclusive
+  KL's for the guide (Bornschein & Bengio 2015; Le et al. 2019);
 
 and the option ``beta`` on any of them wraps it in :class:`KLAnnealed`, which scales the
 log-density of the latent sites by :math:`\beta`.
 
-The last four are vectorized over particles and keep one importance weight per particle *and
-per data point* (Pyro's :class:`~pyro.infer.RenyiELBO` sums the log-weights over the whole
-batch). They ask of the model/guide pair what every part of pyrovae asks: each sample site lies
-in the data plate ``pyro.plate("data", N)``; and they need reparameterized latents in the guide.
+``iwae``, ``renyi``, ``stl``, ``dreg``, ``miwae``, ``piwae`` and ``ciwae`` are vectorized over
+particles and keep one importance weight per particle *and per data point* (Pyro's
+:class:`~pyro.infer.RenyiELBO` sums the log-weights over the whole batch). They ask of the
+model/guide pair what every part of pyrovae asks: each sample site lies in the data plate
+``pyro.plate("data", N)``; and they need reparameterized latents in the guide.
+``vimco`` and ``rws`` (built on :class:`DetachedIWAE`) keep the same per-datapoint weights but
+treat every latent as a constant, so they serve latents the guide samples without ``rsample``
+(Bernoulli, Categorical; sampled, not enumerated).
 """
 
 from .annealed import KLAnnealed
 from .base import DifferentiableELBO
+from .detached import DetachedIWAE, WeightTerms
 from .elbos import TailAdaptiveELBO, TraceELBO, TraceGraphELBO
-from .iwae import IWAE, STL, DReG, Renyi, data_scale
+from .iwae import CIWAE, IWAE, MIWAE, PIWAE, STL, DReG, Renyi, data_scale
 from .registry import ESTIMATORS, estimator, parse_spec
+from .rws import RWS
+from .vimco import VIMCO
 
 __all__ = [
+    "CIWAE",
     "ESTIMATORS",
     "DReG",
+    "DetachedIWAE",
     "DifferentiableELBO",
     "IWAE",
     "KLAnnealed",
+    "MIWAE",
+    "PIWAE",
+    "RWS",
     "Renyi",
     "STL",
     "TailAdaptiveELBO",
     "TraceELBO",
     "TraceGraphELBO",
+    "VIMCO",
+    "WeightTerms",
     "data_scale",
     "estimator",
     "parse_spec",

@@ -1,4 +1,5 @@
-"""The importance-weighted family, one bound per data point: IWAE, Rényi, STL and DReG."""
+"""The importance-weighted family, one bound per data point: IWAE, Rényi, STL, DReG, and MIWAE,
+PIWAE and CIWAE."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from ..traces import (
 )
 from .base import DifferentiableELBO
 
-__all__ = ["DReG", "IWAE", "Renyi", "STL", "data_scale"]
+__all__ = ["CIWAE", "DReG", "IWAE", "MIWAE", "PIWAE", "Renyi", "STL", "data_scale"]
 
 
 class IWAE(DifferentiableELBO):
@@ -69,10 +70,7 @@ class IWAE(DifferentiableELBO):
     _doubly_reparameterized = False
 
     def __init__(self, k: int = 5, *, data_plate: str | None = None):
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ConfigError(
-                f"k, the number of particles of {self.name!r}, must be a positive integer; got {k!r}"
-            )
+        _check_count(k, f"k, the number of particles of {self.name!r}")
         super().__init__(num_particles=k, vectorize_particles=True)
         self.data_plate = data_plate
         self._pair: Pair | None = None
@@ -119,9 +117,13 @@ class IWAE(DifferentiableELBO):
             check_pair(model_trace, guide_trace, self._pair.data_plate, num_data, reparameterized=self.name)
         return model_trace, guide_trace
 
-    def _log_weights(self, model, guide, args, kwargs, differentiable: bool) -> tuple[torch.Tensor, Any]:
-        """The ``(k, B)`` log-weights, each site scaled relative to the data scale, and that scale."""
-        model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
+    def _log_weights(
+        self, model, guide, args, kwargs, differentiable: bool, traces=None
+    ) -> tuple[torch.Tensor, Any]:
+        """The ``(k, B)`` log-weights, each site scaled relative to the data scale, and that scale;
+        of the ``(model_trace, guide_trace)`` of :meth:`_get_trace` given as ``traces``, or of
+        fresh ones."""
+        model_trace, guide_trace = traces or self._get_trace(model, guide, args, kwargs)
         pair = self._pair
         scale = data_scale(model_trace)
         shape = (self.num_particles, data_frame(next(scored_sites(model_trace))[1], pair.data_plate).size)
@@ -255,6 +257,170 @@ class DReG(STL):
         super().__init__(k, data_plate=data_plate)
 
 
+class MIWAE(IWAE):
+    r"""The multiply importance weighted bound (Rainforth et al. 2018), one per data point.
+
+    For each data point :math:`x_n`, :math:`MK` draws :math:`z \sim q(\cdot \mid x_n)`, vectorized in
+    one particle plate as :class:`IWAE`'s (particle :math:`(m - 1)K + k` is :math:`z_{m,k}`), form
+    :math:`M` groups of :math:`K`, with log-weights :math:`\log w_{m,k} = \log p(x_n, z_{m,k}) - \log
+    q(z_{m,k} \mid x_n)`; the bound is the mean of the :math:`M` IWAE-:math:`K` bounds,
+
+    .. math:: \mathcal{L}_{M,K}(x_n) = \frac1M \sum_{m=1}^M \log \frac1K \sum_{k=1}^K w_{m,k},
+
+    whose expectation is that of the IWAE-:math:`K` bound, its variance divided by :math:`M`:
+    :math:`M = 1` is the IWAE-:math:`K` bound, :math:`K = 1` the ELBO estimated with :math:`M`
+    particles. The loss is :math:`-s \sum_n \mathcal L_{M,K}(x_n)`, and its gradient the
+    reparameterized :math:`\frac1M \sum_{m,k} \tilde w_{m,k} \nabla \log w_{m,k}`, :math:`\tilde
+    w_{m,k} = w_{m,k} / \sum_{j=1}^K w_{m,j}` normalized within the group. Rainforth et al. show that
+    the signal-to-noise ratio of the guide's gradient is :math:`O(\sqrt{M/K})` and the model's
+    :math:`O(\sqrt{MK})`: at a fixed budget :math:`MK`, :math:`M` trades the model's tighter bound
+    for the guide's gradient. Site scales and requirements are those of :class:`IWAE`.
+
+    :param int k: the number of particles :math:`K` per group (default 8).
+    :param int m: the number of groups :math:`M` (default 8; :math:`MK` particles per data point in
+        all, the MIWAE(8, 8) of Rainforth et al.).
+    :param str data_plate: the name of the data plate.
+
+    Reference: T. Rainforth, A. R. Kosiorek, T. A. Le, C. J. Maddison, M. Igl, F. Wood and
+    Y. W. Teh (2018), "Tighter Variational Bounds are Not Necessarily Better", ICML.
+    """
+
+    name = "miwae"
+
+    def __init__(self, k: int = 8, m: int = 8, *, data_plate: str | None = None):
+        _check_count(k, f"k, the number of particles per group of {self.name!r}")
+        _check_count(m, f"m, the number of groups of {self.name!r}")
+        super().__init__(k * m, data_plate=data_plate)
+        self.m = m
+
+    @property
+    def k(self) -> int:
+        """The number of particles :math:`K` per group."""
+        return self.num_particles // self.m
+
+    def _bound(self, log_w: torch.Tensor) -> torch.Tensor:
+        """The per-datapoint bound from the ``(M K, B)`` log-weights, groups of ``K`` in a row."""
+        groups = log_w.reshape(self.m, self.k, *log_w.shape[1:])
+        return (torch.logsumexp(groups, 1) - math.log(self.k)).mean(0)
+
+
+class PIWAE(MIWAE):
+    r"""The partially importance weighted estimator (Rainforth et al. 2018): the model's parameters
+    :math:`\theta` trained on the IWAE-:math:`MK` bound, the guide's :math:`\phi` on the MIWAE
+    bound :math:`\mathcal L_{M,K}` of :class:`MIWAE`, with the same :math:`MK` draws per data point.
+
+    With the log-weights :math:`\log w_i`, :math:`i = 1, \dots, MK`, of :class:`MIWAE`'s draws,
+
+    .. math:: \nabla_\theta = \sum_{i=1}^{MK} \tilde w_i\, \nabla_\theta \log p_\theta(x_n, z_i),
+              \quad \tilde w_i = \frac{w_i}{\sum_{j=1}^{MK} w_j}; \qquad
+              \nabla_\phi = \nabla_\phi \mathcal L_{M,K}(x_n)
+              = \frac1M \sum_{m,k} \tilde w_{m,k}\, \nabla_\phi \log w_{m,k},
+
+    :math:`\tilde w_{m,k}` normalized within group :math:`m`: the model gets the tighter bound's
+    gradient (whose SNR grows as :math:`O(\sqrt{MK})`), the guide the gradient whose SNR does not
+    fall with :math:`M`.
+
+    **One backward pass.** The latents are reparameterized, :math:`z_i = z(\epsilon_i, \phi)`, so
+    :math:`\theta` enters :math:`\log w_i` only through :math:`\log p_\theta(x_n, z_i)`, and
+    :math:`\phi` only through :math:`z_i` and :math:`\log q_\phi`. The model is replayed a second
+    time, against the latents detached, :math:`\bar z_i` (the same values): :math:`t_i = \log
+    p_\theta(x_n, \bar z_i)` carries a gradient to :math:`\theta` alone, equal to :math:`\nabla_\theta
+    \log w_i`. With :math:`\ell_i = \bar{\log w_i} + t_i - \bar t_i` (a bar: detached), the log-weights'
+    values with :math:`t_i`'s gradient, the loss is :math:`-s \sum_n S(x_n)`, with the surrogate
+
+    .. math:: S(x_n) = \mathcal L_{MK}(\ell) + \big(\mathcal L_{M,K}(\log w) - \mathcal L_{M,K}(\ell)\big),
+
+    :math:`\mathcal L_{MK}` the IWAE-:math:`MK` bound of :class:`IWAE`. Its value is the
+    IWAE-:math:`MK` bound (:math:`\ell = \log w` in value: the bracket is exactly zero). Its
+    :math:`\phi`-gradient is :math:`\nabla_\phi \mathcal L_{M,K}(\log w)`, MIWAE's, since
+    :math:`\ell` carries none. Its :math:`\theta`-gradient is :math:`\sum_i \tilde w_i
+    \nabla_\theta t_i` from the first term, plus :math:`\frac1M \sum_{m,k} \tilde w_{m,k}
+    (\nabla_\theta \log w_{m,k} - \nabla_\theta t_{m,k}) = 0` from the bracket: IWAE's (to
+    rounding, as two equal terms cancel). No split of the parameters into the model's and the
+    guide's is needed; a parameter that both use gets the IWAE weights on its direct part in
+    :math:`\log p` and the MIWAE weights on the rest. The cost is one more model pass.
+
+    ``loss`` and ``differentiable_loss`` return the negative IWAE-:math:`MK` bound, :math:`-s
+    \sum_n \mathcal L_{MK}(x_n)`, the tighter of the two, which the model is trained on
+    (:class:`MIWAE`'s loss is the MIWAE bound of the same draws). Site scales and requirements are
+    those of :class:`IWAE`.
+
+    :param int k: the number of particles :math:`K` per group of the guide's bound (default 8).
+    :param int m: the number of groups :math:`M` (default 8, the PIWAE(8, 8) of Rainforth et al.).
+    :param str data_plate: the name of the data plate.
+    """
+
+    name = "piwae"
+
+    def _bound(self, log_w: torch.Tensor) -> torch.Tensor:
+        """The IWAE-:math:`MK` bound, all the particles in one group."""
+        return IWAE._bound(self, log_w)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """The negative IWAE-:math:`MK` bound, with its gradient for the model's parameters and the
+        MIWAE bound's for the guide's (see the class docstring)."""
+        traces = self._get_trace(model, guide, args, kwargs)
+        log_w, scale = self._log_weights(model, guide, args, kwargs, differentiable=True, traces=traces)
+        log_p = self._detached_model_log_density(model, traces[1], args, kwargs, scale, log_w.shape)
+        model_only = log_w.detach() + (log_p - log_p.detach())
+        miwae = super()._bound
+        bound = self._bound(model_only) + (miwae(log_w) - miwae(model_only))
+        return -scale * bound.sum()
+
+    def _detached_model_log_density(self, model, guide_trace, args, kwargs, scale, shape) -> torch.Tensor:
+        """:math:`\\log p(x, \\bar z)`: the model replayed against the guide's latents detached,
+        each site scaled relative to the data scale, as in the log-weights."""
+        pair = self._pair
+        values = {name: value.detach() for name, value in latents(guide_trace).items()}
+        with pyro.plate(PARTICLE_PLATE, self.num_particles, dim=pair.particle_dim):
+            model_trace = poutine.trace(
+                poutine.replay(model, trace=replay_trace(values, guide_trace))
+            ).get_trace(*args, **kwargs)
+        return log_density(model_trace, pair.particle_dim, pair.data_plate, tuple(shape), scale=scale)
+
+
+class CIWAE(IWAE):
+    r"""The combination importance weighted bound (Rainforth et al. 2018), one per data point.
+
+    With the log-weights :math:`\log w_i` of :class:`IWAE`'s :math:`k` draws per data point, the
+    bound is the mixture, with weight :math:`\beta` (the option ``mix``), of the ELBO estimated
+    with the :math:`k` draws and the IWAE-:math:`k` bound of the same draws,
+
+    .. math:: \mathcal{L}(x_n) = \beta\, \frac1k \sum_{i=1}^k \log w_i
+              + (1 - \beta) \log \frac1k \sum_{i=1}^k w_i,
+
+    with the reparameterized gradient :math:`\sum_i \big(\frac\beta k + (1 - \beta)\tilde w_i\big)
+    \nabla \log w_i`, :math:`\tilde w_i = w_i / \sum_j w_j`. :math:`\beta = 1` is the ELBO
+    (:class:`Renyi` at :math:`\alpha = 1`), :math:`\beta = 0` the IWAE-:math:`k` bound. The option
+    is named ``mix``, since ``beta`` on any estimator is the KL weight of :class:`KLAnnealed`. Site
+    scales and requirements are those of :class:`IWAE`.
+
+    :param int k: the number of particles :math:`k` per data point (default 64).
+    :param float mix: the weight :math:`\beta \in [0, 1]` of the ELBO (default 0.05: with
+        :math:`k = 64`, the CIWAE of Rainforth et al.'s comparison).
+    :param str data_plate: the name of the data plate.
+    """
+
+    name = "ciwae"
+
+    def __init__(self, k: int = 64, mix: float = 0.05, *, data_plate: str | None = None):
+        super().__init__(k, data_plate=data_plate)
+        if isinstance(mix, bool) or not isinstance(mix, int | float) or not 0 <= mix <= 1:
+            raise ConfigError(
+                f"mix, the weight of the ELBO in {self.name!r}, must be a number with 0 <= mix <= 1; "
+                f"got {mix!r}"
+            )
+        self.mix = float(mix)
+
+    def _bound(self, log_w: torch.Tensor) -> torch.Tensor:
+        if self.mix == 0.0:
+            return super()._bound(log_w)
+        elbo = log_w.mean(0)
+        if self.mix == 1.0:
+            return elbo
+        return self.mix * elbo + (1.0 - self.mix) * super()._bound(log_w)
+
+
 def data_scale(model_trace):
     """The scale :math:`s` of the data plate, carried by its observed sites."""
     scales = [site["scale"] for _, site in scored_sites(model_trace) if site["is_observed"]]
@@ -271,3 +437,9 @@ def data_scale(model_trace):
                     "importance-weighted estimators need one minibatch scale for the whole data point"
                 )
     return scales[0]
+
+
+def _check_count(value, what: str) -> None:
+    """Refuse a number of particles or groups that is not a positive integer; ``what`` names it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{what}, must be a positive integer; got {value!r}")

@@ -10,7 +10,9 @@ from pyro.infer import ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from ..errors import ConfigError, unknown_name
 from .annealed import KLAnnealed
 from .elbos import TailAdaptiveELBO, TraceELBO, TraceGraphELBO
-from .iwae import IWAE, STL, DReG, Renyi
+from .iwae import CIWAE, IWAE, MIWAE, PIWAE, STL, DReG, Renyi
+from .rws import RWS
+from .vimco import VIMCO
 
 __all__ = ["ESTIMATORS", "estimator", "parse_spec"]
 
@@ -26,6 +28,11 @@ ESTIMATORS: dict[str, tuple[Callable[..., ELBO], tuple[str, ...]]] = {
     "renyi": (Renyi, ("alpha", "k")),
     "stl": (STL, ("k",)),
     "dreg": (DReG, ("k",)),
+    "miwae": (MIWAE, ("k", "m")),
+    "piwae": (PIWAE, ("k", "m")),
+    "ciwae": (CIWAE, ("k", "mix")),
+    "vimco": (VIMCO, ("k",)),
+    "rws": (RWS, ("k",)),
 }
 
 

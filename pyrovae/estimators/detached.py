@@ -1,0 +1,167 @@
+r"""The IWAE bound at detached latents: what score-function and wake-sleep estimators differentiate.
+
+:class:`IWAE` and its reparameterized relatives differentiate the log-weights through the samples
+:math:`z_i = z(\epsilon_i, \phi)`, which discrete latents do not have. The estimators built on
+:class:`DetachedIWAE` (:class:`~pyrovae.estimators.VIMCO`, :class:`~pyrovae.estimators.RWS`) treat
+every latent value as a constant and differentiate only the densities at it, so they serve any
+latent the guide *samples*: Bernoulli and Categorical ones, continuous ones without ``rsample``,
+and reparameterizable ones too (whose pathwise gradient they then forgo).
+"""
+
+from __future__ import annotations
+
+from numbers import Number
+from typing import Any, NamedTuple
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer.util import is_validation_enabled, torch_item
+
+from ..errors import ConfigError
+from ..traces import (
+    PARTICLE_PLATE,
+    Pair,
+    check_pair,
+    data_frame,
+    latents,
+    log_density,
+    replay_trace,
+    scored_sites,
+    site_log_density,
+)
+from .iwae import IWAE, data_scale
+
+__all__ = ["DetachedIWAE", "WeightTerms"]
+
+
+class WeightTerms(NamedTuple):
+    r"""The ``(k, B)`` terms of the log-weights at detached latents (see :class:`DetachedIWAE`)."""
+
+    #: :math:`\log p(x_n, z_i)`, each site scaled relative to the data scale (as in :class:`IWAE`)
+    log_p: torch.Tensor
+    #: :math:`\log q(z_i \mid x_n)` scaled likewise: ``log_p - log_q`` are the log-weights
+    log_q: torch.Tensor
+    #: :math:`\log q(z_i \mid x_n)` unscaled (masks applied): the density the draws came from,
+    #: whose gradient is the score function
+    log_q_sampled: torch.Tensor
+    #: the data scale :math:`s` (the minibatch scale :math:`N/B`)
+    scale: Any
+
+    @property
+    def log_w(self) -> torch.Tensor:
+        """The log-weights :math:`\\log w_i = \\log p(x_n, z_i) - \\log q(z_i \\mid x_n)`."""
+        return self.log_p - self.log_q
+
+
+class DetachedIWAE(IWAE):
+    r"""The IWAE-:math:`k` bound of :class:`IWAE`, with every latent value a constant.
+
+    For each data point :math:`x_n`, :math:`k` draws :math:`z_1, \dots, z_k \sim q(\cdot \mid x_n)`
+    are detached (:math:`\bar z_i`, no gradient flows through a sample), the model is replayed
+    against them, and the guide too where it has several latent sites (so that a later site's
+    density does not depend on an earlier draw through its path). :meth:`weight_terms` returns, per
+    particle and data point, :math:`\log p(x_n, \bar z_i)`, :math:`\log q(\bar z_i \mid x_n)` and the
+    log-weights :math:`\log w_i = \log p(x_n, \bar z_i) - \log q(\bar z_i \mid x_n)`, whose
+    log-mean-exp is the bound
+
+    .. math:: \hat{\mathcal L}_k(x_n) = \log \frac1k \sum_{i=1}^k w_i,
+
+    with ``loss`` :math:`-s \sum_n \hat{\mathcal L}_k(x_n)`, as :class:`IWAE`'s. Its gradient at
+    fixed :math:`\bar z` is :math:`\sum_i \tilde w_i \nabla \log w_i`, :math:`\tilde w_i = w_i /
+    \sum_j w_j`: the model's IWAE gradient, but not the guide's, which needs the score-function
+    terms :math:`\nabla_\phi \log q_\phi(\bar z_i \mid x_n)` of the distribution the draws came
+    from; the subclasses add them (or replace the guide's gradient). This class has no
+    ``differentiable_loss`` of its own.
+
+    **Site scales.** As in :class:`IWAE`: the data scale :math:`s` multiplies the bound, and every
+    site enters :math:`\log w` scaled by its scale relative to :math:`s` (so β of
+    :class:`KLAnnealed` gives the β-IWAE weights). The score terms use the *unscaled* density
+    :math:`\log q(\bar z_i \mid x_n)` (masks applied), the density the draws were made from, which
+    is what the gradient of the expectation of a β-weighted bound calls for.
+
+    **Requirements.** Those of :class:`IWAE`, except that latents need not be reparameterized;
+    discrete latents must be sampled by the guide, not enumerated (a
+    :class:`~pyrovae.ConfigError` says so).
+
+    :param int k: the number of particles :math:`k` per data point, at least ``min_particles``.
+    :param str data_plate: the name of the data plate.
+    """
+
+    name = "detached-iwae"
+    #: the fewest particles the estimator is defined for
+    min_particles = 1
+
+    def __init__(self, k: int = 5, *, data_plate: str | None = None):
+        super().__init__(k, data_plate=data_plate)
+        if k < self.min_particles:
+            raise ConfigError(
+                f"the {self.name!r} estimator needs at least {self.min_particles} particles per data "
+                f"point, k >= {self.min_particles}; got k = {k}"
+            )
+
+    def _get_trace(self, model, guide, args, kwargs):
+        """The guide's particles, detached, and the model replayed against them (the guide too,
+        where it has several latent sites and a draw carries a gradient)."""
+        if self._pair is None:
+            num_data = args[0].shape[0] if args and torch.is_tensor(args[0]) and args[0].dim() else 1
+            pair = Pair(
+                model,
+                guide,
+                args,
+                kwargs,
+                self.data_plate,
+                num_data=num_data,
+                num_particles=self.num_particles,
+            )
+            if pair.enumerated:
+                raise ConfigError(
+                    f"the {self.name!r} estimator samples every latent, but site {pair.enumerated[0]!r} is "
+                    "marked infer={'enumerate': 'parallel'}: drop the mark to sample it, or use 'enum', "
+                    "which sums it out"
+                )
+            self._pair = pair
+        pair = self._pair
+        with pyro.plate(PARTICLE_PLATE, self.num_particles, dim=pair.particle_dim):
+            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            drawn = latents(guide_trace)
+            values = {name: value.detach() for name, value in drawn.items()}
+            replayed = replay_trace(values, guide_trace)
+            if len(values) > 1 and any(value.requires_grad for value in drawn.values()):
+                guide_trace = poutine.trace(poutine.replay(guide, trace=replayed)).get_trace(*args, **kwargs)
+            else:  # one latent site, or none carries a gradient: the densities are the traced ones
+                for name, value in values.items():
+                    guide_trace.nodes[name]["value"] = value
+            model_trace = poutine.trace(poutine.replay(model, trace=replayed)).get_trace(*args, **kwargs)
+        if is_validation_enabled():
+            num_data = data_frame(next(scored_sites(model_trace))[1], pair.data_plate).size
+            check_pair(model_trace, guide_trace, pair.data_plate, num_data)
+        return model_trace, guide_trace
+
+    def weight_terms(self, model, guide, args: tuple, kwargs: dict) -> WeightTerms:
+        """The ``(k, B)`` :class:`WeightTerms` of ``k`` fresh draws per data point."""
+        model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
+        pair = self._pair
+        scale = data_scale(model_trace)
+        shape = (self.num_particles, data_frame(next(scored_sites(model_trace))[1], pair.data_plate).size)
+        log_p = log_density(model_trace, pair.particle_dim, pair.data_plate, shape, scale=scale)
+        log_q = log_q_sampled = torch.zeros(())
+        for _, site in scored_sites(guide_trace):
+            sampled = site_log_density(site, pair.particle_dim, pair.data_plate, shape)
+            ratio = site["scale"] / scale
+            scaled = (
+                sampled
+                if isinstance(ratio, Number) and ratio == 1
+                else site_log_density(site, pair.particle_dim, pair.data_plate, shape, scale=scale)
+            )
+            log_q, log_q_sampled = log_q + scaled, log_q_sampled + sampled
+        return WeightTerms(log_p, log_q.expand(shape), log_q_sampled.expand(shape), scale)
+
+    @torch.no_grad()
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        """The negative bound :math:`-s \\sum_n \\hat{\\mathcal L}_k(x_n)`."""
+        terms = self.weight_terms(model, guide, args, kwargs)
+        return torch_item(-terms.scale * self._bound(terms.log_w).sum())
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} is a base class: use VIMCO or RWS")
