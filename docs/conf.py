@@ -5,8 +5,8 @@ Build it, warnings as errors, with ``sphinx-build -W -b html docs docs/_build/ht
 
 Sphinx, as Pyro's own documentation: the API reference comes from the docstrings (autodoc), whose
 ``:math:`` roles and ``.. math::`` blocks MathJax renders. The pages are MyST Markdown, read by
-myst-nb, so that the tutorials can later be MyST-Markdown notebooks: plain text that diffs well,
-rendered (and, when wanted, executed) by the same build.
+myst-nb, so that the tutorials (docs/tutorials) are MyST-Markdown notebooks: plain text that diffs
+well, rendered and executed by the same build.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ version = pyrovae.__version__
 release = pyrovae.__version__
 
 extensions = [
-    "myst_nb",  # MyST Markdown pages and, later, MyST-Markdown notebooks (it includes myst_parser)
+    "myst_nb",  # MyST Markdown pages and MyST-Markdown notebooks (it includes myst_parser)
     "sphinx.ext.autodoc",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
@@ -41,8 +41,18 @@ exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
 # $...$ and $$...$$ in the Markdown pages; \begin{align}... environments as display maths
 myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3
-# notebooks are not executed yet (there are none); the tutorials will switch this on
-nb_execution_mode = "off"
+
+# -- notebooks (docs/tutorials) --------------------------------------------------------------------
+# The tutorials are MyST-Markdown notebooks, executed by the build at their full size so that the site
+# shows their outputs and figures; the results are cached (jupyter-cache, under docs/_build) and a
+# notebook runs again only when its code changes. Where the environment has CI set they are not
+# executed: the CI runs every notebook at its smoke size in the tests (tests/test_tutorials.py), and a
+# second run in the build would only cost minutes (at that size its outputs would mean nothing).
+nb_execution_mode = "off" if "CI" in os.environ else "cache"
+nb_execution_cache_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_build", ".jupyter_cache")
+nb_execution_timeout = 1800  # seconds per cell
+nb_execution_raise_on_error = True  # a failing cell fails the build
+nb_execution_show_tb = True  # with its traceback in the log
 
 # -- autodoc ---------------------------------------------------------------------------------------
 autodoc_default_options = {"member-order": "bysource"}
@@ -146,5 +156,15 @@ def _resolve_reexport(app, env, node, contnode):
     return None
 
 
+def _skip_matplotlib_members(app, what, name, obj, skip, options):
+    """Leave out the members matplotlib writes into a class of pyrovae: it gives every subclass of its
+    ``Artist`` (:class:`pyrovae.plots.Figure`) a generated ``set`` method, whose docstring is
+    matplotlib's and uses its own roles."""
+    if what == "class" and (getattr(obj, "__module__", None) or "").startswith("matplotlib"):
+        return True
+    return None
+
+
 def setup(app):
     app.connect("missing-reference", _resolve_reexport)
+    app.connect("autodoc-skip-member", _skip_matplotlib_members)

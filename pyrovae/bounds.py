@@ -256,9 +256,9 @@ class Bounds(Result):
         BDMC, a second panel shows its lower and upper bounds on the simulated data points. Saves
         a PNG atomically when ``path`` is given. Returns the :class:`matplotlib.figure.Figure`
         (made without pyplot, so no display or interactive backend is needed)."""
-        from matplotlib.figure import Figure
+        from .plots import figure
 
-        fig = Figure(figsize=(6 if self.bdmc is None else 10, 4), layout="constrained")
+        fig = figure(figsize=(6 if self.bdmc is None else 10, 4), layout="constrained")
         ax, *right = fig.subplots(1, 1 if self.bdmc is None else 2, squeeze=False)[0]
         ks = list(self.ks.values())
         ax.errorbar(

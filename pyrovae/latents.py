@@ -397,9 +397,9 @@ def latent_stats(
                     per_dim, dim_methods[name] = _elementwise_kl(g["fn"], m["fn"], g["value"])
                     if per_dim is not None:
                         per_dim = per_datapoint(per_dim.expand(g["value"].shape), g, pdim, plate)
-                        out["kl_dims"].append(per_dim.flatten(1).double().cpu())
+                        out["kl_dims"].append(per_dim.reshape(hi - lo, -1).double().cpu())
                     mean = per_datapoint(site_mean(g), g, pdim, plate)
-                    out["mean"].append(mean.flatten(1).double().cpu())
+                    out["mean"].append(mean.reshape(hi - lo, -1).double().cpu())
                     if name in decomposable:
                         out["z"].append(g["value"].select(pdim - g["fn"].event_dim, 0))
                         out["lq"].append(site_log_density(g, pdim, plate, shape)[0])

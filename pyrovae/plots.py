@@ -1,8 +1,8 @@
 r"""Figures: samples, reconstructions, learning curves, and pictures of the latent space.
 
-Every function returns a :class:`matplotlib.figure.Figure`, which a notebook shows inline, and
-saves it as a PNG, atomically, only when given ``path``. Figures are made without pyplot, so
-importing pyrovae leaves matplotlib's backend and pyplot's list of open figures alone.
+Every function returns a :class:`Figure` (a :class:`matplotlib.figure.Figure`), which a notebook
+shows inline, and saves it as a PNG, atomically, only when given ``path``. Figures are made without
+pyplot, so importing pyrovae leaves matplotlib's backend and pyplot's list of open figures alone.
 
 The pictures of the latent space (:func:`interpolate`, :func:`traverse`, :func:`embedding`,
 :func:`prior_samples`) take any model/guide *pair* (see :mod:`pyrovae.latent_space`): a
@@ -16,6 +16,7 @@ such as ``(x, c)`` for a CVAE.
 
 from __future__ import annotations
 
+import io
 import math
 import operator
 import os
@@ -23,11 +24,11 @@ import textwrap
 from collections.abc import Sequence
 
 import matplotlib
+import matplotlib.figure
 import numpy as np
 import pandas as pd
 import torch
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from .data import DataSource
 from .errors import ConfigError
@@ -43,8 +44,26 @@ EMBEDDINGS = ("pca", "tsne")
 MAX_LEGEND = 20
 
 
+class Figure(matplotlib.figure.Figure):
+    """A :class:`matplotlib.figure.Figure` that Jupyter shows inline whatever the backend.
+
+    The inline backend of a notebook draws the figures of pyplot only; a figure made without pyplot,
+    as every figure of pyrovae is, would be shown as the text ``<Figure size ...>``. This one renders
+    itself as a PNG (``_repr_png_``) when it is the value of a cell or passed to ``display``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        """Arguments as for :class:`matplotlib.figure.Figure`."""
+        super().__init__(*args, **kwargs)
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        return buffer.getvalue()
+
+
 def figure(**kwargs) -> Figure:
-    """A new figure, outside pyplot (``kwargs`` as for :class:`~matplotlib.figure.Figure`)."""
+    """A new :class:`Figure`, outside pyplot (``kwargs`` as for :class:`~matplotlib.figure.Figure`)."""
     return Figure(**kwargs)
 
 

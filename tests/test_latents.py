@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from matplotlib.image import imread
@@ -102,6 +104,28 @@ def test_the_decomposition_sums_to_the_elbo_bounds_reports(ppca):
     assert abs(float(stats.elbo.mean()) - float(elbo.mean())) < Z * se
     torch.testing.assert_close(stats.elbo, stats.reconstruction - stats.kl)
     assert stats.kl.mean() == pytest.approx(stats.sites["kl"].sum(), rel=1e-9)
+
+
+def test_a_scalar_latent_site_is_one_dimension():
+    """A latent with no event dims (one number per data point, here a Gamma precision scaling the
+    prior of another latent) is reported as a site of one dimension."""
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            tau = pyro.sample("tau", dist.Gamma(x.new_tensor(2.0), 2.0))
+            z = pyro.sample("z", dist.Normal(x.new_zeros(2), tau.rsqrt().unsqueeze(-1)).to_event(1))
+            pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("tau", dist.Gamma(2.0 + x.pow(2).sum(-1), 2.0))
+            pyro.sample("z", dist.Normal(x / 2, 0.7).to_event(1))
+
+    stats = latent_stats(model, guide, torch.randn(40, 2), 5, progress=False)
+    assert stats.sites.loc["tau", "dims"] == 1 and stats.sites.loc["z", "dims"] == 2
+    assert stats.sites.loc["tau", "kl_method"] == "analytic"
+    assert stats.dims.query("site == 'tau'").shape[0] == 1
+    assert stats.sites.loc["tau", "active_units"] == 1  # E_q[tau] varies with x
 
 
 def test_a_decoder_that_ignores_every_dimension_is_flagged_as_collapsed():

@@ -276,3 +276,11 @@ def test_bad_arguments_are_refused_with_a_message_that_names_them(call, match, d
     pair, x, _ = make("hvae:z2", digits)
     with pytest.raises(ConfigError, match=match):
         call(pair, x)
+
+
+def test_a_figure_renders_itself_as_png_for_jupyter():
+    """Made without pyplot, pyrovae's figures are not drawn by a notebook's inline backend; their
+    ``_repr_png_`` is what shows them inline (tests/test_tutorials.py checks it in a kernel)."""
+    fig = plots.image_grid(torch.rand(4, 1, 8, 8), ncols=2, title="t")
+    assert isinstance(fig, plots.Figure) and isinstance(fig, Figure)
+    assert fig._repr_png_().startswith(b"\x89PNG\r\n\x1a\n")
