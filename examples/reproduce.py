@@ -256,7 +256,10 @@ def report_table(runs_dir: Path) -> pd.DataFrame:
         run_dir = runs_dir / name
         if not (run_dir / CHECKPOINT).is_file():
             continue
-        state = read_state(run_dir / CHECKPOINT, ("epoch", "history", "best", "best_epoch"))
+        keys = ("epoch", "history", "best", "best_epoch", "bad_epochs", "settings")
+        state = read_state(run_dir / CHECKPOINT, keys)
+        patience = state["settings"]["patience"]
+        stopped = patience is not None and state["bad_epochs"] >= patience
         path = run_dir / SUMMARY
         summary = json.loads(path.read_text()) if path.is_file() else None
         done = summary is not None and summary["epochs"] == state["epoch"]
@@ -270,7 +273,7 @@ def report_table(runs_dir: Path) -> pd.DataFrame:
                 "± se": summary["test_stderr"] if done else nan,
                 "ours - paper": nll - PAPER_NLL[name],
                 "epochs (best)": f"{state['epoch']} ({state['best_epoch']})",
-                "status": "evaluated" if done else "training",
+                "status": "evaluated" if done else ("stopped, not evaluated" if stopped else "not finished"),
                 "best valid -ELBO": float(state["best"]),
                 "train hours": sum(row["seconds"] for row in state["history"]) / 3600,
                 "eval device": summary["eval_device"] if done else "—",
