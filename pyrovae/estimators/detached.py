@@ -21,7 +21,6 @@ from pyro.infer.util import is_validation_enabled, torch_item
 from ..errors import ConfigError
 from ..traces import (
     PARTICLE_PLATE,
-    Pair,
     check_pair,
     data_frame,
     latents,
@@ -89,6 +88,7 @@ class DetachedIWAE(IWAE):
     """
 
     name = "detached-iwae"
+    reparameterized = False
     #: the fewest particles the estimator is defined for
     min_particles = 1
 
@@ -103,25 +103,13 @@ class DetachedIWAE(IWAE):
     def _get_trace(self, model, guide, args, kwargs):
         """The guide's particles, detached, and the model replayed against them (the guide too,
         where it has several latent sites and a draw carries a gradient)."""
-        if self._pair is None:
-            num_data = args[0].shape[0] if args and torch.is_tensor(args[0]) and args[0].dim() else 1
-            pair = Pair(
-                model,
-                guide,
-                args,
-                kwargs,
-                self.data_plate,
-                num_data=num_data,
-                num_particles=self.num_particles,
+        pair = self.probe(model, guide, args, kwargs)
+        if pair.enumerated:
+            raise ConfigError(
+                f"the {self.name!r} estimator samples every latent, but site {pair.enumerated[0]!r} is "
+                "marked infer={'enumerate': 'parallel'}: drop the mark to sample it, or use 'enum', "
+                "which sums it out"
             )
-            if pair.enumerated:
-                raise ConfigError(
-                    f"the {self.name!r} estimator samples every latent, but site {pair.enumerated[0]!r} is "
-                    "marked infer={'enumerate': 'parallel'}: drop the mark to sample it, or use 'enum', "
-                    "which sums it out"
-                )
-            self._pair = pair
-        pair = self._pair
         with pyro.plate(PARTICLE_PLATE, self.num_particles, dim=pair.particle_dim):
             guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
             drawn = latents(guide_trace)

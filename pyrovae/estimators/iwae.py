@@ -94,9 +94,11 @@ class IWAE(DifferentiableELBO):
         log_w, scale = self._log_weights(model, guide, args, kwargs, differentiable=True)
         return -scale * self._bound(log_w).sum()
 
-    def _get_trace(self, model, guide, args, kwargs):
-        """The guide with its particles vectorized, and the model replayed against its latents
-        (copies of them, for DReG, so that their gradient can be reweighted)."""
+    #: whether the pair must have reparameterized latents (the pathwise estimators)
+    reparameterized = True
+
+    def probe(self, model, guide, args, kwargs) -> Pair:
+        """The :class:`~pyrovae.traces.Pair` probed on the first call's arguments, then kept."""
         if self._pair is None:
             num_data = args[0].shape[0] if args and torch.is_tensor(args[0]) and args[0].dim() else 1
             self._pair = Pair(
@@ -106,9 +108,15 @@ class IWAE(DifferentiableELBO):
                 kwargs,
                 self.data_plate,
                 num_data=num_data,
-                reparameterized=self.name,
+                reparameterized=self.name if self.reparameterized else None,
                 num_particles=self.num_particles,
             )
+        return self._pair
+
+    def _get_trace(self, model, guide, args, kwargs):
+        """The guide with its particles vectorized, and the model replayed against its latents
+        (copies of them, for DReG, so that their gradient can be reweighted)."""
+        self.probe(model, guide, args, kwargs)
         model_trace, guide_trace = self._pair.traces(
             args, kwargs, self.num_particles, copy_latents=self._doubly_reparameterized
         )
