@@ -10,17 +10,21 @@ budget and wall times) and a figure replace the ``estimators`` section of ``--ou
 
     python examples/compare_estimators.py --epochs 3 --out docs/results.md
 
-Each run's checkpoints and history go to ``--runs-dir``/ESTIMATOR.
+Each run's checkpoints and history go to ``--runs-dir``/ESTIMATOR; the runs resume from there (the
+same command continues a killed study), and each evaluation is cached there, keyed by the settings it
+depends on.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -31,7 +35,7 @@ from tqdm.auto import tqdm
 
 import pyrovae
 from pyrovae.bounds import bounds
-from pyrovae.io import write_text
+from pyrovae.io import write_json, write_text
 from pyrovae.plots import save
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,11 +63,23 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
+def cached(path: Path, key: dict, compute: Callable[[], dict]) -> dict:
+    """The row ``compute()`` returns, cached in the JSON file ``path`` with ``key`` (the settings it
+    depends on): a rerun with the same settings reads it back; other settings recompute it."""
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored["key"] == key:
+            return stored["row"]
+    row = compute()
+    write_json(path, {"key": key, "row": row})
+    return row
+
+
 def train_and_evaluate(spec: str, args, train, test: torch.Tensor, bar) -> tuple[dict, pd.DataFrame]:
     pyro.set_rng_seed(args.seed)  # the same initial parameters for every estimator
     vae = pyrovae.VAE((1, 28, 28), latent_dim=50, hidden=(400,), activation="softplus")
     bar.set_postfix_str(f"training {spec}")
-    start = time.perf_counter()
+    run_dir = Path(args.runs_dir) / spec.replace(":", "-").replace("=", "")
     result = pyrovae.fit(
         vae,
         train,
@@ -72,29 +88,37 @@ def train_and_evaluate(spec: str, args, train, test: torch.Tensor, bar) -> tuple
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
-        run_dir=Path(args.runs_dir) / spec.replace(":", "-").replace("=", ""),
-        overwrite=True,
+        run_dir=run_dir,
+        resume=True,
         progress=not args.no_progress,
     )
-    train_seconds = time.perf_counter() - start
+    key = {"epochs": args.epochs, "eval_samples": args.eval_samples, "eval_limit": args.eval_limit,
+           "seed": args.seed}  # fmt: skip
     bar.set_postfix_str(f"evaluating {spec}")
+    row = cached(
+        run_dir / "evaluation.json", key, lambda: evaluate(spec, result.vae, result.history, test, args)
+    )
+    return row, result.history.assign(estimator=spec)
+
+
+def evaluate(spec: str, vae, history: pd.DataFrame, test: torch.Tensor, args) -> dict:
+    """The bounds and test NLL of the trained ``vae``, with the training's wall times."""
     ks = sorted({1, 5, 50, args.eval_samples})
     ladder = bounds(vae.model, vae.guide, test, ks=ks, analytic_kl=False, seed=args.seed, progress=False)
     name = {k: n for n, k in ladder.ks.items()}
     ll = ladder.log_likelihood
-    row = {
+    return {
         "estimator": spec,
-        "train objective (last epoch)": result.history["train_loss"].iloc[-1],
-        "test -ELBO": -ladder.mean[name[1]],
-        "test -IWAE-5": -ladder.mean[name[5]],
-        "test -IWAE-50": -ladder.mean[name[50]],
-        f"test NLL (IS-{args.eval_samples})": ll.nll,
-        "± se": ll.stderr,
-        "train s": train_seconds,
-        "s / epoch": result.history["seconds"].mean(),
+        "train objective (last epoch)": float(history["train_loss"].iloc[-1]),
+        "test -ELBO": -float(ladder.mean[name[1]]),
+        "test -IWAE-5": -float(ladder.mean[name[5]]),
+        "test -IWAE-50": -float(ladder.mean[name[50]]),
+        f"test NLL (IS-{args.eval_samples})": float(ll.nll),
+        "± se": float(ll.stderr),
+        "train s": float(history["seconds"].sum()),
+        "s / epoch": float(history["seconds"].mean()),
         "eval s": ladder.elapsed,
     }
-    return row, result.history.assign(estimator=spec)
 
 
 def figure(table: pd.DataFrame, histories: pd.DataFrame, nll: str, path: Path) -> None:
@@ -159,8 +183,10 @@ def main() -> None:
             histories.append(history)
             print(", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
     total = time.perf_counter() - start
-    table = pd.DataFrame(rows)
     nll = f"test NLL (IS-{args.eval_samples})"
+    columns = ["estimator", "train objective (last epoch)", "test -ELBO", "test -IWAE-5", "test -IWAE-50"]
+    columns += [nll, "± se", "train s", "s / epoch", "eval s"]
+    table = pd.DataFrame(rows)[columns]  # a cached row's keys are sorted
     plot = out.parent / "estimators.png"
     figure(table, pd.concat(histories), nll, plot)
     steps = -(-len(train) // args.batch_size) * args.epochs

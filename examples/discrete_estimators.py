@@ -22,7 +22,6 @@ evaluations are cached there. The table and a figure replace the ``discrete`` se
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -33,11 +32,10 @@ import pyro
 import torch
 
 import pyrovae
-from pyrovae.io import write_json
 from pyrovae.plots import figure, save
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_estimators import REPO, markdown, replace_section  # noqa: E402
+from compare_estimators import REPO, cached, markdown, replace_section  # noqa: E402
 
 SECTION = "discrete"
 
@@ -102,10 +100,11 @@ def evaluate(label: str, spec: str, sbn, args, test, batch, names) -> dict:
     path = Path(args.runs_dir) / spec.split(":")[0] / "evaluation.json"
     key = {"epochs": args.epochs, "eval_samples": args.eval_samples, "eval_limit": args.eval_limit,
            "snr_repeats": args.snr_repeats}  # fmt: skip
-    if path.is_file():
-        cached = json.loads(path.read_text())
-        if cached["key"] == key:
-            return cached["row"]
+    return cached(path, key, lambda: measure(label, sbn, args, test, batch, names))
+
+
+def measure(label: str, sbn, args, test, batch, names) -> dict:
+    """Test NLL (IS-``--eval-samples``) and the gradient SNRs of every estimator at ``sbn``."""
     start = time.perf_counter()
     ll = pyrovae.log_likelihood(
         sbn.model, sbn.guide, test, args.eval_samples, seed=args.seed, progress=not args.no_progress
@@ -116,18 +115,16 @@ def evaluate(label: str, spec: str, sbn, args, test, batch, names) -> dict:
         progress=not args.no_progress,
     ).to_dataframe()  # fmt: skip
     good, ok, bad = ll.khat_counts()
-    row = {
+    return {
         "estimator": label,
-        "test NLL": ll.nll,
-        "± se": ll.stderr,
+        "test NLL": float(ll.nll),
+        "± se": float(ll.stderr),
         "median ESS": float(ll.ess.median()),
         "k-hat <0.5 / 0.5-0.7 / >0.7": f"{good} / {ok} / {bad}",
         "eval s": elapsed,
         **{f"guide SNR, {n.split(':')[0]}": float(snr.loc[n, "guide_snr"]) for n in names},
         **{f"model SNR, {n.split(':')[0]}": float(snr.loc[n, "model_snr"]) for n in names},
     }
-    write_json(path, {"key": key, "row": row})
-    return row
 
 
 def draw(histories: dict[str, pd.DataFrame], path: Path) -> None:

@@ -29,6 +29,8 @@ from .errors import ConfigError, PyroVAEError
 from .options import check_option
 
 _SPLITS = ("train", "valid", "test")
+#: at most this many test images in the embedding figure ``pyrovae train`` writes
+EMBEDDED = 2000
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -86,7 +88,8 @@ def _add_train(sub) -> argparse.ArgumentParser:
         "train",
         help="train a VAE and write a run directory",
         description="Train a VAE by SVI. Writes config.json, a checkpoint every epoch, history.csv, "
-        "figures (samples, reconstructions, learning curves) and results.json with the test bound. "
+        "figures (samples, reconstructions, learning curves, and the test set's latent space coloured "
+        "by class where it has labels) and results.json with the test bound. "
         "With --resume, the options that define the model, its data and its objective are the run's "
         "(giving another value is an error); --epochs, --patience, --lr, --clip-norm, --device, "
         "--data-root and --download may change.",
@@ -118,9 +121,20 @@ def _add_train(sub) -> argparse.ArgumentParser:
     option(g, "--dataset", "data set", choices=NAMES)
     option(g, "--data-root", "directory with the data files", shown="the data set's own")
     option(g, "--download", "download missing data files", action="store_true")
-    option(g, "--binarize", "dynamic, threshold, none, or default (per data set)", type=_optional(str))
+    option(
+        g,
+        "--binarize",
+        "dynamic, threshold, none, or default (the data set's own under a bernoulli likelihood, "
+        "none under others)",
+        type=_optional(str),
+    )
     g = p.add_argument_group("model")
-    option(g, "--likelihood", "observation model p(x|z)", choices=LIKELIHOODS)
+    option(
+        g,
+        "--likelihood",
+        f"observation model p(x|z): {', '.join(LIKELIHOODS)} (binomial:levels=L names the grey levels; "
+        "a data set's own are known), or default: binomial on digits, bernoulli otherwise",
+    )
     option(g, "--likelihood-scale", "Gaussian likelihood's (initial) scale", type=float)
     option(g, "--model", "vae, or hvae: two stochastic layers z2 -> z1 -> x", choices=MODELS)
     option(g, "--prior", "prior of the (top) latent", choices=PRIORS)
@@ -535,7 +549,7 @@ def train(args: argparse.Namespace) -> int:
     import pyro
     import torch
 
-    from . import devices, distributed
+    from . import devices, distributed, plots
     from .data import DataSource
     from .io import write_json
     from .rundir import RESULTS, RunDirectory, checkpoint_bytes
@@ -599,6 +613,9 @@ def train(args: argparse.Namespace) -> int:
             )
         if distributed.is_main():
             write_json(run_dir / RESULTS, results)
+            if test.targets is not None:  # the latent space, coloured by class
+                embedding = run_dir / "embedding.png"
+                plots.embedding(result.vae, test, test.targets, embedding, seed=config.seed, limit=EMBEDDED)
     print(f"run directory: {run_dir}")
     return 0
 
@@ -912,7 +929,7 @@ def _scoring_data(run, dataset: str | None, root: str | None, args):
     if dataset is None:
         data = run.load_data(args.split)
     else:
-        data = load(dataset, args.split, root=root, binarize=run.config.binarize)
+        data = load(dataset, args.split, root=root, binarize=run.config.binarize_mode())
     if args.limit is not None and args.limit < len(data):
         return DataSource(data).sample(args.limit, seed=args.seed)
     return data

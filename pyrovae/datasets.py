@@ -42,6 +42,9 @@ from pyrovae.errors import DataError, unknown_name
 
 __all__ = [
     "BINARIZED_MNIST_URL",
+    "DEFAULT_BINARIZE",
+    "DEFAULT_LIKELIHOOD",
+    "GREY_LEVELS",
     "NAMES",
     "SPLITS",
     "UNLABELLED",
@@ -75,7 +78,16 @@ DIGITS_SPLIT_SIZES = {"train": 1197, "valid": 300, "test": 300}
 #: the last this-many images of the MNIST/Fashion-MNIST training file form the "valid" split
 MNIST_VALID_SIZE = 10_000
 
-_DEFAULT_BINARIZE = {
+#: the number of grey levels of each data set's stored intensities ``k / (levels - 1)``, which the
+#: ``"binomial"`` likelihood models
+GREY_LEVELS = {"binarized-mnist": 2, "mnist": 256, "fashion-mnist": 256, "digits": 17}
+#: the likelihood ``pyrovae train`` uses on each data set unless told otherwise: the Bernoulli on
+#: (binarized) MNIST, as the literature compares them; the binomial on the digits' 17 grey levels
+DEFAULT_LIKELIHOOD = {"binarized-mnist": "bernoulli", "mnist": "bernoulli", "fashion-mnist": "bernoulli",
+                      "digits": "binomial"}  # fmt: skip
+
+#: the binarization ``binarize="default"`` means for each data set
+DEFAULT_BINARIZE = {
     "binarized-mnist": None,
     "mnist": "dynamic",
     "fashion-mnist": "dynamic",
@@ -371,7 +383,7 @@ def load(
     if split not in SPLITS:
         raise unknown_name("split", split, SPLITS)
     if binarize == "default":
-        binarize = _DEFAULT_BINARIZE[key]
+        binarize = DEFAULT_BINARIZE[key]
     elif binarize is not None and binarize not in BINARIZE_MODES:
         raise unknown_name("binarize mode", str(binarize), ("default",) + BINARIZE_MODES)
     cache = _cache_dir(cache_dir)

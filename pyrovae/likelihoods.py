@@ -14,8 +14,10 @@ import math
 import pyro.distributions as dist
 import torch
 from torch import nn
+from torch.distributions import constraints
 
-from .errors import DataError, unknown_name
+from .errors import ConfigError, DataError, unknown_name
+from .options import parse_spec
 
 
 class Likelihood(nn.Module):
@@ -86,6 +88,77 @@ class ContinuousBernoulli(Likelihood):
             )
 
 
+class GreyLevels(dist.TorchDistribution):
+    r"""Grey levels :math:`x \in \{0, \frac{1}{n}, \dots, 1\}` with :math:`n x \sim
+    \mathrm{Binomial}(n, \sigma(\ell))`, :math:`n` = ``levels`` − 1: a distribution on the data's
+    own scale, so that ``log_prob`` is the probability of the observed level (not a density)."""
+
+    arg_constraints = {"logits": constraints.real}
+    support = constraints.unit_interval
+    has_rsample = False
+
+    def __init__(self, logits: torch.Tensor, levels: int, validate_args=None):
+        self.logits, self.levels = logits, levels
+        self._counts = dist.Binomial(total_count=levels - 1, logits=logits, validate_args=False)
+        super().__init__(logits.shape, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        return GreyLevels(self.logits.expand(batch_shape), self.levels)
+
+    @property
+    def mean(self):
+        return torch.sigmoid(self.logits)
+
+    @property
+    def variance(self):
+        p = torch.sigmoid(self.logits)
+        return p * (1 - p) / (self.levels - 1)
+
+    def sample(self, sample_shape=()):
+        return self._counts.sample(sample_shape) / (self.levels - 1)
+
+    def log_prob(self, value):
+        return self._counts.log_prob(torch.round(value * (self.levels - 1)))
+
+
+class Binomial(Likelihood):
+    r""":math:`(L-1)\,x_d \sim \mathrm{Binomial}(L - 1, \sigma(\ell_d))` for images of :math:`L`
+    grey levels stored as intensities :math:`x_d \in \{0, \frac{1}{L-1}, \dots, 1\}` (scikit-learn's
+    digits have :math:`L = 17`, 8-bit images 256); ``params`` are logits.
+
+    A discrete likelihood for discrete data: :math:`\log p(x)` is the log-probability of the
+    observed grey levels, so it compares across models as binarized data's does, where a density
+    (Gaussian, continuous Bernoulli) on such data does not. With :math:`L = 2` it is the Bernoulli.
+    Its mean :math:`\sigma(\ell_d)` is the expected intensity.
+    """
+
+    name = "binomial"
+    bounds = (0.0, 1.0)
+
+    def __init__(self, levels: int):
+        super().__init__()
+        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+            raise ConfigError(f"levels must be an integer >= 2 (the number of grey levels); got {levels!r}")
+        self.levels = levels
+
+    def forward(self, params):
+        return GreyLevels(params, self.levels)
+
+    def mean(self, params):
+        return torch.sigmoid(params)
+
+    def check(self, x, what="data"):
+        super().check(x, what)
+        n = self.levels - 1
+        if (x < 0).any() or (x > 1).any() or ((x * n - torch.round(x * n)).abs() > 1e-4).any():
+            raise DataError(
+                f"{what} is not on the grid of {self.levels} grey levels 0, 1/{n}, ..., 1 of the likelihood "
+                f"'binomial:levels={self.levels}'; pass the data's number of levels (levels=L for "
+                "intensities k/(L-1)), or choose a likelihood for continuous data ('gaussian', "
+                "'gaussian-learned' or 'continuous-bernoulli')."
+            )
+
+
 class Gaussian(Likelihood):
     r""":math:`x_d \sim \mathcal{N}(\mu_d, \sigma^2)` with ``params`` the means.
 
@@ -111,14 +184,25 @@ class Gaussian(Likelihood):
 
 
 #: the names :func:`likelihood` accepts
-LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "gaussian-learned")
+LIKELIHOODS = ("bernoulli", "binomial", "continuous-bernoulli", "gaussian", "gaussian-learned")
 
 
 def likelihood(name: str, event_shape=(), scale: float = 1.0) -> Likelihood:
-    """The likelihood called ``name``: one of :data:`LIKELIHOODS`.
+    """The likelihood called ``name``: one of :data:`LIKELIHOODS`, with the number of grey levels
+    for the binomial, ``"binomial:levels=17"``.
 
     ``scale`` is the Gaussian's fixed standard deviation, or the initial one for ``"gaussian-learned"``.
     """
+    name, options = parse_spec(name, what="likelihood")
+    if name == "binomial":
+        if set(options) != {"levels"}:
+            raise ConfigError(
+                "likelihood 'binomial' takes one option, the number of grey levels of the data: "
+                "'binomial:levels=17' for scikit-learn's digits, 'binomial:levels=256' for 8-bit images"
+            )
+        return Binomial(options["levels"])
+    if options:
+        raise ConfigError(f"likelihood {name!r} takes no options; got {', '.join(options)}")
     if name == "bernoulli":
         return Bernoulli()
     if name == "continuous-bernoulli":

@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["DOMAINS", "Domain", "check_option", "check_options"]
+__all__ = ["DOMAINS", "Domain", "check_option", "check_options", "parse_spec"]
 
 
 @dataclass(frozen=True)
@@ -122,3 +122,32 @@ def check_options(**values: Any) -> dict[str, Any]:
         name: (int(v) if v is not None and name in DOMAINS and DOMAINS[name].integer else v)
         for name, v in values.items()
     }
+
+
+def parse_spec(spec: str, what: str = "estimator") -> tuple[str, dict[str, int | float | bool]]:
+    """Split a spec ``"NAME[:OPTION=VALUE]..."`` of an estimator (``"iwae:k=5:beta=0.5"``) or a
+    likelihood (``"binomial:levels=17"``; ``what`` names the kind in messages) into its name and
+    options; values are read as integers, numbers or ``true``/``false``."""
+    name, *options = spec.split(":")
+    example = "binomial:levels=17" if what == "likelihood" else "iwae:k=5"
+    kwargs: dict[str, int | float | bool] = {}
+    for option in options:
+        key, sep, text = (part.strip() for part in option.partition("="))
+        if not (key and sep and text):
+            raise ConfigError(f"{what} option {option!r} of {spec!r} is not OPTION=VALUE, as in {example}")
+        key = key.replace("-", "_")
+        if key in kwargs:
+            raise ConfigError(f"{what} option {key!r} is given twice in {spec!r}")
+        kwargs[key] = _parse_value(text, what)
+    return name.strip(), kwargs
+
+
+def _parse_value(text: str, what: str) -> int | float | bool:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    raise ConfigError(f"{what} option value {text!r} is not a number, true or false")

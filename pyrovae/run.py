@@ -28,7 +28,7 @@ from .estimators import estimator
 from .hvae import HVAE
 from .hvae import NETWORKS as HVAE_NETWORKS
 from .io import write_json
-from .options import DOMAINS, check_options
+from .options import DOMAINS, check_options, parse_spec
 from .rundir import CHECKPOINT, CONFIG, RESULTS, read_state
 from .vae import VAE
 
@@ -46,7 +46,7 @@ class RunConfig:
     data_root: str | None = None
     download: bool = False
     binarize: str | None = "default"
-    likelihood: str = "bernoulli"
+    likelihood: str = "default"
     likelihood_scale: float = 1.0
     model: str = "vae"
     prior: str = "normal"
@@ -130,8 +130,30 @@ class RunConfig:
                 "pyrovae.log_likelihood(run.vae.model, run.vae.guide, data)"
             )
         return datasets.load(
-            self.dataset, split, root=self.data_root, download=self.download, binarize=self.binarize
+            self.dataset, split, root=self.data_root, download=self.download, binarize=self.binarize_mode()
         )
+
+    def likelihood_spec(self) -> str:
+        """``likelihood`` with its options: ``"default"`` is the data set's own
+        (:data:`~pyrovae.datasets.DEFAULT_LIKELIHOOD`; the Bernoulli without a data set), and the
+        binomial gets the data set's number of grey levels (:data:`~pyrovae.datasets.GREY_LEVELS`)
+        unless it names them (``"binomial:levels=L"``)."""
+        spec = self.likelihood
+        if spec == "default":
+            spec = datasets.DEFAULT_LIKELIHOOD.get(self.dataset, "bernoulli")
+        if spec == "binomial" and self.dataset in datasets.GREY_LEVELS:
+            spec = f"binomial:levels={datasets.GREY_LEVELS[self.dataset]}"
+        return spec
+
+    def binarize_mode(self) -> str | None:
+        """``binarize``, where ``"default"`` is the data set's own binarization
+        (:data:`~pyrovae.datasets.DEFAULT_BINARIZE`) under a Bernoulli likelihood, and none under
+        any other: the other likelihoods model the grey levels themselves."""
+        if self.binarize != "default":
+            return self.binarize
+        if parse_spec(self.likelihood_spec(), "likelihood")[0] != "bernoulli":
+            return None
+        return datasets.DEFAULT_BINARIZE.get(self.dataset)
 
     def build_estimator(self) -> ELBO:
         """The estimator ``estimator`` with the options ``k``, ``alpha``, ``m``, ``mix`` and ``beta``
@@ -159,7 +181,7 @@ class RunConfig:
             latent_dim=self.latent_dim,
             hidden=tuple(self.hidden),
             activation=self.activation,
-            likelihood=self.likelihood,
+            likelihood=self.likelihood_spec(),
             prior=self.prior,
             prior_components=self.prior_components,
             likelihood_scale=self.likelihood_scale,

@@ -14,6 +14,9 @@ from pyrovae.likelihoods import LIKELIHOODS, Likelihood, likelihood
 
 EVENT = (1, 4, 4)
 SCALE = 0.7
+LEVELS = 17
+#: every likelihood by name, with the options it needs
+SPECS = [f"binomial:levels={LEVELS}" if name == "binomial" else name for name in LIKELIHOODS]
 
 
 @pytest.fixture
@@ -25,6 +28,8 @@ def data_for(name: str, shape=(6, *EVENT), seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     if name == "bernoulli":
         return torch.bernoulli(torch.full(shape, 0.5), generator=g)
+    if name.startswith("binomial"):
+        return torch.randint(0, LEVELS, shape, generator=g) / (LEVELS - 1)
     if name == "continuous-bernoulli":
         return torch.rand(shape, generator=g)
     return torch.randn(shape, generator=g) * 3
@@ -33,12 +38,14 @@ def data_for(name: str, shape=(6, *EVENT), seed: int = 1) -> torch.Tensor:
 def reference(name: str, params: torch.Tensor) -> td.Distribution:
     if name == "bernoulli":
         return td.Bernoulli(logits=params)
+    if name.startswith("binomial"):
+        return td.Binomial(LEVELS - 1, logits=params)
     if name == "continuous-bernoulli":
         return td.ContinuousBernoulli(logits=params)
     return td.Normal(params, torch.full_like(params, SCALE))
 
 
-@pytest.mark.parametrize("name", LIKELIHOODS)
+@pytest.mark.parametrize("name", SPECS)
 def test_log_prob_and_mean_match_torch_distributions(name, params):
     lik = likelihood(name, EVENT, SCALE)
     assert isinstance(lik, Likelihood) and lik.name in name
@@ -46,8 +53,10 @@ def test_log_prob_and_mean_match_torch_distributions(name, params):
     d = lik(params)
     assert d.batch_shape == params.shape
     ref = reference(name, params)
-    torch.testing.assert_close(d.log_prob(x), ref.log_prob(x), rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(lik.mean(params), ref.mean, rtol=1e-6, atol=1e-6)
+    counts = LEVELS - 1 if name.startswith("binomial") else 1  # the binomial counts grey levels
+    torch.testing.assert_close(d.log_prob(x), ref.log_prob(x * counts), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(lik.mean(params), ref.mean / counts, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(d.mean, ref.mean / counts, rtol=1e-6, atol=1e-6)
 
 
 def test_gaussian_fixed_scale_is_a_buffer_and_learned_scale_a_parameter():
@@ -87,7 +96,7 @@ def test_unknown_likelihood_lists_the_valid_names():
         assert name in str(err.value)
 
 
-@pytest.mark.parametrize("name", LIKELIHOODS)
+@pytest.mark.parametrize("name", SPECS)
 def test_check_accepts_data_in_the_support(name):
     likelihood(name, EVENT).check(data_for(name))
 
@@ -112,7 +121,7 @@ def test_continuous_bernoulli_check_rejects_values_outside_the_unit_interval(val
     assert "[0, 1]" in message and "Rescale" in message and "gaussian" in message
 
 
-@pytest.mark.parametrize("name", LIKELIHOODS)
+@pytest.mark.parametrize("name", SPECS)
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_every_likelihood_rejects_nan_and_inf(name, bad):
     x = data_for(name)
@@ -133,9 +142,9 @@ def digits():
     }
 
 
-@pytest.mark.parametrize("name", LIKELIHOODS)
+@pytest.mark.parametrize("name", SPECS)
 def test_a_vae_with_each_likelihood_trains(name, digits):
-    data = digits["binary" if name == "bernoulli" else "grey"]
+    data = digits["binary" if name == "bernoulli" else "grey"]  # the digits have 17 grey levels
     torch.manual_seed(0)
     vae = pyrovae.VAE(data.event_shape, latent_dim=2, hidden=(32,), likelihood=name, likelihood_scale=0.5)
     before = {k: v.clone() for k, v in vae.state_dict().items()}
@@ -146,3 +155,53 @@ def test_a_vae_with_each_likelihood_trains(name, digits):
     changed = [k for k, v in vae.state_dict().items() if not torch.equal(v, before[k])]
     assert any(k.startswith("encoder") for k in changed) and any(k.startswith("decoder") for k in changed)
     assert ("likelihood.log_scale" in changed) == (name == "gaussian-learned")
+
+
+def test_binomial_is_a_distribution_on_the_grey_levels():
+    lik = likelihood(f"binomial:levels={LEVELS}")
+    params = torch.randn(3, 5, generator=torch.Generator().manual_seed(2))
+    grid = torch.arange(LEVELS).view(-1, 1, 1) / (LEVELS - 1)
+    d = lik(params)
+    # the probabilities of the L levels sum to one at every pixel: a pmf, not a density
+    torch.testing.assert_close(d.log_prob(grid).exp().sum(0), torch.ones(3, 5), rtol=1e-6, atol=1e-6)
+    torch.manual_seed(0)
+    draws = d.sample((4000,))
+    assert draws.shape == (4000, 3, 5)
+    lik.check(draws)  # every draw is on the grid
+    # the draws' mean is the distribution's mean, within 4 standard errors (fixed seed)
+    se = (d.variance / len(draws)).sqrt()
+    assert ((draws.mean(0) - d.mean).abs() < 4 * se).all()
+    squares = (draws - d.mean) ** 2  # the variance likewise, with the squares' standard error
+    assert ((squares.mean(0) - d.variance).abs() < 4 * squares.std(0) / len(draws) ** 0.5).all()
+    # with two levels it is the Bernoulli
+    x = torch.bernoulli(torch.full((3, 5), 0.5), generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(
+        likelihood("binomial:levels=2")(params).log_prob(x), td.Bernoulli(logits=params).log_prob(x)
+    )
+
+
+@pytest.mark.parametrize("value", [-1 / 16, 0.5 / 16, 17 / 16])
+def test_binomial_check_rejects_data_off_its_grid_and_names_the_levels(value):
+    x = data_for("binomial")
+    x[0, 0, 1, 2] = value
+    with pytest.raises(DataError) as err:
+        likelihood("binomial:levels=17").check(x, "the training data")
+    message = str(err.value)
+    assert "the training data" in message and "17 grey levels" in message and "levels=L" in message
+
+
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("binomial", ["binomial:levels=17", "digits"]),
+        ("binomial:levels=1", ["levels must be an integer >= 2"]),
+        ("binomial:levels=17:scale=2", ["takes one option"]),
+        ("bernoulli:levels=3", ["takes no options", "levels"]),
+        ("binomial:levels", ["OPTION=VALUE", "binomial:levels=17"]),
+    ],
+)
+def test_bad_likelihood_specs_are_config_errors_that_name_the_fix(spec, words):
+    with pytest.raises(ConfigError) as err:
+        likelihood(spec)
+    for word in words:
+        assert word in str(err.value)

@@ -164,3 +164,29 @@ def test_config_builds_an_hvae_with_its_prior_and_checks_the_model_options():
     assert gated.run_options()["network"] == "gated"
     with pytest.raises(ConfigError, match="--network mlp or --network gated"):
         RunConfig(model="hvae", network="conv").build_vae((1, 8, 8))
+
+
+@pytest.mark.parametrize(
+    "dataset, likelihood, binarize, spec, mode",
+    [
+        ("digits", "default", "default", "binomial:levels=17", None),  # the digits' 17 grey levels
+        ("mnist", "default", "default", "bernoulli", "dynamic"),  # MNIST as the literature has it
+        ("binarized-mnist", "default", "default", "bernoulli", None),
+        ("mnist", "binomial", "default", "binomial:levels=256", None),
+        ("mnist", "gaussian", "default", "gaussian", None),  # grey levels for a continuous likelihood
+        ("digits", "bernoulli", "default", "bernoulli", "dynamic"),  # as runs before the binomial
+        ("digits", "binomial:levels=5", "threshold", "binomial:levels=5", "threshold"),  # as given
+    ],
+)
+def test_default_likelihood_and_binarization_follow_the_data_set(dataset, likelihood, binarize, spec, mode):
+    config = RunConfig(dataset=dataset, likelihood=likelihood, binarize=binarize)
+    assert config.likelihood_spec() == spec and config.binarize_mode() == mode
+
+
+def test_the_default_digits_model_is_a_binomial_on_their_grey_levels():
+    config = RunConfig(**SMALL)
+    train = config.load_data("train")
+    vae = config.build_vae(train.event_shape)
+    assert isinstance(vae.likelihood, pyrovae.likelihoods.Binomial) and vae.likelihood.levels == 17
+    assert train.binarize is None and len(torch.unique(train.data)) == 17
+    vae.likelihood.check(train.data)

@@ -104,7 +104,7 @@ def test_vectorized_particles_add_a_dimension_on_the_left():
     torch.testing.assert_close(model_trace.nodes["x"]["log_prob"][3], one)
 
 
-@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+@pytest.mark.parametrize("likelihood", [n + ":levels=5" if n == "binomial" else n for n in LIKELIHOODS])
 def test_sample_and_reconstruct_shapes_and_ranges(likelihood):
     vae = make_vae(likelihood=likelihood)
     torch.manual_seed(1)
@@ -117,7 +117,7 @@ def test_sample_and_reconstruct_shapes_and_ranges(likelihood):
     assert recon.shape == x.shape
     for out in (samples, recon):
         assert torch.isfinite(out).all() and not out.requires_grad
-        if likelihood in ("bernoulli", "continuous-bernoulli"):
+        if likelihood in ("bernoulli", "binomial:levels=5", "continuous-bernoulli"):
             assert ((out >= 0) & (out <= 1)).all()
     # the reconstruction is deterministic: the likelihood mean at the guide's mean
     assert torch.equal(recon, vae.reconstruct(x))

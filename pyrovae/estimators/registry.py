@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pyro.infer import ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
 from ..errors import ConfigError, unknown_name
+from ..options import parse_spec
 from .annealed import KLAnnealed
 from .elbos import TailAdaptiveELBO, TraceELBO, TraceGraphELBO
 from .iwae import CIWAE, IWAE, MIWAE, PIWAE, STL, DReG, Renyi
@@ -34,33 +35,6 @@ ESTIMATORS: dict[str, tuple[Callable[..., ELBO], tuple[str, ...]]] = {
     "vimco": (VIMCO, ("k",)),
     "rws": (RWS, ("k",)),
 }
-
-
-def parse_spec(spec: str) -> tuple[str, dict[str, int | float | bool]]:
-    """Split an estimator spec ``"NAME[:OPTION=VALUE]..."``, e.g. ``"iwae:k=5:beta=0.5"``, into its
-    name and options; values are read as integers, numbers or ``true``/``false``."""
-    name, *options = spec.split(":")
-    kwargs: dict[str, int | float | bool] = {}
-    for option in options:
-        key, sep, text = (part.strip() for part in option.partition("="))
-        if not (key and sep and text):
-            raise ConfigError(f"estimator option {option!r} of {spec!r} is not OPTION=VALUE, as in iwae:k=5")
-        key = key.replace("-", "_")
-        if key in kwargs:
-            raise ConfigError(f"estimator option {key!r} is given twice in {spec!r}")
-        kwargs[key] = _parse_value(text)
-    return name.strip(), kwargs
-
-
-def _parse_value(text: str) -> int | float | bool:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    raise ConfigError(f"estimator option value {text!r} is not a number, true or false")
 
 
 def estimator(name: str | ELBO, **kwargs) -> ELBO:
