@@ -31,6 +31,9 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
+    # MathJax 3 copied into the site (_static/mathjax), so that the maths renders offline too: on a
+    # cluster node, or from a build opened as files, where MathJax's CDN cannot be reached
+    "sphinx-mathjax-offline",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
@@ -67,8 +70,8 @@ add_module_names = False  # short names in signatures; the page headings give th
 html_theme = "sphinx_rtd_theme"
 html_title = f"pyrovae {release}"
 html_theme_options = {"navigation_depth": 3}
-# MathJax is loaded from its CDN when a page is viewed; for offline reading point mathjax_path at a
-# local copy, e.g. sphinx-build -D mathjax_path=/usr/share/javascript/mathjax/MathJax.js ...
+html_static_path = ["_static"]
+html_css_files = ["pyrovae.css"]
 
 
 # -- links to re-exported names --------------------------------------------------------------------

@@ -62,7 +62,11 @@ class Result:
 
     def _repr_html_(self) -> str:
         title = html.escape(self.summary().splitlines()[0])
-        table = self.summary_table().to_html(float_format=lambda v: f"{v:.4g}")
+        frame = self.summary_table()
+        named = frame.index.name is not None  # a column then: a named index takes a header row of its own
+        table = (frame.reset_index() if named else frame).to_html(
+            index=not named, float_format=lambda v: f"{v:.4g}"
+        )
         return f"<div><p><b>{title}</b></p>{table}</div>"
 
     def to_dataframe(self) -> pd.DataFrame:

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyro
 import torch
@@ -251,6 +252,10 @@ def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return (seed * 1_000_003 + epoch) % 2**32
 
 
+#: the most epochs :meth:`FitResult.summary_table` (the table Jupyter shows) lists
+SHOWN_EPOCHS = 10
+
+
 @dataclass(repr=False)
 class FitResult(Result):
     """What :func:`fit` returns: the trained module, its history and where its files are.
@@ -280,8 +285,16 @@ class FitResult(Result):
         return self.history.copy()
 
     def summary_table(self) -> pd.DataFrame:
-        """The history, indexed by epoch."""
-        return self.history.set_index("epoch")
+        """The history by epoch, without columns that are empty (no validation data): every epoch of
+        a run of at most :data:`SHOWN_EPOCHS`, else that many evenly spaced from the first to the
+        last, and the best (:attr:`history` has them all)."""
+        table = self.history.dropna(axis=1, how="all")
+        if len(table) > SHOWN_EPOCHS:
+            rows = set(np.linspace(0, len(table) - 1, SHOWN_EPOCHS).round().astype(int).tolist())
+            if self.best_epoch is not None:
+                rows |= set(np.flatnonzero(table["epoch"].to_numpy() == self.best_epoch).tolist())
+            table = table.iloc[sorted(rows)]
+        return table.set_index("epoch")
 
     def to_xarray(self):
         """The history as an :class:`xarray.Dataset` along ``"epoch"``; the rest in ``attrs``."""

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 from models import PPCA
 
 import pyrovae
 from pyrovae.results import Result
+from pyrovae.training import SHOWN_EPOCHS, FitResult
 
 RUN = dict(progress=False, seed=0, device="cpu")
 
@@ -63,3 +65,23 @@ def test_mean_and_stderr_mean_the_estimate_of_log_px(results):
     assert ladder.stderr["ELBO"] == pytest.approx(float(ladder.values["ELBO"].std()) / 8**0.5)
     assert results["bdmc"].mean["gap"] == pytest.approx(float(results["bdmc"].gap.mean()))
     assert results["compare"].mean["elbo"] == results["compare"].table.loc["elbo", "bound"]
+
+
+def test_a_long_history_shows_a_few_epochs_with_the_best_and_no_empty_columns():
+    epochs = 150
+    history = pd.DataFrame(
+        {"epoch": range(1, epochs + 1), "train_loss": torch.linspace(100, 80, epochs).tolist()}
+    ).assign(valid_loss=float("nan"), beta=1.0, seconds=0.1)
+    result = FitResult(None, history, best_epoch=77, num_data=10)
+    table = result.summary_table()
+    assert table.index[0] == 1 and table.index[-1] == epochs and 77 in table.index
+    assert len(table) <= SHOWN_EPOCHS + 1 and "valid_loss" not in table.columns
+    assert len(result.to_dataframe()) == epochs  # the conversions keep every epoch
+    short = FitResult(None, history.head(4), num_data=10)
+    assert list(short.summary_table().index) == [1, 2, 3, 4]
+
+
+def test_html_tables_have_one_header_row(results):
+    for result in results.values():
+        header = result._repr_html_().split("<thead>")[1].split("</thead>")[0]
+        assert header.count("<tr") == 1, header

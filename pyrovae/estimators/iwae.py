@@ -55,9 +55,9 @@ class IWAE(DifferentiableELBO):
     **Requirements.** Every sample site of model and guide lies in the data plate (the data points
     are then independent given the parameters); every latent site of the model is sampled by the
     guide, reparameterized (``has_rsample``; a discrete latent is refused with a
-    :class:`~pyrovae.ConfigError`: use ``elbo`` or ``tracegraph``); scales are scalars. The particle
-    plate sits at dim ``-(max_plate_nesting + 1)``, with the nesting found by running the pair once on
-    the first call (the random state is left untouched) and kept.
+    :class:`~pyrovae.ConfigError`: use ``vimco``, ``rws``, ``elbo`` or ``tracegraph``); scales are
+    scalars. The particle plate sits at dim ``-(max_plate_nesting + 1)``, with the nesting found by
+    running the pair once on the first call (the random state is left untouched) and kept.
 
     :param int k: the number of particles :math:`k` per data point.
     :param str data_plate: the name of the data plate.

@@ -19,6 +19,8 @@ __all__ = ["ESTIMATORS", "estimator", "parse_spec"]
 
 
 #: name -> (factory, the keyword arguments it accepts); every name also accepts ``beta``
+#:
+#: :meta hide-value:
 ESTIMATORS: dict[str, tuple[Callable[..., ELBO], tuple[str, ...]]] = {
     "elbo": (TraceELBO, ("num_particles", "vectorize_particles")),
     "elbo-analytic-kl": (TraceMeanField_ELBO, ("num_particles", "vectorize_particles")),
