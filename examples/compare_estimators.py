@@ -211,7 +211,8 @@ Lower is better everywhere; "train objective" is each estimator's own negative b
 are known more precisely than that).
 Wall times on {os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__} with
 {torch.get_num_threads()} thread(s), on a machine shared with other jobs (times are indicative); the
-whole study took {total / 60:.1f} min.
+runs took {table["train s"].sum() / 60:.1f} min of training and {table["eval s"].sum() / 60:.1f} min of
+evaluation (the sums of the rows' wall times, which a resumed study keeps).
 
 {markdown(table)}
 
