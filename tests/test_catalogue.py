@@ -323,7 +323,8 @@ api_calls(
 
 command_lines(
     {
-        "data-grey-levels": [*NEW, "--binarize", "none"],
+        "data-grey-levels": [*NEW, "--likelihood", "bernoulli", "--binarize", "none"],
+        "data-off-the-levels": [*NEW, "--likelihood", "binomial:levels=5"],
         "data-root-missing": [*NEW, "--dataset", "binarized-mnist", "--data-root", "/nonexistent"],
         "data-mnist-missing": [*NEW, "--dataset", "mnist", "--data-root", "/nonexistent"],
         "train-loss-nan": [*NEW, "--lr", "1e6", "--optimizer", "sgd"],
