@@ -51,6 +51,8 @@ OUTPUTS = (
     "scores-*.nc",
     "scores-*.json",
     "detect-*.csv",
+    "latents-*.csv",
+    "latents-*.json",
 )
 
 

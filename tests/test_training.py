@@ -165,6 +165,7 @@ def test_overwrite_starts_afresh_and_discards_the_earlier_runs_checkpoints(tmp_p
     run = tmp_path / "run"
     pyrovae.fit(make_vae(), train, valid, epochs=2, seed=0, run_dir=run, **SMALL)
     (run / "evaluation-test.json").write_text("{}")  # as pyrovae evaluate writes
+    (run / "latents-test.csv").write_text("")  # as pyrovae latents writes
     (run / "notes.txt").write_text("mine")
 
     result = pyrovae.fit(make_vae(seed=1), train, epochs=1, seed=1, run_dir=run, overwrite=True, **SMALL)
@@ -175,6 +176,7 @@ def test_overwrite_starts_afresh_and_discards_the_earlier_runs_checkpoints(tmp_p
         assert torch.equal(state["model"][key], value)
     # the earlier run's best parameters and outputs must not pass for this run's
     assert state["best_model"] is None and not (run / "evaluation-test.json").exists()
+    assert not (run / "latents-test.csv").exists()
     assert len(pd.read_csv(run / HISTORY)) == 1
     assert (run / "notes.txt").read_text() == "mine"  # files pyrovae did not write are kept
 
