@@ -69,6 +69,12 @@ def run(tmp_path: Path, argv: list[str]) -> subprocess.CompletedProcess:
     )
 
 
+def default_sigint() -> None:
+    """SIGINT as a terminal delivers it: a test suite started in the background (``cmd &`` without
+    job control, as CI scripts may run) hands its children SIGINT ignored, which Python keeps."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(tmp_path: Path, argv: list[str], pause: str | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         argv,
@@ -77,6 +83,7 @@ def start(tmp_path: Path, argv: list[str], pause: str | None = None) -> subproce
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
 
 
