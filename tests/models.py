@@ -30,6 +30,12 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def binary_pixels(n: int, pixels: int, seed: int = 1) -> torch.Tensor:
+    """``n`` rows of ``pixels`` independent Bernoulli(0.4) pixels in float64, for the tiny discrete-latent
+    models whose exact log p(x) the tests enumerate."""
+    return torch.bernoulli(torch.full((n, pixels), 0.4, dtype=DTYPE), generator=_generator(seed))
+
+
 def _diagonal_normal(loc: torch.Tensor, scale: torch.Tensor) -> dist.Distribution:
     return dist.Normal(loc, scale).to_event(1)
 

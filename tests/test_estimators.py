@@ -526,6 +526,8 @@ def test_tail_adaptive_has_a_value_and_wang_et_als_gradient(vae, x):
         "stl:k=3",
         "dreg:k=3",
         "iwae:k=3:beta=0.5",
+        "vimco:k=3",  # the encoder learns through the score terms alone
+        "rws:k=3",
     ],
 )
 def test_every_estimator_trains_the_vae(x, spec):

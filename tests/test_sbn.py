@@ -11,6 +11,7 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import pytest
 import torch
+from models import binary_pixels
 
 import pyrovae
 from pyrovae import SBN
@@ -34,8 +35,7 @@ def tiny_sbn(seed: int = 0, **kwargs) -> SBN:
 
 
 def binary(n: int, seed: int = 1) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.bernoulli(torch.full((n, PIXELS), 0.4, dtype=torch.float64), generator=g)
+    return binary_pixels(n, PIXELS, seed)
 
 
 def exact_log_px(sbn: SBN, x: torch.Tensor) -> torch.Tensor:
