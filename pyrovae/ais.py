@@ -74,24 +74,22 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pyro
 import pyro.poutine as poutine
 import torch
 from torch.distributions import biject_to, constraints
-from tqdm.auto import tqdm
 
 from . import devices, distributed
-from .data import DataSource
 from .diagnostics import reduce_log_weights
 from .errors import ConfigError, DataError
 from .importance import PerDatapoint
+from .infer import Chunk, Sweep
+from .options import check_option, check_options, check_schedule
 from .seeds import seeded
 from .traces import (
-    PARTICLE_PLATE,
     Pair,
     check_support,
     data_frame,
@@ -127,13 +125,10 @@ def annealing_schedule(name: str | Sequence[float], num_steps: int) -> torch.Ten
     - 1))` with :math:`\delta = 4`, rescaled to run from 0 to 1 (Grosse et al. 2015), which spends
     more steps near both ends. A sequence is taken as the :math:`\beta_t` themselves.
     """
-    if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
-        raise ConfigError(f"num_steps must be a positive integer, got {num_steps!r}")
+    check_option("num_steps", num_steps)
     if not isinstance(name, str):
-        betas = torch.as_tensor(name, dtype=torch.float64).flatten()
-        if betas.numel() < 2 or betas[0] != 0 or betas[-1] != 1 or (betas.diff() < 0).any():
-            raise ConfigError("an explicit schedule must be nondecreasing from 0 to 1, both included")
-        return betas
+        check_schedule("schedule", name)
+        return torch.as_tensor(name, dtype=torch.float64).flatten()
     t = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
     if name == "linear":
         return t
@@ -305,12 +300,12 @@ class _Path:
     def __init__(self, pair: Pair, args, kwargs, num_chains, start, check):
         self.model, self.guide, self.args, self.kwargs = pair.model, pair.guide, args, kwargs
         self.particle_dim, self.data_plate, self.start = pair.particle_dim, pair.data_plate, start
-        self.num_chains = num_chains
+        self.num_chains, self.particles = num_chains, pair.particles
         model = self.model
         if start == "guide":
             model_trace, guide_trace = pair.traces(args, kwargs, num_chains)
         else:
-            with pyro.plate(PARTICLE_PLATE, num_chains, dim=self.particle_dim):
+            with pair.particles(num_chains):
                 model_trace = poutine.trace(model).get_trace(*args, **kwargs)
         latent_sites = []
         for name, site in scored_sites(model_trace):
@@ -379,7 +374,7 @@ class _Path:
                         ld, lat.site, self.particle_dim, self.data_plate, self.shape
                     )
                 z[lat.name] = value
-            with pyro.plate(PARTICLE_PLATE, self.num_chains, dim=self.particle_dim):
+            with self.particles(self.num_chains):
                 trace = poutine.trace(poutine.condition(self.model, data=z)).get_trace(
                     *self.args, **self.kwargs
                 )
@@ -448,11 +443,13 @@ def _hmc(
     return log_ratio.clamp(max=0).exp()
 
 
-def _anneal(path: _Path, u0, betas, leapfrog_steps, step_sizes, bar, target_accept=None):
+def _anneal(
+    path: _Path, u0, betas, leapfrog_steps, step_sizes, advance: Callable[[int], None], target_accept=None
+):
     """Run the chains from ``u0`` along ``betas``, the transition at ``betas[t]`` with the step
-    sizes ``step_sizes[t - 1]`` (per data point), ``0 < t < T``; returns log-weights (chains x data
-    points, float64), mean acceptance probabilities (per data point), the step sizes used and the
-    chains' final position.
+    sizes ``step_sizes[t - 1]`` (per data point), ``0 < t < T``, calling ``advance(1)`` after each
+    step; returns log-weights (chains x data points, float64), mean acceptance probabilities (per
+    data point), the step sizes used and the chains' final position.
 
     With ``target_accept`` (the pilot), only ``step_sizes[0]`` is taken as given: each later row is
     the previous one adapted to the chains' mean acceptance probability at that transition.
@@ -471,12 +468,12 @@ def _anneal(path: _Path, u0, betas, leapfrog_steps, step_sizes, bar, target_acce
             if target_accept is not None and t < num_steps - 1:
                 factor = torch.where(rate > target_accept, _ADAPT_UP, _ADAPT_DOWN)
                 step_sizes[t] = step_sizes[t - 1] * factor.to(step_sizes.dtype)
-        bar.update(1)
+        advance(1)
     acceptance = acceptance / (num_steps - 1) if num_steps > 1 else torch.full_like(acceptance, math.nan)
     return log_w, acceptance, step_sizes, state.u
 
 
-def _pilot(pilot: _Path, betas, leapfrog_steps, step_sizes, target_accept, bar) -> torch.Tensor:
+def _pilot(pilot: _Path, betas, leapfrog_steps, step_sizes, target_accept, advance) -> torch.Tensor:
     """The step sizes of the transitions at ``betas[1:-1]`` (rows) for each data point, adapted
     from ``step_sizes[0]`` by the chains of ``pilot``, drawn from :math:`f_0` independently of the
     chains of the estimate. In reverse (``betas`` from 1 to 0) the pilot first runs forward, to
@@ -485,8 +482,8 @@ def _pilot(pilot: _Path, betas, leapfrog_steps, step_sizes, target_accept, bar) 
     """
     u = pilot.flatten(pilot.values)
     if betas[0] == 1:
-        *_, u = _anneal(pilot, u, betas.flip(0), leapfrog_steps, step_sizes, bar, target_accept)
-    return _anneal(pilot, u, betas, leapfrog_steps, step_sizes, bar, target_accept)[2]
+        *_, u = _anneal(pilot, u, betas.flip(0), leapfrog_steps, step_sizes, advance, target_accept)
+    return _anneal(pilot, u, betas, leapfrog_steps, step_sizes, advance, target_accept)[2]
 
 
 def _pilot_seed(seed: int | None, lo: int, device: torch.device) -> int:
@@ -501,10 +498,46 @@ def _pilot_seed(seed: int | None, lo: int, device: torch.device) -> int:
     return distributed.derived_seed(*state.tolist())
 
 
-def _check_positive(**values) -> None:
-    for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+@dataclass
+class _Annealing:
+    """The per-chunk function of the sweep of :func:`ais`: the ``num_chains`` chains of each data
+    point of the chunk, from :math:`f_0` (or from ``reverse_from``) along ``betas``, after the pilot
+    that adapts their step sizes toward ``target_accept`` (``None``: no pilot, every transition has
+    ``step_size``); each annealing step, the pilot's included, advances the chunk's progress by one.
+    """
+
+    pair: Pair
+    kwargs: dict
+    betas: torch.Tensor
+    num_chains: int
+    start: str
+    leapfrog_steps: int
+    step_size: float
+    target_accept: float | None
+    reverse_from: Mapping[str, torch.Tensor] | None
+    seed: int | None  # the sweep's, for the pilot's stream
+
+    def __call__(self, chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The chunk's ``(B, K)`` log-weights, ``(B,)`` mean acceptance probabilities and ``(B,)``
+        step sizes of the last transition."""
+        path = _Path(self.pair, chunk.args, self.kwargs, self.num_chains, self.start, chunk.validate)
+        values = (
+            path.values
+            if self.reverse_from is None
+            else _chunk_of(path, self.reverse_from, chunk.lo, chunk.hi)
+        )
+        u0 = path.flatten(values)
+        num_steps = len(self.betas) - 1
+        # the step sizes of the transitions at betas[1:-1], per data point
+        eps = u0.new_full((num_steps - 1, path.num_data), self.step_size)
+        if self.target_accept is not None:
+            with seeded(_pilot_seed(self.seed, chunk.lo, u0.device)):
+                pilot_chains = max(1, self.num_chains // _PILOT_FRACTION)
+                pilot = _Path(self.pair, chunk.args, self.kwargs, pilot_chains, self.start, check=False)
+                eps = _pilot(pilot, self.betas, self.leapfrog_steps, eps, self.target_accept, chunk.advance)
+        log_w, acceptance, _, _ = _anneal(path, u0, self.betas, self.leapfrog_steps, eps, chunk.advance)
+        final = eps[-1] if num_steps > 1 else u0.new_full((path.num_data,), self.step_size)
+        return log_w.T, acceptance, final.to(torch.float64)
 
 
 def ais(
@@ -585,76 +618,68 @@ def ais(
         :func:`~pyrovae.log_likelihood` refuses.
     :rtype: AIS
     """
-    _check_positive(num_steps=num_steps, num_chains=num_chains, leapfrog_steps=leapfrog_steps)
-    if batch_size is not None:
-        _check_positive(batch_size=batch_size)
+    check_options(
+        ("batch_size", "seed"),
+        num_steps=num_steps,
+        num_chains=num_chains,
+        leapfrog_steps=leapfrog_steps,
+        batch_size=batch_size,
+        step_size=step_size,
+        target_accept=target_accept,
+        seed=seed,
+    )
     if start not in STARTS:
         raise ConfigError(f"start must be one of {', '.join(STARTS)}, got {start!r}")
-    if not (0 < target_accept < 1) or not step_size > 0:
-        raise ConfigError(f"need 0 < target_accept < 1 and step_size > 0, got {target_accept}, {step_size}")
     betas = annealing_schedule(schedule, num_steps)
     schedule_name = schedule if isinstance(schedule, str) else "custom"
     num_steps = len(betas) - 1
     start_time = time.perf_counter()
+    reverse = reverse_from is not None
     with seeded(seed):
-        source = DataSource(data)
         dev = devices.place(model, guide, device=device)
-        model_args = devices.move(tuple(model_args), dev)
-        model_kwargs = devices.move_kwargs(model_kwargs, dev)
-        pair = Pair(
-            model, guide, devices.move(source.chunk(0, 1), dev) + model_args, model_kwargs, data_plate
-        )
         batch_size = batch_size or max(1, _TARGET_ROWS // num_chains)
-        chunks = range(*distributed.shard(source.num_data, batch_size), batch_size)
-        log_w, acceptance, step_sizes = [], [], []
-        if reverse_from is not None:
-            betas = betas.flip(0)
-        check = pyro.infer.util.is_validation_enabled()
-        pilot_chains = max(1, num_chains // _PILOT_FRACTION)
-        passes = 1 if not adapt_step_size else 2 if reverse_from is None else 3  # the pilot's too
-        with tqdm(
-            total=len(chunks) * num_steps * passes,
+        passes = 1 if not adapt_step_size else 3 if reverse else 2  # the pilot's too
+        sweep = Sweep(
+            data,
+            batch_size,
+            device=dev,
+            seed=seed,
+            model_args=model_args,
+            progress=progress,
+            desc="reverse AIS" if reverse else "AIS",
             unit="step",
-            desc="reverse AIS" if reverse_from is not None else "AIS",
-            disable=not (progress and distributed.is_main()),
-        ) as bar:
-            for lo in chunks:
-                hi = min(lo + batch_size, source.num_data)
-                args = devices.move(source.chunk(lo, hi), dev) + model_args
-                chunk_seed = None if seed is None else distributed.derived_seed(seed, lo)
-                with torch.no_grad(), pyro.validation_enabled(False), seeded(chunk_seed):
-                    path = _Path(pair, args, model_kwargs, num_chains, start, check)
-                    u0 = path.flatten(
-                        path.values if reverse_from is None else _chunk_of(path, reverse_from, lo, hi)
-                    )
-                    # the step sizes of the transitions at betas[1:-1], per data point
-                    eps = u0.new_full((num_steps - 1, path.num_data), step_size)
-                    if adapt_step_size:
-                        with seeded(_pilot_seed(seed, lo, u0.device)):
-                            pilot = _Path(pair, args, model_kwargs, pilot_chains, start, check=False)
-                            eps = _pilot(pilot, betas, leapfrog_steps, eps, target_accept, bar)
-                    lw, acc, _, _ = _anneal(path, u0, betas, leapfrog_steps, eps, bar)
-                log_w.append(lw.T.cpu())
-                acceptance.append(acc.cpu())
-                final = eps[-1] if num_steps > 1 else u0.new_full((path.num_data,), step_size)
-                step_sizes.append(final.to(torch.float64).cpu())
-    empty = torch.empty(0, dtype=torch.float64)
-    log_w = distributed.gather_rows(torch.cat(log_w) if log_w else empty.reshape(0, num_chains))
+            work=lambda lo, hi: num_steps * passes,
+        )
+        model_kwargs = devices.move_kwargs(model_kwargs, dev)
+        pair = Pair(model, guide, sweep.args(0, 1), model_kwargs, data_plate)
+        annealing = _Annealing(
+            pair,
+            model_kwargs,
+            betas.flip(0) if reverse else betas,
+            num_chains,
+            start,
+            leapfrog_steps,
+            step_size,
+            target_accept if adapt_step_size else None,
+            reverse_from,
+            seed,
+        )
+        log_w, acceptance, step_sizes = sweep.map(annealing)
     log_px, log_px_se, ess, _ = reduce_log_weights(log_w)
-    if reverse_from is not None:
+    if reverse:
         log_px = -log_px
     return AIS(
         log_px,
         log_px_se,
         ess,
-        distributed.gather_rows(torch.cat(acceptance) if acceptance else empty),
-        distributed.gather_rows(torch.cat(step_sizes) if step_sizes else empty),
+        acceptance,
+        step_sizes,
         log_w,
         num_steps=num_steps,
         leapfrog_steps=leapfrog_steps,
         schedule=schedule_name,
         start=start,
-        reverse=reverse_from is not None,
+        reverse=reverse,
         elapsed=time.perf_counter() - start_time,
     )
 

@@ -55,15 +55,16 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from torch.distributions import transform_to
-from tqdm.auto import tqdm
 
-from . import devices, distributed
+from . import devices
 from .data import DataSource
 from .errors import ConfigError, DataError, unknown_name
-from .importance import Sweep, log_likelihood
+from .importance import LogWeights, log_likelihood
+from .infer import Chunk, Sweep
+from .options import check_options
 from .results import Result
 from .seeds import seeded
-from .traces import Pair, latents, replay_trace, scored_sites, site_log_density, trace_pair
+from .traces import Pair, latents, scored_sites, site_log_density, trace_pair
 
 __all__ = [
     "METHODS",
@@ -279,38 +280,55 @@ def likelihood_regret(
 
     :returns: ``(regret, stderr)``, each ``(N,)`` on the CPU.
     """
-    source = DataSource(data)
+    check_options(
+        steps=steps,
+        lr=lr,
+        num_particles=num_particles,
+        num_samples=num_samples,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    sweep, pair = _sweep(
+        model,
+        guide,
+        data,
+        batch_size,
+        seed,
+        device,
+        progress,
+        "likelihood regret",
+        reparameterized="likelihood-regret",
+    )
+
+    def regret(chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor]:
+        args = chunk.args
+        free, family = _free_parameters(guide, args)
+        free_guide = _free_guide(family, free)
+        before = _elbo_weights(model, free_guide, args, pair, num_samples, chunk.seed)
+        params = [p for site in free.values() for p in site.values()]
+        optimizer = torch.optim.Adam(params, lr=lr)
+        for _ in range(steps):
+            loss = -_log_weights(model, free_guide, args, pair, num_particles).mean(0).sum()
+            optimizer.zero_grad()
+            for p, g in zip(params, torch.autograd.grad(loss, params), strict=True):
+                p.grad = g
+            optimizer.step()
+        after = _elbo_weights(model, free_guide, args, pair, num_samples, chunk.seed)
+        # the same draws before and after: the per-draw differences give the standard error;
+        # the initial parameters are candidates of the maximum too: the regret is at least 0
+        gain = after - before
+        stderr = gain.std(0) / math.sqrt(num_samples) if num_samples > 1 else gain[0] * math.nan
+        return gain.mean(0).clamp(min=0).double(), stderr.double()
+
+    return sweep.map(regret, grad=True)
+
+
+def _sweep(model, guide, data, batch_size: int, seed: int, device, progress: bool, desc: str, **probe):
+    """The :class:`~pyrovae.infer.Sweep` of a per-datapoint score and the pair probed on its first
+    data point (with the options ``probe`` of :class:`~pyrovae.traces.Pair`)."""
     dev = devices.place(model, guide, device=device)
-    first = devices.move(source.chunk(0, 1), dev)
-    pair = Pair(model, guide, first, {}, reparameterized="likelihood-regret")
-    regrets, errors = [], []
-    with tqdm(total=len(source), unit="x", desc="likelihood regret", disable=not progress) as bar:
-        for lo in range(0, len(source), batch_size):
-            hi = min(lo + batch_size, len(source))
-            args = devices.move(source.chunk(lo, hi), dev)
-            chunk_seed = distributed.derived_seed(seed, lo)
-            with seeded(chunk_seed), pyro.validation_enabled(False):
-                free, family = _free_parameters(guide, args)
-                free_guide = _free_guide(family, free)
-                before = _elbo_weights(model, free_guide, args, pair, num_samples, chunk_seed)
-                optimizer = torch.optim.Adam([p for site in free.values() for p in site.values()], lr=lr)
-                for _ in range(steps):
-                    log_w = _log_weights(model, free_guide, args, pair, num_particles)
-                    loss = -log_w.mean(0).sum()
-                    optimizer.zero_grad()
-                    grads = torch.autograd.grad(loss, optimizer.param_groups[0]["params"])
-                    for p, g in zip(optimizer.param_groups[0]["params"], grads, strict=True):
-                        p.grad = g
-                    optimizer.step()
-                after = _elbo_weights(model, free_guide, args, pair, num_samples, chunk_seed)
-            # the same draws before and after: the per-draw differences give the standard error;
-            # the initial parameters are candidates of the maximum too: the regret is at least 0
-            gain = after - before
-            regrets.append(gain.mean(0).clamp(min=0).cpu())
-            stderr = gain.std(0) / math.sqrt(num_samples) if num_samples > 1 else gain[0] * math.nan
-            errors.append(stderr.cpu())
-            bar.update(hi - lo)
-    return torch.cat(regrets).double(), torch.cat(errors).double()
+    sweep = Sweep(data, batch_size, device=dev, seed=seed, progress=progress, desc=desc)
+    return sweep, Pair(model, guide, sweep.args(0, 1), {}, **probe)
 
 
 def _log_weights(model, guide, args, pair: Pair, num_particles: int) -> torch.Tensor:
@@ -393,47 +411,51 @@ def _free_guide(family: dict, free: dict):
     return guide
 
 
-@torch.no_grad()
-def _reconstruction(model, guide, source: DataSource, dev, batch_size: int) -> torch.Tensor:
+def _guide_means(guide_trace) -> dict[str, torch.Tensor]:
+    """Every latent of a guide's trace at the mean of its distribution."""
+    return {name: guide_trace.nodes[name]["fn"].mean for name in latents(guide_trace)}
+
+
+def _reconstruction(
+    model, guide, data, *, batch_size: int, seed: int, device, progress: bool
+) -> torch.Tensor:
     """:math:`-\\log p(x \\mid z = \\mathbb E_q[z])` per data point: each latent at the mean of
     its guide distribution (for a guide whose later latents depend on earlier ones, that given the
     earlier ones' draws)."""
-    first = devices.move(source.chunk(0, 1), dev)
-    pair = Pair(model, guide, first, {})
-    if pair.enumerated:
+    sweep, pair = _sweep(model, guide, data, batch_size, seed, device, progress, "reconstruction")
+    with torch.no_grad(), poutine.block():
+        guide_trace = pair.traces(sweep.args(0, 1), {}, 1)[1]
+    discrete = [n for n, site in scored_sites(guide_trace) if site["fn"].support.is_discrete]
+    if pair.enumerated or discrete:
         raise ConfigError(
             f"the reconstruction score sets every latent to its guide mean, which a discrete latent "
-            f"({', '.join(pair.enumerated)}) does not have; use method 'nll' or 'elbo'"
+            f"({', '.join(pair.enumerated or discrete)}) does not have (its mean is not one of its "
+            "values); use method 'nll' or 'elbo'"
         )
-    out = []
-    for lo in range(0, len(source), batch_size):
-        hi = min(lo + batch_size, len(source))
-        args = devices.move(source.chunk(lo, hi), dev)
-        with pyro.plate("_particles", 1, dim=pair.particle_dim), pyro.validation_enabled(False):
-            guide_trace = poutine.trace(guide).get_trace(*args)
-            means = {name: guide_trace.nodes[name]["fn"].mean for name in latents(guide_trace)}
-            replayed = poutine.replay(model, trace=replay_trace(means, guide_trace))
-            model_trace = poutine.trace(replayed).get_trace(*args)
+
+    def score(chunk: Chunk) -> torch.Tensor:
+        model_trace, _ = pair.traces(chunk.args, {}, 1, replace=_guide_means)
         log_lik = sum(
-            site_log_density(site, pair.particle_dim, pair.data_plate, (1, hi - lo))
+            site_log_density(site, pair.particle_dim, pair.data_plate, (1, chunk.size))
             for _, site in scored_sites(model_trace)
             if site["is_observed"]
         )
-        out.append(-log_lik[0].double().cpu())
-    return torch.cat(out)
+        return -log_lik[0].double()
+
+    return sweep.map(score)
 
 
-def _elbo_scores(model, guide, data, num_samples: int, seed: int, device, **options):
+def _elbo_scores(model, guide, data, num_samples: int, seed: int, device, progress: bool, **options):
     """Per-datapoint negative ELBO estimates and their standard errors, from one sweep."""
-    sweep = Sweep(model, guide, data, num_samples, seed=seed, device=device, **options)
-    scores, errors = [], []
-    for _, _, log_w, _ in sweep:
-        log_w = log_w.double()
-        scores.append(-log_w.mean(-1).cpu())
-        errors.append((log_w.var(-1) / num_samples).sqrt().cpu() if num_samples > 1 else None)
-    score = distributed.gather_rows(torch.cat(scores))
-    stderr = None if num_samples == 1 else distributed.gather_rows(torch.cat(errors))
-    return score, stderr
+    weights = LogWeights(
+        model, guide, data, num_samples, seed=seed, device=device, progress=progress, desc="ELBO", **options
+    )
+
+    def score(chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor | None]:
+        log_w = weights(chunk)[0].double()
+        return -log_w.mean(-1), (log_w.var(-1) / num_samples).sqrt() if num_samples > 1 else None
+
+    return weights.sweep.map(score)
 
 
 def anomaly_scores(
@@ -482,8 +504,15 @@ def anomaly_scores(
     source = DataSource(data)
     if len(source) == 0:
         raise DataError("there are no data points to score; pass a non-empty data set")
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ConfigError(f"num_samples must be a positive integer; got {num_samples!r}")
+    check_options(
+        ("batch_size",),
+        num_samples=num_samples,
+        seed=seed,
+        steps=steps,
+        lr=lr,
+        group_size=group_size,
+        batch_size=batch_size,
+    )
     settings: dict = {"num_samples": num_samples, "seed": seed}
     ll_options = dict(seed=seed, progress=progress, device=device, batch_size=batch_size)
     columns: dict[str, torch.Tensor] = {}
@@ -510,12 +539,13 @@ def anomaly_scores(
             score = score - columns["complexity"]
             settings["compressor"] = "PNG (Pillow, compress_level=9)"
     elif method == "elbo":
-        score, stderr = _elbo_scores(model, guide, data, num_samples, seed, device, batch_size=batch_size)
+        score, stderr = _elbo_scores(
+            model, guide, data, num_samples, seed, device, progress, batch_size=batch_size
+        )
     elif method == "reconstruction":
-        dev = devices.place(model, guide, device=device)
-        with seeded(seed):
-            score = _reconstruction(model, guide, source, dev, batch_size or 100)
-        stderr = None
+        score = _reconstruction(
+            model, guide, data, batch_size=batch_size or 100, seed=seed, device=device, progress=progress
+        )
     elif method == "likelihood-regret":
         score, stderr = likelihood_regret(
             model,
@@ -536,7 +566,7 @@ def anomaly_scores(
                 "method 'typicality' needs reference= in-distribution data (e.g. held-out training data) "
                 "to estimate the model's entropy"
             )
-        if not isinstance(group_size, int) or group_size < 1 or group_size > len(source):
+        if group_size > len(source):
             raise ConfigError(f"group_size must be an integer from 1 to {len(source)}; got {group_size!r}")
         nll = -log_likelihood(model, guide, data, num_samples, **ll_options).log_px
         entropy = float(-log_likelihood(model, guide, reference, num_samples, **ll_options).log_px.mean())

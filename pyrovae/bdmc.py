@@ -19,6 +19,7 @@ References:
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +31,9 @@ import torch
 
 from . import devices
 from .ais import AIS, ais
+from .distributed import derived_seed
 from .errors import ConfigError
+from .options import check_keywords, check_options
 from .results import Result, mean_stderr
 from .seeds import seeded
 from .traces import scored_sites
@@ -38,6 +41,8 @@ from .traces import scored_sites
 __all__ = ["BDMC", "bdmc"]
 
 _DIRECTIONS = ("forward", "reverse")
+#: the keyword options of :func:`~pyrovae.ais` that :func:`bdmc` passes on
+_AIS_KEYWORDS = set(inspect.signature(ais).parameters) - {"model", "guide", "data"}
 
 
 @dataclass(repr=False)
@@ -231,7 +236,9 @@ def bdmc(
     :param tuple simulate_args: positional arguments of the simulating call.
     :param dict simulate_kwargs: keyword arguments of the simulating call
         (default ``{"batch_size": num_data}``).
-    :param int seed: seed; the caller's random state is restored afterwards.
+    :param int seed: seed of the simulation, and of the forward and reverse AIS chains (each from a
+        stream derived from it, seeded per data chunk as in :func:`~pyrovae.ais`); the caller's random
+        state is restored afterwards.
     :param bool progress: show progress bars.
     :param ais_kwargs: options of :func:`~pyrovae.ais`: ``num_steps``, ``num_chains``,
         ``schedule``, ``leapfrog_steps``, ``start``, ``model_args``, ``model_kwargs``, ...;
@@ -239,8 +246,8 @@ def bdmc(
         simulated data come back on the CPU.
     :rtype: BDMC
     """
-    if not isinstance(num_data, int) or isinstance(num_data, bool) or num_data < 1:
-        raise ConfigError(f"num_data must be a positive integer, got {num_data!r}")
+    check_options(("seed",), num_data=num_data, seed=seed)
+    check_keywords("bdmc", ais_kwargs, _AIS_KEYWORDS)
     if "reverse_from" in ais_kwargs:
         raise ConfigError("bdmc sets reverse_from itself, from the simulated latents")
     kwargs = {"batch_size": num_data} if simulate_kwargs is None else simulate_kwargs
@@ -249,6 +256,11 @@ def bdmc(
     args, kwargs = devices.move(tuple(simulate_args), dev), devices.move_kwargs(kwargs, dev)
     with seeded(seed):
         data, latents = simulate(model, data_sites, *args, **kwargs)
-        forward = ais(model, guide, data, progress=progress, **ais_kwargs)
-        reverse = ais(model, guide, data, reverse_from=latents, progress=progress, **ais_kwargs)
+        # each direction's chunks seeded from a stream of its own, so that every rank draws for a
+        # data point what one process draws
+        seeds = (None, None) if seed is None else (derived_seed(seed, 1), derived_seed(seed, 2))
+        forward = ais(model, guide, data, seed=seeds[0], progress=progress, **ais_kwargs)
+        reverse = ais(
+            model, guide, data, reverse_from=latents, seed=seeds[1], progress=progress, **ais_kwargs
+        )
     return BDMC(forward, reverse, tuple(d.cpu() for d in data), elapsed=time.perf_counter() - start)

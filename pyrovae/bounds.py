@@ -38,14 +38,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import distributed
 from .ais import AIS, ais
 from .bdmc import BDMC, bdmc
 from .errors import ConfigError
-from .importance import LogLikelihood, Sweep
+from .importance import LogLikelihood, LogWeights, reduction
 from .io import atomic_path
+from .options import DOMAINS, check_keywords, check_options
 from .results import Result, mean_stderr
 from .seeds import seeded
 
@@ -66,6 +66,26 @@ _SWEEP_OPTIONS = {
 
 # options of the importance-sampling sweep that AIS shares
 _AIS_OPTIONS = {"data_plate", "device", "model_args", "model_kwargs"}
+# what ais_options may hold: the options of ais (and of bdmc's simulation) that bounds does not set
+_AIS_KEYWORDS = {"schedule", "leapfrog_steps", "step_size", "target_accept", "adapt_step_size", "start"}
+_AIS_KEYWORDS |= {"batch_size"} | _AIS_OPTIONS
+_BDMC_KEYWORDS = {"data_sites", "simulate_args", "simulate_kwargs"}
+
+
+def _counts(name: str, value, example: str, *, empty: bool = False) -> list[int]:
+    """``value``, a sequence of positive integers (or, with ``empty``, an integer or no integer),
+    as a sorted list of distinct ints; else a :class:`~pyrovae.errors.ConfigError` naming ``name``."""
+    values = [value] if empty and isinstance(value, int) else value
+    if (
+        isinstance(values, str)
+        or not isinstance(values, Sequence | set)
+        or not (values or empty)
+        or not all(DOMAINS["num_steps"].admits(v) for v in values)
+    ):
+        raise ConfigError(
+            f"{name} must be a sequence of positive integers, e.g. {name}={example}; got {value!r}"
+        )
+    return sorted({int(v) for v in values})
 
 
 def _row_name(k: int) -> str:
@@ -359,9 +379,11 @@ def bounds(
     gathered, as in :func:`~pyrovae.importance.log_likelihood`: the one-process values, on every rank.
     :rtype: Bounds
     """
-    if not len(ks) or any(isinstance(k, bool) or int(k) != k or k < 1 for k in ks):
-        raise ConfigError(f"ks must be a non-empty sequence of positive integers, got {ks!r}")
-    ks = sorted({int(k) for k in ks})
+    ks = _counts("ks", ks, "(1, 10, 100)")
+    ais_steps = _counts("ais_steps", ais_steps, "(100, 1000)", empty=True)
+    check_options(("seed",), ais_chains=ais_chains, bdmc_data=bdmc_data, bdmc_steps=bdmc_steps, seed=seed)
+    ais_options = dict(ais_options or {})
+    check_keywords("ais_options", ais_options, _AIS_KEYWORDS | _BDMC_KEYWORDS)
     num_samples = ks[-1]
     given = log_likelihood_kwargs.pop("num_samples", num_samples)
     if given != num_samples:
@@ -369,39 +391,41 @@ def bounds(
             f"bounds draws max(ks) = {num_samples} samples; do not also pass num_samples={given}"
         )
     return_log_weights = log_likelihood_kwargs.pop("return_log_weights", False)
-    ais_steps = [ais_steps] if isinstance(ais_steps, int) else sorted(set(ais_steps))
-    unknown = set(log_likelihood_kwargs) - _SWEEP_OPTIONS
-    if unknown:
-        raise ConfigError(
-            f"unknown option(s) {', '.join(sorted(unknown))}; "
-            f"choose from: {', '.join(sorted(_SWEEP_OPTIONS))}"
-        )
+    check_keywords("bounds", log_likelihood_kwargs, _SWEEP_OPTIONS)
     start = time.perf_counter()
     distributed.init()
     with seeded(seed):
-        sweep = Sweep(
-            model, guide, data, num_samples, analytic_kl=analytic_kl, seed=seed, **log_likelihood_kwargs
+        weights = LogWeights(
+            model,
+            guide,
+            data,
+            num_samples,
+            analytic_kl=analytic_kl,
+            seed=seed,
+            progress=progress,
+            desc="bounds",
+            **log_likelihood_kwargs,
         )
-        iwae, elbo = [torch.empty(0, len(ks), dtype=torch.float64)], [torch.empty(0, dtype=torch.float64)]
-        reducer = sweep.reducer(keep=return_log_weights)
-        shown = progress and distributed.is_main()
-        with tqdm(total=len(sweep), unit="x", desc="bounds", disable=not shown) as bar:
-            for lo, hi, log_w, elbo_terms in sweep:
-                iwae.append(iwae_bounds(log_w, ks))
-                if elbo_terms is not None:
-                    elbo.append(elbo_terms.detach().to(torch.float64).mean(-1).cpu())
-                reducer.add(log_w)
-                bar.update(hi - lo)
-        loglik = reducer.result(elapsed=0.0)
+
+        def rows(chunk):
+            log_w, elbo_terms = weights(chunk)
+            elbo = None if elbo_terms is None else elbo_terms.to(torch.float64).mean(-1)
+            return log_w, iwae_bounds(log_w, ks), elbo
+
+        keep = reduction(return_log_weights)
+        rows = weights.sweep.map(
+            rows, reduce=lambda r: (*keep(r[:1]), *r[1:]), reduce_rows=weights.reduce_rows()
+        )
+    loglik = LogLikelihood.from_rows(rows[:5], num_samples, 0.0)
     loglik.elapsed = time.perf_counter() - start
-    table = distributed.gather_rows(torch.cat(iwae))
+    table, elbo = rows[5], rows[6]
     values: dict[str, torch.Tensor] = {}
     notes = []
     if analytic_kl:
-        if sweep.analytic_kl:
-            values[ANALYTIC_ELBO] = distributed.gather_rows(torch.cat(elbo))
+        if weights.analytic_kl:
+            values[ANALYTIC_ELBO] = elbo
         else:
-            notes.append(sweep.pair.kl_note)
+            notes.append(weights.pair.kl_note)
     names = [_row_name(k) for k in ks]
     values.update({name: table[:, i] for i, name in enumerate(names)})
     if any(num_samples % k for k in ks):
@@ -414,11 +438,12 @@ def bounds(
         log_likelihood=loglik,
     )
     options = {k: v for k, v in log_likelihood_kwargs.items() if k in _AIS_OPTIONS}
-    options.update(ais_options or {}, num_chains=ais_chains, seed=seed, progress=progress)
+    options.update(ais_options, num_chains=ais_chains, seed=seed, progress=progress)
+    simulation = {k: options.pop(k) for k in _BDMC_KEYWORDS if k in options}
     for steps in ais_steps:
         ladder.add_ais(ais(model, guide, data, num_steps=steps, **options))
     if bdmc_data:
         steps = bdmc_steps or max(ais_steps, default=1000)
-        ladder.bdmc = bdmc(model, guide, bdmc_data, num_steps=steps, **options)
+        ladder.bdmc = bdmc(model, guide, bdmc_data, num_steps=steps, **options, **simulation)
     ladder.elapsed = time.perf_counter() - start
     return ladder

@@ -615,7 +615,10 @@ def train(args: argparse.Namespace) -> int:
             write_json(run_dir / RESULTS, results)
             if test.targets is not None:  # the latent space, coloured by class
                 embedding = run_dir / "embedding.png"
-                plots.embedding(result.vae, test, test.targets, embedding, seed=config.seed, limit=EMBEDDED)
+                with distributed.alone():
+                    plots.embedding(
+                        result.vae, test, test.targets, embedding, seed=config.seed, limit=EMBEDDED
+                    )
     print(f"run directory: {run_dir}")
     return 0
 
@@ -623,13 +626,11 @@ def train(args: argparse.Namespace) -> int:
 def _test_bound(result, test) -> float:
     """The negative ELBO of the test set, whatever the estimator trained the model (sharded
     across the ranks of a distributed run)."""
-    from .data import DataSource
     from .devices import of_model
-    from .distributed import shard
     from .training import Trainer
 
     trainer = Trainer(result.vae, len(test), device=of_model(result.vae))
-    return trainer.evaluate(DataSource(test).batches(1000, None, shard(len(test))), len(test))
+    return trainer.evaluate(test)
 
 
 def _check_outputs(args: argparse.Namespace, *paths: Path) -> None:

@@ -3,8 +3,9 @@
 :class:`DataSource` reads
 
 - a tensor of shape ``(N, ...)``;
-- a tuple (or list) of tensors sharing their leading dimension ``N``, passed to the model and guide
-  positionally (data and labels, or a condition);
+- a tuple of tensors sharing their leading dimension ``N``, passed to the model and guide
+  positionally (data and labels, or a condition); a list is refused, since a list of tensors is as
+  often one tensor per data point as one per column;
 - any :class:`torch.utils.data.Dataset`: through its ``batch(index[, generator])`` method where it
   has one (:class:`~pyrovae.datasets.VAEDataset`), as its tensors for a
   :class:`~torch.utils.data.TensorDataset`, else item by item; an item that is a tuple gives one
@@ -54,8 +55,14 @@ class DataSource:
             self._tensors, self._dataset = data._tensors, data._dataset
         elif isinstance(data, torch.Tensor):
             self._tensors = (data,)
-        elif isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data):
+        elif isinstance(data, tuple) and data and all(isinstance(t, torch.Tensor) for t in data):
             self._tensors = tuple(data)
+        elif isinstance(data, list) and data and all(isinstance(t, torch.Tensor) for t in data):
+            raise DataError(
+                f"{name} is a list of {len(data)} tensors: pass one tensor of shape (N, ...), e.g. "
+                "torch.stack(data) for one tensor per data point, or a tuple (x, y) for columns that "
+                "share their leading dimension N"
+            )
         elif isinstance(data, TensorDataset):
             self._tensors = tuple(data.tensors)
         elif isinstance(data, Dataset) or (
@@ -115,19 +122,15 @@ class DataSource:
             return tuple(as_model_input(t[lo:hi]) for t in self._tensors)
         return self.batch(torch.arange(lo, hi))
 
-    def batches(
-        self, batch_size: int, generator: torch.Generator | None = None, span: tuple[int, int] | None = None
-    ) -> Iterator[Batch]:
-        """Batches in the order of a permutation drawn from ``generator``, or in order (of the data
-        points ``span = (lo, hi)`` if given) without one."""
+    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """Batches in the order of a permutation drawn from ``generator``, or in order without one."""
         if generator is not None:
             order = torch.randperm(self.num_data, generator=generator)
             for i in range(0, self.num_data, batch_size):
                 yield self.batch(order[i : i + batch_size], generator)
             return
-        lo, hi = span or (0, self.num_data)
-        for i in range(lo, hi, batch_size):
-            yield self.chunk(i, min(i + batch_size, hi))
+        for i in range(0, self.num_data, batch_size):
+            yield self.chunk(i, min(i + batch_size, self.num_data))
 
     def sample(self, num: int, seed: int = 0) -> Batch:
         """``num`` data points drawn at random without replacement with ``seed`` (all of them, in a

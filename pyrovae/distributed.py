@@ -12,9 +12,9 @@ group; without them everything runs in one process, as before. What is split acr
   epoch's seed) and takes its contiguous share :math:`\mathcal B_r` (:func:`shard`); the
   ``ELBO(model, guide)`` module is wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`
   (:func:`wrap`), which averages the gradients over the ranks;
-- **evaluation**: the data points, in whole chunks of the importance-sampling sweep, are split
-  into contiguous shards, one per rank (:func:`shard`), and the per-datapoint results gathered
-  in order (:func:`gather_rows`).
+- **evaluation**: the data points, in whole chunks of a sweep (:class:`pyrovae.infer.Sweep`), are
+  split into contiguous shards, one per rank (:func:`shard`), and the per-datapoint results
+  gathered in order on every rank (:func:`all_gather_object`).
 
 The data-plate scale that keeps the objective in nats of the full data set on every worker: with
 per-datapoint bounds :math:`\mathcal L_n`, rank :math:`r` descends
@@ -31,6 +31,7 @@ shorter last batch of an epoch, whose shares may differ by one. See ``docs/distr
 from __future__ import annotations
 
 import atexit
+import contextlib
 import inspect
 import math
 import os
@@ -45,12 +46,13 @@ from .errors import ConfigError
 
 __all__ = [
     "active",
+    "alone",
+    "all_gather_object",
     "all_reduce_mean",
     "barrier",
     "broadcast_object",
     "derived_seed",
     "device",
-    "gather_rows",
     "init",
     "is_main",
     "launched",
@@ -72,9 +74,26 @@ def launched() -> bool:
     return all(name in os.environ for name in TORCHRUN_VARIABLES)
 
 
+#: set inside :func:`alone`
+_alone = False
+
+
 def active() -> bool:
-    """Whether a default process group is running."""
-    return dist.is_available() and dist.is_initialized()
+    """Whether a default process group is running (and this rank is not computing :func:`alone`)."""
+    return not _alone and dist.is_available() and dist.is_initialized()
+
+
+@contextlib.contextmanager
+def alone():
+    """Compute on this rank alone, as if no process group ran: inside, :func:`active` is false,
+    so sweeps neither shard nor gather. For the work one rank does by itself (rank 0's figures),
+    which must not wait in a collective for ranks that are not there."""
+    global _alone
+    previous, _alone = _alone, True
+    try:
+        yield
+    finally:
+        _alone = previous
 
 
 def rank() -> int:
@@ -190,19 +209,13 @@ def all_reduce_mean(value: torch.Tensor) -> float:
     return t.item() / world_size()
 
 
-def gather_rows(t: torch.Tensor) -> torch.Tensor:
-    """Every rank's ``t`` concatenated along dim 0 in rank order, on every rank (``t`` without a group).
-
-    The ranks may hold different numbers of rows, none included: the tensors travel as objects
-    (:func:`torch.distributed.all_gather_object`), on the CPU. Empty shares are left out, so
-    their dtype does not matter.
-    """
+def all_gather_object(obj) -> list:
+    """Every rank's ``obj`` in rank order, on every rank (``[obj]`` without a group)."""
     if not active():
-        return t
+        return [obj]
     parts: list = [None] * world_size()
-    dist.all_gather_object(parts, t.detach().cpu())
-    nonempty = [p for p in parts if p.shape[0]] or parts[:1]
-    return torch.cat(nonempty).to(t.device)
+    dist.all_gather_object(parts, obj)
+    return parts
 
 
 def broadcast_object(obj):

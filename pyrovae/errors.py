@@ -44,6 +44,12 @@ class TrainingError(PyroVAEError, RuntimeError):
     exit_code = 1
 
 
+class RankError(PyroVAEError, RuntimeError):
+    """Another rank of a distributed run failed; the message names the rank and its error."""
+
+    exit_code = 1
+
+
 def unknown_name(kind: str, name: str, valid) -> ConfigError:
     """The error for an unknown ``kind`` called ``name``, listing the ``valid`` names."""
     choices = ", ".join(sorted(valid))

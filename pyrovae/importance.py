@@ -46,25 +46,23 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import pyro
 import torch
 from pyro.distributions.util import scale_and_mask
-from pyro.infer.util import is_validation_enabled
-from tqdm.auto import tqdm
 
 from . import devices, distributed
 from .data import DataSource
 from .diagnostics import KHAT_BAD, KHAT_GOOD, reduce_log_weights
 from .errors import ConfigError, DataError
+from .infer import Chunk, Sweep
+from .options import check_options
 from .results import Result, mean_stderr
 from .seeds import seeded
 from .traces import Pair, check_support, kl_divergence, reduce_site, scored_sites, site_log_density
 
-__all__ = ["LogLikelihood", "PerDatapoint", "Reducer", "Sweep", "log_likelihood"]
+__all__ = ["LogLikelihood", "LogWeights", "PerDatapoint", "log_likelihood", "reduction"]
 
 #: default bound on the memory one chunk may use, in bytes, on the CPU
 DEFAULT_MAX_MEMORY = 512 * 2**20
@@ -166,6 +164,12 @@ class LogLikelihood(PerDatapoint):
         kept = log_weights.detach().cpu()
         return cls(*fields, num_samples=kept.shape[1], log_weights=kept, elapsed=elapsed)
 
+    @classmethod
+    def from_rows(cls, rows: tuple, num_samples: int, elapsed: float) -> LogLikelihood:
+        """The result of a sweep reduced by :func:`reduction`: ``(log_px, log_px_se, ess, khat,
+        log_weights or None)``."""
+        return cls(*rows[:4], num_samples=num_samples, log_weights=rows[4], elapsed=elapsed)
+
     @property
     def nll(self) -> float:
         """Negative log-likelihood per data point, ``-mean``."""
@@ -253,18 +257,17 @@ class LogLikelihood(PerDatapoint):
 # the sweep over data chunks
 
 
-class Sweep:
-    """Draw ``K`` log-weights for every data point, one data chunk at a time, on the model's device.
+class LogWeights:
+    """The ``K`` log-weights of every data point of a pair, with the chunk sizes memory allows.
 
-    Iterating yields ``(lo, hi, log_w, elbo)``: the ``(hi - lo, K)`` log-weights of data points
-    ``lo:hi`` (on the device) and, when the analytic-KL ELBO was requested and is available, the
-    ``(hi - lo, K)`` single-sample terms :math:`\\log p(x \\mid z_k) - \\mathrm{KL}(q \\| p)` (else
-    ``None``).
-
-    With a ``seed``, the draws of the chunk starting at data point ``lo`` are seeded from
-    ``(seed, lo)`` alone. In a distributed run each rank sweeps its contiguous share of the chunks
-    (:func:`pyrovae.distributed.shard`), with the chunk sizes of the whole data set, so every data
-    point gets the draws it gets in one process. Options as for :func:`log_likelihood`.
+    It probes the pair on one data point (:class:`~pyrovae.traces.Pair`), derives how many data
+    points and particles one chunk may hold from ``max_memory`` and the tensor sizes of the probe,
+    and makes the :class:`~pyrovae.infer.Sweep` over the data with that chunk size; its
+    :meth:`__call__` is the per-chunk function of that sweep: the ``(hi - lo, K)`` log-weights of
+    a chunk (on the device), drawn ``particle_batch_size`` particles at a time, and, when the
+    analytic-KL ELBO was requested and is available, the ``(hi - lo, K)`` single-sample terms
+    :math:`\\log p(x \\mid z_k) - \\mathrm{KL}(q \\| p)` (else ``None``). Options as for
+    :func:`log_likelihood`; ``desc`` labels the progress bar.
     """
 
     def __init__(
@@ -283,37 +286,45 @@ class Sweep:
         analytic_kl: bool = False,
         seed: int | None = None,
         device: str | torch.device | None = None,
+        progress: bool = False,
+        desc: str = "log p(x)",
     ):
-        for name, value in (
-            ("num_samples", num_samples),
-            ("batch_size", batch_size),
-            ("particle_batch_size", particle_batch_size),
-            ("max_memory", max_memory),
-        ):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        check_options(
+            ("batch_size", "max_memory", "seed"),
+            num_samples=num_samples,
+            batch_size=batch_size,
+            particle_batch_size=particle_batch_size,
+            max_memory=max_memory,
+            seed=seed,
+        )
         self.model, self.guide = model, guide
-        self.data = DataSource(data)
-        self.device = devices.place(model, guide, device=device)
+        source = DataSource(data)
+        dev = devices.place(model, guide, device=device)
         self.num_samples = num_samples
-        self.model_args = devices.move(tuple(model_args), self.device)
-        self.model_kwargs = devices.move_kwargs(model_kwargs, self.device)
-        self.pair = Pair(model, guide, self.args(0, 1), self.model_kwargs, data_plate)
+        self.model_kwargs = devices.move_kwargs(model_kwargs, dev)
+        probe = Sweep(source, 1, device=dev, model_args=model_args)
+        self.pair = Pair(model, guide, probe.args(0, 1), self.model_kwargs, data_plate)
         self.analytic_kl = analytic_kl and self.pair.kl_note is None
-        self.max_memory = default_max_memory(self.device) if max_memory is None else max_memory
-        self.batch_size, self.particle_batch_size = self._chunk_sizes(batch_size, particle_batch_size)
-        self.seed = seed
-        self.span = distributed.shard(self.data.num_data, self.batch_size)
+        self.max_memory = default_max_memory(dev) if max_memory is None else max(1, int(max_memory))
+        self.batch_size, self.particle_batch_size = self._chunk_sizes(
+            probe, source.num_data, batch_size, particle_batch_size
+        )
+        self.sweep = Sweep(
+            source,
+            self.batch_size,
+            device=dev,
+            seed=seed,
+            model_args=model_args,
+            progress=progress,
+            desc=desc,
+        )
 
-    def args(self, lo: int, hi: int) -> tuple:
-        """The model's positional arguments for data points ``lo:hi``, on the device."""
-        return devices.move(self.data.chunk(lo, hi), self.device) + self.model_args
-
-    def _chunk_sizes(self, batch_size, particle_batch_size) -> tuple[int, int]:
-        num_data, num_samples, max_memory = self.data.num_data, self.num_samples, self.max_memory
-        itemsize = max(t.element_size() for t in self.args(0, 1) if torch.is_tensor(t))
+    def _chunk_sizes(self, probe: Sweep, num_data: int, batch_size, particle_batch_size) -> tuple[int, int]:
+        num_samples, max_memory = self.num_samples, self.max_memory
+        itemsize = max(t.element_size() for t in probe.args(0, 1) if torch.is_tensor(t))
         bytes_per_row = MEMORY_SAFETY * itemsize * self.pair.numel_per_particle
-        rows = max(int(min(max_memory, self._target_bytes()) // bytes_per_row), 1)
+        target = CPU_CHUNK_BYTES if probe.device.type == "cpu" else math.inf
+        rows = max(int(min(max_memory, target) // bytes_per_row), 1)
         if particle_batch_size is None:
             particle_batch_size = max(1, min(num_samples, rows // (batch_size or 1)))
             # as few particle chunks as that allows, of equal size
@@ -324,12 +335,7 @@ class Sweep:
             batch_size = max(1, min(rows // particle_batch_size, weights_cap))
         return min(batch_size, num_data), min(particle_batch_size, num_samples)
 
-    def _target_bytes(self) -> float:
-        """The memory a chunk aims at when the bound allows more: :data:`CPU_CHUNK_BYTES` on the
-        CPU, no limit on other devices."""
-        return CPU_CHUNK_BYTES if self.device.type == "cpu" else math.inf
-
-    def _chunk(self, args, num_particles: int, num_data: int, check: bool):
+    def _particles(self, args, num_particles: int, num_data: int, check: bool):
         pair = self.pair
         model_trace, guide_trace = pair.traces(args, self.model_kwargs, num_particles)
         shape = (num_particles, num_data)
@@ -350,79 +356,35 @@ class Sweep:
                 elbo = elbo - reduce_site(kl, g, pair.particle_dim, pair.data_plate, shape)
         return log_w, elbo.expand(shape)
 
-    def __len__(self) -> int:
-        """The number of data points this rank sweeps."""
-        return self.span[1] - self.span[0]
+    def reduce_rows(self) -> int:
+        """Rows of log-weights reduced at once: :data:`REDUCE_ROWS`, fewer where they would take
+        more than ``max_memory / 4`` bytes."""
+        return max(1, min(REDUCE_ROWS, self.max_memory // (4 * 8 * self.num_samples)))
 
-    def reducer(self, keep: bool) -> Reducer:
-        """A :class:`Reducer` that batches at most ``max_memory / 4`` bytes of log-weights."""
-        rows = max(1, min(REDUCE_ROWS, self.max_memory // (4 * 8 * self.num_samples)))
-        return Reducer(self.num_samples, rows, keep)
-
-    def __iter__(self) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor | None]]:
-        check = is_validation_enabled()
-        for lo in range(*self.span, self.batch_size):
-            hi = min(lo + self.batch_size, self.data.num_data)
-            seed = None if self.seed is None else distributed.derived_seed(self.seed, lo)
-            # the global modes are set per chunk, never across a yield: the caller's code runs
-            # in its own modes, and they are restored even if the caller abandons the loop
-            with torch.no_grad(), pyro.validation_enabled(False), seeded(seed):
-                log_w, elbo = self._data_chunk(lo, hi, check)
-            yield lo, hi, log_w, elbo
-
-    def _data_chunk(self, lo: int, hi: int, check: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        args = self.args(lo, hi)
+    def __call__(self, chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The ``(chunk.size, K)`` log-weights of a chunk of :attr:`sweep` (and the ELBO terms)."""
         log_w = elbo = None
         for plo in range(0, self.num_samples, self.particle_batch_size):
             phi = min(plo + self.particle_batch_size, self.num_samples)
-            lw, el = self._chunk(args, phi - plo, hi - lo, check and plo == 0)
+            lw, el = self._particles(chunk.args, phi - plo, chunk.size, chunk.validate and plo == 0)
             if log_w is None:
-                log_w = lw.new_empty(hi - lo, self.num_samples)
-                elbo = None if el is None else lw.new_empty(hi - lo, self.num_samples)
+                log_w = lw.new_empty(chunk.size, self.num_samples)
+                elbo = None if el is None else lw.new_empty(chunk.size, self.num_samples)
             log_w[:, plo:phi] = lw.T
             if el is not None:
                 elbo[:, plo:phi] = el.T
         return log_w, elbo
 
 
-class Reducer:
-    """Reduce blocks of log-weights with :func:`~pyrovae.diagnostics.reduce_log_weights`, ``rows``
-    at a time, into a :class:`LogLikelihood` on the CPU, keeping the log-weights if asked; in a
-    distributed run, the ranks' contiguous shares are gathered in order."""
+def reduction(keep: bool):
+    """The block reduction of log-weights for :meth:`~pyrovae.infer.Sweep.map`: the four fields of
+    :func:`~pyrovae.diagnostics.reduce_log_weights` (and the log-weights themselves with ``keep``)."""
 
-    def __init__(self, num_samples: int, rows: int, keep: bool):
-        self.num_samples, self.rows, self.keep = num_samples, rows, keep
-        self._pending: list[torch.Tensor] = []
-        self._parts: list[tuple[torch.Tensor, ...]] = []
-        self._kept: list[torch.Tensor] = []
+    def reduce(rows):
+        log_w = rows[0]
+        return (*reduce_log_weights(log_w), log_w if keep else None)
 
-    def add(self, log_w: torch.Tensor) -> None:
-        self._pending.append(log_w)
-        if sum(block.shape[0] for block in self._pending) >= self.rows:
-            self._flush()
-
-    def _flush(self) -> None:
-        block = torch.cat(self._pending).cpu()
-        self._pending = []
-        self._parts.append(reduce_log_weights(block))
-        if self.keep:
-            self._kept.append(block)
-
-    def result(self, elapsed: float) -> LogLikelihood:
-        if self._pending:
-            self._flush()
-        fields = [torch.cat(p) for p in zip(*self._parts, strict=True)] or [_EMPTY] * 4
-        kept = (torch.cat(self._kept) if self._kept else _EMPTY) if self.keep else None
-        return LogLikelihood(
-            *map(distributed.gather_rows, fields),
-            num_samples=self.num_samples,
-            log_weights=None if kept is None else distributed.gather_rows(kept),
-            elapsed=elapsed,
-        )
-
-
-# what a rank with no data points to sweep contributes
-_EMPTY = torch.empty(0, dtype=torch.float64)
+    return reduce
 
 
 def log_likelihood(
@@ -504,7 +466,7 @@ def log_likelihood(
     start = time.perf_counter()
     distributed.init()
     with seeded(seed):
-        sweep = Sweep(
+        weights = LogWeights(
             model,
             guide,
             data,
@@ -517,11 +479,11 @@ def log_likelihood(
             model_kwargs=model_kwargs,
             seed=seed,
             device=device,
+            progress=progress,
         )
-        reducer = sweep.reducer(keep=return_log_weights)
-        shown = progress and distributed.is_main()
-        with tqdm(total=len(sweep), unit="x", desc="log p(x)", disable=not shown) as bar:
-            for lo, hi, log_w, _ in sweep:
-                reducer.add(log_w)
-                bar.update(hi - lo)
-        return reducer.result(elapsed=time.perf_counter() - start)
+        rows = weights.sweep.map(
+            lambda chunk: weights(chunk)[0],
+            reduce=reduction(return_log_weights),
+            reduce_rows=weights.reduce_rows(),
+        )
+    return LogLikelihood.from_rows(rows, num_samples, time.perf_counter() - start)

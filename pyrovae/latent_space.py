@@ -33,6 +33,8 @@ from pyro.poutine.messenger import Messenger
 from . import devices
 from .data import DataSource
 from .errors import ConfigError
+from .infer import Chunk, Sweep
+from .options import check_options
 from .seeds import seeded
 from .traces import Pair, data_frame, scored_sites, trace_pair
 
@@ -133,34 +135,33 @@ def encode(
     :param pair: a model/guide pair (see the module docstring).
     :param data: the data rows.
     :param int batch_size: data points per chunk.
+    :param int seed: the seed each chunk's draws are seeded from, with the chunk's first data point
+        (:meth:`~pyrovae.infer.Sweep.map`); ``None`` leaves the random state alone.
     :param device: where to compute (default: the model's device); the results are on the CPU.
     """
     model, guide = as_pair(pair)
-    if not isinstance(num_particles, int) or num_particles < 1:
-        raise ConfigError(f"num_particles must be a positive integer, got {num_particles!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    source = DataSource(data)
+    check_options(("seed",), num_particles=num_particles, batch_size=batch_size, seed=seed)
     dev = devices.place(model, guide, device=device)
     kwargs = dict(model_kwargs or {})
-    probe = Pair(model, guide, devices.move(source.chunk(0, 1), dev), kwargs, data_plate)
-    wanted = None if sites is None else list(sites)
-    out: dict[str, list[torch.Tensor]] = {}
-    with torch.no_grad(), seeded(seed), pyro.validation_enabled(False):
-        for lo in range(0, source.num_data, batch_size):
-            args = devices.move(source.chunk(lo, min(lo + batch_size, source.num_data)), dev)
-            _, guide_trace = probe.traces(args, kwargs, num_particles)
-            for name, site in scored_sites(guide_trace):
-                if site["is_observed"] or (wanted is not None and name not in wanted):
-                    continue
-                mean = per_datapoint(site_mean(site), site, probe.particle_dim, probe.data_plate)
-                out.setdefault(name, []).append(mean.cpu())
-    if wanted is not None and set(wanted) - set(out):
+    sweep = Sweep(data, batch_size, device=dev, seed=seed, desc="encode")
+    probe = Pair(model, guide, sweep.args(0, 1), kwargs, data_plate)
+    with torch.no_grad(), seeded(0), poutine.block():
+        _, guide_trace = probe.traces(sweep.args(0, 1), kwargs, 1)
+    latent = [name for name, site in scored_sites(guide_trace) if not site["is_observed"]]
+    wanted = set(latent if sites is None else sites)
+    if wanted - set(latent):
         raise ConfigError(
-            f"no latent site named {', '.join(sorted(set(wanted) - set(out)))} in the guide; "
-            f"its latent sites are: {', '.join(out) or 'none'}"
+            f"no latent site named {', '.join(sorted(wanted - set(latent)))} in the guide; "
+            f"its latent sites are: {', '.join(latent) or 'none'}"
         )
-    return {name: torch.cat(parts) for name, parts in out.items()}
+    names = [name for name in latent if name in wanted]
+
+    def means(chunk: Chunk) -> tuple[torch.Tensor, ...]:
+        _, trace = probe.traces(chunk.args, kwargs, num_particles)
+        nodes = [trace.nodes[name] for name in names]
+        return tuple(per_datapoint(site_mean(s), s, probe.particle_dim, probe.data_plate) for s in nodes)
+
+    return dict(zip(names, sweep.map(means), strict=True)) if names else {}
 
 
 class DecodeMessenger(Messenger):

@@ -50,12 +50,13 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions import Independent
-from tqdm.auto import tqdm
 
 from . import distributed
 from .errors import ConfigError
-from .importance import Sweep
+from .importance import LogWeights
+from .infer import Chunk, Sweep
 from .latent_space import per_datapoint, site_mean
+from .options import check_options
 from .results import Result, mean_stderr
 from .seeds import seeded
 from .traces import kl_divergence, reduce_site, scored_sites, site_log_density
@@ -305,6 +306,147 @@ def _depends_only_on_data(first, second, name) -> bool:
     return bool(torch.allclose(a["fn"].log_prob(value), b["fn"].log_prob(value), rtol=1e-5, atol=1e-6))
 
 
+def _decomposition_note(first, second, name: str, pdim: int) -> str:
+    """Why site ``name`` has no MI / marginal-KL decomposition, or ``""`` where it has one."""
+    fn = first[1].nodes[name]["fn"]
+    if not _depends_only_on_data(first[1], second[1], name):
+        why = "its guide depends on other latents"
+    elif not _depends_only_on_data(first[0], second[0], name):
+        why = "its prior depends on other latents"
+    elif len(fn.batch_shape) != -pdim or fn.batch_shape[pdim] != 2:
+        why = "its guide has batch dims besides the data plate"
+    else:
+        return ""
+    return f"{why}: no MI / marginal-KL decomposition"
+
+
+@dataclass
+class _Site:
+    """What the probe tells of one latent site, the same on every rank."""
+
+    name: str
+    kl_method: str  # "analytic" or "monte carlo"
+    decomposable: bool
+    note: str
+
+
+#: the per-datapoint rows of one site in the main pass: kl, kl_dims, mean, z, lq, lp
+SITE_ROWS = 6
+
+
+def _probe(weights: LogWeights, seed: int | None, decompose: bool) -> list[_Site]:
+    """The latent sites of the pair in the model's order, from two traces of two data points with
+    two particles (every rank makes them, whatever its share of the data)."""
+    pair, kwargs = weights.pair, weights.model_kwargs
+    pdim, plate = pair.particle_dim, pair.data_plate
+    with torch.no_grad(), pyro.validation_enabled(False), seeded(seed), poutine.block():
+        args = weights.sweep.args(0, min(2, weights.sweep.num_data))
+        first = pair.traces(args, kwargs, 2)
+        second = pair.traces(args, kwargs, 2)
+        names = [
+            n for n, s in scored_sites(first[1]) if not s["is_observed"] and not s["infer"].get("enumerate")
+        ]
+        names.sort(key=list(first[0].nodes).index)
+        sites = []
+        for name in names:
+            g, m = first[1].nodes[name], first[0].nodes[name]
+            _, kl_method = _site_kl(g, m, pdim, plate, (2, args[0].shape[0]))
+            why = _decomposition_note(first, second, name, pdim) if decompose else ""
+            notes = [why] if why else []
+            if _elementwise_kl(g["fn"], m["fn"], g["value"])[1] is None:
+                notes.append("its prior or guide does not factorize over dimensions: KL per site only")
+            sites.append(_Site(name, kl_method, decompose and not why, "; ".join(notes)))
+    return sites
+
+
+def _site_rows(g: dict, m: dict, decomposable: bool, pdim: int, plate: str, shape: tuple[int, int]) -> tuple:
+    """The :data:`SITE_ROWS` per-datapoint rows of one site of a chunk's traces (guide site ``g``,
+    model site ``m``): its KL, its KL per dimension (``None`` where it does not factorize), its
+    posterior mean, and for a decomposable site the first particle's draw :math:`z_n` with
+    :math:`\\log q(z_n \\mid x_n)` and :math:`\\log p(z_n)` (else ``None``)."""
+    num = shape[1]
+    kl, _ = _site_kl(g, m, pdim, plate, shape)
+    per_dim, _ = _elementwise_kl(g["fn"], m["fn"], g["value"])
+    if per_dim is not None:
+        per_dim = per_datapoint(per_dim.expand(g["value"].shape), g, pdim, plate).reshape(num, -1).double()
+    mean = per_datapoint(site_mean(g), g, pdim, plate).reshape(num, -1).double()
+    draw = (None, None, None)
+    if decomposable:
+        draw = (
+            g["value"].select(pdim - g["fn"].event_dim, 0),
+            site_log_density(g, pdim, plate, shape)[0].double(),
+            site_log_density(m, pdim, plate, shape, value=g["value"])[0].double(),
+        )
+    return kl.mean(0).double(), per_dim, mean, *draw
+
+
+def _chunk_rows(weights: LogWeights, sites: list[_Site]):
+    """The per-chunk function of the main pass: the reconstruction term, then the
+    :data:`SITE_ROWS` rows of every site, of each data point of the chunk."""
+    pair, kwargs, num_particles = weights.pair, weights.model_kwargs, weights.num_samples
+    pdim, plate = pair.particle_dim, pair.data_plate
+
+    def rows(chunk: Chunk) -> tuple:
+        model_trace, guide_trace = pair.traces(chunk.args, kwargs, num_particles)
+        shape = (num_particles, chunk.size)
+        r = torch.zeros(())
+        for name, site in scored_sites(model_trace):
+            if name not in guide_trace.nodes and site["is_observed"]:
+                r = r + site_log_density(site, pdim, plate, shape)
+        out = [r.expand(shape).mean(0).double()]
+        for site in sites:
+            g, m = guide_trace.nodes[site.name], model_trace.nodes[site.name]
+            out += _site_rows(g, m, site.decomposable, pdim, plate, shape)
+        return tuple(out)
+
+    return rows
+
+
+def _site_stats(site: _Site, kl, kl_dims, means, threshold: float, decomposition) -> tuple[list, dict]:
+    """The rows of :attr:`LatentStats.dims` and of :attr:`LatentStats.sites` of one site, from its
+    per-datapoint KLs (and per dimension, or ``None``), posterior means and MI / marginal-KL terms
+    (or ``None``)."""
+    activity = means.var(0) if means.shape[0] > 1 else torch.full(means.shape[1:], math.nan)
+    active = activity > threshold
+    if kl_dims is not None:
+        kl_d, kl_d_se = kl_dims.mean(0), kl_dims.std(0) / math.sqrt(kl_dims.shape[0])
+    else:
+        kl_d = kl_d_se = torch.full(activity.shape, math.nan, dtype=torch.float64)
+    collapsed = ~active & (torch.isnan(kl_d) | (kl_d < COLLAPSE_KL))
+    dims = [
+        {
+            "site": site.name,
+            "dim": d,
+            "activity": float(activity[d]),
+            "active": bool(active[d]),
+            "kl": float(kl_d[d]),
+            "kl_stderr": float(kl_d_se[d]),
+            "collapsed": bool(collapsed[d]),
+        }
+        for d in range(activity.shape[0])
+    ]
+    mi = mi_se = mk = mk_se = math.nan
+    if decomposition is not None:
+        mi_terms, mk_terms = decomposition
+        mi, mi_se = float(mi_terms.mean()), mean_stderr(mi_terms)
+        mk, mk_se = float(mk_terms.mean()), mean_stderr(mk_terms)
+    row = {
+        "site": site.name,
+        "dims": int(activity.shape[0]),
+        "active_units": int(active.sum()),
+        "kl": float(kl.mean()),
+        "kl_stderr": mean_stderr(kl),
+        "kl_method": site.kl_method,
+        "mutual_information": mi,
+        "mutual_information_stderr": mi_se,
+        "marginal_kl": mk,
+        "marginal_kl_stderr": mk_se,
+        "collapsed": bool(collapsed.all()),
+        "note": site.note,
+    }
+    return dims, row
+
+
 def latent_stats(
     model,
     guide,
@@ -324,6 +466,12 @@ def latent_stats(
     r"""Active units, KL per dimension and the ELBO decomposition of a model/guide pair on ``data``
     (see the module docstring for the estimators).
 
+    One pass over the data (:meth:`~pyrovae.infer.Sweep.map`, its chunks seeded from ``seed`` and
+    their first data point) draws the particles and reduces them to per-datapoint rows; one more
+    pass per decomposable site sums the aggregate posterior's density over every data chunk.
+    Launched by ``torchrun`` (see :mod:`pyrovae.distributed`), both passes are split across the
+    workers and every worker gets the one-process result.
+
     :param model: the model, as for :func:`~pyrovae.log_likelihood`.
     :param guide: the guide; its latent sites are the ones reported.
     :param data: the data (all of it enters the aggregate posterior).
@@ -337,126 +485,39 @@ def latent_stats(
     :param bool progress: show a progress bar.
     :rtype: LatentStats
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold > 0:
-        raise ConfigError(f"threshold must be a positive number, got {threshold!r}")
+    check_options(
+        ("batch_size", "seed"),
+        num_particles=num_particles,
+        threshold=threshold,
+        batch_size=batch_size,
+        seed=seed,
+    )
     start = time.perf_counter()
-    sweep = Sweep(
-        model, guide, data, num_particles, data_plate=data_plate, batch_size=batch_size,
-        particle_batch_size=num_particles, model_args=model_args, model_kwargs=model_kwargs, seed=seed,
-        device=device,
-    )  # fmt: skip
-    pair, kwargs = sweep.pair, sweep.model_kwargs
-    if pair.enumerated:
-        raise ConfigError(
-            f"latent_stats reports sampled latents; the pair enumerates {', '.join(pair.enumerated)}. "
-            "Evaluate it with the enumerated sites sampled instead (e.g. infer={'enumerate': None})"
-        )
-    pdim, plate = pair.particle_dim, pair.data_plate
-    with torch.no_grad(), pyro.validation_enabled(False), seeded(seed), poutine.block():
-        args = sweep.args(0, min(2, sweep.data.num_data))
-        first = pair.traces(args, kwargs, 2)
-        second = pair.traces(args, kwargs, 2)
-    names = [n for n, s in scored_sites(first[1]) if not s["is_observed"] and not s["infer"].get("enumerate")]
-    names.sort(key=list(first[0].nodes).index)
-    notes: dict[str, str] = {}
-    decomposable = []
-    for name in names:
-        fn = first[1].nodes[name]["fn"]
-        if not decompose:
-            break
-        if not _depends_only_on_data(first[1], second[1], name):
-            notes[name] = "its guide depends on other latents: no MI / marginal-KL decomposition"
-        elif not _depends_only_on_data(first[0], second[0], name):
-            notes[name] = "its prior depends on other latents: no MI / marginal-KL decomposition"
-        elif len(fn.batch_shape) != -pdim or fn.batch_shape[pdim] != 2:
-            notes[name] = "its guide has batch dims besides the data plate: no MI / marginal-KL decomposition"
-        else:
-            decomposable.append(name)
-    parts: dict[str, dict[str, list]] = {n: {"kl": [], "kl_dims": [], "mean": [], "z": [], "lq": [], "lp": []}
-                                         for n in names}  # fmt: skip
-    methods: dict[str, str] = {}
-    dim_methods: dict[str, str | None] = {}
-    recon = []
-    with tqdm(total=len(sweep), unit="x", desc="latent stats", disable=not progress) as bar:
-        for lo in range(*sweep.span, sweep.batch_size):
-            hi = min(lo + sweep.batch_size, sweep.data.num_data)
-            chunk_seed = None if seed is None else distributed.derived_seed(seed, lo)
-            with torch.no_grad(), pyro.validation_enabled(False), seeded(chunk_seed):
-                model_trace, guide_trace = pair.traces(sweep.args(lo, hi), kwargs, num_particles)
-                shape = (num_particles, hi - lo)
-                r = torch.zeros(())
-                for name, site in scored_sites(model_trace):
-                    if name not in guide_trace.nodes and site["is_observed"]:
-                        r = r + site_log_density(site, pdim, plate, shape)
-                recon.append(r.expand(shape).mean(0).double().cpu())
-                for name in names:
-                    g, m = guide_trace.nodes[name], model_trace.nodes[name]
-                    kl, methods[name] = _site_kl(g, m, pdim, plate, shape)
-                    out = parts[name]
-                    out["kl"].append(kl.mean(0).double().cpu())
-                    per_dim, dim_methods[name] = _elementwise_kl(g["fn"], m["fn"], g["value"])
-                    if per_dim is not None:
-                        per_dim = per_datapoint(per_dim.expand(g["value"].shape), g, pdim, plate)
-                        out["kl_dims"].append(per_dim.reshape(hi - lo, -1).double().cpu())
-                    mean = per_datapoint(site_mean(g), g, pdim, plate)
-                    out["mean"].append(mean.reshape(hi - lo, -1).double().cpu())
-                    if name in decomposable:
-                        out["z"].append(g["value"].select(pdim - g["fn"].event_dim, 0))
-                        out["lq"].append(site_log_density(g, pdim, plate, shape)[0])
-                        out["lp"].append(site_log_density(m, pdim, plate, shape, value=g["value"])[0])
-            bar.update(hi - lo)
-    reconstruction = torch.cat(recon)
-    dim_rows, site_rows = [], []
-    kl_total = torch.zeros_like(reconstruction)
-    for name in names:
-        out = parts[name]
-        kl = torch.cat(out["kl"])
-        kl_total = kl_total + kl
-        means = torch.cat(out["mean"])
-        activity = means.var(0) if means.shape[0] > 1 else torch.full(means.shape[1:], math.nan)
-        active = activity > threshold
-        if out["kl_dims"]:
-            kl_dims = torch.cat(out["kl_dims"])
-            kl_d, kl_d_se = kl_dims.mean(0), kl_dims.std(0) / math.sqrt(kl_dims.shape[0])
-        else:
-            kl_d = kl_d_se = torch.full(activity.shape, math.nan, dtype=torch.float64)
-        collapsed = ~active & (torch.isnan(kl_d) | (kl_d < COLLAPSE_KL))
-        for d in range(activity.shape[0]):
-            dim_rows.append(
-                {
-                    "site": name,
-                    "dim": d,
-                    "activity": float(activity[d]),
-                    "active": bool(active[d]),
-                    "kl": float(kl_d[d]),
-                    "kl_stderr": float(kl_d_se[d]),
-                    "collapsed": bool(collapsed[d]),
-                }
+    distributed.init()
+    with seeded(seed):
+        weights = LogWeights(
+            model, guide, data, num_particles, data_plate=data_plate, batch_size=batch_size,
+            particle_batch_size=num_particles, model_args=model_args, model_kwargs=model_kwargs, seed=seed,
+            device=device, progress=progress, desc="latent stats",
+        )  # fmt: skip
+        enumerated = weights.pair.enumerated
+        if enumerated:
+            raise ConfigError(
+                f"latent_stats reports sampled latents; the pair enumerates {', '.join(enumerated)}. "
+                "Evaluate it with the enumerated sites sampled instead (e.g. infer={'enumerate': None})"
             )
-        mi = mi_se = mk = mk_se = math.nan
-        if name in decomposable:
-            mi_terms, mk_terms = _decompose(sweep, name, out, progress)
-            mi, mi_se = float(mi_terms.mean()), mean_stderr(mi_terms)
-            mk, mk_se = float(mk_terms.mean()), mean_stderr(mk_terms)
-        if dim_methods.get(name) is None:
-            factor = "its prior or guide does not factorize over dimensions: KL per site only"
-            notes[name] = f"{notes[name]}; {factor}" if name in notes else factor
-        site_rows.append(
-            {
-                "site": name,
-                "dims": int(activity.shape[0]),
-                "active_units": int(active.sum()),
-                "kl": float(kl.mean()),
-                "kl_stderr": mean_stderr(kl),
-                "kl_method": methods[name],
-                "mutual_information": mi,
-                "mutual_information_stderr": mi_se,
-                "marginal_kl": mk,
-                "marginal_kl_stderr": mk_se,
-                "collapsed": bool(collapsed.all()),
-                "note": notes.get(name, ""),
-            }
-        )
+        sites = _probe(weights, seed, decompose)
+        rows = weights.sweep.map(_chunk_rows(weights, sites))
+        reconstruction = rows[0]
+        kl_total = torch.zeros_like(reconstruction)
+        dim_rows, site_rows = [], []
+        for i, site in enumerate(sites):
+            kl, kl_dims, means, z, lq, lp = rows[1 + SITE_ROWS * i : 1 + SITE_ROWS * (i + 1)]
+            kl_total = kl_total + kl
+            decomposition = _decompose(weights, site.name, z, lq, lp) if site.decomposable else None
+            dims, row = _site_stats(site, kl, kl_dims, means, threshold, decomposition)
+            dim_rows += dims
+            site_rows.append(row)
     return LatentStats(
         pd.DataFrame(dim_rows),
         pd.DataFrame(site_rows).set_index("site"),
@@ -468,28 +529,37 @@ def latent_stats(
     )
 
 
-def _decompose(sweep: Sweep, name: str, out: dict, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _decompose(weights: LogWeights, name: str, z, lq, lp) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The per-data-point terms :math:`\log q(z_n \mid x_n) - \log q(z_n)` and :math:`\log q(z_n)
-    - \log p(z_n)` of site ``name``, with the aggregate posterior's density summed over every data
-    chunk of ``sweep``."""
-    pair, kwargs = sweep.pair, sweep.model_kwargs
-    z = torch.cat(out["z"])  # (N, *event) on the device
-    lq, lp = torch.cat(out["lq"]).double(), torch.cat(out["lp"]).double()
-    n = z.shape[0]
+    - \log p(z_n)` of site ``name``, from the draws ``z`` ``(N, *event)`` and their densities.
+
+    The aggregate posterior's density :math:`\log q(z_n)` is a sweep over the draws: each rank
+    takes one chunk of them and sums its density over every data chunk of ``weights.sweep``
+    (:meth:`~pyrovae.infer.Sweep.each`), at most :data:`PAIRWISE_ELEMENTS` pairs at a time."""
+    data, pair, kwargs = weights.sweep, weights.pair, weights.model_kwargs
     event = z.shape[1:]
-    log_agg = torch.full((n,), -math.inf, dtype=torch.float64, device=z.device)
-    with tqdm(total=sweep.data.num_data, unit="x", desc=f"aggregate q({name})", disable=not progress) as bar:
-        for lo in range(0, sweep.data.num_data, sweep.batch_size):
-            hi = min(lo + sweep.batch_size, sweep.data.num_data)
-            with torch.no_grad(), pyro.validation_enabled(False), poutine.block():
-                fn = poutine.trace(pair.guide).get_trace(*sweep.args(lo, hi), **kwargs).nodes[name]["fn"]
-                step = max(1, PAIRWISE_ELEMENTS // max(1, (hi - lo) * max(1, event.numel())))
-                for zlo in range(0, n, step):
-                    zc = z[zlo : zlo + step].reshape((-1, 1) + event)
-                    lpair = fn.log_prob(zc).double()  # (chunk, hi - lo)
-                    log_agg[zlo : zlo + step] = torch.logaddexp(
-                        log_agg[zlo : zlo + step], lpair.logsumexp(-1)
-                    )
-            bar.update(hi - lo)
-    log_agg = (log_agg - math.log(sweep.data.num_data)).cpu()
-    return lq.cpu() - log_agg, log_agg - lp.cpu()
+
+    def log_agg(chunk: Chunk) -> torch.Tensor:
+        (draws,) = chunk.args
+        out = torch.full((chunk.size,), -math.inf, dtype=torch.float64, device=draws.device)
+        for lo, hi, args in data.each():
+            with poutine.block():
+                fn = poutine.trace(pair.guide).get_trace(*args, **kwargs).nodes[name]["fn"]
+            step = max(1, PAIRWISE_ELEMENTS // max(1, (hi - lo) * max(1, event.numel())))
+            for zlo in range(0, chunk.size, step):
+                lpair = fn.log_prob(draws[zlo : zlo + step].reshape((-1, 1) + event)).double()
+                out[zlo : zlo + step] = torch.logaddexp(out[zlo : zlo + step], lpair.logsumexp(-1))
+            chunk.advance(hi - lo)
+        return out
+
+    # one chunk of draws per rank: each rank traces the guide on the whole data set once
+    sweep = Sweep(
+        z,
+        math.ceil(data.num_data / distributed.world_size()),
+        device=data.device,
+        progress=data.progress,
+        desc=f"aggregate q({name})",
+        work=lambda lo, hi: data.num_data,
+    )
+    log_q = sweep.map(log_agg) - math.log(data.num_data)
+    return lq - log_q, log_q - lp

@@ -16,35 +16,54 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["DOMAINS", "Domain", "check_option", "check_options", "parse_spec"]
+__all__ = [
+    "DOMAINS",
+    "Domain",
+    "check_keywords",
+    "check_option",
+    "check_options",
+    "check_schedule",
+    "parse_spec",
+]
 
 
 @dataclass(frozen=True)
 class Domain:
-    """Integers or reals at least (or, ``strict``, above) ``low`` and at most ``high``; ``None``
-    allowed if ``optional``."""
+    """Integers or reals at least (or, ``strict``, above) ``low`` and at most (``high_strict``:
+    below) ``high``; ``None`` allowed if ``optional``; with ``boolean``, ``True`` or ``False``.
+    ``flag``: the option is also a command-line flag, named in messages."""
 
     integer: bool
     low: float | None = None
     strict: bool = False
     optional: bool = False
     high: float | None = None
+    high_strict: bool = False
+    boolean: bool = False
+    flag: bool = True
 
     def describe(self) -> str:
+        if self.boolean:
+            return "True or False" + (", or None" if self.optional else "")
         kind = "an integer" if self.integer else "a number"
         bound = "" if self.low is None else f" {'>' if self.strict else '>='} {self.low:g}"
         if self.high is not None:
-            bound += f" and <= {int(self.high)}" if self.integer else f" and <= {self.high:g}"
+            high = int(self.high) if self.integer else f"{self.high:g}"
+            bound += f" and {'<' if self.high_strict else '<='} {high}"
         return kind + bound + (", or None" if self.optional else "")
 
     def admits(self, value: Any) -> bool:
         if value is None:
             return self.optional
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if self.boolean or isinstance(value, bool):
+            return self.boolean and isinstance(value, bool)
+        if not isinstance(value, numbers.Real):
             return False
         if self.integer and not float(value).is_integer():
             return False
-        if not math.isfinite(value) or (self.high is not None and value > self.high):
+        if not math.isfinite(value):
+            return False
+        if self.high is not None and (value >= self.high if self.high_strict else value > self.high):
             return False
         if self.low is None:
             return True
@@ -52,6 +71,9 @@ class Domain:
 
 
 COUNT, POSITIVE_COUNT, POSITIVE = Domain(True, 0), Domain(True, 1), Domain(False, 0, strict=True)
+#: the same, for arguments of the Python API alone (no command-line flag to name)
+API_COUNT, API_POSITIVE = Domain(True, 1, flag=False), Domain(False, 0, strict=True, flag=False)
+API_OPTIONAL_COUNT = Domain(True, 1, optional=True, flag=False)
 #: the most units a layer or latent may have: far beyond any network that fits in memory, small
 #: enough that a mistyped size is refused rather than attempted
 UNITS = Domain(True, 1, high=2**24)
@@ -77,6 +99,27 @@ DOMAINS: dict[str, Domain] = {
     "test_samples": COUNT,
     "hidden_size": UNITS,
     "max_memory": POSITIVE,
+    # evaluation: importance sampling, AIS, latent statistics, anomaly scores
+    "num_samples": POSITIVE_COUNT,
+    "num_particles": POSITIVE_COUNT,
+    "particle_batch_size": API_OPTIONAL_COUNT,
+    "chunk_size": API_COUNT,
+    "num_steps": API_COUNT,
+    "num_chains": API_COUNT,
+    "num_data": API_COUNT,
+    "leapfrog_steps": POSITIVE_COUNT,
+    "step_size": API_POSITIVE,
+    "target_accept": Domain(False, 0, strict=True, high=1, high_strict=True, flag=False),
+    "ais_chains": POSITIVE_COUNT,
+    "bdmc_data": COUNT,
+    "bdmc_steps": Domain(True, 1, optional=True),
+    "threshold": API_POSITIVE,
+    "steps": POSITIVE_COUNT,
+    "group_size": POSITIVE_COUNT,
+    # options of Pyro's own estimators, as Pyro documents their domains
+    "vectorize_particles": Domain(False, boolean=True, flag=False),
+    "max_plate_nesting": Domain(True, 0, flag=False),
+    "tail_adaptive_beta": Domain(False, -1, high=0, high_strict=True, flag=False),
 }
 
 
@@ -84,11 +127,12 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _problem(name: str, value: Any) -> str | None:
+def _problem(name: str, value: Any, allow_none: bool = False) -> str | None:
     domain = DOMAINS[name]
-    if domain.admits(value):
+    if domain.admits(value) or (value is None and allow_none):
         return None
-    return f"{name} ({_flag(name)}) must be {domain.describe()}; got {value!r}"
+    named = f"{name} ({_flag(name)})" if domain.flag else name
+    return f"{named} must be {domain.describe()}; got {value!r}"
 
 
 def check_option(name: str, value: Any):
@@ -100,10 +144,11 @@ def check_option(name: str, value: Any):
     return int(value) if value is not None and DOMAINS[name].integer else value
 
 
-def check_options(**values: Any) -> dict[str, Any]:
+def check_options(allow_none: tuple[str, ...] = (), **values: Any) -> dict[str, Any]:
     """:func:`check_option` for each option, with one error listing every value out of its domain.
 
-    ``hidden`` (a sequence of layer sizes) is checked size by size."""
+    ``hidden`` (a sequence of layer sizes) is checked size by size; the options named in
+    ``allow_none`` may also be ``None`` (an unseeded ``seed``, say)."""
     problems = []
     for name, value in values.items():
         if name == "hidden":
@@ -114,7 +159,7 @@ def check_options(**values: Any) -> dict[str, Any]:
                     f"hidden (--hidden) must be a list of sizes from 1 to {int(UNITS.high)}; got {value!r}"
                 )
         else:
-            problems.append(_problem(name, value))
+            problems.append(_problem(name, value, name in allow_none))
     problems = [p for p in problems if p]
     if problems:
         raise ConfigError("; ".join(problems))
@@ -122,6 +167,35 @@ def check_options(**values: Any) -> dict[str, Any]:
         name: (int(v) if v is not None and name in DOMAINS and DOMAINS[name].integer else v)
         for name, v in values.items()
     }
+
+
+def check_keywords(what: str, given, accepted) -> None:
+    """Refuse keyword options of ``what`` (e.g. ``"ais_options"``) outside ``accepted``, naming them
+    and listing the accepted ones."""
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"{what}: unknown option(s) {', '.join(unknown)}; choose from: {', '.join(sorted(accepted))}"
+        )
+
+
+def check_schedule(name: str, values) -> None:
+    """Refuse an annealing schedule that is not a finite, non-decreasing sequence from 0 to 1."""
+    import torch
+
+    betas = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if (
+        betas.numel() < 2
+        or not bool(torch.isfinite(betas).all())
+        or float(betas[0]) != 0.0
+        or float(betas[-1]) != 1.0
+        or bool((betas[1:] < betas[:-1]).any())
+    ):
+        shown = [round(float(b), 6) for b in betas[:6]] + (["..."] if betas.numel() > 6 else [])
+        raise ConfigError(
+            f"{name} must be a finite, non-decreasing sequence of at least two inverse temperatures "
+            f"from 0 to 1, or a schedule's name; got {shown}"
+        )
 
 
 def parse_spec(spec: str, what: str = "estimator") -> tuple[str, dict[str, int | float | bool]]:

@@ -7,16 +7,20 @@ import contextlib
 import pyro
 import torch
 
+from .options import check_option
+
 __all__ = ["seeded"]
 
 
 @contextlib.contextmanager
 def seeded(seed: int | None):
     """Seed Pyro's generators (torch, CUDA, random, numpy) for the duration, then restore the
-    caller's state, so that a seeded evaluation leaves the surrounding random stream untouched."""
+    caller's state, so that a seeded evaluation leaves the surrounding random stream untouched.
+    A seed outside [0, 2^32) is refused with a :class:`~pyrovae.errors.ConfigError`."""
     if seed is None:
         yield
         return
+    check_option("seed", seed)
     state = pyro.util.get_rng_state()
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     try:

@@ -48,6 +48,7 @@ __all__ = [
     "check_pair",
     "check_support",
     "data_frame",
+    "dtype_error",
     "find_data_plate",
     "kl_divergence",
     "latents",
@@ -147,6 +148,7 @@ def trace_pair(
     particle_dim: int = -1,
     *,
     copy_latents: bool = False,
+    replace=None,
 ):
     """Trace the guide, then the model replayed against it; returns ``(model_trace, guide_trace)``.
 
@@ -154,7 +156,8 @@ def trace_pair(
     for parallel enumeration are enumerated at the dims left of it (as
     :class:`~pyro.infer.TraceEnum_ELBO` does left of the plates). With ``copy_latents`` the model
     is replayed against copies of the guide's latent values (so that gradients reaching the model
-    through them can be reweighted, as DReG does).
+    through them can be reweighted, as DReG does); with ``replace``, a function of the guide's
+    trace that returns latent values by site name, against those values (the guide's means, say).
     """
     plate = contextlib.nullcontext()
     if num_particles is not None:
@@ -166,6 +169,8 @@ def trace_pair(
         replayed = guide_trace
         if copy_latents:
             replayed = replay_trace({n: v.clone() for n, v in latents(guide_trace).items()}, guide_trace)
+        elif replace is not None:
+            replayed = replay_trace(replace(guide_trace), guide_trace)
         model_trace = poutine.trace(poutine.replay(model, trace=replayed)).get_trace(*args, **kwargs)
     return model_trace, guide_trace
 
@@ -395,6 +400,27 @@ def _param_dtypes(model, guide) -> set[torch.dtype]:
     return dtypes
 
 
+def dtype_error(model, guide, args, error: Exception) -> DataError | None:
+    """A :class:`~pyrovae.errors.DataError` naming the data's dtype and the model's, where ``error``
+    (raised by the pair on ``args``) is about dtypes; else ``None``."""
+    message = str(error)
+    if not any(word in message for word in ("dtype", "scalar type")):
+        return None
+    tensors = [a for a in args if torch.is_tensor(a)]
+    params = _param_dtypes(model, guide)
+    fix = (
+        f"cast the data to the model's dtype ({', '.join(map(_dtype_name, params))}), "
+        "e.g. x.float(), or the model to the data's, e.g. vae.double()"
+        if params
+        else "cast the data to the dtype the model computes in, e.g. x.float()"
+    )
+    return DataError(
+        f"the model/guide pair failed on the data's dtype (data: {_describe_inputs(tensors)}): "
+        f"{type(error).__name__}: {message.splitlines()[0]}. Integer images must be floats, e.g. "
+        f"x.float(); {fix}"
+    )
+
+
 class Pair:
     """A model/guide pair probed on the data ``args`` (of ``num_data`` data points, one by
     default): checked (see :func:`check_pair`), its data plate and plate nesting found, its
@@ -479,7 +505,7 @@ class Pair:
             guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
             prior_trace = poutine.trace(model).get_trace(*args, **kwargs)
         except (RuntimeError, TypeError) as e:
-            error = self._dtype_error(args, e) or _shape_error(args, e)
+            error = dtype_error(model, guide, args, e) or _shape_error(args, e)
             if error is None:
                 raise
             raise error from e
@@ -495,25 +521,6 @@ class Pair:
                     f"the model's size (e.g. the encoder's latent_dim)"
                 )
         return trace_pair(model, guide, args, kwargs)
-
-    def _dtype_error(self, args, error: Exception) -> DataError | None:
-        """A :class:`~pyrovae.errors.DataError` naming the data's dtype, where ``error`` is about dtypes."""
-        message = str(error)
-        if not any(word in message for word in ("dtype", "scalar type")):
-            return None
-        tensors = [a for a in args if torch.is_tensor(a)]
-        params = _param_dtypes(self.model, self.guide)
-        fix = (
-            f"cast the data to the model's dtype ({', '.join(map(_dtype_name, params))}), "
-            "e.g. x.float(), or the model to the data's, e.g. vae.double()"
-            if params
-            else "cast the data to the dtype the model computes in, e.g. x.float()"
-        )
-        return DataError(
-            f"the model/guide pair failed on the data's dtype (data: {_describe_inputs(tensors)}): "
-            f"{type(error).__name__}: {message.splitlines()[0]}. Integer images must be floats, e.g. "
-            f"x.float(); {fix}"
-        )
 
     @staticmethod
     def _kl_note(model_trace, guide_trace) -> str | None:
@@ -545,11 +552,35 @@ class Pair:
                 )
         return None
 
-    def traces(self, args: tuple, kwargs: dict, num_particles: int, *, copy_latents: bool = False):
+    def traces(
+        self, args: tuple, kwargs: dict, num_particles: int, *, copy_latents: bool = False, replace=None
+    ):
         """:func:`trace_pair` in this pair's particle plate."""
         return trace_pair(
-            self.model, self.guide, args, kwargs, num_particles, self.particle_dim, copy_latents=copy_latents
+            self.model,
+            self.guide,
+            args,
+            kwargs,
+            num_particles,
+            self.particle_dim,
+            copy_latents=copy_latents,
+            replace=replace,
         )
+
+    def particles(self, num_particles: int) -> pyro.plate:
+        """This pair's particle plate of ``num_particles``, for a trace of the model or the guide
+        alone (the prior's draws of AIS, the model conditioned on a chain's state)."""
+        return pyro.plate(PARTICLE_PLATE, num_particles, dim=self.particle_dim)
+
+    def replay(
+        self, fn, values: dict[str, torch.Tensor], like, args: tuple, kwargs: dict, num_particles: int
+    ):
+        """The trace of ``fn`` (the model or the guide) replayed against the latent ``values`` (with
+        the ``infer`` of ``like``'s sites) in this pair's particle plate: the guide's density at
+        other values than it drew, or the model's at detached ones."""
+        replayed = poutine.trace(poutine.replay(fn, trace=replay_trace(values, like)))
+        with self.particles(num_particles):
+            return replayed.get_trace(*args, **kwargs)
 
     def log_weights(self, model_trace, guide_trace, shape: tuple[int, int], *, scale=None) -> torch.Tensor:
         """:func:`log_weights` of traces from :meth:`traces`."""

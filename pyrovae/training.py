@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,12 +42,13 @@ from .data import DataSource
 from .errors import CheckpointError, ConfigError, TrainingError, unknown_name
 from .estimators import estimator as make_estimator
 from .handlers import scale_data, scale_latents
+from .infer import Chunk, Sweep
 from .io import pause_point, write_json, write_text
 from .optim import AdamNormGrad
 from .options import check_options
 from .results import Result
 from .rundir import CONFIG, HISTORY, RunDirectory, checkpoint_bytes
-from .traces import find_data_plate, trace_pair
+from .traces import dtype_error, find_data_plate, trace_pair
 
 OPTIMIZERS = {
     "adam": torch.optim.Adam,
@@ -194,8 +194,11 @@ class Trainer:
         try:
             with poutine.block(), torch.no_grad(), torch.random.fork_rng(devices=cuda):
                 model_trace, _ = trace_pair(self.loss_module.model, self.loss_module.guide, args, {})
-        except TypeError as e:
-            if len(args) == 1:
+        except (RuntimeError, TypeError) as e:
+            error = dtype_error(self.loss_module.model, self.loss_module.guide, args, e)
+            if error is not None:
+                raise error from None
+            if len(args) == 1 or not isinstance(e, TypeError):
                 raise
             shapes = ", ".join(str(tuple(a.shape)) for a in args)
             raise ConfigError(
@@ -208,17 +211,20 @@ class Trainer:
         return find_data_plate(model_trace, len(args[0]))
 
     @torch.no_grad()
-    def evaluate(self, batches: Iterator[torch.Tensor], num_data: int) -> float:
-        """The estimator's negative bound on a data set, in nats per data point (β = 1).
+    def evaluate(self, data, *, seed: int | None = None, chunk_size: int = 1000) -> float:
+        """The estimator's negative bound on a data set, in nats per data point (β = 1), summed
+        over chunks of ``chunk_size`` data points, each seeded from ``(seed, first data point)``.
 
-        In a distributed run each rank passes the batches of its shard of the data set
-        (:func:`pyrovae.distributed.shard`) and the sum is all-reduced."""
-        total = torch.zeros((), dtype=torch.float64)
-        with pyro.validation_enabled(False):
-            for x in batches:
-                args = devices.move(as_args(x), self.device)
-                total += self.elbo.loss(self.loss_module.model, self.loss_module.guide, *args)
-        return distributed.world_size() * distributed.all_reduce_mean(total) / num_data
+        In a distributed run the chunks are sharded across the ranks and the value is the same
+        on every rank (:class:`~pyrovae.infer.Sweep`)."""
+        sweep = Sweep(data, chunk_size, device=self.device, seed=seed)
+
+        def loss(chunk: Chunk) -> torch.Tensor:
+            value = self.elbo.loss(self.loss_module.model, self.loss_module.guide, *chunk.args)
+            # the chunk's bound, shared out equally among its data points
+            return torch.full((chunk.size,), value / chunk.size, dtype=torch.float64)
+
+        return float(sweep.map(loss).sum()) / sweep.num_data
 
 
 def as_args(batch: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -580,10 +586,7 @@ def _fit(
             row = {"epoch": epoch, "train_loss": total / seen, "valid_loss": math.nan, "beta": beta}
             row["lr"] = settings["lr"]
             if valid is not None:
-                with torch.random.fork_rng():
-                    torch.manual_seed(_epoch_seed(seed, -epoch, distributed.rank()))
-                    shard = valid.batches(1000, None, distributed.shard(len(valid)))
-                    row["valid_loss"] = trainer.evaluate(shard, len(valid))
+                row["valid_loss"] = trainer.evaluate(valid, seed=_epoch_seed(seed, -epoch))
                 if not math.isfinite(row["valid_loss"]):
                     message = f"the validation bound became {row['valid_loss']} after epoch {epoch}"
                     raise TrainingError(_stopped(message, directory, history))
@@ -622,7 +625,8 @@ def _fit(
                     pause_point("history")
                     write_text(directory.path / HISTORY, pd.DataFrame(history).to_csv(index=False))
                     if plots_every_epoch:
-                        write_figures(vae, pd.DataFrame(history), directory.path, valid or train)
+                        with distributed.alone():
+                            write_figures(vae, pd.DataFrame(history), directory.path, valid or train)
     finally:
         bar.close()
 
@@ -634,7 +638,8 @@ def _fit(
     run_path = None if directory is None else directory.path
     if run_path is not None and distributed.is_main():
         write_text(run_path / HISTORY, frame.to_csv(index=False))
-        write_figures(vae, frame, run_path, valid if valid is not None else train)
+        with distributed.alone():
+            write_figures(vae, frame, run_path, valid if valid is not None else train)
     return FitResult(vae, frame, run_path, best_epoch, stopped_early, notes, len(train))
 
 

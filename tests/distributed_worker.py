@@ -16,7 +16,7 @@ import pyro.distributions as dist
 import torch
 
 import pyrovae
-from pyrovae import cli, distributed
+from pyrovae import cli, distributed, latent_space
 from pyrovae.estimators import ESTIMATORS
 
 #: 61 data points: a global batch of 25 leaves a last batch of 11, shared 6 + 5 by two workers
@@ -31,6 +31,8 @@ TRAIN = [
 EVALUATE = [
     *("--limit", "24", "--num-samples", "20", "--bounds", "1,5", "--no-progress", "--max-memory", "0.01")
 ]
+
+LATENTS = ["--limit", "5", "--num-particles", "3", "--no-progress", "--seed", "1"]
 
 
 class MAPVAE(pyrovae.VAE):
@@ -88,28 +90,58 @@ def gradient_draws() -> torch.Tensor:
     return torch.stack(rows)
 
 
-def evaluations() -> dict[str, torch.Tensor]:
-    """Per-datapoint ``log_likelihood`` (with log-weights), ``bounds`` and ``ais`` of the sampled VAE."""
-    model, x = vae(), data()
-    ll = pyrovae.log_likelihood(
-        model.model, model.guide, x, 50, batch_size=4, seed=3, progress=False, return_log_weights=True
-    )
-    ladder = pyrovae.bounds(model.model, model.guide, x, ks=(1, 5, 50), batch_size=7, seed=4, progress=False)
-    annealed = pyrovae.ais(
-        model.model,
-        model.guide,
-        x,
-        num_steps=3,
-        num_chains=4,
-        leapfrog_steps=2,
-        batch_size=5,
-        seed=5,
-        progress=False,
-    )
+def evaluations(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every public function that sweeps a data set, called in sequence on ``x``: their
+    per-datapoint values (``x`` of one data point leaves the second rank without a shard)."""
+    model = vae()
+    pair = (model.model, model.guide)
+    ll = pyrovae.log_likelihood(*pair, x, 50, batch_size=4, seed=3, progress=False, return_log_weights=True)
+    ladder = pyrovae.bounds(*pair, x, ks=(1, 5, 50), batch_size=7, seed=4, progress=False)
+    annealing = dict(num_steps=3, num_chains=4, leapfrog_steps=2, progress=False)
+    annealed = pyrovae.ais(*pair, x, batch_size=5, seed=5, **annealing)
+    sandwich = pyrovae.bdmc(*pair, 3, batch_size=2, seed=6, **annealing)
+    stats = pyrovae.latent_stats(*pair, x, 3, seed=7, progress=False)
     out = {name: getattr(ll, name) for name in ("log_px", "log_px_se", "ess", "khat", "log_weights")}
     out.update({f"bound {name}": values for name, values in ladder.values.items()})
     out.update({f"ais {name}": getattr(annealed, name) for name in ("log_px", "acceptance", "log_weights")})
+    out.update({f"bdmc {name}": getattr(sandwich, name).log_px for name in ("forward", "reverse")})
+    out.update(
+        {"latents reconstruction": stats.reconstruction, "latents kl": stats.kl},
+        **{
+            f"latents {k}": torch.as_tensor(v.to_numpy(float))
+            for k, v in stats.sites.select_dtypes("number").items()
+        },
+    )
+    background = vae(MAPVAE)
+    options = dict(num_samples=5, seed=8, steps=2, batch_size=3, progress=False)
+    for method, extra in (
+        ("nll", {}),
+        ("elbo", {}),
+        ("reconstruction", {}),
+        ("likelihood-regret", {}),
+        ("likelihood-ratio", {"background": (background.model, background.guide)}),
+        ("typicality", {"reference": x}),
+    ):
+        scores = pyrovae.anomaly_scores(*pair, x, method, **options, **extra)
+        out[f"anomaly {method}"] = scores.score
+    out.update({f"encode {k}": v for k, v in latent_space.encode(pair, x, batch_size=3, seed=9).items()})
+    out["decode"] = latent_space.decode(pair, latent_space.encode(pair, x, batch_size=3), x)
+    out["validation"] = torch.tensor(pyrovae.Trainer(model, len(x)).evaluate(x, seed=10, chunk_size=4))
     return out
+
+
+def failure(out: Path) -> None:
+    """``log_likelihood`` on data with a value outside the model's support in the second rank's
+    shard: each rank writes the error it raised to ``OUT/failure-RANK.txt``."""
+    x = data().clone()
+    x[50, 0] = 2.0  # a Bernoulli observation of 2
+    model = vae()
+    try:
+        pyrovae.log_likelihood(model.model, model.guide, x, 5, batch_size=4, seed=3, progress=False)
+        message = "no error"
+    except Exception as e:
+        message = f"{type(e).__name__}: {e}"
+    (out / f"failure-{distributed.rank()}.txt").write_text(message)
 
 
 def cli_runs(out: Path) -> None:
@@ -119,6 +151,7 @@ def cli_runs(out: Path) -> None:
         [*TRAIN, "--epochs", "1", "--run-dir", str(out / "resumed")],
         [*TRAIN, "--epochs", "2", "--run-dir", str(out / "resumed"), "--resume"],
         ["evaluate", str(out / "straight"), *EVALUATE],
+        ["latents", str(out / "straight"), *LATENTS],
     ):
         status = cli.main(argv)
         if status:
@@ -132,8 +165,10 @@ def main(out: Path) -> None:
         "world_size": torch.tensor(distributed.world_size()),
         "estimators": train_estimators(),
         "gradients": gradient_draws(),
-        "evaluations": evaluations(),
+        "evaluations": evaluations(data()),
+        "one data point": evaluations(data()[:1]),
     }
+    failure(out)
     if distributed.is_main():
         torch.save(results, out / "results.pt")
     cli_runs(out)

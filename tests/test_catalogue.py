@@ -294,7 +294,74 @@ api_calls(
 )
 
 
+def pair(model=None) -> tuple:
+    model = model or small_vae()
+    return model.model, model.guide
+
+
+def with_nan() -> torch.Tensor:
+    x = binary()
+    x[3, 0, 0, 0] = float("nan")
+    return x
+
+
+# 1b. Options of the evaluation API and the estimators: one table of domains (pyrovae.options)
+
+api_calls(
+    {
+        "api-log-likelihood-seed-negative": lambda: pyrovae.log_likelihood(*pair(), binary(), 5, seed=-1),
+        "api-log-likelihood-num-samples-zero": lambda: pyrovae.log_likelihood(*pair(), binary(), 0),
+        "api-anomaly-seed-negative": lambda: pyrovae.anomaly_scores(
+            *pair(), binary(), seed=-1, progress=False
+        ),
+        "api-latent-stats-seed-negative": lambda: pyrovae.latent_stats(
+            *pair(), binary(), seed=-1, progress=False
+        ),
+        "api-latent-stats-threshold-zero": lambda: pyrovae.latent_stats(*pair(), binary(), threshold=0),
+        "api-ais-seed-negative": lambda: pyrovae.ais(*pair(), binary(), seed=-1, progress=False),
+        "api-ais-schedule-nan": lambda: pyrovae.ais(*pair(), binary(), schedule=[0, float("nan"), 1]),
+        "api-ais-target-accept-one": lambda: pyrovae.ais(*pair(), binary(), target_accept=1.0),
+        "api-bdmc-unknown-option": lambda: pyrovae.bdmc(*pair(), 4, foo=1),
+        "api-bounds-ks-int": lambda: pyrovae.bounds(*pair(), binary(), ks=10),
+        "api-bounds-ais-options-unknown": lambda: pyrovae.bounds(*pair(), binary(), ais_options={"foo": 1}),
+        "api-encode-batch-size-zero": lambda: pyrovae.latent_space.encode(
+            small_vae(), binary(), batch_size=0
+        ),
+        "api-estimator-none": lambda: pyrovae.estimator(None),
+        "api-estimator-number": lambda: pyrovae.estimator(5),
+        "api-estimator-num-particles-fractional": lambda: pyrovae.estimator("elbo:num_particles=2.5"),
+        "api-estimator-max-plate-nesting-negative": lambda: pyrovae.estimator("enum:max_plate_nesting=-1"),
+        "api-estimator-tail-adaptive-beta": lambda: pyrovae.estimator("tail-adaptive:tail_adaptive_beta=5"),
+        "api-regret-steps-zero": lambda: pyrovae.anomaly_scores(
+            *pair(), binary(), "likelihood-regret", steps=0, progress=False
+        ),
+        "api-regret-steps-negative": lambda: pyrovae.anomaly_scores(
+            *pair(), binary(), "likelihood-regret", steps=-5, progress=False
+        ),
+        "api-regret-lr-negative": lambda: pyrovae.anomaly_scores(
+            *pair(), binary(), "likelihood-regret", lr=-1, progress=False
+        ),
+        "api-regret-lr-nan": lambda: pyrovae.anomaly_scores(
+            *pair(), binary(), "likelihood-regret", lr=float("nan"), progress=False
+        ),
+    }
+)
+
+
 # 2. Data
+
+api_calls(
+    {
+        "api-fit-data-long": lambda: fit(small_vae(), binary().long(), epochs=1, progress=False),
+        "api-fit-data-double": lambda: fit(small_vae(), binary().double(), epochs=1, progress=False),
+        "api-fit-data-list": lambda: fit(small_vae(), list(binary()), epochs=1, progress=False),
+        "api-latent-stats-data-nan": lambda: pyrovae.latent_stats(*pair(), with_nan(), progress=False),
+        "api-log-likelihood-data-nan": lambda: pyrovae.log_likelihood(*pair(), with_nan(), 5, progress=False),
+        "api-reconstruction-discrete-latents": lambda: pyrovae.anomaly_scores(
+            *pair(pyrovae.SBN((1, 8, 8), (3,))), binary(), "reconstruction", progress=False
+        ),
+    }
+)
 
 
 def with_value(value: float) -> torch.Tensor:

@@ -34,7 +34,7 @@ from pyro.infer.util import is_validation_enabled
 from pyrovae.diagnostics import reduce_log_weights
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.handlers import scale_data, scale_latents
-from pyrovae.importance import LogLikelihood, Sweep, log_likelihood
+from pyrovae.importance import LogLikelihood, LogWeights, log_likelihood
 
 torch.set_num_threads(2)
 RUN = dict(progress=False, seed=0)
@@ -93,7 +93,7 @@ def test_nested_plates(ppca):
         model.pixel_plate_model, model.pixel_plate_guide, x, 20, return_log_weights=True, **RUN
     )
     torch.testing.assert_close(result.log_weights, model.log_px(x)[:, None].expand(25, 20), atol=1e-6, rtol=0)
-    assert Sweep(model.pixel_plate_model, model.pixel_plate_guide, x, 20).pair.particle_dim == -3
+    assert LogWeights(model.pixel_plate_model, model.pixel_plate_guide, x, 20).pair.particle_dim == -3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,9 +205,9 @@ def test_log_likelihood_is_chunk_invariant(ppca, batch_size, particle_batch_size
 
 def test_chunks_derived_from_max_memory(ppca):
     model, x = ppca
-    tiny = Sweep(model.model, model.exact_guide, x, 40, max_memory=1)
+    tiny = LogWeights(model.model, model.exact_guide, x, 40, max_memory=1)
     assert (tiny.batch_size, tiny.particle_batch_size) == (1, 1)
-    big = Sweep(model.model, model.exact_guide, x, 40, max_memory=2**30)
+    big = LogWeights(model.model, model.exact_guide, x, 40, max_memory=2**30)
     assert big.particle_batch_size == 40 and big.batch_size == 25
     result = log_likelihood(model.model, model.exact_guide, x[:3], 40, max_memory=1, **RUN)
     torch.testing.assert_close(result.log_px, model.log_px(x[:3]), atol=1e-6, rtol=0)
@@ -251,13 +251,14 @@ def test_seed_is_reproducible_and_isolated(ppca):
 
 
 def test_global_modes_are_left_alone(ppca):
-    # grad mode and Pyro's validation are switched per chunk, never across a yield
+    # grad mode and Pyro's validation are switched off inside each chunk of the sweep, and back after
     model, x = ppca
     before = (torch.is_grad_enabled(), is_validation_enabled())
-    sweep = iter(Sweep(model.model, model.exact_guide, x, 10, batch_size=1))
-    next(sweep)
-    assert (torch.is_grad_enabled(), is_validation_enabled()) == before
-    del sweep
+    weights = LogWeights(model.model, model.exact_guide, x, 10, batch_size=1)
+    inside = weights.sweep.map(
+        lambda chunk: torch.tensor([torch.is_grad_enabled(), is_validation_enabled()]).expand(chunk.size, 2)
+    )
+    assert not inside.any()
     assert (torch.is_grad_enabled(), is_validation_enabled()) == before
 
 
@@ -316,8 +317,8 @@ def test_model_kwargs_tensors_go_to_the_device():
         m.exact_guide(x * scale)
 
     kwargs = {"scale": torch.full((6,), 2.0, dtype=DTYPE)}
-    sweep = Sweep(model, guide, x, 10, model_kwargs=kwargs, device="cpu")
-    assert sweep.model_kwargs is not kwargs and sweep.model_kwargs["scale"].device == sweep.device
+    weights = LogWeights(model, guide, x, 10, model_kwargs=kwargs, device="cpu")
+    assert weights.model_kwargs is not kwargs and weights.model_kwargs["scale"].device == weights.sweep.device
     result = log_likelihood(model, guide, x, 10, model_kwargs=kwargs, device="cpu", **RUN)
     torch.testing.assert_close(result.log_px, m.log_px(2 * x), atol=1e-6, rtol=0)
 

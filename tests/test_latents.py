@@ -190,7 +190,7 @@ def test_plot_is_labelled_and_saved(ppca_stats, tmp_path):
 
 def test_mistakes_are_named(ppca):
     m, x = ppca
-    with pytest.raises(ConfigError, match="threshold must be a positive number"):
+    with pytest.raises(ConfigError, match="threshold must be a number > 0; got 0"):
         latent_stats(m.model, m.guide, x, 2, threshold=0, progress=False)
     with pytest.raises(ConfigError, match="enumerates"):
         latent_stats(enumerated_model, enumerated_guide, torch.randn(5, 2, dtype=DTYPE), 2, progress=False)

@@ -57,4 +57,4 @@ def test_every_problem_is_named_in_one_error():
 
 def test_every_domain_describes_itself():
     for name, domain in DOMAINS.items():
-        assert domain.describe().startswith(("an integer", "a number")), name
+        assert domain.describe().startswith(("an integer", "a number", "True or False")), name

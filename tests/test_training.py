@@ -17,6 +17,7 @@ from pyrovae.errors import CheckpointError, ConfigError, DataError, RunDirError,
 from pyrovae.handlers import scale_latents
 from pyrovae.io import load_checkpoint
 from pyrovae.rundir import CHECKPOINT, CONFIG, HISTORY
+from pyrovae.seeds import seeded
 
 COLUMNS = ["epoch", "train_loss", "valid_loss", "beta", "lr", "seconds"]
 RUN_FILES = {
@@ -391,14 +392,15 @@ def test_trainer_step_returns_nats_per_data_point(train):
             pyro.set_rng_seed(7)
             # equal up to float rounding: the scale N/B is applied per data point before summing
             assert trainer.step(x, beta=beta) == pytest.approx(expected, rel=1e-5)
-    # evaluation too: the estimator's negative bound summed over batches, per data point
+    # evaluation too: the estimator's negative bound summed over chunks, per data point, each
+    # chunk seeded from (seed, its first data point)
     trainer = pyrovae.Trainer(make_vae(), len(train))
-    torch.manual_seed(0)
-    value = trainer.evaluate(iter([x[:20], x[20:]]), len(x))
-    torch.manual_seed(0)
-    with pyro.validation_enabled(False):
-        parts = [trainer.elbo.loss(trainer.vae.model, trainer.vae.guide, b) for b in (x[:20], x[20:])]
-    assert value == sum(parts) / len(x)
+    value = trainer.evaluate(x, seed=0, chunk_size=20)
+    parts = []
+    for lo in range(0, len(x), 20):
+        with pyro.validation_enabled(False), seeded(pyrovae.distributed.derived_seed(0, lo)):
+            parts.append(trainer.elbo.loss(trainer.vae.model, trainer.vae.guide, x[lo : lo + 20]))
+    assert value == pytest.approx(sum(parts) / len(x), rel=1e-12)
 
 
 def test_a_nan_gradient_with_a_finite_loss_is_never_applied(tmp_path, train):

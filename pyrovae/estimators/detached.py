@@ -13,19 +13,15 @@ from __future__ import annotations
 from numbers import Number
 from typing import Any, NamedTuple
 
-import pyro
 import torch
-from pyro import poutine
 from pyro.infer.util import is_validation_enabled, torch_item
 
 from ..errors import ConfigError
 from ..traces import (
-    PARTICLE_PLATE,
     check_pair,
     data_frame,
     latents,
     log_density,
-    replay_trace,
     scored_sites,
     site_log_density,
 )
@@ -110,17 +106,19 @@ class DetachedIWAE(IWAE):
                 "marked infer={'enumerate': 'parallel'}: drop the mark to sample it, or use 'enum', "
                 "which sums it out"
             )
-        with pyro.plate(PARTICLE_PLATE, self.num_particles, dim=pair.particle_dim):
-            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-            drawn = latents(guide_trace)
-            values = {name: value.detach() for name, value in drawn.items()}
-            replayed = replay_trace(values, guide_trace)
-            if len(values) > 1 and any(value.requires_grad for value in drawn.values()):
-                guide_trace = poutine.trace(poutine.replay(guide, trace=replayed)).get_trace(*args, **kwargs)
-            else:  # one latent site, or none carries a gradient: the densities are the traced ones
-                for name, value in values.items():
-                    guide_trace.nodes[name]["value"] = value
-            model_trace = poutine.trace(poutine.replay(model, trace=replayed)).get_trace(*args, **kwargs)
+        values = {}
+
+        def detached(guide_trace):
+            values.update({name: value.detach() for name, value in latents(guide_trace).items()})
+            return values
+
+        model_trace, guide_trace = pair.traces(args, kwargs, self.num_particles, replace=detached)
+        drawn = latents(guide_trace)
+        if len(values) > 1 and any(value.requires_grad for value in drawn.values()):
+            guide_trace = pair.replay(guide, values, guide_trace, args, kwargs, self.num_particles)
+        else:  # one latent site, or none carries a gradient: the densities are the traced ones
+            for name, value in values.items():
+                guide_trace.nodes[name]["value"] = value
         if is_validation_enabled():
             num_data = data_frame(next(scored_sites(model_trace))[1], pair.data_plate).size
             check_pair(model_trace, guide_trace, pair.data_plate, num_data)

@@ -7,20 +7,16 @@ import math
 from functools import partial
 from typing import Any
 
-import pyro
 import torch
-from pyro import poutine
 from pyro.infer.util import is_validation_enabled, torch_item
 
 from ..errors import ConfigError
 from ..traces import (
-    PARTICLE_PLATE,
     Pair,
     check_pair,
     data_frame,
     latents,
     log_density,
-    replay_trace,
     scored_sites,
 )
 from .base import DifferentiableELBO
@@ -158,10 +154,7 @@ class IWAE(DifferentiableELBO):
         """
         pair = self._pair
         if len(values) > 1 and any(v is not guide_trace.nodes[n]["value"] for n, v in values.items()):
-            with pyro.plate(PARTICLE_PLATE, self.num_particles, dim=pair.particle_dim):
-                guide_trace = poutine.trace(
-                    poutine.replay(guide, trace=replay_trace(values, guide_trace))
-                ).get_trace(*args, **kwargs)
+            guide_trace = pair.replay(guide, values, guide_trace, args, kwargs, self.num_particles)
         return log_density(guide_trace, pair.particle_dim, pair.data_plate, shape, values=values, scale=scale)
 
     def _reweight(self, values: dict, guide_trace, log_w: torch.Tensor) -> None:
@@ -380,10 +373,7 @@ class PIWAE(MIWAE):
         each site scaled relative to the data scale, as in the log-weights."""
         pair = self._pair
         values = {name: value.detach() for name, value in latents(guide_trace).items()}
-        with pyro.plate(PARTICLE_PLATE, self.num_particles, dim=pair.particle_dim):
-            model_trace = poutine.trace(
-                poutine.replay(model, trace=replay_trace(values, guide_trace))
-            ).get_trace(*args, **kwargs)
+        model_trace = pair.replay(model, values, guide_trace, args, kwargs, self.num_particles)
         return log_density(model_trace, pair.particle_dim, pair.data_plate, tuple(shape), scale=scale)
 
 

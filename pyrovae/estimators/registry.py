@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pyro.infer import ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
 from ..errors import ConfigError, unknown_name
-from ..options import parse_spec
+from ..options import check_options, parse_spec
 from .annealed import KLAnnealed
 from .elbos import TailAdaptiveELBO, TraceELBO, TraceGraphELBO
 from .iwae import CIWAE, IWAE, MIWAE, PIWAE, STL, DReG, Renyi
@@ -39,6 +39,10 @@ ESTIMATORS: dict[str, tuple[Callable[..., ELBO], tuple[str, ...]]] = {
 }
 
 
+#: the options of Pyro's estimators, checked against :data:`pyrovae.options.DOMAINS`
+PYRO_OPTIONS = ("num_particles", "vectorize_particles", "max_plate_nesting", "tail_adaptive_beta")
+
+
 def estimator(name: str | ELBO, **kwargs) -> ELBO:
     """Build the estimator called ``name`` (see :data:`ESTIMATORS`) with ``kwargs``.
 
@@ -52,6 +56,11 @@ def estimator(name: str | ELBO, **kwargs) -> ELBO:
                 "options were given together with an estimator instance; set them on the instance"
             )
         return name
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"the estimator must be a name such as 'elbo' or 'iwae:k=5' (one of {', '.join(ESTIMATORS)}), "
+            f"or a pyro.infer.ELBO instance; got {name!r}"
+        )
     name, options = parse_spec(name)
     twice = sorted(set(options) & set(kwargs))
     if twice:
@@ -66,6 +75,9 @@ def estimator(name: str | ELBO, **kwargs) -> ELBO:
         raise ConfigError(
             f"estimator {name!r} takes no option {', '.join(unknown)}; it accepts: {', '.join(accepted)}"
         )
+    # the options of Pyro's own estimators, against the domains Pyro documents (pyrovae's estimators
+    # check theirs with messages that name the estimator)
+    kwargs.update(check_options(**{k: v for k, v in kwargs.items() if k in PYRO_OPTIONS}))
     beta = kwargs.pop("beta", None)
     elbo = factory(**kwargs)
     return elbo if beta is None else KLAnnealed(elbo, beta)
