@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from pyro.infer import RenyiELBO
 
 import pyrovae
-from pyrovae.io import load_checkpoint
+from pyrovae.storage import load_checkpoint
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "binarized_mnist"
 LATENT, HIDDEN, PIXELS = 50, 400, 784

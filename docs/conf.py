@@ -75,7 +75,7 @@ html_css_files = ["pyrovae.css"]
 
 
 # -- links to re-exported names --------------------------------------------------------------------
-# Each object is documented once, in the module that defines it (``pyrovae.vae.VAE``), but the
+# Each object is documented once, in the module that defines it (``pyrovae.models.vae.VAE``), but the
 # docstrings also name it as the user imports it: ``pyrovae.VAE``, ``pyrovae.estimators.IWAE``,
 # or ``IWAE`` from a sibling module. Such a reference, which the Python domain cannot find,
 # is resolved here to the documented object it denotes (unresolved references stay plain text).

@@ -29,9 +29,9 @@ import pandas as pd
 import torch
 
 import pyrovae
-from pyrovae.io import write_json, write_text
 from pyrovae.plots import save
-from pyrovae.run import load_run
+from pyrovae.runs.run import load_run
+from pyrovae.storage import write_json, write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_estimators import markdown, replace_section  # noqa: E402

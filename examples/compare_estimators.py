@@ -34,9 +34,9 @@ import torch
 from tqdm.auto import tqdm
 
 import pyrovae
-from pyrovae.bounds import bounds
-from pyrovae.io import write_json, write_text
+from pyrovae.infer.ladder import bounds
 from pyrovae.plots import save
+from pyrovae.storage import write_json, write_text
 
 REPO = Path(__file__).resolve().parents[1]
 ESTIMATORS = "elbo,iwae:k=5,iwae:k=50,dreg:k=5,dreg:k=50,stl"

@@ -31,7 +31,7 @@ import torch
 
 import pyrovae
 from pyrovae import plots
-from pyrovae.anomaly import METHODS, AnomalyScores, perturb
+from pyrovae.analysis.anomaly import METHODS, AnomalyScores, perturb
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "binarized_mnist"
 DATASETS = {"fashion-mnist": "Fashion-MNIST", "binarized-mnist": "MNIST"}

@@ -10,7 +10,7 @@ statically binarized MNIST, each trained by its own command and evaluated by imp
 The paper's recipe, as in the authors' code (``github.com/jmtomczak/vae_vampprior``:
 ``experiment.py``, ``utils/perform_experiment.py``, ``utils/training.py``, ``models/VAE.py``,
 ``models/HVAE_2level.py``): gated dense layers of 300 units, two per network (``network="gated"``
-of :mod:`pyrovae.nn`), z = 40 (z1 = z2 = 40 for the HVAE), K = 500 pseudo-inputs for the
+of :mod:`pyrovae.models.nn`), z = 40 (z1 = z2 = 40 for the HVAE), K = 500 pseudo-inputs for the
 VampPrior, a Bernoulli likelihood; Adam with learning rate 5e-4, batches of 100, the KL weight
 rising linearly over 100 epochs (β = epoch / 100), early stopping when the validation negative
 ELBO has not improved for 50 epochs, at most 2,000 epochs; the parameters of the best
@@ -26,18 +26,18 @@ resumes: the same command continues a killed run from its last completed epoch, 
 Differences from the authors' code that are kept:
 
 - Objective scale: pyrovae minimizes the data set's negative ELBO (each batch's sum scaled by
-  N / B, see :mod:`pyrovae.training`), theirs the batch mean: the gradients differ by the
-  constant N = 50,000, which their optimizer, ``AdamNormGrad`` (:class:`pyrovae.optim.AdamNormGrad`,
+  N / B, see :mod:`pyrovae.train.loop`), theirs the batch mean: the gradients differ by the
+  constant N = 50,000, which their optimizer, ``AdamNormGrad`` (:class:`pyrovae.train.optim.AdamNormGrad`,
   used here as ``optimizer="adam-normgrad"``), removes by normalizing each gradient.
 - Early stopping: pyrovae counts epochs without a better validation bound from the first epoch
   and stops after 50; theirs holds the count at 0 during the 100 warm-up epochs and stops after
   51.
-- Likelihood: the decoder gives Bernoulli logits (:mod:`pyrovae.likelihoods`) where theirs gives
+- Likelihood: the decoder gives Bernoulli logits (:mod:`pyrovae.models.likelihoods`) where theirs gives
   sigmoid means, the same model; their ``log_Bernoulli`` clamps the means to [1e-5, 1 - 1e-5]
   (``utils/distributions.py``), pyrovae's log-density is exact.
 - Pseudo-inputs: a ``(500, 1, 28, 28)`` parameter, where theirs are a linear layer applied to the
   500 x 500 identity matrix: the same function class and parameters (see
-  :class:`pyrovae.priors.VampPrior`).
+  :class:`pyrovae.models.priors.VampPrior`).
 - Seed 0 (theirs 14), and the random streams of shuffling, initialization and sampling differ.
 
 The networks themselves are the authors': layer sizes, the gates, the log-variances clamped to
@@ -61,12 +61,12 @@ import torch
 
 import pyrovae
 from pyrovae import devices
-from pyrovae.hvae import HVAE
-from pyrovae.io import write_json, write_text
+from pyrovae.models.hvae import HVAE
+from pyrovae.models.vae import VAE
 from pyrovae.plots import figure, save
-from pyrovae.run import RunConfig
-from pyrovae.rundir import CHECKPOINT, RunDirectory, checkpoint_bytes, read_state
-from pyrovae.vae import VAE
+from pyrovae.runs.directory import CHECKPOINT, RunDirectory, checkpoint_bytes, read_state
+from pyrovae.runs.run import RunConfig
+from pyrovae.storage import write_json, write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_estimators import markdown, replace_section  # noqa: E402

@@ -32,8 +32,8 @@ import pyro
 import torch
 
 import pyrovae
-from pyrovae.io import load_checkpoint, write_json
 from pyrovae.plots import save
+from pyrovae.storage import load_checkpoint, write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_estimators import markdown, replace_section  # noqa: E402
@@ -83,7 +83,7 @@ def run_dir(args, labels: int) -> Path:
 def train(args) -> None:
     labels = int(args.labels)
     data = pyrovae.load(args.dataset, "train", root=args.data_root)
-    train_set = pyrovae.datasets.with_labels(data, labels, seed=args.seed)
+    train_set = pyrovae.data.datasets.with_labels(data, labels, seed=args.seed)
     pyro.set_rng_seed(args.seed)
     ssvae = build(data, args)
     start = time.perf_counter()

@@ -6,39 +6,32 @@ Any model/guide pair whose per-datapoint sites live in ``pyro.plate("data", N)``
 every trainer, estimator and evaluator here.
 """
 
-from . import (
-    anomaly,
+from pyrovae import (
+    analysis,
     data,
-    datasets,
     devices,
-    diagnostics,
     distributed,
+    errors,
     estimators,
     handlers,
     infer,
-    io,
-    latent_space,
-    likelihoods,
-    nn,
+    models,
     options,
     plots,
-    priors,
     results,
-    rundir,
-    traces,
+    runs,
+    seeds,
+    storage,
+    train,
 )
-from .ais import AIS, ais
-from .anomaly import AnomalyScores, anomaly_scores
-from .bdmc import BDMC, bdmc
-from .bounds import Bounds, bounds
-from .categorical import CategoricalVAE
-from .compare import Comparison, compare
-from .cvae import CVAE
-from .data import DataSource
-from .datasets import VAEDataset, as_dataset, load
-from .detection import Detection, detect, detection_table
-from .errors import ConfigError, DataError, PyroVAEError, TrainingError
-from .estimators import (
+from pyrovae.analysis.anomaly import AnomalyScores, anomaly_scores
+from pyrovae.analysis.comparison import Comparison, compare
+from pyrovae.analysis.detection import Detection, detect, detection_table
+from pyrovae.analysis.latent_usage import LatentStats, latent_stats
+from pyrovae.data.datasets import VAEDataset, as_dataset, load
+from pyrovae.data.source import DataSource
+from pyrovae.errors import ConfigError, DataError, PyroVAEError, RankError, TrainingError
+from pyrovae.estimators import (
     CIWAE,
     IWAE,
     MIWAE,
@@ -54,86 +47,88 @@ from .estimators import (
     TraceGraphELBO,
     estimator,
 )
-from .hvae import HVAE
-from .importance import LogLikelihood, log_likelihood
-from .latents import LatentStats, latent_stats
-from .run import Run, RunConfig, load_run
-from .sbn import SBN
-from .ssvae import SSVAE
-from .training import FitResult, Trainer, fit
-from .vae import VAE
+from pyrovae.infer.annealing import AIS, ais
+from pyrovae.infer.bidirectional import BDMC, bdmc
+from pyrovae.infer.importance import LogLikelihood, log_likelihood
+from pyrovae.infer.ladder import Bounds, bounds
+from pyrovae.models.categorical import CategoricalVAE
+from pyrovae.models.cvae import CVAE
+from pyrovae.models.hvae import HVAE
+from pyrovae.models.sbn import SBN
+from pyrovae.models.ssvae import SSVAE
+from pyrovae.models.vae import VAE
+from pyrovae.runs.run import Run, RunConfig, load_run
+from pyrovae.train.loop import FitResult, Trainer, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AnomalyScores",
-    "Detection",
-    "anomaly",
-    "anomaly_scores",
-    "detect",
-    "detection_table",
     "AIS",
+    "AnomalyScores",
     "BDMC",
-    "CIWAE",
-    "IWAE",
-    "MIWAE",
-    "PIWAE",
-    "STL",
-    "SSVAE",
-    "VAE",
-    "CVAE",
     "Bounds",
+    "CIWAE",
+    "CVAE",
+    "CategoricalVAE",
     "Comparison",
     "ConfigError",
-    "Run",
-    "RunConfig",
-    "DataSource",
     "DReG",
     "DataError",
-    "HVAE",
-    "SBN",
-    "CategoricalVAE",
+    "DataSource",
+    "Detection",
     "FitResult",
+    "HVAE",
+    "IWAE",
     "KLAnnealed",
     "LatentStats",
     "LogLikelihood",
+    "MIWAE",
+    "PIWAE",
     "PyroVAEError",
-    "Renyi",
     "RWS",
+    "RankError",
+    "Renyi",
+    "Run",
+    "RunConfig",
+    "SBN",
+    "SSVAE",
+    "STL",
     "TailAdaptiveELBO",
     "TraceELBO",
     "TraceGraphELBO",
-    "VIMCO",
     "Trainer",
     "TrainingError",
+    "VAE",
     "VAEDataset",
+    "VIMCO",
     "ais",
+    "analysis",
+    "anomaly_scores",
     "as_dataset",
     "bdmc",
     "bounds",
     "compare",
     "data",
-    "datasets",
+    "detect",
+    "detection_table",
     "devices",
-    "diagnostics",
     "distributed",
+    "errors",
     "estimator",
     "estimators",
     "fit",
     "handlers",
     "infer",
-    "likelihoods",
-    "latent_space",
     "latent_stats",
     "load",
     "load_run",
     "log_likelihood",
-    "nn",
-    "io",
+    "models",
     "options",
     "plots",
-    "priors",
     "results",
-    "rundir",
-    "traces",
+    "runs",
+    "seeds",
+    "storage",
+    "train",
 ]

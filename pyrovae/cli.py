@@ -24,9 +24,9 @@ import time
 import warnings
 from pathlib import Path
 
-from . import __version__
-from .errors import ConfigError, PyroVAEError
-from .options import check_option
+from pyrovae import __version__
+from pyrovae.errors import ConfigError, PyroVAEError
+from pyrovae.options import check_option
 
 _SPLITS = ("train", "valid", "test")
 #: at most this many test images in the embedding figure ``pyrovae train`` writes
@@ -65,13 +65,13 @@ def _optional(kind):
 
 
 def _add_train(sub) -> argparse.ArgumentParser:
-    from .datasets import NAMES
-    from .estimators import ESTIMATORS
-    from .likelihoods import LIKELIHOODS
-    from .nn import ACTIVATIONS, NETWORKS
-    from .priors import DEFAULT_COMPONENTS, PRIORS
-    from .run import MODELS, RunConfig
-    from .training import OPTIMIZERS
+    from pyrovae.data.datasets import NAMES
+    from pyrovae.estimators import ESTIMATORS
+    from pyrovae.models.likelihoods import LIKELIHOODS
+    from pyrovae.models.nn import ACTIVATIONS, NETWORKS
+    from pyrovae.models.priors import DEFAULT_COMPONENTS, PRIORS
+    from pyrovae.runs.run import MODELS, RunConfig
+    from pyrovae.train.loop import OPTIMIZERS
 
     defaults = RunConfig()
 
@@ -207,7 +207,7 @@ def _add_device(p: argparse.ArgumentParser, default: str | None = "auto") -> Non
 
 
 def _add_backend(p: argparse.ArgumentParser) -> None:
-    from .distributed import BACKENDS
+    from pyrovae.distributed import BACKENDS
 
     p.add_argument(
         "--backend",
@@ -324,7 +324,7 @@ def _add_evaluate(sub) -> argparse.ArgumentParser:
 
 
 def _add_compare(sub) -> argparse.ArgumentParser:
-    from .compare import DEFAULT_ESTIMATORS
+    from pyrovae.analysis.comparison import DEFAULT_ESTIMATORS
 
     p = sub.add_parser(
         "compare",
@@ -395,7 +395,7 @@ def _add_latents(sub) -> argparse.ArgumentParser:
 
 
 def _add_data_source(p: argparse.ArgumentParser, flag: str = "--dataset", root: str = "--data-root") -> None:
-    from .datasets import NAMES
+    from pyrovae.data.datasets import NAMES
 
     p.add_argument(flag, choices=NAMES, help="a data set other than the run's (default: the run's)")
     p.add_argument(root, metavar="DIR", help=f"directory with the files of {flag} (default: its own)")
@@ -429,7 +429,7 @@ def _add_scoring(p: argparse.ArgumentParser) -> None:
 
 
 def _add_score(sub) -> argparse.ArgumentParser:
-    from .anomaly import METHODS
+    from pyrovae.analysis.anomaly import METHODS
 
     p = sub.add_parser(
         "score",
@@ -458,7 +458,7 @@ def _add_detect(sub) -> argparse.ArgumentParser:
     )
     _add_run_dir(p)
     _add_data_source(p, "--in", "--in-root")
-    from .datasets import NAMES
+    from pyrovae.data.datasets import NAMES
 
     p.add_argument("--out", choices=NAMES, required=True, help="the out-of-distribution data set")
     p.add_argument("--out-root", metavar="DIR", help="directory with the files of --out (default: its own)")
@@ -503,8 +503,8 @@ def _train_config(args: argparse.Namespace, run_dir: Path | None):
     saved, config.json's) with the options a resumed run may change; else --config's or the
     defaults; then the flags given. A flag that would change a resumed run's model, data or
     objective is an error naming it."""
-    from .run import MUTABLE, RunConfig
-    from .rundir import CHECKPOINT, CONFIG, read_state
+    from pyrovae.runs.directory import CHECKPOINT, CONFIG, read_state
+    from pyrovae.runs.run import MUTABLE, RunConfig
 
     if args.config and args.resume:
         raise ConfigError(
@@ -549,11 +549,11 @@ def train(args: argparse.Namespace) -> int:
     import pyro
     import torch
 
-    from . import devices, distributed, plots
-    from .data import DataSource
-    from .io import write_json
-    from .rundir import RESULTS, RunDirectory, checkpoint_bytes
-    from .training import check_data, fit
+    from pyrovae import devices, distributed, plots
+    from pyrovae.data.source import DataSource
+    from pyrovae.runs.directory import RESULTS, RunDirectory, checkpoint_bytes
+    from pyrovae.storage import write_json
+    from pyrovae.train.loop import check_data, fit
 
     run_dir = Path(args.run_dir) if args.run_dir else None
     if args.resume and run_dir is None:
@@ -594,7 +594,7 @@ def train(args: argparse.Namespace) -> int:
         results["test_negative_elbo"] = _test_bound(result, test)
         print(f"test negative ELBO: {results['test_negative_elbo']:.3f} nats per image ({len(test)} images)")
         if args.test_samples > 0:
-            from .importance import log_likelihood
+            from pyrovae.infer.importance import log_likelihood
 
             ll = log_likelihood(
                 result.vae.model,
@@ -626,8 +626,8 @@ def train(args: argparse.Namespace) -> int:
 def _test_bound(result, test) -> float:
     """The negative ELBO of the test set, whatever the estimator trained the model (sharded
     across the ranks of a distributed run)."""
-    from .devices import of_model
-    from .training import Trainer
+    from pyrovae.devices import of_model
+    from pyrovae.train.loop import Trainer
 
     trainer = Trainer(result.vae, len(test), device=of_model(result.vae))
     return trainer.evaluate(test)
@@ -636,11 +636,11 @@ def _test_bound(result, test) -> float:
 def _check_outputs(args: argparse.Namespace, *paths: Path) -> None:
     """Refuse, before anything is computed, to replace an existing output file without --overwrite.
 
-    Each file's directory must be writable (checked by :func:`pyrovae.io.check_writable`). Rank 0
+    Each file's directory must be writable (checked by :func:`pyrovae.storage.check_writable`). Rank 0
     alone writes, so under torchrun every rank follows rank 0's view of the files.
     """
-    from . import distributed
-    from .io import check_writable
+    from pyrovae import distributed
+    from pyrovae.storage import check_writable
 
     for directory in {path.parent for path in paths}:
         check_writable(directory)
@@ -665,8 +665,8 @@ def _out_path(args: argparse.Namespace, default: str) -> Path:
 def sample(args: argparse.Namespace) -> int:
     import torch
 
-    from . import plots
-    from .run import load_run
+    from pyrovae import plots
+    from pyrovae.runs.run import load_run
 
     if args.num < 1:
         raise ConfigError("--num must be at least 1")
@@ -682,10 +682,10 @@ def sample(args: argparse.Namespace) -> int:
 def reconstruct(args: argparse.Namespace) -> int:
     import torch
 
-    from . import plots
-    from .data import DataSource
-    from .devices import of_model
-    from .run import load_run
+    from pyrovae import plots
+    from pyrovae.data.source import DataSource
+    from pyrovae.devices import of_model
+    from pyrovae.runs.run import load_run
 
     if args.num < 1:
         raise ConfigError("--num must be at least 1")
@@ -703,11 +703,11 @@ def reconstruct(args: argparse.Namespace) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     import xarray as xr
 
-    from . import distributed
-    from .bounds import bounds
-    from .data import DataSource
-    from .io import atomic_path, write_json, write_text
-    from .run import load_run
+    from pyrovae import distributed
+    from pyrovae.data.source import DataSource
+    from pyrovae.infer.ladder import bounds
+    from pyrovae.runs.run import load_run
+    from pyrovae.storage import atomic_path, write_json, write_text
 
     if args.num_samples < 1:
         raise ConfigError("--num-samples must be at least 1")
@@ -785,11 +785,11 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def compare(args: argparse.Namespace) -> int:
-    from .compare import compare as compare_estimators
-    from .data import DataSource
-    from .estimators import estimator
-    from .io import write_text
-    from .run import load_run
+    from pyrovae.analysis.comparison import compare as compare_estimators
+    from pyrovae.data.source import DataSource
+    from pyrovae.estimators import estimator
+    from pyrovae.runs.run import load_run
+    from pyrovae.storage import write_text
 
     if args.batch_size < 1 or args.num_repeats < 2:
         raise ConfigError("--batch-size must be at least 1 and --num-repeats at least 2")
@@ -824,11 +824,11 @@ def compare(args: argparse.Namespace) -> int:
 def latents(args: argparse.Namespace) -> int:
     import torch
 
-    from . import plots
-    from .data import DataSource
-    from .io import write_json, write_text
-    from .latents import latent_stats
-    from .run import load_run
+    from pyrovae import plots
+    from pyrovae.analysis.latent_usage import latent_stats
+    from pyrovae.data.source import DataSource
+    from pyrovae.runs.run import load_run
+    from pyrovae.storage import write_json, write_text
 
     if args.limit is not None and args.limit < 2:
         raise ConfigError("--limit must be at least 2 (the activity is a variance over data points)")
@@ -889,7 +889,7 @@ def latents(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _rank_zero_stdout(backend: str | None):
     """Start the process group under torchrun; only rank 0 prints to stdout (errors go to stderr)."""
-    from . import distributed
+    from pyrovae import distributed
 
     distributed.init(backend)
     if distributed.is_main():
@@ -901,8 +901,8 @@ def _rank_zero_stdout(backend: str | None):
 
 def _check_scoring(args: argparse.Namespace, methods: list[str]) -> None:
     """The scoring options, before anything is loaded."""
-    from .anomaly import METHODS
-    from .errors import unknown_name
+    from pyrovae.analysis.anomaly import METHODS
+    from pyrovae.errors import unknown_name
 
     for method in methods:
         if method not in METHODS:
@@ -918,14 +918,14 @@ def _check_scoring(args: argparse.Namespace, methods: list[str]) -> None:
     if "likelihood-ratio" in methods and not args.background:
         raise ConfigError(
             "likelihood-ratio needs --background RUN_DIR: a run of the same architecture trained on "
-            "perturbed inputs (see pyrovae.anomaly.perturb)"
+            "perturbed inputs (see pyrovae.analysis.anomaly.perturb)"
         )
 
 
 def _scoring_data(run, dataset: str | None, root: str | None, args):
     """The split of ``dataset`` (default: the run's), binarized as the run's data, limited."""
-    from .data import DataSource
-    from .datasets import load
+    from pyrovae.data.datasets import load
+    from pyrovae.data.source import DataSource
 
     if dataset is None:
         data = run.load_data(args.split)
@@ -937,8 +937,8 @@ def _scoring_data(run, dataset: str | None, root: str | None, args):
 
 
 def _score(args, run, background, data, method: str):
-    from .anomaly import anomaly_scores
-    from .data import DataSource
+    from pyrovae.analysis.anomaly import anomaly_scores
+    from pyrovae.data.source import DataSource
 
     reference = None
     if method == "typicality":
@@ -963,8 +963,8 @@ def _score(args, run, background, data, method: str):
 
 
 def score(args: argparse.Namespace) -> int:
-    from .io import write_json, write_text
-    from .run import load_run
+    from pyrovae.runs.run import load_run
+    from pyrovae.storage import write_json, write_text
 
     _check_scoring(args, [args.method])
     name = args.dataset or "run"
@@ -987,10 +987,10 @@ def score(args: argparse.Namespace) -> int:
 
 
 def detect(args: argparse.Namespace) -> int:
-    from .detection import detect as detect_sets
-    from .detection import detection_table
-    from .io import write_text
-    from .run import load_run
+    from pyrovae.analysis.detection import detect as detect_sets
+    from pyrovae.analysis.detection import detection_table
+    from pyrovae.runs.run import load_run
+    from pyrovae.storage import write_text
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods or len(set(methods)) != len(methods):
@@ -1056,7 +1056,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _after_interrupt(args: argparse.Namespace) -> str:
     """What an interrupted ``train`` left, and how to continue it."""
-    from .rundir import CHECKPOINT
+    from pyrovae.runs.directory import CHECKPOINT
 
     if args.command != "train" or not args.run_dir:
         return ""

@@ -14,8 +14,8 @@ import pyro
 import torch
 from torch import nn
 
-from . import distributed
-from .errors import ConfigError
+from pyrovae import distributed
+from pyrovae.errors import ConfigError
 
 __all__ = ["available", "module_of", "move", "move_kwargs", "of_model", "place", "resolve"]
 

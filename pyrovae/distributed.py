@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import ConfigError
+from pyrovae.errors import ConfigError
 
 __all__ = [
     "active",

@@ -1,7 +1,7 @@
 """The domain of every numeric option, in one place for the API, the command line and ``config.json``.
 
 :func:`check_options` is what :func:`~pyrovae.fit`, :class:`~pyrovae.Trainer`, the built-in models,
-:class:`~pyrovae.run.RunConfig` and the ``pyrovae`` command check their numbers with: the same rule
+:class:`~pyrovae.runs.run.RunConfig` and the ``pyrovae`` command check their numbers with: the same rule
 and the same message (naming the option as both the API and the command line spell it) wherever a
 value comes from. Booleans and strings are refused where a number is meant (``lr="0.1"``), and so
 are fractional counts (``epochs=2.5``), NaN and infinities.
@@ -14,7 +14,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from pyrovae.errors import ConfigError
 
 __all__ = [
     "DOMAINS",

@@ -5,10 +5,10 @@ shows inline, and saves it as a PNG, atomically, only when given ``path``. Figur
 pyplot, so importing pyrovae leaves matplotlib's backend and pyplot's list of open figures alone.
 
 The pictures of the latent space (:func:`interpolate`, :func:`traverse`, :func:`embedding`,
-:func:`prior_samples`) take any model/guide *pair* (see :mod:`pyrovae.latent_space`): a
+:func:`prior_samples`) take any model/guide *pair* (see :mod:`pyrovae.analysis.latent_space`): a
 :class:`~pyrovae.VAE`, :class:`~pyrovae.HVAE`, :class:`~pyrovae.CVAE`, an object of your own
 with ``model`` and ``guide`` methods, or a ``(model, guide)`` tuple. They compute on the model's
-device through :mod:`pyrovae.latent_space`: encodings are the guide's posterior means
+device through :mod:`pyrovae.analysis.latent_space`: encodings are the guide's posterior means
 :math:`\mathbb{E}_q[z \mid x]`, and images are the means of the likelihood :math:`p(x \mid z)`.
 A *data row* passed to them is the model's arguments for one data point: a tensor, or a tuple
 such as ``(x, c)`` for a CVAE.
@@ -30,11 +30,19 @@ import pandas as pd
 import torch
 from matplotlib.axes import Axes
 
-from .data import DataSource
-from .errors import ConfigError
-from .io import atomic_path
-from .latent_space import as_pair, decode, encode, interpolation, latent_sites, repeat_rows, rows
-from .seeds import seeded
+from pyrovae.analysis.latent_space import (
+    as_pair,
+    decode,
+    encode,
+    interpolation,
+    latent_sites,
+    repeat_rows,
+    rows,
+)
+from pyrovae.data.source import DataSource
+from pyrovae.errors import ConfigError
+from pyrovae.seeds import seeded
+from pyrovae.storage import atomic_path
 
 #: the ``method`` values of :func:`interpolate`
 INTERPOLATIONS = ("linear", "spherical", "both")
@@ -222,7 +230,7 @@ def interpolate(
     Both rows are encoded, :math:`\bar z_a = \mathbb{E}_q[z \mid x_a]` and :math:`\bar z_b`; ``site``
     (default: the last latent site the model draws, so every site moves) and every site drawn
     before it follow ``steps`` points :math:`z_t`, :math:`t \in [0, 1]`, from :math:`\bar z_a` to
-    :math:`\bar z_b` (:func:`pyrovae.latent_space.interpolation`); the sites drawn after it take
+    :math:`\bar z_b` (:func:`pyrovae.analysis.latent_space.interpolation`); the sites drawn after it take
     their conditional means (an HVAE interpolated at ``site="z2"`` shows
     :math:`z_1 = \mathbb{E}[z_1 \mid z_{2,t}]`). Each column is the likelihood mean
     :math:`\mathbb{E}[x \mid z_t]`, decoded at the arguments of ``x_a`` (a CVAE at ``x_a``'s
@@ -461,7 +469,7 @@ def prior_samples(pair, data, num: int = 16, path=None, *, seed: int = 0, ncols:
     a draw :math:`x \sim p(x \mid z)` at the same :math:`z` below it.
 
     The mean and the draw come from two decodings with the same ``seed``, which draw the same
-    latents (:func:`pyrovae.latent_space.decode`), so each column is one :math:`z`. The data are
+    latents (:func:`pyrovae.analysis.latent_space.decode`), so each column is one :math:`z`. The data are
     taken as binary when every value of the draw is 0 or 1: a Bernoulli likelihood (or any other
     that draws only 0s and 1s) does so, a continuous one almost surely does not. Checking the
     values rather than the observed site's distribution class holds for a pair of your own

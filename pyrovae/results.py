@@ -17,7 +17,7 @@ import os
 import pandas as pd
 import torch
 
-from .io import atomic_path
+from pyrovae.storage import atomic_path
 
 __all__ = ["Result", "mean_stderr"]
 

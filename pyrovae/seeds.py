@@ -7,7 +7,7 @@ import contextlib
 import pyro
 import torch
 
-from .options import check_option
+from pyrovae.options import check_option
 
 __all__ = ["seeded"]
 

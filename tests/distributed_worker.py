@@ -16,7 +16,8 @@ import pyro.distributions as dist
 import torch
 
 import pyrovae
-from pyrovae import cli, distributed, latent_space
+from pyrovae import cli, distributed
+from pyrovae.analysis import latent_space
 from pyrovae.estimators import ESTIMATORS
 
 #: 61 data points: a global batch of 25 leaves a last batch of 11, shared 6 + 5 by two workers

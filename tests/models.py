@@ -388,7 +388,7 @@ class LearnablePPCA(torch.nn.Module):
 
 class ExactConditionalPosterior(torch.nn.Module):
     r"""The exact :math:`q(z \mid x, c) = p(z \mid x, c)` of a one-dimensional latent under a linear
-    conditional decoder (:class:`~pyrovae.nn.ConditionalMLPDecoder` with ``hidden=()``) and a
+    conditional decoder (:class:`~pyrovae.models.nn.ConditionalMLPDecoder` with ``hidden=()``) and a
     Gaussian likelihood of scale :math:`\sigma`: :math:`x \mid z, c \sim \mathcal N(wz + Vc + b,
     \sigma^2 I)`, :math:`z \sim \mathcal N(0, 1)`, so :math:`z \mid x, c` has precision
     :math:`1 + w^\top w / \sigma^2` and mean :math:`w^\top (x - Vc - b) / (\sigma^2 \cdot \text{precision})`.

@@ -15,8 +15,8 @@ from models import PPCA, Mixture
 
 import pyrovae
 from pyrovae import AIS, BDMC, ais, bdmc
-from pyrovae.ais import annealing_schedule
 from pyrovae.errors import ConfigError
+from pyrovae.infer.annealing import annealing_schedule
 from pyrovae.seeds import seeded
 
 RUN = dict(progress=False, seed=0, leapfrog_steps=3)

@@ -10,7 +10,7 @@ import torch
 from models import PPCA
 
 import pyrovae
-from pyrovae.anomaly import METHODS, AnomalyScores, anomaly_scores, complexity, perturb
+from pyrovae.analysis.anomaly import METHODS, AnomalyScores, anomaly_scores, complexity, perturb
 from pyrovae.errors import ConfigError, DataError
 
 RUN = dict(seed=0, progress=False)

@@ -1,4 +1,4 @@
-"""Tests of :func:`pyrovae.bounds.bounds`, the ELBO / IWAE-k ladder, on models with exact log p(x).
+"""Tests of :func:`pyrovae.infer.ladder.bounds`, the ELBO / IWAE-k ladder, on models with exact log p(x).
 
 Statistical checks use a fixed seed and a tolerance of 4 standard errors computed from the
 draws themselves (stated at each check).
@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 from models import PPCA, Mixture, TwoLayer
 from torch.distributions import MultivariateNormal, kl_divergence
 
-from pyrovae.bounds import ANALYTIC_ELBO, Bounds, bounds, iwae_bounds
 from pyrovae.errors import ConfigError
+from pyrovae.infer.ladder import ANALYTIC_ELBO, Bounds, bounds, iwae_bounds
 
 torch.set_num_threads(2)
 RUN = dict(progress=False, seed=0)

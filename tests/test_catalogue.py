@@ -27,7 +27,7 @@ import torch
 
 import pyrovae
 from pyrovae import VAE, cli, fit
-from pyrovae.io import RunLock, load_checkpoint, save_checkpoint
+from pyrovae.storage import RunLock, load_checkpoint, save_checkpoint
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
 FAST = ["--no-progress", "--test-samples", "0"]
@@ -324,7 +324,7 @@ api_calls(
         "api-bdmc-unknown-option": lambda: pyrovae.bdmc(*pair(), 4, foo=1),
         "api-bounds-ks-int": lambda: pyrovae.bounds(*pair(), binary(), ks=10),
         "api-bounds-ais-options-unknown": lambda: pyrovae.bounds(*pair(), binary(), ais_options={"foo": 1}),
-        "api-encode-batch-size-zero": lambda: pyrovae.latent_space.encode(
+        "api-encode-batch-size-zero": lambda: pyrovae.analysis.latent_space.encode(
             small_vae(), binary(), batch_size=0
         ),
         "api-estimator-none": lambda: pyrovae.estimator(None),
@@ -770,12 +770,12 @@ def _(env):
 def read_only(env: Env) -> None:
     """Make every directory read-only as pyrovae.io sees it: no file can be created."""
     for call in ("TemporaryFile", "mkstemp"):
-        env.monkeypatch.setattr(f"pyrovae.io.tempfile.{call}", fails_with(errno.EROFS))
+        env.monkeypatch.setattr(f"pyrovae.storage.tempfile.{call}", fails_with(errno.EROFS))
 
 
 def disk_full_at(env: Env, call: str) -> None:
     """Make ``call`` (``"tempfile.mkstemp"`` or ``"torch.save"``) fail in pyrovae.io as on a full disk."""
-    env.monkeypatch.setattr(f"pyrovae.io.{call}", fails_with(errno.ENOSPC))
+    env.monkeypatch.setattr(f"pyrovae.storage.{call}", fails_with(errno.ENOSPC))
 
 
 def written(directory: Path) -> list[str]:
@@ -792,7 +792,7 @@ def _(env):
 @case("train-disk-full-at-start")
 def _(env):
     usage = shutil.disk_usage(env.tmp)._replace(free=0)
-    env.monkeypatch.setattr("pyrovae.io.shutil.disk_usage", lambda path: usage)
+    env.monkeypatch.setattr("pyrovae.storage.shutil.disk_usage", lambda path: usage)
     return env.cli(*NEW)
 
 
@@ -810,7 +810,7 @@ def _(env):
         Path(path).write_bytes(b"the first bytes")
         raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
 
-    env.monkeypatch.setattr("pyrovae.io.torch.save", save)
+    env.monkeypatch.setattr("pyrovae.storage.torch.save", save)
     outcome = env.cli(*NEW)
     assert written(env.new) == []
     return outcome

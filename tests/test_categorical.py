@@ -16,9 +16,9 @@ from models import binary_pixels
 
 import pyrovae
 from pyrovae import CategoricalVAE
-from pyrovae.categorical import ExpRelaxedCategorical
 from pyrovae.errors import ConfigError
-from pyrovae.traces import trace_pair
+from pyrovae.infer.pair import trace_pair
+from pyrovae.models.categorical import ExpRelaxedCategorical
 
 PIXELS, M, C = 6, 2, 3
 

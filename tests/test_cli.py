@@ -17,8 +17,8 @@ import torch
 
 import pyrovae
 from pyrovae import cli
-from pyrovae.io import load_checkpoint
-from pyrovae.run import CONFIG, RunConfig, load_run
+from pyrovae.runs.run import CONFIG, RunConfig, load_run
+from pyrovae.storage import load_checkpoint
 
 # small and fast; --test-samples 0 skips the importance-sampled test log-likelihood; the Bernoulli
 # likelihood (on dynamically binarized digits) keeps the test bound's magnitude known (64 log 2 = 44
@@ -460,7 +460,7 @@ def test_no_command_replaces_a_file_without_overwrite(run_copy, capsys, monkeypa
             (run_copy / name).write_bytes(b"mine")
     before = snapshot(run_copy)
     with monkeypatch.context() as patched:
-        patched.setattr("pyrovae.run.load_run", not_computed)  # refused before the run is even loaded
+        patched.setattr("pyrovae.runs.run.load_run", not_computed)  # refused before the run is even loaded
         message = usage_error(capsys, argv)
     assert all(str(run_copy / name) in message for name in outputs), message
     assert "pass --overwrite" in message
@@ -476,7 +476,7 @@ def test_no_command_replaces_a_file_without_overwrite(run_copy, capsys, monkeypa
 def test_evaluate_checks_each_of_its_files_before_computing(run_copy, capsys, monkeypatch, name):
     (run_copy / name).write_text("mine")
     before = snapshot(run_copy)
-    monkeypatch.setattr("pyrovae.run.load_run", not_computed)
+    monkeypatch.setattr("pyrovae.runs.run.load_run", not_computed)
     message = usage_error(capsys, ["evaluate", str(run_copy), *EVALUATE_FAST, *BDMC_FAST])
     assert message.endswith(f"{run_copy / name} exists; pass --overwrite to replace it, or remove it")
     assert snapshot(run_copy) == before

@@ -12,9 +12,9 @@ from models import PPCA, LearnablePPCA
 
 import pyrovae
 from pyrovae import cli
-from pyrovae.compare import COLUMNS
+from pyrovae.analysis.comparison import COLUMNS
 from pyrovae.errors import ConfigError
-from pyrovae.run import CONFIG, RunConfig
+from pyrovae.runs.run import CONFIG, RunConfig
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TRAIN = ["train", "--dataset", "digits", "--epochs", "1", "--latent-dim", "4", "--hidden", "32"]

@@ -12,10 +12,10 @@ from models import ExactConditionalPosterior
 from pyro import poutine
 
 import pyrovae
-from pyrovae.datasets import with_labels
+from pyrovae.data.datasets import with_labels
 from pyrovae.errors import ConfigError, DataError
-from pyrovae.likelihoods import Gaussian
-from pyrovae.nn import ConditionalMLPDecoder
+from pyrovae.models.likelihoods import Gaussian
+from pyrovae.models.nn import ConditionalMLPDecoder
 
 torch.set_num_threads(2)
 

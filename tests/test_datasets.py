@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyrovae import datasets
-from pyrovae.datasets import VAEDataset, as_dataset, check_binary, check_finite, load
+from pyrovae.data import datasets
+from pyrovae.data.datasets import VAEDataset, as_dataset, check_binary, check_finite, load
 from pyrovae.errors import ConfigError, DataError
 
 SHARED_BINARIZED_MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "binarized_mnist"

@@ -1,4 +1,4 @@
-"""pyrovae.detection: AUROC, AUPRC and FPR95 against analytic answers for two Gaussians and exact
+"""pyrovae.analysis.detection: AUROC, AUPRC and FPR95 against analytic answers for two Gaussians and exact
 answers on small sets; inputs, errors, and the Result surface (DataFrame, xarray, netCDF, HTML, plot)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from pyrovae.detection import Detection, detect, detection_table
+from pyrovae.analysis.detection import Detection, detect, detection_table
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.results import Result
 

@@ -13,10 +13,10 @@ from models import PPCA
 
 import pyrovae
 from pyrovae import cli, devices
-from pyrovae.datasets import VAEDataset
+from pyrovae.data.datasets import VAEDataset
 from pyrovae.errors import ConfigError
-from pyrovae.run import load_run
-from pyrovae.traces import Pair
+from pyrovae.infer.pair import Pair
+from pyrovae.runs.run import load_run
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

@@ -25,7 +25,7 @@ import xarray as xr
 import pyrovae
 from pyrovae import cli, distributed
 from pyrovae.errors import ConfigError
-from pyrovae.io import load_checkpoint
+from pyrovae.storage import load_checkpoint
 
 LAUNCH_TIMEOUT = 240  # seconds; a hung collective must fail the test, not the CI job
 

@@ -26,7 +26,7 @@ from pyrovae.estimators import (
     TraceGraphELBO,
 )
 from pyrovae.handlers import scale_data, scale_latents
-from pyrovae.importance import log_likelihood
+from pyrovae.infer.importance import log_likelihood
 
 SEEDS = range(6)
 

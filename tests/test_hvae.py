@@ -14,8 +14,8 @@ import torch
 import pyrovae
 from pyrovae import HVAE
 from pyrovae.errors import ConfigError, DataError
-from pyrovae.nn import ConditionalGatedDecoder, ConditionalGatedEncoder, GatedEncoder, MLPDecoder
-from pyrovae.priors import PRIORS, VampPrior
+from pyrovae.models.nn import ConditionalGatedDecoder, ConditionalGatedEncoder, GatedEncoder, MLPDecoder
+from pyrovae.models.priors import PRIORS, VampPrior
 
 B, Z1, Z2, IMAGE = 5, 3, 2, (1, 4, 4)
 

@@ -1,4 +1,4 @@
-"""Tests of :func:`pyrovae.importance.log_likelihood` against models with exact log p(x).
+"""Tests of :func:`pyrovae.infer.importance.log_likelihood` against models with exact log p(x).
 
 Statistical tests use a fixed seed and a tolerance of 4 standard errors, each estimate's own
 delta-method ``log_px_se``: the IWAE-K estimate is approximately normal around log p(x) with
@@ -31,10 +31,10 @@ from models import (
 )
 from pyro.infer.util import is_validation_enabled
 
-from pyrovae.diagnostics import reduce_log_weights
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.handlers import scale_data, scale_latents
-from pyrovae.importance import LogLikelihood, LogWeights, log_likelihood
+from pyrovae.infer.diagnostics import reduce_log_weights
+from pyrovae.infer.importance import LogLikelihood, LogWeights, log_likelihood
 
 torch.set_num_threads(2)
 RUN = dict(progress=False, seed=0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pyrovae
-from pyrovae import latent_space
+from pyrovae.analysis import latent_space
 from pyrovae.errors import ConfigError
 
 

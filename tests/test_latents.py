@@ -1,4 +1,4 @@
-"""pyrovae.latents: active units, KL per dimension and the ELBO decomposition, against closed forms.
+"""pyrovae.analysis.latent_usage: active units, KL per dimension and the ELBO decomposition, against closed forms.
 
 Statistical checks use fixed seeds and tolerances of four standard errors of the estimate (the
 standard error the result reports, across data points): a correct estimator fails such a check
@@ -18,8 +18,8 @@ from matplotlib.image import imread
 from models import DTYPE, OrthogonalPPCA, enumerated_guide, enumerated_model
 
 import pyrovae
+from pyrovae.analysis.latent_usage import LatentStats, latent_stats
 from pyrovae.errors import ConfigError
-from pyrovae.latents import LatentStats, latent_stats
 
 Z = 4.0  # standard errors allowed
 

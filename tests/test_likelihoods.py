@@ -10,7 +10,7 @@ import torch.distributions as td
 
 import pyrovae
 from pyrovae.errors import ConfigError, DataError
-from pyrovae.likelihoods import LIKELIHOODS, Likelihood, likelihood
+from pyrovae.models.likelihoods import LIKELIHOODS, Likelihood, likelihood
 
 EVENT = (1, 4, 4)
 SCALE = 0.7

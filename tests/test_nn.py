@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pyrovae.errors import ConfigError
-from pyrovae.nn import (
+from pyrovae.models.nn import (
     ACTIVATIONS,
     LOG_VAR_RANGE,
     ClampedGaussianHead,

@@ -12,9 +12,9 @@ from matplotlib.image import imread
 from torch import nn
 
 from pyrovae import CVAE, HVAE, VAE, load, plots
+from pyrovae.analysis.latent_space import decode, encode, interpolation
 from pyrovae.data import DataSource
 from pyrovae.errors import ConfigError
-from pyrovae.latent_space import decode, encode, interpolation
 
 IMAGE = (1, 8, 8)
 N = 20

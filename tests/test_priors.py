@@ -13,8 +13,8 @@ from torch import nn
 
 import pyrovae
 from pyrovae.errors import ConfigError
-from pyrovae.priors import DEFAULT_COMPONENTS, PRIORS, DiagonalNormalMixture, VampPrior, prior
-from pyrovae.training import Trainer
+from pyrovae.models.priors import DEFAULT_COMPONENTS, PRIORS, DiagonalNormalMixture, VampPrior, prior
+from pyrovae.train.loop import Trainer
 
 LATENT, IMAGE = 3, (1, 4, 4)
 

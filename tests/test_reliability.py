@@ -2,7 +2,7 @@
 
 Every case runs ``python -m pyrovae train`` as a process, stops it (SIGKILL, SIGTERM or SIGINT)
 either at a random instant or paused at a named point between two writes (the test-only hook
-:func:`pyrovae.io.pause_point`: ``PYROVAE_PAUSE_AT=NAME#N`` waits the ``N``-th time the point is
+:func:`pyrovae.storage.pause_point`: ``PYROVAE_PAUSE_AT=NAME#N`` waits the ``N``-th time the point is
 reached), resumes it with ``--resume`` and compares the checkpoint with that of a run that was never
 interrupted: parameters, best parameters, optimizer state and history, exactly.
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pyrovae.io import PAUSE_AT, PAUSE_FILE, RunLock, load_checkpoint
-from pyrovae.rundir import CHECKPOINT, CONFIG, RESULTS
+from pyrovae.runs.directory import CHECKPOINT, CONFIG, RESULTS
+from pyrovae.storage import PAUSE_AT, PAUSE_FILE, RunLock, load_checkpoint
 
 EPOCHS = 3
 TRAIN = [

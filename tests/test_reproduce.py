@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import pyrovae
-from pyrovae.run import RunConfig, load_run
+from pyrovae.runs.run import RunConfig, load_run
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "reproduce.py"
 

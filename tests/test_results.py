@@ -12,7 +12,7 @@ from models import PPCA
 
 import pyrovae
 from pyrovae.results import Result
-from pyrovae.training import SHOWN_EPOCHS, FitResult
+from pyrovae.train.loop import SHOWN_EPOCHS, FitResult
 
 RUN = dict(progress=False, seed=0, device="cpu")
 

@@ -12,9 +12,9 @@ import torch
 
 import pyrovae
 from pyrovae.errors import ConfigError, RunDirError
-from pyrovae.io import load_checkpoint
-from pyrovae.run import RunConfig, load_run
-from pyrovae.rundir import CHECKPOINT, CONFIG
+from pyrovae.runs.directory import CHECKPOINT, CONFIG
+from pyrovae.runs.run import RunConfig, load_run
+from pyrovae.storage import load_checkpoint
 
 SMALL = dict(latent_dim=4, hidden=[32], epochs=2, batch_size=400, lr=1e-2)
 
@@ -187,6 +187,6 @@ def test_the_default_digits_model_is_a_binomial_on_their_grey_levels():
     config = RunConfig(**SMALL)
     train = config.load_data("train")
     vae = config.build_vae(train.event_shape)
-    assert isinstance(vae.likelihood, pyrovae.likelihoods.Binomial) and vae.likelihood.levels == 17
+    assert isinstance(vae.likelihood, pyrovae.models.likelihoods.Binomial) and vae.likelihood.levels == 17
     assert train.binarize is None and len(torch.unique(train.data)) == 17
     vae.likelihood.check(train.data)

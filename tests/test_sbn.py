@@ -17,7 +17,7 @@ import pyrovae
 from pyrovae import SBN
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.handlers import scale_data
-from pyrovae.traces import trace_pair
+from pyrovae.infer.pair import trace_pair
 
 PIXELS, SIZES = 6, (3, 2)
 

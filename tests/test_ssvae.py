@@ -13,10 +13,10 @@ from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
 import pyrovae
-from pyrovae.datasets import UNLABELLED, with_labels
+from pyrovae.data.datasets import UNLABELLED, with_labels
 from pyrovae.errors import DataError
-from pyrovae.likelihoods import Gaussian
-from pyrovae.nn import ConditionalMLPDecoder
+from pyrovae.models.likelihoods import Gaussian
+from pyrovae.models.nn import ConditionalMLPDecoder
 
 torch.set_num_threads(2)
 C, D = 3, 4

@@ -1,4 +1,4 @@
-"""The model/guide contract of :mod:`pyrovae.traces`: the data plate found by what the observed sites
+"""The model/guide contract of :mod:`pyrovae.infer.pair`: the data plate found by what the observed sites
 share, one set of checks with messages, and every site evaluated by its own distribution."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from models import DTYPE, PPCA, no_plate_guide, no_plate_model
 
 import pyrovae
 from pyrovae.errors import ConfigError, DataError
-from pyrovae.nn import MLPDecoder
-from pyrovae.traces import Pair
+from pyrovae.infer.pair import Pair
+from pyrovae.models.nn import MLPDecoder
 
 RUN = dict(progress=False, seed=0)
 

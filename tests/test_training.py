@@ -15,9 +15,9 @@ from torch.utils.data import Dataset, TensorDataset
 import pyrovae
 from pyrovae.errors import CheckpointError, ConfigError, DataError, RunDirError, TrainingError
 from pyrovae.handlers import scale_latents
-from pyrovae.io import load_checkpoint
-from pyrovae.rundir import CHECKPOINT, CONFIG, HISTORY
+from pyrovae.runs.directory import CHECKPOINT, CONFIG, HISTORY
 from pyrovae.seeds import seeded
+from pyrovae.storage import load_checkpoint
 
 COLUMNS = ["epoch", "train_loss", "valid_loss", "beta", "lr", "seconds"]
 RUN_FILES = {
@@ -471,7 +471,7 @@ def test_options_outside_their_domain_are_refused_before_anything_is_written(tmp
 
 
 def test_adam_normgrad_is_adam_on_per_tensor_normalized_gradients():
-    from pyrovae.optim import NORM_EPS, AdamNormGrad
+    from pyrovae.train.optim import NORM_EPS, AdamNormGrad
 
     torch.manual_seed(0)
     a, b = torch.randn(3, 4, requires_grad=True), torch.randn(5, requires_grad=True)

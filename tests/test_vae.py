@@ -9,9 +9,9 @@ import torch
 
 from pyrovae import VAE
 from pyrovae.errors import ConfigError, DataError
-from pyrovae.likelihoods import LIKELIHOODS
-from pyrovae.nn import ACTIVATIONS, NETWORKS
-from pyrovae.priors import PRIORS
+from pyrovae.models.likelihoods import LIKELIHOODS
+from pyrovae.models.nn import ACTIVATIONS, NETWORKS
+from pyrovae.models.priors import PRIORS
 
 B, LATENT, K = 5, 3, 7
 IMAGE = (1, 8, 8)

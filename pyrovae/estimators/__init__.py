@@ -40,14 +40,14 @@ treat every latent as a constant, so they serve latents the guide samples withou
 (Bernoulli, Categorical; sampled, not enumerated).
 """
 
-from .annealed import KLAnnealed
-from .base import DifferentiableELBO
-from .detached import DetachedIWAE, WeightTerms
-from .elbos import TailAdaptiveELBO, TraceELBO, TraceGraphELBO
-from .iwae import CIWAE, IWAE, MIWAE, PIWAE, STL, DReG, Renyi, data_scale
-from .registry import ESTIMATORS, estimator, parse_spec
-from .rws import RWS
-from .vimco import VIMCO
+from pyrovae.estimators.annealed import KLAnnealed
+from pyrovae.estimators.base import DifferentiableELBO
+from pyrovae.estimators.detached import DetachedIWAE, WeightTerms
+from pyrovae.estimators.elbos import TailAdaptiveELBO, TraceELBO, TraceGraphELBO
+from pyrovae.estimators.iwae import CIWAE, IWAE, MIWAE, PIWAE, STL, DReG, Renyi, data_scale
+from pyrovae.estimators.registry import ESTIMATORS, estimator, parse_spec
+from pyrovae.estimators.rws import RWS
+from pyrovae.estimators.vimco import VIMCO
 
 __all__ = [
     "CIWAE",

@@ -7,9 +7,9 @@ import math
 import torch
 from pyro.infer import ELBO
 
-from ..errors import ConfigError
-from ..handlers import scale_latents
-from .base import DifferentiableELBO
+from pyrovae.errors import ConfigError
+from pyrovae.estimators.base import DifferentiableELBO
+from pyrovae.handlers import scale_latents
 
 __all__ = ["KLAnnealed"]
 
@@ -31,7 +31,9 @@ class KLAnnealed(DifferentiableELBO):
     def __init__(self, base: str | ELBO, beta: float):
         if not (math.isfinite(beta) and beta >= 0):
             raise ConfigError(f"beta, the weight of the KL part, must be a finite number >= 0; got {beta!r}")
-        from .registry import estimator  # the registry builds KLAnnealed for the option beta
+        from pyrovae.estimators.registry import (
+            estimator,  # the registry builds KLAnnealed for the option beta
+        )
 
         self.base = estimator(base)
         self.beta = float(beta)

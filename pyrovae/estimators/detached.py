@@ -16,8 +16,9 @@ from typing import Any, NamedTuple
 import torch
 from pyro.infer.util import is_validation_enabled, torch_item
 
-from ..errors import ConfigError
-from ..traces import (
+from pyrovae.errors import ConfigError
+from pyrovae.estimators.iwae import IWAE, data_scale
+from pyrovae.infer.pair import (
     check_pair,
     data_frame,
     latents,
@@ -25,7 +26,6 @@ from ..traces import (
     scored_sites,
     site_log_density,
 )
-from .iwae import IWAE, data_scale
 
 __all__ = ["DetachedIWAE", "WeightTerms"]
 

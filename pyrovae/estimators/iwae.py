@@ -10,8 +10,9 @@ from typing import Any
 import torch
 from pyro.infer.util import is_validation_enabled, torch_item
 
-from ..errors import ConfigError
-from ..traces import (
+from pyrovae.errors import ConfigError
+from pyrovae.estimators.base import DifferentiableELBO
+from pyrovae.infer.pair import (
     Pair,
     check_pair,
     data_frame,
@@ -19,7 +20,6 @@ from ..traces import (
     log_density,
     scored_sites,
 )
-from .base import DifferentiableELBO
 
 __all__ = ["CIWAE", "DReG", "IWAE", "MIWAE", "PIWAE", "Renyi", "STL", "data_scale"]
 
@@ -94,7 +94,7 @@ class IWAE(DifferentiableELBO):
     reparameterized = True
 
     def probe(self, model, guide, args, kwargs) -> Pair:
-        """The :class:`~pyrovae.traces.Pair` probed on the first call's arguments, then kept."""
+        """The :class:`~pyrovae.infer.pair.Pair` probed on the first call's arguments, then kept."""
         if self._pair is None:
             num_data = args[0].shape[0] if args and torch.is_tensor(args[0]) and args[0].dim() else 1
             self._pair = Pair(

@@ -7,13 +7,13 @@ from collections.abc import Callable
 
 from pyro.infer import ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
-from ..errors import ConfigError, unknown_name
-from ..options import check_options, parse_spec
-from .annealed import KLAnnealed
-from .elbos import TailAdaptiveELBO, TraceELBO, TraceGraphELBO
-from .iwae import CIWAE, IWAE, MIWAE, PIWAE, STL, DReG, Renyi
-from .rws import RWS
-from .vimco import VIMCO
+from pyrovae.errors import ConfigError, unknown_name
+from pyrovae.estimators.annealed import KLAnnealed
+from pyrovae.estimators.elbos import TailAdaptiveELBO, TraceELBO, TraceGraphELBO
+from pyrovae.estimators.iwae import CIWAE, IWAE, MIWAE, PIWAE, STL, DReG, Renyi
+from pyrovae.estimators.rws import RWS
+from pyrovae.estimators.vimco import VIMCO
+from pyrovae.options import check_options, parse_spec
 
 __all__ = ["ESTIMATORS", "estimator", "parse_spec"]
 

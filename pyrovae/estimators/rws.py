@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .detached import DetachedIWAE
+from pyrovae.estimators.detached import DetachedIWAE
 
 __all__ = ["RWS"]
 

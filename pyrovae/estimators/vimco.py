@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .detached import DetachedIWAE
+from pyrovae.estimators.detached import DetachedIWAE
 
 __all__ = ["VIMCO"]
 

@@ -2,7 +2,7 @@ r"""The one pass over a data set: seeded chunks on the device, sharded across ra
 
 Every evaluation of pyrovae (:func:`~pyrovae.log_likelihood`, :func:`~pyrovae.bounds`,
 :func:`~pyrovae.ais`, :func:`~pyrovae.bdmc`, :func:`~pyrovae.latent_stats`, the anomaly scores,
-:mod:`~pyrovae.latent_space`, the trainer's validation pass) is a per-chunk function handed to
+:mod:`~pyrovae.analysis.latent_space`, the trainer's validation pass) is a per-chunk function handed to
 :meth:`Sweep.map`, which
 
 1. cuts the :math:`N` data points into chunks of ``chunk_size`` (the last one shorter);
@@ -36,11 +36,11 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
-from .. import devices, distributed
-from ..data import DataSource
-from ..errors import DataError, RankError
-from ..options import check_option
-from ..seeds import seeded
+from pyrovae import devices, distributed
+from pyrovae.data.source import DataSource
+from pyrovae.errors import DataError, RankError
+from pyrovae.options import check_option
+from pyrovae.seeds import seeded
 
 __all__ = ["Chunk", "Sweep"]
 

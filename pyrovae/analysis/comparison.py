@@ -41,13 +41,13 @@ from pyro import poutine
 from pyro.infer import ELBO
 from tqdm.auto import tqdm
 
-from . import devices
-from .data import DataSource
-from .errors import ConfigError
-from .estimators import estimator
-from .results import Result
-from .seeds import seeded
-from .traces import trace_pair
+from pyrovae import devices
+from pyrovae.data.source import DataSource
+from pyrovae.errors import ConfigError
+from pyrovae.estimators import estimator
+from pyrovae.infer.pair import trace_pair
+from pyrovae.results import Result
+from pyrovae.seeds import seeded
 
 __all__ = ["Comparison", "compare"]
 
@@ -159,7 +159,7 @@ class Comparison(Result):
     def plot(self, path: str | os.PathLike | None = None):
         """Bar charts of the guide's and model's gradient SNR and variance by estimator (log scale);
         saved as PNG (atomically) when ``path`` is given. Returns the figure."""
-        from .plots import figure, save
+        from pyrovae.plots import figure, save
 
         fig = figure(figsize=(11, 4), layout="constrained")
         axes = fig.subplots(1, 2)

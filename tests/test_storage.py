@@ -11,9 +11,9 @@ import pickle
 import pytest
 import torch
 
-from pyrovae import io
+from pyrovae import storage
 from pyrovae.errors import CheckpointError, RunDirError, StorageError
-from pyrovae.io import (
+from pyrovae.storage import (
     RunLock,
     atomic_path,
     check_writable,
@@ -253,6 +253,6 @@ def test_check_writable_names_the_problem(tmp_path, monkeypatch):
     def read_only(*args, **kwargs):
         raise PermissionError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr(io.tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(storage.tempfile, "TemporaryFile", read_only)
     with pytest.raises(RunDirError, match="cannot write to .*Read-only file system; choose a directory"):
         check_writable(tmp_path / "run")

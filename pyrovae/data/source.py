@@ -7,7 +7,7 @@
   positionally (data and labels, or a condition); a list is refused, since a list of tensors is as
   often one tensor per data point as one per column;
 - any :class:`torch.utils.data.Dataset`: through its ``batch(index[, generator])`` method where it
-  has one (:class:`~pyrovae.datasets.VAEDataset`), as its tensors for a
+  has one (:class:`~pyrovae.data.datasets.VAEDataset`), as its tensors for a
   :class:`~torch.utils.data.TensorDataset`, else item by item; an item that is a tuple gives one
   column per element, and *every* column is passed to the model and guide.
 
@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from .errors import DataError
+from pyrovae.errors import DataError
 
 __all__ = ["DataSource", "as_model_input"]
 

@@ -37,18 +37,18 @@ from pyro.infer.util import is_validation_enabled
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import devices, distributed, plots
-from .data import DataSource
-from .errors import CheckpointError, ConfigError, TrainingError, unknown_name
-from .estimators import estimator as make_estimator
-from .handlers import scale_data, scale_latents
-from .infer import Chunk, Sweep
-from .io import pause_point, write_json, write_text
-from .optim import AdamNormGrad
-from .options import check_options
-from .results import Result
-from .rundir import CONFIG, HISTORY, RunDirectory, checkpoint_bytes
-from .traces import dtype_error, find_data_plate, trace_pair
+from pyrovae import devices, distributed, plots
+from pyrovae.data.source import DataSource
+from pyrovae.errors import CheckpointError, ConfigError, TrainingError, unknown_name
+from pyrovae.estimators import estimator as make_estimator
+from pyrovae.handlers import scale_data, scale_latents
+from pyrovae.infer import Chunk, Sweep
+from pyrovae.infer.pair import dtype_error, find_data_plate, trace_pair
+from pyrovae.options import check_options
+from pyrovae.results import Result
+from pyrovae.runs.directory import CONFIG, HISTORY, RunDirectory, checkpoint_bytes
+from pyrovae.storage import pause_point, write_json, write_text
+from pyrovae.train.optim import AdamNormGrad
 
 OPTIMIZERS = {
     "adam": torch.optim.Adam,
@@ -99,7 +99,7 @@ class Trainer:
         CUDA, ``cuda:LOCAL_RANK``).
 
     The minibatch scale :math:`N/B` applies to the data plate, the plate every observed site
-    shares (:func:`~pyrovae.traces.find_data_plate`), found on the first step.
+    shares (:func:`~pyrovae.infer.pair.find_data_plate`), found on the first step.
 
     In a distributed run (:func:`pyrovae.distributed.init` has started a process group) the
     ``ELBO(model, guide)`` module is wrapped in DistributedDataParallel and every step is
@@ -415,9 +415,9 @@ def fit(
 ) -> FitResult:
     """Train ``vae`` (any module with ``model``/``guide`` methods) by minibatch SVI.
 
-    :param train: a tensor, a tuple of tensors, a :class:`~pyrovae.datasets.VAEDataset` or any
+    :param train: a tensor, a tuple of tensors, a :class:`~pyrovae.data.datasets.VAEDataset` or any
         torch ``Dataset`` (see :class:`~pyrovae.data.DataSource`). Every column of a batch, such as
-        :func:`~pyrovae.datasets.with_labels`'s ``(x, y)`` or a ``TensorDataset(x, c)``, is passed to
+        :func:`~pyrovae.data.datasets.with_labels`'s ``(x, y)`` or a ``TensorDataset(x, c)``, is passed to
         the model and guide positionally; dtypes are kept. The minibatch scale is :math:`N/B` with
         :math:`B` the batch's first dimension, applied to the data plate.
     :param valid: optional validation data: its bound is computed after every epoch and drives
@@ -429,8 +429,8 @@ def fit(
     :param patience: stop after this many (≥ 1) epochs without a better validation bound.
     :param seed: makes the run reproducible (shuffling, binarization and the estimator's draws).
     :param run_dir: where the run's state is committed after every epoch, with ``config.json``,
-        ``history.csv`` and figures (see :mod:`pyrovae.rundir`); a path, or a
-        :class:`~pyrovae.rundir.RunDirectory` the caller holds open.
+        ``history.csv`` and figures (see :mod:`pyrovae.runs.directory`); a path, or a
+        :class:`~pyrovae.runs.directory.RunDirectory` the caller holds open.
     :param resume: continue the run in ``run_dir`` from its last committed epoch (from the first if
         none was committed). ``estimator``, ``batch_size``, ``optimizer``, ``kl_warmup`` and
         ``seed`` must be the run's; ``epochs``, ``lr``, ``clip_norm`` and ``patience`` may change

@@ -31,8 +31,8 @@ the *model* alone enumerates is summed out the same way, :math:`p(x, z_k) = \sum
 The log-weights keep their shape (one per particle and data point), so every reduction,
 diagnostic and bound below applies unchanged. Sequential enumeration is not supported.
 
-The pair is traced, checked and reduced to log-weights by :mod:`pyrovae.traces`; the weights
-are reduced to estimates and diagnostics by :mod:`pyrovae.diagnostics`. This module sweeps the
+The pair is traced, checked and reduced to log-weights by :mod:`pyrovae.infer.pair`; the weights
+are reduced to estimates and diagnostics by :mod:`pyrovae.infer.diagnostics`. This module sweeps the
 data in chunks on the model's device (:class:`Sweep`) and collects the result.
 
 References:
@@ -52,15 +52,15 @@ import numpy as np
 import torch
 from pyro.distributions.util import scale_and_mask
 
-from . import devices, distributed
-from .data import DataSource
-from .diagnostics import KHAT_BAD, KHAT_GOOD, reduce_log_weights
-from .errors import ConfigError, DataError
-from .infer import Chunk, Sweep
-from .options import check_options
-from .results import Result, mean_stderr
-from .seeds import seeded
-from .traces import Pair, check_support, kl_divergence, reduce_site, scored_sites, site_log_density
+from pyrovae import devices, distributed
+from pyrovae.data.source import DataSource
+from pyrovae.errors import ConfigError, DataError
+from pyrovae.infer import Chunk, Sweep
+from pyrovae.infer.diagnostics import KHAT_BAD, KHAT_GOOD, reduce_log_weights
+from pyrovae.infer.pair import Pair, check_support, kl_divergence, reduce_site, scored_sites, site_log_density
+from pyrovae.options import check_options
+from pyrovae.results import Result, mean_stderr
+from pyrovae.seeds import seeded
 
 __all__ = ["LogLikelihood", "LogWeights", "PerDatapoint", "log_likelihood", "reduction"]
 
@@ -260,7 +260,7 @@ class LogLikelihood(PerDatapoint):
 class LogWeights:
     """The ``K`` log-weights of every data point of a pair, with the chunk sizes memory allows.
 
-    It probes the pair on one data point (:class:`~pyrovae.traces.Pair`), derives how many data
+    It probes the pair on one data point (:class:`~pyrovae.infer.pair.Pair`), derives how many data
     points and particles one chunk may hold from ``max_memory`` and the tensor sizes of the probe,
     and makes the :class:`~pyrovae.infer.Sweep` over the data with that chunk size; its
     :meth:`__call__` is the per-chunk function of that sweep: the ``(hi - lo, K)`` log-weights of
@@ -378,7 +378,7 @@ class LogWeights:
 
 def reduction(keep: bool):
     """The block reduction of log-weights for :meth:`~pyrovae.infer.Sweep.map`: the four fields of
-    :func:`~pyrovae.diagnostics.reduce_log_weights` (and the log-weights themselves with ``keep``)."""
+    :func:`~pyrovae.infer.diagnostics.reduce_log_weights` (and the log-weights themselves with ``keep``)."""
 
     def reduce(rows):
         log_w = rows[0]
@@ -412,12 +412,12 @@ def log_likelihood(
     bound in expectation that tightens as :math:`K` grows. Each estimate comes with its
     delta-method standard error, Kong's effective sample size and the PSIS :math:`\hat k`
     diagnostic (Vehtari et al. 2024): above 0.7 the guide's tails are too light for the estimate
-    to be trusted (Yao et al. 2018). See :func:`~pyrovae.diagnostics.reduce_log_weights`.
+    to be trusted (Yao et al. 2018). See :func:`~pyrovae.infer.diagnostics.reduce_log_weights`.
 
     The particles are vectorized in an outer plate ``"_particles"`` at dim
     ``-(max_plate_nesting + 1)`` around the guide and the model replayed against it (as
     :class:`~pyro.infer.RenyiELBO` does), with ``max_plate_nesting`` found by a probe on one
-    data point (:class:`~pyrovae.traces.Pair`). Every sample site, latent or observed, must lie
+    data point (:class:`~pyrovae.infer.pair.Pair`). Every sample site, latent or observed, must lie
     inside the data plate; its log-density is summed over all dims but the particle and data dims.
     Site scales (minibatch scaling, KL annealing) are ignored: the result is in nats per data
     point. Masks are applied. Each site's log-density is its own distribution's ``log_prob``, so
@@ -447,7 +447,7 @@ def log_likelihood(
         (and model's) dtype.
     :param int num_samples: :math:`K`, importance samples per data point.
     :param str data_plate: name of the data plate (default: found, see
-        :func:`~pyrovae.traces.find_data_plate`).
+        :func:`~pyrovae.infer.pair.find_data_plate`).
     :param int batch_size: data points per chunk.
     :param int particle_batch_size: particles per chunk.
     :param int max_memory: bytes one chunk may use when chunk sizes are derived (default 512 MiB

@@ -1,6 +1,6 @@
 """A training run's configuration, and the run rebuilt from its directory.
 
-A run directory (see :mod:`pyrovae.rundir`) holds the run's configuration twice: in the
+A run directory (see :mod:`pyrovae.runs.directory`) holds the run's configuration twice: in the
 checkpoint, with the parameters it describes, and in ``config.json`` for people to read.
 :func:`load_run` rebuilds the trained :class:`~pyrovae.VAE` or :class:`~pyrovae.HVAE` from the
 checkpoint's, and reports a ``config.json`` that disagrees with it; this is what ``pyrovae sample``,
@@ -22,15 +22,16 @@ import pandas as pd
 import torch
 from pyro.infer import ELBO
 
-from . import datasets, devices
-from .errors import CheckpointError, ConfigError, RunDirError, unknown_name
-from .estimators import estimator
-from .hvae import HVAE
-from .hvae import NETWORKS as HVAE_NETWORKS
-from .io import write_json
-from .options import DOMAINS, check_options, parse_spec
-from .rundir import CHECKPOINT, CONFIG, RESULTS, read_state
-from .vae import VAE
+from pyrovae.data import datasets
+from pyrovae import devices
+from pyrovae.errors import CheckpointError, ConfigError, RunDirError, unknown_name
+from pyrovae.estimators import estimator
+from pyrovae.models.hvae import HVAE
+from pyrovae.models.hvae import NETWORKS as HVAE_NETWORKS
+from pyrovae.storage import write_json
+from pyrovae.options import DOMAINS, check_options, parse_spec
+from pyrovae.runs.directory import CHECKPOINT, CONFIG, RESULTS, read_state
+from pyrovae.models.vae import VAE
 
 #: the model families ``pyrovae train --model`` builds
 MODELS = ("vae", "hvae")
@@ -135,8 +136,8 @@ class RunConfig:
 
     def likelihood_spec(self) -> str:
         """``likelihood`` with its options: ``"default"`` is the data set's own
-        (:data:`~pyrovae.datasets.DEFAULT_LIKELIHOOD`; the Bernoulli without a data set), and the
-        binomial gets the data set's number of grey levels (:data:`~pyrovae.datasets.GREY_LEVELS`)
+        (:data:`~pyrovae.data.datasets.DEFAULT_LIKELIHOOD`; the Bernoulli without a data set), and the
+        binomial gets the data set's number of grey levels (:data:`~pyrovae.data.datasets.GREY_LEVELS`)
         unless it names them (``"binomial:levels=L"``)."""
         spec = self.likelihood
         if spec == "default":
@@ -147,7 +148,7 @@ class RunConfig:
 
     def binarize_mode(self) -> str | None:
         """``binarize``, where ``"default"`` is the data set's own binarization
-        (:data:`~pyrovae.datasets.DEFAULT_BINARIZE`) under a Bernoulli likelihood, and none under
+        (:data:`~pyrovae.data.datasets.DEFAULT_BINARIZE`) under a Bernoulli likelihood, and none under
         any other: the other likelihoods model the grey levels themselves."""
         if self.binarize != "default":
             return self.binarize
@@ -262,7 +263,7 @@ def load_run(path: str | os.PathLike, checkpoint: str = "best", device: str | to
         raise RunDirError(
             f"the run in {path} was trained from Python on a model pyrovae cannot rebuild (it has no "
             "configuration); rebuild the model yourself and load state['model'] from "
-            f"pyrovae.io.load_checkpoint('{path / CHECKPOINT}')"
+            f"pyrovae.storage.load_checkpoint('{path / CHECKPOINT}')"
         )
     stored = {k: v for k, v in stored.items() if k != "event_shape"}  # where version 1 kept it
     config = RunConfig.from_dict(stored, source=f"the configuration in {path / CHECKPOINT}")

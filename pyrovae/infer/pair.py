@@ -20,7 +20,7 @@ and does the same with it:
    each site's batch-shaped log-density summed over every dim but the particle and data dims.
    An enumerated discrete latent :math:`y` is summed out, :math:`w_k = \sum_y p(x, y,
    z_k^{(y)}) / q(z_k^{(y)} \mid x, y)`: the guide's :math:`q(y \mid x)` cancels (see
-   :mod:`pyrovae.importance`).
+   :mod:`pyrovae.infer.importance`).
 
 :class:`Pair` probes a pair once on one data point and keeps what every chunk needs: the data
 plate, the plate nesting, the enumerated sites, and whether the analytic-KL ELBO applies. A new
@@ -39,8 +39,8 @@ from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence as torch_kl_divergence
 
-from .errors import ConfigError, DataError
-from .handlers import DATA_PLATE
+from pyrovae.errors import ConfigError, DataError
+from pyrovae.handlers import DATA_PLATE
 
 __all__ = [
     "PARTICLE_PLATE",

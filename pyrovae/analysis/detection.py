@@ -49,8 +49,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .errors import ConfigError, DataError
-from .results import Result
+from pyrovae.errors import ConfigError, DataError
+from pyrovae.results import Result
 
 __all__ = ["Detection", "detect", "detection_table"]
 
@@ -210,7 +210,7 @@ class Detection(Result):
 
         :param int bins: number of histogram bins; by default numpy's ``"auto"`` choice, at most 80.
         """
-        from .plots import figure, save
+        from pyrovae.plots import figure, save
 
         if bins is not None and (isinstance(bins, bool) or not isinstance(bins, int) or bins < 1):
             raise ConfigError(f"bins must be a positive integer, got {bins!r}")
@@ -258,7 +258,7 @@ class Detection(Result):
 
 def detect(in_scores, out_scores, *, name: str | None = None) -> Detection:
     """How well anomaly scores separate in-distribution data from out-of-distribution data: AUROC,
-    AUPRC and FPR95 (defined in :mod:`pyrovae.detection`; Hendrycks & Gimpel 2017).
+    AUPRC and FPR95 (defined in :mod:`pyrovae.analysis.detection`; Hendrycks & Gimpel 2017).
 
     Each set of scores is a 1-D tensor, numpy array or list with one score per data point, higher
     meaning more anomalous (for :math:`\\log p(x)`, pass :math:`-\\log p(x)`), or an object with a

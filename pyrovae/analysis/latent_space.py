@@ -30,13 +30,13 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.messenger import Messenger
 
-from . import devices
-from .data import DataSource
-from .errors import ConfigError
-from .infer import Chunk, Sweep
-from .options import check_options
-from .seeds import seeded
-from .traces import Pair, data_frame, scored_sites, trace_pair
+from pyrovae import devices
+from pyrovae.data.source import DataSource
+from pyrovae.errors import ConfigError
+from pyrovae.infer import Chunk, Sweep
+from pyrovae.infer.pair import Pair, data_frame, scored_sites, trace_pair
+from pyrovae.options import check_options
+from pyrovae.seeds import seeded
 
 __all__ = [
     "DecodeMessenger",

@@ -19,8 +19,8 @@ classification term, minimizing
 .. math:: \mathcal{J}^\alpha = \sum_{(x, y)\ \text{labelled}} \big(\mathcal{L}(x, y)
           - \alpha \log q_\phi(y \mid x)\big) + \sum_{x\ \text{unlabelled}} \mathcal{U}(x).
 
-One batch may mix labelled and unlabelled points (labels :data:`~pyrovae.datasets.UNLABELLED`
-for the latter, as :func:`~pyrovae.datasets.with_labels` gives them): for a labelled point the
+One batch may mix labelled and unlabelled points (labels :data:`~pyrovae.data.datasets.UNLABELLED`
+for the latter, as :func:`~pyrovae.data.datasets.with_labels` gives them): for a labelled point the
 guide's :math:`q(y \mid x)` is the point mass at its label, so that the enumerated sum reduces
 to :math:`\mathcal{L}(x, y)`, and every site stays in the data plate with its minibatch scale.
 
@@ -42,12 +42,12 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 
-from .datasets import UNLABELLED
-from .errors import ConfigError, DataError
-from .handlers import DATA_PLATE
-from .likelihoods import Likelihood
-from .nn import ConditionalMLPDecoder, ConditionalMLPEncoder, mlp
-from .vae import LatentModel
+from pyrovae.data.datasets import UNLABELLED
+from pyrovae.errors import ConfigError, DataError
+from pyrovae.handlers import DATA_PLATE
+from pyrovae.models.likelihoods import Likelihood
+from pyrovae.models.nn import ConditionalMLPDecoder, ConditionalMLPEncoder, mlp
+from pyrovae.models.vae import LatentModel
 
 __all__ = ["SSVAE"]
 
@@ -60,10 +60,10 @@ class SSVAE(LatentModel):
     r"""The M2 model of Kingma et al. (2014): a VAE whose label is a discrete latent variable.
 
     ``model(x, y=None)`` and ``guide(x, y=None)`` take a batch of data and, optionally, labels
-    (a LongTensor, :data:`~pyrovae.datasets.UNLABELLED` where unknown); the guide enumerates the
+    (a LongTensor, :data:`~pyrovae.data.datasets.UNLABELLED` where unknown); the guide enumerates the
     unknown labels in parallel, so train with the ``"enum"`` estimator::
 
-        train = pyrovae.datasets.with_labels(pyrovae.load("mnist"), num_labels=100)
+        train = pyrovae.data.datasets.with_labels(pyrovae.load("mnist"), num_labels=100)
         ssvae = pyrovae.SSVAE((1, 28, 28), num_classes=10)
         pyrovae.fit(ssvae, train, estimator="enum")
 
@@ -76,7 +76,7 @@ class SSVAE(LatentModel):
     :param latent_dim: dimension of :math:`z`.
     :param hidden: hidden layer sizes of the encoder and classifier (the decoder uses them reversed).
     :param activation: nonlinearity between layers.
-    :param likelihood: a name from :data:`pyrovae.likelihoods.LIKELIHOODS` or a likelihood module.
+    :param likelihood: a name from :data:`pyrovae.models.likelihoods.LIKELIHOODS` or a likelihood module.
     :param alpha: weight :math:`\alpha` of the classification term of each labelled data point.
         Kingma et al. set :math:`\alpha = 0.1 N` for the mean over the :math:`N_l` labelled points,
         i.e. :math:`0.1 N / N_l` each (50 for 100 labels of 50,000); Pyro's tutorial uses 46.

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.distributions import constraints
 
-from .errors import ConfigError, DataError, unknown_name
-from .options import parse_spec
+from pyrovae.errors import ConfigError, DataError, unknown_name
+from pyrovae.options import parse_spec
 
 
 class Likelihood(nn.Module):

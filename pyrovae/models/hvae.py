@@ -8,7 +8,7 @@ plate ``"data"``:
 
 with diagonal Gaussian conditionals :math:`p_\theta(z_1 \mid z_2)`, :math:`q_\phi(z_2 \mid x)`,
 :math:`q_\phi(z_1 \mid x, z_2)`. The prior :math:`p_\lambda(z_2)` is on the top layer and may be
-any prior of :mod:`pyrovae.priors`; with the VampPrior it is
+any prior of :mod:`pyrovae.models.priors`; with the VampPrior it is
 :math:`\frac1K\sum_k q_\phi(z_2 \mid u_k)`, which is why the top layer is inferred from
 :math:`x` alone (the VampPrior paper's choice; Burda et al.'s two-layer IWAE instead infers
 :math:`q(z_1 \mid x)\, q(z_2 \mid z_1)` and decodes from :math:`z_1` only).
@@ -17,11 +17,11 @@ Two families of networks (``network=``): ``"mlp"``, fully connected layers with 
 between them, where :math:`q(z_1 \mid x, z_2)`'s first layer and :math:`p(x \mid z_1, z_2)`'s read
 the concatenations :math:`[x; z_2]` and :math:`[z_1; z_2]`; and ``"gated"``, the networks of the
 paper's code (``models/HVAE_2level.py`` of ``github.com/jmtomczak/vae_vampprior``): gated dense
-layers everywhere (:class:`~pyrovae.nn.GatedDense`), every Gaussian's log-variance clamped to
+layers everywhere (:class:`~pyrovae.models.nn.GatedDense`), every Gaussian's log-variance clamped to
 :math:`[-6, 2]` (:math:`q(z_2 \mid x)`, :math:`q(z_1 \mid x, z_2)` and :math:`p(z_1 \mid z_2)`
 alike), and the two inputs of :math:`q(z_1 \mid x, z_2)` and of :math:`p(x \mid z_1, z_2)` each
 through a gated layer of its own before a gated layer reads their concatenation
-(:class:`~pyrovae.nn.ConditionalGatedEncoder`, :class:`~pyrovae.nn.ConditionalGatedDecoder`).
+(:class:`~pyrovae.models.nn.ConditionalGatedEncoder`, :class:`~pyrovae.models.nn.ConditionalGatedDecoder`).
 
 The model and guide are a plain Pyro pair with sites ``"z2"``, ``"z1"`` and ``"x"`` in
 ``pyro.plate("data", N)``: every trainer, estimator and evaluator of pyrovae works on it as on
@@ -39,10 +39,10 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from .errors import ConfigError, unknown_name
-from .handlers import DATA_PLATE
-from .likelihoods import Likelihood
-from .nn import (
+from pyrovae.errors import ConfigError, unknown_name
+from pyrovae.handlers import DATA_PLATE
+from pyrovae.models.likelihoods import Likelihood
+from pyrovae.models.nn import (
     ConditionalGatedDecoder,
     ConditionalGatedEncoder,
     ConditionalMLPEncoder,
@@ -50,11 +50,11 @@ from .nn import (
     MLPDecoder,
     MLPEncoder,
 )
-from .nn import activation as check_activation
-from .options import check_options
-from .vae import LatentModel
+from pyrovae.models.nn import activation as check_activation
+from pyrovae.models.vae import LatentModel
+from pyrovae.options import check_options
 
-#: the network families an :class:`HVAE` is built of (see :data:`pyrovae.nn.NETWORKS`)
+#: the network families an :class:`HVAE` is built of (see :data:`pyrovae.models.nn.NETWORKS`)
 NETWORKS = ("mlp", "gated")
 
 
@@ -67,11 +67,11 @@ class HVAE(LatentModel):
     :param latent_dim: dimension of the bottom latent :math:`z_1`.
     :param latent_dim2: dimension of the top latent :math:`z_2` (default: ``latent_dim``).
     :param hidden: hidden layer sizes of every network (the paper: ``(300, 300)``).
-    :param activation: nonlinearity between layers (see :data:`pyrovae.nn.ACTIVATIONS`) of
+    :param activation: nonlinearity between layers (see :data:`pyrovae.models.nn.ACTIVATIONS`) of
         ``"mlp"`` networks; checked but not used by ``"gated"`` ones, whose gates are the nonlinearity.
-    :param likelihood: a name from :data:`pyrovae.likelihoods.LIKELIHOODS` or a
-        :class:`~pyrovae.likelihoods.Likelihood`.
-    :param prior: the prior of :math:`z_2`, a name from :data:`pyrovae.priors.PRIORS` or a prior
+    :param likelihood: a name from :data:`pyrovae.models.likelihoods.LIKELIHOODS` or a
+        :class:`~pyrovae.models.likelihoods.Likelihood`.
+    :param prior: the prior of :math:`z_2`, a name from :data:`pyrovae.models.priors.PRIORS` or a prior
         module; the ``"vamp"`` prior uses the encoder of :math:`q(z_2 \mid x)`.
     :param prior_components: components of a ``"mixture"`` prior or pseudo-inputs of ``"vamp"``.
     :param likelihood_scale: standard deviation of a Gaussian likelihood (initial value if learned).

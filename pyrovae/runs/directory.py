@@ -3,7 +3,7 @@
 A run directory holds
 
 - ``checkpoint.pt``: the run's whole state after its last completed epoch, committed by one
-  atomic rename (:func:`~pyrovae.io.save_checkpoint`): the parameters, the optimizer's state, the
+  atomic rename (:func:`~pyrovae.storage.save_checkpoint`): the parameters, the optimizer's state, the
   history, the best validation bound with its epoch and parameters, the early-stopping counter,
   the options of :func:`~pyrovae.fit` and the run's configuration, with a checksum. A process killed
   at any instant leaves either the previous epoch's state or the new one, never a mixture, and
@@ -12,7 +12,7 @@ A run directory holds
 - ``config.json``: the run's configuration, readable (a copy of the checkpoint's);
 - ``history.csv``, ``results.json`` and figures: exports of the above, rewritten after each commit
   (a kill between the commit and an export leaves an export one epoch behind, rewritten on resume);
-- ``.lock``: the advisory lock of the process writing to it (:class:`~pyrovae.io.RunLock`).
+- ``.lock``: the advisory lock of the process writing to it (:class:`~pyrovae.storage.RunLock`).
 
 :class:`RunDirectory` checks a directory before anything is written (a file in the way, no write
 permission, too little free space, a run that would be mixed with another), then locks it,
@@ -27,9 +27,9 @@ from pathlib import Path
 
 from torch import nn
 
-from . import distributed
-from .errors import CheckpointError, ConfigError, RunDirError
-from .io import TEMPORARY, RunLock, check_writable, load_checkpoint, remove_temporaries, save_checkpoint
+from pyrovae import distributed
+from pyrovae.errors import CheckpointError, ConfigError, RunDirError
+from pyrovae.storage import TEMPORARY, RunLock, check_writable, load_checkpoint, remove_temporaries, save_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.csv"
@@ -68,7 +68,7 @@ STATE_KEYS = ("epoch", "model", "optimizer", "history", "best", "best_epoch", "b
 
 
 def read_state(path: Path, keys=STATE_KEYS) -> dict:
-    """The checkpoint at ``path`` (see :func:`~pyrovae.io.load_checkpoint`), refused with a
+    """The checkpoint at ``path`` (see :func:`~pyrovae.storage.load_checkpoint`), refused with a
     :class:`~pyrovae.errors.CheckpointError` naming what it lacks of ``keys``."""
     state = load_checkpoint(path)
     missing = [key for key in keys if key not in state]

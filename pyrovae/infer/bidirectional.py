@@ -29,14 +29,14 @@ import pandas as pd
 import pyro.poutine as poutine
 import torch
 
-from . import devices
-from .ais import AIS, ais
-from .distributed import derived_seed
-from .errors import ConfigError
-from .options import check_keywords, check_options
-from .results import Result, mean_stderr
-from .seeds import seeded
-from .traces import scored_sites
+from pyrovae import devices
+from pyrovae.distributed import derived_seed
+from pyrovae.errors import ConfigError
+from pyrovae.infer.annealing import AIS, ais
+from pyrovae.infer.pair import scored_sites
+from pyrovae.options import check_keywords, check_options
+from pyrovae.results import Result, mean_stderr
+from pyrovae.seeds import seeded
 
 __all__ = ["BDMC", "bdmc"]
 
@@ -221,7 +221,7 @@ def bdmc(
     **ais_kwargs,
 ) -> BDMC:
     r"""Sandwich :math:`\log p(x)` of ``num_data`` data points simulated from the model between
-    forward and reverse AIS (Grosse et al. 2015; see :mod:`pyrovae.bdmc`).
+    forward and reverse AIS (Grosse et al. 2015; see :mod:`pyrovae.infer.bidirectional`).
 
     The model is run once without data, as ``model(*simulate_args, **simulate_kwargs)``, by
     default ``model(batch_size=num_data)`` (how :class:`~pyrovae.VAE` samples; a model of your own

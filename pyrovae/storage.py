@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError, RunDirError, StorageError
+from pyrovae.errors import CheckpointError, RunDirError, StorageError
 
 #: the environment variable naming a :func:`pause_point` for tests, and the file it then creates
 PAUSE_AT, PAUSE_FILE = "PYROVAE_PAUSE_AT", "PYROVAE_PAUSE_FILE"

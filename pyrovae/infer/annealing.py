@@ -17,13 +17,13 @@ with :math:`\mathbb E[w] = p(x)`. Averaging :math:`K` independent chains,
 :math:`\log \frac1K \sum_k w_k` is a stochastic lower bound on :math:`\log p(x)` (Jensen), which
 tightens as :math:`T` grows. Run backwards from an exact posterior draw (:math:`\beta` from 1 to 0),
 the same recursion gives weights with :math:`\mathbb E[w] = 1/p(x)`, so :math:`-\log \frac1K
-\sum_k w_k` is a stochastic *upper* bound: see :mod:`pyrovae.bdmc`.
+\sum_k w_k` is a stochastic *upper* bound: see :mod:`pyrovae.infer.bidirectional`.
 
 The transitions are Hamiltonian Monte Carlo (Neal 2011) with an identity mass matrix, one
 trajectory of ``leapfrog_steps`` steps per annealing step, in the unconstrained space of
 :func:`torch.distributions.biject_to` (the log-determinant of the Jacobian is added to the
 potential, as in Pyro's HMC). The chains are an outer plate, like the particles of
-:func:`~pyrovae.importance.log_likelihood`, so one trace of the model and one gradient evaluate
+:func:`~pyrovae.infer.importance.log_likelihood`, so one trace of the model and one gradient evaluate
 every chain of every data point at once.
 
 The step size :math:`\epsilon_t` of each data point's transition at :math:`\beta_t` is adapted as
@@ -82,14 +82,12 @@ import pyro.poutine as poutine
 import torch
 from torch.distributions import biject_to, constraints
 
-from . import devices, distributed
-from .diagnostics import reduce_log_weights
-from .errors import ConfigError, DataError
-from .importance import PerDatapoint
-from .infer import Chunk, Sweep
-from .options import check_option, check_options, check_schedule
-from .seeds import seeded
-from .traces import (
+from pyrovae import devices, distributed
+from pyrovae.errors import ConfigError, DataError
+from pyrovae.infer import Chunk, Sweep
+from pyrovae.infer.diagnostics import reduce_log_weights
+from pyrovae.infer.importance import PerDatapoint
+from pyrovae.infer.pair import (
     Pair,
     check_support,
     data_frame,
@@ -97,6 +95,8 @@ from .traces import (
     scored_sites,
     site_log_density,
 )
+from pyrovae.options import check_option, check_options, check_schedule
+from pyrovae.seeds import seeded
 
 __all__ = ["AIS", "ais", "annealing_schedule"]
 
@@ -185,7 +185,7 @@ class AIS(PerDatapoint):
 
     @property
     def name(self) -> str:
-        """Row name in a :class:`~pyrovae.bounds.Bounds` ladder: ``"AIS-T"`` or ``"reverse AIS-T"``."""
+        """Row name in a :class:`~pyrovae.infer.ladder.Bounds` ladder: ``"AIS-T"`` or ``"reverse AIS-T"``."""
         return f"{'reverse ' if self.reverse else ''}AIS-{self.num_steps}"
 
     def summary(self) -> str:
@@ -568,7 +568,7 @@ def ais(
     :math:`q(z \mid x_n)` (``start="guide"``) or the prior (``start="prior"``), and are annealed
     along the geometric path to :math:`p(z \mid x_n)` over ``num_steps`` = :math:`T` steps of the
     ``schedule``, with one HMC trajectory of ``leapfrog_steps`` leapfrog steps per step (see
-    :mod:`pyrovae.ais`). The estimate :math:`\log \frac1K \sum_k w_k` is a stochastic lower bound
+    :mod:`pyrovae.infer.annealing`). The estimate :math:`\log \frac1K \sum_k w_k` is a stochastic lower bound
     on :math:`\log p(x_n)` (exact for every :math:`T` when :math:`f_0` is the exact posterior);
     with :math:`T = 1` it is importance sampling with :math:`K` draws.
 
@@ -578,7 +578,7 @@ def ais(
 
     The HMC step sizes are adapted toward ``target_accept`` by a pilot run, not by the chains of
     the estimate, so that their weights keep :math:`\mathbb E[w] = p(x_n)` (forward) and
-    :math:`\mathbb E[w] = 1/p(x_n)` (reverse); see :mod:`pyrovae.ais`.
+    :math:`\mathbb E[w] = 1/p(x_n)` (reverse); see :mod:`pyrovae.infer.annealing`.
 
     The model and guide are as for :func:`~pyrovae.log_likelihood` (every site in the data plate,
     chains vectorized in an outer plate), and every latent must be continuous; constrained latents
@@ -597,7 +597,7 @@ def ais(
     :param bool adapt_step_size: adapt the step size of each data point after each transition, in
         a pilot run of :math:`\max(1, \lfloor K/4 \rfloor)` chains per data point from
         :math:`f_0` (in reverse: forward, then back), whose schedule of step sizes the :math:`K`
-        chains then follow (see :mod:`pyrovae.ais`: adapting on the chains themselves would bias
+        chains then follow (see :mod:`pyrovae.infer.annealing`: adapting on the chains themselves would bias
         the weights); for :math:`K \ge 4` it adds a quarter to the computation forward, half in
         reverse (more time on small models). Without it, every transition has ``step_size``.
     :param str start: ``"guide"`` or ``"prior"``.

@@ -56,15 +56,15 @@ import pyro.poutine as poutine
 import torch
 from torch.distributions import transform_to
 
-from . import devices
-from .data import DataSource
-from .errors import ConfigError, DataError, unknown_name
-from .importance import LogWeights, log_likelihood
-from .infer import Chunk, Sweep
-from .options import check_options
-from .results import Result
-from .seeds import seeded
-from .traces import Pair, latents, scored_sites, site_log_density, trace_pair
+from pyrovae import devices
+from pyrovae.data.source import DataSource
+from pyrovae.errors import ConfigError, DataError, unknown_name
+from pyrovae.infer import Chunk, Sweep
+from pyrovae.infer.importance import LogWeights, log_likelihood
+from pyrovae.infer.pair import Pair, latents, scored_sites, site_log_density, trace_pair
+from pyrovae.options import check_options
+from pyrovae.results import Result
+from pyrovae.seeds import seeded
 
 __all__ = [
     "METHODS",
@@ -325,7 +325,7 @@ def likelihood_regret(
 
 def _sweep(model, guide, data, batch_size: int, seed: int, device, progress: bool, desc: str, **probe):
     """The :class:`~pyrovae.infer.Sweep` of a per-datapoint score and the pair probed on its first
-    data point (with the options ``probe`` of :class:`~pyrovae.traces.Pair`)."""
+    data point (with the options ``probe`` of :class:`~pyrovae.infer.pair.Pair`)."""
     dev = devices.place(model, guide, device=device)
     sweep = Sweep(data, batch_size, device=dev, seed=seed, progress=progress, desc=desc)
     return sweep, Pair(model, guide, sweep.args(0, 1), {}, **probe)
@@ -521,7 +521,7 @@ def anomaly_scores(
         raise ConfigError(
             "method 'likelihood-ratio' needs background=(model, guide) of a background model: the "
             "same architecture trained with pyrovae.fit on inputs perturbed by "
-            "pyrovae.anomaly.perturb(x, rate) (Ren et al. 2019)"
+            "pyrovae.analysis.anomaly.perturb(x, rate) (Ren et al. 2019)"
         )
     if method == "complexity":
         complexity(source.chunk(0, 1)[0])  # images of the right kind, before the long computation

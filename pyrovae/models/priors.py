@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError, unknown_name
+from pyrovae.errors import ConfigError, unknown_name
 
 
 class DiagonalNormalMixture(dist.MixtureSameFamily):

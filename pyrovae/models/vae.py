@@ -23,13 +23,13 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
-from .errors import ConfigError, DataError
-from .handlers import DATA_PLATE
-from .likelihoods import Likelihood
-from .likelihoods import likelihood as _likelihood
-from .nn import networks
-from .options import check_options
-from .priors import prior as make_prior
+from pyrovae.errors import ConfigError, DataError
+from pyrovae.handlers import DATA_PLATE
+from pyrovae.models.likelihoods import Likelihood
+from pyrovae.models.likelihoods import likelihood as _likelihood
+from pyrovae.models.nn import networks
+from pyrovae.models.priors import prior as make_prior
+from pyrovae.options import check_options
 
 
 class LatentModel(PyroModule):
@@ -37,8 +37,8 @@ class LatentModel(PyroModule):
     likelihood, the prior of the top latent, and the checks of data against the model.
 
     :param event_shape: shape of one data point, e.g. ``(1, 28, 28)`` or ``784``.
-    :param likelihood: a name from :data:`pyrovae.likelihoods.LIKELIHOODS` or a
-        :class:`~pyrovae.likelihoods.Likelihood`.
+    :param likelihood: a name from :data:`pyrovae.models.likelihoods.LIKELIHOODS` or a
+        :class:`~pyrovae.models.likelihoods.Likelihood`.
     :param likelihood_scale: standard deviation of a Gaussian likelihood (initial value if learned).
     """
 
@@ -80,7 +80,7 @@ class LatentModel(PyroModule):
         )
 
     def run_options(self) -> dict | None:
-        """The options of :class:`~pyrovae.run.RunConfig` that rebuild this model (what
+        """The options of :class:`~pyrovae.runs.run.RunConfig` that rebuild this model (what
         :func:`~pyrovae.fit` stores in a run directory for :func:`~pyrovae.load_run`), or ``None``
         if a part of it was given as a module rather than by name."""
         return None if self._options is None else dict(self._options)
@@ -131,17 +131,17 @@ class VAE(LatentModel):
     :param event_shape: shape of one data point, e.g. ``(1, 28, 28)`` or ``784``.
     :param latent_dim: dimension of :math:`z`.
     :param hidden: hidden layer sizes of the encoder (the decoder uses them reversed).
-    :param activation: nonlinearity between layers (see :data:`pyrovae.nn.ACTIVATIONS`); checked but
+    :param activation: nonlinearity between layers (see :data:`pyrovae.models.nn.ACTIVATIONS`); checked but
         not used by ``network="gated"``, whose gates are the nonlinearity.
-    :param likelihood: a name from :data:`pyrovae.likelihoods.LIKELIHOODS` or a
-        :class:`~pyrovae.likelihoods.Likelihood`.
-    :param prior: a name from :data:`pyrovae.priors.PRIORS` or a prior module (see
-        :mod:`pyrovae.priors`); the ``"vamp"`` prior uses this VAE's encoder.
+    :param likelihood: a name from :data:`pyrovae.models.likelihoods.LIKELIHOODS` or a
+        :class:`~pyrovae.models.likelihoods.Likelihood`.
+    :param prior: a name from :data:`pyrovae.models.priors.PRIORS` or a prior module (see
+        :mod:`pyrovae.models.priors`); the ``"vamp"`` prior uses this VAE's encoder.
     :param prior_components: the number of components of a ``"mixture"`` prior or of
-        pseudo-inputs of a ``"vamp"`` prior (default :data:`pyrovae.priors.DEFAULT_COMPONENTS`).
+        pseudo-inputs of a ``"vamp"`` prior (default :data:`pyrovae.models.priors.DEFAULT_COMPONENTS`).
     :param network: ``"mlp"``, ``"conv"`` (image-shaped data) or ``"gated"`` (the VampPrior paper's
         gated dense layers, with ``hidden=(300, 300)`` and ``latent_dim=40`` there; see
-        :mod:`pyrovae.nn`), ignored when ``encoder`` and ``decoder`` are given.
+        :mod:`pyrovae.models.nn`), ignored when ``encoder`` and ``decoder`` are given.
     :param encoder: a module mapping ``x -> (loc, scale)`` of :math:`q(z\\mid x)`.
     :param decoder: a module mapping ``z -> likelihood parameters`` of shape ``event_shape``.
     :param likelihood_scale: standard deviation of a Gaussian likelihood (initial value if learned).

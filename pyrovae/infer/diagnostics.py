@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from .errors import DataError
+from pyrovae.errors import DataError
 
 __all__ = ["KHAT_BAD", "KHAT_GOOD", "reduce_log_weights"]
 

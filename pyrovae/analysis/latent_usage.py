@@ -51,15 +51,15 @@ import pyro.poutine as poutine
 import torch
 from pyro.distributions import Independent
 
-from . import distributed
-from .errors import ConfigError
-from .importance import LogWeights
-from .infer import Chunk, Sweep
-from .latent_space import per_datapoint, site_mean
-from .options import check_options
-from .results import Result, mean_stderr
-from .seeds import seeded
-from .traces import kl_divergence, reduce_site, scored_sites, site_log_density
+from pyrovae import distributed
+from pyrovae.analysis.latent_space import per_datapoint, site_mean
+from pyrovae.errors import ConfigError
+from pyrovae.infer import Chunk, Sweep
+from pyrovae.infer.importance import LogWeights
+from pyrovae.infer.pair import kl_divergence, reduce_site, scored_sites, site_log_density
+from pyrovae.options import check_options
+from pyrovae.results import Result, mean_stderr
+from pyrovae.seeds import seeded
 
 __all__ = ["ACTIVITY_THRESHOLD", "COLLAPSE_KL", "LatentStats", "latent_stats"]
 
@@ -235,7 +235,7 @@ class LatentStats(Result):
     def plot(self, path=None):
         """KL (where defined) and activity per dimension, each site's dimensions sorted by KL (else
         by activity), the activity threshold drawn: a figure, saved as PNG when ``path`` is given."""
-        from .plots import figure, save
+        from pyrovae.plots import figure, save
 
         sites = list(self.sites.index)
         fig = figure(figsize=(max(6.0, 0.12 * len(self.dims) + 2.5 * len(sites)), 5.0))

@@ -17,9 +17,9 @@ Where every latent site has a closed-form KL divergence, the ELBO is also estima
 
 The result keeps its rows in an ordered mapping, so that other estimators can add theirs: on
 request, annealed importance sampling adds an "AIS-T" row per number of annealing steps
-:math:`T` (a tighter stochastic lower bound, see :mod:`pyrovae.ais`), and bidirectional Monte
+:math:`T` (a tighter stochastic lower bound, see :mod:`pyrovae.infer.annealing`), and bidirectional Monte
 Carlo sandwiches :math:`\log p(x)` on data points simulated from the model (a different set of
-data points, so kept beside the rows, see :mod:`pyrovae.bdmc`).
+data points, so kept beside the rows, see :mod:`pyrovae.infer.bidirectional`).
 
 References:
 
@@ -39,15 +39,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import distributed
-from .ais import AIS, ais
-from .bdmc import BDMC, bdmc
-from .errors import ConfigError
-from .importance import LogLikelihood, LogWeights, reduction
-from .io import atomic_path
-from .options import DOMAINS, check_keywords, check_options
-from .results import Result, mean_stderr
-from .seeds import seeded
+from pyrovae import distributed
+from pyrovae.errors import ConfigError
+from pyrovae.infer.annealing import AIS, ais
+from pyrovae.infer.bidirectional import BDMC, bdmc
+from pyrovae.infer.importance import LogLikelihood, LogWeights, reduction
+from pyrovae.options import DOMAINS, check_keywords, check_options
+from pyrovae.results import Result, mean_stderr
+from pyrovae.seeds import seeded
+from pyrovae.storage import atomic_path
 
 __all__ = ["Bounds", "bounds", "iwae_bounds"]
 
@@ -276,7 +276,7 @@ class Bounds(Result):
         BDMC, a second panel shows its lower and upper bounds on the simulated data points. Saves
         a PNG atomically when ``path`` is given. Returns the :class:`matplotlib.figure.Figure`
         (made without pyplot, so no display or interactive backend is needed)."""
-        from .plots import figure
+        from pyrovae.plots import figure
 
         fig = figure(figsize=(6 if self.bdmc is None else 10, 4), layout="constrained")
         ax, *right = fig.subplots(1, 1 if self.bdmc is None else 2, squeeze=False)[0]
@@ -343,7 +343,7 @@ def bounds(
     r"""Estimate the ladder ELBO :math:`\le` IWAE-:math:`k` :math:`\le \log p(x)` per data point.
 
     :math:`K = \max(ks)` log-weights are drawn once per data point, exactly as in
-    :func:`~pyrovae.importance.log_likelihood`, and each data chunk is reduced right away to the
+    :func:`~pyrovae.infer.importance.log_likelihood`, and each data chunk is reduced right away to the
     IWAE-:math:`k` estimates of :func:`iwae_bounds` (so the ``(N, K)`` matrix is never held
     whole), the analytic-KL ELBO when ``analytic_kl`` and available, and the diagnostics of the
     IWAE-:math:`K` estimate (kept as :attr:`Bounds.log_likelihood`).
@@ -355,9 +355,9 @@ def bounds(
     respect to the model (checked as Pyro does, by the order of the latent sites); when that
     check fails or some latent has no registered KL, the row is omitted with a note.
 
-    :param model: the model, as for :func:`~pyrovae.importance.log_likelihood`.
+    :param model: the model, as for :func:`~pyrovae.infer.importance.log_likelihood`.
     :param guide: the guide.
-    :param data: the data, as for :func:`~pyrovae.importance.log_likelihood`.
+    :param data: the data, as for :func:`~pyrovae.infer.importance.log_likelihood`.
     :param ks: the :math:`k` of the IWAE rows, positive integers.
     :param bool analytic_kl: add the analytic-KL ELBO row where possible.
     :param ais_steps: for each :math:`T`, add a row "AIS-T" from :func:`~pyrovae.ais` with
@@ -372,11 +372,11 @@ def bounds(
     :param bool progress: show a progress bar.
     :param log_likelihood_kwargs: ``data_plate``, ``batch_size``, ``particle_batch_size``,
         ``max_memory``, ``model_args``, ``model_kwargs``, ``device`` and ``return_log_weights``
-        (kept in :attr:`Bounds.log_likelihood`), as for :func:`~pyrovae.importance.log_likelihood`;
+        (kept in :attr:`Bounds.log_likelihood`), as for :func:`~pyrovae.infer.importance.log_likelihood`;
         ``data_plate``, ``model_args``, ``model_kwargs`` and ``device`` apply to AIS and BDMC too.
 
     Launched by ``torchrun``, the data points are sharded across the workers and every row
-    gathered, as in :func:`~pyrovae.importance.log_likelihood`: the one-process values, on every rank.
+    gathered, as in :func:`~pyrovae.infer.importance.log_likelihood`: the one-process values, on every rank.
     :rtype: Bounds
     """
     ks = _counts("ks", ks, "(1, 10, 100)")

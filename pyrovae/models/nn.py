@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError, unknown_name
+from pyrovae.errors import ConfigError, unknown_name
 
 #: the nonlinearities between layers, by name
 ACTIVATIONS = {
@@ -295,7 +295,7 @@ class GatedDecoder(nn.Module):
 
     The authors' decoder ends in a sigmoid, the Bernoulli means; here the output layer gives the
     likelihood's parameters, the logits of a Bernoulli likelihood, which is the same model (see
-    :mod:`pyrovae.likelihoods`). Weights He-initialized (:func:`he_init`)."""
+    :mod:`pyrovae.models.likelihoods`). Weights He-initialized (:func:`he_init`)."""
 
     def __init__(self, event_shape: Sequence[int], latent_dim: int, hidden: Sequence[int]):
         super().__init__()

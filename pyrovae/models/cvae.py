@@ -7,7 +7,7 @@ r"""The conditional VAE (Sohn, Lee & Yan 2015): a VAE of :math:`x` given an obse
 with :math:`p(z) = \mathcal{N}(0, I)`. The condition is data, not a latent: a class label
 (one-hot encoded), or any observed vector, e.g. the top half of an image when :math:`x` is its
 bottom half. Its model and guide take ``(x, c)``, so :func:`~pyrovae.fit` trains it on a data
-set whose ``batch`` returns ``(x, c)`` (:func:`~pyrovae.datasets.with_labels` for labels) and
+set whose ``batch`` returns ``(x, c)`` (:func:`~pyrovae.data.datasets.with_labels` for labels) and
 :func:`~pyrovae.log_likelihood` estimates :math:`\log p(x \mid c)` from the tuple ``(x, c)``.
 
 Reference: K. Sohn, H. Lee and X. Yan (2015), "Learning Structured Output Representation using
@@ -24,11 +24,11 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError, DataError
-from .handlers import DATA_PLATE
-from .likelihoods import Likelihood
-from .nn import ConditionalMLPDecoder, ConditionalMLPEncoder
-from .vae import LatentModel
+from pyrovae.errors import ConfigError, DataError
+from pyrovae.handlers import DATA_PLATE
+from pyrovae.models.likelihoods import Likelihood
+from pyrovae.models.nn import ConditionalMLPDecoder, ConditionalMLPEncoder
+from pyrovae.models.vae import LatentModel
 
 __all__ = ["CVAE"]
 
@@ -43,7 +43,7 @@ class CVAE(LatentModel):
     :param latent_dim: dimension of :math:`z`.
     :param hidden: hidden layer sizes of the encoder (the decoder uses them reversed).
     :param activation: nonlinearity between layers.
-    :param likelihood: a name from :data:`pyrovae.likelihoods.LIKELIHOODS` or a likelihood module.
+    :param likelihood: a name from :data:`pyrovae.models.likelihoods.LIKELIHOODS` or a likelihood module.
     """
 
     def __init__(

@@ -13,7 +13,7 @@ encoder :math:`\alpha_\phi` of logits. The guide *samples* :math:`z` (``OneHotCa
 the importance weights :math:`\log p(x, z) - \log q(z \mid x)` include both categorical
 log-probabilities, and the pair is trained by the score-function estimators (``"tracegraph"``,
 ``"elbo"``, ``"vimco"``, ``"rws"``). With ``baseline=True`` the site carries NVIL's
-input-dependent baseline for ``"tracegraph"`` (:mod:`pyrovae.baselines`).
+input-dependent baseline for ``"tracegraph"`` (:mod:`pyrovae.models.baselines`).
 
 **The relaxed model** (``relaxed=λ``, a temperature :math:`\lambda > 0`) replaces each one-hot
 :math:`z_m` by a point of the simplex, Concrete-distributed (Maddison, Mnih & Teh 2017; the
@@ -71,14 +71,14 @@ from pyro.distributions.torch_distribution import TorchDistributionMixin
 from torch import nn
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical as _ExpRelaxedCategorical
 
-from .baselines import InputBaseline
-from .errors import ConfigError
-from .handlers import DATA_PLATE
-from .likelihoods import Likelihood
-from .nn import MLPDecoder, mlp
-from .nn import activation as check_activation
-from .options import UNITS, check_options
-from .vae import LatentModel
+from pyrovae.errors import ConfigError
+from pyrovae.handlers import DATA_PLATE
+from pyrovae.models.baselines import InputBaseline
+from pyrovae.models.likelihoods import Likelihood
+from pyrovae.models.nn import MLPDecoder, mlp
+from pyrovae.models.nn import activation as check_activation
+from pyrovae.models.vae import LatentModel
+from pyrovae.options import UNITS, check_options
 
 __all__ = ["CategoricalVAE", "ExpRelaxedCategorical"]
 
@@ -117,15 +117,15 @@ class CategoricalVAE(LatentModel):
     :param num_latents: :math:`M`, the number of categorical latents.
     :param num_categories: :math:`C`, the categories of each (at least 2).
     :param hidden: hidden layer sizes of the encoder (the decoder uses them reversed).
-    :param activation: nonlinearity between layers (see :data:`pyrovae.nn.ACTIVATIONS`).
-    :param likelihood: a name from :data:`pyrovae.likelihoods.LIKELIHOODS` or a
-        :class:`~pyrovae.likelihoods.Likelihood`.
+    :param activation: nonlinearity between layers (see :data:`pyrovae.models.nn.ACTIVATIONS`).
+    :param likelihood: a name from :data:`pyrovae.models.likelihoods.LIKELIHOODS` or a
+        :class:`~pyrovae.models.likelihoods.Likelihood`.
     :param relaxed: ``None`` for the discrete model, or the Concrete temperature :math:`\lambda` of
         the guide for the relaxed one (settable later: :attr:`relaxed`).
     :param prior_temperature: the Concrete temperature :math:`\lambda_p` of the relaxed prior
         (default: :math:`\lambda`); only with ``relaxed``.
     :param baseline: give the site NVIL's input-dependent baseline for ``"tracegraph"`` in the
-        discrete model (see :mod:`pyrovae.baselines`).
+        discrete model (see :mod:`pyrovae.models.baselines`).
     :param likelihood_scale: standard deviation of a Gaussian likelihood (initial value if learned).
     """
 

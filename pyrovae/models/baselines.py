@@ -50,7 +50,7 @@ import torch
 from pyro.poutine.messenger import Messenger
 from torch import nn
 
-from .nn import mlp
+from pyrovae.models.nn import mlp
 
 __all__ = ["BaselineMessenger", "InputBaseline"]
 
@@ -89,7 +89,7 @@ class InputBaseline(nn.Module):
     :param event_shape: shape of one data point.
     :param sites: the names of the latent sites (one output each).
     :param hidden: hidden layer sizes.
-    :param activation: their nonlinearity (see :data:`pyrovae.nn.ACTIVATIONS`).
+    :param activation: their nonlinearity (see :data:`pyrovae.models.nn.ACTIVATIONS`).
     """
 
     def __init__(

@@ -15,7 +15,7 @@ same structure bottom-up,
 
 with :math:`f_l` linear (the SBN recognition models of the NVIL, VIMCO and RWS papers) or, with
 ``hidden=``, fully connected networks with hidden layers. The top bias :math:`b` is learned. The
-observation :math:`x \mid h_1` may use any likelihood of :mod:`pyrovae.likelihoods` on the
+observation :math:`x \mid h_1` may use any likelihood of :mod:`pyrovae.models.likelihoods` on the
 linear map :math:`W_0 h_1 + c_0` (a Bernoulli's logits, a Gaussian's means); the papers' SBN has
 the Bernoulli.
 
@@ -28,7 +28,7 @@ downstream cost), ``"elbo"`` (Pyro's :class:`~pyro.infer.Trace_ELBO`, whose scor
 uses the whole minibatch's ELBO as every site's learning signal: unbiased, but of high variance),
 and the multi-sample ``"vimco"`` and ``"rws"``. The reparameterized estimators (IWAE, DReG, STL)
 refuse it. With ``baseline=True`` every latent site carries NVIL's
-input-dependent baseline (:class:`~pyrovae.baselines.InputBaseline`), which ``"tracegraph"``
+input-dependent baseline (:class:`~pyrovae.models.baselines.InputBaseline`), which ``"tracegraph"``
 fits and subtracts from the site's downstream cost, and every other estimator ignores.
 
 Sites ``"h1"`` (next to :math:`x`) to ``"hL"`` (the top) and ``"x"`` lie in ``pyro.plate("data",
@@ -54,14 +54,14 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from .baselines import InputBaseline
-from .errors import ConfigError
-from .handlers import DATA_PLATE
-from .likelihoods import Likelihood
-from .nn import MLPDecoder, mlp
-from .nn import activation as check_activation
-from .options import UNITS, check_options
-from .vae import LatentModel
+from pyrovae.errors import ConfigError
+from pyrovae.handlers import DATA_PLATE
+from pyrovae.models.baselines import InputBaseline
+from pyrovae.models.likelihoods import Likelihood
+from pyrovae.models.nn import MLPDecoder, mlp
+from pyrovae.models.nn import activation as check_activation
+from pyrovae.models.vae import LatentModel
+from pyrovae.options import UNITS, check_options
 
 __all__ = ["SBN", "check_sizes"]
 
@@ -89,14 +89,14 @@ class SBN(LatentModel):
     :param latent_sizes: the numbers of units of :math:`h_1, \dots, h_L`, bottom (next to
         :math:`x`) first: ``(200,)`` is the one-layer SBN of the NVIL and VIMCO papers,
         ``(200, 200, 200)`` their three-layer one.
-    :param likelihood: a name from :data:`pyrovae.likelihoods.LIKELIHOODS` or a
-        :class:`~pyrovae.likelihoods.Likelihood`, on the logits (or means) :math:`W_0 h_1 + c_0`.
+    :param likelihood: a name from :data:`pyrovae.models.likelihoods.LIKELIHOODS` or a
+        :class:`~pyrovae.models.likelihoods.Likelihood`, on the logits (or means) :math:`W_0 h_1 + c_0`.
     :param hidden: hidden layer sizes of every recognition network :math:`f_l` (default none: the
         papers' linear-logistic recognition layers). The generative conditionals are always
         linear-logistic.
-    :param activation: nonlinearity of those hidden layers (see :data:`pyrovae.nn.ACTIVATIONS`).
+    :param activation: nonlinearity of those hidden layers (see :data:`pyrovae.models.nn.ACTIVATIONS`).
     :param baseline: give every latent site NVIL's input-dependent baseline for
-        ``"tracegraph"`` (see :mod:`pyrovae.baselines`).
+        ``"tracegraph"`` (see :mod:`pyrovae.models.baselines`).
     :param likelihood_scale: standard deviation of a Gaussian likelihood (initial value if learned).
     """
 
