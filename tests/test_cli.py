@@ -17,6 +17,7 @@ import torch
 
 import pyrovae
 from pyrovae import cli
+from pyrovae.cli.flags import default_bounds
 from pyrovae.runs.run import CONFIG, RunConfig, load_run
 from pyrovae.storage import load_checkpoint
 
@@ -400,7 +401,7 @@ def test_help_gives_every_option_one_line_and_its_true_default(command):
     "num_samples, ks", [(1, [1]), (10, [1, 10]), (300, [1, 10, 100, 300]), (5000, [1, 10, 100, 1000, 5000])]
 )
 def test_default_bounds_are_the_powers_of_ten_below_num_samples_and_num_samples(num_samples, ks):
-    assert cli._default_bounds(num_samples) == ks
+    assert default_bounds(num_samples) == ks
 
 
 @pytest.fixture

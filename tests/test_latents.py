@@ -1,4 +1,5 @@
-"""pyrovae.analysis.latent_usage: active units, KL per dimension and the ELBO decomposition, against closed forms.
+"""pyrovae.analysis.latent_usage: active units, KL per dimension and the ELBO decomposition, against
+closed forms.
 
 Statistical checks use fixed seeds and tolerances of four standard errors of the estimate (the
 standard error the result reports, across data points): a correct estimator fails such a check

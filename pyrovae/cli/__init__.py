@@ -1,0 +1,117 @@
+"""The ``pyrovae`` command line: ``train``, ``sample``, ``reconstruct``, ``evaluate``, ``compare``,
+``score``, ``detect`` and ``latents``, one module per command (its parser, ``add_parser``, and its
+work, ``run``), the flags they share defined once in :mod:`pyrovae.cli.flags`.
+
+Usage errors (unknown names, bad options, missing data, a run directory or an output file that
+would be overwritten) print one message naming the problem and its fix and exit with status 2; a
+run that fails (a NaN loss) exits with status 1. No traceback is shown for either.
+
+``sample``, ``reconstruct``, ``evaluate`` and ``compare`` never replace an existing file unless
+given ``--overwrite``, whether it is their default file in the run directory or an ``--out``; every
+output path is checked before anything is computed. ``python -m pyrovae`` runs the same command line.
+
+Every command runs under ``torchrun --nproc_per_node N`` too (see :mod:`pyrovae.distributed`):
+``train`` trains data-parallel and ``evaluate`` shards the data points; rank 0 alone prints and
+writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from pyrovae import __version__
+from pyrovae.cli import compare, detect, evaluate, latents, pictures, score, train
+from pyrovae.cli.flags import SPLITS, HelpFormatter, add_run_command
+from pyrovae.errors import PyroVAEError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pyrovae",
+        description="Variational autoencoders the Pyro way: train, sample, evaluate.",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version and exit"
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train.add_parser(sub)
+    s = add_run_command(sub, "sample", "draw images from a trained model's prior and decoder", "samples.png")
+    s.add_argument("--num", type=int, default=100, help="number of samples")
+    r = add_run_command(
+        sub, "reconstruct", "show data next to their reconstructions", "reconstructions-SPLIT.png"
+    )
+    r.add_argument("--split", choices=SPLITS, default="test", help="the split the images are drawn from")
+    r.add_argument("--num", type=int, default=20, help="number of images, drawn at random with --seed")
+    for command in (evaluate, compare, score, detect, latents):
+        command.add_parser(sub)
+    return p
+
+
+#: each command's function, ``run(args) -> exit status``
+COMMANDS = {
+    "train": train.run,
+    "sample": pictures.sample,
+    "reconstruct": pictures.reconstruct,
+    "evaluate": evaluate.run,
+    "compare": compare.run,
+    "score": score.run,
+    "detect": detect.run,
+    "latents": latents.run,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        backend = getattr(args, "backend", None)
+        with _rank_zero_stdout(backend), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            try:
+                return COMMANDS[args.command](args)
+            finally:
+                for w in caught:
+                    print(f"pyrovae {args.command}: warning: {w.message}", file=sys.stderr)
+    except PyroVAEError as e:
+        print(f"pyrovae {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:  # an I/O failure nothing above foresaw: one line, never a traceback
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"pyrovae {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"pyrovae {args.command}: interrupted{_after_interrupt(args)}", file=sys.stderr)
+        return 130
+
+
+def _after_interrupt(args: argparse.Namespace) -> str:
+    """What an interrupted ``train`` left, and how to continue it."""
+    from pyrovae.runs.directory import CHECKPOINT
+
+    if args.command != "train" or not args.run_dir:
+        return ""
+    run_dir = Path(args.run_dir)
+    if (run_dir / CHECKPOINT).is_file():
+        return (
+            f"; {run_dir / CHECKPOINT} holds the last completed epoch: continue with "
+            f"pyrovae train --run-dir {run_dir} --resume"
+        )
+    return f"; no epoch was completed: start again in place with pyrovae train --run-dir {run_dir} --resume"
+
+
+@contextlib.contextmanager
+def _rank_zero_stdout(backend: str | None):
+    """Start the process group under torchrun; only rank 0 prints to stdout (errors go to stderr)."""
+    from pyrovae import distributed
+
+    distributed.init(backend)
+    if distributed.is_main():
+        yield
+        return
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+        yield

@@ -1,0 +1,281 @@
+"""``pyrovae train``: train a VAE on a named data set into a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+from pyrovae.cli.flags import HelpFormatter, add_backend, hidden_sizes, optional
+from pyrovae.errors import ConfigError
+from pyrovae.options import check_option
+
+#: at most this many test images in the embedding figure ``pyrovae train`` writes
+EMBEDDED = 2000
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    from pyrovae.data.datasets import NAMES
+    from pyrovae.estimators import ESTIMATORS
+    from pyrovae.models.likelihoods import LIKELIHOODS
+    from pyrovae.models.nn import ACTIVATIONS, NETWORKS
+    from pyrovae.models.priors import DEFAULT_COMPONENTS, PRIORS
+    from pyrovae.runs.run import MODELS, RunConfig
+    from pyrovae.train.loop import OPTIMIZERS
+
+    defaults = RunConfig()
+
+    def option(group, flag: str, help: str, **kwargs) -> None:
+        """A configuration option: absent from the parsed arguments unless given (so that a value
+        that parses to None, such as --binarize none, is kept), its help ending in its default."""
+        name = flag[2:].replace("-", "_")
+        default = kwargs.pop("shown", getattr(defaults, name))
+        if isinstance(default, list):
+            default = ",".join(map(str, default))
+        group.add_argument(flag, default=argparse.SUPPRESS, help=f"{help} (default: {default})", **kwargs)
+
+    p = sub.add_parser(
+        "train",
+        help="train a VAE and write a run directory",
+        description="Train a VAE by SVI. Writes config.json, a checkpoint every epoch, history.csv, "
+        "figures (samples, reconstructions, learning curves, and the test set's latent space coloured "
+        "by class where it has labels) and results.json with the test bound. "
+        "With --resume, the options that define the model, its data and its objective are the run's "
+        "(giving another value is an error); --epochs, --patience, --lr, --clip-norm, --device, "
+        "--data-root and --download may change.",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("--config", metavar="FILE", help="read options from a JSON file (flags override it)")
+    p.add_argument("--run-dir", help="output directory (default: runs/DATASET-TIMESTAMP)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir from its last epoch (or finish its final evaluation)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="start a new run in a non-empty --run-dir")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_backend(p)
+    option(
+        p,
+        "--device",
+        "where to compute: auto (a GPU where there is one, else the CPU), cpu, cuda, cuda:N or mps",
+    )
+    p.add_argument(
+        "--test-samples",
+        type=int,
+        default=1000,
+        metavar="K",
+        help="importance samples per test image for the final log p(x) estimate, 0 to skip",
+    )
+    g = p.add_argument_group("data")
+    option(g, "--dataset", "data set", choices=NAMES)
+    option(g, "--data-root", "directory with the data files", shown="the data set's own")
+    option(g, "--download", "download missing data files", action="store_true")
+    option(
+        g,
+        "--binarize",
+        "dynamic, threshold, none, or default (the data set's own under a bernoulli likelihood, "
+        "none under others)",
+        type=optional(str),
+    )
+    g = p.add_argument_group("model")
+    option(
+        g,
+        "--likelihood",
+        f"observation model p(x|z): {', '.join(LIKELIHOODS)} (binomial:levels=L names the grey levels; "
+        "a data set's own are known), or default: binomial on digits, bernoulli otherwise",
+    )
+    option(g, "--likelihood-scale", "Gaussian likelihood's (initial) scale", type=float)
+    option(g, "--model", "vae, or hvae: two stochastic layers z2 -> z1 -> x", choices=MODELS)
+    option(g, "--prior", "prior of the (top) latent", choices=PRIORS)
+    option(
+        g,
+        "--prior-components",
+        "components of the mixture prior or pseudo-inputs of the vamp prior",
+        type=optional(int),
+        metavar="K",
+        shown=", ".join(f"{k} for {n}" for n, k in DEFAULT_COMPONENTS.items()),
+    )
+    option(g, "--network", "encoder and decoder family", choices=NETWORKS)
+    option(g, "--latent-dim", "dimension of z (of the bottom layer z1 of an hvae)", type=int)
+    option(
+        g,
+        "--latent-dim2",
+        "dimension of the top layer z2 of an hvae",
+        type=optional(int),
+        shown="--latent-dim",
+    )
+    option(g, "--hidden", "hidden layer sizes, comma separated, e.g. 400 or 300,300", type=hidden_sizes)
+    option(g, "--activation", "nonlinearity between layers", choices=sorted(ACTIVATIONS))
+    g = p.add_argument_group("training")
+    option(g, "--estimator", "the bound SVI maximizes", choices=sorted(ESTIMATORS))
+    option(
+        g,
+        "--k",
+        "particles per data point of the multi-sample estimators (per group for miwae and piwae)",
+        type=optional(int),
+        shown="the estimator's",
+    )
+    option(g, "--alpha", "order of the renyi bound", type=optional(float), shown="the estimator's")
+    option(g, "--m", "groups of k particles of miwae and piwae", type=optional(int), shown="the estimator's")
+    option(
+        g,
+        "--mix",
+        "weight of the ELBO in ciwae's mix with IWAE-k",
+        type=optional(float),
+        shown="the estimator's",
+    )
+    option(
+        g,
+        "--beta",
+        "weight of the KL (latent) part of any estimator (beta-VAE)",
+        type=optional(float),
+        shown=1,
+    )
+    option(g, "--epochs", "epochs to train (in all, counting those of a resumed run)", type=int)
+    option(g, "--batch-size", "data points per step", type=int)
+    option(g, "--lr", "learning rate", type=float)
+    option(g, "--optimizer", "optimizer (adam-normgrad: the VampPrior paper's)", choices=tuple(OPTIMIZERS))
+    option(g, "--kl-warmup", "epochs of linear KL warm-up, 0 for none", type=int)
+    option(g, "--clip-norm", "clip gradients to this global norm, none for no clipping", type=optional(float))
+    option(
+        g, "--patience", "early stopping patience in epochs, none for no early stopping", type=optional(int)
+    )
+    option(g, "--seed", "seed of the initial parameters, the shuffling and the draws", type=int)
+    return p
+
+
+def _train_config(args: argparse.Namespace, run_dir: Path | None):
+    """The run's configuration: with --resume, the checkpoint's (or, before the first epoch was
+    saved, config.json's) with the options a resumed run may change; else --config's or the
+    defaults; then the flags given. A flag that would change a resumed run's model, data or
+    objective is an error naming it."""
+    from pyrovae.runs.directory import CHECKPOINT, CONFIG, read_state
+    from pyrovae.runs.run import MUTABLE, RunConfig
+
+    if args.config and args.resume:
+        raise ConfigError(
+            "--resume takes the run's configuration from its checkpoint; drop --config and give the "
+            "options to change (--epochs, --lr, ...) as flags"
+        )
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig) if hasattr(args, f.name)}
+    base, source = RunConfig(), "the defaults"
+    if args.config:
+        base, source = RunConfig.read(args.config), args.config
+    if args.resume and run_dir is not None and (run_dir / CHECKPOINT).is_file():
+        stored = read_state(run_dir / CHECKPOINT).get("config") or {}
+        stored = {k: v for k, v in stored.items() if k != "event_shape"}
+        if not stored or stored.get("dataset", "") is None:
+            raise ConfigError(
+                f"the run in {run_dir} was trained from Python (pyrovae.fit) "
+                + ("on data of its own" if stored else "without a configuration pyrovae can rebuild it from")
+                + "; resume it from Python: pyrovae.fit(vae, data, run_dir=..., resume=True, epochs=...)"
+            )
+        base, source = (
+            RunConfig.from_dict(stored, f"the configuration in {run_dir / CHECKPOINT}"),
+            "checkpoint",
+        )
+    elif args.resume and run_dir is not None and (run_dir / CONFIG).is_file():
+        base, source = RunConfig.read(run_dir / CONFIG), "config"
+    config = RunConfig.from_dict({**base.to_dict(), **given})
+    if source in ("checkpoint", "config"):
+        changed = {k: v for k, v in base.differences(config).items() if k not in MUTABLE}
+        if changed:
+            listed = ", ".join(
+                f"--{k.replace('_', '-')} {new!r} (the run's: {old!r})" for k, (old, new) in changed.items()
+            )
+            raise ConfigError(
+                f"--resume keeps the run's model, data and objective, but {listed} would change them; drop "
+                f"{'that option' if len(changed) == 1 else 'those options'}, or start a new run with "
+                "--overwrite or another --run-dir"
+            )
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    import pyro
+    import torch
+
+    from pyrovae import devices, distributed, plots
+    from pyrovae.data.source import DataSource
+    from pyrovae.runs.directory import RESULTS, RunDirectory, checkpoint_bytes
+    from pyrovae.storage import write_json
+    from pyrovae.train.loop import check_data, fit
+
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    if args.resume and run_dir is None:
+        raise ConfigError("--resume continues the run in --run-dir: pass --run-dir")
+    config = _train_config(args, run_dir)
+    check_option("test_samples", args.test_samples)
+    device = devices.resolve(config.device)  # an unavailable device is refused before anything is written
+    config.build_estimator()  # an unknown estimator is refused before anything is written
+    if run_dir is None:
+        run_dir = Path(
+            distributed.broadcast_object(f"runs/{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+        )
+    train_data = config.load_data("train")
+    valid_data = config.load_data("valid")
+    test = config.load_data("test")
+    pyro.set_rng_seed(config.seed)  # the initial parameters too are determined by the seed
+    vae = config.build_vae(train_data.event_shape)
+    for data, what in ((train_data, "the training data"), (valid_data, "the validation data")):
+        check_data(vae, DataSource(data, what), what)
+    # every check is done: only now is the directory written (created, locked, cleaned)
+    directory = RunDirectory(
+        run_dir, resume=args.resume, overwrite=args.overwrite, need_bytes=checkpoint_bytes(vae)
+    )
+    with directory:
+        result = fit(
+            vae,
+            train_data,
+            valid_data,
+            **config.fit_options(),
+            run_dir=directory,
+            progress=not args.no_progress,
+            config=config.to_dict(),
+            device=device,
+        )
+        print(result.summary())
+        torch.manual_seed(config.seed)
+        results = {"epochs": int(result.history["epoch"].iloc[-1]), "test_size": len(test)}
+        results["test_negative_elbo"] = _test_bound(result, test)
+        print(f"test negative ELBO: {results['test_negative_elbo']:.3f} nats per image ({len(test)} images)")
+        if args.test_samples > 0:
+            from pyrovae.infer.importance import log_likelihood
+
+            ll = log_likelihood(
+                result.vae.model,
+                result.vae.guide,
+                test,
+                args.test_samples,
+                seed=config.seed,
+                progress=not args.no_progress,
+                device=device,
+            )
+            results[f"test_nll_is{args.test_samples}"] = ll.nll
+            results[f"test_nll_is{args.test_samples}_stderr"] = ll.stderr
+            print(
+                f"test log p(x), importance sampled with K = {args.test_samples}: "
+                f"{ll.mean:.3f} ± {ll.stderr:.3f} nats per image (NLL {ll.nll:.3f})"
+            )
+        if distributed.is_main():
+            write_json(run_dir / RESULTS, results)
+            if test.targets is not None:  # the latent space, coloured by class
+                embedding = run_dir / "embedding.png"
+                with distributed.alone():
+                    plots.embedding(
+                        result.vae, test, test.targets, embedding, seed=config.seed, limit=EMBEDDED
+                    )
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def _test_bound(result, test) -> float:
+    """The negative ELBO of the test set, whatever the estimator trained the model (sharded
+    across the ranks of a distributed run)."""
+    from pyrovae.devices import of_model
+    from pyrovae.train.loop import Trainer
+
+    trainer = Trainer(result.vae, len(test), device=of_model(result.vae))
+    return trainer.evaluate(test)
