@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
+import pyrovae
 from pyrovae.errors import ConfigError
 from pyrovae.options import DOMAINS, check_option, check_options
 
@@ -58,3 +60,66 @@ def test_every_problem_is_named_in_one_error():
 def test_every_domain_describes_itself():
     for name, domain in DOMAINS.items():
         assert domain.describe().startswith(("an integer", "a number", "True or False")), name
+
+
+# every public function that computes refuses each numeric argument outside its domain, by name,
+# before any work: the calls below are valid as written, and each bad value replaces one argument
+def _pair():
+    vae = pyrovae.VAE((1, 4, 4), latent_dim=2, hidden=(4,))
+    return vae, vae.model, vae.guide
+
+
+def _x():
+    return (torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+
+
+CALLS = {
+    "log_likelihood": (lambda **o: pyrovae.log_likelihood(*_pair()[1:], _x(), **o), {"num_samples": 2}),
+    "bounds": (lambda **o: pyrovae.bounds(*_pair()[1:], _x(), ks=(1, 2), **o), {}),
+    "ais": (lambda **o: pyrovae.ais(*_pair()[1:], _x(), **o), {"num_steps": 2, "num_chains": 2}),
+    "bdmc": (lambda **o: pyrovae.bdmc(*_pair()[1:], **o), {"num_data": 2, "num_steps": 2, "num_chains": 2}),
+    "latent_stats": (lambda **o: pyrovae.latent_stats(*_pair()[1:], _x(), **o), {"num_particles": 2}),
+    "anomaly_scores": (lambda **o: pyrovae.anomaly_scores(*_pair()[1:], _x(), **o), {"num_samples": 2}),
+    "likelihood-regret": (
+        lambda **o: pyrovae.anomaly_scores(*_pair()[1:], _x(), "likelihood-regret", **o),
+        {"num_samples": 2, "steps": 1},
+    ),
+    "compare": (lambda **o: pyrovae.compare(*_pair()[1:], _x(), ["elbo"], **o), {"num_repeats": 2}),
+    "encode": (lambda **o: pyrovae.analysis.latent_space.encode(_pair()[0], _x(), **o), {}),
+    "fit": (lambda **o: pyrovae.fit(_pair()[0], _x(), **o), {"epochs": 1}),
+}
+BAD = {"integer": [0, -1, 2.5, True, "2", float("nan")], "number": [0, -1.0, float("nan"), float("inf"), "1"]}
+
+
+def _arguments(call) -> list[str]:
+    import inspect
+
+    target = {
+        "likelihood-regret": pyrovae.anomaly_scores,
+        "encode": pyrovae.analysis.latent_space.encode,
+    }.get(call, getattr(pyrovae, call, None))
+    return [name for name in inspect.signature(target).parameters if name in DOMAINS]
+
+
+@pytest.mark.parametrize("call", CALLS)
+def test_every_public_function_refuses_each_argument_outside_its_domain(call):
+    fn, valid = CALLS[call]
+    if call != "encode":
+        valid = {**valid, "progress": False}
+    accepted, tried = [], 0
+    for name in _arguments(call):
+        domain = DOMAINS[name]
+        values = BAD["integer" if domain.integer else "number"]
+        for value in values:
+            if domain.admits(value) or (domain.low is not None and domain.low < 0 and value in (-1, -1.0)):
+                continue
+            tried += 1
+            try:
+                fn(**{**valid, name: value})
+            except pyrovae.PyroVAEError as e:
+                assert name in str(e), (call, name, value, str(e))
+            except Exception as e:  # noqa: BLE001 -- the test's point: anything else is a failure
+                accepted.append(f"{name}={value!r}: {type(e).__name__}: {e}")
+            else:
+                accepted.append(f"{name}={value!r}: accepted")
+    assert tried and not accepted, f"{call}: " + "; ".join(accepted)

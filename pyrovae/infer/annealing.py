@@ -74,26 +74,21 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pyro.poutine as poutine
 import torch
-from torch.distributions import biject_to, constraints
 
 from pyrovae import devices, distributed
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.infer import Chunk, Sweep
 from pyrovae.infer.diagnostics import reduce_log_weights
+from pyrovae.infer.hmc import AnnealingPath, anneal
 from pyrovae.infer.importance import PerDatapoint
 from pyrovae.infer.pair import (
     Pair,
-    check_support,
     data_frame,
-    reduce_site,
-    scored_sites,
-    site_log_density,
 )
 from pyrovae.options import check_option, check_options, check_schedule
 from pyrovae.seeds import seeded
@@ -106,8 +101,6 @@ SCHEDULES = ("sigmoid", "linear")
 STARTS = ("guide", "prior")
 # steepness of the sigmoid schedule (Grosse et al. 2015; Wu et al. 2017)
 _SIGMOID_DELTA = 4.0
-# multiplicative step-size update after each transition (Wu et al. 2017)
-_ADAPT_UP, _ADAPT_DOWN = 1.02, 0.98
 # the pilot that adapts the step sizes runs num_chains // _PILOT_FRACTION chains (at least one):
 # the rule uses only the sign of (mean acceptance - target), and on PPCA (K = 16, 200 steps) a
 # pilot of a quarter of the chains gave AIS estimates within 6% of the precision that a pilot of
@@ -251,229 +244,7 @@ class AIS(PerDatapoint):
         }
 
 
-# ---------------------------------------------------------------------------------------------
-# the annealing path of one chunk of data points
-
-
-def _support(fn) -> constraints.Constraint:
-    """The support of ``fn``, that of its components for a mixture (``MixtureSameFamily``)."""
-    support = fn.support
-    while type(support).__name__.lstrip("_") == "MixtureSameFamilyConstraint":
-        support = support.base_constraint
-    return support
-
-
-def _is_real(support) -> bool:
-    while isinstance(support, constraints.independent):
-        support = support.base_constraint
-    return support is constraints.real
-
-
-@dataclass
-class _Latent:
-    """Where one latent site sits in the flat ``(chains, data points, D)`` unconstrained state."""
-
-    name: str
-    site: dict  # the model's site, for its plates
-    transform: object | None  # None for real-valued sites
-    shape: torch.Size  # of the unconstrained value
-    perm: tuple[int, ...]  # moves the chain and data dims to the front
-    batch_ndim: int
-    offset: int
-    size: int
-
-    def unflatten(self, flat: torch.Tensor) -> torch.Tensor:
-        part = flat[..., self.offset : self.offset + self.size]
-        part = part.reshape(torch.Size(self.shape[i] for i in self.perm))
-        return part.permute(tuple(np.argsort(self.perm).tolist()))
-
-
-class _Path:
-    r"""The geometric path from :math:`f_0` to :math:`p(x, z)` for one chunk of data points.
-
-    :meth:`evaluate` returns, per chain and data point, :math:`a = \log f_0(z) + \log|J|` and
-    :math:`b = \log p(x, z) + \log|J|` at unconstrained :math:`u` (:math:`z` = biject_to(u),
-    :math:`J` its Jacobian) with their gradients, so that the potential at any :math:`\beta` is
-    :math:`U_\beta = -((1 - \beta) a + \beta b)` and the AIS increment uses :math:`b - a`.
-    """
-
-    def __init__(self, pair: Pair, args, kwargs, num_chains, start, check):
-        self.model, self.guide, self.args, self.kwargs = pair.model, pair.guide, args, kwargs
-        self.particle_dim, self.data_plate, self.start = pair.particle_dim, pair.data_plate, start
-        self.num_chains, self.particles = num_chains, pair.particles
-        model = self.model
-        if start == "guide":
-            model_trace, guide_trace = pair.traces(args, kwargs, num_chains)
-        else:
-            with pair.particles(num_chains):
-                model_trace = poutine.trace(model).get_trace(*args, **kwargs)
-        latent_sites = []
-        for name, site in scored_sites(model_trace):
-            if site["is_observed"]:
-                if check:
-                    check_support(name, site)
-            elif site["fn"].support.is_discrete:
-                raise ConfigError(
-                    f"latent site {name!r} of the model is discrete ({type(site['fn']).__name__}); AIS "
-                    "with HMC transitions needs continuous latents: sum the discrete variable out of "
-                    "the model, or estimate log p(x) with pyrovae.log_likelihood"
-                )
-            else:
-                latent_sites.append((name, site))
-        self.num_data = data_frame(latent_sites[0][1], self.data_plate).size if latent_sites else 0
-        if not latent_sites:
-            raise ConfigError("the model has no latent site: log p(x) needs no AIS, it is log p(x | nothing)")
-        self.shape = (num_chains, self.num_data)
-        source = guide_trace if start == "guide" else model_trace
-        self.values = {name: source.nodes[name]["value"] for name, _ in latent_sites}
-        self.latents: list[_Latent] = []
-        offset = 0
-        for name, site in latent_sites:
-            fn = site["fn"]
-            support = _support(fn)
-            transform = None if _is_real(support) else biject_to(support)
-            value = self.values[name]
-            shape = value.shape if transform is None else transform.inv(value).shape
-            batch_ndim = value.dim() - fn.event_dim
-            data_dim = data_frame(site, self.data_plate).dim
-            lead = (batch_ndim + self.particle_dim, batch_ndim + data_dim)
-            perm = lead + tuple(i for i in range(len(shape)) if i not in lead)
-            size = math.prod(shape) // (num_chains * self.num_data)
-            self.latents.append(_Latent(name, site, transform, shape, perm, batch_ndim, offset, size))
-            offset += size
-        # the first site of the guide is drawn before any other latent: its distribution does not
-        # depend on the latents' values, so a one-site guide is evaluated once, not at every step
-        guide_sites = list(scored_sites(guide_trace)) if start == "guide" else []
-        self._guide_site = guide_sites[0][1] if len(guide_sites) == 1 else None
-
-    def flatten(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Unconstrained ``(chains, data points, D)`` state from constrained site values."""
-        parts = []
-        for lat in self.latents:
-            u = values[lat.name].expand(self.values[lat.name].shape)
-            if lat.transform is not None:
-                u = lat.transform.inv(u)
-            parts.append(u.permute(lat.perm).reshape(*self.shape, lat.size))
-        return torch.cat(parts, -1)
-
-    def _site_lp(self, site) -> torch.Tensor:
-        return site_log_density(site, self.particle_dim, self.data_plate, self.shape)
-
-    def evaluate(self, flat: torch.Tensor):
-        """``(a, b, grad a, grad b)`` at the unconstrained state ``flat``."""
-        u = flat.detach().requires_grad_(True)
-        with torch.enable_grad():
-            z, log_det = {}, 0.0
-            for lat in self.latents:
-                value = lat.unflatten(u)
-                if lat.transform is not None:
-                    unconstrained, value = value, lat.transform(value)
-                    ld = lat.transform.log_abs_det_jacobian(unconstrained, value)
-                    ld = ld.reshape(ld.shape[: lat.batch_ndim] + (-1,)).sum(-1)
-                    log_det = log_det + reduce_site(
-                        ld, lat.site, self.particle_dim, self.data_plate, self.shape
-                    )
-                z[lat.name] = value
-            with self.particles(self.num_chains):
-                trace = poutine.trace(poutine.condition(self.model, data=z)).get_trace(
-                    *self.args, **self.kwargs
-                )
-                log_prior = sum(self._site_lp(trace.nodes[name]) for name in z)
-                log_joint = sum((self._site_lp(site) for _, site in scored_sites(trace)), torch.zeros(()))
-                if self.start == "prior":
-                    log_start = log_prior
-                elif self._guide_site is not None:
-                    log_start = self._site_lp({**self._guide_site, "value": z[self._guide_site["name"]]})
-                else:
-                    guide_trace = poutine.trace(poutine.condition(self.guide, data=z)).get_trace(
-                        *self.args, **self.kwargs
-                    )
-                    log_start = sum(self._site_lp(site) for _, site in scored_sites(guide_trace))
-            a = (log_start + log_det).expand(self.shape)
-            b = (log_joint + log_det).expand(self.shape)
-            (grad_a,) = torch.autograd.grad(a.sum(), u, retain_graph=True)
-            (grad_b,) = torch.autograd.grad(b.sum(), u)
-        return a.detach(), b.detach(), grad_a, grad_b
-
-
-# ---------------------------------------------------------------------------------------------
-# annealing with HMC transitions
-
-
-class _State:
-    """The chains' unconstrained position with :math:`a, b` and their gradients there."""
-
-    def __init__(self, path: _Path, u: torch.Tensor):
-        self.u = u
-        self.a, self.b, self.grad_a, self.grad_b = path.evaluate(u)
-
-    def potential(self, beta: float) -> torch.Tensor:
-        return -(self.a + beta * (self.b - self.a))
-
-    def grad_potential(self, beta: float) -> torch.Tensor:
-        return -(self.grad_a + beta * (self.grad_b - self.grad_a))
-
-    def select(self, accept: torch.Tensor, other: _State) -> None:
-        """Keep ``other``'s values where ``accept`` (chains x data points) is true."""
-        for name in ("a", "b"):
-            setattr(self, name, torch.where(accept, getattr(other, name), getattr(self, name)))
-        wide = accept.unsqueeze(-1)
-        for name in ("u", "grad_a", "grad_b"):
-            setattr(self, name, torch.where(wide, getattr(other, name), getattr(self, name)))
-
-
-def _hmc(
-    path: _Path, state: _State, beta: float, step_size: torch.Tensor, leapfrog_steps: int
-) -> torch.Tensor:
-    """One HMC transition at inverse temperature ``beta``, in place; returns the acceptance
-    probabilities, chains x data points."""
-    eps = step_size.unsqueeze(-1)  # per data point, broadcast over chains and coordinates
-    p = torch.randn_like(state.u)
-    energy = state.potential(beta) + 0.5 * p.square().sum(-1)
-    p = p - 0.5 * eps * state.grad_potential(beta)
-    u = state.u
-    for i in range(leapfrog_steps):
-        u = u + eps * p
-        proposal = _State(path, u)
-        p = p - (eps if i < leapfrog_steps - 1 else 0.5 * eps) * proposal.grad_potential(beta)
-    log_ratio = energy - (proposal.potential(beta) + 0.5 * p.square().sum(-1))
-    log_ratio = torch.nan_to_num(log_ratio, nan=-math.inf, posinf=-math.inf)
-    accept = torch.rand_like(log_ratio).log() < log_ratio
-    state.select(accept, proposal)
-    return log_ratio.clamp(max=0).exp()
-
-
-def _anneal(
-    path: _Path, u0, betas, leapfrog_steps, step_sizes, advance: Callable[[int], None], target_accept=None
-):
-    """Run the chains from ``u0`` along ``betas``, the transition at ``betas[t]`` with the step
-    sizes ``step_sizes[t - 1]`` (per data point), ``0 < t < T``, calling ``advance(1)`` after each
-    step; returns log-weights (chains x data points, float64), mean acceptance probabilities (per
-    data point), the step sizes used and the chains' final position.
-
-    With ``target_accept`` (the pilot), only ``step_sizes[0]`` is taken as given: each later row is
-    the previous one adapted to the chains' mean acceptance probability at that transition.
-    """
-    state = _State(path, u0)
-    wide = torch.float32 if u0.device.type == "mps" else torch.float64  # MPS has no float64
-    log_w = torch.zeros(path.shape, dtype=wide, device=u0.device)
-    step_sizes = step_sizes.clone()
-    acceptance = torch.zeros(path.num_data, dtype=wide, device=u0.device)
-    num_steps = len(betas) - 1
-    for t in range(1, num_steps + 1):
-        log_w += (betas[t] - betas[t - 1]).item() * (state.b - state.a).to(wide)
-        if t < num_steps:  # the last transition would not change any weight
-            rate = _hmc(path, state, betas[t].item(), step_sizes[t - 1], leapfrog_steps).mean(0)
-            acceptance += rate.to(wide)
-            if target_accept is not None and t < num_steps - 1:
-                factor = torch.where(rate > target_accept, _ADAPT_UP, _ADAPT_DOWN)
-                step_sizes[t] = step_sizes[t - 1] * factor.to(step_sizes.dtype)
-        advance(1)
-    acceptance = acceptance / (num_steps - 1) if num_steps > 1 else torch.full_like(acceptance, math.nan)
-    return log_w, acceptance, step_sizes, state.u
-
-
-def _pilot(pilot: _Path, betas, leapfrog_steps, step_sizes, target_accept, advance) -> torch.Tensor:
+def _pilot(pilot: AnnealingPath, betas, leapfrog_steps, step_sizes, target_accept, advance) -> torch.Tensor:
     """The step sizes of the transitions at ``betas[1:-1]`` (rows) for each data point, adapted
     from ``step_sizes[0]`` by the chains of ``pilot``, drawn from :math:`f_0` independently of the
     chains of the estimate. In reverse (``betas`` from 1 to 0) the pilot first runs forward, to
@@ -482,8 +253,8 @@ def _pilot(pilot: _Path, betas, leapfrog_steps, step_sizes, target_accept, advan
     """
     u = pilot.flatten(pilot.values)
     if betas[0] == 1:
-        *_, u = _anneal(pilot, u, betas.flip(0), leapfrog_steps, step_sizes, advance, target_accept)
-    return _anneal(pilot, u, betas, leapfrog_steps, step_sizes, advance, target_accept)[2]
+        *_, u = anneal(pilot, u, betas.flip(0), leapfrog_steps, step_sizes, advance, target_accept)
+    return anneal(pilot, u, betas, leapfrog_steps, step_sizes, advance, target_accept)[2]
 
 
 def _pilot_seed(seed: int | None, lo: int, device: torch.device) -> int:
@@ -520,7 +291,7 @@ class _Annealing:
     def __call__(self, chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The chunk's ``(B, K)`` log-weights, ``(B,)`` mean acceptance probabilities and ``(B,)``
         step sizes of the last transition."""
-        path = _Path(self.pair, chunk.args, self.kwargs, self.num_chains, self.start, chunk.validate)
+        path = AnnealingPath(self.pair, chunk.args, self.kwargs, self.num_chains, self.start, chunk.validate)
         values = (
             path.values
             if self.reverse_from is None
@@ -533,9 +304,11 @@ class _Annealing:
         if self.target_accept is not None:
             with seeded(_pilot_seed(self.seed, chunk.lo, u0.device)):
                 pilot_chains = max(1, self.num_chains // _PILOT_FRACTION)
-                pilot = _Path(self.pair, chunk.args, self.kwargs, pilot_chains, self.start, check=False)
+                pilot = AnnealingPath(
+                    self.pair, chunk.args, self.kwargs, pilot_chains, self.start, check=False
+                )
                 eps = _pilot(pilot, self.betas, self.leapfrog_steps, eps, self.target_accept, chunk.advance)
-        log_w, acceptance, _, _ = _anneal(path, u0, self.betas, self.leapfrog_steps, eps, chunk.advance)
+        log_w, acceptance, _, _ = anneal(path, u0, self.betas, self.leapfrog_steps, eps, chunk.advance)
         final = eps[-1] if num_steps > 1 else u0.new_full((path.num_data,), self.step_size)
         return log_w.T, acceptance, final.to(torch.float64)
 
@@ -684,7 +457,9 @@ def ais(
     )
 
 
-def _chunk_of(path: _Path, values: Mapping[str, torch.Tensor], lo: int, hi: int) -> dict[str, torch.Tensor]:
+def _chunk_of(
+    path: AnnealingPath, values: Mapping[str, torch.Tensor], lo: int, hi: int
+) -> dict[str, torch.Tensor]:
     """Data points ``lo:hi`` of the posterior draws ``values`` (site name to a tensor without chains)."""
     missing = [lat.name for lat in path.latents if lat.name not in values]
     if missing:
