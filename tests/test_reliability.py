@@ -23,6 +23,9 @@ import torch
 from pyrovae.runs.directory import CHECKPOINT, CONFIG, RESULTS
 from pyrovae.storage import PAUSE_AT, PAUSE_FILE, RunLock, load_checkpoint
 
+# killed and interrupted processes: minutes of subprocesses, in the full suite (CI) only
+pytestmark = pytest.mark.slow
+
 EPOCHS = 3
 TRAIN = [
     "train", "--dataset", "digits", "--latent-dim", "4", "--hidden", "16", "--batch-size", "300",

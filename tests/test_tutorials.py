@@ -28,6 +28,9 @@ from pathlib import Path
 
 import pytest
 
+# every notebook in a Jupyter kernel: two minutes, in the full suite (CI) only
+pytestmark = pytest.mark.slow
+
 TUTORIALS = Path(__file__).resolve().parents[1] / "docs" / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("[0-9]*.md"))
 #: seconds one cell may run at smoke size before the test fails (the whole notebook should take well
