@@ -9,7 +9,7 @@ import sys
 import pyro
 import pytest
 import torch
-from models import PPCA
+from toy_models import PPCA
 
 import pyrovae
 from pyrovae import cli, devices

@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 import torch
-from models import PPCA
+from toy_models import PPCA
 
 import pyrovae
 from pyrovae.results import Result

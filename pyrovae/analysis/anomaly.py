@@ -61,7 +61,8 @@ from pyrovae.data.source import DataSource
 from pyrovae.errors import ConfigError, DataError, unknown_name
 from pyrovae.infer import Chunk, Sweep
 from pyrovae.infer.importance import LogWeights, log_likelihood
-from pyrovae.infer.pair import Pair, latents, scored_sites, site_log_density, trace_pair
+from pyrovae.infer.pair import Pair, site_log_density, trace_pair
+from pyrovae.infer.sites import latents, scored_sites
 from pyrovae.options import check_options
 from pyrovae.results import Result
 from pyrovae.seeds import seeded

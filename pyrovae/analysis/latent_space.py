@@ -34,7 +34,8 @@ from pyrovae import devices
 from pyrovae.data.source import DataSource
 from pyrovae.errors import ConfigError
 from pyrovae.infer import Chunk, Sweep
-from pyrovae.infer.pair import Pair, data_frame, scored_sites, trace_pair
+from pyrovae.infer.pair import Pair, trace_pair
+from pyrovae.infer.sites import data_frame, scored_sites
 from pyrovae.options import check_options
 from pyrovae.seeds import seeded
 

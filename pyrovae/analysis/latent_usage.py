@@ -56,7 +56,8 @@ from pyrovae.analysis.latent_space import per_datapoint, site_mean
 from pyrovae.errors import ConfigError
 from pyrovae.infer import Chunk, Sweep
 from pyrovae.infer.importance import LogWeights
-from pyrovae.infer.pair import kl_divergence, reduce_site, scored_sites, site_log_density
+from pyrovae.infer.pair import kl_divergence, reduce_site, site_log_density
+from pyrovae.infer.sites import scored_sites
 from pyrovae.options import check_options
 from pyrovae.results import Result, mean_stderr
 from pyrovae.seeds import seeded

@@ -18,14 +18,9 @@ from pyro.infer.util import is_validation_enabled, torch_item
 
 from pyrovae.errors import ConfigError
 from pyrovae.estimators.iwae import IWAE, data_scale
-from pyrovae.infer.pair import (
-    check_pair,
-    data_frame,
-    latents,
-    log_density,
-    scored_sites,
-    site_log_density,
-)
+from pyrovae.infer.checks import check_pair
+from pyrovae.infer.pair import log_density, site_log_density
+from pyrovae.infer.sites import data_frame, latents, scored_sites
 
 __all__ = ["DetachedIWAE", "WeightTerms"]
 

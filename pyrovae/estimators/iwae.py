@@ -12,14 +12,9 @@ from pyro.infer.util import is_validation_enabled, torch_item
 
 from pyrovae.errors import ConfigError
 from pyrovae.estimators.base import DifferentiableELBO
-from pyrovae.infer.pair import (
-    Pair,
-    check_pair,
-    data_frame,
-    latents,
-    log_density,
-    scored_sites,
-)
+from pyrovae.infer.checks import check_pair
+from pyrovae.infer.pair import Pair, log_density
+from pyrovae.infer.sites import data_frame, latents, scored_sites
 
 __all__ = ["CIWAE", "DReG", "IWAE", "MIWAE", "PIWAE", "Renyi", "STL", "data_scale"]
 

@@ -86,10 +86,8 @@ from pyrovae.infer import Chunk, Sweep
 from pyrovae.infer.diagnostics import reduce_log_weights
 from pyrovae.infer.hmc import AnnealingPath, anneal
 from pyrovae.infer.importance import PerDatapoint
-from pyrovae.infer.pair import (
-    Pair,
-    data_frame,
-)
+from pyrovae.infer.pair import Pair
+from pyrovae.infer.sites import data_frame
 from pyrovae.options import check_option, check_options, check_schedule
 from pyrovae.seeds import seeded
 

@@ -33,7 +33,7 @@ from pyrovae import devices
 from pyrovae.distributed import derived_seed
 from pyrovae.errors import ConfigError
 from pyrovae.infer.annealing import AIS, ais
-from pyrovae.infer.pair import scored_sites
+from pyrovae.infer.sites import scored_sites
 from pyrovae.options import check_keywords, check_options
 from pyrovae.results import Result, mean_stderr
 from pyrovae.seeds import seeded

@@ -30,7 +30,9 @@ import torch
 from torch.distributions import biject_to, constraints
 
 from pyrovae.errors import ConfigError
-from pyrovae.infer.pair import Pair, check_support, data_frame, reduce_site, scored_sites, site_log_density
+from pyrovae.infer.checks import check_support
+from pyrovae.infer.pair import Pair, reduce_site, site_log_density
+from pyrovae.infer.sites import data_frame, scored_sites
 
 __all__ = ["AnnealingPath", "HMCState", "Latent", "anneal", "hmc_transition"]
 

@@ -56,8 +56,10 @@ from pyrovae import devices, distributed
 from pyrovae.data.source import DataSource
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.infer import Chunk, Sweep
+from pyrovae.infer.checks import check_support
 from pyrovae.infer.diagnostics import KHAT_BAD, KHAT_GOOD, reduce_log_weights
-from pyrovae.infer.pair import Pair, check_support, kl_divergence, reduce_site, scored_sites, site_log_density
+from pyrovae.infer.pair import Pair, kl_divergence, reduce_site, site_log_density
+from pyrovae.infer.sites import scored_sites
 from pyrovae.options import check_options
 from pyrovae.results import Result, mean_stderr
 from pyrovae.seeds import seeded

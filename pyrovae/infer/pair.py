@@ -30,34 +30,25 @@ evaluation method is a file that uses these public functions.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import scale_and_mask
-from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence as torch_kl_divergence
 
-from pyrovae.errors import ConfigError, DataError
-from pyrovae.handlers import DATA_PLATE
+from pyrovae.errors import ConfigError
+from pyrovae.infer.checks import check_pair, dtype_error, shape_error
+from pyrovae.infer.sites import data_frame, find_data_plate, latents, plate_nesting, scored_sites
 
 __all__ = [
     "PARTICLE_PLATE",
     "Pair",
-    "check_pair",
-    "check_support",
-    "data_frame",
-    "dtype_error",
-    "find_data_plate",
     "kl_divergence",
-    "latents",
     "log_density",
     "log_weights",
-    "plate_nesting",
     "reduce_site",
     "replay_trace",
-    "scored_sites",
     "site_log_density",
     "trace_pair",
 ]
@@ -66,68 +57,6 @@ __all__ = [
 PARTICLE_PLATE = "_particles"
 #: particles of the second probe of :class:`Pair`, which checks that the pair vectorizes
 PROBE_PARTICLES = 4
-
-
-def scored_sites(trace) -> Iterator[tuple[str, dict]]:
-    """The sample sites of ``trace`` whose densities enter a weight, as in Pyro's ELBOs (plates'
-    subsample sites and sites marked not to be scored left out)."""
-    for name, site in trace.nodes.items():
-        if (
-            site["type"] == "sample"
-            and not site_is_subsample(site)
-            and not site["infer"].get("_do_not_score", False)
-            and not site["infer"].get("_deterministic", False)
-        ):
-            yield name, site
-
-
-def latents(trace) -> dict[str, torch.Tensor]:
-    """The values of a trace's latent (unobserved) sites, by name."""
-    return {name: site["value"] for name, site in scored_sites(trace) if not site["is_observed"]}
-
-
-def plate_nesting(*traces) -> int:
-    """The number of vectorized plate dims the sites of ``traces`` use (Pyro's ``max_plate_nesting``)."""
-    dims = [
-        frame.dim
-        for trace in traces
-        for _, site in scored_sites(trace)
-        for frame in site["cond_indep_stack"]
-        if frame.vectorized
-    ]
-    return -min(dims, default=0)
-
-
-def data_frame(site: dict, data_plate: str):
-    """The frame of the plate ``data_plate`` in ``site``'s plate stack, or ``None``."""
-    return next((f for f in site["cond_indep_stack"] if f.name == data_plate), None)
-
-
-def find_data_plate(model_trace, num_data: int, data_plate: str | None = None) -> str:
-    """The name of the data plate: ``data_plate`` if given; else ``"data"`` where every observed
-    site lies in it; else the one plate every observed site shares whose size is ``num_data``
-    (the outermost, where several are). Raises :class:`~pyrovae.errors.ConfigError` otherwise."""
-    if data_plate is not None:
-        return data_plate
-    observed = [site for _, site in scored_sites(model_trace) if site["is_observed"]]
-    shared: list[str] = []
-    if observed:
-        shared = [f.name for f in observed[0]["cond_indep_stack"] if f.vectorized]
-        for site in observed[1:]:
-            names = {f.name for f in site["cond_indep_stack"]}
-            shared = [name for name in shared if name in names]
-    if DATA_PLATE in shared:
-        return DATA_PLATE
-    sizes = {f.name: f.size for f in (observed[0]["cond_indep_stack"] if observed else ())}
-    matching = [name for name in shared if sizes[name] == num_data]
-    if matching:
-        return matching[0]
-    raise ConfigError(
-        f"no sample site of the model or guide lies in a plate named {DATA_PLATE!r}, and no other plate "
-        f"that every observed site shares has the size {num_data} of the data passed in: a per-datapoint "
-        f"objective needs every per-datapoint site inside pyro.plate({DATA_PLATE!r}, N), with N = the "
-        "number of data points passed in (or pass data_plate= the name of your data plate)"
-    )
 
 
 def replay_trace(values: dict[str, torch.Tensor], like) -> poutine.Trace:
@@ -284,141 +213,10 @@ def kl_divergence(q, p) -> torch.Tensor:
     return torch_kl_divergence(q, p)
 
 
-def check_support(name: str, site: dict) -> None:
-    """Raise :class:`~pyrovae.errors.DataError` if an observed site's values are outside the support.
-
-    Pyro's validation is switched off in vectorized sweeps (it would check every large parameter
-    tensor of every chunk); the observed values are checked with this instead."""
-    ok = site["fn"].support.check(site["value"])
-    if not bool(torch.as_tensor(ok).all()):
-        raise DataError(
-            f"observed site {name!r} holds values outside the support of its distribution "
-            f"({site['fn'].support}); check the data"
-        )
-
-
-def check_pair(
-    model_trace,
-    guide_trace,
-    data_plate: str,
-    num_data: int,
-    *,
-    reparameterized: str | None = None,
-) -> None:
-    """Refuse, with a message that names the site and the fix, a pair that per-datapoint weights
-    cannot serve (see the module docstring). ``reparameterized`` names an estimator that also
-    needs every latent of the guide reparameterized and none enumerated."""
-    sites = [("model", n, s) for n, s in scored_sites(model_trace)]
-    sites += [("guide", n, s) for n, s in scored_sites(guide_trace)]
-    for role, name, site in sites:
-        how = site["infer"].get("enumerate")
-        if how and how != "parallel":
-            raise ConfigError(
-                f"site {name!r} of the {role} is enumerated with infer={{'enumerate': {how!r}}}; "
-                "per-datapoint weights sum out parallel enumeration only: mark the site "
-                "infer={'enumerate': 'parallel'}, or sample it in the guide"
-            )
-        if reparameterized and (
-            how or (role == "guide" and not site["is_observed"] and not site["fn"].has_rsample)
-        ):
-            raise ConfigError(
-                f"the {reparameterized!r} estimator needs reparameterized latents, but site {name!r} of the "
-                f"{role} is {type(site['fn']).__name__}{', enumerated' if how else ' (no rsample)'}; use "
-                "'elbo' or 'tracegraph', whose score-function gradients serve discrete latents, or "
-                "'vimco' or 'rws' for a multi-sample bound"
-            )
-    for role, name, site in sites:
-        frame = data_frame(site, data_plate)
-        if frame is None:
-            kind = "observed" if site["is_observed"] else "latent"
-            raise ConfigError(
-                f"{kind} site {name!r} of the {role} lies outside the data plate {data_plate!r}. "
-                "log p(x_n) of one data point is undefined when a variable is shared across data "
-                "points: the data points are then not independent given the parameters. Put the "
-                f"site inside pyro.plate({data_plate!r}, N), or marginalize it out, or make it a "
-                "parameter (pyro.param)"
-            )
-        if frame.size != num_data:
-            passed = "1 data point was" if num_data == 1 else f"{num_data} data points were"
-            raise ConfigError(
-                f"the data plate {data_plate!r} at site {name!r} of the {role} has size {frame.size} "
-                f"when {passed} passed: its size must be the number of data points passed "
-                f"in, pyro.plate({data_plate!r}, x.shape[0]), without subsampling"
-            )
-    guide_names = {n for n, _ in scored_sites(guide_trace)}
-    model_names = {n for n, _ in scored_sites(model_trace)}
-    for name, site in scored_sites(model_trace):
-        if not site["is_observed"] and name not in guide_names and not site["infer"].get("enumerate"):
-            raise ConfigError(
-                f"latent site {name!r} of the model is not sampled by the guide; importance "
-                "weighting needs the guide to propose every latent variable: add it to the guide"
-            )
-    for name in sorted(guide_names - model_names):
-        raise ConfigError(
-            f"site {name!r} of the guide does not appear in the model; auxiliary guide variables "
-            "are not supported by per-datapoint importance weights"
-        )
-
-
-def _shape_error(args, error: Exception) -> DataError | None:
-    """A :class:`~pyrovae.errors.DataError` naming the data's shapes, where ``error`` is about shapes."""
-    message = str(error)
-    if not any(word in message for word in ("size of tensor", "shape", "dimension", "mat1 and mat2")):
-        return None
-    tensors = [a for a in args if torch.is_tensor(a)]
-    return DataError(
-        f"the model/guide pair failed on data of {_describe_inputs(tensors)}: {type(error).__name__}: "
-        f"{message.splitlines()[0]}. Pass data of the shape the model expects, (N, *event_shape)."
-    )
-
-
 def _cuda_devices(args, kwargs) -> list[torch.device]:
     """The CUDA devices of the tensors among ``args`` and the values of ``kwargs``."""
     values = (*args, *kwargs.values())
     return sorted({a.device for a in values if torch.is_tensor(a) and a.is_cuda}, key=str)
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
-
-
-def _describe_inputs(args) -> str:
-    return ", ".join(
-        f"{tuple(a.shape)} {str(a.dtype).replace('torch.', '')} on {a.device}"
-        if torch.is_tensor(a)
-        else type(a).__name__
-        for a in args
-    )
-
-
-def _param_dtypes(model, guide) -> set[torch.dtype]:
-    dtypes = set()
-    for fn in (model, guide):
-        owner = getattr(fn, "__self__", fn)
-        if isinstance(owner, torch.nn.Module):
-            dtypes |= {p.dtype for p in owner.parameters()}
-    return dtypes
-
-
-def dtype_error(model, guide, args, error: Exception) -> DataError | None:
-    """A :class:`~pyrovae.errors.DataError` naming the data's dtype and the model's, where ``error``
-    (raised by the pair on ``args``) is about dtypes; else ``None``."""
-    message = str(error)
-    if not any(word in message for word in ("dtype", "scalar type")):
-        return None
-    tensors = [a for a in args if torch.is_tensor(a)]
-    params = _param_dtypes(model, guide)
-    fix = (
-        f"cast the data to the model's dtype ({', '.join(map(_dtype_name, params))}), "
-        "e.g. x.float(), or the model to the data's, e.g. vae.double()"
-        if params
-        else "cast the data to the dtype the model computes in, e.g. x.float()"
-    )
-    return DataError(
-        f"the model/guide pair failed on the data's dtype (data: {_describe_inputs(tensors)}): "
-        f"{type(error).__name__}: {message.splitlines()[0]}. Integer images must be floats, e.g. "
-        f"x.float(); {fix}"
-    )
 
 
 class Pair:
@@ -505,7 +303,7 @@ class Pair:
             guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
             prior_trace = poutine.trace(model).get_trace(*args, **kwargs)
         except (RuntimeError, TypeError) as e:
-            error = dtype_error(model, guide, args, e) or _shape_error(args, e)
+            error = dtype_error(model, guide, args, e) or shape_error(args, e)
             if error is None:
                 raise
             raise error from e

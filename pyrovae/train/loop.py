@@ -43,7 +43,9 @@ from pyrovae.errors import CheckpointError, ConfigError, TrainingError, unknown_
 from pyrovae.estimators import estimator as make_estimator
 from pyrovae.handlers import scale_data, scale_latents
 from pyrovae.infer import Chunk, Sweep
-from pyrovae.infer.pair import dtype_error, find_data_plate, trace_pair
+from pyrovae.infer.checks import dtype_error
+from pyrovae.infer.pair import trace_pair
+from pyrovae.infer.sites import find_data_plate
 from pyrovae.options import check_options
 from pyrovae.results import Result
 from pyrovae.runs.directory import CONFIG, HISTORY, RunDirectory, checkpoint_bytes

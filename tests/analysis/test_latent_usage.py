@@ -16,7 +16,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from matplotlib.image import imread
-from models import DTYPE, OrthogonalPPCA, enumerated_guide, enumerated_model
+from toy_models import DTYPE, OrthogonalPPCA, enumerated_guide, enumerated_model
 
 import pyrovae
 from pyrovae.analysis.latent_usage import LatentStats, latent_stats

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from models import PPCA
+from toy_models import PPCA
 
 import pyrovae
 from pyrovae.analysis.anomaly import METHODS, AnomalyScores, anomaly_scores, complexity, perturb

@@ -16,7 +16,8 @@ import pyro.distributions as dist
 import pytest
 import torch
 import xarray as xr
-from models import (
+from pyro.infer.util import is_validation_enabled
+from toy_models import (
     DTYPE,
     PPCA,
     Mixture,
@@ -29,7 +30,6 @@ from models import (
     no_plate_guide,
     no_plate_model,
 )
-from pyro.infer.util import is_validation_enabled
 
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.handlers import scale_data, scale_latents

@@ -8,8 +8,8 @@ import math
 import pyro
 import pytest
 import torch
-from models import ExactConditionalPosterior
 from pyro import poutine
+from toy_models import ExactConditionalPosterior
 
 import pyrovae
 from pyrovae.data.datasets import with_labels

@@ -11,7 +11,7 @@ import math
 
 import pytest
 import torch
-from models import PPCA, Mixture
+from toy_models import PPCA, Mixture
 
 import pyrovae
 from pyrovae import AIS, BDMC, ais, bdmc

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 import torch
-from models import PPCA, LearnablePPCA
+from toy_models import PPCA, LearnablePPCA
 
 import pyrovae
 from pyrovae import cli

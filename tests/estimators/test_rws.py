@@ -10,8 +10,8 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from models import PPCA, LearnablePPCA
 from torch.distributions import kl_divergence
+from toy_models import PPCA, LearnablePPCA
 
 from pyrovae.estimators import RWS
 
@@ -83,4 +83,4 @@ def test_a_step_along_wake_phi_lowers_the_inclusive_kl(ppca_data):
     assert after < 0.8 * before, (before, after)  # 0.74 -> 0.46 nats here
 
 
-# training the VAE and the SBN with "rws" is tested with "vimco" in tests/test_vimco.py
+# training the VAE and the SBN with "rws" is tested with "vimco" in tests/estimators/test_vimco.py

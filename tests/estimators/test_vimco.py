@@ -11,7 +11,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from models import PPCA, LearnablePPCA, TwoLayer
+from toy_models import PPCA, LearnablePPCA, TwoLayer
 
 import pyrovae
 from pyrovae.errors import ConfigError
@@ -126,8 +126,8 @@ def test_vimco_guide_gradient_is_unbiased_with_lower_variance_than_the_plain_sco
 
 class PerPoint(torch.nn.Module):
     r"""A continuous, reparameterizable guide with its own parameters for every data point, all data
-    points equal: for :class:`~models.PPCA` a diagonal :math:`q(z \mid x)`; for
-    :class:`~models.TwoLayer` (``hierarchical``) :math:`q(z_1)\,q(z_2 \mid z_1)`, the second factor's
+    points equal: for :class:`~toy_models.PPCA` a diagonal :math:`q(z \mid x)`; for
+    :class:`~toy_models.TwoLayer` (``hierarchical``) :math:`q(z_1)\,q(z_2 \mid z_1)`, the second factor's
     mean depending on the first latent."""
 
     def __init__(self, num_data: int, hierarchical: bool = False, shift: float = 0.3, widen: float = 1.3):

@@ -16,7 +16,7 @@ from pyrovae.data import datasets
 from pyrovae.data.datasets import VAEDataset, as_dataset, check_binary, check_finite, load
 from pyrovae.errors import ConfigError, DataError
 
-SHARED_BINARIZED_MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "binarized_mnist"
+SHARED_BINARIZED_MNIST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "binarized_mnist"
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from models import DTYPE, PPCA, no_plate_guide, no_plate_model
+from toy_models import DTYPE, PPCA, no_plate_guide, no_plate_model
 
 import pyrovae
 from pyrovae.errors import ConfigError, DataError

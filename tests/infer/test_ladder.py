@@ -12,8 +12,8 @@ import math
 import pytest
 import torch
 from matplotlib.figure import Figure
-from models import PPCA, Mixture, TwoLayer
 from torch.distributions import MultivariateNormal, kl_divergence
+from toy_models import PPCA, Mixture, TwoLayer
 
 from pyrovae.errors import ConfigError
 from pyrovae.infer.ladder import ANALYTIC_ELBO, Bounds, bounds, iwae_bounds

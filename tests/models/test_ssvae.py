@@ -8,9 +8,9 @@ import math
 import pyro
 import pytest
 import torch
-from models import ExactConditionalPosterior
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
+from toy_models import ExactConditionalPosterior
 
 import pyrovae
 from pyrovae.data.datasets import UNLABELLED, with_labels

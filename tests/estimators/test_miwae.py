@@ -9,9 +9,9 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from models import PPCA, LearnablePPCA
 from pyro import poutine
 from test_estimators import loss_and_grads
+from toy_models import PPCA, LearnablePPCA
 
 import pyrovae
 from pyrovae.errors import ConfigError

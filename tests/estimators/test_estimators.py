@@ -8,9 +8,9 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from models import PPCA, LearnablePPCA, Mixture, TwoLayer, global_latent_guide, global_latent_model
 from pyro import poutine
 from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO, TraceTailAdaptive_ELBO
+from toy_models import PPCA, LearnablePPCA, Mixture, TwoLayer, global_latent_guide, global_latent_model
 
 import pyrovae
 from pyrovae.errors import ConfigError

@@ -12,7 +12,7 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import pytest
 import torch
-from models import binary_pixels
+from toy_models import binary_pixels
 
 import pyrovae
 from pyrovae import CategoricalVAE
