@@ -33,8 +33,8 @@ import torch
 
 import pyrovae
 from pyrovae.plots import save
+from pyrovae.runs.directory import CHECKPOINT
 from pyrovae.storage import load_checkpoint, write_json, write_text
-from pyrovae.train.loop import CHECKPOINT
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_estimators import REPO, markdown, replace_section  # noqa: E402

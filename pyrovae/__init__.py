@@ -58,7 +58,8 @@ from pyrovae.models.sbn import SBN
 from pyrovae.models.ssvae import SSVAE
 from pyrovae.models.vae import VAE
 from pyrovae.runs.run import Run, RunConfig, load_run
-from pyrovae.train.loop import FitResult, Trainer, fit
+from pyrovae.train.loop import FitResult, fit
+from pyrovae.train.trainer import Trainer
 
 __version__ = "0.1.0"
 

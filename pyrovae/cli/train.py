@@ -22,7 +22,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     from pyrovae.models.nn import ACTIVATIONS, NETWORKS
     from pyrovae.models.priors import DEFAULT_COMPONENTS, PRIORS
     from pyrovae.runs.run import MODELS, RunConfig
-    from pyrovae.train.loop import OPTIMIZERS
+    from pyrovae.train.trainer import OPTIMIZERS
 
     defaults = RunConfig()
 
@@ -275,7 +275,7 @@ def _test_bound(result, test) -> float:
     """The negative ELBO of the test set, whatever the estimator trained the model (sharded
     across the ranks of a distributed run)."""
     from pyrovae.devices import of_model
-    from pyrovae.train.loop import Trainer
+    from pyrovae.train.trainer import Trainer
 
     trainer = Trainer(result.vae, len(test), device=of_model(result.vae))
     return trainer.evaluate(test)

@@ -30,209 +30,24 @@ import numpy as np
 import pandas as pd
 import pyro
 import torch
-from pyro import poutine
 from pyro.infer import ELBO
-from pyro.infer.elbo import ELBOModule
-from pyro.infer.util import is_validation_enabled
 from torch import nn
 from tqdm.auto import tqdm
 
 from pyrovae import devices, distributed, plots
 from pyrovae.data.source import DataSource
-from pyrovae.errors import CheckpointError, ConfigError, TrainingError, unknown_name
-from pyrovae.estimators import estimator as make_estimator
-from pyrovae.handlers import scale_data, scale_latents
-from pyrovae.infer import Chunk, Sweep
-from pyrovae.infer.checks import dtype_error
-from pyrovae.infer.pair import trace_pair
-from pyrovae.infer.sites import find_data_plate
+from pyrovae.errors import CheckpointError, ConfigError, TrainingError
 from pyrovae.options import check_options
 from pyrovae.results import Result
 from pyrovae.runs.directory import CONFIG, HISTORY, RunDirectory, checkpoint_bytes
 from pyrovae.storage import pause_point, write_json, write_text
-from pyrovae.train.optim import AdamNormGrad
+from pyrovae.train.trainer import Trainer
 
-OPTIMIZERS = {
-    "adam": torch.optim.Adam,
-    "adam-normgrad": AdamNormGrad,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-}
 #: options of :func:`fit` a resumed run must keep (changing them would make another run), and those
 #: it may change (applied from the resumed epoch on, and recorded in the checkpoint)
 FIXED_SETTINGS = ("estimator", "batch_size", "optimizer", "kl_warmup", "seed")
 MUTABLE_SETTINGS = ("epochs", "lr", "clip_norm", "patience")
 CHECKPOINT_VERSION = 2
-
-
-class _Method(nn.Module):
-    """A bound method of ``owner`` as a module, so ``ELBO(model, guide)`` sees ``owner``'s parameters."""
-
-    def __init__(self, owner: nn.Module, name: str):
-        super().__init__()
-        self.owner = owner
-        self.name = name
-
-    def forward(self, *args, **kwargs):
-        return getattr(self.owner, self.name)(*args, **kwargs)
-
-
-def elbo_module(vae: nn.Module, elbo: ELBO) -> ELBOModule:
-    """``elbo(model, guide)`` for a module with ``model`` and ``guide`` methods."""
-    for name in ("model", "guide"):
-        if not callable(getattr(vae, name, None)):
-            raise ConfigError(
-                f"{type(vae).__name__} has no {name}() method; fit() trains a module with model() and "
-                "guide() methods whose per-datapoint sites live in pyro.plate('data', N), like pyrovae.VAE"
-            )
-    return elbo(_Method(vae, "model"), _Method(vae, "guide"))
-
-
-class Trainer:
-    """One SVI step at a time: the loop body of :func:`fit`, exposed for benchmarks and custom loops.
-
-    :param vae: a module with ``model(x)`` and ``guide(x)`` methods.
-    :param num_data: size :math:`N` of the full data set, for the minibatch scale :math:`N/B`.
-    :param estimator: an estimator name or :class:`~pyro.infer.ELBO`.
-    :param lr: learning rate of the torch ``optimizer``.
-    :param clip_norm: clip the gradient's global norm to this value (no clipping if ``None``).
-    :param device: where to train (see :mod:`pyrovae.devices`): ``vae`` is moved there, and every
-        batch (default ``"auto"``: CUDA where available, else the CPU; under ``torchrun`` with
-        CUDA, ``cuda:LOCAL_RANK``).
-
-    The minibatch scale :math:`N/B` applies to the data plate, the plate every observed site
-    shares (:func:`~pyrovae.infer.pair.find_data_plate`), found on the first step.
-
-    In a distributed run (:func:`pyrovae.distributed.init` has started a process group) the
-    ``ELBO(model, guide)`` module is wrapped in DistributedDataParallel and every step is
-    collective: each rank passes its share of the global minibatch.
-    """
-
-    def __init__(
-        self,
-        vae: nn.Module,
-        num_data: int,
-        *,
-        estimator: str | ELBO = "elbo",
-        optimizer: str = "adam",
-        lr: float = 1e-3,
-        clip_norm: float | None = None,
-        device: str | torch.device | None = "auto",
-    ):
-        if optimizer not in OPTIMIZERS:
-            raise unknown_name("optimizer", optimizer, OPTIMIZERS)
-        check_options(lr=lr, clip_norm=clip_norm)
-        self.device = devices.resolve(device)
-        self.vae = vae.to(self.device)
-        self.num_data = num_data
-        self.data_plate: str | None = None
-        self.elbo = make_estimator(estimator)
-        self.loss_module = elbo_module(vae, self.elbo)
-        self.params = [p for p in self.loss_module.parameters() if p.requires_grad]
-        if not self.params:
-            raise ConfigError(f"{type(vae).__name__} has no trainable parameters")
-        self._forward = distributed.wrap(self.loss_module)
-        self.optimizer = OPTIMIZERS[optimizer](self.params, lr=lr)
-        self.clip_norm = clip_norm
-        self._validated = False
-
-    def step(
-        self, x: torch.Tensor | tuple[torch.Tensor, ...], beta: float = 1.0, batch_size: int | None = None
-    ) -> float:
-        """One gradient step on the minibatch ``x``; returns its loss in nats per data point.
-
-        ``x`` is a tensor, or a tuple of tensors sharing their leading (data point) dimension,
-        such as data and labels, passed to the model and guide positionally.
-
-        In a distributed run ``x`` is this rank's share of a global minibatch of ``batch_size``
-        data points (default: the share's size times the number of ranks :math:`W`); the data
-        plate is scaled by :math:`W N / B` (see :mod:`pyrovae.distributed`) and the loss returned
-        is the global minibatch's, averaged over the ranks, the same on every rank.
-
-        The first step runs under Pyro's validation (as the user has set it), so that a model
-        error is reported with Pyro's own message; later steps skip the per-step checks.
-        """
-        args = devices.move(as_args(x), self.device)
-        if self.data_plate is None:
-            self.data_plate = self._find_data_plate(args)
-        with pyro.validation_enabled(is_validation_enabled() and not self._validated):
-            world = distributed.world_size()
-            scale = world * self.num_data / (batch_size or world * len(args[0]))
-            with scale_data(scale=scale, plate=self.data_plate):
-                if beta == 1.0:
-                    loss = self._forward(*args)
-                else:
-                    with scale_latents(beta=beta):
-                        loss = self._forward(*args)
-        self._validated = True
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grads = [p.grad for p in self.params if p.grad is not None]
-        if self.clip_norm is not None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
-        else:
-            grad_norm = torch.nn.utils.get_total_norm(grads)
-        # one host sync for the loss and both checks; a non-finite step is never applied
-        param_norm = torch.nn.utils.get_total_norm([p.detach() for p in self.params])
-        value = distributed.all_reduce_mean(loss)
-        # with no gradient at all, torch's norm is a 0 on the CPU
-        finite = torch.stack([grad_norm.to(param_norm.device), param_norm]).isfinite().tolist()
-        for what, ok in zip(("loss", "gradient", "parameters"), (math.isfinite(value), *finite), strict=True):
-            if not ok:
-                raise TrainingError(f"the {what} became non-finite ({value:.6g} nats for the loss)")
-        self.optimizer.step()
-        return value / self.num_data
-
-    def set_lr(self, lr: float) -> None:
-        """Use the learning rate ``lr`` from the next step on."""
-        check_options(lr=lr)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
-    def _find_data_plate(self, args: tuple[torch.Tensor, ...]) -> str:
-        """The data plate of the pair, from one run on the first batch (the random state restored)."""
-        state = pyro.util.get_rng_state()
-        cuda = [self.device] if self.device.type == "cuda" else []  # its generator restored too
-        try:
-            with poutine.block(), torch.no_grad(), torch.random.fork_rng(devices=cuda):
-                model_trace, _ = trace_pair(self.loss_module.model, self.loss_module.guide, args, {})
-        except (RuntimeError, TypeError) as e:
-            error = dtype_error(self.loss_module.model, self.loss_module.guide, args, e)
-            if error is not None:
-                raise error from None
-            if len(args) == 1 or not isinstance(e, TypeError):
-                raise
-            shapes = ", ".join(str(tuple(a.shape)) for a in args)
-            raise ConfigError(
-                f"each batch has {len(args)} columns ({shapes}), all passed to {type(self.vae).__name__}'s "
-                f"model and guide positionally, which refused them ({e}); pass only the columns the "
-                "model takes (e.g. the images, not their labels), or a model that takes them all"
-            ) from None
-        finally:
-            pyro.util.set_rng_state(state)
-        return find_data_plate(model_trace, len(args[0]))
-
-    @torch.no_grad()
-    def evaluate(self, data, *, seed: int | None = None, chunk_size: int = 1000) -> float:
-        """The estimator's negative bound on a data set, in nats per data point (β = 1), summed
-        over chunks of ``chunk_size`` data points, each seeded from ``(seed, first data point)``.
-
-        In a distributed run the chunks are sharded across the ranks and the value is the same
-        on every rank (:class:`~pyrovae.infer.Sweep`)."""
-        sweep = Sweep(data, chunk_size, device=self.device, seed=seed)
-
-        def loss(chunk: Chunk) -> torch.Tensor:
-            value = self.elbo.loss(self.loss_module.model, self.loss_module.guide, *chunk.args)
-            # the chunk's bound, shared out equally among its data points
-            return torch.full((chunk.size,), value / chunk.size, dtype=torch.float64)
-
-        return float(sweep.map(loss).sum()) / sweep.num_data
-
-
-def as_args(batch: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """A minibatch as the positional arguments of the model and guide: one tensor, or a tuple
-    (data and labels, say)."""
-    return tuple(batch) if isinstance(batch, tuple | list) else (batch,)
 
 
 def check_data(vae: nn.Module, data: DataSource, what: str) -> None:

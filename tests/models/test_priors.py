@@ -14,7 +14,7 @@ from torch import nn
 import pyrovae
 from pyrovae.errors import ConfigError
 from pyrovae.models.priors import DEFAULT_COMPONENTS, PRIORS, DiagonalNormalMixture, VampPrior, prior
-from pyrovae.train.loop import Trainer
+from pyrovae.train.trainer import Trainer
 
 LATENT, IMAGE = 3, (1, 4, 4)
 
