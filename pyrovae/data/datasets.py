@@ -20,28 +20,16 @@ References:
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import http.client
 import os
-import shutil
-import tempfile
-import urllib.request
-import warnings
-import zlib
-from collections.abc import Callable, Iterable
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from pyrovae.data import as_model_input
+from pyrovae.data.files import SPLITS, cache_dir_of, read_binarized_mnist, read_digits, read_mnist_like
 from pyrovae.errors import DataError, unknown_name
 
 __all__ = [
-    "BINARIZED_MNIST_URL",
     "DEFAULT_BINARIZE",
     "DEFAULT_LIKELIHOOD",
     "GREY_LEVELS",
@@ -59,25 +47,10 @@ __all__ = [
 
 #: the data sets :func:`load` reads
 NAMES = ("binarized-mnist", "mnist", "fashion-mnist", "digits")
-#: the splits of every data set
-SPLITS = ("train", "valid", "test")
 BINARIZE_MODES = ("dynamic", "threshold", "none")
 
-#: where Larochelle & Murray's ``binarized_mnist_{split}.amat`` files are published; the
-#: environment variable ``PYROVAE_BINARIZED_MNIST_URL`` overrides it (e.g. with a mirror).
-BINARIZED_MNIST_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist"
-#: canonical number of rows of each binarized-MNIST split
-BINARIZED_MNIST_ROWS = {"train": 50_000, "valid": 10_000, "test": 10_000}
-#: where Debian's ``dataset-fashion-mnist`` package installs the Fashion-MNIST idx files
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 #: seed of the one-off Bernoulli draw that binarizes "valid"/"test" splits under "dynamic"
 EVAL_BINARIZE_SEED = 0
-#: seed of the permutation that splits scikit-learn's digits
-DIGITS_SPLIT_SEED = 0
-DIGITS_SPLIT_SIZES = {"train": 1197, "valid": 300, "test": 300}
-#: the last this-many images of the MNIST/Fashion-MNIST training file form the "valid" split
-MNIST_VALID_SIZE = 10_000
-
 #: the number of grey levels of each data set's stored intensities ``k / (levels - 1)``, which the
 #: ``"binomial"`` likelihood models
 GREY_LEVELS = {"binarized-mnist": 2, "mnist": 256, "fashion-mnist": 256, "digits": 17}
@@ -93,14 +66,6 @@ DEFAULT_BINARIZE = {
     "fashion-mnist": "dynamic",
     "digits": "dynamic",
 }
-_PIXELS = 28 * 28
-_IDX_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-#: torchvision's class for each idx data set; it keeps the raw files in <root>/<class name>/raw
-_TORCHVISION_CLASS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
-_unwritable_warned: set[Path] = set()
 
 
 def check_finite(x: torch.Tensor, what: str) -> None:
@@ -370,7 +335,7 @@ def load(
         Fashion-MNIST) Debian's ``/usr/share/datasets/fashion-mnist``. The cache directory is
         searched last in every case, since downloads go there. Ignored for digits.
     :param bool download: fetch missing files into the cache directory (binarized-MNIST from
-        :data:`BINARIZED_MNIST_URL`, MNIST and Fashion-MNIST with torchvision).
+        :data:`~pyrovae.data.files.BINARIZED_MNIST_URL`, MNIST and Fashion-MNIST with torchvision).
     :param str binarize: ``"dynamic"``, ``"threshold"``, ``None``/``"none"`` (see
         :class:`VAEDataset`) or ``"default"``: ``None`` for binarized-MNIST, which is already
         binary, and ``"dynamic"`` for the others (Burda et al. 2015).
@@ -386,291 +351,12 @@ def load(
         binarize = DEFAULT_BINARIZE[key]
     elif binarize is not None and binarize not in BINARIZE_MODES:
         raise unknown_name("binarize mode", str(binarize), ("default",) + BINARIZE_MODES)
-    cache = _cache_dir(cache_dir)
+    cache = cache_dir_of(cache_dir)
     targets = None
     if key == "binarized-mnist":
-        data = _load_binarized_mnist(split, root, download, cache)
+        data = read_binarized_mnist(split, root, download, cache)
     elif key == "digits":
-        data, targets = _load_digits(split)
+        data, targets = read_digits(split)
     else:
-        data, targets = _load_mnist_like(key, split, root, download, cache)
+        data, targets = read_mnist_like(key, split, root, download, cache)
     return VAEDataset(data, targets, name=key, split=split, binarize=binarize)
-
-
-# ---------------------------------------------------------------------------------------------
-# locations
-
-
-def _cache_dir(cache_dir: str | os.PathLike | None) -> Path:
-    if cache_dir is None:
-        cache_dir = os.environ.get("PYROVAE_CACHE") or Path.home() / ".cache" / "pyrovae"
-    return Path(cache_dir).expanduser()
-
-
-def _search_dirs(root: str | os.PathLike | None, cache: Path, extra: Iterable[Path] = ()) -> list[Path]:
-    """Directories to search, in order: ``root``, else ``$PYROVAE_DATA`` and ``extra``; then the cache."""
-    if root is not None:
-        dirs = [Path(root).expanduser()]
-    else:
-        env = os.environ.get("PYROVAE_DATA")
-        dirs = ([Path(env).expanduser()] if env else []) + list(extra)
-    return dirs + [cache]
-
-
-def _describe(paths: Iterable[Path]) -> str:
-    return "; ".join(f"{p}" if p.is_dir() else f"{p} (no such directory)" for p in paths)
-
-
-def _ensure_dir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DataError(
-            f"cannot create the cache directory {path} ({err}); pass cache_dir= or set PYROVAE_CACHE "
-            "to a writable directory"
-        ) from None
-
-
-# ---------------------------------------------------------------------------------------------
-# binarized MNIST (Larochelle & Murray 2011)
-
-
-def _binarized_mnist_url(split: str) -> str:
-    base = os.environ.get("PYROVAE_BINARIZED_MNIST_URL") or BINARIZED_MNIST_URL
-    return f"{base.rstrip('/')}/binarized_mnist_{split}.amat"
-
-
-def _load_binarized_mnist(
-    split: str, root: str | os.PathLike | None, download: bool, cache: Path
-) -> torch.Tensor:
-    filename = f"binarized_mnist_{split}.amat"
-    dirs = [d for base in _search_dirs(root, cache) for d in (base, base / "binarized_mnist")]
-    path = next((d / f for d in dirs for f in (filename, filename + ".gz") if (d / f).is_file()), None)
-    if path is None:
-        if not download:
-            raise DataError(
-                f"binarized-MNIST file {filename} (or {filename}.gz) not found; "
-                f"looked in: {_describe(dirs)}. Pass root= (--data-root) pointing at the directory with "
-                f"the .amat files, or download=True (--download) to fetch them into {cache}"
-            )
-        _ensure_dir(cache)
-        path = cache / filename
-        _download(_binarized_mnist_url(split), path)
-    bits = _read_amat_cached(path, cache, expected_rows=BINARIZED_MNIST_ROWS[split])
-    return torch.from_numpy(bits).view(-1, 1, 28, 28).to(torch.float32)
-
-
-def _download(url: str, dest: Path) -> None:
-    """Fetch ``url`` to ``dest`` atomically: into a temporary file beside it, then renamed."""
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=None) as bar:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        os.replace(tmp, dest)
-    except (OSError, ValueError, http.client.HTTPException) as err:
-        raise DataError(
-            f"could not download {url} to {dest} ({err}); check the network connection or set "
-            "PYROVAE_BINARIZED_MNIST_URL to a mirror, or fetch the file by hand and pass root= "
-            "(--data-root) pointing at its directory"
-        ) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _refetch_hint(path: Path) -> str:
-    return f"the file is damaged or incomplete: delete {path} and fetch it again (download=True / --download)"
-
-
-def _parse_amat(path: Path, expected_rows: int | None = None) -> np.ndarray:
-    """Parse a binarized-MNIST ``.amat`` file (plain or ``.gz``) into a ``uint8`` array ``(N, 784)``.
-
-    Each non-blank line must hold 784 space-separated ``0``/``1`` values; if ``expected_rows``
-    is given the file must hold exactly that many lines of data.
-    """
-    rows: list[bytes] = []
-    lineno = 0
-    opener: Callable = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            for lineno, line in enumerate(f, 1):
-                tokens = line.split()
-                if not tokens:
-                    continue
-                if len(tokens) != _PIXELS:
-                    raise DataError(
-                        f"{path}, line {lineno}: expected {_PIXELS} space-separated 0/1 values, found "
-                        f"{len(tokens)}; {_refetch_hint(path)}"
-                    )
-                row = b"".join(tokens)
-                if len(row) != _PIXELS or row.translate(None, b"01"):
-                    bad = next(t for t in tokens if t not in (b"0", b"1")).decode(errors="replace")
-                    raise DataError(
-                        f"{path}, line {lineno}: value {bad!r} is not 0 or 1; {_refetch_hint(path)}"
-                    )
-                rows.append(row)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
-        where = f" after line {lineno}" if lineno else ""
-        raise DataError(f"{path} ends early or is corrupt{where} ({err}); {_refetch_hint(path)}") from None
-    if expected_rows is not None and len(rows) != expected_rows:
-        raise DataError(
-            f"{path} holds {len(rows)} images where {expected_rows} were expected; {_refetch_hint(path)}"
-        )
-    if not rows:
-        raise DataError(f"{path} holds no images; {_refetch_hint(path)}")
-    return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(-1, _PIXELS) - ord("0")
-
-
-def _read_amat_cached(path: Path, cache: Path, expected_rows: int | None = None) -> np.ndarray:
-    """:func:`_parse_amat`, through a bit-packed copy in ``cache`` keyed by the file's path, size and mtime.
-
-    The copy is about 16x smaller than the text and loads in a fraction of the time of parsing.
-    If ``cache`` cannot be written, the file is parsed every time (with one warning).
-    """
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    cached = cache / f"{path.name.split('.')[0]}-{key}.npy"
-    if cached.is_file():
-        try:
-            packed = np.load(cached)
-        except (OSError, ValueError, EOFError):
-            packed = None  # a damaged copy is parsed again and overwritten below
-        if (
-            packed is not None
-            and packed.dtype == np.uint8
-            and packed.shape[1:] == (_PIXELS // 8,)
-            and expected_rows in (None, len(packed))
-        ):
-            return np.unpackbits(packed, axis=1, count=_PIXELS)
-    bits = _parse_amat(path, expected_rows)
-    try:
-        _save_atomic(cached, np.packbits(bits, axis=1))
-    except OSError as err:
-        if cache not in _unwritable_warned:
-            _unwritable_warned.add(cache)
-            warnings.warn(
-                f"cannot write the parsed-data cache in {cache} ({err}); parsing the text files on every "
-                "load instead. Pass cache_dir= or set PYROVAE_CACHE to a writable directory to speed this up",
-                stacklevel=4,
-            )
-    return bits
-
-
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    """``np.save`` to a temporary file beside ``path``, then rename it, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-# ---------------------------------------------------------------------------------------------
-# MNIST and Fashion-MNIST (idx files, read by torchvision)
-
-
-def _find_idx_pair(part: str, dirs: list[Path]) -> tuple[Path, Path] | None:
-    """The (images, labels) idx files of ``part`` in the first directory holding both, plain or ``.gz``."""
-    for d in dirs:
-        found = [
-            next((d / (f + ext) for ext in ("", ".gz") if (d / (f + ext)).is_file()), None)
-            for f in _IDX_FILES[part]
-        ]
-        if found[0] is not None and found[1] is not None:
-            return found[0], found[1]
-    return None
-
-
-def _read_idx(path: Path, reader: Callable[[str], torch.Tensor]) -> torch.Tensor:
-    """Read an idx file with torchvision's ``reader``, decompressing a ``.gz`` file to a temporary copy."""
-    try:
-        if path.suffix != ".gz":
-            return reader(str(path))
-        with tempfile.TemporaryDirectory() as tmp, gzip.open(path, "rb") as src:
-            plain = Path(tmp) / path.stem
-            with open(plain, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            return reader(str(plain))
-    except (AssertionError, TypeError, ValueError, RuntimeError, EOFError, zlib.error, OSError) as err:
-        raise DataError(
-            f"{path} is not a readable idx file ({str(err) or type(err).__name__}); {_refetch_hint(path)}"
-        ) from None
-
-
-def _load_mnist_like(
-    name: str, split: str, root: str | os.PathLike | None, download: bool, cache: Path
-) -> tuple[torch.Tensor, torch.Tensor]:
-    import torchvision.datasets as tvd
-    from torchvision.datasets.mnist import read_image_file, read_label_file
-
-    cls_name = _TORCHVISION_CLASS[name]
-    extra = [DEBIAN_FASHION_MNIST] if name == "fashion-mnist" and DEBIAN_FASHION_MNIST.is_dir() else []
-    # a directory itself, a per-data-set subdirectory, or torchvision's own layout <root>/<Class>/raw
-    dirs = [
-        d for base in _search_dirs(root, cache, extra) for d in (base, base / name, base / cls_name / "raw")
-    ]
-    part = "test" if split == "test" else "train"
-    found = _find_idx_pair(part, dirs)
-    if found is None and download:
-        _ensure_dir(cache)
-        try:
-            getattr(tvd, cls_name)(str(cache), train=part == "train", download=True)
-        except (RuntimeError, OSError) as err:
-            raise DataError(
-                f"could not download {name} with torchvision ({err}); check the network connection, or "
-                "fetch the idx files by hand and pass root= (--data-root) pointing at their directory"
-            ) from None
-        found = _find_idx_pair(part, dirs)
-    if found is None:
-        hint = " (on Debian/Ubuntu: apt-get install dataset-fashion-mnist)" if name == "fashion-mnist" else ""
-        files = " and ".join(f"{f}[.gz]" for f in _IDX_FILES[part])
-        raise DataError(
-            f"{name} files {files} not found together; looked in: {_describe(dirs)}. Pass root= "
-            "(--data-root) pointing at the directory holding them, or download=True (--download) to fetch "
-            f"them into {cache}{hint}"
-        )
-    images_path, labels_path = found
-    images = _read_idx(images_path, read_image_file)
-    labels = _read_idx(labels_path, read_label_file)
-    if len(images) != len(labels):
-        raise DataError(
-            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels; "
-            f"{_refetch_hint(images_path)}"
-        )
-    if part == "train":
-        if len(images) <= MNIST_VALID_SIZE:
-            raise DataError(
-                f"{images_path} holds {len(images)} images, too few to hold out {MNIST_VALID_SIZE} for the "
-                f"'valid' split; {_refetch_hint(images_path)}"
-            )
-        keep = slice(None, -MNIST_VALID_SIZE) if split == "train" else slice(-MNIST_VALID_SIZE, None)
-        images, labels = images[keep], labels[keep]
-    return images.unsqueeze(1).to(torch.float32).div_(255), labels
-
-
-# ---------------------------------------------------------------------------------------------
-# scikit-learn's digits
-
-
-def _load_digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 8x8 digits of scikit-learn scaled to ``[0, 1]``, split by a permutation with a fixed seed.
-
-    ``numpy.random.RandomState`` is used because its stream is frozen across numpy versions, so
-    the split is the same everywhere.
-    """
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    order = np.random.RandomState(DIGITS_SPLIT_SEED).permutation(len(digits.target))
-    start = sum(DIGITS_SPLIT_SIZES[s] for s in SPLITS[: SPLITS.index(split)])
-    index = order[start : start + DIGITS_SPLIT_SIZES[split]]
-    data = torch.from_numpy(digits.data[index] / 16.0).to(torch.float32).view(-1, 1, 8, 8)
-    return data, torch.from_numpy(digits.target[index]).long()

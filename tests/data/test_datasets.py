@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyrovae.data import datasets
+from pyrovae.data import datasets, files
 from pyrovae.data.datasets import VAEDataset, as_dataset, check_binary, check_finite, load
 from pyrovae.errors import ConfigError, DataError
 
@@ -55,7 +55,7 @@ def sha256(path: Path) -> str:
 @pytest.fixture(scope="module")
 def canonical_test_split(tmp_path_factory) -> tuple[Path, np.ndarray]:
     """A plain ``binarized_mnist_test.amat`` with the canonical 10,000 rows, and its bits."""
-    bits = random_bits(datasets.BINARIZED_MNIST_ROWS["test"], seed=1)
+    bits = random_bits(files.BINARIZED_MNIST_ROWS["test"], seed=1)
     directory = tmp_path_factory.mktemp("amat_source")
     return write_amat(directory / "binarized_mnist_test.amat", bits), bits
 
@@ -68,10 +68,10 @@ def canonical_test_split(tmp_path_factory) -> tuple[Path, np.ndarray]:
 def test_parse_amat(tmp_path, suffix):
     bits = random_bits(7)
     path = write_amat(tmp_path / f"binarized_mnist_train{suffix}", bits)
-    np.testing.assert_array_equal(datasets._parse_amat(path), bits)
-    np.testing.assert_array_equal(datasets._parse_amat(path, expected_rows=7), bits)
+    np.testing.assert_array_equal(files.parse_amat(path), bits)
+    np.testing.assert_array_equal(files.parse_amat(path, expected_rows=7), bits)
     with pytest.raises(DataError, match="holds 7 images where 8 were expected") as info:
-        datasets._parse_amat(path, expected_rows=8)
+        files.parse_amat(path, expected_rows=8)
     assert str(path) in str(info.value)
 
 
@@ -79,7 +79,7 @@ def test_parse_amat_tolerates_crlf_and_trailing_blank_lines(tmp_path):
     bits = random_bits(3)
     path = tmp_path / "binarized_mnist_valid.amat"
     path.write_bytes(amat_bytes(bits).replace(b"\n", b"\r\n") + b"\n\n")
-    np.testing.assert_array_equal(datasets._parse_amat(path), bits)
+    np.testing.assert_array_equal(files.parse_amat(path), bits)
 
 
 @pytest.mark.parametrize("suffix", [".amat", ".amat.gz"])
@@ -88,7 +88,7 @@ def test_amat_cache(tmp_path, monkeypatch, suffix):
     path = write_amat(tmp_path / f"binarized_mnist_test{suffix}", bits)
     digest = sha256(path)
     cache = tmp_path / "cache"
-    np.testing.assert_array_equal(datasets._read_amat_cached(path, cache), bits)
+    np.testing.assert_array_equal(files.read_amat_cached(path, cache), bits)
     cached = list(cache.iterdir())
     assert len(cached) == 1 and cached[0].suffix == ".npy"  # one packed copy, no temporary files left
 
@@ -96,25 +96,25 @@ def test_amat_cache(tmp_path, monkeypatch, suffix):
         raise AssertionError("the cached copy should have been read")
 
     with monkeypatch.context() as m:
-        m.setattr(datasets, "_parse_amat", no_parsing)
-        np.testing.assert_array_equal(datasets._read_amat_cached(path, cache), bits)
+        m.setattr(files, "parse_amat", no_parsing)
+        np.testing.assert_array_equal(files.read_amat_cached(path, cache), bits)
     assert sha256(path) == digest  # the source is never written
 
     # a changed source file (new size and mtime) is parsed again
     new_bits = random_bits(4, seed=2)
     write_amat(path, new_bits)
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
-    np.testing.assert_array_equal(datasets._read_amat_cached(path, cache), new_bits)
+    np.testing.assert_array_equal(files.read_amat_cached(path, cache), new_bits)
 
 
 def test_damaged_cache_is_parsed_again(tmp_path):
     bits = random_bits(5)
     path = write_amat(tmp_path / "binarized_mnist_test.amat", bits)
     cache = tmp_path / "cache"
-    datasets._read_amat_cached(path, cache)
+    files.read_amat_cached(path, cache)
     (cached,) = cache.iterdir()
     cached.write_bytes(b"not an npy file")
-    np.testing.assert_array_equal(datasets._read_amat_cached(path, cache), bits)
+    np.testing.assert_array_equal(files.read_amat_cached(path, cache), bits)
     assert np.load(cached).shape == (5, 98)
 
 
@@ -125,7 +125,7 @@ def test_unwritable_cache_warns_once_and_parses(tmp_path):
     not_a_dir.write_text("")
     with pytest.warns(UserWarning, match="cannot write the parsed-data cache") as record:
         for _ in range(2):
-            np.testing.assert_array_equal(datasets._read_amat_cached(path, not_a_dir), bits)
+            np.testing.assert_array_equal(files.read_amat_cached(path, not_a_dir), bits)
     assert len(record) == 1
 
 
@@ -133,7 +133,7 @@ def test_truncated_gz(tmp_path):
     path = write_amat(tmp_path / "binarized_mnist_test.amat.gz", random_bits(200))
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(DataError) as info:
-        datasets._parse_amat(path)
+        files.parse_amat(path)
     message = str(info.value)
     assert str(path) in message and "delete" in message and "download=True" in message
 
@@ -142,7 +142,7 @@ def test_not_gzip(tmp_path):
     path = tmp_path / "binarized_mnist_test.amat.gz"
     path.write_bytes(amat_bytes(random_bits(2)))
     with pytest.raises(DataError, match="corrupt") as info:
-        datasets._parse_amat(path)
+        files.parse_amat(path)
     assert str(path) in str(info.value)
 
 
@@ -154,7 +154,7 @@ def test_bad_line(tmp_path, line, problem):
     path = tmp_path / "binarized_mnist_test.amat"
     path.write_bytes(amat_bytes(random_bits(2)) + line)
     with pytest.raises(DataError, match=problem) as info:
-        datasets._parse_amat(path)
+        files.parse_amat(path)
     assert f"{path}, line 3" in str(info.value)
 
 
@@ -201,7 +201,7 @@ def test_download_from_file_url(tmp_path, monkeypatch, canonical_test_split):
         renames.append((Path(src), Path(dst), Path(dst).exists()))
         real_replace(src, dst)
 
-    monkeypatch.setattr(datasets.os, "replace", spy_replace)
+    monkeypatch.setattr(files.os, "replace", spy_replace)
     ds = load("binarized-mnist", "test", root=tmp_path / "empty", download=True, cache_dir=cache)
     np.testing.assert_array_equal(ds.data.view(-1, 784).numpy(), bits)
     downloaded = cache / "binarized_mnist_test.amat"
@@ -361,7 +361,7 @@ def mnist_root(tmp_path) -> tuple[Path, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     raw = tmp_path / "root" / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    train = rng.integers(0, 256, (datasets.MNIST_VALID_SIZE + 6, 2, 2), dtype=np.uint8)
+    train = rng.integers(0, 256, (files.MNIST_VALID_SIZE + 6, 2, 2), dtype=np.uint8)
     test = rng.integers(0, 256, (4, 2, 2), dtype=np.uint8)
     write_idx(raw / "train-images-idx3-ubyte", train)
     write_idx(raw / "train-labels-idx1-ubyte", np.arange(len(train)) % 10)
@@ -373,7 +373,7 @@ def mnist_root(tmp_path) -> tuple[Path, np.ndarray, np.ndarray]:
 def test_mnist_splits(mnist_root):
     root, train, test = mnist_root
     ds = {split: load("mnist", split, root=root) for split in datasets.SPLITS}
-    assert {s: len(d) for s, d in ds.items()} == {"train": 6, "valid": datasets.MNIST_VALID_SIZE, "test": 4}
+    assert {s: len(d) for s, d in ds.items()} == {"train": 6, "valid": files.MNIST_VALID_SIZE, "test": 4}
     assert ds["train"].binarize == "dynamic" and ds["train"].event_shape == (1, 2, 2)
     np.testing.assert_allclose(ds["train"].data.squeeze(1).numpy(), train[:6] / 255, rtol=1e-6)
     np.testing.assert_allclose(ds["valid"].data.squeeze(1).numpy(), train[6:] / 255, rtol=1e-6)
@@ -423,7 +423,7 @@ def test_mnist_damaged_file(mnist_root):
 
 
 @pytest.mark.skipif(
-    not datasets.DEBIAN_FASHION_MNIST.is_dir(), reason="Debian's dataset-fashion-mnist not installed"
+    not files.DEBIAN_FASHION_MNIST.is_dir(), reason="Debian's dataset-fashion-mnist not installed"
 )
 def test_fashion_mnist_from_debian_package():
     ds = load("fashion-mnist", "test")
