@@ -49,14 +49,14 @@ import pandas as pd
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.distributions import Independent
 
 from pyrovae import distributed
+from pyrovae.analysis.latent_kl import aggregate_terms, elementwise_kl, site_kl
 from pyrovae.analysis.latent_space import per_datapoint, site_mean
 from pyrovae.errors import ConfigError
-from pyrovae.infer import Chunk, Sweep
+from pyrovae.infer import Chunk
 from pyrovae.infer.importance import LogWeights
-from pyrovae.infer.pair import kl_divergence, reduce_site, site_log_density
+from pyrovae.infer.pair import site_log_density
 from pyrovae.infer.sites import scored_sites
 from pyrovae.options import check_options
 from pyrovae.results import Result, mean_stderr
@@ -68,8 +68,6 @@ __all__ = ["ACTIVITY_THRESHOLD", "COLLAPSE_KL", "LatentStats", "latent_stats"]
 ACTIVITY_THRESHOLD = 0.01
 #: KL (nats) below which an inactive dimension counts as collapsed
 COLLAPSE_KL = 0.01
-#: elements of one chunk of the :math:`N^2` aggregate-posterior densities
-PAIRWISE_ELEMENTS = 1 << 22
 #: the columns of :attr:`LatentStats.dims` after ``site`` and ``dim``
 DIM_COLUMNS = ("activity", "active", "kl", "kl_stderr", "collapsed")
 
@@ -235,68 +233,11 @@ class LatentStats(Result):
 
     def plot(self, path=None):
         """KL (where defined) and activity per dimension, each site's dimensions sorted by KL (else
-        by activity), the activity threshold drawn: a figure, saved as PNG when ``path`` is given."""
-        from pyrovae.plots import figure, save
+        by activity), the activity threshold drawn: a figure, saved as PNG when ``path`` is given
+        (:func:`pyrovae.plots.usage.latent_usage`)."""
+        from pyrovae.plots.usage import latent_usage
 
-        sites = list(self.sites.index)
-        fig = figure(figsize=(max(6.0, 0.12 * len(self.dims) + 2.5 * len(sites)), 5.0))
-        axes = fig.subplots(2, len(sites), squeeze=False, sharex="col")
-        for j, name in enumerate(sites):
-            rows = self.dims[self.dims["site"] == name]
-            key = "kl" if rows["kl"].notna().any() else "activity"
-            rows = rows.sort_values(key, ascending=False)
-            x = np.arange(len(rows))
-            top, bottom = axes[0, j], axes[1, j]
-            colours = np.where(rows["active"], "tab:blue", "tab:grey")
-            top.bar(x, rows["kl"].fillna(0).to_numpy(), color=colours)
-            top.set_ylabel("KL (nats)")
-            row = self.sites.loc[name]
-            top.set_title(f"{name}: {row.active_units} of {row.dims} active, KL {row.kl:.2f}")
-            if rows["kl"].isna().all():
-                top.set_yticks([])
-                top.text(0.5, 0.5, "prior does not factorize:\nno KL per dimension", ha="center",
-                         va="center", transform=top.transAxes)  # fmt: skip
-            bottom.bar(x, rows["activity"].to_numpy(), color=colours)
-            bottom.set_yscale("log")
-            bottom.axhline(self.threshold, color="tab:red", linestyle="--", linewidth=1,
-                           label=f"threshold {self.threshold:g}")  # fmt: skip
-            bottom.set_ylabel("activity Cov_x(E_q[z])")
-            bottom.set_xlabel(f"dimension (sorted by {'KL' if key == 'kl' else 'activity'})")
-            bottom.set_xticks(x, [str(d) for d in rows["dim"]], fontsize=6, rotation=90)
-            bottom.legend(fontsize=7, loc="upper right")
-        fig.suptitle("Latent usage per dimension (blue: active, grey: inactive)")
-        fig.tight_layout()
-        return save(fig, path)
-
-
-def _factors(fn):
-    """The distribution of ``fn``'s elements (``fn`` with its :class:`Independent` wrappers
-    removed) if they are independent, else ``None``."""
-    while isinstance(fn, Independent):
-        fn = fn.base_dist
-    return fn if fn.event_shape == torch.Size() else None
-
-
-def _elementwise_kl(q, p, value):
-    """Per-element KL of two factorized distributions ``(kl, "analytic" | "monte carlo")``, or
-    ``(None, None)`` when either does not factorize."""
-    qe, pe = _factors(q), _factors(p)
-    if qe is None or pe is None:
-        return None, None
-    try:
-        return kl_divergence(qe, pe), "analytic"
-    except NotImplementedError:
-        return qe.log_prob(value) - pe.log_prob(value), "monte carlo"
-
-
-def _site_kl(g, m, pdim, plate, shape):
-    """The ``(K, B)`` KL of one site, analytic where known, and the method."""
-    try:
-        kl = kl_divergence(g["fn"], m["fn"])
-    except NotImplementedError:
-        lq = site_log_density(g, pdim, plate, shape)
-        return lq - site_log_density(m, pdim, plate, shape, value=g["value"]), "monte carlo"
-    return reduce_site(kl, g, pdim, plate, shape), "analytic"
+        return latent_usage(self, path)
 
 
 def _depends_only_on_data(first, second, name) -> bool:
@@ -351,10 +292,10 @@ def _probe(weights: LogWeights, seed: int | None, decompose: bool) -> list[_Site
         sites = []
         for name in names:
             g, m = first[1].nodes[name], first[0].nodes[name]
-            _, kl_method = _site_kl(g, m, pdim, plate, (2, args[0].shape[0]))
+            _, kl_method = site_kl(g, m, pdim, plate, (2, args[0].shape[0]))
             why = _decomposition_note(first, second, name, pdim) if decompose else ""
             notes = [why] if why else []
-            if _elementwise_kl(g["fn"], m["fn"], g["value"])[1] is None:
+            if elementwise_kl(g["fn"], m["fn"], g["value"])[1] is None:
                 notes.append("its prior or guide does not factorize over dimensions: KL per site only")
             sites.append(_Site(name, kl_method, decompose and not why, "; ".join(notes)))
     return sites
@@ -366,8 +307,8 @@ def _site_rows(g: dict, m: dict, decomposable: bool, pdim: int, plate: str, shap
     posterior mean, and for a decomposable site the first particle's draw :math:`z_n` with
     :math:`\\log q(z_n \\mid x_n)` and :math:`\\log p(z_n)` (else ``None``)."""
     num = shape[1]
-    kl, _ = _site_kl(g, m, pdim, plate, shape)
-    per_dim, _ = _elementwise_kl(g["fn"], m["fn"], g["value"])
+    kl, _ = site_kl(g, m, pdim, plate, shape)
+    per_dim, _ = elementwise_kl(g["fn"], m["fn"], g["value"])
     if per_dim is not None:
         per_dim = per_datapoint(per_dim.expand(g["value"].shape), g, pdim, plate).reshape(num, -1).double()
     mean = per_datapoint(site_mean(g), g, pdim, plate).reshape(num, -1).double()
@@ -515,7 +456,7 @@ def latent_stats(
         for i, site in enumerate(sites):
             kl, kl_dims, means, z, lq, lp = rows[1 + SITE_ROWS * i : 1 + SITE_ROWS * (i + 1)]
             kl_total = kl_total + kl
-            decomposition = _decompose(weights, site.name, z, lq, lp) if site.decomposable else None
+            decomposition = aggregate_terms(weights, site.name, z, lq, lp) if site.decomposable else None
             dims, row = _site_stats(site, kl, kl_dims, means, threshold, decomposition)
             dim_rows += dims
             site_rows.append(row)
@@ -528,39 +469,3 @@ def latent_stats(
         threshold=float(threshold),
         elapsed=time.perf_counter() - start,
     )
-
-
-def _decompose(weights: LogWeights, name: str, z, lq, lp) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""The per-data-point terms :math:`\log q(z_n \mid x_n) - \log q(z_n)` and :math:`\log q(z_n)
-    - \log p(z_n)` of site ``name``, from the draws ``z`` ``(N, *event)`` and their densities.
-
-    The aggregate posterior's density :math:`\log q(z_n)` is a sweep over the draws: each rank
-    takes one chunk of them and sums its density over every data chunk of ``weights.sweep``
-    (:meth:`~pyrovae.infer.Sweep.each`), at most :data:`PAIRWISE_ELEMENTS` pairs at a time."""
-    data, pair, kwargs = weights.sweep, weights.pair, weights.model_kwargs
-    event = z.shape[1:]
-
-    def log_agg(chunk: Chunk) -> torch.Tensor:
-        (draws,) = chunk.args
-        out = torch.full((chunk.size,), -math.inf, dtype=torch.float64, device=draws.device)
-        for lo, hi, args in data.each():
-            with poutine.block():
-                fn = poutine.trace(pair.guide).get_trace(*args, **kwargs).nodes[name]["fn"]
-            step = max(1, PAIRWISE_ELEMENTS // max(1, (hi - lo) * max(1, event.numel())))
-            for zlo in range(0, chunk.size, step):
-                lpair = fn.log_prob(draws[zlo : zlo + step].reshape((-1, 1) + event)).double()
-                out[zlo : zlo + step] = torch.logaddexp(out[zlo : zlo + step], lpair.logsumexp(-1))
-            chunk.advance(hi - lo)
-        return out
-
-    # one chunk of draws per rank: each rank traces the guide on the whole data set once
-    sweep = Sweep(
-        z,
-        math.ceil(data.num_data / distributed.world_size()),
-        device=data.device,
-        progress=data.progress,
-        desc=f"aggregate q({name})",
-        work=lambda lo, hi: data.num_data,
-    )
-    log_q = sweep.map(log_agg) - math.log(data.num_data)
-    return lq - log_q, log_q - lp

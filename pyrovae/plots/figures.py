@@ -1,0 +1,120 @@
+"""The figure every plot of pyrovae draws on (:class:`Figure`, shown inline in a notebook, made without
+pyplot), its atomic PNG saving, and the basic pictures: image grids, reconstructions, learning curves."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+
+import matplotlib
+import matplotlib.figure
+import pandas as pd
+import torch
+from matplotlib.axes import Axes
+
+from pyrovae.storage import atomic_path
+
+__all__ = [
+    "Figure",
+    "as_images",
+    "figure",
+    "image_grid",
+    "learning_curves",
+    "reconstructions",
+    "save",
+    "show_image",
+]
+
+
+class Figure(matplotlib.figure.Figure):
+    """A :class:`matplotlib.figure.Figure` that Jupyter shows inline whatever the backend.
+
+    The inline backend of a notebook draws the figures of pyplot only; a figure made without pyplot,
+    as every figure of pyrovae is, would be shown as the text ``<Figure size ...>``. This one renders
+    itself as a PNG (``_repr_png_``) when it is the value of a cell or passed to ``display``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        """Arguments as for :class:`matplotlib.figure.Figure`."""
+        super().__init__(*args, **kwargs)
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        return buffer.getvalue()
+
+
+def figure(**kwargs) -> Figure:
+    """A new :class:`Figure`, outside pyplot (``kwargs`` as for :class:`~matplotlib.figure.Figure`)."""
+    return Figure(**kwargs)
+
+
+def save(fig: Figure, path: str | os.PathLike | None) -> Figure:
+    """Save ``fig`` as PNG at ``path`` (atomically) when a path is given; return it."""
+    if path is not None:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    return fig
+
+
+def as_images(x: torch.Tensor) -> torch.Tensor:
+    """``(N, ...)`` data as ``(N, H, W)`` grey-level or ``(N, H, W, 3)`` colour images, if it can be."""
+    x = x.detach().float().cpu()
+    if x.dim() == 4 and x.shape[1] in (1, 3):
+        return x[:, 0] if x.shape[1] == 1 else x.permute(0, 2, 3, 1)
+    flat = x.reshape(x.shape[0], -1)
+    side = math.isqrt(flat.shape[1])
+    if side * side != flat.shape[1]:
+        raise ValueError(f"cannot show data of shape {tuple(x.shape[1:])} as images")
+    return flat.reshape(-1, side, side)
+
+
+def image_grid(images: torch.Tensor, path=None, *, ncols: int = 10, title: str | None = None) -> Figure:
+    """A grid of images (values in [0, 1])."""
+    images = as_images(images)
+    nrows = max(1, math.ceil(len(images) / ncols))
+    fig = figure(figsize=(ncols * 0.9, nrows * 0.9 + (0.4 if title else 0)))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img in zip(axes.flat, images, strict=False):
+        show_image(ax, img)
+    if title:
+        fig.suptitle(title)
+    return save(fig, path)
+
+
+def reconstructions(x: torch.Tensor, recon: torch.Tensor, path=None, *, ncols: int = 10) -> Figure:
+    """Data (odd rows) above their reconstructions (even rows)."""
+    n = min(len(x), len(recon))
+    x, recon = x[:n], recon[:n]
+    rows = []
+    for i in range(0, n, ncols):
+        rows += [x[i : i + ncols], recon[i : i + ncols]]
+    return image_grid(torch.cat(rows), path, ncols=ncols, title="data (odd rows) and reconstructions")
+
+
+def learning_curves(history: pd.DataFrame, path=None) -> Figure:
+    """Training objective and validation bound per epoch, in nats per data point."""
+    fig = figure(figsize=(6, 4))
+    ax = fig.subplots()
+    ax.plot(history["epoch"], history["train_loss"], marker="o", label="train (objective)")
+    if "valid_loss" in history and history["valid_loss"].notna().any():
+        ax.plot(history["epoch"], history["valid_loss"], marker="s", label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("negative bound (nats per data point)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# pictures of the latent space
+
+
+def show_image(ax: Axes, image: torch.Tensor) -> None:
+    """Draw one image (values clamped to [0, 1]) on ``ax``, without ticks."""
+    ax.imshow(image.clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
