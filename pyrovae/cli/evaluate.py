@@ -95,24 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from pyrovae.runs.run import load_run
     from pyrovae.storage import atomic_path, write_json, write_text
 
-    if args.num_samples < 1:
-        raise ConfigError("--num-samples must be at least 1")
-    ks = args.bounds or default_bounds(args.num_samples)
-    if max(ks) > args.num_samples:
-        raise ConfigError(
-            f"--bounds asks for k = {max(ks)} but --num-samples is {args.num_samples}; "
-            "raise --num-samples or drop the larger k"
-        )
-    for flag, value in (("--ais-chains", args.ais_chains), ("--leapfrog-steps", args.leapfrog_steps)):
-        if value < 1:
-            raise ConfigError(f"{flag} must be at least 1")
-    if args.bdmc < 0 or (args.bdmc_steps is not None and args.bdmc_steps < 1):
-        raise ConfigError("--bdmc must be at least 0 and --bdmc-steps at least 1")
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError("--limit must be at least 1")
-    if not args.max_memory > 0:
-        raise ConfigError(f"--max-memory must be a positive number of MiB; got {args.max_memory:g}")
-    check_option("seed", args.seed)
+    ks = _checked_bounds(args)
     name = f"{args.dataset}-{args.split}" if args.dataset else args.split  # another data set: its own files
     stem = Path(args.run_dir) / f"evaluation-{name}"
     bdmc_csv, figure = Path(f"{stem}-bdmc.csv"), Path(args.run_dir) / f"bounds-{name}.png"
@@ -168,3 +151,26 @@ def run(args: argparse.Namespace) -> int:
     print(ladder.summary())
     print(f"wrote {written} and {figure.name}")
     return 0
+
+
+def _checked_bounds(args: argparse.Namespace) -> list[int]:
+    """The k of the IWAE rows, after every option of ``evaluate`` is checked (before any work)."""
+    if args.num_samples < 1:
+        raise ConfigError("--num-samples must be at least 1")
+    ks = args.bounds or default_bounds(args.num_samples)
+    if max(ks) > args.num_samples:
+        raise ConfigError(
+            f"--bounds asks for k = {max(ks)} but --num-samples is {args.num_samples}; "
+            "raise --num-samples or drop the larger k"
+        )
+    for flag, value in (("--ais-chains", args.ais_chains), ("--leapfrog-steps", args.leapfrog_steps)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be at least 1")
+    if args.bdmc < 0 or (args.bdmc_steps is not None and args.bdmc_steps < 1):
+        raise ConfigError("--bdmc must be at least 0 and --bdmc-steps at least 1")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError("--limit must be at least 1")
+    if not args.max_memory > 0:
+        raise ConfigError(f"--max-memory must be a positive number of MiB; got {args.max_memory:g}")
+    check_option("seed", args.seed)
+    return ks

@@ -16,25 +16,6 @@ EMBEDDED = 2000
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    from pyrovae.data.datasets import NAMES
-    from pyrovae.estimators import ESTIMATORS
-    from pyrovae.models.likelihoods import LIKELIHOODS
-    from pyrovae.models.nn import ACTIVATIONS, NETWORKS
-    from pyrovae.models.priors import DEFAULT_COMPONENTS, PRIORS
-    from pyrovae.runs.run import MODELS, RunConfig
-    from pyrovae.train.trainer import OPTIMIZERS
-
-    defaults = RunConfig()
-
-    def option(group, flag: str, help: str, **kwargs) -> None:
-        """A configuration option: absent from the parsed arguments unless given (so that a value
-        that parses to None, such as --binarize none, is kept), its help ending in its default."""
-        name = flag[2:].replace("-", "_")
-        default = kwargs.pop("shown", getattr(defaults, name))
-        if isinstance(default, list):
-            default = ",".join(map(str, default))
-        group.add_argument(flag, default=argparse.SUPPRESS, help=f"{help} (default: {default})", **kwargs)
-
     p = sub.add_parser(
         "train",
         help="train a VAE and write a run directory",
@@ -56,7 +37,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="start a new run in a non-empty --run-dir")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_backend(p)
-    option(
+    _option(
         p,
         "--device",
         "where to compute: auto (a GPU where there is one, else the CPU), cpu, cuda, cuda:N or mps",
@@ -68,28 +49,55 @@ def add_parser(sub) -> argparse.ArgumentParser:
         metavar="K",
         help="importance samples per test image for the final log p(x) estimate, 0 to skip",
     )
-    g = p.add_argument_group("data")
-    option(g, "--dataset", "data set", choices=NAMES)
-    option(g, "--data-root", "directory with the data files", shown="the data set's own")
-    option(g, "--download", "download missing data files", action="store_true")
-    option(
+    _data_flags(p.add_argument_group("data"))
+    _model_flags(p.add_argument_group("model"))
+    _training_flags(p.add_argument_group("training"))
+    return p
+
+
+def _option(group, flag: str, help: str, **kwargs) -> None:
+    """A configuration option: absent from the parsed arguments unless given (so that a value
+    that parses to None, such as --binarize none, is kept), its help ending in its default."""
+    from pyrovae.runs.run import RunConfig
+
+    name = flag[2:].replace("-", "_")
+    default = kwargs.pop("shown", getattr(RunConfig(), name))
+    if isinstance(default, list):
+        default = ",".join(map(str, default))
+    group.add_argument(flag, default=argparse.SUPPRESS, help=f"{help} (default: {default})", **kwargs)
+
+
+def _data_flags(g) -> None:
+    from pyrovae.data.datasets import NAMES
+
+    _option(g, "--dataset", "data set", choices=NAMES)
+    _option(g, "--data-root", "directory with the data files", shown="the data set's own")
+    _option(g, "--download", "download missing data files", action="store_true")
+    _option(
         g,
         "--binarize",
         "dynamic, threshold, none, or default (the data set's own under a bernoulli likelihood, "
         "none under others)",
         type=optional(str),
     )
-    g = p.add_argument_group("model")
-    option(
+
+
+def _model_flags(g) -> None:
+    from pyrovae.models.likelihoods import LIKELIHOODS
+    from pyrovae.models.nn import ACTIVATIONS, NETWORKS
+    from pyrovae.models.priors import DEFAULT_COMPONENTS, PRIORS
+    from pyrovae.runs.run import MODELS
+
+    _option(
         g,
         "--likelihood",
         f"observation model p(x|z): {', '.join(LIKELIHOODS)} (binomial:levels=L names the grey levels; "
         "a data set's own are known), or default: binomial on digits, bernoulli otherwise",
     )
-    option(g, "--likelihood-scale", "Gaussian likelihood's (initial) scale", type=float)
-    option(g, "--model", "vae, or hvae: two stochastic layers z2 -> z1 -> x", choices=MODELS)
-    option(g, "--prior", "prior of the (top) latent", choices=PRIORS)
-    option(
+    _option(g, "--likelihood-scale", "Gaussian likelihood's (initial) scale", type=float)
+    _option(g, "--model", "vae, or hvae: two stochastic layers z2 -> z1 -> x", choices=MODELS)
+    _option(g, "--prior", "prior of the (top) latent", choices=PRIORS)
+    _option(
         g,
         "--prior-components",
         "components of the mixture prior or pseudo-inputs of the vamp prior",
@@ -97,53 +105,59 @@ def add_parser(sub) -> argparse.ArgumentParser:
         metavar="K",
         shown=", ".join(f"{k} for {n}" for n, k in DEFAULT_COMPONENTS.items()),
     )
-    option(g, "--network", "encoder and decoder family", choices=NETWORKS)
-    option(g, "--latent-dim", "dimension of z (of the bottom layer z1 of an hvae)", type=int)
-    option(
+    _option(g, "--network", "encoder and decoder family", choices=NETWORKS)
+    _option(g, "--latent-dim", "dimension of z (of the bottom layer z1 of an hvae)", type=int)
+    _option(
         g,
         "--latent-dim2",
         "dimension of the top layer z2 of an hvae",
         type=optional(int),
         shown="--latent-dim",
     )
-    option(g, "--hidden", "hidden layer sizes, comma separated, e.g. 400 or 300,300", type=hidden_sizes)
-    option(g, "--activation", "nonlinearity between layers", choices=sorted(ACTIVATIONS))
-    g = p.add_argument_group("training")
-    option(g, "--estimator", "the bound SVI maximizes", choices=sorted(ESTIMATORS))
-    option(
+    _option(g, "--hidden", "hidden layer sizes, comma separated, e.g. 400 or 300,300", type=hidden_sizes)
+    _option(g, "--activation", "nonlinearity between layers", choices=sorted(ACTIVATIONS))
+
+
+def _training_flags(g) -> None:
+    from pyrovae.estimators import ESTIMATORS
+    from pyrovae.train.trainer import OPTIMIZERS
+
+    _option(g, "--estimator", "the bound SVI maximizes", choices=sorted(ESTIMATORS))
+    _option(
         g,
         "--k",
         "particles per data point of the multi-sample estimators (per group for miwae and piwae)",
         type=optional(int),
         shown="the estimator's",
     )
-    option(g, "--alpha", "order of the renyi bound", type=optional(float), shown="the estimator's")
-    option(g, "--m", "groups of k particles of miwae and piwae", type=optional(int), shown="the estimator's")
-    option(
+    _option(g, "--alpha", "order of the renyi bound", type=optional(float), shown="the estimator's")
+    _option(g, "--m", "groups of k particles of miwae and piwae", type=optional(int), shown="the estimator's")
+    _option(
         g,
         "--mix",
         "weight of the ELBO in ciwae's mix with IWAE-k",
         type=optional(float),
         shown="the estimator's",
     )
-    option(
+    _option(
         g,
         "--beta",
         "weight of the KL (latent) part of any estimator (beta-VAE)",
         type=optional(float),
         shown=1,
     )
-    option(g, "--epochs", "epochs to train (in all, counting those of a resumed run)", type=int)
-    option(g, "--batch-size", "data points per step", type=int)
-    option(g, "--lr", "learning rate", type=float)
-    option(g, "--optimizer", "optimizer (adam-normgrad: the VampPrior paper's)", choices=tuple(OPTIMIZERS))
-    option(g, "--kl-warmup", "epochs of linear KL warm-up, 0 for none", type=int)
-    option(g, "--clip-norm", "clip gradients to this global norm, none for no clipping", type=optional(float))
-    option(
+    _option(g, "--epochs", "epochs to train (in all, counting those of a resumed run)", type=int)
+    _option(g, "--batch-size", "data points per step", type=int)
+    _option(g, "--lr", "learning rate", type=float)
+    _option(g, "--optimizer", "optimizer (adam-normgrad: the VampPrior paper's)", choices=tuple(OPTIMIZERS))
+    _option(g, "--kl-warmup", "epochs of linear KL warm-up, 0 for none", type=int)
+    _option(
+        g, "--clip-norm", "clip gradients to this global norm, none for no clipping", type=optional(float)
+    )
+    _option(
         g, "--patience", "early stopping patience in epochs, none for no early stopping", type=optional(int)
     )
-    option(g, "--seed", "seed of the initial parameters, the shuffling and the draws", type=int)
-    return p
+    _option(g, "--seed", "seed of the initial parameters, the shuffling and the draws", type=int)
 
 
 def _train_config(args: argparse.Namespace, run_dir: Path | None):
