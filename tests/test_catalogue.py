@@ -768,13 +768,14 @@ def _(env):
 
 
 def read_only(env: Env) -> None:
-    """Make every directory read-only as pyrovae.io sees it: no file can be created."""
+    """Make every directory read-only as pyrovae.storage sees it: no file can be created."""
     for call in ("TemporaryFile", "mkstemp"):
         env.monkeypatch.setattr(f"pyrovae.storage.tempfile.{call}", fails_with(errno.EROFS))
 
 
 def disk_full_at(env: Env, call: str) -> None:
-    """Make ``call`` (``"tempfile.mkstemp"`` or ``"torch.save"``) fail in pyrovae.io as on a full disk."""
+    """Make ``call`` (``"tempfile.mkstemp"`` or ``"torch.save"``) fail in pyrovae.storage,
+    as on a full disk."""
     env.monkeypatch.setattr(f"pyrovae.storage.{call}", fails_with(errno.ENOSPC))
 
 

@@ -1,4 +1,4 @@
-"""pyrovae.latent_space: encodings, decodings and interpolations of any model/guide pair."""
+"""pyrovae.analysis.latent_space: encodings, decodings and interpolations of any model/guide pair."""
 
 from __future__ import annotations
 
