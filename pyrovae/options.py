@@ -116,6 +116,7 @@ DOMAINS: dict[str, Domain] = {
     "threshold": API_POSITIVE,
     "steps": POSITIVE_COUNT,
     "group_size": POSITIVE_COUNT,
+    "bins": API_OPTIONAL_COUNT,
     # options of Pyro's own estimators, as Pyro documents their domains
     "vectorize_particles": Domain(False, boolean=True, flag=False),
     "max_plate_nesting": Domain(True, 0, flag=False),

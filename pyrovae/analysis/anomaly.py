@@ -49,7 +49,6 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import pyro.poutine as poutine
 import torch
 
@@ -61,7 +60,7 @@ from pyrovae.infer.importance import LogWeights, log_likelihood
 from pyrovae.infer.pair import site_log_density
 from pyrovae.infer.sites import latents, scored_sites
 from pyrovae.options import check_options
-from pyrovae.results import Result
+from pyrovae.results import Result, column, columns
 
 __all__ = [
     "METHODS",
@@ -99,11 +98,16 @@ class AnomalyScores(Result):
     """
 
     method: str
-    score: torch.Tensor
-    stderr: torch.Tensor | None = None
-    columns: dict[str, torch.Tensor] = field(default_factory=dict)
+    score: torch.Tensor = column()
+    stderr: torch.Tensor | None = column(default=None)
+    columns: dict[str, torch.Tensor] = columns({})
     settings: dict = field(default_factory=dict)
     elapsed: float = 0.0
+
+    @property
+    def rows(self) -> str:
+        """The scores' dimension: ``"group"`` for ``"typicality"``, else ``"datapoint"``."""
+        return "group" if self.method == "typicality" else "datapoint"
 
     @property
     def num_data(self) -> int:
@@ -131,53 +135,9 @@ class AnomalyScores(Result):
         lines.append(f"  elapsed {self.elapsed:.1f} s")
         return "\n".join(lines)
 
-    def _fields(self) -> dict[str, torch.Tensor]:
-        fields = {"score": self.score}
-        if self.stderr is not None:
-            fields["stderr"] = self.stderr
-        return {**fields, **self.columns}
-
-    def to_dataframe(self):
-        """One row per data point (or group): ``score``, ``stderr`` and the other columns."""
-        import pandas as pd
-
-        index = pd.RangeIndex(self.num_data, name="group" if self.method == "typicality" else "datapoint")
-        return pd.DataFrame({k: v.cpu().numpy() for k, v in self._fields().items()}, index=index)
-
-    def to_json_dict(self) -> dict:
-        return {
-            "method": self.method,
-            "num_data": self.num_data,
-            "mean_score": self.mean,
-            "median_score": float(self.score.median()),
-            "elapsed": float(self.elapsed),
-            **{k: v for k, v in self.settings.items() if isinstance(v, int | float | str | bool)},
-        }
-
-    def to_xarray(self):
-        import xarray as xr
-
-        dim = "group" if self.method == "typicality" else "datapoint"
-        data = {k: (dim, v.cpu().numpy()) for k, v in self._fields().items()}
-        attrs = {k: v for k, v in self.to_json_dict().items() if not isinstance(v, bool)}
-        return xr.Dataset(data, coords={dim: np.arange(self.num_data)}, attrs=attrs)
-
-    @classmethod
-    def from_xarray(cls, ds) -> AnomalyScores:
-        a = dict(ds.attrs)
-        columns = {k: torch.as_tensor(ds[k].values) for k in ds.data_vars if k not in ("score", "stderr")}
-        settings = {
-            k: v for k, v in a.items() if k not in ("method", "num_data", "mean_score", "median_score")
-        }
-        settings.pop("elapsed", None)
-        return cls(
-            str(a["method"]),
-            torch.as_tensor(ds["score"].values),
-            torch.as_tensor(ds["stderr"].values) if "stderr" in ds else None,
-            columns,
-            settings,
-            float(a.get("elapsed", 0.0)),
-        )
+    def figures(self) -> dict:
+        """The mean and median score."""
+        return {"mean_score": self.mean, "median_score": float(self.score.median())}
 
 
 # ---------------------------------------------------------------------------------------------

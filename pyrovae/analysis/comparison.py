@@ -46,7 +46,7 @@ from pyrovae.data.source import DataSource
 from pyrovae.errors import ConfigError
 from pyrovae.estimators import estimator
 from pyrovae.infer.pair import trace_pair
-from pyrovae.results import Result
+from pyrovae.results import Result, table
 from pyrovae.seeds import seeded
 
 __all__ = ["Comparison", "compare"]
@@ -75,7 +75,7 @@ class Comparison(Result):
     :ivar int num_model_params: parameter elements of the model.
     """
 
-    table: pd.DataFrame
+    table: pd.DataFrame = table("estimator")
     num_repeats: int
     batch_size: int
     num_guide_params: int
@@ -100,40 +100,6 @@ class Comparison(Result):
         """The figures, one row per estimator."""
         return self.table
 
-    def to_dataframe(self) -> pd.DataFrame:
-        return self.table.copy()
-
-    def to_xarray(self):
-        """The figures as an :class:`xarray.Dataset` along ``"estimator"``; the rest in ``attrs``."""
-        import xarray as xr
-
-        ds = xr.Dataset.from_dataframe(self.table)
-        ds.attrs.update(self.to_json_dict())
-        return ds
-
-    @classmethod
-    def from_xarray(cls, ds) -> Comparison:
-        """Inverse of :meth:`to_xarray`."""
-        table = ds.to_dataframe()[list(COLUMNS)]
-        a = ds.attrs
-        return cls(
-            table,
-            int(a["num_repeats"]),
-            int(a["batch_size"]),
-            int(a["num_guide_params"]),
-            int(a["num_model_params"]),
-        )
-
-    def to_json_dict(self) -> dict:
-        """The settings as plain Python values (the figures are :meth:`to_dataframe`)."""
-        return {
-            "num_data": self.num_data,
-            "num_repeats": self.num_repeats,
-            "batch_size": self.batch_size,
-            "num_guide_params": self.num_guide_params,
-            "num_model_params": self.num_model_params,
-        }
-
     def summary(self) -> str:
         formats = {
             "bound": "{:.3f}".format,
@@ -157,22 +123,12 @@ class Comparison(Result):
         )
 
     def plot(self, path: str | os.PathLike | None = None):
-        """Bar charts of the guide's and model's gradient SNR and variance by estimator (log scale);
-        saved as PNG (atomically) when ``path`` is given. Returns the figure."""
-        from pyrovae.plots import figure, save
+        """Bar charts of the guide's and model's gradient SNR and variance by estimator
+        (:func:`pyrovae.plots.results.gradients`); saved as PNG when ``path`` is given. Returns the
+        figure."""
+        from pyrovae.plots.results import gradients
 
-        fig = figure(figsize=(11, 4), layout="constrained")
-        axes = fig.subplots(1, 2)
-        panels = (("snr", "median gradient SNR"), ("grad_var", "mean gradient variance"))
-        for ax, (what, label) in zip(axes, panels, strict=True):
-            self.table[[f"guide_{what}", f"model_{what}"]].rename(
-                columns={f"guide_{what}": "guide (encoder)", f"model_{what}": "model (decoder)"}
-            ).plot.bar(ax=ax, logy=True, rot=30)
-            ax.set_ylabel(label)
-            ax.set_xlabel("")
-            ax.grid(axis="y", alpha=0.3)
-        fig.suptitle(f"{self.num_repeats} gradient draws on one batch of {self.batch_size} data points")
-        return save(fig, path)
+        return gradients(self, path)
 
 
 def compare(

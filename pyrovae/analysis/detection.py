@@ -50,7 +50,7 @@ import pandas as pd
 import torch
 
 from pyrovae.errors import ConfigError, DataError
-from pyrovae.results import Result
+from pyrovae.results import Result, column
 
 __all__ = ["Detection", "detect", "detection_table"]
 
@@ -58,10 +58,8 @@ __all__ = ["Detection", "detect", "detection_table"]
 TPR_LEVEL = 0.95
 #: the columns of :func:`detection_table` (and of :meth:`Detection.summary_table`)
 TABLE_COLUMNS = ("AUROC", "AUPRC", "FPR95", "in", "out")
-#: the two sets' labels, in :meth:`Detection.to_dataframe` and :meth:`Detection.to_xarray`
+#: the two sets' labels, in :meth:`Detection.to_dataframe`
 SETS = ("in", "out")
-# the most histogram bins :meth:`Detection.plot` draws by default
-MAX_BINS = 80
 
 
 @dataclass(repr=False, eq=False)
@@ -80,8 +78,8 @@ class Detection(Result):
     :ivar str name: a label for the scores (the scoring method), or ``None``.
     """
 
-    in_scores: torch.Tensor
-    out_scores: torch.Tensor
+    in_scores: torch.Tensor = column("in_datapoint")
+    out_scores: torch.Tensor = column("out_datapoint")
     auroc: float
     auprc: float
     fpr95: float
@@ -148,55 +146,15 @@ class Detection(Result):
     def to_dataframe(self) -> pd.DataFrame:
         """A :class:`pandas.DataFrame`, one row per data point (in-distribution first), with
         columns ``score`` and ``set`` (``"in"`` or ``"out"``)."""
-        scores, sets = self._columns()
-        index = pd.RangeIndex(len(scores), name="datapoint")
-        return pd.DataFrame({"score": scores, "set": sets}, index=index)
-
-    def to_xarray(self):
-        """An :class:`xarray.Dataset` with dimension ``"datapoint"`` (in-distribution first) and
-        variables ``score`` and ``set``; the figures in its ``attrs``."""
-        import xarray as xr
-
-        scores, sets = self._columns()
-        attrs = {k: v for k, v in self.to_json_dict().items() if v is not None}
-        return xr.Dataset(
-            {"score": ("datapoint", scores), "set": ("datapoint", sets)},
-            coords={"datapoint": np.arange(len(scores))},
-            attrs=attrs,
-        )
-
-    @classmethod
-    def from_xarray(cls, ds) -> Detection:
-        """Inverse of :meth:`to_xarray`."""
-        scores = torch.as_tensor(np.asarray(ds["score"].values, dtype=np.float64))
-        sets = np.asarray(ds["set"].values).astype(str)
-        a = ds.attrs
-        name = a.get("name")
-        return cls(
-            scores[torch.as_tensor(sets == SETS[0])],
-            scores[torch.as_tensor(sets == SETS[1])],
-            float(a["auroc"]),
-            float(a["auprc"]),
-            float(a["fpr95"]),
-            None if name is None else str(name),
-        )
-
-    def to_json_dict(self) -> dict:
-        """The figures as plain Python values (the scores are :meth:`to_dataframe`)."""
-        return {
-            "name": self.name,
-            "auroc": float(self.auroc),
-            "auprc": float(self.auprc),
-            "fpr95": float(self.fpr95),
-            "num_in": self.num_in,
-            "num_out": self.num_out,
-            "num_data": self.num_data,
-        }
-
-    def _columns(self) -> tuple[np.ndarray, np.ndarray]:
         scores = torch.cat([self.in_scores, self.out_scores]).numpy()
         sets = np.repeat(np.array(SETS), [self.num_in, self.num_out])
-        return scores, sets
+        return pd.DataFrame(
+            {"score": scores, "set": sets}, index=pd.RangeIndex(self.num_data, name="datapoint")
+        )
+
+    def figures(self) -> dict:
+        """The sizes of both sets."""
+        return {"num_in": self.num_in, "num_out": self.num_out}
 
     def roc_curve(self) -> tuple[np.ndarray, np.ndarray]:
         """The ROC curve's false- and true-positive rates, by decreasing threshold."""
@@ -204,56 +162,15 @@ class Detection(Result):
         return fpr, tpr
 
     def plot(self, path: str | os.PathLike | None = None, *, bins: int | None = None):
-        """Two panels: histograms of both sets' scores (the same bins, as densities; infinite scores
-        are counted in the title, not drawn) and the ROC curve with the chance diagonal and the
-        FPR95 point. Saved as PNG (atomically) when ``path`` is given. Returns the figure.
+        """Histograms of both sets' scores and the ROC curve with the FPR95 point
+        (:func:`pyrovae.plots.results.detection`); saved as PNG when ``path`` is given. Returns the
+        figure.
 
         :param int bins: number of histogram bins; by default numpy's ``"auto"`` choice, at most 80.
         """
-        from pyrovae.plots import figure, save
+        from pyrovae.plots.results import detection
 
-        if bins is not None and (isinstance(bins, bool) or not isinstance(bins, int) or bins < 1):
-            raise ConfigError(f"bins must be a positive integer, got {bins!r}")
-        fig = figure(figsize=(11, 4.2), layout="constrained")
-        hist_ax, roc_ax = fig.subplots(1, 2)
-
-        finite = [s[torch.isfinite(s)].numpy() for s in (self.in_scores, self.out_scores)]
-        both = np.concatenate(finite)
-        if both.size:
-            edges = np.histogram_bin_edges(both, bins="auto" if bins is None else bins)
-            if bins is None and len(edges) > MAX_BINS + 1:
-                edges = np.histogram_bin_edges(both, bins=MAX_BINS)
-            labels = ("in-distribution", "out-of-distribution")
-            for values, label, color in zip(finite, labels, ("C0", "C3"), strict=True):
-                if values.size:
-                    hist_ax.hist(values, bins=edges, density=True, alpha=0.5, color=color, label=label)
-            hist_ax.legend()
-        title = "scores (higher = more anomalous)"
-        num_inf = self.num_data - both.size
-        if num_inf:
-            title += f"; {num_inf} infinite not shown"
-        hist_ax.set_title(title)
-        hist_ax.set_xlabel("score" if self.name is None else f"{self.name} score")
-        hist_ax.set_ylabel("density")
-        hist_ax.grid(alpha=0.3)
-
-        fpr, tpr = self.roc_curve()
-        roc_ax.plot(fpr, tpr, color="C0", label=f"ROC (AUROC = {self.auroc:.3f})")
-        roc_ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="chance")
-        roc_ax.plot(
-            [self.fpr95], [TPR_LEVEL], marker="o", color="C3", linestyle="", label=f"FPR95 = {self.fpr95:.3f}"
-        )
-        roc_ax.set_xlim(0, 1)
-        roc_ax.set_ylim(0, 1.01)
-        roc_ax.set_aspect("equal")
-        roc_ax.set_xlabel("false-positive rate (in-distribution flagged)")
-        roc_ax.set_ylabel("true-positive rate (OOD flagged)")
-        roc_ax.set_title("ROC curve")
-        roc_ax.grid(alpha=0.3)
-        roc_ax.legend(loc="lower right")
-        if self.name is not None:
-            fig.suptitle(self.name)
-        return save(fig, path)
+        return detection(self, path, bins=bins)
 
 
 def detect(in_scores, out_scores, *, name: str | None = None) -> Detection:

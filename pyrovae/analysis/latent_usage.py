@@ -59,7 +59,7 @@ from pyrovae.infer.importance import LogWeights
 from pyrovae.infer.pair import site_log_density
 from pyrovae.infer.sites import scored_sites
 from pyrovae.options import check_options
-from pyrovae.results import Result, mean_stderr
+from pyrovae.results import Result, column, mean_stderr, table
 from pyrovae.seeds import seeded
 
 __all__ = ["ACTIVITY_THRESHOLD", "COLLAPSE_KL", "LatentStats", "latent_stats"]
@@ -68,8 +68,6 @@ __all__ = ["ACTIVITY_THRESHOLD", "COLLAPSE_KL", "LatentStats", "latent_stats"]
 ACTIVITY_THRESHOLD = 0.01
 #: KL (nats) below which an inactive dimension counts as collapsed
 COLLAPSE_KL = 0.01
-#: the columns of :attr:`LatentStats.dims` after ``site`` and ``dim``
-DIM_COLUMNS = ("activity", "active", "kl", "kl_stderr", "collapsed")
 
 
 @dataclass(repr=False)
@@ -90,10 +88,10 @@ class LatentStats(Result):
     :ivar float elapsed: wall time in seconds.
     """
 
-    dims: pd.DataFrame
-    sites: pd.DataFrame
-    reconstruction: torch.Tensor
-    kl: torch.Tensor
+    dims: pd.DataFrame = table("latent", prefix="latent_")
+    sites: pd.DataFrame = table("site", prefix="site_")
+    reconstruction: torch.Tensor = column()
+    kl: torch.Tensor = column()
     num_particles: int
     threshold: float = ACTIVITY_THRESHOLD
     elapsed: float = 0.0
@@ -151,85 +149,23 @@ class LatentStats(Result):
         """The per-site table, shown in Jupyter."""
         return self.sites.drop(columns="note")
 
-    def to_dataframe(self) -> pd.DataFrame:
-        """One row per latent dimension (:attr:`dims`)."""
-        return self.dims.copy()
-
-    def to_json_dict(self) -> dict:
-        """Summary figures as plain Python values: the decomposition, and per site."""
-        r, k, e = self.reconstruction, self.kl, self.elbo
+    def figures(self) -> dict:
+        """The decomposition of the ELBO with standard errors, active units, and the table per site."""
         sites = {}
         for name, row in self.sites.iterrows():
             sites[name] = {
                 key: (value.item() if isinstance(value, np.generic) else value) for key, value in row.items()
             }
-        return {
-            "num_data": self.num_data,
-            "num_particles": int(self.num_particles),
-            "threshold": float(self.threshold),
+        out = {
             "active_units": self.active_units,
             "num_dims": len(self.dims),
             "posterior_collapse": self.posterior_collapse,
-            "elbo": float(e.mean()),
-            "elbo_stderr": mean_stderr(e),
-            "reconstruction": float(r.mean()),
-            "reconstruction_stderr": mean_stderr(r),
-            "kl": float(k.mean()),
-            "kl_stderr": mean_stderr(k),
-            "sites": sites,
-            "elapsed": float(self.elapsed),
         }
-
-    def to_xarray(self):
-        """An :class:`xarray.Dataset` with dimensions ``"latent"`` (one per row of :attr:`dims`:
-        ``latent_site``, ``latent_dim`` and the columns of :attr:`dims`), ``"site"`` (the columns
-        of :attr:`sites`, prefixed ``site_``) and ``"datapoint"``; the scalars in its ``attrs``."""
-        import xarray as xr
-
-        dims = self.dims
-        data_vars = {"latent_site": ("latent", dims["site"].to_numpy().astype(str))}
-        data_vars["latent_dim"] = ("latent", dims["dim"].to_numpy())
-        for col in DIM_COLUMNS:
-            data_vars[col] = ("latent", dims[col].to_numpy())
-        sites = self.sites.reset_index()
-        for col in sites.columns:
-            if col != "site":
-                values = sites[col].to_numpy()
-                data_vars[f"site_{col}"] = ("site", values.astype(str) if values.dtype == object else values)
-        data_vars["reconstruction"] = ("datapoint", self.reconstruction.numpy())
-        data_vars["datapoint_kl"] = ("datapoint", self.kl.numpy())
-        attrs = {
-            "num_particles": int(self.num_particles),
-            "threshold": float(self.threshold),
-            "elapsed": float(self.elapsed),
-        }
-        coords = {"site": sites["site"].to_numpy().astype(str), "datapoint": np.arange(self.num_data)}
-        return xr.Dataset(data_vars, coords=coords, attrs=attrs)
-
-    @classmethod
-    def from_xarray(cls, ds) -> LatentStats:
-        """Inverse of :meth:`to_xarray`."""
-        dims = pd.DataFrame({"site": ds["latent_site"].values.astype(str), "dim": ds["latent_dim"].values})
-        for col in DIM_COLUMNS:
-            dims[col] = ds[col].values
-        for col in ("active", "collapsed"):
-            dims[col] = dims[col].astype(bool)
-        sites = pd.DataFrame(
-            {name[len("site_") :]: ds[name].values for name in ds.data_vars if name.startswith("site_")},
-            index=pd.Index(ds["site"].values.astype(str), name="site"),
-        )
-        for col in ("kl_method", "note"):
-            sites[col] = sites[col].astype(str)
-        sites["collapsed"] = sites["collapsed"].astype(bool)
-        return cls(
-            dims,
-            sites,
-            torch.as_tensor(ds["reconstruction"].values),
-            torch.as_tensor(ds["datapoint_kl"].values),
-            num_particles=int(ds.attrs["num_particles"]),
-            threshold=float(ds.attrs["threshold"]),
-            elapsed=float(ds.attrs["elapsed"]),
-        )
+        for name in ("elbo", "reconstruction", "kl"):
+            out.update(
+                {name: float(getattr(self, name).mean()), f"{name}_stderr": mean_stderr(getattr(self, name))}
+            )
+        return {**out, "sites": sites}
 
     def plot(self, path=None):
         """KL (where defined) and activity per dimension, each site's dimensions sorted by KL (else
@@ -461,7 +397,7 @@ def latent_stats(
             dim_rows += dims
             site_rows.append(row)
     return LatentStats(
-        pd.DataFrame(dim_rows),
+        pd.DataFrame(dim_rows).rename_axis("latent"),
         pd.DataFrame(site_rows).set_index("site"),
         reconstruction,
         kl_total,

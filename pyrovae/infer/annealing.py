@@ -77,7 +77,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from pyrovae import devices, distributed
@@ -89,6 +88,7 @@ from pyrovae.infer.importance import PerDatapoint
 from pyrovae.infer.pair import Pair
 from pyrovae.infer.sites import data_frame
 from pyrovae.options import check_option, check_options, check_schedule
+from pyrovae.results import column
 from pyrovae.seeds import seeded
 
 __all__ = ["AIS", "ais", "annealing_schedule"]
@@ -154,20 +154,18 @@ class AIS(PerDatapoint):
     :ivar float elapsed: wall time in seconds.
     """
 
-    log_px: torch.Tensor
-    log_px_se: torch.Tensor
-    ess: torch.Tensor
-    acceptance: torch.Tensor
-    step_size: torch.Tensor
-    log_weights: torch.Tensor
+    log_px: torch.Tensor = column()
+    log_px_se: torch.Tensor = column()
+    ess: torch.Tensor = column()
+    acceptance: torch.Tensor = column()
+    step_size: torch.Tensor = column()
+    log_weights: torch.Tensor = column("datapoint", "chain")
     num_steps: int
     leapfrog_steps: int
     schedule: str
     start: str
     reverse: bool = False
     elapsed: float = 0.0
-
-    _FIELDS = ("log_px", "log_px_se", "ess", "acceptance", "step_size")
 
     @property
     def num_chains(self) -> int:
@@ -199,46 +197,14 @@ class AIS(PerDatapoint):
         lines.append(f"  elapsed {self.elapsed:.1f} s")
         return "\n".join(lines)
 
-    def to_xarray(self):
-        """An :class:`xarray.Dataset` with dimensions ``"datapoint"`` and ``"chain"`` (the
-        log-weights); summary figures in its ``attrs``."""
-        import xarray as xr
-
-        data_vars = {name: ("datapoint", getattr(self, name).cpu().numpy()) for name in self._FIELDS}
-        data_vars["log_weights"] = (("datapoint", "chain"), self.log_weights.cpu().numpy())
-        attrs = {k: (int(v) if isinstance(v, bool) else v) for k, v in self.to_json_dict().items()}
-        return xr.Dataset(data_vars, coords={"datapoint": np.arange(self.num_data)}, attrs=attrs)
-
-    @classmethod
-    def from_xarray(cls, ds) -> AIS:
-        """Inverse of :meth:`to_xarray`."""
-        fields = {name: torch.as_tensor(ds[name].values) for name in (*cls._FIELDS, "log_weights")}
-        a = ds.attrs
-        return cls(
-            **fields,
-            num_steps=int(a["num_steps"]),
-            leapfrog_steps=int(a["leapfrog_steps"]),
-            schedule=str(a["schedule"]),
-            start=str(a["start"]),
-            reverse=bool(a["reverse"]),
-            elapsed=float(a["elapsed"]),
-        )
-
-    def to_json_dict(self) -> dict:
-        """Summary figures as plain Python values."""
+    def figures(self) -> dict:
+        """The number of chains, the mean and its standard error, and the mean acceptance."""
         acc = self.acceptance[torch.isfinite(self.acceptance)]
         return {
-            "num_data": self.num_data,
             "num_chains": self.num_chains,
-            "num_steps": int(self.num_steps),
-            "leapfrog_steps": int(self.leapfrog_steps),
-            "schedule": self.schedule,
-            "start": self.start,
-            "reverse": bool(self.reverse),
             "mean_log_px": self.mean,
             "stderr": self.stderr,
             "acceptance": float(acc.mean()) if acc.numel() else math.nan,
-            "elapsed": float(self.elapsed),
         }
 
 

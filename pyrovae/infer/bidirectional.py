@@ -24,7 +24,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import pyro.poutine as poutine
 import torch
@@ -35,12 +34,11 @@ from pyrovae.errors import ConfigError
 from pyrovae.infer.annealing import AIS, ais
 from pyrovae.infer.sites import scored_sites
 from pyrovae.options import check_keywords, check_options
-from pyrovae.results import Result, mean_stderr
+from pyrovae.results import Result, live, mean_stderr, nested
 from pyrovae.seeds import seeded
 
 __all__ = ["BDMC", "bdmc"]
 
-_DIRECTIONS = ("forward", "reverse")
 #: the keyword options of :func:`~pyrovae.ais` that :func:`bdmc` passes on
 _AIS_KEYWORDS = set(inspect.signature(ais).parameters) - {"model", "guide", "data"}
 
@@ -56,10 +54,12 @@ class BDMC(Result):
     :ivar float elapsed: wall time in seconds, simulation included.
     """
 
-    forward: AIS
-    reverse: AIS
-    data: tuple[torch.Tensor, ...]
+    forward: AIS = nested(AIS)
+    reverse: AIS = nested(AIS)
+    data: tuple[torch.Tensor, ...] = live(())
     elapsed: float = 0.0
+
+    rows = "simulated"
 
     @property
     def lower(self) -> torch.Tensor:
@@ -126,61 +126,24 @@ class BDMC(Result):
             "reverse_acceptance": self.reverse.acceptance,
         }
         columns = {name: v.cpu().numpy() for name, v in columns.items()}
-        return pd.DataFrame(columns, index=pd.RangeIndex(self.num_data, name="simulated"))
+        return pd.DataFrame(columns, index=pd.RangeIndex(self.num_data, name=self.rows))
 
     def to_xarray(self):
-        """An :class:`xarray.Dataset` of :meth:`to_dataframe`, prefixed ``bdmc_``, with dimension
-        ``"simulated"`` (distinct from the ``"datapoint"`` of real data), and both directions' AIS
-        results prefixed ``bdmc_forward_`` and ``bdmc_reverse_`` (log-weights along ``"bdmc_chain"``);
-        summary in ``attrs``."""
-        import xarray as xr
+        """Both directions' AIS results (prefixed ``forward_`` and ``reverse_``), with the lower
+        and upper bounds and the gap per simulated data point."""
+        ds = super().to_xarray()
+        return ds.assign(
+            {name: (self.rows, getattr(self, name).numpy()) for name in ("lower", "upper", "gap")}
+        )
 
-        df = self.to_dataframe()
-        data_vars = {f"bdmc_{name}": ("simulated", df[name].to_numpy()) for name in df}
-        attrs = {f"bdmc_{k}": v for k, v in self.to_json_dict().items() if not isinstance(v, dict)}
-        for direction in _DIRECTIONS:
-            ais_ds = getattr(self, direction).to_xarray()
-            for name, var in ais_ds.data_vars.items():
-                dims = tuple({"datapoint": "simulated", "chain": "bdmc_chain"}[d] for d in var.dims)
-                data_vars[f"bdmc_{direction}_{name}"] = (dims, var.values)
-            attrs.update({f"bdmc_{direction}_{k}": v for k, v in ais_ds.attrs.items()})
-        return xr.Dataset(data_vars, coords={"simulated": np.arange(self.num_data)}, attrs=attrs)
-
-    @classmethod
-    def from_xarray(cls, ds) -> BDMC:
-        """Inverse of :meth:`to_xarray` (without the simulated data)."""
-        import xarray as xr
-
-        results = {}
-        for direction in _DIRECTIONS:
-            prefix = f"bdmc_{direction}_"
-            data_vars = {
-                name[len(prefix) :]: (
-                    tuple({"simulated": "datapoint"}.get(d, "chain") for d in v.dims),
-                    v.values,
-                )
-                for name, v in ds.data_vars.items()
-                if name.startswith(prefix)
-            }
-            attrs = {k[len(prefix) :]: v for k, v in ds.attrs.items() if k.startswith(prefix)}
-            results[direction] = AIS.from_xarray(xr.Dataset(data_vars, attrs=attrs))
-        return cls(results["forward"], results["reverse"], (), elapsed=float(ds.attrs["bdmc_elapsed"]))
-
-    def to_json_dict(self) -> dict:
-        """Summary figures as plain Python values."""
-        return {
-            "num_data": self.num_data,
-            "lower": float(self.lower.mean()),
-            "lower_stderr": mean_stderr(self.lower),
-            "upper": float(self.upper.mean()),
-            "upper_stderr": mean_stderr(self.upper),
-            "gap": float(self.gap.mean()),
-            "gap_stderr": mean_stderr(self.gap),
-            "gap_max": float(self.gap.max()),
-            "elapsed": float(self.elapsed),
-            "forward": self.forward.to_json_dict(),
-            "reverse": self.reverse.to_json_dict(),
-        }
+    def figures(self) -> dict:
+        """Means and standard errors of the bounds and of the gap, and the largest gap."""
+        out = {}
+        for name in ("lower", "upper", "gap"):
+            out.update(
+                {name: float(getattr(self, name).mean()), f"{name}_stderr": mean_stderr(getattr(self, name))}
+            )
+        return {**out, "gap_max": float(self.gap.max())}
 
 
 def simulate(model, data_sites: Sequence[str], *args, **kwargs) -> tuple[tuple[torch.Tensor, ...], dict]:

@@ -48,7 +48,6 @@ import math
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from pyro.distributions.util import scale_and_mask
 
@@ -61,7 +60,7 @@ from pyrovae.infer.diagnostics import KHAT_BAD, KHAT_GOOD, reduce_log_weights
 from pyrovae.infer.pair import Pair, kl_divergence, reduce_site, site_log_density
 from pyrovae.infer.sites import scored_sites
 from pyrovae.options import check_options
-from pyrovae.results import Result, mean_stderr
+from pyrovae.results import Result, column, mean_stderr
 from pyrovae.seeds import seeded
 
 __all__ = ["LogLikelihood", "LogWeights", "PerDatapoint", "log_likelihood", "reduction"]
@@ -95,11 +94,9 @@ def default_max_memory(device: torch.device) -> int:
 
 
 class PerDatapoint(Result):
-    r"""What results holding one estimate of :math:`\log p(x)` per data point share: ``log_px`` and
-    the per-datapoint columns named in ``_FIELDS``, with ``num_data``, ``mean``, ``stderr`` and
-    :meth:`to_dataframe`."""
+    r"""What results holding one estimate of :math:`\log p(x)` per data point share: ``log_px``,
+    with ``num_data``, ``mean`` and ``stderr``."""
 
-    _FIELDS: tuple[str, ...] = ("log_px",)
     log_px: torch.Tensor
 
     @property
@@ -117,13 +114,6 @@ class PerDatapoint(Result):
         r"""Standard error of :attr:`mean` across data points (:func:`~pyrovae.results.mean_stderr`)."""
         return mean_stderr(self.log_px)
 
-    def to_dataframe(self):
-        """A :class:`pandas.DataFrame`, one row per data point, one column per field of ``_FIELDS``."""
-        import pandas as pd
-
-        columns = {name: getattr(self, name).cpu().numpy() for name in self._FIELDS}
-        return pd.DataFrame(columns, index=pd.RangeIndex(self.num_data, name="datapoint"))
-
 
 @dataclass(repr=False)
 class LogLikelihood(PerDatapoint):
@@ -138,15 +128,13 @@ class LogLikelihood(PerDatapoint):
     :ivar float elapsed: wall time of the computation in seconds.
     """
 
-    log_px: torch.Tensor
-    log_px_se: torch.Tensor
-    ess: torch.Tensor
-    khat: torch.Tensor
+    log_px: torch.Tensor = column()
+    log_px_se: torch.Tensor = column()
+    ess: torch.Tensor = column()
+    khat: torch.Tensor = column()
     num_samples: int
-    log_weights: torch.Tensor | None = None
+    log_weights: torch.Tensor | None = column("datapoint", "sample", default=None)
     elapsed: float = 0.0
-
-    _FIELDS = ("log_px", "log_px_se", "ess", "khat")
 
     @classmethod
     def from_log_weights(
@@ -213,36 +201,11 @@ class LogLikelihood(PerDatapoint):
         lines.append(f"  elapsed {self.elapsed:.1f} s")
         return "\n".join(lines)
 
-    def to_xarray(self):
-        """An :class:`xarray.Dataset` with dimension ``"datapoint"`` (and ``"sample"`` for the
-        log-weights when kept); summary figures in its ``attrs``."""
-        import xarray as xr
-
-        data_vars = {name: ("datapoint", getattr(self, name).cpu().numpy()) for name in self._FIELDS}
-        if self.log_weights is not None:
-            data_vars["log_weights"] = (("datapoint", "sample"), self.log_weights.cpu().numpy())
-        attrs = {k: v for k, v in self.to_json_dict().items() if not isinstance(v, bool)}
-        return xr.Dataset(data_vars, coords={"datapoint": np.arange(self.num_data)}, attrs=attrs)
-
-    @classmethod
-    def from_xarray(cls, ds) -> LogLikelihood:
-        """Inverse of :meth:`to_xarray`."""
-        fields = {name: torch.as_tensor(ds[name].values) for name in cls._FIELDS}
-        log_weights = torch.as_tensor(ds["log_weights"].values) if "log_weights" in ds else None
-        return cls(
-            **fields,
-            num_samples=int(ds.attrs["num_samples"]),
-            log_weights=log_weights,
-            elapsed=float(ds.attrs["elapsed"]),
-        )
-
-    def to_json_dict(self) -> dict:
-        """Summary figures as plain Python numbers."""
+    def figures(self) -> dict:
+        r"""The mean and its standard error, and summaries of the ESS and :math:`\hat k`."""
         good, ok, bad = self.khat_counts()
         ess = self.ess[torch.isfinite(self.ess)]
         return {
-            "num_data": self.num_data,
-            "num_samples": int(self.num_samples),
             "mean_log_px": self.mean,
             "stderr": self.stderr,
             "nll": self.nll,
@@ -251,7 +214,6 @@ class LogLikelihood(PerDatapoint):
             "khat_below_0_5": good,
             "khat_0_5_to_0_7": ok,
             "khat_above_0_7": bad,
-            "elapsed": float(self.elapsed),
         }
 
 

@@ -45,9 +45,8 @@ from pyrovae.infer.annealing import AIS, ais
 from pyrovae.infer.bidirectional import BDMC, bdmc
 from pyrovae.infer.importance import LogLikelihood, LogWeights, reduction
 from pyrovae.options import DOMAINS, check_keywords, check_options
-from pyrovae.results import Result, mean_stderr
+from pyrovae.results import Result, columns, live, mean_stderr, nested, prefixed, unprefixed
 from pyrovae.seeds import seeded
-from pyrovae.storage import atomic_path
 
 __all__ = ["Bounds", "bounds", "iwae_bounds"]
 
@@ -126,14 +125,14 @@ class Bounds(Result):
     :ivar BDMC bdmc: the BDMC sandwich on simulated data points, or ``None``.
     """
 
-    values: dict[str, torch.Tensor]
-    ks: dict[str, int]
-    num_samples: int
+    values: dict[str, torch.Tensor] = columns()
+    ks: dict[str, int] = field(default_factory=dict)
+    num_samples: int = 0
     notes: list[str] = field(default_factory=list)
-    log_likelihood: LogLikelihood | None = None
+    log_likelihood: LogLikelihood | None = live(None)
     elapsed: float = 0.0
-    ais: dict[str, AIS] = field(default_factory=dict)
-    bdmc: BDMC | None = None
+    ais: dict[str, AIS] = live({})
+    bdmc: BDMC | None = nested(BDMC, None, same_rows=False)
 
     def add_ais(self, result: AIS) -> None:
         """Add the row of an :func:`~pyrovae.ais` result (named ``result.name``, e.g. "AIS-1000")."""
@@ -209,119 +208,59 @@ class Bounds(Result):
         lines.append(f"  elapsed {self.elapsed:.1f} s")
         return "\n".join(lines)
 
-    def to_dataframe(self):
-        """A :class:`pandas.DataFrame`, one row per data point, one column per bound."""
-        columns = {name: v.cpu().numpy() for name, v in self.values.items()}
-        return pd.DataFrame(columns, index=pd.RangeIndex(self.num_data, name="datapoint"))
-
     def to_xarray(self):
         """An :class:`xarray.Dataset` with a ``(bound, datapoint)`` variable ``log_px_bound``;
-        the coordinate ``k`` is :math:`k` for IWAE rows and 0 for the others."""
+        the coordinate ``k`` is :math:`k` for IWAE rows and 0 for the others; the AIS rows' standard
+        errors, acceptance and step sizes along ``"ais"``, and the BDMC result prefixed ``bdmc_``."""
         import xarray as xr
 
         names = self.names
-        table = np.stack([self.values[n].cpu().numpy() for n in names])
-        data_vars = {"log_px_bound": (("bound", "datapoint"), table)}
-        coords = {}
+        data_vars = {
+            "log_px_bound": (("bound", "datapoint"), torch.stack(list(self.values.values())).numpy())
+        }
+        for name in ("log_px_se", "acceptance", "step_size") if self.ais else ():
+            stacked = torch.stack([getattr(r, name).cpu() for r in self.ais.values()]).numpy()
+            data_vars[f"ais_{name}"] = (("ais", "datapoint"), stacked)
+        coords = {
+            "bound": names,
+            "datapoint": np.arange(self.num_data),
+            "k": ("bound", [self.ks.get(n, 0) for n in names]),
+        }
         if self.ais:
             coords["ais"] = list(self.ais)
-            for field_name in ("log_px_se", "acceptance", "step_size"):
-                stacked = np.stack([getattr(r, field_name).cpu().numpy() for r in self.ais.values()])
-                data_vars[f"ais_{field_name}"] = (("ais", "datapoint"), stacked)
-        ds = xr.Dataset(
-            data_vars,
-            coords={
-                "bound": names,
-                "datapoint": np.arange(self.num_data),
-                "k": ("bound", [self.ks.get(n, 0) for n in names]),
-                **coords,
-            },
-            attrs={
-                "num_samples": int(self.num_samples),
-                "elapsed": float(self.elapsed),
-                "notes": "\n".join(self.notes),
-            },
-        )
+        ds = xr.Dataset(data_vars, coords=coords, attrs=self.attributes())
         if self.bdmc is not None:
-            ds = xr.merge([ds, self.bdmc.to_xarray()], combine_attrs="no_conflicts")
+            ds = xr.merge([ds, prefixed(self.bdmc.to_xarray(), "bdmc_")], combine_attrs="no_conflicts")
         return ds
 
     @classmethod
     def from_xarray(cls, ds) -> Bounds:
-        """The ladder of a dataset written by :meth:`to_xarray`: its rows, :math:`k` and notes (the
-        AIS and BDMC details and the diagnostics of :attr:`log_likelihood` are not restored)."""
+        """The ladder of a dataset written by :meth:`to_xarray`: its rows, :math:`k`, notes and BDMC
+        result (the AIS details and the diagnostics of :attr:`log_likelihood` are not restored)."""
         names = [str(n) for n in ds["bound"].values]
         values = {n: torch.as_tensor(ds["log_px_bound"].sel(bound=n).values) for n in names}
         ks = {n: int(k) for n, k in zip(names, ds["k"].values, strict=True) if k > 0}
+        bdmc = unprefixed(ds, "bdmc_")
+        bdmc = BDMC.from_xarray(bdmc) if bdmc.data_vars else None
         notes = [line for line in str(ds.attrs.get("notes", "")).split("\n") if line]
-        return cls(values, ks, int(ds.attrs["num_samples"]), notes, elapsed=float(ds.attrs["elapsed"]))
+        return cls(
+            values, ks, int(ds.attrs["num_samples"]), notes, elapsed=float(ds.attrs["elapsed"]), bdmc=bdmc
+        )
 
-    def to_json_dict(self) -> dict:
-        """Means and standard errors of every row as plain floats, with the AIS and BDMC summaries."""
-        out = {
-            "num_data": self.num_data,
-            "num_samples": int(self.num_samples),
-            "bounds": {n: {"mean": self.mean[n], "stderr": self.stderr[n]} for n in self.values},
-            "notes": list(self.notes),
-        }
+    def figures(self) -> dict:
+        """Means and standard errors of every row, and the AIS summaries."""
+        out = {"bounds": {n: {"mean": self.mean[n], "stderr": self.stderr[n]} for n in self.values}}
         if self.ais:
             out["ais"] = {name: result.to_json_dict() for name, result in self.ais.items()}
-        if self.bdmc is not None:
-            out["bdmc"] = self.bdmc.to_json_dict()
         return out
 
     def plot(self, path: str | os.PathLike | None = None):
-        """Plot the ladder: mean IWAE-:math:`k` bound against :math:`k` (log axis) with
-        standard-error bars, other rows (analytic ELBO, AIS) as horizontal lines with bands; with
-        BDMC, a second panel shows its lower and upper bounds on the simulated data points. Saves
-        a PNG atomically when ``path`` is given. Returns the :class:`matplotlib.figure.Figure`
-        (made without pyplot, so no display or interactive backend is needed)."""
-        from pyrovae.plots import figure
+        """Plot the ladder (:func:`pyrovae.plots.results.ladder`): mean IWAE-:math:`k` bound
+        against :math:`k`, the other rows as lines, and the BDMC sandwich when there is one; saved
+        as PNG when ``path`` is given. Returns the figure."""
+        from pyrovae.plots.results import ladder
 
-        fig = figure(figsize=(6 if self.bdmc is None else 10, 4), layout="constrained")
-        ax, *right = fig.subplots(1, 1 if self.bdmc is None else 2, squeeze=False)[0]
-        ks = list(self.ks.values())
-        ax.errorbar(
-            ks,
-            [self.mean[n] for n in self.ks],
-            yerr=[self.stderr[n] for n in self.ks],
-            marker="o",
-            capsize=3,
-            label="IWAE-k (k = 1: ELBO)",
-        )
-        others = [n for n in self.values if n not in self.ks]
-        for i, name in enumerate(others):
-            mean, se = self.mean[name], self.stderr[name]
-            color = f"C{i + 1}"
-            ax.axhline(mean, color=color, linestyle="--", label=name)
-            if math.isfinite(se):
-                ax.axhspan(mean - se, mean + se, color=color, alpha=0.15, linewidth=0)
-        ax.set_xscale("log")
-        ax.set_xlabel("k (importance samples per estimate)")
-        ax.set_ylabel("mean bound on log p(x) (nats)")
-        ax.set_title(f"log p(x) bounds, N = {self.num_data}, K = {self.num_samples}")
-        ax.legend(loc="best")
-        if right:
-            self._plot_bdmc(right[0])
-        if path is not None:
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, format="png", dpi=100)
-        return fig
-
-    def _plot_bdmc(self, ax) -> None:
-        b = self.bdmc
-        stderr = [mean_stderr(v) for v in (b.lower, b.upper)]
-        means = [float(b.lower.mean()), float(b.upper.mean())]
-        ax.errorbar([0, 1], means, yerr=stderr, fmt="o", capsize=4, color="C3")
-        for lo, hi in zip(b.lower.tolist(), b.upper.tolist(), strict=True):
-            ax.plot([0, 1], [lo, hi], color="0.6", alpha=0.3, linewidth=0.8)
-        ax.set_xticks([0, 1], ["forward AIS\n(lower)", "reverse AIS\n(upper)"])
-        ax.set_xlim(-0.5, 1.5)
-        ax.set_ylabel("log p(x) of simulated data (nats)")
-        ax.set_title(
-            f"BDMC, {b.num_data} simulated points, T = {b.forward.num_steps}: "
-            f"gap {float(b.gap.mean()):.3f} nats"
-        )
+        return ladder(self, path)
 
 
 def bounds(

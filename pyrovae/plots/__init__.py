@@ -1,4 +1,6 @@
-r"""Figures: samples, reconstructions, learning curves, and pictures of the latent space.
+r"""Figures: samples, reconstructions, learning curves, pictures of the latent space, and the
+figures of results (a ladder of bounds, out-of-distribution detection, gradient figures of
+estimators, latent usage), which their ``plot`` methods draw.
 
 Every function returns a :class:`Figure` (a :class:`matplotlib.figure.Figure`), which a notebook
 shows inline, and saves it as a PNG, atomically, only when given ``path``. Figures are made without
@@ -31,6 +33,7 @@ from pyrovae.plots.latent_space import (
     prior_samples,
     traverse,
 )
+from pyrovae.plots.results import detection, gradients, ladder
 from pyrovae.plots.usage import latent_usage
 
 __all__ = [
@@ -38,10 +41,13 @@ __all__ = [
     "INTERPOLATIONS",
     "Figure",
     "as_images",
+    "detection",
     "embedding",
     "figure",
+    "gradients",
     "image_grid",
     "interpolate",
+    "ladder",
     "latent_usage",
     "learning_curves",
     "prior_samples",

@@ -38,7 +38,7 @@ from pyrovae import devices, distributed, plots
 from pyrovae.data.source import DataSource
 from pyrovae.errors import CheckpointError, ConfigError, TrainingError
 from pyrovae.options import check_options
-from pyrovae.results import Result
+from pyrovae.results import Result, live, table
 from pyrovae.runs.directory import CONFIG, HISTORY, RunDirectory, checkpoint_bytes
 from pyrovae.storage import pause_point, write_json, write_text
 from pyrovae.train.trainer import Trainer
@@ -89,8 +89,8 @@ class FitResult(Result):
     :ivar int num_data: training data points :math:`N`.
     """
 
-    vae: nn.Module | None
-    history: pd.DataFrame
+    vae: nn.Module | None = live()
+    history: pd.DataFrame = table("epoch", index="epoch")
     run_dir: Path | None = None
     best_epoch: int | None = None
     stopped_early: bool = False
@@ -102,10 +102,6 @@ class FitResult(Result):
         """The validation bound of the best epoch (else the last training objective), in nats."""
         col = "valid_loss" if self.history["valid_loss"].notna().any() else "train_loss"
         return float(self.history[col].iloc[-1 if self.best_epoch is None else self.best_epoch - 1])
-
-    def to_dataframe(self) -> pd.DataFrame:
-        """The history, one row per epoch."""
-        return self.history.copy()
 
     def summary_table(self) -> pd.DataFrame:
         """The history by epoch, without columns that are empty (no validation data): every epoch of
@@ -119,41 +115,9 @@ class FitResult(Result):
             table = table.iloc[sorted(rows)]
         return table.set_index("epoch")
 
-    def to_xarray(self):
-        """The history as an :class:`xarray.Dataset` along ``"epoch"``; the rest in ``attrs``."""
-        import xarray as xr
-
-        ds = xr.Dataset.from_dataframe(self.history.set_index("epoch"))
-        ds.attrs.update({k: v for k, v in self.to_json_dict().items() if k != "notes" and v is not None})
-        ds.attrs["notes"] = "\n".join(self.notes)
-        ds.attrs["stopped_early"] = int(self.stopped_early)
-        return ds
-
-    @classmethod
-    def from_xarray(cls, ds) -> FitResult:
-        """Inverse of :meth:`to_xarray` (without the module)."""
-        a = ds.attrs
-        return cls(
-            None,
-            ds.to_dataframe().reset_index(),
-            Path(a["run_dir"]) if "run_dir" in a else None,
-            int(a["best_epoch"]) if "best_epoch" in a else None,
-            bool(a["stopped_early"]),
-            [line for line in str(a.get("notes", "")).split("\n") if line],
-            int(a["num_data"]),
-        )
-
-    def to_json_dict(self) -> dict:
-        """Summary figures as plain Python values."""
-        return {
-            "num_data": int(self.num_data),
-            "epochs": len(self.history),
-            "final_loss": self.final_loss,
-            "best_epoch": self.best_epoch,
-            "stopped_early": bool(self.stopped_early),
-            "run_dir": None if self.run_dir is None else str(self.run_dir),
-            "notes": list(self.notes),
-        }
+    def figures(self) -> dict:
+        """The number of epochs and the final loss."""
+        return {"epochs": len(self.history), "final_loss": self.final_loss}
 
     def summary(self) -> str:
         h = self.history

@@ -179,7 +179,7 @@ def test_result_surface_dataframe_json_and_html(result):
 
 def test_xarray_and_netcdf_round_trips(result, tmp_path):
     ds = result.to_xarray()
-    assert ds["score"].dims == ds["set"].dims == ("datapoint",)
+    assert ds["in_scores"].dims == ("in_datapoint",) and ds["out_scores"].dims == ("out_datapoint",)
     assert ds.attrs["auroc"] == result.auroc and ds.attrs["num_out"] == 200
     assert Detection.from_xarray(ds) == result
     path = tmp_path / "detection.nc"
@@ -214,7 +214,7 @@ def test_plot_returns_a_figure_with_two_panels_and_saves_a_png(result, tmp_path)
     # infinite scores are left out of the histogram and counted in its title
     fig = detect([0.0, 1.0, math.inf], [2.0, 3.0]).plot()
     assert "1 infinite not shown" in fig.axes[0].get_title()
-    with pytest.raises(ConfigError, match="bins must be a positive integer"):
+    with pytest.raises(ConfigError, match="bins must be an integer >= 1"):
         result.plot(bins=0)
 
 

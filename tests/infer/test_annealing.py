@@ -177,7 +177,9 @@ def test_bdmc_result_object():
     assert isinstance(result, BDMC)
     assert list(result.to_dataframe().columns)[:3] == ["lower", "upper", "gap"]
     assert "gap" in str(result) and result.to_json_dict()["num_data"] == 4
-    assert set(result.to_xarray().dims) == {"simulated", "bdmc_chain"}
+    assert set(result.to_xarray().dims) == {"simulated", "chain"}
+    back = BDMC.from_xarray(result.to_xarray())
+    assert torch.equal(back.gap, result.gap) and back.forward.num_steps == 2 and back.reverse.reverse
     assert result.data[0].shape == (4, 6) and result.data[0].device.type == "cpu"
 
 

@@ -175,6 +175,9 @@ def test_ais_rows_and_bdmc(tmp_path):
     assert summary["ais"]["AIS-3"]["num_steps"] == 3 and "gap" in summary["bdmc"]
     ds = ladder.to_xarray()
     assert ds["ais_acceptance"].shape == (1, 5) and ds["bdmc_gap"].shape == (3,)
+    back = Bounds.from_xarray(ds)  # the rows, k and the BDMC sandwich come back
+    assert back.names == ladder.names and back.ks == ladder.ks
+    assert torch.equal(back.bdmc.gap, ladder.bdmc.gap) and back.bdmc.forward.num_chains == 2
     fig = ladder.plot(tmp_path / "bounds.png")
     assert len(fig.axes) == 2 and (tmp_path / "bounds.png").exists()
     assert "BDMC" in ladder.summary()
