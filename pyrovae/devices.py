@@ -8,7 +8,8 @@ back on the CPU.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import itertools
+from collections.abc import Mapping
 
 import pyro
 import torch
@@ -25,8 +26,7 @@ def available() -> list[str]:
     names = ["cpu"]
     if torch.cuda.is_available():
         names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
+    if torch.backends.mps.is_available():
         names.append("mps")
     return names
 
@@ -46,12 +46,8 @@ def resolve(device: str | torch.device | None = "auto") -> torch.device:
             f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' "
             f"(here: {', '.join(available())})"
         ) from None
-    here = available()
-    ok = dev.type == "cpu" or (
-        dev.type == "cuda" and torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()
-    )
-    ok = ok or (dev.type == "mps" and "mps" in here)
-    if not ok:
+    here = available()  # a CUDA device is here by its index (cuda is cuda:0)
+    if (f"cuda:{dev.index or 0}" if dev.type == "cuda" else dev.type) not in here:
         raise ConfigError(
             f"device {str(dev)!r} is not available on this machine; the devices here are: {', '.join(here)} "
             "(use device='auto' to take a GPU where there is one)"
@@ -65,21 +61,12 @@ def module_of(fn) -> nn.Module | None:
     return owner if isinstance(owner, nn.Module) else None
 
 
-def _first_tensor(*groups: Iterable[torch.Tensor]) -> torch.Tensor | None:
-    return next((t for group in groups for t in group), None)
-
-
 def of_model(*fns) -> torch.device | None:
     """The device of the parameters (else buffers) of the modules behind ``fns``, or of Pyro's
     param store; ``None`` when there are none."""
-    for fn in fns:
-        module = module_of(fn)
-        if module is not None:
-            t = _first_tensor(module.parameters(), module.buffers())
-            if t is not None:
-                return t.device
-    store = pyro.get_param_store()
-    t = _first_tensor(store.values())
+    modules = [module for module in map(module_of, fns) if module is not None]
+    tensors = [itertools.chain(module.parameters(), module.buffers()) for module in modules]
+    t = next(itertools.chain(*tensors, pyro.get_param_store().values()), None)
     return None if t is None else t.device
 
 
@@ -89,8 +76,7 @@ def place(*fns, device: str | torch.device | None = None) -> torch.device:
     if device is None:
         return of_model(*fns) or torch.device("cpu")
     dev = resolve(device)
-    for fn in fns:
-        module = module_of(fn)
+    for module in map(module_of, fns):
         if module is not None:
             module.to(dev)
     return dev
@@ -103,6 +89,5 @@ def move(tensors: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch
 
 def move_kwargs(kwargs: Mapping | None, device: torch.device) -> dict:
     """A copy of the keyword arguments ``kwargs``, their tensor values on ``device`` (as :func:`move`)."""
-    return {
-        k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in (kwargs or {}).items()
-    }
+    kwargs = kwargs or {}
+    return dict(zip(kwargs, move(tuple(kwargs.values()), device), strict=True))

@@ -196,15 +196,12 @@ def wrap(module: nn.Module) -> nn.Module:
     return ddp(module, device_ids=ids, static_graph=True, **{sync or "broadcast_buffers": False})
 
 
-def _collective_device() -> torch.device:
-    return device() if dist.get_backend() == "nccl" else torch.device("cpu")
-
-
 def all_reduce_mean(value: torch.Tensor) -> float:
     """The mean of a scalar over the ranks (its value without a group), as a Python float."""
     if not active():
         return value.item()
-    t = value.detach().to(_collective_device(), torch.float64).reshape(1)
+    where = device() if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = value.detach().to(where, torch.float64).reshape(1)
     dist.all_reduce(t)
     return t.item() / world_size()
 

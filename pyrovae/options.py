@@ -41,8 +41,11 @@ class Domain:
     high_strict: bool = False
     boolean: bool = False
     flag: bool = True
+    choices: tuple[str, ...] = ()
 
     def describe(self) -> str:
+        if self.choices:
+            return f"one of {', '.join(map(repr, self.choices))}"
         if self.boolean:
             return "True or False" + (", or None" if self.optional else "")
         kind = "an integer" if self.integer else "a number"
@@ -53,6 +56,8 @@ class Domain:
         return kind + bound + (", or None" if self.optional else "")
 
     def admits(self, value: Any) -> bool:
+        if self.choices:
+            return isinstance(value, str) and value in self.choices
         if value is None:
             return self.optional
         if self.boolean or isinstance(value, bool):
@@ -121,6 +126,7 @@ DOMAINS: dict[str, Domain] = {
     "vectorize_particles": Domain(False, boolean=True, flag=False),
     "max_plate_nesting": Domain(True, 0, flag=False),
     "tail_adaptive_beta": Domain(False, -1, high=0, high_strict=True, flag=False),
+    "start": Domain(False, choices=("guide", "prior"), flag=False),
 }
 
 

@@ -142,7 +142,7 @@ def unprefixed(ds, prefix: str, dims: dict | None = None):
 
 class Result:
     """The base of pyrovae's results, a dataclass of declared fields. A subclass writes
-    :meth:`summary` and ``num_data``; it may add derived summary figures (:meth:`figures`), name its
+    :meth:`summary`; it may add derived summary figures (:meth:`figures`), name its
     rows (``rows``, ``"datapoint"`` by default) and write :meth:`summary_table` for its HTML
     rendering (by default the scalars of :meth:`to_json_dict`)."""
 
@@ -152,6 +152,11 @@ class Result:
     def summary(self) -> str:
         """A readable multi-line summary."""
         raise NotImplementedError
+
+    @property
+    def num_data(self) -> int:
+        """Number of rows (data points): the length of the first column."""
+        return next(v for _, v in self._fields("column") if v is not None).shape[0]
 
     def __repr__(self) -> str:
         return self.summary()

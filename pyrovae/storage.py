@@ -1,4 +1,4 @@
-"""Atomic file writes, checksummed checkpoints that hold tensors only, and run-directory locks.
+"""Atomic file writes and checksummed checkpoints that hold tensors only.
 
 Nothing a user wrote is left half-written: every file is written to a temporary file in the
 same directory and moved into place with :func:`os.replace`, which is atomic on POSIX; a
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import math
@@ -76,7 +75,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as e:
         raise StorageError(_cannot_write(path, e)) from None
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
+    umask = os.umask(0)  # read by setting it, and set back
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode open() would
     try:
         try:
             yield Path(tmp)
@@ -99,12 +100,6 @@ def _cannot_write(path: Path, error: Exception) -> str:
         reason = f"{reason.splitlines()[0]} (is the disk full?)"
     kept = "; the file that was there is unchanged" if path.exists() else ""
     return f"cannot write {path}: {reason}{kept}. Free some space or choose another directory."
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -185,57 +180,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
-class RunLock:
-    """An exclusive advisory lock (:func:`fcntl.flock`) on a run directory, held while a process
-    writes to it: a second writer fails at once with :class:`~pyrovae.errors.RunDirError`. The
-    operating system releases it when the process ends, however it ends."""
-
-    NAME = ".lock"
-
-    def __init__(self, directory: str | os.PathLike):
-        self.path = Path(directory) / self.NAME
-        self._file = None
-
-    def __enter__(self) -> RunLock:
-        self._file = open(self.path, "a+")  # noqa: SIM115 -- held open while locked
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "unknown"
-            self._file.close()
-            self._file = None
-            raise RunDirError(
-                f"another process (pid {holder}) is writing to {self.path.parent}; wait for it to finish, "
-                "or choose another run directory"
-            ) from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(str(os.getpid()))
-        self._file.flush()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
-
-
 def check_writable(directory: str | os.PathLike, need_bytes: int = 0) -> None:
     """Raise :class:`~pyrovae.errors.RunDirError` unless files can be created in ``directory`` (or
     in the directory it would be created under) and ``need_bytes`` are free there."""
     directory = Path(directory)
-    existing = directory
-    while not existing.exists():
-        existing = existing.parent
+    existing = next(path for path in (directory, *directory.parents) if path.exists())
     if not existing.is_dir():
-        where = (
-            f"{directory} is a file"
-            if existing == directory
-            else f"{directory} lies under {existing}, a file"
-        )
-        raise RunDirError(f"{where}, not a directory; choose another directory")
+        where = "is a file" if existing == directory else f"lies under {existing}, a file"
+        raise RunDirError(f"{directory} {where}, not a directory; choose another directory")
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass

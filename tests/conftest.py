@@ -24,3 +24,41 @@ def single_threaded_torch():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def load_digits(tmp_path_factory):
+    """``load_digits(split, **options)``: ``pyrovae.load("digits", split, **options)``, each split and
+    set of options loaded once per session, into a cache of the session's own."""
+    import pyrovae
+
+    cache, loaded = tmp_path_factory.mktemp("digits-cache"), {}
+
+    def load(split: str = "train", **options):
+        key = (split, tuple(sorted(options.items())))
+        if key not in loaded:
+            loaded[key] = pyrovae.load("digits", split, cache_dir=cache, **options)
+        return loaded[key]
+
+    return load
+
+
+#: the `pyrovae train` run that the CLI tests and the catalogue share: 2 epochs of a small VAE
+CLI_TRAIN = ["train", "--dataset", "digits", "--epochs", "2", "--latent-dim", "4", "--hidden", "32"]
+CLI_TRAIN += ["--likelihood", "bernoulli", "--batch-size", "400", "--no-progress", "--test-samples", "0"]
+
+
+@pytest.fixture(scope="session")
+def cli_run(tmp_path_factory):
+    """The run directory of one `pyrovae train` (:data:`CLI_TRAIN`), shared by the tests that read it;
+    a test that writes copies it."""
+    import contextlib
+    import io
+
+    from pyrovae import cli
+
+    base = tmp_path_factory.mktemp("cli-run")
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(io.StringIO()):
+        mp.setenv("PYROVAE_CACHE", str(base / "cache"))
+        assert cli.main([*CLI_TRAIN, "--run-dir", str(base / "run")]) == 0
+    return base / "run"

@@ -27,7 +27,8 @@ import torch
 
 import pyrovae
 from pyrovae import VAE, cli, fit
-from pyrovae.storage import RunLock, load_checkpoint, save_checkpoint
+from pyrovae.runs.lock import RunLock
+from pyrovae.storage import load_checkpoint, save_checkpoint
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
 FAST = ["--no-progress", "--test-samples", "0"]
@@ -852,17 +853,6 @@ def _(env):
 # the catalogue, run
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One `pyrovae train` run of 2 epochs, copied by the cases that use it."""
-    base = tmp_path_factory.mktemp("catalogue")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PYROVAE_CACHE", str(base / "cache"))
-        with contextlib.redirect_stdout(io.StringIO()):
-            assert cli.main([*TRAIN, "--epochs", "2", "--run-dir", str(base / "run")]) == 0
-    return base / "run"
-
-
 def contains(text: str, excerpt: str) -> bool:
     """Whether ``text`` holds ``excerpt``, whose parts separated by `` … `` appear in this order."""
     at = 0
@@ -882,8 +872,8 @@ def params() -> list:
 
 
 @pytest.mark.parametrize("entry", params())
-def test_catalogue_entry(entry, trained, tmp_path, monkeypatch):
-    status, out, err, from_cli = CASES[entry.id](Env(tmp_path, trained, monkeypatch))
+def test_catalogue_entry(entry, cli_run, tmp_path, monkeypatch):
+    status, out, err, from_cli = CASES[entry.id](Env(tmp_path, cli_run, monkeypatch))
     assert "Traceback" not in out + err, err
     assert status == entry.exit, err
     if status:

@@ -14,6 +14,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
+from conftest import CLI_TRAIN
 
 import pyrovae
 from pyrovae import cli
@@ -25,9 +26,8 @@ from pyrovae.storage import load_checkpoint
 # likelihood (on dynamically binarized digits) keeps the test bound's magnitude known (64 log 2 = 44
 # nats for a uniform guess, below 100 after two epochs) where the default, a binomial on 17 grey
 # levels, starts near 500 nats
-TRAIN = ["train", "--dataset", "digits", "--epochs", "2", "--latent-dim", "4", "--hidden", "32"]
-TRAIN += ["--likelihood", "bernoulli"]
-FAST = ["--batch-size", "400", "--no-progress", "--test-samples", "0"]
+# (conftest's CLI_TRAIN, the shared run's: the data and model, then the flags that keep it fast)
+TRAIN, FAST = CLI_TRAIN[:11], CLI_TRAIN[11:]
 RUN_FILES = {
     CONFIG,
     "results.json",
@@ -71,15 +71,10 @@ def argparse_error(capsys, argv) -> str:
     return last
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One `pyrovae train` run shared by the tests that only read it."""
-    base = tmp_path_factory.mktemp("cli")
-    run = base / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PYROVAE_CACHE", str(base / "cache"))
-        assert cli.main([*TRAIN, "--run-dir", str(run), *FAST]) == 0
-    return run
+@pytest.fixture
+def trained(cli_run):
+    """The `pyrovae train` run of ``TRAIN + FAST`` shared by the tests that only read it."""
+    return cli_run
 
 
 def test_train_writes_a_complete_run_directory(trained, capsys):

@@ -59,7 +59,9 @@ def test_every_problem_is_named_in_one_error():
 
 def test_every_domain_describes_itself():
     for name, domain in DOMAINS.items():
-        assert domain.describe().startswith(("an integer", "a number", "True or False")), name
+        assert domain.describe().startswith(("an integer", "a number", "True or False", "one of")), name
+    with pytest.raises(ConfigError, match="start must be one of 'guide', 'prior'; got 'posterior'"):
+        check_option("start", "posterior")
 
 
 # every public function that computes refuses each numeric argument outside its domain, by name,

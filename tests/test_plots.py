@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 from torch import nn
 
-from pyrovae import CVAE, HVAE, VAE, load, plots
+from pyrovae import CVAE, HVAE, VAE, plots
 from pyrovae.analysis.latent_space import decode, encode, interpolation
 from pyrovae.data import DataSource
 from pyrovae.errors import ConfigError
@@ -64,9 +64,9 @@ def clean_param_store():
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
+def digits(load_digits):
     """``(x, labels)``: 20 binarized 8x8 digits, ``(20, 1, 8, 8)``, and their classes."""
-    data = load("digits", "train", cache_dir=tmp_path_factory.mktemp("cache"))
+    data = load_digits("train")
     (x,) = DataSource(data).chunk(0, N)
     return x, data.targets[:N]
 

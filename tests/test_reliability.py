@@ -21,7 +21,8 @@ import pytest
 import torch
 
 from pyrovae.runs.directory import CHECKPOINT, CONFIG, RESULTS
-from pyrovae.storage import PAUSE_AT, PAUSE_FILE, RunLock, load_checkpoint
+from pyrovae.runs.lock import RunLock
+from pyrovae.storage import PAUSE_AT, PAUSE_FILE, load_checkpoint
 
 # killed and interrupted processes: minutes of subprocesses, in the full suite (CI) only
 pytestmark = pytest.mark.slow

@@ -18,12 +18,12 @@ RUN = dict(progress=False, seed=0, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def results():
+def results(load_digits):
     m = PPCA()
     x = m.sample(8)
     guide = m.diagonal_guide()
     vae = pyrovae.VAE((1, 8, 8), latent_dim=2, hidden=(8,))
-    digits = pyrovae.load("digits", "train")
+    digits = load_digits("train")
     return {
         "log_likelihood": pyrovae.log_likelihood(m.model, guide, x, 20, **RUN),
         "ais": pyrovae.ais(m.model, guide, x, num_steps=3, num_chains=4, **RUN),

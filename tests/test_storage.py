@@ -14,7 +14,6 @@ import torch
 from pyrovae import storage
 from pyrovae.errors import CheckpointError, RunDirError, StorageError
 from pyrovae.storage import (
-    RunLock,
     atomic_path,
     check_writable,
     digest,
@@ -231,15 +230,6 @@ def test_temporaries_of_killed_writes_are_removed(tmp_path):
     removed = remove_temporaries(tmp_path)
     assert [p.name for p in removed] == [".checkpoint.pt.abc123.tmp"]
     assert listing(tmp_path) == [".hidden", "keep.tmp"]
-
-
-def test_the_run_lock_admits_one_holder(tmp_path):
-    with RunLock(tmp_path):
-        assert (tmp_path / RunLock.NAME).read_text() == str(os.getpid())
-        with pytest.raises(RunDirError, match=f"another process \\(pid {os.getpid()}\\) is writing"):
-            RunLock(tmp_path).__enter__()
-    with RunLock(tmp_path):
-        pass
 
 
 def test_check_writable_names_the_problem(tmp_path, monkeypatch):

@@ -47,17 +47,18 @@ from __future__ import annotations
 import io
 import math
 import time
+from collections import namedtuple
 from dataclasses import dataclass, field
 
 import pyro.poutine as poutine
 import torch
 
-from pyrovae.analysis.regret import likelihood_regret, pair_sweep
+from pyrovae.analysis.regret import likelihood_regret
 from pyrovae.data.source import DataSource
 from pyrovae.errors import ConfigError, DataError, unknown_name
 from pyrovae.infer import Chunk
 from pyrovae.infer.importance import LogWeights, log_likelihood
-from pyrovae.infer.pair import site_log_density
+from pyrovae.infer.pair import site_log_density, sweep_pair
 from pyrovae.infer.sites import latents, scored_sites
 from pyrovae.options import check_options
 from pyrovae.results import Result, column, columns
@@ -69,17 +70,6 @@ __all__ = [
     "complexity",
     "perturb",
 ]
-
-#: the scoring methods of :func:`anomaly_scores`, by name
-METHODS = (
-    "nll",
-    "elbo",
-    "reconstruction",
-    "likelihood-ratio",
-    "likelihood-regret",
-    "complexity",
-    "typicality",
-)
 
 
 @dataclass(repr=False)
@@ -108,11 +98,6 @@ class AnomalyScores(Result):
     def rows(self) -> str:
         """The scores' dimension: ``"group"`` for ``"typicality"``, else ``"datapoint"``."""
         return "group" if self.method == "typicality" else "datapoint"
-
-    @property
-    def num_data(self) -> int:
-        """The number of scores (data points, or groups for ``"typicality"``)."""
-        return self.score.shape[0]
 
     @property
     def mean(self) -> float:
@@ -190,18 +175,43 @@ def complexity(x: torch.Tensor) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.float64)
 
 
-def _guide_means(guide_trace) -> dict[str, torch.Tensor]:
-    """Every latent of a guide's trace at the mean of its distribution."""
-    return {name: guide_trace.nodes[name]["fn"].mean for name in latents(guide_trace)}
+#: the options of :func:`anomaly_scores`, as the scoring function of each method takes them
+_Options = namedtuple(
+    "_Options", "num_samples seed steps lr group_size batch_size background reference progress device"
+)
 
 
-def _reconstruction(
-    model, guide, data, *, batch_size: int, seed: int, device, progress: bool
-) -> torch.Tensor:
+def _sweep(o: _Options, default: int | None = None) -> dict:
+    """The options of a pass over the data (``default`` data points per chunk where ``batch_size``
+    is ``None``)."""
+    return dict(seed=o.seed, progress=o.progress, device=o.device, batch_size=o.batch_size or default)
+
+
+def _nll(model, guide, data, o: _Options):
+    r""":math:`-\log p(x)` with its standard error, and the PSIS :math:`\hat k` as a column."""
+    ll = log_likelihood(model, guide, data, o.num_samples, **_sweep(o))
+    return -ll.log_px, ll.log_px_se, {"khat": ll.khat}, {}
+
+
+def _elbo(model, guide, source: DataSource, o: _Options):
+    """The negative ELBO and its Monte Carlo standard error, from one sweep."""
+    weights = LogWeights(model, guide, source, o.num_samples, desc="ELBO", **_sweep(o))
+
+    def score(chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor | None]:
+        log_w = weights(chunk)[0].double()
+        return -log_w.mean(-1), (log_w.var(-1) / o.num_samples).sqrt() if o.num_samples > 1 else None
+
+    return (*weights.sweep.map(score), {}, {})
+
+
+def _reconstruction(model, guide, source: DataSource, o: _Options):
     """:math:`-\\log p(x \\mid z = \\mathbb E_q[z])` per data point: each latent at the mean of
     its guide distribution (for a guide whose later latents depend on earlier ones, that given the
     earlier ones' draws)."""
-    sweep, pair = pair_sweep(model, guide, data, batch_size, seed, device, progress, "reconstruction")
+    options = _sweep(o, 100)
+    sweep, pair = sweep_pair(
+        model, guide, source, options.pop("batch_size"), desc="reconstruction", **options
+    )
     with torch.no_grad(), poutine.block():
         guide_trace = pair.traces(sweep.args(0, 1), {}, 1)[1]
     discrete = [n for n, site in scored_sites(guide_trace) if site["fn"].support.is_discrete]
@@ -213,7 +223,9 @@ def _reconstruction(
         )
 
     def score(chunk: Chunk) -> torch.Tensor:
-        model_trace, _ = pair.traces(chunk.args, {}, 1, replace=_guide_means)
+        model_trace, _ = pair.traces(
+            chunk.args, {}, 1, replace=lambda trace: {n: trace.nodes[n]["fn"].mean for n in latents(trace)}
+        )
         log_lik = sum(
             site_log_density(site, pair.particle_dim, pair.data_plate, (1, chunk.size))
             for _, site in scored_sites(model_trace)
@@ -221,20 +233,67 @@ def _reconstruction(
         )
         return -log_lik[0].double()
 
-    return sweep.map(score)
+    return sweep.map(score), None, {}, {}
 
 
-def _elbo_scores(model, guide, data, num_samples: int, seed: int, device, progress: bool, **options):
-    """Per-datapoint negative ELBO estimates and their standard errors, from one sweep."""
-    weights = LogWeights(
-        model, guide, data, num_samples, seed=seed, device=device, progress=progress, desc="ELBO", **options
+def _likelihood_ratio(model, guide, source: DataSource, o: _Options):
+    r""":math:`-\log p(x) + \log p_{\mathrm{bg}}(x)`, the standard errors added in quadrature."""
+    if o.background is None or len(o.background) != 2:
+        raise ConfigError(
+            "method 'likelihood-ratio' needs background=(model, guide) of a background model: the "
+            "same architecture trained with pyrovae.fit on inputs perturbed by "
+            "pyrovae.analysis.anomaly.perturb(x, rate) (Ren et al. 2019)"
+        )
+    nll, stderr, columns, _ = _nll(model, guide, source, o)
+    bg_nll, bg_stderr, bg_columns, _ = _nll(*o.background, source, o)
+    columns.update(nll=nll, background_nll=bg_nll, background_khat=bg_columns["khat"])
+    return nll - bg_nll, (stderr.square() + bg_stderr.square()).sqrt(), columns, {}
+
+
+def _regret(model, guide, source: DataSource, o: _Options):
+    """The likelihood regret (:func:`~pyrovae.analysis.regret.likelihood_regret`) and its standard error."""
+    score, stderr = likelihood_regret(
+        model, guide, source, steps=o.steps, lr=o.lr, num_samples=o.num_samples, **_sweep(o, 100)
     )
+    return score, stderr, {}, {"steps": o.steps, "lr": o.lr}
 
-    def score(chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor | None]:
-        log_w = weights(chunk)[0].double()
-        return -log_w.mean(-1), (log_w.var(-1) / num_samples).sqrt() if num_samples > 1 else None
 
-    return weights.sweep.map(score)
+def _complexity(model, guide, source: DataSource, o: _Options):
+    """:math:`-\\log p(x) - L(x)`, :math:`L(x)` the image's PNG code length (:func:`complexity`)."""
+    complexity(source.chunk(0, 1)[0])  # images of the right kind, before the long computation
+    nll, stderr, columns, _ = _nll(model, guide, source, o)
+    columns.update(nll=nll, complexity=complexity(source.chunk(0, len(source))[0]))
+    return nll - columns["complexity"], stderr, columns, {"compressor": "PNG (Pillow, compress_level=9)"}
+
+
+def _typicality(model, guide, source: DataSource, o: _Options):
+    r"""The distance of each group's mean :math:`-\log p` from the entropy estimated on the reference data."""
+    if o.reference is None:
+        raise ConfigError(
+            "method 'typicality' needs reference= in-distribution data (e.g. held-out training data) "
+            "to estimate the model's entropy"
+        )
+    if o.group_size > len(source):
+        raise ConfigError(f"group_size must be an integer from 1 to {len(source)}; got {o.group_size!r}")
+    nll = _nll(model, guide, source, o)[0]
+    entropy = float(_nll(model, guide, o.reference, o)[0].mean())
+    groups = len(source) // o.group_size
+    means = nll[: groups * o.group_size].reshape(groups, o.group_size).mean(-1)
+    return (means - entropy).abs(), None, {"mean_nll": means}, dict(group_size=o.group_size, entropy=entropy)
+
+
+#: each method's scoring function: ``(score, stderr, columns, settings)`` of a pair on a data set
+_SCORES = {
+    "nll": _nll,
+    "elbo": _elbo,
+    "reconstruction": _reconstruction,
+    "likelihood-ratio": _likelihood_ratio,
+    "likelihood-regret": _regret,
+    "complexity": _complexity,
+    "typicality": _typicality,
+}
+#: the scoring methods of :func:`anomaly_scores`, by name
+METHODS = tuple(_SCORES)
 
 
 def anomaly_scores(
@@ -283,75 +342,13 @@ def anomaly_scores(
     source = DataSource(data)
     if len(source) == 0:
         raise DataError("there are no data points to score; pass a non-empty data set")
-    check_options(
-        ("batch_size",),
-        num_samples=num_samples,
-        seed=seed,
-        steps=steps,
-        lr=lr,
-        group_size=group_size,
-        batch_size=batch_size,
+    numbers = dict(
+        num_samples=num_samples, seed=seed, steps=steps, lr=lr, group_size=group_size, batch_size=batch_size
     )
-    settings: dict = {"num_samples": num_samples, "seed": seed}
-    ll_options = dict(seed=seed, progress=progress, device=device, batch_size=batch_size)
-    columns: dict[str, torch.Tensor] = {}
-    stderr = None
-    if method == "likelihood-ratio" and (background is None or len(background) != 2):
-        raise ConfigError(
-            "method 'likelihood-ratio' needs background=(model, guide) of a background model: the "
-            "same architecture trained with pyrovae.fit on inputs perturbed by "
-            "pyrovae.analysis.anomaly.perturb(x, rate) (Ren et al. 2019)"
-        )
-    if method == "complexity":
-        complexity(source.chunk(0, 1)[0])  # images of the right kind, before the long computation
-    if method in ("nll", "likelihood-ratio", "complexity"):
-        ll = log_likelihood(model, guide, data, num_samples, **ll_options)
-        score, stderr = -ll.log_px, ll.log_px_se
-        columns["khat"] = ll.khat
-        if method == "likelihood-ratio":
-            bg = log_likelihood(*background, data, num_samples, **ll_options)
-            columns.update(nll=score, background_nll=-bg.log_px, background_khat=bg.khat)
-            score, stderr = score + bg.log_px, (stderr.square() + bg.log_px_se.square()).sqrt()
-        elif method == "complexity":
-            images = source.chunk(0, len(source))[0]
-            columns.update(nll=score, complexity=complexity(images))
-            score = score - columns["complexity"]
-            settings["compressor"] = "PNG (Pillow, compress_level=9)"
-    elif method == "elbo":
-        score, stderr = _elbo_scores(
-            model, guide, data, num_samples, seed, device, progress, batch_size=batch_size
-        )
-    elif method == "reconstruction":
-        score = _reconstruction(
-            model, guide, data, batch_size=batch_size or 100, seed=seed, device=device, progress=progress
-        )
-    elif method == "likelihood-regret":
-        score, stderr = likelihood_regret(
-            model,
-            guide,
-            data,
-            steps=steps,
-            lr=lr,
-            num_samples=num_samples,
-            batch_size=batch_size or 100,
-            seed=seed,
-            device=device,
-            progress=progress,
-        )
-        settings.update(steps=steps, lr=lr)
-    else:  # typicality
-        if reference is None:
-            raise ConfigError(
-                "method 'typicality' needs reference= in-distribution data (e.g. held-out training data) "
-                "to estimate the model's entropy"
-            )
-        if group_size > len(source):
-            raise ConfigError(f"group_size must be an integer from 1 to {len(source)}; got {group_size!r}")
-        nll = -log_likelihood(model, guide, data, num_samples, **ll_options).log_px
-        entropy = float(-log_likelihood(model, guide, reference, num_samples, **ll_options).log_px.mean())
-        groups = len(source) // group_size
-        means = nll[: groups * group_size].reshape(groups, group_size).mean(-1)
-        score = (means - entropy).abs()
-        columns["mean_nll"] = means
-        settings.update(group_size=group_size, entropy=entropy)
+    check_options(("batch_size",), **numbers)
+    options = _Options(
+        **numbers, background=background, reference=reference, progress=progress, device=device
+    )
+    score, stderr, columns, settings = _SCORES[method](model, guide, source, options)
+    settings = {"num_samples": num_samples, "seed": seed, **settings}
     return AnomalyScores(method, score.double(), stderr, columns, settings, time.perf_counter() - start)

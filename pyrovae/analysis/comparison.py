@@ -181,7 +181,9 @@ def compare(
             raise ConfigError(
                 "the model and guide have no parameters that require grad: there is no gradient to compare"
             )
-        is_guide = _guide_params(guide, args, params)
+        # the guide's parameters: those that receive a gradient from its log-density alone
+        log_q = poutine.trace(guide).get_trace(*args).log_prob_sum()
+        is_guide = [g is not None for g in torch.autograd.grad(log_q, params, allow_unused=True)]
     guide_mask = torch.cat(
         [torch.full((p.numel(),), g, device=p.device) for p, g in zip(params, is_guide, strict=True)]
     )
@@ -203,11 +205,8 @@ def _draws(elbo, model, guide, args, params, guide_mask, num_repeats, bar) -> di
 
     def draw():
         loss = elbo.differentiable_loss(model, guide, *args)
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        flat = [
-            p.new_zeros(p.numel()) if g is None else g.reshape(-1) for p, g in zip(params, grads, strict=True)
-        ]
-        return loss.item() / batch_size, torch.cat(flat).double() / batch_size
+        grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+        return loss.item() / batch_size, torch.cat([g.reshape(-1) for g in grads]).double() / batch_size
 
     draw()
     values, seconds = [], []
@@ -256,10 +255,3 @@ def _params(model, guide, args) -> list[torch.Tensor]:
             found.append(node.variable)
         stack.extend(next_node for next_node, _ in node.next_functions)
     return found
-
-
-def _guide_params(guide, args, params) -> list[bool]:
-    """Which of ``params`` receive a gradient from the guide's log-density alone."""
-    log_q = poutine.trace(guide).get_trace(*args).log_prob_sum()
-    grads = torch.autograd.grad(log_q, params, allow_unused=True)
-    return [g is not None for g in grads]

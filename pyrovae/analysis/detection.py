@@ -158,7 +158,9 @@ class Detection(Result):
 
     def roc_curve(self) -> tuple[np.ndarray, np.ndarray]:
         """The ROC curve's false- and true-positive rates, by decreasing threshold."""
-        fpr, tpr, _ = _roc_curve(self.in_scores, self.out_scores, drop_intermediate=True)
+        from sklearn.metrics import roc_curve
+
+        fpr, tpr, _ = roc_curve(*_labelled_ranks(self.in_scores, self.out_scores))
         return fpr, tpr
 
     def plot(self, path: str | os.PathLike | None = None, *, bins: int | None = None):
@@ -191,6 +193,8 @@ def detect(in_scores, out_scores, *, name: str | None = None) -> Detection:
         different methods.
     :raises ConfigError: when ``name`` is not a string.
     """
+    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
     if name is not None and not isinstance(name, str):
         raise ConfigError(f"name must be a string, got {type(name).__name__}")
     a, in_method = _as_scores(in_scores, "in-distribution")
@@ -202,7 +206,12 @@ def detect(in_scores, out_scores, *, name: str | None = None) -> Detection:
         )
     if name is None:
         name = in_method if in_method is not None else out_method
-    auroc, auprc, fpr95 = _figures(a, b)
+    labels, ranks = _labelled_ranks(a, b)
+    # every threshold kept: dropping collinear points could skip the first one reaching the level
+    fpr, tpr, _ = roc_curve(labels, ranks, drop_intermediate=False)
+    # tpr rises as the threshold falls, and ends at 1: the first point at or above the level
+    fpr95 = float(fpr[np.searchsorted(tpr, TPR_LEVEL, side="left")])
+    auroc, auprc = float(roc_auc_score(labels, ranks)), float(average_precision_score(labels, ranks))
     return Detection(a, b, auroc, auprc, fpr95, name)
 
 
@@ -225,17 +234,9 @@ def detection_table(results: Sequence[Detection]) -> pd.DataFrame:
             f"several results are named {', '.join(map(repr, repeated))}: "
             "give each detect() call its own name="
         )
-    table = pd.DataFrame(
-        {
-            "AUROC": pd.Series([r.auroc for r in results], dtype="float64"),
-            "AUPRC": pd.Series([r.auprc for r in results], dtype="float64"),
-            "FPR95": pd.Series([r.fpr95 for r in results], dtype="float64"),
-            "in": pd.Series([r.num_in for r in results], dtype="int64"),
-            "out": pd.Series([r.num_out for r in results], dtype="int64"),
-        }
-    )
-    table.index = pd.Index(names, name="name", dtype=object)
-    return table
+    rows = [(r.auroc, r.auprc, r.fpr95, r.num_in, r.num_out) for r in results]
+    table = pd.DataFrame(rows, index=pd.Index(names, name="name", dtype=object), columns=list(TABLE_COLUMNS))
+    return table.astype(dict(zip(TABLE_COLUMNS, ["float64"] * 3 + ["int64"] * 2, strict=True)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,24 +284,3 @@ def _labelled_ranks(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, np.nd
     ranks = np.unique(scores, return_inverse=True)[1].reshape(-1).astype(np.float64)
     labels = np.repeat(np.array([0, 1]), [a.numel(), b.numel()])
     return labels, ranks
-
-
-def _roc_curve(a: torch.Tensor, b: torch.Tensor, *, drop_intermediate: bool) -> tuple[np.ndarray, ...]:
-    from sklearn.metrics import roc_curve
-
-    labels, ranks = _labelled_ranks(a, b)
-    return roc_curve(labels, ranks, drop_intermediate=drop_intermediate)
-
-
-def _figures(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, float]:
-    """AUROC, AUPRC and FPR95 of in-distribution scores ``a`` and OOD scores ``b``."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    labels, ranks = _labelled_ranks(a, b)
-    auroc = float(roc_auc_score(labels, ranks))
-    auprc = float(average_precision_score(labels, ranks))
-    # every threshold kept: dropping collinear points could skip the first one reaching the level
-    fpr, tpr, _ = _roc_curve(a, b, drop_intermediate=False)
-    # tpr rises as the threshold falls, and ends at 1: the first point at or above the level
-    fpr95 = float(fpr[np.searchsorted(tpr, TPR_LEVEL, side="left")])
-    return auroc, auprc, fpr95

@@ -33,8 +33,8 @@ from pyro.poutine.messenger import Messenger
 from pyrovae import devices
 from pyrovae.data.source import DataSource
 from pyrovae.errors import ConfigError
-from pyrovae.infer import Chunk, Sweep
-from pyrovae.infer.pair import Pair, trace_pair
+from pyrovae.infer import Chunk
+from pyrovae.infer.pair import Pair, sweep_pair, trace_pair
 from pyrovae.infer.sites import data_frame, scored_sites
 from pyrovae.options import check_options
 from pyrovae.seeds import seeded
@@ -142,10 +142,9 @@ def encode(
     """
     model, guide = as_pair(pair)
     check_options(("seed",), num_particles=num_particles, batch_size=batch_size, seed=seed)
-    dev = devices.place(model, guide, device=device)
-    kwargs = dict(model_kwargs or {})
-    sweep = Sweep(data, batch_size, device=dev, seed=seed, desc="encode")
-    probe = Pair(model, guide, sweep.args(0, 1), kwargs, data_plate)
+    placement = dict(device=device, model_kwargs=model_kwargs, data_plate=data_plate)
+    sweep, probe = sweep_pair(model, guide, data, batch_size, seed=seed, desc="encode", **placement)
+    kwargs = probe.kwargs
     with torch.no_grad(), seeded(0), poutine.block():
         _, guide_trace = probe.traces(sweep.args(0, 1), kwargs, 1)
     latent = [name for name, site in scored_sites(guide_trace) if not site["is_observed"]]
@@ -177,9 +176,7 @@ class DecodeMessenger(Messenger):
         name = msg["name"]
         if name in self.values:
             value = self.values[name]
-        elif name in self.latent:
-            if self.fill == "sample":
-                return
+        elif name in self.latent and self.fill == "mean":
             try:
                 value = msg["fn"].mean
             except NotImplementedError:

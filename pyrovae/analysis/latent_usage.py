@@ -42,9 +42,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections import namedtuple
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import pyro
 import pyro.poutine as poutine
@@ -97,11 +97,6 @@ class LatentStats(Result):
     elapsed: float = 0.0
 
     @property
-    def num_data(self) -> int:
-        """Number of data points :math:`N`."""
-        return self.reconstruction.shape[0]
-
-    @property
     def elbo(self) -> torch.Tensor:
         """``(N,)`` ELBO per data point, reconstruction minus KL."""
         return self.reconstruction - self.kl
@@ -151,27 +146,20 @@ class LatentStats(Result):
 
     def figures(self) -> dict:
         """The decomposition of the ELBO with standard errors, active units, and the table per site."""
-        sites = {}
-        for name, row in self.sites.iterrows():
-            sites[name] = {
-                key: (value.item() if isinstance(value, np.generic) else value) for key, value in row.items()
-            }
         out = {
             "active_units": self.active_units,
             "num_dims": len(self.dims),
             "posterior_collapse": self.posterior_collapse,
         }
         for name in ("elbo", "reconstruction", "kl"):
-            out.update(
-                {name: float(getattr(self, name).mean()), f"{name}_stderr": mean_stderr(getattr(self, name))}
-            )
-        return {**out, "sites": sites}
+            out.update(_mean_stderr(name, getattr(self, name)))
+        return {**out, "sites": self.sites.to_dict("index")}
 
     def plot(self, path=None):
         """KL (where defined) and activity per dimension, each site's dimensions sorted by KL (else
         by activity), the activity threshold drawn: a figure, saved as PNG when ``path`` is given
-        (:func:`pyrovae.plots.usage.latent_usage`)."""
-        from pyrovae.plots.usage import latent_usage
+        (:func:`pyrovae.plots.results.latent_usage`)."""
+        from pyrovae.plots.results import latent_usage
 
         return latent_usage(self, path)
 
@@ -198,14 +186,9 @@ def _decomposition_note(first, second, name: str, pdim: int) -> str:
     return f"{why}: no MI / marginal-KL decomposition"
 
 
-@dataclass
-class _Site:
-    """What the probe tells of one latent site, the same on every rank."""
-
-    name: str
-    kl_method: str  # "analytic" or "monte carlo"
-    decomposable: bool
-    note: str
+#: what the probe tells of one latent site, the same on every rank (``kl_method``: ``"analytic"`` or
+#: ``"monte carlo"``)
+_Site = namedtuple("_Site", "name kl_method decomposable note")
 
 
 #: the per-datapoint rows of one site in the main pass: kl, kl_dims, mean, z, lq, lp
@@ -303,26 +286,27 @@ def _site_stats(site: _Site, kl, kl_dims, means, threshold: float, decomposition
         }
         for d in range(activity.shape[0])
     ]
-    mi = mi_se = mk = mk_se = math.nan
-    if decomposition is not None:
-        mi_terms, mk_terms = decomposition
-        mi, mi_se = float(mi_terms.mean()), mean_stderr(mi_terms)
-        mk, mk_se = float(mk_terms.mean()), mean_stderr(mk_terms)
+    mi, mk = decomposition or (None, None)
     row = {
         "site": site.name,
         "dims": int(activity.shape[0]),
         "active_units": int(active.sum()),
-        "kl": float(kl.mean()),
-        "kl_stderr": mean_stderr(kl),
+        **_mean_stderr("kl", kl),
         "kl_method": site.kl_method,
-        "mutual_information": mi,
-        "mutual_information_stderr": mi_se,
-        "marginal_kl": mk,
-        "marginal_kl_stderr": mk_se,
+        **_mean_stderr("mutual_information", mi),
+        **_mean_stderr("marginal_kl", mk),
         "collapsed": bool(collapsed.all()),
         "note": site.note,
     }
     return dims, row
+
+
+def _mean_stderr(name: str, values: torch.Tensor | None) -> dict:
+    """``name`` and ``name_stderr``: the mean of the per-datapoint ``values`` and its standard error
+    (NaN for ``None``)."""
+    if values is None:
+        return {name: math.nan, f"{name}_stderr": math.nan}
+    return {name: float(values.mean()), f"{name}_stderr": mean_stderr(values)}
 
 
 def latent_stats(

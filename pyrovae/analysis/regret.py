@@ -1,7 +1,6 @@
 r"""The likelihood regret of each data point (Xiao et al. 2020), an anomaly score: how much the ELBO
 of one input rises when the guide's output for that input alone is optimized (see
-:func:`likelihood_regret`), and :func:`pair_sweep`, the sweep and probed pair a per-datapoint score
-of :mod:`pyrovae.analysis.anomaly` runs on.
+:func:`likelihood_regret`).
 
 References:
 
@@ -19,15 +18,14 @@ import pyro.poutine as poutine
 import torch
 from torch.distributions import transform_to
 
-from pyrovae import devices
 from pyrovae.errors import ConfigError
-from pyrovae.infer import Chunk, Sweep
-from pyrovae.infer.pair import Pair, trace_pair
+from pyrovae.infer import Chunk
+from pyrovae.infer.pair import Pair, sweep_pair, trace_pair
 from pyrovae.infer.sites import scored_sites
 from pyrovae.options import check_options
 from pyrovae.seeds import seeded
 
-__all__ = ["likelihood_regret", "pair_sweep"]
+__all__ = ["likelihood_regret"]
 
 
 def likelihood_regret(
@@ -61,70 +59,52 @@ def likelihood_regret(
     Both bounds are estimated with the same ``num_samples`` draws of the noise, so most of it
     cancels in the difference, whose standard error comes from the per-draw differences; since the
     starting point is a candidate of the maximum, a negative difference (the optimizer's noise)
-    counts as 0. The starting point is the guide's output for :math:`x`; for a guide whose later
-    latents depend on earlier ones it is that output at one draw of the earlier latents, and both
-    bounds are of the free family.
+    counts as 0.
 
-    **Which pairs qualify**: guides whose latent sites are all reparameterized (``rsample``) and
-    whose distributions hold the tensor parameters they are built from (``Normal``,
-    ``MultivariateNormal``, ``Laplace``, ... possibly ``.to_event``; not ``LogNormal`` or ``Beta``,
-    whose parameters are derived), such as every guide of pyrovae's models.
-    Each site is replaced by a distribution of the same family with free per-datapoint
-    parameters; a guide whose later latents depend on earlier ones (the HVAE's
-    :math:`q(z_1 \mid x, z_2)`) gets free parameters for each, without the dependence.
-    Discrete or non-reparameterized latents are refused.
+    **Which pairs qualify**: guides whose latent sites are all reparameterized (``rsample``; discrete
+    or non-reparameterized latents are refused) and whose distributions hold the tensor parameters
+    they are built from (``Normal``, ``MultivariateNormal``, ``Laplace``, ... possibly
+    ``.to_event``; not ``LogNormal`` or ``Beta``, whose parameters are derived), such as every guide
+    of pyrovae's models. Each site is replaced by a distribution of the same family with free
+    per-datapoint parameters; a guide whose later latents depend on earlier ones (the HVAE's
+    :math:`q(z_1 \mid x, z_2)`) gets free parameters for each, without the dependence, started at its
+    output for one draw of the earlier latents (both bounds are then of the free family).
 
     :returns: ``(regret, stderr)``, each ``(N,)`` on the CPU.
     """
-    check_options(
-        steps=steps,
-        lr=lr,
-        num_particles=num_particles,
-        num_samples=num_samples,
-        batch_size=batch_size,
-        seed=seed,
-    )
-    sweep, pair = pair_sweep(
+    options = dict(steps=steps, lr=lr, num_particles=num_particles, num_samples=num_samples)
+    check_options(**options, batch_size=batch_size, seed=seed)
+    probe = {"reparameterized": "likelihood-regret"}
+    sweep, pair = sweep_pair(
         model,
         guide,
         data,
         batch_size,
-        seed,
-        device,
-        progress,
-        "likelihood regret",
-        reparameterized="likelihood-regret",
+        device=device,
+        seed=seed,
+        progress=progress,
+        desc="likelihood regret",
+        probe=probe,
     )
-
-    def regret(chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor]:
-        args = chunk.args
-        free, family = _free_parameters(guide, args)
-        free_guide = _free_guide(family, free)
-        before = _elbo_weights(model, free_guide, args, pair, num_samples, chunk.seed)
-        params = [p for site in free.values() for p in site.values()]
-        optimizer = torch.optim.Adam(params, lr=lr)
-        for _ in range(steps):
-            loss = -_log_weights(model, free_guide, args, pair, num_particles).mean(0).sum()
-            optimizer.zero_grad()
-            for p, g in zip(params, torch.autograd.grad(loss, params), strict=True):
-                p.grad = g
-            optimizer.step()
-        after = _elbo_weights(model, free_guide, args, pair, num_samples, chunk.seed)
-        # the same draws before and after: the per-draw differences give the standard error;
-        # the initial parameters are candidates of the maximum too: the regret is at least 0
-        gain = after - before
-        stderr = gain.std(0) / math.sqrt(num_samples) if num_samples > 1 else gain[0] * math.nan
-        return gain.mean(0).clamp(min=0).double(), stderr.double()
-
-    return sweep.map(regret, grad=True)
+    return sweep.map(lambda chunk: _regret(model, guide, pair, chunk, **options), grad=True)
 
 
-def pair_sweep(model, guide, data, batch_size: int, seed: int, device, progress: bool, desc: str, **probe):
-    """The :class:`~pyrovae.infer.Sweep` of a per-datapoint score and the pair probed on its first
-    data point (with the options ``probe`` of :class:`~pyrovae.infer.pair.Pair`)."""
-    dev = devices.place(model, guide, device=device)
-    sweep = Sweep(data, batch_size, device=dev, seed=seed, progress=progress, desc=desc)
-    return sweep, Pair(model, guide, sweep.args(0, 1), {}, **probe)
+def _regret(model, guide, pair: Pair, chunk: Chunk, *, steps, lr, num_particles, num_samples):
+    """The regret of each data point of a chunk and its standard error (see :func:`likelihood_regret`)."""
+    free_guide, params = _free_guide(guide, chunk.args)
+    before = _elbo_weights(model, free_guide, chunk.args, pair, num_samples, chunk.seed)
+    optimizer = torch.optim.Adam(params, lr=lr)
+    for _ in range(steps):
+        loss = -_log_weights(model, free_guide, chunk.args, pair, num_particles).mean(0).sum()
+        for p, g in zip(params, torch.autograd.grad(loss, params), strict=True):
+            p.grad = g
+        optimizer.step()
+    after = _elbo_weights(model, free_guide, chunk.args, pair, num_samples, chunk.seed)
+    # the same draws before and after: the per-draw differences give the standard error;
+    # the initial parameters are candidates of the maximum too: the regret is at least 0
+    gain = after - before
+    stderr = gain.std(0) / math.sqrt(num_samples) if num_samples > 1 else gain[0] * math.nan
+    return gain.mean(0).clamp(min=0).double(), stderr.double()
 
 
 def _log_weights(model, guide, args, pair: Pair, num_particles: int) -> torch.Tensor:
@@ -139,12 +119,14 @@ def _elbo_weights(model, guide, args, pair: Pair, num_samples: int, seed: int) -
         return _log_weights(model, guide, args, pair, num_samples)
 
 
-def _free_parameters(guide, args) -> tuple[dict, dict]:
-    """Per-datapoint unconstrained copies of the parameters of the guide's latent distributions,
-    and how to rebuild each: its family, constraints, event dims and plates."""
+def _free_guide(guide, args) -> tuple:
+    """A guide drawing each latent of ``guide`` from its family, in its plates, with free parameters:
+    per-datapoint unconstrained copies of those of the guide's distributions on ``args``; and the
+    free parameters."""
     with torch.no_grad():
         trace = poutine.trace(guide).get_trace(*args)
-    free, family = {}, {}
+    # per site: name, family, transforms to its parameters' constraints, free parameters, event dims, plates
+    sites, params = [], []
     for name, site in scored_sites(trace):
         if site["is_observed"]:
             continue
@@ -152,33 +134,39 @@ def _free_parameters(guide, args) -> tuple[dict, dict]:
         while isinstance(fn, torch.distributions.Independent):
             events += fn.reinterpreted_batch_ndims
             fn = fn.base_dist
-        params, transforms = {}, {}
+        transforms = {}
         for a, constraint in fn.arg_constraints.items():
-            value = vars(fn).get(a)  # the parameters it holds (not those it would derive)
-            with contextlib.suppress(NotImplementedError):
-                transforms[a] = transform_to(constraint)
-                params[a] = value
-            if not torch.is_tensor(value):
-                transforms.pop(a, None), params.pop(a, None)
-        constraints = {a: fn.arg_constraints[a] for a in params}
-        if not fn.has_rsample or not transforms or not _rebuilds(type(fn), params):
+            if torch.is_tensor(vars(fn).get(a)):  # the parameters it holds (not those it would derive)
+                with contextlib.suppress(NotImplementedError):
+                    transforms[a] = transform_to(constraint)
+        held = {a: vars(fn)[a] for a in transforms}
+        if not fn.has_rsample or not transforms or not _rebuilds(type(fn), held):
             raise ConfigError(
                 f"likelihood regret optimizes the guide's distributions per input, which needs "
                 f"reparameterized latents whose tensor parameters it can rebuild them from (Normal, "
                 f"MultivariateNormal, ...); site {name!r} is a {type(fn).__name__}"
             )
-        batch = fn.batch_shape
-        # one copy of every parameter per data point (parameters may be shared across the batch)
-        free[name] = {
-            a: transforms[a]
-            .inv(v.detach().expand(batch + v.shape[len(batch) :]))
-            .clone()
-            .requires_grad_(True)
-            for a, v in params.items()
-        }
+        batch, free = fn.batch_shape, {}
+        for a, v in held.items():  # one copy per data point (parameters may be shared across the batch)
+            free[a] = (
+                transforms[a].inv(v.detach().expand(batch + v.shape[len(batch) :])).clone().requires_grad_()
+            )
         frames = [f for f in site["cond_indep_stack"] if f.vectorized]
-        family[name] = (type(fn), constraints, events, frames)
-    return free, family
+        sites.append((name, type(fn), transforms, free, events, frames))
+        params += free.values()
+
+    def free_guide(*args, **kwargs):
+        plates = {}  # each plate made once, entered by every site in it
+        for name, cls, transforms, free, events, frames in sites:
+            fn = cls(**{a: t(free[a]) for a, t in transforms.items()})
+            with contextlib.ExitStack() as stack:
+                for f in frames:
+                    if f.name not in plates:
+                        plates[f.name] = pyro.plate(f.name, f.size, dim=f.dim)
+                    stack.enter_context(plates[f.name])
+                pyro.sample(name, fn.to_event(events) if events else fn)
+
+    return free_guide, params
 
 
 def _rebuilds(cls, params: dict) -> bool:
@@ -188,20 +176,3 @@ def _rebuilds(cls, params: dict) -> bool:
     except (TypeError, ValueError):
         return False
     return True
-
-
-def _free_guide(family: dict, free: dict):
-    """A guide drawing each latent from its family with the free parameters, in its plates."""
-
-    def guide(*args, **kwargs):
-        plates = {}  # each plate made once, entered by every site in it
-        for name, (cls, constraints, events, frames) in family.items():
-            fn = cls(**{a: transform_to(c)(free[name][a]) for a, c in constraints.items()})
-            with contextlib.ExitStack() as stack:
-                for f in frames:
-                    if f.name not in plates:
-                        plates[f.name] = pyro.plate(f.name, f.size, dim=f.dim)
-                    stack.enter_context(plates[f.name])
-                pyro.sample(name, fn.to_event(events) if events else fn)
-
-    return guide

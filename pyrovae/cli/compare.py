@@ -5,25 +5,23 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pyrovae.cli.flags import SPLITS, HelpFormatter, add_checkpoint, add_device, add_run_dir, check_outputs
+from pyrovae.cli.flags import SPLITS, add_command, add_common, check_flags, check_outputs, names
 from pyrovae.errors import ConfigError
-from pyrovae.options import check_option
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
+def add_parser(sub) -> None:
     from pyrovae.analysis.comparison import DEFAULT_ESTIMATORS
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "compare",
-        help="compare estimators' bounds and gradient signal-to-noise ratios on a trained model",
-        description="Draw the gradient of each estimator's loss --num-repeats times on one random batch of "
+        "compare estimators' bounds and gradient signal-to-noise ratios on a trained model",
+        "Draw the gradient of each estimator's loss --num-repeats times on one random batch of "
         "a split, at the run's parameters, and report the bound (mean and standard error), the median "
         "signal-to-noise ratio |mean|/sd of the guide's and the model's gradient elements, their mean "
         "variance and the time per step. Writes compare.csv and compare.png into RUN_DIR; existing ones "
         "are replaced only with --overwrite.",
-        formatter_class=HelpFormatter,
     )
-    add_run_dir(p)
     p.add_argument(
         "--estimators",
         default=",".join(DEFAULT_ESTIMATORS),
@@ -33,12 +31,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--num-repeats", type=int, default=100, help="gradient draws per estimator")
     p.add_argument("--split", choices=SPLITS, default="test", help="the split the batch is drawn from")
     p.add_argument("--batch-size", type=int, default=100, help="data points in the batch")
-    add_checkpoint(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the batch and of the draws")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--overwrite", action="store_true", help="replace the output files that exist")
-    add_device(p)
-    return p
+    add_common(p, "seed of the batch and of the draws")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,13 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or args.num_repeats < 2:
         raise ConfigError("--batch-size must be at least 1 and --num-repeats at least 2")
-    check_option("seed", args.seed)
-    specs = [spec.strip() for spec in args.estimators.split(",") if spec.strip()]
-    if not specs or len(set(specs)) != len(specs):
-        raise ConfigError(
-            f"--estimators must name at least one estimator, each once; got {args.estimators!r}"
-        )
-    estimators = {spec: estimator(spec) for spec in specs}
+    check_flags(args)
+    estimators = {spec: estimator(spec) for spec in names(args, "estimators", "estimator")}
     table, figure = Path(args.run_dir) / "compare.csv", Path(args.run_dir) / "compare.png"
     check_outputs(args, table, figure)
     run = load_run(args.run_dir, args.checkpoint, args.device)

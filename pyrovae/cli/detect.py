@@ -5,27 +5,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pyrovae.cli.flags import HelpFormatter, add_data_source, add_run_dir, check_outputs
+from pyrovae.cli.flags import add_command, add_data_source, check_outputs, names
 from pyrovae.cli.scoring import add_scoring, check_scoring, score_with, scoring_data
-from pyrovae.errors import ConfigError
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+def add_parser(sub) -> None:
+    p = add_command(
+        sub,
         "detect",
-        help="how well anomaly scores tell a data set from the run's own (AUROC, AUPRC, FPR95)",
-        description="Scores the split of an in-distribution data set (default: the run's) and of an "
+        "how well anomaly scores tell a data set from the run's own (AUROC, AUPRC, FPR95)",
+        "Scores the split of an in-distribution data set (default: the run's) and of an "
         "out-of-distribution one by each method, and reports AUROC, AUPRC and FPR at 95 %% TPR. Writes "
         "detect-IN-vs-OUT.csv (the table) and detect-IN-vs-OUT-METHOD.png (histograms and ROC curve) "
         "into RUN_DIR.",
-        formatter_class=HelpFormatter,
     )
-    add_run_dir(p)
     add_data_source(p, "--in", "--in-root")
-    from pyrovae.data.datasets import NAMES
-
-    p.add_argument("--out", choices=NAMES, required=True, help="the out-of-distribution data set")
-    p.add_argument("--out-root", metavar="DIR", help="directory with the files of --out (default: its own)")
+    add_data_source(p, "--out", "--out-root", "the out-of-distribution data set", required=True)
     p.add_argument(
         "--methods",
         default="nll,complexity,likelihood-regret",
@@ -33,7 +28,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="anomaly scores to compare, separated by commas",
     )
     add_scoring(p)
-    return p
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,9 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from pyrovae.runs.run import load_run
     from pyrovae.storage import write_text
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not methods or len(set(methods)) != len(methods):
-        raise ConfigError(f"--methods must name at least one method, each once; got {args.methods!r}")
+    methods = names(args, "methods", "method")
     check_scoring(args, methods)
     name_in = getattr(args, "in") or "run"
     stem = Path(args.run_dir) / f"detect-{name_in}-vs-{args.out}"

@@ -7,34 +7,32 @@ from pathlib import Path
 
 from pyrovae.cli.flags import (
     SPLITS,
-    HelpFormatter,
-    add_backend,
-    add_checkpoint,
+    add_command,
+    add_common,
     add_data_source,
-    add_device,
-    add_run_dir,
+    add_limit,
+    check_flags,
     check_outputs,
     default_bounds,
     parse_ks,
+    summary,
 )
 from pyrovae.cli.scoring import scoring_data
 from pyrovae.errors import ConfigError
-from pyrovae.options import check_option
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+def add_parser(sub) -> None:
+    p = add_command(
+        sub,
         "evaluate",
-        help="estimate log p(x) per data point and the ladder of bounds",
-        description="Importance-sampled log p(x) of every data point of a split, with standard errors, "
+        "estimate log p(x) per data point and the ladder of bounds",
+        "Importance-sampled log p(x) of every data point of a split, with standard errors, "
         "effective sample sizes and PSIS k-hat, and the ladder ELBO <= IWAE-k, optionally with annealed "
         "importance sampling rows (--ais-steps) and the BDMC sandwich on simulated data (--bdmc). Writes "
         "evaluation-SPLIT.json (summary), .csv and .nc (per data point; BDMC's simulated points in "
         "evaluation-SPLIT-bdmc.csv and the .nc) and bounds-SPLIT.png into RUN_DIR; existing ones are "
         "replaced only with --overwrite.",
-        formatter_class=HelpFormatter,
     )
-    add_run_dir(p)
     add_data_source(p)
     p.add_argument("--split", choices=SPLITS, default="test", help="the split to evaluate")
     p.add_argument("--num-samples", type=int, default=5000, help="importance samples K per data point")
@@ -45,12 +43,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="k of the IWAE-k rows of the ladder, k = 1 being the ELBO (default: the powers of ten below "
         "--num-samples and --num-samples itself, e.g. 1,10,100,1000,5000)",
     )
-    p.add_argument(
-        "--limit",
-        type=int,
-        metavar="N",
-        help="evaluate N data points of the split drawn at random with --seed (default: the whole split)",
-    )
+    add_limit(p, "evaluate N data points of the split drawn at random with --seed (default: the whole split)")
     p.add_argument(
         "--ais-steps",
         type=parse_ks,
@@ -77,13 +70,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         metavar="MiB",
         help="memory for one chunk of data points and particles",
     )
-    add_checkpoint(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the importance samples and of --limit")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--overwrite", action="store_true", help="replace the output files that exist")
-    add_backend(p)
-    add_device(p)
-    return p
+    add_common(p, "seed of the importance samples and of --limit", backend=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,9 +92,8 @@ def run(args: argparse.Namespace) -> int:
     if args.overwrite and args.bdmc == 0:
         bdmc_csv.unlink(missing_ok=True)  # an earlier evaluation's, which this one replaces
     data = scoring_data(run, args.dataset, args.data_root, args)
-    subset = ""
-    if args.limit is not None:  # a random subset: a data set may be ordered by class (binarized MNIST's is)
-        subset = f" ({len(DataSource(data))} drawn at random with seed {args.seed})"
+    # a random subset: a data set may be ordered by class (binarized MNIST's is)
+    subset = "" if args.limit is None else f" ({len(DataSource(data))} drawn at random with seed {args.seed})"
     ladder = bounds(
         run.vae.model,
         run.vae.guide,
@@ -125,18 +111,8 @@ def run(args: argparse.Namespace) -> int:
     if not distributed.is_main():  # every rank holds the gathered results; rank 0 writes them
         return 0
     ll = ladder.log_likelihood
-    summary = {
-        "dataset": args.dataset or run.config.dataset,
-        "split": args.split,
-        "checkpoint": args.checkpoint,
-        "epoch": run.epoch,
-        "seed": args.seed,
-        "limit": args.limit,
-        "device": str(run.vae_device),
-        "log_likelihood": ll.to_json_dict(),
-        "bounds": ladder.to_json_dict(),
-    }
-    write_json(stem.with_suffix(".json"), summary)
+    results = summary(args, run, log_likelihood=ll.to_json_dict(), bounds=ladder.to_json_dict())
+    write_json(stem.with_suffix(".json"), results)
     table = ll.to_dataframe().join(ladder.to_dataframe())
     write_text(stem.with_suffix(".csv"), table.to_csv())
     written = f"{stem}.json, .csv, .nc"
@@ -155,22 +131,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _checked_bounds(args: argparse.Namespace) -> list[int]:
     """The k of the IWAE rows, after every option of ``evaluate`` is checked (before any work)."""
-    if args.num_samples < 1:
-        raise ConfigError("--num-samples must be at least 1")
+    check_flags(args, "num_samples", "ais_chains", "leapfrog_steps", "limit")
     ks = args.bounds or default_bounds(args.num_samples)
     if max(ks) > args.num_samples:
         raise ConfigError(
             f"--bounds asks for k = {max(ks)} but --num-samples is {args.num_samples}; "
             "raise --num-samples or drop the larger k"
         )
-    for flag, value in (("--ais-chains", args.ais_chains), ("--leapfrog-steps", args.leapfrog_steps)):
-        if value < 1:
-            raise ConfigError(f"{flag} must be at least 1")
     if args.bdmc < 0 or (args.bdmc_steps is not None and args.bdmc_steps < 1):
         raise ConfigError("--bdmc must be at least 0 and --bdmc-steps at least 1")
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError("--limit must be at least 1")
     if not args.max_memory > 0:
         raise ConfigError(f"--max-memory must be a positive number of MiB; got {args.max_memory:g}")
-    check_option("seed", args.seed)
     return ks

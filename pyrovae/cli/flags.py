@@ -8,6 +8,7 @@ from pathlib import Path
 from pyrovae.errors import ConfigError
 
 SPLITS = ("train", "valid", "test")
+DEVICE = "where to compute: auto (a GPU where there is one, else the CPU), cpu, cuda, cuda:N or mps"
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -22,16 +23,22 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{help} (default: %(default)s)"
 
 
-def hidden_sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"hidden sizes must be integers separated by commas, not {text!r}"
-        ) from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"hidden sizes must be positive integers, not {text!r}")
-    return sizes
+def positive_ints(must: str):
+    """The parser of positive integers separated by commas, its errors beginning with ``must``."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(s) for s in text.split(",") if s.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{must} integers separated by commas, not {text!r}") from None
+        if not values or min(values) < 1:
+            raise argparse.ArgumentTypeError(f"{must} positive integers, not {text!r}")
+        return values
+
+    return parse
+
+
+hidden_sizes = positive_ints("hidden sizes must be")
 
 
 def optional(kind):
@@ -41,13 +48,8 @@ def optional(kind):
     return parse
 
 
-def add_device(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
-    p.add_argument(
-        "--device",
-        default=default,
-        help="where to compute: auto (a GPU where there is one, else the CPU), cpu, cuda, cuda:N or mps"
-        + ("" if default else " (default: auto, or the run's config.json)"),
-    )
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help=DEVICE)
 
 
 def add_backend(p: argparse.ArgumentParser) -> None:
@@ -60,10 +62,6 @@ def add_backend(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_run_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", metavar="RUN_DIR", help="directory of a `pyrovae train` run")
-
-
 def add_checkpoint(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint",
@@ -73,9 +71,34 @@ def add_checkpoint(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_command(sub, name: str, help: str, description: str | None = None, run_dir: bool = True):
+    """The parser of ``pyrovae NAME`` (described by ``help`` unless ``description`` is given), with
+    the positional RUN_DIR unless ``run_dir`` is false."""
+    p = sub.add_parser(name, help=help, description=description or help, formatter_class=HelpFormatter)
+    if run_dir:
+        p.add_argument("run_dir", metavar="RUN_DIR", help="directory of a `pyrovae train` run")
+    return p
+
+
+def add_common(p: argparse.ArgumentParser, seed: str, backend: bool = False) -> None:
+    """The options that end an analysis of a run: --checkpoint, --seed (``seed`` says of what),
+    --no-progress, --overwrite, --backend (if ``backend``) and --device."""
+    add_checkpoint(p)
+    p.add_argument("--seed", type=int, default=0, help=seed)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace the output files that exist")
+    if backend:
+        add_backend(p)
+    add_device(p)
+
+
+def add_limit(p: argparse.ArgumentParser, help: str) -> None:
+    """--limit N: a random subset of N data points of the split."""
+    p.add_argument("--limit", type=int, metavar="N", help=help)
+
+
 def add_run_command(sub, name: str, help: str, out: str) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
-    add_run_dir(p)
+    p = add_command(sub, name, help)
     add_checkpoint(p)
     p.add_argument("--out", metavar="FILE.png", help=f"where to write the figure (default: RUN_DIR/{out})")
     p.add_argument("--overwrite", action="store_true", help="replace the figure if it exists")
@@ -84,14 +107,28 @@ def add_run_command(sub, name: str, help: str, out: str) -> argparse.ArgumentPar
     return p
 
 
+def check_flags(args: argparse.Namespace, *names: str) -> None:
+    """Refuse a flag of ``names`` (given) below 1, then a seed out of its domain."""
+    from pyrovae.options import check_option
+
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    check_option("seed", args.seed)
+
+
+def names(args: argparse.Namespace, flag: str, what: str) -> list[str]:
+    """The comma-separated names of ``--FLAG``: at least one, each once."""
+    text = getattr(args, flag)
+    listed = [name.strip() for name in text.split(",") if name.strip()]
+    if not listed or len(set(listed)) != len(listed):
+        raise ConfigError(f"--{flag} must name at least one {what}, each once; got {text!r}")
+    return listed
+
+
 def parse_ks(text: str) -> list[int]:
-    try:
-        ks = sorted({int(s) for s in text.split(",") if s.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, not {text!r}") from None
-    if not ks or ks[0] < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, not {text!r}")
-    return ks
+    return sorted(set(positive_ints("expected")(text)))
 
 
 def default_bounds(num_samples: int) -> list[int]:
@@ -103,10 +140,14 @@ def default_bounds(num_samples: int) -> list[int]:
     return [*ks, num_samples]
 
 
-def add_data_source(p: argparse.ArgumentParser, flag: str = "--dataset", root: str = "--data-root") -> None:
+def add_data_source(
+    p: argparse.ArgumentParser, flag="--dataset", root="--data-root", help=None, required=False
+):
+    """A data set (by default another than the run's) and the directory of its files."""
     from pyrovae.data.datasets import NAMES
 
-    p.add_argument(flag, choices=NAMES, help="a data set other than the run's (default: the run's)")
+    help = help or "a data set other than the run's (default: the run's)"
+    p.add_argument(flag, choices=NAMES, required=required, help=help)
     p.add_argument(root, metavar="DIR", help=f"directory with the files of {flag} (default: its own)")
 
 
@@ -128,6 +169,14 @@ def check_outputs(args: argparse.Namespace, *paths: Path) -> None:
         it, exists = ("it", "exists") if len(existing) == 1 else ("them", "exist")
         other = "choose another --out" if args.command in ("sample", "reconstruct") else f"remove {it}"
         raise ConfigError(f"{', '.join(existing)} {exists}; pass --overwrite to replace {it}, or {other}")
+
+
+def summary(args: argparse.Namespace, run, **results) -> dict:
+    """An analysis's JSON summary: what it analysed (the data set and split, the checkpoint and its
+    epoch, the seed, --limit and the device), then ``results``."""
+    analysed = {key: getattr(args, key) for key in ("split", "checkpoint", "seed", "limit")}
+    dataset = getattr(args, "dataset", None) or run.config.dataset
+    return {"dataset": dataset, **analysed, "epoch": run.epoch, "device": str(run.vae_device), **results}
 
 
 def out_path(args: argparse.Namespace, default: str) -> Path:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pyrovae.cli.flags import SPLITS, HelpFormatter, add_checkpoint, add_device, add_run_dir, check_outputs
+from pyrovae.cli.flags import SPLITS, add_command, add_common, add_limit, check_flags, check_outputs, summary
 from pyrovae.errors import ConfigError
-from pyrovae.options import check_option
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+def add_parser(sub) -> None:
+    p = add_command(
+        sub,
         "latents",
-        help="how the run's model uses its latents: active units, KL per dimension, I(x; z), pictures",
-        description="Active units (Cov_x E_q[z] > 0.01), the KL of every latent dimension, and the ELBO "
+        "how the run's model uses its latents: active units, KL per dimension, I(x; z), pictures",
+        "Active units (Cov_x E_q[z] > 0.01), the KL of every latent dimension, and the ELBO "
         "decomposed into reconstruction, the index-code mutual information I(x; z) and the marginal KL "
         "(Hoffman & Johnson 2016), on a split; then the pictures: the latent means in 2-D (coloured by "
         "label where the data set has labels), an interpolation between two inputs, a traversal of the "
@@ -22,15 +22,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "latent dimension), .json (summary), .png (KL and activity per dimension), "
         "latents-SPLIT-embedding.png, -interpolation.png, -traversal.png and -prior-samples.png into "
         "RUN_DIR; existing ones are replaced only with --overwrite.",
-        formatter_class=HelpFormatter,
     )
-    add_run_dir(p)
     p.add_argument("--split", choices=SPLITS, default="test", help="the split analysed")
-    p.add_argument(
-        "--limit",
-        type=int,
-        metavar="N",
-        help="analyse N data points drawn at random with --seed (default: the whole split; the mutual "
+    add_limit(
+        p,
+        "analyse N data points drawn at random with --seed (default: the whole split; the mutual "
         "information costs N^2 density evaluations)",
     )
     p.add_argument("--num-particles", type=int, default=10, help="draws from the guide per data point")
@@ -40,14 +36,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         default="pca",
         help="how the latent means are shown in 2-D",
     )
-    add_checkpoint(p)
-    p.add_argument(
-        "--seed", type=int, default=0, help="seed of the draws, of --limit and of the pictures' inputs"
-    )
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--overwrite", action="store_true", help="replace the output files that exist")
-    add_device(p)
-    return p
+    add_common(p, "seed of the draws, of --limit and of the pictures' inputs")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,9 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 2:
         raise ConfigError("--limit must be at least 2 (the activity is a variance over data points)")
-    if args.num_particles < 1:
-        raise ConfigError("--num-particles must be at least 1")
-    check_option("seed", args.seed)
+    check_flags(args, "num_particles")
     stem = Path(args.run_dir) / f"latents-{args.split}"
     kinds = ("embedding", "interpolation", "traversal", "prior-samples")
     pictures = {kind: Path(f"{stem}-{kind}.png") for kind in kinds}
@@ -72,9 +59,7 @@ def run(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, args.checkpoint, args.device)
     data = run.load_data(args.split)
     source = DataSource(data)
-    index = torch.randperm(len(source), generator=torch.Generator().manual_seed(args.seed))
-    if args.limit is not None:
-        index = index[: args.limit]
+    index = torch.randperm(len(source), generator=torch.Generator().manual_seed(args.seed))[: args.limit]
     if len(index) < 2:
         raise ConfigError(f"the {args.split} split has {len(index)} data point; latents needs at least 2")
     x = source.batch(index)
@@ -85,19 +70,7 @@ def run(args: argparse.Namespace) -> int:
     )
     subset = f"{len(index)} drawn at random with seed {args.seed}" if args.limit is not None else "all"
     write_text(stem.with_suffix(".csv"), stats.to_dataframe().to_csv(index=False))
-    write_json(
-        stem.with_suffix(".json"),
-        {
-            "dataset": run.config.dataset,
-            "split": args.split,
-            "limit": args.limit,
-            "checkpoint": args.checkpoint,
-            "epoch": run.epoch,
-            "seed": args.seed,
-            "device": str(run.vae_device),
-            **stats.to_json_dict(),
-        },
-    )
+    write_json(stem.with_suffix(".json"), summary(args, run, **stats.to_json_dict()))
     stats.plot(stem.with_suffix(".png"))
     pair = run.vae
     first = stats.sites.index[0]

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pyrovae.cli.flags import out_path
-from pyrovae.errors import ConfigError
-from pyrovae.options import check_option
+from pyrovae.cli.flags import check_flags, out_path
 
 
 def sample(args: argparse.Namespace) -> int:
@@ -15,9 +13,7 @@ def sample(args: argparse.Namespace) -> int:
     from pyrovae import plots
     from pyrovae.runs.run import load_run
 
-    if args.num < 1:
-        raise ConfigError("--num must be at least 1")
-    check_option("seed", args.seed)
+    check_flags(args, "num")
     out = out_path(args, "samples.png")
     run = load_run(args.run_dir, args.checkpoint, args.device)
     torch.manual_seed(args.seed)
@@ -34,9 +30,7 @@ def reconstruct(args: argparse.Namespace) -> int:
     from pyrovae.devices import of_model
     from pyrovae.runs.run import load_run
 
-    if args.num < 1:
-        raise ConfigError("--num must be at least 1")
-    check_option("seed", args.seed)
+    check_flags(args, "num")
     out = out_path(args, f"reconstructions-{args.split}.png")
     run = load_run(args.run_dir, args.checkpoint, args.device)
     data = DataSource(run.load_data(args.split))

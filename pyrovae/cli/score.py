@@ -5,26 +5,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pyrovae.cli.flags import HelpFormatter, add_data_source, add_run_dir, check_outputs
+from pyrovae.cli.flags import add_command, add_data_source, check_outputs
 from pyrovae.cli.scoring import add_scoring, check_scoring, score_with, scoring_data
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
+def add_parser(sub) -> None:
     from pyrovae.analysis.anomaly import METHODS
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "score",
-        help="score every input of a data set for how anomalous the run's model finds it",
-        description="Anomaly scores (higher = more anomalous) of every data point of a split, by one "
+        "score every input of a data set for how anomalous the run's model finds it",
+        "Anomaly scores (higher = more anomalous) of every data point of a split, by one "
         "method of pyrovae.anomaly_scores. Writes scores-DATASET-SPLIT-METHOD.csv and .nc (per data "
         "point) and .json (summary) into RUN_DIR.",
-        formatter_class=HelpFormatter,
     )
-    add_run_dir(p)
     add_data_source(p)
     p.add_argument("--method", choices=METHODS, default="nll", help="the anomaly score")
     add_scoring(p)
-    return p
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from pyrovae.cli.flags import SPLITS, add_checkpoint, add_device
+from pyrovae.cli.flags import SPLITS, add_common, add_limit, check_flags
 from pyrovae.errors import ConfigError
-from pyrovae.options import check_option
 
 
 def add_scoring(p: argparse.ArgumentParser) -> None:
     """The options of anomaly scoring that ``score`` and ``detect`` share."""
     p.add_argument("--split", choices=SPLITS, default="test", help="the split scored")
     p.add_argument("--num-samples", type=int, default=1000, help="importance samples K per data point")
-    p.add_argument(
-        "--limit",
-        type=int,
-        metavar="N",
-        help="score N data points drawn at random (default: the whole split)",
-    )
+    add_limit(p, "score N data points drawn at random (default: the whole split)")
     p.add_argument(
         "--background",
         metavar="RUN_DIR",
@@ -29,11 +23,7 @@ def add_scoring(p: argparse.ArgumentParser) -> None:
         "--group-size", type=int, default=10, help="inputs per group of the typicality test (default: 10)"
     )
     p.add_argument("--steps", type=int, default=100, help="optimizer steps per input of likelihood-regret")
-    add_checkpoint(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the draws and of --limit")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--overwrite", action="store_true", help="replace the output files that exist")
-    add_device(p)
+    add_common(p, "seed of the draws and of --limit")
 
 
 def check_scoring(args: argparse.Namespace, methods: list[str]) -> None:
@@ -44,14 +34,7 @@ def check_scoring(args: argparse.Namespace, methods: list[str]) -> None:
     for method in methods:
         if method not in METHODS:
             raise unknown_name("anomaly score method", method, METHODS)
-    for flag, value, low in (("--num-samples", args.num_samples, 1), ("--group-size", args.group_size, 1)):
-        if value < low:
-            raise ConfigError(f"{flag} must be at least {low}")
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError("--limit must be at least 1")
-    if args.steps < 1:
-        raise ConfigError("--steps must be at least 1")
-    check_option("seed", args.seed)
+    check_flags(args, "num_samples", "group_size", "limit", "steps")
     if "likelihood-ratio" in methods and not args.background:
         raise ConfigError(
             "likelihood-ratio needs --background RUN_DIR: a run of the same architecture trained on "

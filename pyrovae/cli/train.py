@@ -7,7 +7,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from pyrovae.cli.flags import HelpFormatter, add_backend, hidden_sizes, optional
+from pyrovae.cli.flags import DEVICE, SPLITS, add_backend, add_command, hidden_sizes, optional
 from pyrovae.errors import ConfigError
 from pyrovae.options import check_option
 
@@ -15,17 +15,18 @@ from pyrovae.options import check_option
 EMBEDDED = 2000
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+def add_parser(sub) -> None:
+    p = add_command(
+        sub,
         "train",
-        help="train a VAE and write a run directory",
-        description="Train a VAE by SVI. Writes config.json, a checkpoint every epoch, history.csv, "
+        "train a VAE and write a run directory",
+        "Train a VAE by SVI. Writes config.json, a checkpoint every epoch, history.csv, "
         "figures (samples, reconstructions, learning curves, and the test set's latent space coloured "
         "by class where it has labels) and results.json with the test bound. "
         "With --resume, the options that define the model, its data and its objective are the run's "
         "(giving another value is an error); --epochs, --patience, --lr, --clip-norm, --device, "
         "--data-root and --download may change.",
-        formatter_class=HelpFormatter,
+        run_dir=False,
     )
     p.add_argument("--config", metavar="FILE", help="read options from a JSON file (flags override it)")
     p.add_argument("--run-dir", help="output directory (default: runs/DATASET-TIMESTAMP)")
@@ -37,11 +38,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="start a new run in a non-empty --run-dir")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_backend(p)
-    _option(
-        p,
-        "--device",
-        "where to compute: auto (a GPU where there is one, else the CPU), cpu, cuda, cuda:N or mps",
-    )
+    _option(p, "--device", DEVICE)
     p.add_argument(
         "--test-samples",
         type=int,
@@ -49,27 +46,40 @@ def add_parser(sub) -> argparse.ArgumentParser:
         metavar="K",
         help="importance samples per test image for the final log p(x) estimate, 0 to skip",
     )
-    _data_flags(p.add_argument_group("data"))
-    _model_flags(p.add_argument_group("model"))
-    _training_flags(p.add_argument_group("training"))
-    return p
+    _config_flags(p)
+
+
+#: the parser of a configuration option by the type of its field of RunConfig
+TYPES = {"int": int, "float": float, "int | None": optional(int), "float | None": optional(float)}
 
 
 def _option(group, flag: str, help: str, **kwargs) -> None:
     """A configuration option: absent from the parsed arguments unless given (so that a value
-    that parses to None, such as --binarize none, is kept), its help ending in its default."""
+    that parses to None, such as --binarize none, is kept), parsed as its field of RunConfig
+    unless told otherwise, its help ending in its default."""
     from pyrovae.runs.run import RunConfig
 
     name = flag[2:].replace("-", "_")
+    kind = {f.name: f.type for f in dataclasses.fields(RunConfig)}[name]
+    if kind in TYPES:
+        kwargs.setdefault("type", TYPES[kind])
     default = kwargs.pop("shown", getattr(RunConfig(), name))
     if isinstance(default, list):
         default = ",".join(map(str, default))
     group.add_argument(flag, default=argparse.SUPPRESS, help=f"{help} (default: {default})", **kwargs)
 
 
-def _data_flags(g) -> None:
+def _config_flags(p: argparse.ArgumentParser) -> None:
+    """The options of :class:`~pyrovae.runs.run.RunConfig`: data, model and training."""
     from pyrovae.data.datasets import NAMES
+    from pyrovae.estimators import ESTIMATORS
+    from pyrovae.models.likelihoods import LIKELIHOODS
+    from pyrovae.models.nn import ACTIVATIONS, NETWORKS
+    from pyrovae.models.priors import DEFAULT_COMPONENTS, PRIORS
+    from pyrovae.runs.run import MODELS
+    from pyrovae.train.trainer import OPTIMIZERS
 
+    g = p.add_argument_group("data")
     _option(g, "--dataset", "data set", choices=NAMES)
     _option(g, "--data-root", "directory with the data files", shown="the data set's own")
     _option(g, "--download", "download missing data files", action="store_true")
@@ -80,84 +90,48 @@ def _data_flags(g) -> None:
         "none under others)",
         type=optional(str),
     )
-
-
-def _model_flags(g) -> None:
-    from pyrovae.models.likelihoods import LIKELIHOODS
-    from pyrovae.models.nn import ACTIVATIONS, NETWORKS
-    from pyrovae.models.priors import DEFAULT_COMPONENTS, PRIORS
-    from pyrovae.runs.run import MODELS
-
+    g = p.add_argument_group("model")
     _option(
         g,
         "--likelihood",
         f"observation model p(x|z): {', '.join(LIKELIHOODS)} (binomial:levels=L names the grey levels; "
         "a data set's own are known), or default: binomial on digits, bernoulli otherwise",
     )
-    _option(g, "--likelihood-scale", "Gaussian likelihood's (initial) scale", type=float)
+    _option(g, "--likelihood-scale", "Gaussian likelihood's (initial) scale")
     _option(g, "--model", "vae, or hvae: two stochastic layers z2 -> z1 -> x", choices=MODELS)
     _option(g, "--prior", "prior of the (top) latent", choices=PRIORS)
     _option(
         g,
         "--prior-components",
         "components of the mixture prior or pseudo-inputs of the vamp prior",
-        type=optional(int),
         metavar="K",
         shown=", ".join(f"{k} for {n}" for n, k in DEFAULT_COMPONENTS.items()),
     )
     _option(g, "--network", "encoder and decoder family", choices=NETWORKS)
-    _option(g, "--latent-dim", "dimension of z (of the bottom layer z1 of an hvae)", type=int)
-    _option(
-        g,
-        "--latent-dim2",
-        "dimension of the top layer z2 of an hvae",
-        type=optional(int),
-        shown="--latent-dim",
-    )
+    _option(g, "--latent-dim", "dimension of z (of the bottom layer z1 of an hvae)")
+    _option(g, "--latent-dim2", "dimension of the top layer z2 of an hvae", shown="--latent-dim")
     _option(g, "--hidden", "hidden layer sizes, comma separated, e.g. 400 or 300,300", type=hidden_sizes)
     _option(g, "--activation", "nonlinearity between layers", choices=sorted(ACTIVATIONS))
-
-
-def _training_flags(g) -> None:
-    from pyrovae.estimators import ESTIMATORS
-    from pyrovae.train.trainer import OPTIMIZERS
-
+    g = p.add_argument_group("training")
     _option(g, "--estimator", "the bound SVI maximizes", choices=sorted(ESTIMATORS))
     _option(
         g,
         "--k",
         "particles per data point of the multi-sample estimators (per group for miwae and piwae)",
-        type=optional(int),
         shown="the estimator's",
     )
-    _option(g, "--alpha", "order of the renyi bound", type=optional(float), shown="the estimator's")
-    _option(g, "--m", "groups of k particles of miwae and piwae", type=optional(int), shown="the estimator's")
-    _option(
-        g,
-        "--mix",
-        "weight of the ELBO in ciwae's mix with IWAE-k",
-        type=optional(float),
-        shown="the estimator's",
-    )
-    _option(
-        g,
-        "--beta",
-        "weight of the KL (latent) part of any estimator (beta-VAE)",
-        type=optional(float),
-        shown=1,
-    )
-    _option(g, "--epochs", "epochs to train (in all, counting those of a resumed run)", type=int)
-    _option(g, "--batch-size", "data points per step", type=int)
-    _option(g, "--lr", "learning rate", type=float)
+    _option(g, "--alpha", "order of the renyi bound", shown="the estimator's")
+    _option(g, "--m", "groups of k particles of miwae and piwae", shown="the estimator's")
+    _option(g, "--mix", "weight of the ELBO in ciwae's mix with IWAE-k", shown="the estimator's")
+    _option(g, "--beta", "weight of the KL (latent) part of any estimator (beta-VAE)", shown=1)
+    _option(g, "--epochs", "epochs to train (in all, counting those of a resumed run)")
+    _option(g, "--batch-size", "data points per step")
+    _option(g, "--lr", "learning rate")
     _option(g, "--optimizer", "optimizer (adam-normgrad: the VampPrior paper's)", choices=tuple(OPTIMIZERS))
-    _option(g, "--kl-warmup", "epochs of linear KL warm-up, 0 for none", type=int)
-    _option(
-        g, "--clip-norm", "clip gradients to this global norm, none for no clipping", type=optional(float)
-    )
-    _option(
-        g, "--patience", "early stopping patience in epochs, none for no early stopping", type=optional(int)
-    )
-    _option(g, "--seed", "seed of the initial parameters, the shuffling and the draws", type=int)
+    _option(g, "--kl-warmup", "epochs of linear KL warm-up, 0 for none")
+    _option(g, "--clip-norm", "clip gradients to this global norm, none for no clipping")
+    _option(g, "--patience", "early stopping patience in epochs, none for no early stopping")
+    _option(g, "--seed", "seed of the initial parameters, the shuffling and the draws")
 
 
 def _train_config(args: argparse.Namespace, run_dir: Path | None):
@@ -174,10 +148,10 @@ def _train_config(args: argparse.Namespace, run_dir: Path | None):
             "options to change (--epochs, --lr, ...) as flags"
         )
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig) if hasattr(args, f.name)}
-    base, source = RunConfig(), "the defaults"
-    if args.config:
-        base, source = RunConfig.read(args.config), args.config
-    if args.resume and run_dir is not None and (run_dir / CHECKPOINT).is_file():
+    base = RunConfig.read(args.config) if args.config else RunConfig()
+    # with --resume there is a run directory; what it saved (if anything) is the run's
+    resumed = args.resume and ((run_dir / CHECKPOINT).is_file() or (run_dir / CONFIG).is_file())
+    if args.resume and (run_dir / CHECKPOINT).is_file():
         stored = read_state(run_dir / CHECKPOINT).get("config") or {}
         stored = {k: v for k, v in stored.items() if k != "event_shape"}
         if not stored or stored.get("dataset", "") is None:
@@ -186,24 +160,20 @@ def _train_config(args: argparse.Namespace, run_dir: Path | None):
                 + ("on data of its own" if stored else "without a configuration pyrovae can rebuild it from")
                 + "; resume it from Python: pyrovae.fit(vae, data, run_dir=..., resume=True, epochs=...)"
             )
-        base, source = (
-            RunConfig.from_dict(stored, f"the configuration in {run_dir / CHECKPOINT}"),
-            "checkpoint",
-        )
-    elif args.resume and run_dir is not None and (run_dir / CONFIG).is_file():
-        base, source = RunConfig.read(run_dir / CONFIG), "config"
+        base = RunConfig.from_dict(stored, f"the configuration in {run_dir / CHECKPOINT}")
+    elif resumed:
+        base = RunConfig.read(run_dir / CONFIG)
     config = RunConfig.from_dict({**base.to_dict(), **given})
-    if source in ("checkpoint", "config"):
-        changed = {k: v for k, v in base.differences(config).items() if k not in MUTABLE}
-        if changed:
-            listed = ", ".join(
-                f"--{k.replace('_', '-')} {new!r} (the run's: {old!r})" for k, (old, new) in changed.items()
-            )
-            raise ConfigError(
-                f"--resume keeps the run's model, data and objective, but {listed} would change them; drop "
-                f"{'that option' if len(changed) == 1 else 'those options'}, or start a new run with "
-                "--overwrite or another --run-dir"
-            )
+    changed = {k: v for k, v in base.differences(config).items() if k not in MUTABLE}
+    if resumed and changed:
+        listed = ", ".join(
+            f"--{k.replace('_', '-')} {new!r} (the run's: {old!r})" for k, (old, new) in changed.items()
+        )
+        raise ConfigError(
+            f"--resume keeps the run's model, data and objective, but {listed} would change them; drop "
+            f"{'that option' if len(changed) == 1 else 'those options'}, or start a new run with "
+            "--overwrite or another --run-dir"
+        )
     return config
 
 
@@ -216,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
     from pyrovae.runs.directory import RESULTS, RunDirectory, checkpoint_bytes
     from pyrovae.storage import write_json
     from pyrovae.train.loop import check_data, fit
+    from pyrovae.train.trainer import Trainer
 
     run_dir = Path(args.run_dir) if args.run_dir else None
     if args.resume and run_dir is None:
@@ -228,9 +199,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path(
             distributed.broadcast_object(f"runs/{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
         )
-    train_data = config.load_data("train")
-    valid_data = config.load_data("valid")
-    test = config.load_data("test")
+    train_data, valid_data, test = (config.load_data(split) for split in SPLITS)
     pyro.set_rng_seed(config.seed)  # the initial parameters too are determined by the seed
     vae = config.build_vae(train_data.event_shape)
     for data, what in ((train_data, "the training data"), (valid_data, "the validation data")):
@@ -253,7 +222,9 @@ def run(args: argparse.Namespace) -> int:
         print(result.summary())
         torch.manual_seed(config.seed)
         results = {"epochs": int(result.history["epoch"].iloc[-1]), "test_size": len(test)}
-        results["test_negative_elbo"] = _test_bound(result, test)
+        # the test set's negative ELBO, whatever the estimator trained the model (sharded across ranks)
+        trainer = Trainer(result.vae, len(test), device=devices.of_model(result.vae))
+        results["test_negative_elbo"] = trainer.evaluate(test)
         print(f"test negative ELBO: {results['test_negative_elbo']:.3f} nats per image ({len(test)} images)")
         if args.test_samples > 0:
             from pyrovae.infer.importance import log_likelihood
@@ -283,13 +254,3 @@ def run(args: argparse.Namespace) -> int:
                     )
     print(f"run directory: {run_dir}")
     return 0
-
-
-def _test_bound(result, test) -> float:
-    """The negative ELBO of the test set, whatever the estimator trained the model (sharded
-    across the ranks of a distributed run)."""
-    from pyrovae.devices import of_model
-    from pyrovae.train.trainer import Trainer
-
-    trainer = Trainer(result.vae, len(test), device=of_model(result.vae))
-    return trainer.evaluate(test)

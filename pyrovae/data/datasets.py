@@ -56,16 +56,9 @@ EVAL_BINARIZE_SEED = 0
 GREY_LEVELS = {"binarized-mnist": 2, "mnist": 256, "fashion-mnist": 256, "digits": 17}
 #: the likelihood ``pyrovae train`` uses on each data set unless told otherwise: the Bernoulli on
 #: (binarized) MNIST, as the literature compares them; the binomial on the digits' 17 grey levels
-DEFAULT_LIKELIHOOD = {"binarized-mnist": "bernoulli", "mnist": "bernoulli", "fashion-mnist": "bernoulli",
-                      "digits": "binomial"}  # fmt: skip
-
-#: the binarization ``binarize="default"`` means for each data set
-DEFAULT_BINARIZE = {
-    "binarized-mnist": None,
-    "mnist": "dynamic",
-    "fashion-mnist": "dynamic",
-    "digits": "dynamic",
-}
+DEFAULT_LIKELIHOOD = {name: "bernoulli" for name in NAMES} | {"digits": "binomial"}
+#: the binarization ``binarize="default"`` means for each data set: dynamic, but for binarized MNIST
+DEFAULT_BINARIZE = {name: "dynamic" for name in NAMES} | {"binarized-mnist": None}
 
 
 def check_finite(x: torch.Tensor, what: str) -> None:
@@ -104,15 +97,6 @@ def check_binary(x: torch.Tensor, what: str) -> None:
         )
 
 
-def _check_binarize(binarize: str | None) -> str | None:
-    """Normalize a ``binarize`` option: ``"none"`` becomes ``None``; unknown modes raise."""
-    if binarize is None or binarize == "none":
-        return None
-    if binarize not in BINARIZE_MODES:
-        raise unknown_name("binarize mode", str(binarize), BINARIZE_MODES)
-    return binarize
-
-
 class VAEDataset(Dataset):
     """An in-memory image data set, binarized on access as the model needs.
 
@@ -147,7 +131,9 @@ class VAEDataset(Dataset):
     ):
         if split not in SPLITS:
             raise unknown_name("split", split, SPLITS)
-        binarize = _check_binarize(binarize)
+        if binarize is not None and binarize not in BINARIZE_MODES:
+            raise unknown_name("binarize mode", str(binarize), BINARIZE_MODES)
+        binarize = None if binarize == "none" else binarize
         if data.dim() == 0 or len(data) == 0:
             raise DataError(
                 f"the {name!r} data has shape {tuple(data.shape)}, but a data set needs at least one data "

@@ -6,6 +6,7 @@ digits). :func:`~pyrovae.data.datasets.load` turns what these read into a
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import http.client
@@ -15,8 +16,9 @@ import tempfile
 import urllib.request
 import warnings
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -100,11 +102,6 @@ def _ensure_dir(path: Path) -> None:
 # binarized MNIST (Larochelle & Murray 2011)
 
 
-def _binarized_mnist_url(split: str) -> str:
-    base = os.environ.get("PYROVAE_BINARIZED_MNIST_URL") or BINARIZED_MNIST_URL
-    return f"{base.rstrip('/')}/binarized_mnist_{split}.amat"
-
-
 def read_binarized_mnist(
     split: str, root: str | os.PathLike | None, download: bool, cache: Path
 ) -> torch.Tensor:
@@ -120,31 +117,41 @@ def read_binarized_mnist(
             )
         _ensure_dir(cache)
         path = cache / filename
-        _download(_binarized_mnist_url(split), path)
+        base = os.environ.get("PYROVAE_BINARIZED_MNIST_URL") or BINARIZED_MNIST_URL
+        _download(f"{base.rstrip('/')}/{filename}", path)
     bits = read_amat_cached(path, cache, expected_rows=BINARIZED_MNIST_ROWS[split])
     return torch.from_numpy(bits).view(-1, 1, 28, 28).to(torch.float32)
 
 
-def _download(url: str, dest: Path) -> None:
-    """Fetch ``url`` to ``dest`` atomically: into a temporary file beside it, then renamed."""
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[BinaryIO]:
+    """A file open for writing beside ``path``, renamed onto it when the block succeeds (else
+    removed), so that readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url) as response:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _download(url: str, dest: Path) -> None:
+    """Fetch ``url`` to ``dest`` atomically."""
+    try:
+        with _replacing(dest) as out, urllib.request.urlopen(url) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=None) as bar:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     bar.update(len(chunk))
-        os.replace(tmp, dest)
     except (OSError, ValueError, http.client.HTTPException) as err:
         raise DataError(
             f"could not download {url} to {dest} ({err}); check the network connection or set "
             "PYROVAE_BINARIZED_MNIST_URL to a mirror, or fetch the file by hand and pass root= "
             "(--data-root) pointing at its directory"
         ) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _refetch_hint(path: Path) -> str:
@@ -213,7 +220,9 @@ def read_amat_cached(path: Path, cache: Path, expected_rows: int | None = None) 
             return np.unpackbits(packed, axis=1, count=_PIXELS)
     bits = parse_amat(path, expected_rows)
     try:
-        _save_atomic(cached, np.packbits(bits, axis=1))
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with _replacing(cached) as f:
+            np.save(f, np.packbits(bits, axis=1))
     except OSError as err:
         if cache not in _unwritable_warned:
             _unwritable_warned.add(cache)
@@ -223,19 +232,6 @@ def read_amat_cached(path: Path, cache: Path, expected_rows: int | None = None) 
                 stacklevel=4,
             )
     return bits
-
-
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    """``np.save`` to a temporary file beside ``path``, then rename it, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,7 +245,7 @@ def _find_idx_pair(part: str, dirs: list[Path]) -> tuple[Path, Path] | None:
             next((d / (f + ext) for ext in ("", ".gz") if (d / (f + ext)).is_file()), None)
             for f in _IDX_FILES[part]
         ]
-        if found[0] is not None and found[1] is not None:
+        if None not in found:
             return found[0], found[1]
     return None
 

@@ -31,9 +31,7 @@ class KLAnnealed(DifferentiableELBO):
     def __init__(self, base: str | ELBO, beta: float):
         if not (math.isfinite(beta) and beta >= 0):
             raise ConfigError(f"beta, the weight of the KL part, must be a finite number >= 0; got {beta!r}")
-        from pyrovae.estimators.registry import (
-            estimator,  # the registry builds KLAnnealed for the option beta
-        )
+        from pyrovae.estimators.registry import estimator  # (the registry imports this module)
 
         self.base = estimator(base)
         self.beta = float(beta)

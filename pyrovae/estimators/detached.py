@@ -14,13 +14,12 @@ from numbers import Number
 from typing import Any, NamedTuple
 
 import torch
-from pyro.infer.util import is_validation_enabled, torch_item
+from pyro.infer.util import torch_item
 
 from pyrovae.errors import ConfigError
 from pyrovae.estimators.iwae import IWAE, data_scale
-from pyrovae.infer.checks import check_pair
 from pyrovae.infer.pair import log_density, site_log_density
-from pyrovae.infer.sites import data_frame, latents, scored_sites
+from pyrovae.infer.sites import latents, scored_sites
 
 __all__ = ["DetachedIWAE", "WeightTerms"]
 
@@ -114,27 +113,21 @@ class DetachedIWAE(IWAE):
         else:  # one latent site, or none carries a gradient: the densities are the traced ones
             for name, value in values.items():
                 guide_trace.nodes[name]["value"] = value
-        if is_validation_enabled():
-            num_data = data_frame(next(scored_sites(model_trace))[1], pair.data_plate).size
-            check_pair(model_trace, guide_trace, pair.data_plate, num_data)
+        self._check(model_trace, guide_trace)
         return model_trace, guide_trace
 
     def weight_terms(self, model, guide, args: tuple, kwargs: dict) -> WeightTerms:
         """The ``(k, B)`` :class:`WeightTerms` of ``k`` fresh draws per data point."""
         model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
-        pair = self._pair
-        scale = data_scale(model_trace)
-        shape = (self.num_particles, data_frame(next(scored_sites(model_trace))[1], pair.data_plate).size)
-        log_p = log_density(model_trace, pair.particle_dim, pair.data_plate, shape, scale=scale)
+        scale, shape = data_scale(model_trace), self._shape(model_trace)
+        dims = (self._pair.particle_dim, self._pair.data_plate, shape)
+        log_p = log_density(model_trace, *dims, scale=scale)
         log_q = log_q_sampled = torch.zeros(())
         for _, site in scored_sites(guide_trace):
-            sampled = site_log_density(site, pair.particle_dim, pair.data_plate, shape)
+            sampled = site_log_density(site, *dims)
             ratio = site["scale"] / scale
-            scaled = (
-                sampled
-                if isinstance(ratio, Number) and ratio == 1
-                else site_log_density(site, pair.particle_dim, pair.data_plate, shape, scale=scale)
-            )
+            unit = isinstance(ratio, Number) and ratio == 1
+            scaled = sampled if unit else site_log_density(site, *dims, scale=scale)
             log_q, log_q_sampled = log_q + scaled, log_q_sampled + sampled
         return WeightTerms(log_p, log_q.expand(shape), log_q_sampled.expand(shape), scale)
 

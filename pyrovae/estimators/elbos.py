@@ -12,14 +12,6 @@ from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 __all__ = ["TailAdaptiveELBO", "TraceELBO", "TraceGraphELBO"]
 
 
-def _log_prob_sum(trace) -> torch.Tensor:
-    """The scaled log-density summed over a trace's sample sites (plates' subsample sites excluded)."""
-    total = 0.0
-    for term in _site_log_prob_sums(trace):
-        total = total + term
-    return total
-
-
 def _site_log_prob_sums(trace) -> list[torch.Tensor]:
     """The summed, scaled log-density of each of a trace's sample sites, in trace order."""
     return [
@@ -87,7 +79,8 @@ class TraceELBO(Trace_ELBO):
         model_trace, guide_trace = traces
         with torch.no_grad():
             # as Pyro: the two sums over sites, subtracted in double precision
-            return torch_item(_wide(_log_prob_sum(guide_trace)) - _wide(_log_prob_sum(model_trace)))
+            log_q, log_p = (sum(_site_log_prob_sums(trace), 0.0) for trace in (guide_trace, model_trace))
+            return torch_item(_wide(log_q) - _wide(log_p))
 
 
 class TraceGraphELBO(TraceGraph_ELBO):

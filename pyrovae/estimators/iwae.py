@@ -55,6 +55,8 @@ class IWAE(DifferentiableELBO):
     """
 
     name = "iwae"
+    #: whether the pair must have reparameterized latents (the pathwise estimators)
+    reparameterized = True
     #: evaluate log q through the samples only (STL, DReG)
     _path_derivative = False
     #: weight the guide's gradient by the squared normalized weights (DReG)
@@ -85,9 +87,6 @@ class IWAE(DifferentiableELBO):
         log_w, scale = self._log_weights(model, guide, args, kwargs, differentiable=True)
         return -scale * self._bound(log_w).sum()
 
-    #: whether the pair must have reparameterized latents (the pathwise estimators)
-    reparameterized = True
-
     def probe(self, model, guide, args, kwargs) -> Pair:
         """The :class:`~pyrovae.infer.pair.Pair` probed on the first call's arguments, then kept."""
         if self._pair is None:
@@ -104,16 +103,27 @@ class IWAE(DifferentiableELBO):
             )
         return self._pair
 
+    def _shape(self, model_trace) -> tuple[int, int]:
+        """``(k, B)``: the particles and the data points of the data plate of ``model_trace``."""
+        return self.num_particles, data_frame(next(scored_sites(model_trace))[1], self._pair.data_plate).size
+
+    def _check(self, model_trace, guide_trace) -> None:
+        """Refuse, where Pyro's validation is on, a pair that per-datapoint weights cannot serve."""
+        if is_validation_enabled():
+            reparameterized = self.name if self.reparameterized else None
+            num_data = self._shape(model_trace)[1]
+            check_pair(
+                model_trace, guide_trace, self._pair.data_plate, num_data, reparameterized=reparameterized
+            )
+
     def _get_trace(self, model, guide, args, kwargs):
         """The guide with its particles vectorized, and the model replayed against its latents
         (copies of them, for DReG, so that their gradient can be reweighted)."""
-        self.probe(model, guide, args, kwargs)
-        model_trace, guide_trace = self._pair.traces(
+        pair = self.probe(model, guide, args, kwargs)
+        model_trace, guide_trace = pair.traces(
             args, kwargs, self.num_particles, copy_latents=self._doubly_reparameterized
         )
-        if is_validation_enabled():
-            num_data = data_frame(next(scored_sites(model_trace))[1], self._pair.data_plate).size
-            check_pair(model_trace, guide_trace, self._pair.data_plate, num_data, reparameterized=self.name)
+        self._check(model_trace, guide_trace)
         return model_trace, guide_trace
 
     def _log_weights(
@@ -124,8 +134,7 @@ class IWAE(DifferentiableELBO):
         fresh ones."""
         model_trace, guide_trace = traces or self._get_trace(model, guide, args, kwargs)
         pair = self._pair
-        scale = data_scale(model_trace)
-        shape = (self.num_particles, data_frame(next(scored_sites(model_trace))[1], pair.data_plate).size)
+        scale, shape = data_scale(model_trace), self._shape(model_trace)
         values = {name: model_trace.nodes[name]["value"] for name in latents(guide_trace)}
         log_q = self._guide_log_density(guide, guide_trace, values, args, kwargs, scale, shape)
         if differentiable and self._path_derivative:
@@ -357,19 +366,15 @@ class PIWAE(MIWAE):
         MIWAE bound's for the guide's (see the class docstring)."""
         traces = self._get_trace(model, guide, args, kwargs)
         log_w, scale = self._log_weights(model, guide, args, kwargs, differentiable=True, traces=traces)
-        log_p = self._detached_model_log_density(model, traces[1], args, kwargs, scale, log_w.shape)
+        # log p(x, sg z): the model replayed against the guide's latents detached, scaled as log w
+        pair = self._pair
+        detached = {name: value.detach() for name, value in latents(traces[1]).items()}
+        replayed = pair.replay(model, detached, traces[1], args, kwargs, self.num_particles)
+        log_p = log_density(replayed, pair.particle_dim, pair.data_plate, tuple(log_w.shape), scale=scale)
         model_only = log_w.detach() + (log_p - log_p.detach())
         miwae = super()._bound
         bound = self._bound(model_only) + (miwae(log_w) - miwae(model_only))
         return -scale * bound.sum()
-
-    def _detached_model_log_density(self, model, guide_trace, args, kwargs, scale, shape) -> torch.Tensor:
-        """:math:`\\log p(x, \\bar z)`: the model replayed against the guide's latents detached,
-        each site scaled relative to the data scale, as in the log-weights."""
-        pair = self._pair
-        values = {name: value.detach() for name, value in latents(guide_trace).items()}
-        model_trace = pair.replay(model, values, guide_trace, args, kwargs, self.num_particles)
-        return log_density(model_trace, pair.particle_dim, pair.data_plate, tuple(shape), scale=scale)
 
 
 class CIWAE(IWAE):

@@ -74,9 +74,6 @@ class RWS(DetachedIWAE):
     name = "rws"
     min_particles = 2
 
-    def __init__(self, k: int = 5, *, data_plate: str | None = None):
-        super().__init__(k, data_plate=data_plate)
-
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """The negative IWAE bound, with the wake-θ and wake-φ gradients (see the class docstring)."""
         terms = self.weight_terms(model, guide, args, kwargs)

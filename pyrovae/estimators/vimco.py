@@ -65,9 +65,6 @@ class VIMCO(DetachedIWAE):
     name = "vimco"
     min_particles = 2
 
-    def __init__(self, k: int = 5, *, data_plate: str | None = None):
-        super().__init__(k, data_plate=data_plate)
-
     @staticmethod
     def baselines(log_w: torch.Tensor) -> torch.Tensor:
         r"""The leave-one-out baselines :math:`\hat{\mathcal L}_{-i}` of the ``(k, B)`` log-weights:

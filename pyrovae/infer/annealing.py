@@ -72,6 +72,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -79,13 +80,13 @@ from dataclasses import dataclass
 
 import torch
 
-from pyrovae import devices, distributed
+from pyrovae import distributed
 from pyrovae.errors import ConfigError, DataError
-from pyrovae.infer import Chunk, Sweep
+from pyrovae.infer import Chunk
 from pyrovae.infer.diagnostics import reduce_log_weights
 from pyrovae.infer.hmc import AnnealingPath, anneal
 from pyrovae.infer.importance import PerDatapoint
-from pyrovae.infer.pair import Pair
+from pyrovae.infer.pair import Pair, sweep_pair
 from pyrovae.infer.sites import data_frame
 from pyrovae.options import check_option, check_options, check_schedule
 from pyrovae.results import column
@@ -96,7 +97,6 @@ __all__ = ["AIS", "ais", "annealing_schedule"]
 #: the named annealing schedules
 SCHEDULES = ("sigmoid", "linear")
 #: starting distributions of the forward chains
-STARTS = ("guide", "prior")
 # steepness of the sigmoid schedule (Grosse et al. 2015; Wu et al. 2017)
 _SIGMOID_DELTA = 4.0
 # the pilot that adapts the step sizes runs num_chains // _PILOT_FRACTION chains (at least one):
@@ -177,35 +177,34 @@ class AIS(PerDatapoint):
         """Row name in a :class:`~pyrovae.infer.ladder.Bounds` ladder: ``"AIS-T"`` or ``"reverse AIS-T"``."""
         return f"{'reverse ' if self.reverse else ''}AIS-{self.num_steps}"
 
-    def summary(self) -> str:
-        """A readable multi-line summary."""
+    def headline(self) -> str:
+        """What was estimated, from how many chains and steps."""
         kind = "upper bound (reverse AIS)" if self.reverse else "lower bound (AIS)"
-        acc = self.acceptance[torch.isfinite(self.acceptance)]
-        lines = [
+        return (
             f"log p(x) {kind}: N = {self.num_data} data points, K = {self.num_chains} chains, "
             f"T = {self.num_steps} {self.schedule} steps from the {self.start}, "
-            f"HMC with {self.leapfrog_steps} leapfrog steps",
-            f"  mean log p(x) = {self.mean:.3f} ± {self.stderr:.3f} nats   (NLL {-self.mean:.3f})",
+            f"HMC with {self.leapfrog_steps} leapfrog steps"
+        )
+
+    def diagnostics(self) -> list[str]:
+        """The spread over the chains, the ESS, the acceptance and the step sizes."""
+        acc = self.acceptance[torch.isfinite(self.acceptance)]
+        lines = [
             f"  median se over chains {float(self.log_px_se.nanmedian()):.3f} nats; "
-            f"median ESS {float(self.ess.median()):.1f} of {self.num_chains} chains",
+            f"median ESS {float(self.ess.median()):.1f} of {self.num_chains} chains"
         ]
         if acc.numel():
             lines.append(
                 f"  acceptance: mean {float(acc.mean()):.2f} (min {float(acc.min()):.2f}); "
                 f"step size median {float(self.step_size.median()):.3g}"
             )
-        lines.append(f"  elapsed {self.elapsed:.1f} s")
-        return "\n".join(lines)
+        return lines
 
     def figures(self) -> dict:
         """The number of chains, the mean and its standard error, and the mean acceptance."""
         acc = self.acceptance[torch.isfinite(self.acceptance)]
-        return {
-            "num_chains": self.num_chains,
-            "mean_log_px": self.mean,
-            "stderr": self.stderr,
-            "acceptance": float(acc.mean()) if acc.numel() else math.nan,
-        }
+        mean_acceptance = float(acc.mean()) if acc.numel() else math.nan
+        return {"num_chains": self.num_chains, **super().figures(), "acceptance": mean_acceptance}
 
 
 def _pilot(pilot: AnnealingPath, betas, leapfrog_steps, step_sizes, target_accept, advance) -> torch.Tensor:
@@ -239,10 +238,9 @@ class _Annealing:
     point of the chunk, from :math:`f_0` (or from ``reverse_from``) along ``betas``, after the pilot
     that adapts their step sizes toward ``target_accept`` (``None``: no pilot, every transition has
     ``step_size``); each annealing step, the pilot's included, advances the chunk's progress by one.
+    The settings are checked when it is made.
     """
 
-    pair: Pair
-    kwargs: dict
     betas: torch.Tensor
     num_chains: int
     start: str
@@ -252,10 +250,16 @@ class _Annealing:
     reverse_from: Mapping[str, torch.Tensor] | None
     seed: int | None  # the sweep's, for the pilot's stream
 
-    def __call__(self, chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __post_init__(self):
+        settings = {
+            name: getattr(self, name) for name in ("num_chains", "start", "leapfrog_steps", "step_size")
+        }
+        check_options(("target_accept", "seed"), **settings, target_accept=self.target_accept, seed=self.seed)
+
+    def __call__(self, pair: Pair, chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The chunk's ``(B, K)`` log-weights, ``(B,)`` mean acceptance probabilities and ``(B,)``
         step sizes of the last transition."""
-        path = AnnealingPath(self.pair, chunk.args, self.kwargs, self.num_chains, self.start, chunk.validate)
+        path = AnnealingPath(pair, chunk.args, pair.kwargs, self.num_chains, self.start, chunk.validate)
         values = (
             path.values
             if self.reverse_from is None
@@ -268,9 +272,7 @@ class _Annealing:
         if self.target_accept is not None:
             with seeded(_pilot_seed(self.seed, chunk.lo, u0.device)):
                 pilot_chains = max(1, self.num_chains // _PILOT_FRACTION)
-                pilot = AnnealingPath(
-                    self.pair, chunk.args, self.kwargs, pilot_chains, self.start, check=False
-                )
+                pilot = AnnealingPath(pair, chunk.args, pair.kwargs, pilot_chains, self.start, check=False)
                 eps = _pilot(pilot, self.betas, self.leapfrog_steps, eps, self.target_accept, chunk.advance)
         log_w, acceptance, _, _ = anneal(path, u0, self.betas, self.leapfrog_steps, eps, chunk.advance)
         final = eps[-1] if num_steps > 1 else u0.new_full((path.num_data,), self.step_size)
@@ -301,124 +303,55 @@ def ais(
 ) -> AIS:
     r"""Estimate :math:`\log p(x_n)` of every data point by annealed importance sampling.
 
-    ``num_chains`` = :math:`K` chains per data point start from :math:`f_0`, the guide
-    :math:`q(z \mid x_n)` (``start="guide"``) or the prior (``start="prior"``), and are annealed
-    along the geometric path to :math:`p(z \mid x_n)` over ``num_steps`` = :math:`T` steps of the
-    ``schedule``, with one HMC trajectory of ``leapfrog_steps`` leapfrog steps per step (see
-    :mod:`pyrovae.infer.annealing`). The estimate :math:`\log \frac1K \sum_k w_k` is a stochastic lower bound
-    on :math:`\log p(x_n)` (exact for every :math:`T` when :math:`f_0` is the exact posterior);
-    with :math:`T = 1` it is importance sampling with :math:`K` draws.
+    :math:`K` chains per data point start from :math:`f_0` and are annealed to :math:`p(z \mid x_n)`
+    over :math:`T` steps of HMC (see the module docstring): :math:`\log \frac1K \sum_k w_k` is a
+    stochastic lower bound on :math:`\log p(x_n)`; with ``reverse_from``, exact posterior draws of
+    the latents (:func:`~pyrovae.bdmc`), the chains run backwards and :math:`-\log \frac1K \sum_k
+    w_k` is a stochastic upper bound (Grosse et al. 2015). Every latent must be continuous. The
+    pair, the data, ``data_plate``, ``model_args``, ``model_kwargs`` and ``device`` are as for
+    :func:`~pyrovae.log_likelihood`, which sweeps them the same way; results come back on the CPU.
 
-    With ``reverse_from``, exact posterior draws of the latents (e.g. simulated with the data, as
-    in :func:`~pyrovae.bdmc`), the chains run backwards from them to :math:`f_0` and the estimate
-    :math:`-\log \frac1K \sum_k w_k` is a stochastic upper bound (Grosse et al. 2015).
-
-    The HMC step sizes are adapted toward ``target_accept`` by a pilot run, not by the chains of
-    the estimate, so that their weights keep :math:`\mathbb E[w] = p(x_n)` (forward) and
-    :math:`\mathbb E[w] = 1/p(x_n)` (reverse); see :mod:`pyrovae.infer.annealing`.
-
-    The model and guide are as for :func:`~pyrovae.log_likelihood` (every site in the data plate,
-    chains vectorized in an outer plate), and every latent must be continuous; constrained latents
-    are sampled in the unconstrained space of :func:`torch.distributions.biject_to`.
-
-    :param model: model ``model(*data, *model_args, **model_kwargs)``.
-    :param guide: guide with the same signature; the starting distribution when ``start="guide"``.
-    :param data: a tensor ``(N, ...)``, a tuple of tensors, or a data set, as for
-        :func:`~pyrovae.log_likelihood`.
     :param int num_steps: :math:`T`, annealing steps (Wu et al. 2017 use 1000 to 10,000s).
     :param int num_chains: :math:`K`, chains per data point.
     :param schedule: ``"sigmoid"``, ``"linear"`` or the :math:`\beta_t` (see :func:`annealing_schedule`).
     :param int leapfrog_steps: leapfrog steps per HMC trajectory.
     :param float step_size: initial leapfrog step size.
     :param float target_accept: acceptance probability the step sizes are adapted toward.
-    :param bool adapt_step_size: adapt the step size of each data point after each transition, in
-        a pilot run of :math:`\max(1, \lfloor K/4 \rfloor)` chains per data point from
-        :math:`f_0` (in reverse: forward, then back), whose schedule of step sizes the :math:`K`
-        chains then follow (see :mod:`pyrovae.infer.annealing`: adapting on the chains themselves would bias
-        the weights); for :math:`K \ge 4` it adds a quarter to the computation forward, half in
-        reverse (more time on small models). Without it, every transition has ``step_size``.
-    :param str start: ``"guide"`` or ``"prior"``.
+    :param bool adapt_step_size: adapt each data point's step sizes in a pilot of
+        :math:`\max(1, \lfloor K/4 \rfloor)` chains, which the :math:`K` chains then follow, so that
+        :math:`\mathbb E[w]` stays exact (module docstring); else every transition has ``step_size``.
+    :param str start: :math:`f_0`, ``"guide"`` or ``"prior"``.
     :param dict reverse_from: site name to exact posterior draws, one per data point, shaped as
         the site's value in the model (without chains); runs reverse AIS.
-    :param str data_plate: name of the data plate (default: found, as for :func:`~pyrovae.log_likelihood`).
     :param int batch_size: data points per chunk (default: about 8192 chains x data points).
-    :param int seed: seed; the draws of the chunk that starts at data point ``lo`` are seeded from
-        ``(seed, lo)``, as in :func:`~pyrovae.log_likelihood`, and the pilot's from a stream of
-        its own, so that the chains draw the same numbers with and without ``adapt_step_size``;
-        the caller's random state is restored afterwards.
+    :param int seed: seed; each chunk's draws are seeded from ``(seed, first index)``, the pilot's
+        from a stream of its own (the chains draw the same with and without adaptation).
     :param bool progress: show a progress bar over annealing steps.
-    :param tuple model_args: extra positional arguments after the data.
-    :param dict model_kwargs: keyword arguments.
-    :param device: where to compute (see :mod:`pyrovae.devices`); default: the model's device.
-        Results come back on the CPU.
-    :raises ConfigError: for a discrete latent, or a model/guide pair that
-        :func:`~pyrovae.log_likelihood` refuses.
     :rtype: AIS
     """
-    check_options(
-        ("batch_size", "seed"),
-        num_steps=num_steps,
-        num_chains=num_chains,
-        leapfrog_steps=leapfrog_steps,
-        batch_size=batch_size,
-        step_size=step_size,
-        target_accept=target_accept,
-        seed=seed,
-    )
-    if start not in STARTS:
-        raise ConfigError(f"start must be one of {', '.join(STARTS)}, got {start!r}")
+    check_options(("batch_size",), num_steps=num_steps, batch_size=batch_size, target_accept=target_accept)
+    start_time, reverse = time.perf_counter(), reverse_from is not None
     betas = annealing_schedule(schedule, num_steps)
-    schedule_name = schedule if isinstance(schedule, str) else "custom"
-    num_steps = len(betas) - 1
-    start_time = time.perf_counter()
-    reverse = reverse_from is not None
+    num_steps, passes = len(betas) - 1, 1 if not adapt_step_size else 3 if reverse else 2  # the pilot's too
+    target = target_accept if adapt_step_size else None
+    chains = (num_chains, start, leapfrog_steps, step_size, target, reverse_from, seed)
+    annealing = _Annealing(betas.flip(0) if reverse else betas, *chains)
     with seeded(seed):
-        dev = devices.place(model, guide, device=device)
-        batch_size = batch_size or max(1, _TARGET_ROWS // num_chains)
-        passes = 1 if not adapt_step_size else 3 if reverse else 2  # the pilot's too
-        sweep = Sweep(
-            data,
-            batch_size,
-            device=dev,
-            seed=seed,
-            model_args=model_args,
-            progress=progress,
-            desc="reverse AIS" if reverse else "AIS",
-            unit="step",
-            work=lambda lo, hi: num_steps * passes,
+        placement = dict(
+            device=device, model_kwargs=model_kwargs, data_plate=data_plate, model_args=model_args
         )
-        model_kwargs = devices.move_kwargs(model_kwargs, dev)
-        pair = Pair(model, guide, sweep.args(0, 1), model_kwargs, data_plate)
-        annealing = _Annealing(
-            pair,
-            model_kwargs,
-            betas.flip(0) if reverse else betas,
-            num_chains,
-            start,
-            leapfrog_steps,
-            step_size,
-            target_accept if adapt_step_size else None,
-            reverse_from,
-            seed,
-        )
-        log_w, acceptance, step_sizes = sweep.map(annealing)
+        bar = dict(progress=progress, desc="reverse AIS" if reverse else "AIS", unit="step")
+        chunk_size = batch_size or max(1, _TARGET_ROWS // num_chains)
+
+        def work(lo: int, hi: int) -> int:  # annealing steps per chunk, the pilot's included
+            return num_steps * passes
+
+        sweep, pair = sweep_pair(model, guide, data, chunk_size, seed=seed, work=work, **placement, **bar)
+        log_w, acceptance, step_sizes = sweep.map(functools.partial(annealing, pair))
     log_px, log_px_se, ess, _ = reduce_log_weights(log_w)
-    if reverse:
-        log_px = -log_px
-    return AIS(
-        log_px,
-        log_px_se,
-        ess,
-        acceptance,
-        step_sizes,
-        log_w,
-        num_steps=num_steps,
-        leapfrog_steps=leapfrog_steps,
-        schedule=schedule_name,
-        start=start,
-        reverse=reverse,
-        elapsed=time.perf_counter() - start_time,
-    )
+    fields = (-log_px if reverse else log_px, log_px_se, ess, acceptance, step_sizes, log_w, num_steps)
+    name = schedule if isinstance(schedule, str) else "custom"
+    return AIS(*fields, leapfrog_steps, name, start, reverse, elapsed=time.perf_counter() - start_time)
 
 
 def _chunk_of(

@@ -97,14 +97,13 @@ class BDMC(Result):
 
     def summary(self) -> str:
         """A readable multi-line summary."""
-        f = self.forward
-        rows = [("lower bound (forward AIS)", self.lower), ("upper bound (reverse AIS)", self.upper)]
-        rows.append(("gap", self.gap))
+        f, mean, stderr = self.forward, self.mean, self.stderr
+        labels = {"lower": "lower bound (forward AIS)", "upper": "upper bound (reverse AIS)", "gap": "gap"}
         lines = [
             f"BDMC on {self.num_data} simulated data points: K = {f.num_chains} chains, "
             f"T = {f.num_steps} {f.schedule} steps from the {f.start}, {f.leapfrog_steps} leapfrog steps"
         ]
-        lines += [f"  {name:<26} {float(v.mean()):10.3f} ± {mean_stderr(v):.3f}" for name, v in rows]
+        lines += [f"  {label:<26} {mean[n]:10.3f} ± {stderr[n]:.3f}" for n, label in labels.items()]
         lines[-1] += f" nats   (max {float(self.gap.max()):.3f})"
         lines += [
             f"  acceptance: forward {float(f.acceptance.nanmean()):.2f}, "
@@ -116,17 +115,12 @@ class BDMC(Result):
     def to_dataframe(self):
         """A :class:`pandas.DataFrame`, one row per simulated data point: lower, upper, gap,
         and the standard errors and acceptance rates of both directions."""
-        columns = {
-            "lower": self.lower,
-            "upper": self.upper,
-            "gap": self.gap,
-            "lower_se": self.forward.log_px_se,
-            "upper_se": self.reverse.log_px_se,
-            "forward_acceptance": self.forward.acceptance,
-            "reverse_acceptance": self.reverse.acceptance,
-        }
-        columns = {name: v.cpu().numpy() for name, v in columns.items()}
-        return pd.DataFrame(columns, index=pd.RangeIndex(self.num_data, name=self.rows))
+        f, r = self.forward, self.reverse
+        columns = dict(
+            lower=self.lower, upper=self.upper, gap=self.gap, lower_se=f.log_px_se, upper_se=r.log_px_se
+        )
+        columns.update(forward_acceptance=f.acceptance, reverse_acceptance=r.acceptance)
+        return pd.DataFrame({name: v.numpy() for name, v in columns.items()}).rename_axis(self.rows)
 
     def to_xarray(self):
         """Both directions' AIS results (prefixed ``forward_`` and ``reverse_``), with the lower
@@ -138,12 +132,8 @@ class BDMC(Result):
 
     def figures(self) -> dict:
         """Means and standard errors of the bounds and of the gap, and the largest gap."""
-        out = {}
-        for name in ("lower", "upper", "gap"):
-            out.update(
-                {name: float(getattr(self, name).mean()), f"{name}_stderr": mean_stderr(getattr(self, name))}
-            )
-        return {**out, "gap_max": float(self.gap.max())}
+        stderr = self.stderr.add_suffix("_stderr")
+        return {**self.mean.to_dict(), **stderr.to_dict(), "gap_max": float(self.gap.max())}
 
 
 def simulate(model, data_sites: Sequence[str], *args, **kwargs) -> tuple[tuple[torch.Tensor, ...], dict]:

@@ -46,24 +46,25 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from pyro.distributions.util import scale_and_mask
 
-from pyrovae import devices, distributed
+from pyrovae import distributed
 from pyrovae.data.source import DataSource
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.infer import Chunk, Sweep
 from pyrovae.infer.checks import check_support
 from pyrovae.infer.diagnostics import KHAT_BAD, KHAT_GOOD, reduce_log_weights
-from pyrovae.infer.pair import Pair, kl_divergence, reduce_site, site_log_density
+from pyrovae.infer.pair import kl_divergence, reduce_site, site_log_density, sweep_pair
 from pyrovae.infer.sites import scored_sites
 from pyrovae.options import check_options
 from pyrovae.results import Result, column, mean_stderr
 from pyrovae.seeds import seeded
 
-__all__ = ["LogLikelihood", "LogWeights", "PerDatapoint", "log_likelihood", "reduction"]
+__all__ = ["LogLikelihood", "LogWeights", "PerDatapoint", "log_likelihood"]
 
 #: default bound on the memory one chunk may use, in bytes, on the CPU
 DEFAULT_MAX_MEMORY = 512 * 2**20
@@ -95,14 +96,10 @@ def default_max_memory(device: torch.device) -> int:
 
 class PerDatapoint(Result):
     r"""What results holding one estimate of :math:`\log p(x)` per data point share: ``log_px``,
-    with ``num_data``, ``mean`` and ``stderr``."""
+    with ``num_data``, ``mean``, ``stderr`` and a summary, whose first line a subclass writes
+    (``headline()``), and the lines after the mean (``diagnostics()``)."""
 
     log_px: torch.Tensor
-
-    @property
-    def num_data(self) -> int:
-        """Number of data points :math:`N`."""
-        return self.log_px.shape[0]
 
     @property
     def mean(self) -> float:
@@ -113,6 +110,19 @@ class PerDatapoint(Result):
     def stderr(self) -> float:
         r"""Standard error of :attr:`mean` across data points (:func:`~pyrovae.results.mean_stderr`)."""
         return mean_stderr(self.log_px)
+
+    def figures(self) -> dict:
+        """The mean and its standard error."""
+        return {"mean_log_px": self.mean, "stderr": self.stderr}
+
+    def summary(self) -> str:
+        """A readable multi-line summary: what was estimated, the mean with its standard error, and
+        the diagnostics."""
+        lines = [
+            self.headline(),
+            f"  mean log p(x) = {self.mean:.3f} ± {self.stderr:.3f} nats   (NLL {-self.mean:.3f})",
+        ]
+        return "\n".join([*lines, *self.diagnostics(), f"  elapsed {self.elapsed:.1f} s"])
 
 
 @dataclass(repr=False)
@@ -156,8 +166,8 @@ class LogLikelihood(PerDatapoint):
 
     @classmethod
     def from_rows(cls, rows: tuple, num_samples: int, elapsed: float) -> LogLikelihood:
-        """The result of a sweep reduced by :func:`reduction`: ``(log_px, log_px_se, ess, khat,
-        log_weights or None)``."""
+        """The result of :meth:`LogWeights.estimate`: ``(log_px, log_px_se, ess, khat, log_weights
+        or None)``."""
         return cls(*rows[:4], num_samples=num_samples, log_weights=rows[4], elapsed=elapsed)
 
     @property
@@ -174,15 +184,16 @@ class LogLikelihood(PerDatapoint):
         bad = int((k > KHAT_BAD).sum())
         return good, ok, bad
 
-    def summary(self) -> str:
-        """A readable multi-line summary, with a warning listing unreliable data points."""
+    def headline(self) -> str:
+        """What was estimated, from how many draws."""
+        n, k = self.num_data, self.num_samples
+        return f"log p(x) by importance sampling: N = {n} data points, K = {k} samples each"
+
+    def diagnostics(self) -> list[str]:
+        r"""ESS and :math:`\hat k`, with a warning listing unreliable data points."""
         good, ok, bad = self.khat_counts()
         ess = self.ess[torch.isfinite(self.ess)]
-        lines = [
-            f"log p(x) by importance sampling: N = {self.num_data} data points, "
-            f"K = {self.num_samples} samples each",
-            f"  mean log p(x) = {self.mean:.3f} ± {self.stderr:.3f} nats   (NLL {self.nll:.3f})",
-        ]
+        lines = []
         if ess.numel():
             lines.append(
                 f"  ESS: median {float(ess.median()):.1f}, min {float(ess.min()):.1f} (of {self.num_samples})"
@@ -198,16 +209,14 @@ class LogLikelihood(PerDatapoint):
                 f"  WARNING: {bad} data point(s) have k-hat > 0.7; their estimates are unreliable "
                 f"(the guide's tails are too light): {shown}"
             )
-        lines.append(f"  elapsed {self.elapsed:.1f} s")
-        return "\n".join(lines)
+        return lines
 
     def figures(self) -> dict:
         r"""The mean and its standard error, and summaries of the ESS and :math:`\hat k`."""
         good, ok, bad = self.khat_counts()
         ess = self.ess[torch.isfinite(self.ess)]
         return {
-            "mean_log_px": self.mean,
-            "stderr": self.stderr,
+            **super().figures(),
             "nll": self.nll,
             "ess_median": float(ess.median()) if ess.numel() else math.nan,
             "ess_min": float(ess.min()) if ess.numel() else math.nan,
@@ -261,27 +270,20 @@ class LogWeights:
             max_memory=max_memory,
             seed=seed,
         )
-        self.model, self.guide = model, guide
+        self.model, self.guide, self.num_samples = model, guide, num_samples
         source = DataSource(data)
-        dev = devices.place(model, guide, device=device)
-        self.num_samples = num_samples
-        self.model_kwargs = devices.move_kwargs(model_kwargs, dev)
-        probe = Sweep(source, 1, device=dev, model_args=model_args)
-        self.pair = Pair(model, guide, probe.args(0, 1), self.model_kwargs, data_plate)
+        placement = dict(
+            device=device, model_kwargs=model_kwargs, data_plate=data_plate, model_args=model_args
+        )
+        probe, self.pair = sweep_pair(model, guide, source, 1, **placement)
+        self.model_kwargs = self.pair.kwargs
         self.analytic_kl = analytic_kl and self.pair.kl_note is None
+        dev = probe.device
         self.max_memory = default_max_memory(dev) if max_memory is None else max(1, int(max_memory))
-        self.batch_size, self.particle_batch_size = self._chunk_sizes(
-            probe, source.num_data, batch_size, particle_batch_size
-        )
-        self.sweep = Sweep(
-            source,
-            self.batch_size,
-            device=dev,
-            seed=seed,
-            model_args=model_args,
-            progress=progress,
-            desc=desc,
-        )
+        sizes = self._chunk_sizes(probe, source.num_data, batch_size, particle_batch_size)
+        self.batch_size, self.particle_batch_size = sizes
+        options = dict(seed=seed, model_args=model_args, progress=progress, desc=desc)
+        self.sweep = Sweep(source, self.batch_size, device=dev, **options)
 
     def _chunk_sizes(self, probe: Sweep, num_data: int, batch_size, particle_batch_size) -> tuple[int, int]:
         num_samples, max_memory = self.num_samples, self.max_memory
@@ -339,16 +341,20 @@ class LogWeights:
                 elbo[:, plo:phi] = el.T
         return log_w, elbo
 
+    def estimate(self, extra: Callable | None = None, keep: bool = False) -> tuple:
+        """Sweep the data: the fields of :func:`~pyrovae.infer.diagnostics.reduce_log_weights`
+        (``log_px``, ``log_px_se``, ``ess``, ``khat``), the ``(N, K)`` log-weights with ``keep``
+        (else ``None``), then the ``(N, ...)`` rows of ``extra(log_w, elbo_terms)`` of each chunk,
+        a tuple of tensors; the log-weights are reduced in blocks of :meth:`reduce_rows` rows."""
 
-def reduction(keep: bool):
-    """The block reduction of log-weights for :meth:`~pyrovae.infer.Sweep.map`: the four fields of
-    :func:`~pyrovae.infer.diagnostics.reduce_log_weights` (and the log-weights themselves with ``keep``)."""
+        def rows(chunk: Chunk) -> tuple:
+            log_w, elbo = self(chunk)
+            return (log_w, *(extra(log_w, elbo) if extra else ()))
 
-    def reduce(rows):
-        log_w = rows[0]
-        return (*reduce_log_weights(log_w), log_w if keep else None)
+        def reduce(rows: tuple) -> tuple:
+            return (*reduce_log_weights(rows[0]), rows[0] if keep else None, *rows[1:])
 
-    return reduce
+        return self.sweep.map(rows, reduce=reduce, reduce_rows=self.reduce_rows())
 
 
 def log_likelihood(
@@ -373,34 +379,15 @@ def log_likelihood(
     For each data point :math:`x_n`, ``num_samples`` = :math:`K` draws :math:`z_k \sim q(\cdot
     \mid x_n)` give log-weights :math:`\log w_k = \log p(x_n, z_k) - \log q(z_k \mid x_n)` and
     the IWAE-:math:`K` estimate :math:`\log \frac1K \sum_k w_k` (Burda et al. 2015), a lower
-    bound in expectation that tightens as :math:`K` grows. Each estimate comes with its
-    delta-method standard error, Kong's effective sample size and the PSIS :math:`\hat k`
-    diagnostic (Vehtari et al. 2024): above 0.7 the guide's tails are too light for the estimate
-    to be trusted (Yao et al. 2018). See :func:`~pyrovae.infer.diagnostics.reduce_log_weights`.
-
-    The particles are vectorized in an outer plate ``"_particles"`` at dim
-    ``-(max_plate_nesting + 1)`` around the guide and the model replayed against it (as
-    :class:`~pyro.infer.RenyiELBO` does), with ``max_plate_nesting`` found by a probe on one
-    data point (:class:`~pyrovae.infer.pair.Pair`). Every sample site, latent or observed, must lie
-    inside the data plate; its log-density is summed over all dims but the particle and data dims.
-    Site scales (minibatch scaling, KL annealing) are ignored: the result is in nats per data
-    point. Masks are applied. Each site's log-density is its own distribution's ``log_prob``, so
-    any decoder and likelihood a model uses are evaluated as written.
-
-    The computation runs on the device of the model's parameters, or on ``device`` (the modules
-    behind ``model`` and ``guide`` are moved there); each chunk of data is moved there, and the
-    result comes back on the CPU.
-
-    Memory is bounded: data points are processed ``batch_size`` at a time and particles
-    ``particle_batch_size`` at a time; by default both are derived from ``max_memory`` and the
-    tensor sizes seen in the probe. The draws depend on the chunk sizes, the estimates'
-    distribution does not. With a ``seed``, the draws of each data chunk are seeded from ``seed``
-    and the chunk's first data point alone.
-
-    Launched by ``torchrun`` (see :mod:`pyrovae.distributed`), the data chunks are split into
-    contiguous shards, one per worker, and the per-datapoint results (and log-weights) gathered on
-    every worker: the result is exactly the one-process result for the same ``seed``, computed
-    about :math:`W` times faster. Rank 0 alone shows progress, over its shard.
+    bound in expectation that tightens as :math:`K` grows, with its delta-method standard error,
+    Kong's effective sample size and the PSIS :math:`\hat k` diagnostic (Vehtari et al. 2024):
+    above 0.7 the guide's tails are too light for the estimate to be trusted (Yao et al. 2018).
+    The particles are traced by :class:`~pyrovae.infer.pair.Pair` (every sample site inside the
+    data plate; site scales ignored, masks applied: nats per data point) and the data swept by
+    :class:`~pyrovae.infer.Sweep`: chunks seeded by their first index on the model's device,
+    sharded under ``torchrun`` and gathered in input order on every rank (the one-process
+    result, :math:`W` times faster); the result comes back on the CPU. Memory is bounded by
+    ``max_memory``, from which the chunk sizes are derived (see :class:`LogWeights`).
 
     :param callable model: model ``model(*data, *model_args, **model_kwargs)``.
     :param callable guide: guide with the same signature.
@@ -422,32 +409,19 @@ def log_likelihood(
     :param tuple model_args: extra positional arguments after the data.
     :param dict model_kwargs: keyword arguments.
     :param device: where to compute (see :mod:`pyrovae.devices`); default: the model's device.
-    :raises ConfigError: if a sample site lies outside the data plate, if a site is enumerated
-        other than in parallel (enumerated sites are summed out: see the module docstring),
-        or if a model latent is missing from the guide.
+    :raises ConfigError: for a sample site outside the data plate, a site enumerated other than in
+        parallel (see the module docstring), or a model latent missing from the guide.
     :rtype: LogLikelihood
     """
     start = time.perf_counter()
     distributed.init()
     with seeded(seed):
+        placement = dict(
+            device=device, model_kwargs=model_kwargs, data_plate=data_plate, model_args=model_args
+        )
+        sizes = dict(batch_size=batch_size, particle_batch_size=particle_batch_size, max_memory=max_memory)
         weights = LogWeights(
-            model,
-            guide,
-            data,
-            num_samples,
-            data_plate=data_plate,
-            batch_size=batch_size,
-            particle_batch_size=particle_batch_size,
-            max_memory=max_memory,
-            model_args=model_args,
-            model_kwargs=model_kwargs,
-            seed=seed,
-            device=device,
-            progress=progress,
+            model, guide, data, num_samples, seed=seed, progress=progress, **placement, **sizes
         )
-        rows = weights.sweep.map(
-            lambda chunk: weights(chunk)[0],
-            reduce=reduction(return_log_weights),
-            reduce_rows=weights.reduce_rows(),
-        )
+        rows = weights.estimate(keep=return_log_weights)
     return LogLikelihood.from_rows(rows, num_samples, time.perf_counter() - start)

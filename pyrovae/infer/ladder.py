@@ -43,7 +43,7 @@ from pyrovae import distributed
 from pyrovae.errors import ConfigError
 from pyrovae.infer.annealing import AIS, ais
 from pyrovae.infer.bidirectional import BDMC, bdmc
-from pyrovae.infer.importance import LogLikelihood, LogWeights, reduction
+from pyrovae.infer.importance import LogLikelihood, LogWeights
 from pyrovae.options import DOMAINS, check_keywords, check_options
 from pyrovae.results import Result, columns, live, mean_stderr, nested, prefixed, unprefixed
 from pyrovae.seeds import seeded
@@ -52,6 +52,7 @@ __all__ = ["Bounds", "bounds", "iwae_bounds"]
 
 #: name of the row holding the analytic-KL ELBO
 ANALYTIC_ELBO = "ELBO (analytic KL)"
+#: the options of the importance-sampling sweep (:class:`~pyrovae.infer.importance.LogWeights`)
 _SWEEP_OPTIONS = {
     "data_plate",
     "device",
@@ -263,6 +264,34 @@ class Bounds(Result):
         return ladder(self, path)
 
 
+def _importance_ladder(model, guide, data, ks: list[int], keep: bool, options: dict) -> Bounds:
+    r"""The ELBO (analytic KL) and IWAE-:math:`k` rows of :func:`bounds`, from one sweep of
+    :math:`K = \max(ks)` log-weights per data point."""
+    start, num_samples = time.perf_counter(), ks[-1]
+    distributed.init()
+    with seeded(options["seed"]):
+        weights = LogWeights(model, guide, data, num_samples, desc="bounds", **options)
+
+        def rows(log_w, elbo_terms):
+            elbo = None if elbo_terms is None else elbo_terms.to(torch.float64).mean(-1)
+            return iwae_bounds(log_w, ks), elbo
+
+        rows = weights.estimate(rows, keep)
+    loglik = LogLikelihood.from_rows(rows[:5], num_samples, time.perf_counter() - start)
+    table, elbo = rows[5:]
+    values, notes = {}, []
+    if options["analytic_kl"]:
+        if weights.analytic_kl:
+            values[ANALYTIC_ELBO] = elbo
+        else:
+            notes.append(weights.pair.kl_note)
+    names = [_row_name(k) for k in ks]
+    values.update({name: table[:, i] for i, name in enumerate(names)})
+    if any(num_samples % k for k in ks):
+        notes.append(f"rows with k not dividing K = {num_samples} use floor(K/k) disjoint groups of k draws")
+    return Bounds(values, dict(zip(names, ks, strict=True)), num_samples, notes, log_likelihood=loglik)
+
+
 def bounds(
     model,
     guide,
@@ -313,10 +342,7 @@ def bounds(
         ``max_memory``, ``model_args``, ``model_kwargs``, ``device`` and ``return_log_weights``
         (kept in :attr:`Bounds.log_likelihood`), as for :func:`~pyrovae.infer.importance.log_likelihood`;
         ``data_plate``, ``model_args``, ``model_kwargs`` and ``device`` apply to AIS and BDMC too.
-
-    Launched by ``torchrun``, the data points are sharded across the workers and every row
-    gathered, as in :func:`~pyrovae.infer.importance.log_likelihood`: the one-process values, on every rank.
-    :rtype: Bounds
+    :rtype: Bounds (under ``torchrun``: the one-process values, on every rank)
     """
     ks = _counts("ks", ks, "(1, 10, 100)")
     ais_steps = _counts("ais_steps", ais_steps, "(100, 1000)", empty=True)
@@ -329,53 +355,11 @@ def bounds(
         raise ConfigError(
             f"bounds draws max(ks) = {num_samples} samples; do not also pass num_samples={given}"
         )
-    return_log_weights = log_likelihood_kwargs.pop("return_log_weights", False)
+    keep = log_likelihood_kwargs.pop("return_log_weights", False)
     check_keywords("bounds", log_likelihood_kwargs, _SWEEP_OPTIONS)
     start = time.perf_counter()
-    distributed.init()
-    with seeded(seed):
-        weights = LogWeights(
-            model,
-            guide,
-            data,
-            num_samples,
-            analytic_kl=analytic_kl,
-            seed=seed,
-            progress=progress,
-            desc="bounds",
-            **log_likelihood_kwargs,
-        )
-
-        def rows(chunk):
-            log_w, elbo_terms = weights(chunk)
-            elbo = None if elbo_terms is None else elbo_terms.to(torch.float64).mean(-1)
-            return log_w, iwae_bounds(log_w, ks), elbo
-
-        keep = reduction(return_log_weights)
-        rows = weights.sweep.map(
-            rows, reduce=lambda r: (*keep(r[:1]), *r[1:]), reduce_rows=weights.reduce_rows()
-        )
-    loglik = LogLikelihood.from_rows(rows[:5], num_samples, 0.0)
-    loglik.elapsed = time.perf_counter() - start
-    table, elbo = rows[5], rows[6]
-    values: dict[str, torch.Tensor] = {}
-    notes = []
-    if analytic_kl:
-        if weights.analytic_kl:
-            values[ANALYTIC_ELBO] = elbo
-        else:
-            notes.append(weights.pair.kl_note)
-    names = [_row_name(k) for k in ks]
-    values.update({name: table[:, i] for i, name in enumerate(names)})
-    if any(num_samples % k for k in ks):
-        notes.append(f"rows with k not dividing K = {num_samples} use floor(K/k) disjoint groups of k draws")
-    ladder = Bounds(
-        values,
-        ks=dict(zip(names, ks, strict=True)),
-        num_samples=num_samples,
-        notes=notes,
-        log_likelihood=loglik,
-    )
+    sweep = dict(log_likelihood_kwargs, analytic_kl=analytic_kl, seed=seed, progress=progress)
+    ladder = _importance_ladder(model, guide, data, ks, keep, sweep)
     options = {k: v for k, v in log_likelihood_kwargs.items() if k in _AIS_OPTIONS}
     options.update(ais_options, num_chains=ais_chains, seed=seed, progress=progress)
     simulation = {k: options.pop(k) for k in _BDMC_KEYWORDS if k in options}

@@ -37,9 +37,11 @@ import torch
 from pyro.distributions.util import scale_and_mask
 from torch.distributions import kl_divergence as torch_kl_divergence
 
+from pyrovae import devices
 from pyrovae.errors import ConfigError
 from pyrovae.infer.checks import check_pair, dtype_error, shape_error
 from pyrovae.infer.sites import data_frame, find_data_plate, latents, plate_nesting, scored_sites
+from pyrovae.infer.sweep import Sweep
 
 __all__ = [
     "PARTICLE_PLATE",
@@ -50,6 +52,7 @@ __all__ = [
     "reduce_site",
     "replay_trace",
     "site_log_density",
+    "sweep_pair",
     "trace_pair",
 ]
 
@@ -230,6 +233,7 @@ class Pair:
     proposes latents of the wrong shape, or that fails on the data's dtype, is refused with a
     :class:`~pyrovae.errors.ConfigError` or :class:`~pyrovae.errors.DataError` that says why.
 
+    :ivar dict kwargs: the keyword arguments it was probed with.
     :ivar str data_plate: the data plate's name.
     :ivar int max_plate_nesting: vectorized plate dims the pair uses.
     :ivar int particle_dim: the dim of the particle plate, ``-(max_plate_nesting + 1)``.
@@ -250,7 +254,8 @@ class Pair:
         reparameterized: str | None = None,
         num_particles: int = PROBE_PARTICLES,
     ):
-        self.model, self.guide, kwargs = model, guide, dict(kwargs or {})
+        self.model, self.guide = model, guide
+        self.kwargs = kwargs = dict(kwargs or {})
         state = pyro.util.get_rng_state()  # torch's CPU generator, random's and numpy's
         cuda = _cuda_devices(args, kwargs)  # whose generators Pyro's state leaves out
         try:
@@ -391,3 +396,25 @@ class Pair:
             scale=scale,
             enumerated=bool(self.enumerated),
         )
+
+
+def sweep_pair(
+    model,
+    guide,
+    data,
+    chunk_size: int,
+    *,
+    device=None,
+    model_kwargs=None,
+    data_plate=None,
+    probe=None,
+    **options,
+) -> tuple[Sweep, Pair]:
+    """The :class:`~pyrovae.infer.Sweep` over ``data`` in chunks of ``chunk_size`` on the pair's
+    device (the model's, or ``device``; ``options`` as for the sweep), and the :class:`Pair` probed
+    on its first data point (``probe``: its options), with ``model_kwargs`` moved to that device
+    (:attr:`Pair.kwargs`): how every evaluation starts."""
+    dev = devices.place(model, guide, device=device)
+    sweep = Sweep(data, chunk_size, device=dev, **options)
+    kwargs = devices.move_kwargs(model_kwargs, dev)
+    return sweep, Pair(model, guide, sweep.args(0, 1), kwargs, data_plate, **(probe or {}))

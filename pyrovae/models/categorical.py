@@ -96,15 +96,18 @@ class ExpRelaxedCategorical(_ExpRelaxedCategorical, TorchDistributionMixin):
     standard Gumbel."""
 
 
-def _temperature(name: str, value: float | None, optional: bool = True) -> float | None:
-    """``value`` as a float if it is a positive finite number (or ``None`` where ``optional``)."""
-    if value is None and optional:
+def _temperature(name: str, value: float | None) -> float | None:
+    """``value`` as a float if it is a positive finite number, or ``None``."""
+    if value is None:
         return None
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    if not ok:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (math.isfinite(value) and value > 0)
+    ):
         raise ConfigError(
-            f"{name} must be a positive temperature{', or None for the discrete model' if optional else ''}"
-            f", such as 0.5 or 2/3; got {value!r}"
+            f"{name} must be a positive temperature, or None for the discrete model, such as 0.5 or 2/3; "
+            f"got {value!r}"
         )
     return float(value)
 
@@ -205,23 +208,20 @@ class CategoricalVAE(LatentModel):
         """The likelihood parameters at one-hot or relaxed codes ``(..., M, C)``."""
         return self.decoder(code.flatten(-2))
 
-    def _temperature_tensor(self, value: float) -> torch.Tensor:
-        ref = self.prior_logits
-        return torch.tensor(value, dtype=ref.dtype, device=ref.device)
+    def _distribution(self, logits: torch.Tensor, temperature: float | None) -> dist.TorchDistribution:
+        """The one-hot categorical of ``logits`` ``(..., M, C)``, or with a ``temperature`` its
+        ExpConcrete relaxation."""
+        if temperature is None:
+            return dist.OneHotCategorical(logits=logits)
+        t = torch.tensor(temperature, dtype=self.prior_logits.dtype, device=self.prior_logits.device)
+        return ExpRelaxedCategorical(t, logits=logits)
 
     def model(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> None:
         """:math:`z \\sim p(z)` (uniform categorical, or its Concrete relaxation in log space),
         :math:`x \\sim p_\\theta(x \\mid z)`."""
-        n = self._plate_size(x, batch_size)
-        with pyro.plate(DATA_PLATE, n):
-            if self.relaxed is None:
-                code = pyro.sample("z", dist.OneHotCategorical(logits=self.prior_logits).to_event(1))
-            else:
-                prior = ExpRelaxedCategorical(
-                    self._temperature_tensor(self.prior_temperature), logits=self.prior_logits
-                )
-                code = pyro.sample("z", prior.to_event(1)).exp()
-            self._observe(self._decode, (code,), x)
+        with pyro.plate(DATA_PLATE, self._plate_size(x, batch_size)):
+            code = pyro.sample("z", self._distribution(self.prior_logits, self.prior_temperature).to_event(1))
+            self._observe(self._decode(code if self.relaxed is None else code.exp()), x)
 
     def guide(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> torch.Tensor:
         """:math:`z \\sim q_\\phi(z \\mid x)`, one-hot (sampled, with the baseline if any) or
@@ -230,28 +230,18 @@ class CategoricalVAE(LatentModel):
             raise ConfigError("CategoricalVAE.guide needs the data x: the encoder q(z | x) reads it")
         n = self._plate_size(x, batch_size)
         logits = self._logits(x)
-        if self.relaxed is None:
-            baselines = contextlib.nullcontext() if self.baseline is None else self.baseline.attach(x)
-            with pyro.plate(DATA_PLATE, n), baselines:
-                return pyro.sample("z", dist.OneHotCategorical(logits=logits).to_event(1))
-        with pyro.plate(DATA_PLATE, n):
-            q = ExpRelaxedCategorical(self._temperature_tensor(self.relaxed), logits=logits)
-            return pyro.sample("z", q.to_event(1))
+        discrete = self.relaxed is None and self.baseline is not None
+        baselines = self.baseline.attach(x) if discrete else contextlib.nullcontext()
+        with pyro.plate(DATA_PLATE, n), baselines:
+            return pyro.sample("z", self._distribution(logits, self.relaxed).to_event(1))
 
     @torch.no_grad()
     def sample(self, num_samples: int) -> torch.Tensor:
         """The likelihood means at ``num_samples`` draws from the prior, one-hot in the discrete
         model, relaxed in the relaxed one: images to look at."""
         logits = self.prior_logits.expand(num_samples, -1, -1)
-        if self.relaxed is None:
-            code = dist.OneHotCategorical(logits=logits).sample()
-        else:
-            code = (
-                ExpRelaxedCategorical(self._temperature_tensor(self.prior_temperature), logits=logits)
-                .sample()
-                .exp()
-            )
-        return self.likelihood.mean(self._decode(code))
+        code = self._distribution(logits, self.prior_temperature).sample()
+        return self.likelihood.mean(self._decode(code if self.relaxed is None else code.exp()))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -95,15 +95,14 @@ class CVAE(LatentModel):
         c = self.condition(c, x)
         with pyro.plate(DATA_PLATE, n):
             z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0).expand([n, self.latent_dim]).to_event(1))
-            self._observe(self.decoder, (z, c), x)
+            self._observe(self.decoder(z, c), x)
 
     def guide(self, x: torch.Tensor, c: torch.Tensor) -> None:
         """:math:`z_n \\sim q_\\phi(z \\mid x_n, c_n)`."""
         n = self._plate_size(x, None)
         c = self.condition(c, x)
         with pyro.plate(DATA_PLATE, n):
-            loc, scale = self.encoder(x, c)
-            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+            pyro.sample("z", dist.Normal(*self.encoder(x, c)).to_event(1))
 
     @torch.no_grad()
     def sample(self, c: torch.Tensor, num_samples: int = 1) -> torch.Tensor:

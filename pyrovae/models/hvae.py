@@ -146,13 +146,12 @@ class HVAE(LatentModel):
         with pyro.plate(DATA_PLATE, n):
             z2 = pyro.sample("z2", self.prior((n,)))
             z1 = pyro.sample("z1", dist.Normal(*self.transition(z2)).to_event(1))
-            self._observe(self._decode, (z1, z2), x)
+            self._observe(self._decode(z1, z2), x)
 
     def guide(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> torch.Tensor:
         """:math:`z_2 \\sim q(z_2 \\mid x)`, then :math:`z_1 \\sim q(z_1 \\mid x, z_2)`; returns
         :math:`z_1`."""
-        n = self._plate_size(x, batch_size)
-        with pyro.plate(DATA_PLATE, n):
+        with pyro.plate(DATA_PLATE, self._plate_size(x, batch_size)):
             z2 = pyro.sample("z2", dist.Normal(*self.encoder(x)).to_event(1))
             return pyro.sample("z1", dist.Normal(*self.encoder1(x, z2)).to_event(1))
 

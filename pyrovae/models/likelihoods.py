@@ -203,12 +203,8 @@ def likelihood(name: str, event_shape=(), scale: float = 1.0) -> Likelihood:
         return Binomial(options["levels"])
     if options:
         raise ConfigError(f"likelihood {name!r} takes no options; got {', '.join(options)}")
-    if name == "bernoulli":
-        return Bernoulli()
-    if name == "continuous-bernoulli":
-        return ContinuousBernoulli()
-    if name == "gaussian":
-        return Gaussian(event_shape, scale)
-    if name == "gaussian-learned":
-        return Gaussian(event_shape, scale, learn_scale=True)
+    if name in ("bernoulli", "continuous-bernoulli"):
+        return Bernoulli() if name == "bernoulli" else ContinuousBernoulli()
+    if name in ("gaussian", "gaussian-learned"):
+        return Gaussian(event_shape, scale, learn_scale=name == "gaussian-learned")
     raise unknown_name("likelihood", name, LIKELIHOODS)

@@ -49,12 +49,9 @@ def activation(name: str) -> nn.Module:
 
 def mlp(sizes: Sequence[int], act: str) -> nn.Sequential:
     """Linear layers of the given ``sizes`` with ``act`` between them (none after the last)."""
-    layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(nn.Linear(n_in, n_out))
-        if i < len(sizes) - 2:
-            layers.append(activation(act))
-    return nn.Sequential(*layers)
+    linears = [nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)]
+    hidden = [module for linear in linears[:-1] for module in (linear, activation(act))]
+    return nn.Sequential(*hidden, *linears[-1:])
 
 
 class GaussianHead(nn.Module):
@@ -124,8 +121,7 @@ class ConvEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch = x.shape[:-3]
-        loc, scale = self.head(self.body(x.reshape(-1, *x.shape[-3:])))
-        return loc.reshape(*batch, -1), scale.reshape(*batch, -1)
+        return tuple(t.reshape(*batch, -1) for t in self.head(self.body(x.reshape(-1, *x.shape[-3:]))))
 
 
 class ConvDecoder(nn.Module):
@@ -165,10 +161,9 @@ class JointLinear(nn.Module):
         self.maps = nn.ModuleList(nn.Linear(n, out_features, bias=i == 0) for i, n in enumerate(in_features))
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        out = self.maps[0](inputs[0])
-        for layer, x in zip(self.maps[1:], inputs[1:], strict=True):
-            out = out + layer(x)
-        return out
+        return sum(
+            (layer(x) for layer, x in zip(self.maps[1:], inputs[1:], strict=True)), self.maps[0](inputs[0])
+        )
 
 
 class ConditionalMLPEncoder(nn.Module):
@@ -183,10 +178,9 @@ class ConditionalMLPEncoder(nn.Module):
             raise ConfigError("a conditional encoder needs at least one hidden layer (hidden=(400,))")
         self.event_dim = len(event_shape)
         self.first = JointLinear([math.prod(event_shape), cond_dim], hidden[0])
-        layers = [activation(act)]
-        if len(hidden) > 1:
-            layers += [mlp(hidden, act), activation(act)]
-        self.body = nn.Sequential(*layers)
+        self.body = nn.Sequential(
+            activation(act), *([mlp(hidden, act), activation(act)] if hidden[1:] else [])
+        )
         self.head = GaussianHead(hidden[-1], latent_dim)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -379,19 +373,12 @@ def networks(
     """The encoder and decoder of the named ``network`` family: ``"mlp"``, ``"conv"`` or ``"gated"``
     (whose gates are its nonlinearity: ``act`` is checked but not used)."""
     activation(act)  # an unknown name is an error even where no layer uses it (hidden=())
-    if network == "mlp":
-        return (
-            MLPEncoder(event_shape, latent_dim, hidden, act),
-            MLPDecoder(event_shape, latent_dim, hidden, act),
-        )
-    if network == "conv":
-        return (
-            ConvEncoder(event_shape, latent_dim, hidden, act),
-            ConvDecoder(event_shape, latent_dim, hidden, act),
-        )
     if network == "gated":
         return GatedEncoder(event_shape, latent_dim, hidden), GatedDecoder(event_shape, latent_dim, hidden)
-    raise unknown_name("network", network, NETWORKS)
+    if network not in NETWORKS:
+        raise unknown_name("network", network, NETWORKS)
+    encoder, decoder = (MLPEncoder, MLPDecoder) if network == "mlp" else (ConvEncoder, ConvDecoder)
+    return encoder(event_shape, latent_dim, hidden, act), decoder(event_shape, latent_dim, hidden, act)
 
 
 __all__ = [

@@ -195,9 +195,7 @@ class VampPrior(nn.Module):
 
     def inputs(self) -> torch.Tensor:
         """The pseudo-inputs :math:`u_k`, ``(K, *event_shape)``, clipped to ``bounds``."""
-        if self.bounds is None:
-            return self.pseudo_inputs
-        return F.hardtanh(self.pseudo_inputs, *self.bounds)
+        return self.pseudo_inputs if self.bounds is None else F.hardtanh(self.pseudo_inputs, *self.bounds)
 
     def forward(self, batch_shape: torch.Size | tuple[int, ...]) -> DiagonalNormalMixture:
         loc, scale = self.encoder(self.inputs())
@@ -237,10 +235,8 @@ def prior(
     k = DEFAULT_COMPONENTS.get(name) if num_components is None else num_components
     if k is not None and k < 1:
         raise ConfigError(f"a {name!r} prior needs at least one component; got num_components={k}")
-    if name == "normal":
-        return StandardNormal(latent_dim)
-    if name == "learnable-normal":
-        return LearnableNormal(latent_dim)
+    if name in ("normal", "learnable-normal"):
+        return StandardNormal(latent_dim) if name == "normal" else LearnableNormal(latent_dim)
     if name == "mixture":
         return GaussianMixture(latent_dim, k)
     if encoder is None or event_shape is None:

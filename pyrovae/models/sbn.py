@@ -117,7 +117,6 @@ class SBN(LatentModel):
             raise ConfigError(f"baseline must be True or False; got {baseline!r}")
         super().__init__(event_shape, likelihood, likelihood_scale)
         self.latent_sizes = sizes
-        data_dim = math.prod(self.event_shape)
         #: b: logits of the top layer's prior p(h_L)
         self.top_logits = nn.Parameter(torch.zeros(sizes[-1]))
         #: W_l, c_l: h_{l+1} -> logits of p(h_l | h_{l+1}), for l = 1, ..., L-1
@@ -125,7 +124,7 @@ class SBN(LatentModel):
         #: W_0, c_0: h_1 -> likelihood parameters of x
         self.decoder = MLPDecoder(self.event_shape, sizes[0], (), activation)
         #: f_1, ..., f_L: x -> logits of q(h_1 | x), h_l -> logits of q(h_{l+1} | h_l)
-        inputs = (data_dim, *sizes[:-1])
+        inputs = (math.prod(self.event_shape), *sizes[:-1])
         self.recognition = nn.ModuleList(
             mlp([n_in, *hidden, n_out], activation) for n_in, n_out in zip(inputs, sizes, strict=True)
         )
@@ -142,13 +141,12 @@ class SBN(LatentModel):
     def model(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> None:
         """:math:`h_L \\sim p(h_L)`, :math:`h_l \\sim p(h_l \\mid h_{l+1})` down to :math:`h_1`,
         :math:`x \\sim p(x \\mid h_1)`."""
-        n = self._plate_size(x, batch_size)
-        with pyro.plate(DATA_PLATE, n):
+        with pyro.plate(DATA_PLATE, self._plate_size(x, batch_size)):
             h = pyro.sample(f"h{self.num_layers}", dist.Bernoulli(logits=self.top_logits).to_event(1))
             for layer in range(self.num_layers - 1, 0, -1):
                 logits = self.transitions[layer - 1](h)
                 h = pyro.sample(f"h{layer}", dist.Bernoulli(logits=logits).to_event(1))
-            self._observe(self.decoder, (h,), x)
+            self._observe(self.decoder(h), x)
 
     def guide(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> torch.Tensor:
         """:math:`h_1 \\sim q(h_1 \\mid x)`, :math:`h_{l+1} \\sim q(h_{l+1} \\mid h_l)` up to
@@ -158,12 +156,10 @@ class SBN(LatentModel):
         n = self._plate_size(x, batch_size)
         baselines = contextlib.nullcontext() if self.baseline is None else self.baseline.attach(x)
         with pyro.plate(DATA_PLATE, n), baselines:
-            h = x.flatten(-len(self.event_shape))
-            bottom = None
+            h = [x.flatten(-len(self.event_shape))]  # x, h1, ..., hL
             for layer, net in enumerate(self.recognition, 1):
-                h = pyro.sample(f"h{layer}", dist.Bernoulli(logits=net(h)).to_event(1))
-                bottom = h if bottom is None else bottom
-            return bottom
+                h.append(pyro.sample(f"h{layer}", dist.Bernoulli(logits=net(h[-1])).to_event(1)))
+            return h[1]
 
     @torch.no_grad()
     def sample(self, num_samples: int) -> torch.Tensor:

@@ -101,8 +101,7 @@ class SSVAE(LatentModel):
         if not (math.isfinite(alpha) and alpha >= 0):
             raise ConfigError(f"alpha, the weight of the classification term, must be >= 0; got {alpha!r}")
         self.num_classes, self.latent_dim, self.alpha = num_classes, latent_dim, float(alpha)
-        features = math.prod(self.event_shape)
-        self.classifier = mlp([features, *hidden, num_classes], activation)
+        self.classifier = mlp([math.prod(self.event_shape), *hidden, num_classes], activation)
         self.encoder = ConditionalMLPEncoder(self.event_shape, num_classes, latent_dim, hidden, activation)
         self.decoder = ConditionalMLPDecoder(self.event_shape, num_classes, latent_dim, hidden, activation)
         self.register_buffer("y_logits", torch.zeros(num_classes))
@@ -136,7 +135,7 @@ class SSVAE(LatentModel):
         with pyro.plate(DATA_PLATE, n):
             y_n = pyro.sample("y", dist.Categorical(logits=self.y_logits).expand([n]))
             z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0).expand([n, self.latent_dim]).to_event(1))
-            self._observe(self.decoder, (z, self._one_hot(y_n, z)), x)
+            self._observe(self.decoder(z, self._one_hot(y_n, z)), x)
             if labels is not None and self.alpha > 0:
                 with poutine.mask(mask=labels[1]), poutine.scale(scale=self.alpha):
                     pyro.sample("y_aux", dist.Categorical(logits=self.logits(x)), obs=labels[0])
@@ -152,8 +151,7 @@ class SSVAE(LatentModel):
                 point_mass = torch.where(self._one_hot(labels[0], logits) > 0, 0.0, _EXCLUDED)
                 logits = torch.where(labels[1].unsqueeze(-1), point_mass, logits)
             y_n = pyro.sample("y", dist.Categorical(logits=logits), infer={"enumerate": "parallel"})
-            loc, scale = self.encoder(x, self._one_hot(y_n, x))
-            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+            pyro.sample("z", dist.Normal(*self.encoder(x, self._one_hot(y_n, x))).to_event(1))
 
     @torch.no_grad()
     def classify(self, x: torch.Tensor) -> torch.Tensor:

@@ -55,11 +55,9 @@ class LatentModel(PyroModule):
         self.event_shape = torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
         if math.prod(self.event_shape) < 1:
             raise ConfigError(f"event_shape must be positive; got {event_shape}")
-        self.likelihood = (
-            likelihood
-            if isinstance(likelihood, Likelihood)
-            else _likelihood(likelihood, self.event_shape, likelihood_scale)
-        )
+        if not isinstance(likelihood, Likelihood):
+            likelihood = _likelihood(likelihood, self.event_shape, likelihood_scale)
+        self.likelihood = likelihood
 
     def build_prior(
         self, prior: str | nn.Module, latent_dim: int, num_components: int | None, encoder: nn.Module
@@ -105,10 +103,9 @@ class LatentModel(PyroModule):
             )
         return x.shape[0]
 
-    def _observe(self, decoder, inputs: Sequence[torch.Tensor], x: torch.Tensor | None) -> None:
-        """Observe ``x`` under the likelihood at ``decoder(*inputs)``, one event of ``event_shape``."""
-        likelihood = self.likelihood(decoder(*inputs)).to_event(len(self.event_shape))
-        pyro.sample("x", likelihood, obs=x)
+    def _observe(self, params: torch.Tensor, x: torch.Tensor | None) -> None:
+        """Observe ``x``, events of ``event_shape``, under the likelihood at the decoder's ``params``."""
+        pyro.sample("x", self.likelihood(params).to_event(len(self.event_shape)), obs=x)
 
     def check_data(self, x: torch.Tensor, what: str = "data") -> None:
         """Check shape and support of ``x`` against this model, with a message that says how to fix it."""
@@ -119,10 +116,8 @@ class LatentModel(PyroModule):
         """A tensor of ``module`` (this model by default) whose device and dtype its computations
         use: its first floating-point parameter, else buffer; a float on the CPU if it has none."""
         module = self if module is None else module
-        for t in itertools.chain(module.parameters(), module.buffers()):
-            if t.is_floating_point():
-                return t
-        return torch.zeros(())
+        tensors = itertools.chain(module.parameters(), module.buffers())
+        return next((t for t in tensors if t.is_floating_point()), torch.zeros(()))
 
 
 class VAE(LatentModel):
@@ -174,8 +169,7 @@ class VAE(LatentModel):
         built = encoder is None
         if built:
             encoder, decoder = networks(network, self.event_shape, latent_dim, hidden, activation)
-        self.encoder = encoder
-        self.decoder = decoder
+        self.encoder, self.decoder = encoder, decoder
         self.prior = self.build_prior(prior, latent_dim, prior_components, encoder)
         if built:
             self._named(
@@ -189,14 +183,12 @@ class VAE(LatentModel):
         n = self._plate_size(x, batch_size)
         with pyro.plate(DATA_PLATE, n):
             z = pyro.sample("z", self.prior((n,)))
-            self._observe(self.decoder, (z,), x)
+            self._observe(self.decoder(z), x)
 
     def guide(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> torch.Tensor:
         """:math:`z_n \\sim q_\\phi(z \\mid x_n)`, a diagonal Gaussian from the encoder."""
-        n = self._plate_size(x, batch_size)
-        with pyro.plate(DATA_PLATE, n):
-            loc, scale = self.encoder(x)
-            return pyro.sample("z", pyro.distributions.Normal(loc, scale).to_event(1))
+        with pyro.plate(DATA_PLATE, self._plate_size(x, batch_size)):
+            return pyro.sample("z", pyro.distributions.Normal(*self.encoder(x)).to_event(1))
 
     @torch.no_grad()
     def sample(self, num_samples: int) -> torch.Tensor:

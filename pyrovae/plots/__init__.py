@@ -33,8 +33,7 @@ from pyrovae.plots.latent_space import (
     prior_samples,
     traverse,
 )
-from pyrovae.plots.results import detection, gradients, ladder
-from pyrovae.plots.usage import latent_usage
+from pyrovae.plots.results import detection, gradients, ladder, latent_usage
 
 __all__ = [
     "EMBEDDINGS",

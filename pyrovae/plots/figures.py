@@ -35,10 +35,6 @@ class Figure(matplotlib.figure.Figure):
     itself as a PNG (``_repr_png_``) when it is the value of a cell or passed to ``display``.
     """
 
-    def __init__(self, *args, **kwargs):
-        """Arguments as for :class:`matplotlib.figure.Figure`."""
-        super().__init__(*args, **kwargs)
-
     def _repr_png_(self) -> bytes:
         buffer = io.BytesIO()
         self.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
@@ -88,10 +84,7 @@ def image_grid(images: torch.Tensor, path=None, *, ncols: int = 10, title: str |
 def reconstructions(x: torch.Tensor, recon: torch.Tensor, path=None, *, ncols: int = 10) -> Figure:
     """Data (odd rows) above their reconstructions (even rows)."""
     n = min(len(x), len(recon))
-    x, recon = x[:n], recon[:n]
-    rows = []
-    for i in range(0, n, ncols):
-        rows += [x[i : i + ncols], recon[i : i + ncols]]
+    rows = [part[i : min(i + ncols, n)] for i in range(0, n, ncols) for part in (x, recon)]
     return image_grid(torch.cat(rows), path, ncols=ncols, title="data (odd rows) and reconstructions")
 
 
@@ -102,19 +95,13 @@ def learning_curves(history: pd.DataFrame, path=None) -> Figure:
     ax.plot(history["epoch"], history["train_loss"], marker="o", label="train (objective)")
     if "valid_loss" in history and history["valid_loss"].notna().any():
         ax.plot(history["epoch"], history["valid_loss"], marker="s", label="validation")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("negative bound (nats per data point)")
+    ax.set(xlabel="epoch", ylabel="negative bound (nats per data point)")
     ax.grid(alpha=0.3)
     ax.legend()
     return save(fig, path)
 
 
-# ----------------------------------------------------------------------------------------------
-# pictures of the latent space
-
-
 def show_image(ax: Axes, image: torch.Tensor) -> None:
     """Draw one image (values clamped to [0, 1]) on ``ax``, without ticks."""
     ax.imshow(image.clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])

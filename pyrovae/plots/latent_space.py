@@ -39,25 +39,22 @@ MAX_LEGEND = 20
 
 
 def _labelled_grid(
-    image_rows: Sequence[torch.Tensor],
-    path,
-    *,
-    title: str,
-    row_labels: Sequence[str],
-    col_labels: Sequence[str] = (),
+    labelled: Sequence[tuple[str, torch.Tensor]], path, title: str, col_labels: Sequence[str] = (), held=()
 ) -> Figure:
-    """Rows of images (each ``(n, ...)`` data), each row labelled on its left, the columns above."""
-    image_rows = [as_images(r) for r in image_rows]
-    nrows, ncols = len(image_rows), max(len(r) for r in image_rows)
+    """Rows of images, ``(label, (n, ...) data)`` each, labelled on their left, the columns above; the
+    title names the latent sites ``held`` at their conditional means."""
+    if held:
+        title += f"; {', '.join(held)} at {'its' if len(held) == 1 else 'their'} conditional mean"
+    labelled = [(label, as_images(images)) for label, images in labelled]
+    nrows, ncols = len(labelled), max(len(images) for _, images in labelled)
     width = 0.85 * ncols + 1.0
     fig = figure(figsize=(width, 0.85 * nrows + 0.9), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    for i, (images, label) in enumerate(zip(image_rows, row_labels, strict=True)):
-        for j, ax in enumerate(axes[i]):
-            if j < len(images):
-                show_image(ax, images[j])
-            else:
-                ax.axis("off")
+    for i, (label, images) in enumerate(labelled):
+        for ax, image in zip(axes[i], images, strict=False):
+            show_image(ax, image)
+        for ax in axes[i][len(images) :]:
+            ax.axis("off")
         axes[i, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
     for ax, label in zip(axes[0], col_labels, strict=False):
         ax.set_title(label, fontsize=7)
@@ -73,13 +70,9 @@ def _one_row(pair, row, name: str) -> tuple[torch.Tensor, ...]:
             f"{name} must be one data row: a tensor, or a tuple of tensors such as (x, c) for a CVAE; "
             f"got {type(row).__name__}"
         )
-    model, _ = as_pair(pair)
-    event = getattr(getattr(model, "__self__", pair), "event_shape", None)
+    event = getattr(getattr(as_pair(pair)[0], "__self__", pair), "event_shape", None)
     first = parts[0]
-    if event is not None:
-        batched = first.dim() > len(event)
-    else:
-        batched = first.dim() > 0 and first.shape[0] == 1
+    batched = first.dim() > len(event) if event is not None else first.dim() > 0 and first.shape[0] == 1
     if not batched:
         parts = tuple(p.unsqueeze(0) for p in parts)
     if any(p.dim() == 0 or p.shape[0] != 1 for p in parts):
@@ -101,11 +94,6 @@ def _pick_site(sites: list[str], site: str | None, default: str) -> str:
             "(pass site= one of them)"
         )
     return site
-
-
-def _same_row(args: tuple, num: int) -> tuple:
-    """The single data row ``args`` repeated ``num`` times."""
-    return repeat_rows(args, torch.zeros(num, dtype=torch.long))
 
 
 def interpolate(
@@ -158,23 +146,16 @@ def interpolate(
     moved = sites[: sites.index(site) + 1]
     enc_a, enc_b = encode(pair, args_a, sites=moved), encode(pair, args_b, sites=moved)
     methods = ["linear", "spherical"] if method == "both" else [method]
-    paths = [{s: interpolation(enc_a[s][0], enc_b[s][0], steps, m) for s in moved} for m in methods]
-    values = {s: torch.cat([p[s] for p in paths]) for s in moved}
-    decoded = decode(pair, values, _same_row(args_a, len(methods) * steps))
+    values = {
+        s: torch.cat([interpolation(enc_a[s][0], enc_b[s][0], steps, m) for m in methods]) for s in moved
+    }
+    decoded = decode(pair, values, repeat_rows(args_a, torch.zeros(len(methods) * steps, dtype=torch.long)))
     ends_a, ends_b = as_images(args_a[0]), as_images(args_b[0])
-    image_rows = [torch.cat([ends_a, as_images(part), ends_b]) for part in decoded.split(steps)]
-    ts = torch.linspace(0, 1, steps).tolist()
-    held = sites[len(moved) :]
+    parts = zip(methods, decoded.split(steps), strict=True)
+    labelled = [(m, torch.cat([ends_a, as_images(part), ends_b])) for m, part in parts]
     title = f"{', '.join(moved)} interpolated from x_a to x_b ({' and '.join(methods)})"
-    if held:
-        title += f"; {', '.join(held)} at {'its' if len(held) == 1 else 'their'} conditional mean"
-    return _labelled_grid(
-        image_rows,
-        path,
-        title=title,
-        row_labels=methods,
-        col_labels=["x_a", *(f"t={t:.2f}" for t in ts), "x_b"],
-    )
+    columns = ["x_a", *(f"t={t:.2f}" for t in torch.linspace(0, 1, steps).tolist()), "x_b"]
+    return _labelled_grid(labelled, path, title, columns, held=sites[len(moved) :])
 
 
 def traverse(
@@ -213,29 +194,22 @@ def traverse(
     args = _one_row(pair, x, "x")
     sites = latent_sites(pair, args)
     site = _pick_site(sites, site, sites[0])
-    held = sites[: sites.index(site) + 1]
-    enc = encode(pair, args, sites=held)
+    encoded = sites[: sites.index(site) + 1]
+    enc = encode(pair, args, sites=encoded)
     shape = enc[site].shape[1:]
     size = shape.numel()
     dims = list(range(min(size, 10))) if dims is None else _check_dims(dims, size, site)
     grid = torch.linspace(-span, span, steps, dtype=enc[site].dtype)
+    varied = enc[site].reshape(1, 1, size).repeat(len(dims), steps, 1)
+    varied[torch.arange(len(dims)), :, dims] = grid  # row i: dim dims[i] along the grid
     num = len(dims) * steps
-    varied = enc[site].reshape(1, size).repeat(num, 1)
-    for i, d in enumerate(dims):
-        varied[i * steps : (i + 1) * steps, d] = grid
-    values = {s: enc[s].expand(num, *enc[s].shape[1:]) for s in held}
+    values = {s: enc[s].expand(num, *enc[s].shape[1:]) for s in encoded}
     values[site] = varied.reshape(num, *shape)
-    decoded = decode(pair, values, _same_row(args, num))
-    after = sites[len(held) :]
+    decoded = decode(pair, values, repeat_rows(args, torch.zeros(num, dtype=torch.long)))
+    labelled = [(f"dim {d}", part) for d, part in zip(dims, decoded.split(steps), strict=True)]
     title = f"traversals of {site} (one dim per row) at the encoding of x"
-    if after:
-        title += f"; {', '.join(after)} at {'its' if len(after) == 1 else 'their'} conditional mean"
     return _labelled_grid(
-        list(decoded.split(steps)),
-        path,
-        title=title,
-        row_labels=[f"dim {d}" for d in dims],
-        col_labels=[f"{v:+.2f}" for v in grid.tolist()],
+        labelled, path, title, [f"{v:+.2f}" for v in grid.tolist()], held=sites[len(encoded) :]
     )
 
 
@@ -329,8 +303,7 @@ def embedding(
     fig = figure(figsize=(6.4, 5.0), layout="constrained")
     ax = fig.subplots()
     _scatter(fig, ax, xy, labels)
-    ax.set_xlabel(axis_labels[0])
-    ax.set_ylabel(axis_labels[1])
+    ax.set(xlabel=axis_labels[0], ylabel=axis_labels[1])
     ax.set_title(f"posterior means E_q[{site} | x] of {num} data points: {how}")
     ax.grid(alpha=0.3)
     return save(fig, path)
@@ -383,22 +356,11 @@ def prior_samples(pair, data, num: int = 16, path=None, *, seed: int = 0, ncols:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     with seeded(seed):  # a data set's random binarization leaves the caller's stream alone
         args = rows(data, num)
-    have = args[0].shape[0]
-    if have < num:
-        args = repeat_rows(args, torch.arange(num) % have)
+    args = repeat_rows(args, torch.arange(num) % args[0].shape[0])
     means = decode(pair, {}, args, fill="sample", seed=seed)
     draws = decode(pair, {}, args, fill="sample", draw=True, seed=seed)
     binary = bool(((draws == 0) | (draws == 1)).all())
-    image_rows, row_labels = [], []
-    for lo in range(0, num, ncols):
-        image_rows.append(means[lo : lo + ncols])
-        row_labels.append("mean")
-        if binary:
-            image_rows.append(draws[lo : lo + ncols])
-            row_labels.append("sample")
-    what = "likelihood mean"
-    if binary:
-        what += " ('mean') and a draw of x at the same z ('sample')"
-    return _labelled_grid(
-        image_rows, path, title=f"{num} draws z ~ p(z) (seed {seed}): {what}", row_labels=row_labels
-    )
+    shown = {"mean": means, "sample": draws} if binary else {"mean": means}
+    labelled = [(label, x[lo : lo + ncols]) for lo in range(0, num, ncols) for label, x in shown.items()]
+    what = "likelihood mean" + (" ('mean') and a draw of x at the same z ('sample')" if binary else "")
+    return _labelled_grid(labelled, path, f"{num} draws z ~ p(z) (seed {seed}): {what}")

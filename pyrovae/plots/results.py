@@ -1,5 +1,5 @@
-"""Figures of results: the ladder of bounds, out-of-distribution detection, and the gradient
-figures of an estimator comparison. Each is what the result's ``plot`` method draws."""
+"""Figures of results: the ladder of bounds, out-of-distribution detection, the gradient figures of
+an estimator comparison, and latent usage. Each is what the result's ``plot`` method draws."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pyrovae.options import check_option
 from pyrovae.plots.figures import Figure, figure, save
 from pyrovae.results import mean_stderr
 
-__all__ = ["detection", "gradients", "ladder"]
+__all__ = ["detection", "gradients", "ladder", "latent_usage"]
 
 # the most histogram bins :func:`detection` draws by default
 MAX_BINS = 80
@@ -38,9 +38,7 @@ def ladder(bounds, path: str | os.PathLike | None = None) -> Figure:
             ax.axhspan(
                 mean[name] - stderr[name], mean[name] + stderr[name], color=color, alpha=0.15, linewidth=0
             )
-    ax.set_xscale("log")
-    ax.set_xlabel("k (importance samples per estimate)")
-    ax.set_ylabel("mean bound on log p(x) (nats)")
+    ax.set(xscale="log", xlabel="k (importance samples per estimate)", ylabel="mean bound on log p(x) (nats)")
     ax.set_title(f"log p(x) bounds, N = {b.num_data}, K = {b.num_samples}")
     ax.legend(loc="best")
     if right:
@@ -56,8 +54,7 @@ def _sandwich(ax, b) -> None:
     for lo, hi in zip(b.lower.tolist(), b.upper.tolist(), strict=True):
         ax.plot([0, 1], [lo, hi], color="0.6", alpha=0.3, linewidth=0.8)
     ax.set_xticks([0, 1], ["forward AIS\n(lower)", "reverse AIS\n(upper)"])
-    ax.set_xlim(-0.5, 1.5)
-    ax.set_ylabel("log p(x) of simulated data (nats)")
+    ax.set(xlim=(-0.5, 1.5), ylabel="log p(x) of simulated data (nats)")
     ax.set_title(
         f"BDMC, {b.num_data} simulated points, T = {b.forward.num_steps}: gap {float(b.gap.mean()):.3f} nats"
     )
@@ -88,8 +85,7 @@ def detection(result, path: str | os.PathLike | None = None, *, bins: int | None
     hist_ax.set_title(
         "scores (higher = more anomalous)" + (f"; {num_inf} infinite not shown" if num_inf else "")
     )
-    hist_ax.set_xlabel("score" if result.name is None else f"{result.name} score")
-    hist_ax.set_ylabel("density")
+    hist_ax.set(xlabel="score" if result.name is None else f"{result.name} score", ylabel="density")
     hist_ax.grid(alpha=0.3)
 
     fpr, tpr = result.roc_curve()
@@ -116,10 +112,44 @@ def gradients(comparison, path: str | os.PathLike | None = None) -> Figure:
     for ax, (what, label) in zip(axes, panels, strict=True):
         names = {f"guide_{what}": "guide (encoder)", f"model_{what}": "model (decoder)"}
         comparison.table[list(names)].rename(columns=names).plot.bar(ax=ax, logy=True, rot=30)
-        ax.set_ylabel(label)
-        ax.set_xlabel("")
+        ax.set(ylabel=label, xlabel="")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(
         f"{comparison.num_repeats} gradient draws on one batch of {comparison.batch_size} data points"
     )
+    return save(fig, path)
+
+
+def latent_usage(stats, path=None) -> Figure:
+    """KL (where defined) and activity per dimension of ``stats``, a
+    :class:`~pyrovae.analysis.latent_usage.LatentStats`, each site's dimensions sorted by KL (else by
+    activity), the activity threshold drawn: a figure, saved as PNG when ``path`` is given."""
+    sites = list(stats.sites.index)
+    fig = figure(figsize=(max(6.0, 0.12 * len(stats.dims) + 2.5 * len(sites)), 5.0))
+    axes = fig.subplots(2, len(sites), squeeze=False, sharex="col")
+    for j, name in enumerate(sites):
+        rows = stats.dims[stats.dims["site"] == name]
+        key = "kl" if rows["kl"].notna().any() else "activity"
+        rows = rows.sort_values(key, ascending=False)
+        x = np.arange(len(rows))
+        top, bottom = axes[0, j], axes[1, j]
+        colours = np.where(rows["active"], "tab:blue", "tab:grey")
+        top.bar(x, rows["kl"].fillna(0).to_numpy(), color=colours)
+        top.set_ylabel("KL (nats)")
+        row = stats.sites.loc[name]
+        top.set_title(f"{name}: {row.active_units} of {row.dims} active, KL {row.kl:.2f}")
+        if rows["kl"].isna().all():
+            top.set_yticks([])
+            top.text(0.5, 0.5, "prior does not factorize:\nno KL per dimension", ha="center",
+                     va="center", transform=top.transAxes)  # fmt: skip
+        bottom.bar(x, rows["activity"].to_numpy(), color=colours)
+        bottom.set_yscale("log")
+        bottom.axhline(stats.threshold, color="tab:red", linestyle="--", linewidth=1,
+                       label=f"threshold {stats.threshold:g}")  # fmt: skip
+        bottom.set_ylabel("activity Cov_x(E_q[z])")
+        bottom.set_xlabel(f"dimension (sorted by {'KL' if key == 'kl' else 'activity'})")
+        bottom.set_xticks(x, [str(d) for d in rows["dim"]], fontsize=6, rotation=90)
+        bottom.legend(fontsize=7, loc="upper right")
+    fig.suptitle("Latent usage per dimension (blue: active, grey: inactive)")
+    fig.tight_layout()
     return save(fig, path)

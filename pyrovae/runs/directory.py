@@ -12,12 +12,8 @@ A run directory holds
 - ``config.json``: the run's configuration, readable (a copy of the checkpoint's);
 - ``history.csv``, ``results.json`` and figures: exports of the above, rewritten after each commit
   (a kill between the commit and an export leaves an export one epoch behind, rewritten on resume);
-- ``.lock``: the advisory lock of the process writing to it (:class:`~pyrovae.storage.RunLock`).
-
-:class:`RunDirectory` checks a directory before anything is written (a file in the way, no write
-permission, too little free space, a run that would be mixed with another), then locks it,
-removes the temporaries a killed process left and, for a new run with ``overwrite``, the outputs
-of the run that was there.
+- ``.lock``: the advisory lock of the process writing to it (:class:`~pyrovae.runs.lock.RunLock`),
+  which :class:`RunDirectory` takes.
 """
 
 from __future__ import annotations
@@ -27,9 +23,9 @@ from pathlib import Path
 
 from torch import nn
 
-from pyrovae import distributed
+from pyrovae import distributed, storage
 from pyrovae.errors import CheckpointError, ConfigError, RunDirError
-from pyrovae.storage import TEMPORARY, RunLock, check_writable, load_checkpoint, remove_temporaries, save_checkpoint
+from pyrovae.runs.lock import RunLock
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.csv"
@@ -70,7 +66,7 @@ STATE_KEYS = ("epoch", "model", "optimizer", "history", "best", "best_epoch", "b
 def read_state(path: Path, keys=STATE_KEYS) -> dict:
     """The checkpoint at ``path`` (see :func:`~pyrovae.storage.load_checkpoint`), refused with a
     :class:`~pyrovae.errors.CheckpointError` naming what it lacks of ``keys``."""
-    state = load_checkpoint(path)
+    state = storage.load_checkpoint(path)
     missing = [key for key in keys if key not in state]
     if missing:
         raise CheckpointError(
@@ -82,7 +78,7 @@ def read_state(path: Path, keys=STATE_KEYS) -> dict:
 
 def holds_run(path: Path) -> bool:
     """Whether ``path`` holds anything but a lock and temporaries."""
-    prefix, suffix = TEMPORARY
+    prefix, suffix = storage.TEMPORARY
     return path.is_dir() and any(
         p.name != RunLock.NAME and not (p.name.startswith(prefix) and p.name.endswith(suffix))
         for p in path.iterdir()
@@ -108,7 +104,7 @@ class RunDirectory:
             raise ConfigError("choose one of resume and overwrite (--resume, --overwrite), not both")
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"the run directory {self.path} exists and is a file; choose another path")
-        check_writable(self.path, need_bytes)
+        storage.check_writable(self.path, need_bytes)
         if self.checkpoint.exists() and not self.checkpoint.is_file():
             raise RunDirError(f"{self.checkpoint} is not a file; move it, or choose another run directory")
         if holds_run(self.path) and not (resume or overwrite):
@@ -133,7 +129,7 @@ class RunDirectory:
         if distributed.is_main():
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock = RunLock(self.path).__enter__()
-            remove_temporaries(self.path)
+            storage.remove_temporaries(self.path)
             if self.overwrite:
                 for pattern in OUTPUTS:
                     for file in self.path.glob(pattern):
@@ -155,4 +151,4 @@ class RunDirectory:
     def commit(self, state: dict) -> None:
         """Make ``state`` the run's state, atomically (rank 0 writes)."""
         if distributed.is_main():
-            save_checkpoint(self.checkpoint, state)
+            storage.save_checkpoint(self.checkpoint, state)

@@ -1,11 +1,7 @@
-"""A training run's configuration, and the run rebuilt from its directory.
-
-A run directory (see :mod:`pyrovae.runs.directory`) holds the run's configuration twice: in the
-checkpoint, with the parameters it describes, and in ``config.json`` for people to read.
-:func:`load_run` rebuilds the trained :class:`~pyrovae.VAE` or :class:`~pyrovae.HVAE` from the
-checkpoint's, and reports a ``config.json`` that disagrees with it; this is what ``pyrovae sample``,
-``reconstruct``, ``evaluate``, ``compare`` and ``train --resume`` use, for runs trained by the
-command line or by :func:`~pyrovae.fit` from Python.
+"""A training run's configuration (:class:`RunConfig`, kept in the checkpoint and, for people to
+read, as ``config.json``), and the run rebuilt from its directory (:func:`load_run`), which
+``pyrovae sample``, ``reconstruct``, ``evaluate``, ``compare`` and ``train --resume`` use, for runs
+trained by the command line or by :func:`~pyrovae.fit` from Python.
 """
 
 from __future__ import annotations
@@ -22,16 +18,16 @@ import pandas as pd
 import torch
 from pyro.infer import ELBO
 
-from pyrovae.data import datasets
 from pyrovae import devices
+from pyrovae.data import datasets
 from pyrovae.errors import CheckpointError, ConfigError, RunDirError, unknown_name
 from pyrovae.estimators import estimator
 from pyrovae.models.hvae import HVAE
 from pyrovae.models.hvae import NETWORKS as HVAE_NETWORKS
-from pyrovae.storage import write_json
+from pyrovae.models.vae import VAE
 from pyrovae.options import DOMAINS, check_options, parse_spec
 from pyrovae.runs.directory import CHECKPOINT, CONFIG, RESULTS, read_state
-from pyrovae.models.vae import VAE
+from pyrovae.storage import write_json
 
 #: the model families ``pyrovae train --model`` builds
 MODELS = ("vae", "hvae")
@@ -177,16 +173,9 @@ class RunConfig:
             raise ConfigError(
                 "latent_dim2 (--latent-dim2) is the top layer of model 'hvae'; drop it or use --model hvae"
             )
-        common = dict(
-            event_shape=event_shape,
-            latent_dim=self.latent_dim,
-            hidden=tuple(self.hidden),
-            activation=self.activation,
-            likelihood=self.likelihood_spec(),
-            prior=self.prior,
-            prior_components=self.prior_components,
-            likelihood_scale=self.likelihood_scale,
-        )
+        names = ("latent_dim", "activation", "prior", "prior_components", "likelihood_scale")
+        common = {name: getattr(self, name) for name in names}
+        common.update(event_shape=event_shape, hidden=tuple(self.hidden), likelihood=self.likelihood_spec())
         if self.model == "hvae":
             if self.network not in HVAE_NETWORKS:
                 raise ConfigError(

@@ -10,12 +10,10 @@ an unbiased estimate of the negative bound of the whole data set, with the gradi
 ``estimator.differentiable_loss`` inside an ``ELBO(model, guide)`` module and applied by a torch
 optimizer. Reported figures are divided by :math:`N`: nats per data point.
 
-Launched by ``torchrun``, :func:`fit` trains data-parallel (:mod:`pyrovae.distributed`): the module
-is wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`, each of the :math:`W` workers
-takes its contiguous share :math:`\mathcal B_r` of every global minibatch :math:`\mathcal B` and
-scales the data plate by :math:`W N / |\mathcal B|`, so that the averaged gradient is exactly that
-of the one-process loss above. ``batch_size`` and ``lr`` keep their meaning: the global batch and
-the step size applied to its gradient.
+Launched by ``torchrun``, :func:`fit` trains data-parallel: each of the :math:`W` workers takes its
+share of every global minibatch and scales the data plate so that the averaged gradient is exactly
+that of the one-process loss above (see :mod:`pyrovae.distributed`). ``batch_size`` and ``lr`` keep
+their meaning: the global batch and the step size applied to its gradient.
 """
 
 from __future__ import annotations
@@ -138,12 +136,6 @@ class FitResult(Result):
         return "\n".join(lines)
 
 
-def _settings(estimator, **options) -> dict:
-    """The options of :func:`fit` a checkpoint records, the estimator by its name (or class)."""
-    name = estimator if isinstance(estimator, str) else type(estimator).__name__
-    return {"estimator": name, **options}
-
-
 def _clone_state(module: nn.Module) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
@@ -199,10 +191,9 @@ def fit(
     :param train: a tensor, a tuple of tensors, a :class:`~pyrovae.data.datasets.VAEDataset` or any
         torch ``Dataset`` (see :class:`~pyrovae.data.DataSource`). Every column of a batch, such as
         :func:`~pyrovae.data.datasets.with_labels`'s ``(x, y)`` or a ``TensorDataset(x, c)``, is passed to
-        the model and guide positionally; dtypes are kept. The minibatch scale is :math:`N/B` with
-        :math:`B` the batch's first dimension, applied to the data plate.
-    :param valid: optional validation data: its bound is computed after every epoch and drives
-        early stopping and the best parameters, which are restored at the end.
+        the model and guide positionally, dtypes kept; the data plate is scaled by :math:`N/B`.
+    :param valid: optional validation data, whose bound after every epoch drives early stopping and
+        picks the best parameters, restored at the end.
     :param estimator: estimator name (see :data:`pyrovae.estimators.ESTIMATORS`) or an ELBO.
     :param kl_warmup: number of epochs over which the KL weight β rises linearly to 1
         (β = epoch / kl_warmup; Sønderby et al. 2016); 0 for no warm-up.
@@ -221,16 +212,11 @@ def fit(
     :param config: a JSON-able description of the run, stored in every checkpoint and as
         ``config.json`` (default: the options of a built-in model and of this call, from which
         :func:`pyrovae.load_run` and the command line rebuild the model).
-    :param device: where to train: ``"auto"`` (CUDA where available, else the CPU), ``"cpu"``,
-        ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a :class:`torch.device`. ``vae`` is moved there and
-        stays there; each batch is moved there. Checkpoints load on a machine without a GPU.
-    :param backend: the ``torch.distributed`` backend when launched by ``torchrun`` (see
-        :func:`pyrovae.distributed.init`; default Gloo on CPUs, NCCL for CUDA tensors). Under
-        ``torchrun`` each of the :math:`W` workers trains on its contiguous share of every global
-        minibatch of ``batch_size`` (see the module docstring); ``lr`` applies to the global
-        batch's gradient, so a run with the same ``batch_size`` and ``lr`` follows the same
-        trajectory in expectation whatever :math:`W`. Rank 0 alone writes ``run_dir`` and shows
-        progress; the run directory must be on a file system every rank reads, for ``resume``.
+    :param device: where to train (see :mod:`pyrovae.devices`): ``vae`` is moved there and stays
+        there, and each batch is moved there. Checkpoints load on a machine without a GPU.
+    :param backend: the ``torch.distributed`` backend under ``torchrun`` (see
+        :func:`pyrovae.distributed.init`), which trains data-parallel as the module docstring says;
+        rank 0 alone writes ``run_dir`` (on a file system every rank reads) and shows progress.
 
     Every option is checked before anything is written (:mod:`pyrovae.options`). A step whose loss,
     gradient or parameters are not finite is not applied, and an epoch whose validation bound is not
@@ -241,12 +227,27 @@ def fit(
         epochs=epochs, batch_size=batch_size, lr=lr, kl_warmup=kl_warmup, clip_norm=clip_norm,
         patience=patience, seed=seed,
     )  # fmt: skip
-    epochs, batch_size, kl_warmup, patience, seed = (
-        options[k] for k in ("epochs", "batch_size", "kl_warmup", "patience", "seed")
-    )
-    if patience is not None and valid is None:
+    if options["patience"] is not None and valid is None:
         raise ConfigError("early stopping (patience) needs validation data: pass valid=")
     distributed.init(backend)
+    train, valid = _sources(vae, train, valid, options["batch_size"])
+    trainer = Trainer(
+        vae, len(train), estimator=estimator, optimizer=optimizer, lr=lr, clip_norm=clip_norm, device=device
+    )
+    name = estimator if isinstance(estimator, str) else type(estimator).__name__
+    settings = {"estimator": name, **options, "optimizer": optimizer}  # what a checkpoint records
+    config = default_config(vae, settings, trainer.device) if config is None else config
+    if run_dir is None or isinstance(run_dir, RunDirectory):
+        return _fit(trainer, train, valid, settings, config, run_dir, progress, plots_every_epoch)
+    with RunDirectory(
+        run_dir, resume=resume, overwrite=overwrite, need_bytes=checkpoint_bytes(vae)
+    ) as directory:
+        return _fit(trainer, train, valid, settings, config, directory, progress, plots_every_epoch)
+
+
+def _sources(vae: nn.Module, train, valid, batch_size: int) -> tuple[DataSource, DataSource | None]:
+    """The training and validation data, checked against ``vae`` and against the workers of a
+    distributed run, each of which must get a share of every batch."""
     train = DataSource(train, "the training data")
     world, last = distributed.world_size(), len(train) % batch_size
     if batch_size < world or 0 < last < world:
@@ -260,19 +261,7 @@ def fit(
     check_data(vae, train, "the training data")
     if valid is not None:
         check_data(vae, valid, "the validation data")
-    trainer = Trainer(
-        vae, len(train), estimator=estimator, optimizer=optimizer, lr=lr, clip_norm=clip_norm, device=device
-    )
-    settings = _settings(estimator, **options, optimizer=optimizer)
-    if config is None:
-        config = default_config(vae, settings, trainer.device)
-    if isinstance(run_dir, RunDirectory):
-        return _fit(trainer, train, valid, settings, config, run_dir, progress, plots_every_epoch)
-    if run_dir is None:
-        return _fit(trainer, train, valid, settings, config, None, progress, plots_every_epoch)
-    directory = RunDirectory(run_dir, resume=resume, overwrite=overwrite, need_bytes=checkpoint_bytes(vae))
-    with directory:
-        return _fit(trainer, train, valid, settings, config, directory, progress, plots_every_epoch)
+    return train, valid
 
 
 def default_config(vae: nn.Module, settings: dict, device: torch.device) -> dict:
@@ -282,9 +271,32 @@ def default_config(vae: nn.Module, settings: dict, device: torch.device) -> dict
     model = describe() if callable(describe) else None
     if model is None:
         return {}
-    training = {k: settings[k] for k in ("epochs", "batch_size", "lr", "optimizer", "kl_warmup", "seed")}
-    training.update(clip_norm=settings["clip_norm"], patience=settings["patience"], device=str(device))
-    return {"dataset": None, **model, **training, "estimator": settings["estimator"]}
+    return {"dataset": None, **model, **settings, "device": str(device)}
+
+
+def _resume(trainer: Trainer, directory: RunDirectory | None, run: dict) -> list[str]:
+    """Load a resumed run's committed state into ``trainer`` and ``run``; the notes that say so."""
+    state = directory.state() if directory is not None else None
+    if state is None:
+        first = "nothing was committed in the run directory: training started from the first epoch"
+        return [first] if directory is not None and directory.resume else []
+    settings = run["settings"]
+    changed = _resumed_settings(state, settings)
+    if state["epoch"] > settings["epochs"]:
+        raise ConfigError(
+            f"the run in {directory.path} has already trained {state['epoch']} epochs; pass epochs "
+            f"(--epochs) of at least that to resume it"
+        )
+    _load_state(trainer.vae, state["model"], "parameters")
+    _load_state(trainer.optimizer, state["optimizer"], "optimizer state")
+    trainer.set_lr(settings["lr"])
+    run.update({k: state[k] for k in ("history", "best", "best_epoch", "bad_epochs")})
+    run.update(best_model=state.get("best_model"), resumes=state.get("resumes", []))
+    if not changed:
+        return []
+    run["resumes"].append({"epoch": state["epoch"], "changed": changed})
+    listed = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+    return [f"resumed after epoch {state['epoch']} with {listed}"]
 
 
 def _fit(
@@ -297,131 +309,108 @@ def _fit(
     progress: bool,
     plots_every_epoch: bool,
 ) -> FitResult:
-    vae = trainer.vae
-    epochs, batch_size, patience, seed = (settings[k] for k in ("epochs", "batch_size", "patience", "seed"))
-    kl_warmup = settings["kl_warmup"]
-    event_shape = list(train.chunk(0, 1)[0].shape[1:])
-    history: list[dict] = []
-    best, best_epoch, bad_epochs, best_state = math.inf, None, 0, None
-    resumes: list[dict] = []
-    notes: list[str] = []
-    state = directory.state() if directory is not None else None
-    if state is not None:
-        changed = _resumed_settings(state, settings)
-        if state["epoch"] > epochs:
-            raise ConfigError(
-                f"the run in {directory.path} has already trained {state['epoch']} epochs; pass epochs "
-                f"(--epochs) of at least that to resume it"
-            )
-        _load_state(vae, state["model"], "parameters")
-        _load_state(trainer.optimizer, state["optimizer"], "optimizer state")
-        trainer.set_lr(settings["lr"])
-        history = [dict(row) for row in state["history"]]
-        best, best_epoch, bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
-        best_state = state.get("best_model")
-        resumes = list(state.get("resumes", []))
-        if changed:
-            resumes.append({"epoch": state["epoch"], "changed": changed})
-            notes.append(
-                "resumed after epoch {} with {}".format(
-                    state["epoch"], ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
-                )
-            )
-    elif directory is not None and directory.resume:
-        notes.append("nothing was committed in the run directory: training started from the first epoch")
+    vae, epochs, patience = trainer.vae, settings["epochs"], settings["patience"]
+    # what a checkpoint holds besides the epoch, the parameters and the optimizer's state
+    run = {"history": [], "best": math.inf, "best_epoch": None, "bad_epochs": 0, "best_model": None}
+    run.update(settings=settings, resumes=[], config=config, event_shape=list(train.chunk(0, 1)[0].shape[1:]))
+    notes = _resume(trainer, directory, run)
     if directory is not None and distributed.is_main():
         write_json(directory.path / CONFIG, config)
-    start = len(history) + 1
+    history, data = run["history"], valid if valid is not None else train
 
     def finished() -> bool:
-        return len(history) >= epochs or (patience is not None and bad_epochs >= patience)
+        return len(history) >= epochs or (patience is not None and run["bad_epochs"] >= patience)
 
-    steps = math.ceil(len(train) / batch_size)
-    bar = tqdm(
-        total=0 if finished() else (epochs - start + 1) * steps,
-        disable=not (progress and distributed.is_main()),
-        unit="step",
-        dynamic_ncols=True,
-    )
-    try:
-        for epoch in range(start, epochs + 1):
-            if finished():
-                break
-            pyro.set_rng_seed(_epoch_seed(seed, epoch, distributed.rank()))
-            # the same shuffling (and binarization) on every rank: each takes its share of it
-            generator = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
-            beta = min(1.0, epoch / kl_warmup) if kl_warmup > 0 else 1.0
-            bar.set_description(f"epoch {epoch}/{epochs}")
-            total, seen, t0 = 0.0, 0, time.perf_counter()
-            for step, args in enumerate(train.batches(batch_size, generator), 1):
-                lo, hi = distributed.shard(len(args[0]))
-                try:
-                    loss = trainer.step(tuple(a[lo:hi] for a in args), beta, batch_size=len(args[0]))
-                except TrainingError as e:
-                    message = _stopped(f"{e} at epoch {epoch}, step {step}", directory, history)
-                    raise TrainingError(message) from None
-                total += loss * len(args[0])
-                seen += len(args[0])
-                bar.update()
-                bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
-            row = {"epoch": epoch, "train_loss": total / seen, "valid_loss": math.nan, "beta": beta}
-            row["lr"] = settings["lr"]
-            if valid is not None:
-                row["valid_loss"] = trainer.evaluate(valid, seed=_epoch_seed(seed, -epoch))
-                if not math.isfinite(row["valid_loss"]):
-                    message = f"the validation bound became {row['valid_loss']} after epoch {epoch}"
-                    raise TrainingError(_stopped(message, directory, history))
-                bar.set_postfix(loss=f"{row['train_loss']:.2f}", valid=f"{row['valid_loss']:.2f}")
-            row["seconds"] = time.perf_counter() - t0
-            history.append(row)
-            if valid is not None and row["valid_loss"] < best:
-                best, best_epoch, bad_epochs, best_state = row["valid_loss"], epoch, 0, _clone_state(vae)
-            elif valid is not None:
-                bad_epochs += 1
-            params = torch.nn.utils.get_total_norm([p.detach() for p in trainer.params])
-            if not bool(params.isfinite()):  # the epoch's last step is checked here, before the commit
-                message = f"the parameters became non-finite at epoch {epoch}, step {steps}"
-                raise TrainingError(_stopped(message, directory, history[:-1]))
-            if directory is not None:
-                pause_point("commit")
-                directory.commit(
-                    {
-                        "format": "pyrovae-checkpoint",
-                        "version": CHECKPOINT_VERSION,
-                        "epoch": epoch,
-                        "model": vae.state_dict(),
-                        "optimizer": trainer.optimizer.state_dict(),
-                        "history": history,
-                        "best": best,
-                        "best_epoch": best_epoch,
-                        "bad_epochs": bad_epochs,
-                        "best_model": best_state,
-                        "settings": settings,
-                        "resumes": resumes,
-                        "config": config,
-                        "event_shape": event_shape,
-                    }
-                )
-                if distributed.is_main():
-                    pause_point("history")
-                    write_text(directory.path / HISTORY, pd.DataFrame(history).to_csv(index=False))
-                    if plots_every_epoch:
-                        with distributed.alone():
-                            write_figures(vae, pd.DataFrame(history), directory.path, valid or train)
-    finally:
-        bar.close()
-
-    stopped_early = patience is not None and bad_epochs >= patience
+    total = 0 if finished() else (epochs - len(history)) * math.ceil(len(train) / settings["batch_size"])
+    disable = not (progress and distributed.is_main())
+    with tqdm(total=total, disable=disable, unit="step", dynamic_ncols=True) as bar:
+        while not finished():
+            _commit(trainer, run, _epoch(trainer, train, valid, settings, bar, directory, history), directory)
+            if directory is not None and distributed.is_main():
+                pause_point("history")
+                _export(vae, history, directory.path, data, plots_every_epoch)
+    best_epoch = run["best_epoch"]
     if best_epoch is not None and best_epoch != history[-1]["epoch"]:
-        vae.load_state_dict(best_state)
+        vae.load_state_dict(run["best_model"])
         notes.append(f"restored the parameters of the best validation epoch ({best_epoch})")
-    frame = pd.DataFrame(history)
+    if directory is not None and distributed.is_main():
+        _export(vae, history, directory.path, data, figures=True)
     run_path = None if directory is None else directory.path
-    if run_path is not None and distributed.is_main():
-        write_text(run_path / HISTORY, frame.to_csv(index=False))
-        with distributed.alone():
-            write_figures(vae, frame, run_path, valid if valid is not None else train)
-    return FitResult(vae, frame, run_path, best_epoch, stopped_early, notes, len(train))
+    stopped_early = patience is not None and run["bad_epochs"] >= patience
+    return FitResult(vae, pd.DataFrame(history), run_path, best_epoch, stopped_early, notes, len(train))
+
+
+def _epoch(trainer: Trainer, train, valid, settings: dict, bar, directory, history: list[dict]) -> dict:
+    """The next epoch: its steps on the minibatches of a seeded shuffle, then its validation bound
+    and the check that the parameters are finite; its row of the history."""
+    epoch, seed, kl_warmup = len(history) + 1, settings["seed"], settings["kl_warmup"]
+    pyro.set_rng_seed(_epoch_seed(seed, epoch, distributed.rank()))
+    # the same shuffling (and binarization) on every rank: each takes its share of it
+    generator = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
+    beta = min(1.0, epoch / kl_warmup) if kl_warmup > 0 else 1.0
+    bar.set_description(f"epoch {epoch}/{settings['epochs']}")
+    total, seen, t0 = 0.0, 0, time.perf_counter()
+    for step, args in enumerate(train.batches(settings["batch_size"], generator), 1):
+        lo, hi = distributed.shard(len(args[0]))
+        try:
+            loss = trainer.step(tuple(a[lo:hi] for a in args), beta, batch_size=len(args[0]))
+        except TrainingError as e:
+            raise TrainingError(_stopped(f"{e} at epoch {epoch}, step {step}", directory, history)) from None
+        total += loss * len(args[0])
+        seen += len(args[0])
+        bar.update()
+        bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
+    row = {"epoch": epoch, "train_loss": total / seen, "valid_loss": math.nan, "beta": beta}
+    row["lr"] = settings["lr"]
+    if valid is not None:
+        row["valid_loss"] = trainer.evaluate(valid, seed=_epoch_seed(seed, -epoch))
+        if not math.isfinite(row["valid_loss"]):
+            message = f"the validation bound became {row['valid_loss']} after epoch {epoch}"
+            raise TrainingError(_stopped(message, directory, history))
+        bar.set_postfix(loss=f"{row['train_loss']:.2f}", valid=f"{row['valid_loss']:.2f}")
+    row["seconds"] = time.perf_counter() - t0
+    params = torch.nn.utils.get_total_norm([p.detach() for p in trainer.params])
+    if not bool(params.isfinite()):  # the epoch's last step is checked here, before the commit
+        message = f"the parameters became non-finite at epoch {epoch}, step {step}"
+        raise TrainingError(_stopped(message, directory, history))
+    return row
+
+
+def _commit(trainer: Trainer, run: dict, row: dict, directory: RunDirectory | None) -> None:
+    """Add an epoch's ``row`` to the history, keep the best validation bound (and its parameters)
+    or count the epoch towards early stopping, and commit the run's state."""
+    run["history"].append(row)
+    if row["valid_loss"] < run["best"]:  # NaN without validation data
+        run.update(best=row["valid_loss"], best_epoch=row["epoch"], bad_epochs=0)
+        run["best_model"] = _clone_state(trainer.vae)
+    elif not math.isnan(row["valid_loss"]):
+        run["bad_epochs"] += 1
+    if directory is not None:
+        pause_point("commit")
+        model, optimizer = trainer.vae.state_dict(), trainer.optimizer.state_dict()
+        state = {"format": "pyrovae-checkpoint", "version": CHECKPOINT_VERSION, "epoch": row["epoch"]}
+        directory.commit({**state, "model": model, "optimizer": optimizer, **run})
+
+
+def _export(vae: nn.Module, history: list[dict], run_dir: Path, data, figures: bool) -> None:
+    """Rewrite ``history.csv`` in ``run_dir`` and, with ``figures``, the learning curves, and samples
+    and reconstructions when ``vae`` has ``sample``/``reconstruct`` (rank 0's work)."""
+    frame = pd.DataFrame(history)
+    write_text(run_dir / HISTORY, frame.to_csv(index=False))
+    if not figures:
+        return
+    with distributed.alone():
+        plots.learning_curves(frame, run_dir / "learning_curves.png")
+        if hasattr(vae, "sample") and hasattr(vae, "reconstruct"):
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                x = DataSource(data).sample(20)[0]
+                x = x.to(devices.of_model(vae) or x.device)
+                try:
+                    plots.image_grid(vae.sample(50), run_dir / "samples.png", title="samples")
+                    plots.reconstructions(x, vae.reconstruct(x), run_dir / "reconstructions.png")
+                except ValueError:  # data that cannot be shown as images
+                    pass
 
 
 def _stopped(what: str, directory: RunDirectory | None, history: list[dict]) -> str:
@@ -436,18 +425,3 @@ def _stopped(what: str, directory: RunDirectory | None, history: list[dict]) -> 
         f"{what}; training stopped{kept}. Lower the learning rate (--lr), clip gradients (--clip-norm) "
         "or check the data for extreme values."
     )
-
-
-def write_figures(vae: nn.Module, history: pd.DataFrame, run_dir: Path, data) -> None:
-    """Learning curves, and samples and reconstructions when ``vae`` has ``sample``/``reconstruct``."""
-    plots.learning_curves(history, run_dir / "learning_curves.png")
-    if hasattr(vae, "sample") and hasattr(vae, "reconstruct"):
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            x = DataSource(data).sample(20)[0]
-            x = x.to(devices.of_model(vae) or x.device)
-            try:
-                plots.image_grid(vae.sample(50), run_dir / "samples.png", title="samples")
-                plots.reconstructions(x, vae.reconstruct(x), run_dir / "reconstructions.png")
-            except ValueError:  # data that cannot be shown as images
-                pass

@@ -1,11 +1,6 @@
-r"""One step of minibatch stochastic variational inference on a model/guide pair (:class:`Trainer`).
-
-A step draws nothing itself: given a minibatch :math:`\mathcal B` of the :math:`N` data points it
-descends :math:`-\frac{N}{|\mathcal{B}|}\sum_{n \in \mathcal{B}} \mathcal{L}_n`, with the gradient of
-``estimator.differentiable_loss`` inside an ``ELBO(model, guide)`` module applied by a torch
-optimizer (:data:`OPTIMIZERS`); under ``torchrun`` the module is wrapped in
-DistributedDataParallel and the data plate scaled so that the averaged gradient is the
-one-process one (see :mod:`pyrovae.train.loop`, which runs the epochs).
+"""One step of minibatch stochastic variational inference on a model/guide pair (:class:`Trainer`):
+the step :mod:`pyrovae.train.loop` describes (and runs epoch after epoch) on a minibatch it is
+given, with one of the torch optimizers :data:`OPTIMIZERS`.
 """
 
 from __future__ import annotations
@@ -78,11 +73,9 @@ class Trainer:
         CUDA, ``cuda:LOCAL_RANK``).
 
     The minibatch scale :math:`N/B` applies to the data plate, the plate every observed site
-    shares (:func:`~pyrovae.infer.pair.find_data_plate`), found on the first step.
-
-    In a distributed run (:func:`pyrovae.distributed.init` has started a process group) the
-    ``ELBO(model, guide)`` module is wrapped in DistributedDataParallel and every step is
-    collective: each rank passes its share of the global minibatch.
+    shares (:func:`~pyrovae.infer.pair.find_data_plate`), found on the first step. In a
+    distributed run (:func:`pyrovae.distributed.init` has started a process group) the
+    ``ELBO(model, guide)`` module is wrapped in DistributedDataParallel and every step is collective.
     """
 
     def __init__(
@@ -135,12 +128,8 @@ class Trainer:
         with pyro.validation_enabled(is_validation_enabled() and not self._validated):
             world = distributed.world_size()
             scale = world * self.num_data / (batch_size or world * len(args[0]))
-            with scale_data(scale=scale, plate=self.data_plate):
-                if beta == 1.0:
-                    loss = self._forward(*args)
-                else:
-                    with scale_latents(beta=beta):
-                        loss = self._forward(*args)
+            with scale_data(scale=scale, plate=self.data_plate), scale_latents(beta=beta):
+                loss = self._forward(*args)
         self._validated = True
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

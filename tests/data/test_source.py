@@ -15,8 +15,8 @@ RUN = dict(progress=False, seed=0, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def digits():
-    data = pyrovae.load("digits", "train")
+def digits(load_digits):
+    data = load_digits("train")
     x = data.batch(torch.arange(300), generator=torch.Generator().manual_seed(0))
     return x, data.targets[:300]
 

@@ -134,12 +134,9 @@ def test_every_likelihood_rejects_nan_and_inf(name, bad):
 
 
 @pytest.fixture(scope="module")
-def digits():
+def digits(load_digits):
     # grey levels in [0, 1] for the continuous likelihoods; dynamically binarized for Bernoulli
-    return {
-        "grey": pyrovae.load("digits", "train", binarize=None),
-        "binary": pyrovae.load("digits", "train"),
-    }
+    return {"grey": load_digits("train", binarize=None), "binary": load_digits("train")}
 
 
 @pytest.mark.parametrize("name", SPECS)

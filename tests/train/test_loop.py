@@ -33,13 +33,13 @@ SMALL = dict(batch_size=200, lr=1e-2, progress=False)  # 1197 training images: 6
 
 
 @pytest.fixture(scope="module")
-def train():
-    return pyrovae.load("digits", "train")
+def train(load_digits):
+    return load_digits("train")
 
 
 @pytest.fixture(scope="module")
-def valid():
-    return pyrovae.load("digits", "valid")
+def valid(load_digits):
+    return load_digits("valid")
 
 
 @pytest.fixture(scope="module")
