@@ -1,9 +1,8 @@
 """pyrovae: variational autoencoders the Pyro way.
 
-The generative model p(z) p(x|z) is a Pyro model, q(z|x) an amortized guide, and SVI trains
-both; models are evaluated by importance-sampled estimates of log p(x) and a ladder of bounds.
-Any model/guide pair whose per-datapoint sites live in ``pyro.plate("data", N)`` works with
-every trainer, estimator and evaluator here.
+The generative model p(z) p(x|z) is a Pyro model, q(z|x) an amortized guide, and SVI trains both; models are
+evaluated by importance-sampled estimates of log p(x) and a ladder of bounds. Any model/guide pair whose
+per-datapoint sites live in ``pyro.plate("data", N)`` works with every trainer, estimator and evaluator here.
 """
 
 from pyrovae import (

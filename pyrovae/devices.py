@@ -1,9 +1,8 @@
 """Devices: resolving a name to a :class:`torch.device`, finding the device a model lives on, and
 moving a module and its data there.
 
-Every function of pyrovae that computes takes ``device=``: ``"auto"`` (CUDA where available, else
-the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a :class:`torch.device`. Results come
-back on the CPU.
+Every function of pyrovae that computes takes ``device=``: ``"auto"`` (CUDA where available, else the CPU),
+``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a :class:`torch.device`. Results come back on the CPU.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 r"""Data parallelism with PyTorch's own engine: ``torchrun``, DistributedDataParallel, NCCL and Gloo.
 
-A script that calls :func:`pyrovae.fit`, :func:`pyrovae.log_likelihood` or :func:`pyrovae.bounds`
-(and the ``pyrovae`` command line) runs unchanged under ``torchrun --nproc_per_node N``: those
-functions call :func:`init`, which sees the variables ``torchrun`` sets (``RANK``,
-``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) and starts the default process
-group; without them everything runs in one process, as before. What is split across the
-:math:`W` workers (ranks):
+A script that calls :func:`pyrovae.fit`, :func:`pyrovae.log_likelihood` or :func:`pyrovae.bounds` (and the
+``pyrovae`` command line) runs unchanged under ``torchrun --nproc_per_node N``: those functions call
+:func:`init`, which sees the variables ``torchrun`` sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR``, ``MASTER_PORT``) and starts the default process group; without them everything runs in one
+process, as before. What is split across the :math:`W` workers (ranks):
 
 - **training**: every rank draws the same global minibatch of :math:`B` data points (the same
   per-epoch shuffling generator on every rank: a distributed sampler whose ``set_epoch`` is the
@@ -16,11 +15,10 @@ group; without them everything runs in one process, as before. What is split acr
   split into contiguous shards, one per rank (:func:`shard`), and the per-datapoint results
   gathered in order on every rank (:func:`all_gather_object`).
 
-The data-plate scale that keeps the objective in nats of the full data set on every worker: with
-per-datapoint bounds :math:`\mathcal L_n`, rank :math:`r` descends
-:math:`L_r = s \sum_{n \in \mathcal B_r} (-\mathcal L_n)` and DDP applies the mean gradient
-:math:`\frac1W \sum_r \nabla L_r`. That equals the gradient of the one-process minibatch loss
-:math:`\frac{N}{B} \sum_{n \in \mathcal B} (-\mathcal L_n)` exactly when
+The data-plate scale that keeps the objective in nats of the full data set on every worker: with per-datapoint
+bounds :math:`\mathcal L_n`, rank :math:`r` descends :math:`L_r = s \sum_{n \in \mathcal B_r} (-\mathcal L_n)`
+and DDP applies the mean gradient :math:`\frac1W \sum_r \nabla L_r`. That equals the gradient of the
+one-process minibatch loss :math:`\frac{N}{B} \sum_{n \in \mathcal B} (-\mathcal L_n)` exactly when
 
 .. math:: s = \frac{W N}{B},
 
@@ -128,12 +126,10 @@ def init(backend: str | None = None, timeout: float | None = None) -> bool:
     ``backend`` says) or when a group is already running (started by the caller with its own
     options). The group is torn down at exit (:func:`teardown`).
 
-    :param backend: ``"gloo"`` (CPU tensors), ``"nccl"`` (CUDA tensors) or
-        ``"cpu:gloo,cuda:nccl"`` (each collective by its tensors' device); default the last where
-        CUDA is available, else ``"gloo"``. With CUDA the worker's current device is set to
-        ``cuda:LOCAL_RANK``.
-    :param timeout: seconds a collective may wait for the other workers (PyTorch's default if
-        ``None``).
+    :param backend: ``"gloo"`` (CPU tensors), ``"nccl"`` (CUDA tensors) or ``"cpu:gloo,cuda:nccl"`` (each
+        collective by its tensors' device); default the last where CUDA is available, else ``"gloo"``. With
+        CUDA the worker's current device is set to ``cuda:LOCAL_RANK``.
+    :param timeout: seconds a collective may wait for the other workers (PyTorch's default if ``None``).
     :returns: whether a process group runs now.
     """
     if backend is not None and backend not in BACKENDS:
@@ -178,13 +174,12 @@ def shard(num: int, units: int = 1) -> tuple[int, int]:
 def wrap(module: nn.Module) -> nn.Module:
     """``module`` in :class:`~torch.nn.parallel.DistributedDataParallel` when a group runs, else itself.
 
-    DDP broadcasts rank 0's parameters and buffers at construction, so every rank starts from
-    rank 0's initialization, and averages the gradients in the backward pass. Buffers (a prior's
-    fixed location and scale) are not broadcast again at every step: a module that updates
-    buffers in its forward pass keeps each rank's own. Parameters that
-    the loss leaves unused (a guide that ignores part of an encoder) are allowed, as in one
-    process, provided the same ones are unused at every step: the module is declared a static
-    graph, whose unused parameters DDP finds in the first step.
+    DDP broadcasts rank 0's parameters and buffers at construction, so every rank starts from rank 0's
+    initialization, and averages the gradients in the backward pass. Buffers (a prior's fixed location and
+    scale) are not broadcast again at every step: a module that updates buffers in its forward pass keeps each
+    rank's own. Parameters that the loss leaves unused (a guide that ignores part of an encoder) are allowed,
+    as in one process, provided the same ones are unused at every step: the module is declared a static graph,
+    whose unused parameters DDP finds in the first step.
     """
     if not active():
         return module

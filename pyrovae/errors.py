@@ -1,8 +1,7 @@
 """Errors raised for a user's mistake.
 
-Every error here carries a message that names the mistake and the fix. The CLI catches
-:class:`PyroVAEError` and prints its message without a traceback (exit status 2 for usage
-errors, 1 for a failed run).
+Every error here carries a message that names the mistake and the fix. The CLI catches :class:`PyroVAEError`
+and prints its message without a traceback (exit status 2 for usage errors, 1 for a failed run).
 """
 
 from __future__ import annotations

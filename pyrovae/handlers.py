@@ -46,9 +46,8 @@ class LatentScaleMessenger(Messenger):
     .. math:: \mathbb{E}_q[\log p(x\mid z)] + \beta\,\mathbb{E}_q[\log p(z) - \log q(z\mid x)]
               = \mathbb{E}_q[\log p(x\mid z)] - \beta\,\mathrm{KL}(q\,\|\,p),
 
-    the β-VAE objective (Higgins et al. 2017) and KL warm-up (Bowman et al. 2016;
-    Sønderby et al. 2016) when ``beta`` is annealed from 0 to 1. The likelihood terms
-    (observed sites) keep their scale.
+    the β-VAE objective (Higgins et al. 2017) and KL warm-up (Bowman et al. 2016; Sønderby et al. 2016) when
+    ``beta`` is annealed from 0 to 1. The likelihood terms (observed sites) keep their scale.
     """
 
     def __init__(self, beta: float):

@@ -1,14 +1,13 @@
 """One base for every result pyrovae returns: readable, tabular and saved the same way.
 
-A :class:`Result` is a dataclass that declares its fields: :func:`column` (a tensor along named
-dimensions, one row per data point by default), :func:`table` (a :class:`pandas.DataFrame` along
-one dimension), :func:`columns` (named tensors along the rows), :func:`nested` (another result on
-the same rows), :func:`live` (kept in memory only, such as a module) and plain scalars. From these
-the base prints a readable summary (``print(result)``, ``summary()``), renders a compact table in
-Jupyter (``_repr_html_``), and converts to a :class:`pandas.DataFrame` (``to_dataframe``), an
-:class:`xarray.Dataset` (``to_xarray``, ``from_xarray``), a netCDF file (``to_netcdf``,
-``from_netcdf``) and plain JSON (``to_json_dict``). The same names mean the same things across
-results: ``num_data`` (data points), ``mean`` and ``stderr`` (of the per-datapoint estimate of
+A :class:`Result` is a dataclass that declares its fields: :func:`column` (a tensor along named dimensions,
+one row per data point by default), :func:`table` (a :class:`pandas.DataFrame` along one dimension),
+:func:`columns` (named tensors along the rows), :func:`nested` (another result on the same rows), :func:`live`
+(kept in memory only, such as a module) and plain scalars. From these the base prints a readable summary
+(``print(result)``, ``summary()``), renders a compact table in Jupyter (``_repr_html_``), and converts to a
+:class:`pandas.DataFrame` (``to_dataframe``), an :class:`xarray.Dataset` (``to_xarray``, ``from_xarray``), a
+netCDF file (``to_netcdf``, ``from_netcdf``) and plain JSON (``to_json_dict``). The same names mean the same
+things across results: ``num_data`` (data points), ``mean`` and ``stderr`` (of the per-datapoint estimate of
 :math:`\\log p(x)`, across data points).
 """
 
@@ -66,8 +65,7 @@ def nested(cls: type, default=dataclasses.MISSING, same_rows: bool = True) -> da
 
 
 def live(default=dataclasses.MISSING) -> dataclasses.Field:
-    """A field kept in memory only (a module, simulated data): ``default`` (or ``None``) when read
-    back."""
+    """A field kept in memory only (a module, simulated data): ``default`` (or ``None``) when read back."""
     return _declare("live", default)
 
 
@@ -245,8 +243,7 @@ class Result:
 
     @classmethod
     def from_xarray(cls, ds):
-        """The result read back from a dataset of :meth:`to_xarray` (without its :func:`live`
-        fields)."""
+        """The result read back from a dataset of :meth:`to_xarray` (without its :func:`live` fields)."""
         values, claimed = {}, set()
         for f in dataclasses.fields(cls):
             kind = f.metadata.get("kind")

@@ -1,10 +1,9 @@
 """Atomic file writes and checksummed checkpoints that hold tensors only.
 
-Nothing a user wrote is left half-written: every file is written to a temporary file in the
-same directory and moved into place with :func:`os.replace`, which is atomic on POSIX; a
-temporary left by a killed process is removed by :func:`remove_temporaries` when its directory is
-next opened. A failed write (a full disk, say) raises :class:`~pyrovae.errors.StorageError` and
-leaves the file it would have replaced as it was.
+Nothing a user wrote is left half-written: every file is written to a temporary file in the same directory and
+moved into place with :func:`os.replace`, which is atomic on POSIX; a temporary left by a killed process is
+removed by :func:`remove_temporaries` when its directory is next opened. A failed write (a full disk, say)
+raises :class:`~pyrovae.errors.StorageError` and leaves the file it would have replaced as it was.
 
 Checkpoints are loaded with ``torch.load(..., weights_only=True)``, which refuses pickled
 objects, so a checkpoint from an untrusted source cannot run code; each carries the SHA-256 of its
@@ -40,9 +39,8 @@ _passes: dict[str, int] = {}
 
 
 def pause_point(name: str) -> None:
-    """A test-only hook: if ``$PYROVAE_PAUSE_AT`` is ``name`` (or ``name#N``: the ``N``-th time this
-    point is reached), create ``$PYROVAE_PAUSE_FILE`` and wait forever (to be killed there).
-    Does nothing otherwise."""
+    """A test-only hook: if ``$PYROVAE_PAUSE_AT`` is ``name`` (or ``name#N``: the ``N``-th time this point is
+    reached), create ``$PYROVAE_PAUSE_FILE`` and wait forever (to be killed there). Does nothing otherwise."""
     wanted = os.environ.get(PAUSE_AT)
     if wanted is None or not wanted.startswith(name):
         return

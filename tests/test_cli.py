@@ -71,10 +71,13 @@ def argparse_error(capsys, argv) -> str:
     return last
 
 
-@pytest.fixture
-def trained(cli_run):
-    """The `pyrovae train` run of ``TRAIN + FAST`` shared by the tests that only read it."""
-    return cli_run
+@pytest.fixture(scope="module")
+def trained(cli_run, tmp_path_factory):
+    """This module's copy of the shared `pyrovae train` run of ``TRAIN + FAST`` (conftest's
+    ``cli_run``), for the tests that read it or write their outputs beside its files."""
+    run = tmp_path_factory.mktemp("cli") / "run"
+    shutil.copytree(cli_run, run)
+    return run
 
 
 def test_train_writes_a_complete_run_directory(trained, capsys):

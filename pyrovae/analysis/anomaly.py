@@ -1,11 +1,10 @@
 r"""Anomaly scores from a VAE's probabilities: one score per input, higher meaning more anomalous.
 
-A VAE gives every input :math:`x` a probability :math:`p(x)`, estimated per data point by
-importance sampling (:func:`~pyrovae.log_likelihood`); an input the model finds improbable is an
-anomaly. Likelihood alone is known to fail: a model of Fashion-MNIST gives MNIST digits *higher*
-likelihood than its own test images (Nalisnick et al. 2019), because the likelihood of an image is
-dominated by its complexity, not its semantics. :func:`anomaly_scores` computes, for any model/guide
-pair (see the README) on any device:
+A VAE gives every input :math:`x` a probability :math:`p(x)`, estimated per data point by importance sampling
+(:func:`~pyrovae.log_likelihood`); an input the model finds improbable is an anomaly. Likelihood alone is
+known to fail: a model of Fashion-MNIST gives MNIST digits *higher* likelihood than its own test images
+(Nalisnick et al. 2019), because the likelihood of an image is dominated by its complexity, not its semantics.
+:func:`anomaly_scores` computes, for any model/guide pair (see the README) on any device:
 
 - ``"nll"``: :math:`-\log p(x)`, the IWAE-:math:`K` estimate with its standard error and PSIS
   :math:`\hat k` (:func:`~pyrovae.log_likelihood`);
@@ -63,13 +62,7 @@ from pyrovae.infer.sites import latents, scored_sites
 from pyrovae.options import check_options
 from pyrovae.results import Result, column, columns
 
-__all__ = [
-    "METHODS",
-    "AnomalyScores",
-    "anomaly_scores",
-    "complexity",
-    "perturb",
-]
+__all__ = ["METHODS", "AnomalyScores", "anomaly_scores", "complexity", "perturb"]
 
 
 @dataclass(repr=False)
@@ -346,9 +339,7 @@ def anomaly_scores(
         num_samples=num_samples, seed=seed, steps=steps, lr=lr, group_size=group_size, batch_size=batch_size
     )
     check_options(("batch_size",), **numbers)
-    options = _Options(
-        **numbers, background=background, reference=reference, progress=progress, device=device
-    )
-    score, stderr, columns, settings = _SCORES[method](model, guide, source, options)
+    o = _Options(**numbers, background=background, reference=reference, progress=progress, device=device)
+    score, stderr, columns, settings = _SCORES[method](model, guide, source, o)
     settings = {"num_samples": num_samples, "seed": seed, **settings}
     return AnomalyScores(method, score.double(), stderr, columns, settings, time.perf_counter() - start)

@@ -42,7 +42,7 @@ from pyro.infer import ELBO
 from tqdm.auto import tqdm
 
 from pyrovae import devices
-from pyrovae.data.source import DataSource
+from pyrovae.analysis.latent_space import rows
 from pyrovae.errors import ConfigError
 from pyrovae.estimators import estimator
 from pyrovae.infer.pair import trace_pair
@@ -101,31 +101,23 @@ class Comparison(Result):
         return self.table
 
     def summary(self) -> str:
-        formats = {
-            "bound": "{:.3f}".format,
-            "bound_se": "{:.3f}".format,
-            "seconds_per_step": "{:.4f}".format,
-        }
-        table = self.table.to_string(
-            formatters={c: formats.get(c, "{:.3g}".format) for c in self.table.columns}
-        )
-        return "\n".join(
-            [
-                f"estimators compared on one batch of {self.batch_size} data points, {self.num_repeats} "
-                f"gradient draws each; {self.num_guide_params:,} guide and {self.num_model_params:,} "
-                "model parameter elements",
-                "  bound: nats per data point, mean over the draws (bound_se: its standard error)",
-                "  snr: |mean| / sd of each gradient element over the draws, median over the elements",
-                "  grad_var: variance of each element of the per-data-point gradient, mean over the elements",
-                "  seconds_per_step: median time of one loss and gradient",
-                table,
-            ]
-        )
+        formats = {"bound": "{:.3f}".format, "bound_se": "{:.3f}".format, "seconds_per_step": "{:.4f}".format}
+        formatters = {c: formats.get(c, "{:.3g}".format) for c in self.table.columns}
+        lines = [
+            f"estimators compared on one batch of {self.batch_size} data points, {self.num_repeats} "
+            f"gradient draws each; {self.num_guide_params:,} guide and {self.num_model_params:,} "
+            "model parameter elements",
+            "  bound: nats per data point, mean over the draws (bound_se: its standard error)",
+            "  snr: |mean| / sd of each gradient element over the draws, median over the elements",
+            "  grad_var: variance of each element of the per-data-point gradient, mean over the elements",
+            "  seconds_per_step: median time of one loss and gradient",
+            self.table.to_string(formatters=formatters),
+        ]
+        return "\n".join(lines)
 
     def plot(self, path: str | os.PathLike | None = None):
         """Bar charts of the guide's and model's gradient SNR and variance by estimator
-        (:func:`pyrovae.plots.results.gradients`); saved as PNG when ``path`` is given. Returns the
-        figure."""
+        (:func:`pyrovae.plots.results.gradients`); saved as PNG when ``path`` is given. Returns the figure."""
         from pyrovae.plots.results import gradients
 
         return gradients(self, path)
@@ -164,9 +156,8 @@ def compare(
     """
     if isinstance(num_repeats, bool) or not isinstance(num_repeats, int) or num_repeats < 2:
         raise ConfigError(f"num_repeats must be an integer of at least 2; got {num_repeats!r}")
-    source = DataSource(data)
-    batch_size = source.num_data
-    args = devices.move(source.chunk(0, batch_size), devices.place(model, guide, device=device))
+    args = devices.move(rows(data), devices.place(model, guide, device=device))
+    batch_size = len(args[0])
     if isinstance(estimators, Mapping):
         labelled = {label: estimator(e) for label, e in estimators.items()}
     else:
@@ -187,14 +178,13 @@ def compare(
     guide_mask = torch.cat(
         [torch.full((p.numel(),), g, device=p.device) for p, g in zip(params, is_guide, strict=True)]
     )
-    rows = {}
+    figures = {}
     with tqdm(total=len(labelled) * num_repeats, desc="compare", unit="draw", disable=not progress) as bar:
         for label, elbo in labelled.items():
             bar.set_postfix_str(label)
             with seeded(seed):
-                rows[label] = _draws(elbo, model, guide, args, params, guide_mask, num_repeats, bar)
-    table = pd.DataFrame.from_dict(rows, orient="index", columns=list(COLUMNS))
-    table.index.name = "estimator"
+                figures[label] = _draws(elbo, model, guide, args, params, guide_mask, num_repeats, bar)
+    table = pd.DataFrame.from_dict(figures, orient="index", columns=list(COLUMNS)).rename_axis("estimator")
     return Comparison(table, num_repeats, batch_size, int(guide_mask.sum()), int((~guide_mask).sum()))
 
 

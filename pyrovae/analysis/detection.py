@@ -24,10 +24,9 @@ reports the three threshold-free figures of the OOD benchmark of Hendrycks & Gim
   threshold whose true-positive rate (fraction of OOD data flagged) is at least 95 %, read off the
   exact ROC curve (:func:`sklearn.metrics.roc_curve`). Lower is better; 0 is perfect.
 
-All three depend on the scores only through their joint ranking, so infinite scores are allowed
-and rank as expected (a data point of zero likelihood, :math:`-\log p(x) = \infty`, is the most
-anomalous of all); NaN scores have no rank and are refused. The figures are computed by
-scikit-learn on the ranks of the scores, which also lets it accept infinities.
+All three depend on the scores only through their joint ranking, and scikit-learn computes them on the ranks,
+so infinite scores are allowed and rank as expected (a data point of zero likelihood, :math:`-\log p(x) =
+\infty`, is the most anomalous of all); NaN scores have no rank and are refused.
 
 References:
 
@@ -160,13 +159,11 @@ class Detection(Result):
         """The ROC curve's false- and true-positive rates, by decreasing threshold."""
         from sklearn.metrics import roc_curve
 
-        fpr, tpr, _ = roc_curve(*_labelled_ranks(self.in_scores, self.out_scores))
-        return fpr, tpr
+        return roc_curve(*_labelled_ranks(self.in_scores, self.out_scores))[:2]
 
     def plot(self, path: str | os.PathLike | None = None, *, bins: int | None = None):
         """Histograms of both sets' scores and the ROC curve with the FPR95 point
-        (:func:`pyrovae.plots.results.detection`); saved as PNG when ``path`` is given. Returns the
-        figure.
+        (:func:`pyrovae.plots.results.detection`); saved as PNG when ``path`` is given. Returns the figure.
 
         :param int bins: number of histogram bins; by default numpy's ``"auto"`` choice, at most 80.
         """
@@ -189,8 +186,7 @@ def detect(in_scores, out_scores, *, name: str | None = None) -> Detection:
     :param str name: a label for the result (in :func:`detection_table`); default: the scores'
         ``method``, if they have one.
     :rtype: Detection
-    :raises DataError: when a set is empty, not 1-D or holds NaN, or the two sets come from
-        different methods.
+    :raises DataError: when a set is empty, not 1-D or holds NaN, or the two sets come from different methods.
     :raises ConfigError: when ``name`` is not a string.
     """
     from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
@@ -216,9 +212,8 @@ def detect(in_scores, out_scores, *, name: str | None = None) -> Detection:
 
 
 def detection_table(results: Sequence[Detection]) -> pd.DataFrame:
-    """One row per result, indexed by its name (its position when it has none), with the columns
-    ``AUROC``, ``AUPRC``, ``FPR95``, ``in`` and ``out`` (numbers of data points): several scoring
-    methods side by side.
+    """One row per result, indexed by its name (its position when it has none), with the columns ``AUROC``,
+    ``AUPRC``, ``FPR95``, ``in`` and ``out`` (numbers of data points): several scoring methods side by side.
 
     :param results: results of :func:`detect`, with distinct names.
     :rtype: pandas.DataFrame

@@ -1,11 +1,8 @@
-r"""The KL divergence of a latent site from its prior, and its split through the aggregate posterior,
-for :func:`~pyrovae.analysis.latent_usage.latent_stats`.
-
-Per data point, a site's :math:`\mathrm{KL}(q(z \mid x) \,\|\, p(z))` is analytic where a closed form
-is registered, else a Monte Carlo estimate at the guide's draw; per dimension where both factorize.
-With the aggregate posterior :math:`q(z) = \frac1N \sum_n q(z \mid x_n)`, its mean over the data
-splits into the index-code mutual information and the marginal KL (Hoffman & Johnson 2016):
-:func:`aggregate_terms` gives both per data point.
+r"""The KL divergence :math:`\mathrm{KL}(q(z \mid x) \,\|\, p(z))` of a latent site from its prior per data
+point (analytic where a closed form is registered, else Monte Carlo at the guide's draw; per dimension where
+both factorize), and the split of its mean over the data through the aggregate posterior :math:`q(z) =
+\frac1N \sum_n q(z \mid x_n)` into the index-code mutual information and the marginal KL (Hoffman & Johnson
+2016; :func:`aggregate_terms`), for :func:`~pyrovae.analysis.latent_usage.latent_stats`.
 """
 
 from __future__ import annotations
@@ -81,13 +78,7 @@ def aggregate_terms(weights: LogWeights, name: str, z, lq, lp) -> tuple[torch.Te
         return out
 
     # one chunk of draws per rank: each rank traces the guide on the whole data set once
-    sweep = Sweep(
-        z,
-        math.ceil(data.num_data / distributed.world_size()),
-        device=data.device,
-        progress=data.progress,
-        desc=f"aggregate q({name})",
-        work=lambda lo, hi: data.num_data,
-    )
+    bar = dict(progress=data.progress, desc=f"aggregate q({name})", work=lambda lo, hi: data.num_data)
+    sweep = Sweep(z, math.ceil(data.num_data / distributed.world_size()), device=data.device, **bar)
     log_q = sweep.map(log_agg) - math.log(data.num_data)
     return lq - log_q, log_q - lp

@@ -12,12 +12,11 @@ of those: :math:`\mathbb{E}_{q(z_1 \mid x)}\, \mathbb{E}_{q(z_2 \mid x, z_1)}[z_
 other latent site its conditional mean given the sites drawn before it (or a draw from it), and
 the result is the mean (or a draw) of the model's observed distribution :math:`p(x \mid z)`.
 
-**The hook.** Every picture of :mod:`pyrovae.plots` and :func:`pyrovae.latent_stats` takes a
-*pair*: an object with ``model`` and ``guide`` methods (:class:`~pyrovae.VAE`,
-:class:`~pyrovae.HVAE`, :class:`~pyrovae.CVAE` or a class of your own) or a ``(model, guide)``
-tuple. The model's arguments are the data rows (a tensor, or a tuple such as ``(x, c)``), as
-for every evaluator; the model must accept data rows whose latent sites are conditioned, which
-any model written with ``pyro.sample`` does.
+**The hook.** Every picture of :mod:`pyrovae.plots` and :func:`pyrovae.latent_stats` takes a *pair*: an object
+with ``model`` and ``guide`` methods (:class:`~pyrovae.VAE`, :class:`~pyrovae.HVAE`, :class:`~pyrovae.CVAE` or
+a class of your own) or a ``(model, guide)`` tuple. The model's arguments are the data rows (a tensor, or a
+tuple such as ``(x, c)``), as for every evaluator; the model must accept data rows whose latent sites are
+conditioned, which any model written with ``pyro.sample`` does.
 """
 
 from __future__ import annotations
@@ -94,8 +93,7 @@ def per_datapoint(value: torch.Tensor, site: dict, particle_dim: int, data_plate
 
 
 def site_mean(site: dict) -> torch.Tensor:
-    """The mean of a site's distribution in its full shape; its value where the mean is not
-    implemented."""
+    """The mean of a site's distribution in its full shape; its value where the mean is not implemented."""
     try:
         mean = site["fn"].mean
     except NotImplementedError:
@@ -202,11 +200,10 @@ def decode(
     ``draw``) at the latent ``values`` ``{site: (B, *shape)}``, one row per data row of ``data``.
 
     Latent sites not in ``values`` take their conditional mean given the sites drawn before them
-    (``fill="mean"``) or a draw from it (``fill="sample"``): :math:`z_1 = \mathbb{E}[z_1 \mid
-    z_2]` in an HVAE decoded at :math:`z_2`. ``data`` gives the model's arguments for ``B`` data
-    points (conditions such as a CVAE's labels are read from them; the observed values are not).
-    ``site`` names the observed site (default: the one with the most elements per data point).
-    Computed on the model's device; the result is on the CPU.
+    (``fill="mean"``) or a draw from it (``fill="sample"``): :math:`z_1 = \mathbb{E}[z_1 \mid z_2]` in an HVAE
+    decoded at :math:`z_2`. ``data`` gives the model's arguments for ``B`` data points (conditions such as a
+    CVAE's labels are read from them; the observed values are not). ``site`` names the observed site (default:
+    the one with the most elements per data point). Computed on the model's device; the result is on the CPU.
     """
     if fill not in ("mean", "sample"):
         raise ConfigError(f"fill must be 'mean' or 'sample', got {fill!r}")
@@ -248,18 +245,17 @@ def interpolation(a: torch.Tensor, b: torch.Tensor, steps: int, method: str = "l
     if not isinstance(steps, int) or steps < 2:
         raise ConfigError(f"steps must be an integer of at least 2, got {steps!r}")
     t = torch.linspace(0, 1, steps, dtype=a.dtype, device=a.device).reshape((steps,) + (1,) * a.dim())
-    if method == "linear":
-        return (1 - t) * a + t * b
-    fa, fb = a.flatten().double(), b.flatten().double()
-    norms = float(fa.norm() * fb.norm())
-    if norms == 0.0:
-        raise ConfigError("spherical interpolation needs two non-zero codes; use method='linear'")
-    omega = math.acos(max(-1.0, min(1.0, float(fa @ fb) / norms)))
-    if omega < 1e-6:  # the same direction: slerp is linear
-        return (1 - t) * a + t * b
-    if math.pi - omega < 1e-3:
-        raise ConfigError(
-            "spherical interpolation between opposite codes is undefined (every great circle joins "
-            "them); use method='linear' or other inputs"
-        )
-    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / math.sin(omega)
+    if method == "spherical":
+        fa, fb = a.flatten().double(), b.flatten().double()
+        norms = float(fa.norm() * fb.norm())
+        if norms == 0.0:
+            raise ConfigError("spherical interpolation needs two non-zero codes; use method='linear'")
+        omega = math.acos(max(-1.0, min(1.0, float(fa @ fb) / norms)))
+        if math.pi - omega < 1e-3:
+            raise ConfigError(
+                "spherical interpolation between opposite codes is undefined (every great circle joins "
+                "them); use method='linear' or other inputs"
+            )
+        if omega >= 1e-6:  # else the same direction, where slerp is linear
+            return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / math.sin(omega)
+    return (1 - t) * a + t * b

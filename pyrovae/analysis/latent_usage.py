@@ -6,12 +6,11 @@ For any model/guide pair, :func:`latent_stats` reports, per latent site and per 
 - **Activity** (Burda et al. 2015, "Importance weighted autoencoders", §5.2): the covariance
   over the data of the posterior mean, :math:`A_u = \mathrm{Cov}_x\big(\mathbb{E}_{q(z \mid
   x)}[z_u]\big)`; unit :math:`u` is *active* when :math:`A_u` exceeds a threshold (0.01).
-- **KL per dimension**, :math:`\mathbb{E}_x \mathrm{KL}\big(q(z_u \mid x) \,\|\, p(z_u)\big)`,
-  where the guide and the prior of the site factorize over dimensions (a conditional prior
-  such as an HVAE's :math:`p(z_1 \mid z_2)` at the guide's draws of its parents); analytic where
-  ``torch.distributions.kl_divergence`` knows the pair, else Monte Carlo over the particles. The
-  dimensions' KLs sum to the site's KL; a prior that does not factorize (the VampPrior's mixture)
-  has no per-dimension KL, only the site's.
+- **KL per dimension**, :math:`\mathbb{E}_x \mathrm{KL}\big(q(z_u \mid x) \,\|\, p(z_u)\big)`, where the guide
+  and the prior of the site factorize over dimensions (a conditional prior such as an HVAE's :math:`p(z_1 \mid
+  z_2)` at the guide's draws of its parents); analytic where ``torch.distributions.kl_divergence`` knows the
+  pair, else Monte Carlo over the particles. The dimensions' KLs sum to the site's KL; a prior that does not
+  factorize (the VampPrior's mixture) has no per-dimension KL, only the site's.
 - **The ELBO decomposed** (Hoffman & Johnson 2016, "ELBO surgery"):
 
   .. math::
@@ -21,19 +20,17 @@ For any model/guide pair, :func:`latent_stats` reports, per latent site and per 
      = \underbrace{I_q(x; z)}_{\text{index-code MI}} + \underbrace{\mathrm{KL}(q(z) \,\|\,
      p(z))}_{\text{marginal KL}},
 
-  with :math:`q(z) = \frac1N \sum_n q(z \mid x_n)` the aggregate posterior of the data set.
-  Both terms are estimated with one draw :math:`z_n \sim q(z \mid x_n)` per data point and the
-  exact mixture density :math:`\log q(z_n) = \operatorname{logsumexp}_m \log q(z_n \mid x_m) -
-  \log N` over all :math:`N` data points (:math:`N^2` density evaluations, chunked):
-  :math:`I = \mathbb{E}_n[\log q(z_n \mid x_n) - \log q(z_n)]` and :math:`\mathrm{KL}(q(z)\|p(z))
-  = \mathbb{E}_n[\log q(z_n) - \log p(z_n)]`. These are unbiased for the aggregate posterior
-  *of the data passed*, which is what Hoffman & Johnson define; as estimates for the population
-  they are biased: :math:`I \le \log N` (each :math:`z_n` is most probable under its own
-  :math:`x_n`), so the MI is underestimated where it approaches :math:`\log N` and the marginal
-  KL is overestimated by the finite mixture's roughness. Use all the data you can. The
-  decomposition needs a site whose guide depends on :math:`x` alone and whose prior on no
-  other latent (an HVAE's top layer, not its bottom one) and whose guide distribution's only
-  batch dim is the data plate.
+  with :math:`q(z) = \frac1N \sum_n q(z \mid x_n)` the aggregate posterior of the data set. Both terms are
+  estimated with one draw :math:`z_n \sim q(z \mid x_n)` per data point and the exact mixture density
+  :math:`\log q(z_n) = \operatorname{logsumexp}_m \log q(z_n \mid x_m) - \log N` over all :math:`N` data
+  points (:math:`N^2` density evaluations, chunked): :math:`I = \mathbb{E}_n[\log q(z_n \mid x_n) - \log
+  q(z_n)]` and :math:`\mathrm{KL}(q(z)\|p(z)) = \mathbb{E}_n[\log q(z_n) - \log p(z_n)]`. These are unbiased
+  for the aggregate posterior *of the data passed*, which is what Hoffman & Johnson define; as estimates for
+  the population they are biased: :math:`I \le \log N` (each :math:`z_n` is most probable under its own
+  :math:`x_n`), so the MI is underestimated where it approaches :math:`\log N` and the marginal KL is
+  overestimated by the finite mixture's roughness. Use all the data you can. The decomposition needs a site
+  whose guide depends on :math:`x` alone and whose prior on no other latent (an HVAE's top layer, not its
+  bottom one) and whose guide distribution's only batch dim is the data plate.
 - **Posterior collapse**: a dimension has collapsed when it is inactive and (where defined) its
   KL is below 0.01 nats; a site has collapsed when all its dimensions have.
 """
@@ -77,10 +74,9 @@ class LatentStats(Result):
     :ivar pandas.DataFrame dims: one row per latent dimension: ``site``, ``dim``, ``activity``
         (:math:`\mathrm{Cov}_x(\mathbb{E}_q[z_u])`), ``active``, ``kl`` and ``kl_stderr`` (nats,
         mean over the data; NaN where the prior does not factorize), ``collapsed``.
-    :ivar pandas.DataFrame sites: one row per latent site: ``dims``, ``active_units``, ``kl``,
-        ``kl_stderr``, ``kl_method`` (``"analytic"`` or ``"monte carlo"``),
-        ``mutual_information``, ``marginal_kl`` (with ``_stderr``; NaN where the decomposition
-        does not apply, see ``note``), ``collapsed``, ``note``.
+    :ivar pandas.DataFrame sites: one row per latent site: ``dims``, ``active_units``, ``kl``, ``kl_stderr``,
+        ``kl_method`` (``"analytic"`` or ``"monte carlo"``), ``mutual_information``, ``marginal_kl`` (with
+        ``_stderr``; NaN where the decomposition does not apply, see ``note``), ``collapsed``, ``note``.
     :ivar torch.Tensor reconstruction: ``(N,)`` :math:`\mathbb{E}_q[\log p(x \mid z)]` per data point.
     :ivar torch.Tensor kl: ``(N,)`` the KL of all sites per data point.
     :ivar int num_particles: draws per data point.
@@ -164,20 +160,19 @@ class LatentStats(Result):
         return latent_usage(self, path)
 
 
-def _depends_only_on_data(first, second, name) -> bool:
-    """Whether site ``name``'s distribution is the same in two traces with different draws of the
-    other latents: then it depends on the data alone."""
-    a, b = first.nodes[name], second.nodes[name]
-    value = a["value"]
-    return bool(torch.allclose(a["fn"].log_prob(value), b["fn"].log_prob(value), rtol=1e-5, atol=1e-6))
-
-
 def _decomposition_note(first, second, name: str, pdim: int) -> str:
-    """Why site ``name`` has no MI / marginal-KL decomposition, or ``""`` where it has one."""
+    """Why site ``name`` has no MI / marginal-KL decomposition, or ``""`` where it has one, from two
+    ``(model, guide)`` traces ``first`` and ``second`` with different draws of the latents."""
+
+    def depends_only_on_data(i: int) -> bool:  # the same distribution of the site in both traces
+        a, b = first[i].nodes[name], second[i].nodes[name]
+        value = a["value"]
+        return bool(torch.allclose(a["fn"].log_prob(value), b["fn"].log_prob(value), rtol=1e-5, atol=1e-6))
+
     fn = first[1].nodes[name]["fn"]
-    if not _depends_only_on_data(first[1], second[1], name):
+    if not depends_only_on_data(1):
         why = "its guide depends on other latents"
-    elif not _depends_only_on_data(first[0], second[0], name):
+    elif not depends_only_on_data(0):
         why = "its prior depends on other latents"
     elif len(fn.batch_shape) != -pdim or fn.batch_shape[pdim] != 2:
         why = "its guide has batch dims besides the data plate"
@@ -274,16 +269,9 @@ def _site_stats(site: _Site, kl, kl_dims, means, threshold: float, decomposition
     else:
         kl_d = kl_d_se = torch.full(activity.shape, math.nan, dtype=torch.float64)
     collapsed = ~active & (torch.isnan(kl_d) | (kl_d < COLLAPSE_KL))
+    columns = dict(activity=activity, active=active, kl=kl_d, kl_stderr=kl_d_se, collapsed=collapsed)
     dims = [
-        {
-            "site": site.name,
-            "dim": d,
-            "activity": float(activity[d]),
-            "active": bool(active[d]),
-            "kl": float(kl_d[d]),
-            "kl_stderr": float(kl_d_se[d]),
-            "collapsed": bool(collapsed[d]),
-        }
+        {"site": site.name, "dim": d, **{k: v[d].item() for k, v in columns.items()}}
         for d in range(activity.shape[0])
     ]
     mi, mk = decomposition or (None, None)
@@ -347,21 +335,17 @@ def latent_stats(
     :param bool progress: show a progress bar.
     :rtype: LatentStats
     """
-    check_options(
-        ("batch_size", "seed"),
-        num_particles=num_particles,
-        threshold=threshold,
-        batch_size=batch_size,
-        seed=seed,
-    )
+    options = dict(num_particles=num_particles, threshold=threshold, batch_size=batch_size, seed=seed)
+    check_options(("batch_size", "seed"), **options)
     start = time.perf_counter()
     distributed.init()
     with seeded(seed):
-        weights = LogWeights(
-            model, guide, data, num_particles, data_plate=data_plate, batch_size=batch_size,
-            particle_batch_size=num_particles, model_args=model_args, model_kwargs=model_kwargs, seed=seed,
-            device=device, progress=progress, desc="latent stats",
-        )  # fmt: skip
+        placement = dict(
+            device=device, model_kwargs=model_kwargs, data_plate=data_plate, model_args=model_args
+        )
+        sizes = dict(batch_size=batch_size, particle_batch_size=num_particles)
+        bar = dict(progress=progress, desc="latent stats")
+        weights = LogWeights(model, guide, data, num_particles, seed=seed, **placement, **sizes, **bar)
         enumerated = weights.pair.enumerated
         if enumerated:
             raise ConfigError(
@@ -380,12 +364,6 @@ def latent_stats(
             dims, row = _site_stats(site, kl, kl_dims, means, threshold, decomposition)
             dim_rows += dims
             site_rows.append(row)
-    return LatentStats(
-        pd.DataFrame(dim_rows).rename_axis("latent"),
-        pd.DataFrame(site_rows).set_index("site"),
-        reconstruction,
-        kl_total,
-        num_particles=num_particles,
-        threshold=float(threshold),
-        elapsed=time.perf_counter() - start,
-    )
+    tables = pd.DataFrame(dim_rows).rename_axis("latent"), pd.DataFrame(site_rows).set_index("site")
+    elapsed = time.perf_counter() - start
+    return LatentStats(*tables, reconstruction, kl_total, num_particles, float(threshold), elapsed)

@@ -1,6 +1,5 @@
-r"""The likelihood regret of each data point (Xiao et al. 2020), an anomaly score: how much the ELBO
-of one input rises when the guide's output for that input alone is optimized (see
-:func:`likelihood_regret`).
+r"""The likelihood regret of each data point (Xiao et al. 2020), an anomaly score: how much the ELBO of one
+input rises when the guide's output for that input alone is optimized (see :func:`likelihood_regret`).
 
 References:
 
@@ -47,19 +46,17 @@ def likelihood_regret(
 
     .. math:: \mathrm{LR}(x) = \max_{\lambda} \mathcal L(x; q_\lambda) - \mathcal L(x; q_{\phi(x)}),
 
-    where :math:`q_{\phi(x)}` is the trained guide's distribution for :math:`x` and
-    :math:`q_\lambda` the same family with free parameters :math:`\lambda`, initialized at
-    :math:`\phi(x)` and improved by ``steps`` Adam steps (learning rate ``lr``) on a
-    ``num_particles``-sample ELBO, the model fixed. An input the amortized guide serves well has a
-    small regret; an out-of-distribution input, whose posterior the encoder never learned, a large
-    one. Xiao et al. re-optimize the encoder's weights per input; optimizing its output, as here,
-    is the same idea without copying the network per input, and batches exactly: each data
-    point's :math:`\lambda` enters only its own term of the summed ELBO.
+    where :math:`q_{\phi(x)}` is the trained guide's distribution for :math:`x` and :math:`q_\lambda` the same
+    family with free parameters :math:`\lambda`, initialized at :math:`\phi(x)` and improved by ``steps`` Adam
+    steps (learning rate ``lr``) on a ``num_particles``-sample ELBO, the model fixed. An input the amortized
+    guide serves well has a small regret; an out-of-distribution input, whose posterior the encoder never
+    learned, a large one. Xiao et al. re-optimize the encoder's weights per input; optimizing its output, as
+    here, is the same idea without copying the network per input, and batches exactly: each data point's
+    :math:`\lambda` enters only its own term of the summed ELBO.
 
-    Both bounds are estimated with the same ``num_samples`` draws of the noise, so most of it
-    cancels in the difference, whose standard error comes from the per-draw differences; since the
-    starting point is a candidate of the maximum, a negative difference (the optimizer's noise)
-    counts as 0.
+    Both bounds are estimated with the same ``num_samples`` draws of the noise, so most of it cancels in the
+    difference, whose standard error comes from the per-draw differences; since the starting point is a
+    candidate of the maximum, a negative difference (the optimizer's noise) counts as 0.
 
     **Which pairs qualify**: guides whose latent sites are all reparameterized (``rsample``; discrete
     or non-reparameterized latents are refused) and whose distributions hold the tensor parameters
@@ -74,18 +71,8 @@ def likelihood_regret(
     """
     options = dict(steps=steps, lr=lr, num_particles=num_particles, num_samples=num_samples)
     check_options(**options, batch_size=batch_size, seed=seed)
-    probe = {"reparameterized": "likelihood-regret"}
-    sweep, pair = sweep_pair(
-        model,
-        guide,
-        data,
-        batch_size,
-        device=device,
-        seed=seed,
-        progress=progress,
-        desc="likelihood regret",
-        probe=probe,
-    )
+    bar, probe = dict(progress=progress, desc="likelihood regret"), {"reparameterized": "likelihood-regret"}
+    sweep, pair = sweep_pair(model, guide, data, batch_size, device=device, seed=seed, probe=probe, **bar)
     return sweep.map(lambda chunk: _regret(model, guide, pair, chunk, **options), grad=True)
 
 
@@ -100,8 +87,6 @@ def _regret(model, guide, pair: Pair, chunk: Chunk, *, steps, lr, num_particles,
             p.grad = g
         optimizer.step()
     after = _elbo_weights(model, free_guide, chunk.args, pair, num_samples, chunk.seed)
-    # the same draws before and after: the per-draw differences give the standard error;
-    # the initial parameters are candidates of the maximum too: the regret is at least 0
     gain = after - before
     stderr = gain.std(0) / math.sqrt(num_samples) if num_samples > 1 else gain[0] * math.nan
     return gain.mean(0).clamp(min=0).double(), stderr.double()

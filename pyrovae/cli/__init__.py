@@ -1,6 +1,7 @@
-"""The ``pyrovae`` command line: ``train``, ``sample``, ``reconstruct``, ``evaluate``, ``compare``,
-``score``, ``detect`` and ``latents``, one module per command (its parser, ``add_parser``, and its
-work, ``run``), the flags they share defined once in :mod:`pyrovae.cli.flags`.
+"""The ``pyrovae`` command line: ``train``, ``sample``, ``reconstruct``, ``evaluate``, ``compare``, ``score``,
+``detect`` and ``latents``, one module per command (its parser, ``add_parser``, and its work, ``run``) or pair
+of commands (:mod:`~pyrovae.cli.pictures`, :mod:`~pyrovae.cli.scoring`), the flags they share defined once in
+:mod:`pyrovae.cli.flags`.
 
 Usage errors (unknown names, bad options, missing data, a run directory or an output file that
 would be overwritten) print one message naming the problem and its fix and exit with status 2; a
@@ -10,9 +11,8 @@ run that fails (a NaN loss) exits with status 1. No traceback is shown for eithe
 given ``--overwrite``, whether it is their default file in the run directory or an ``--out``; every
 output path is checked before anything is computed. ``python -m pyrovae`` runs the same command line.
 
-Every command runs under ``torchrun --nproc_per_node N`` too (see :mod:`pyrovae.distributed`):
-``train`` trains data-parallel and ``evaluate`` shards the data points; rank 0 alone prints and
-writes files.
+Every command runs under ``torchrun --nproc_per_node N`` too (see :mod:`pyrovae.distributed`): ``train``
+trains data-parallel and ``evaluate`` shards the data points; rank 0 alone prints and writes files.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import warnings
 from pathlib import Path
 
 from pyrovae import __version__
-from pyrovae.cli import compare, detect, evaluate, latents, pictures, score, train
-from pyrovae.cli.flags import SPLITS, HelpFormatter, add_run_command
+from pyrovae.cli import compare, evaluate, latents, pictures, scoring, train
+from pyrovae.cli.flags import HelpFormatter
 from pyrovae.errors import PyroVAEError
 
 
@@ -40,15 +40,7 @@ def parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"%(prog)s {__version__}", help="print the version and exit"
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    train.add_parser(sub)
-    s = add_run_command(sub, "sample", "draw images from a trained model's prior and decoder", "samples.png")
-    s.add_argument("--num", type=int, default=100, help="number of samples")
-    r = add_run_command(
-        sub, "reconstruct", "show data next to their reconstructions", "reconstructions-SPLIT.png"
-    )
-    r.add_argument("--split", choices=SPLITS, default="test", help="the split the images are drawn from")
-    r.add_argument("--num", type=int, default=20, help="number of images, drawn at random with --seed")
-    for command in (evaluate, compare, score, detect, latents):
+    for command in (train, pictures, evaluate, compare, scoring, latents):
         command.add_parser(sub)
     return p
 
@@ -60,8 +52,8 @@ COMMANDS = {
     "reconstruct": pictures.reconstruct,
     "evaluate": evaluate.run,
     "compare": compare.run,
-    "score": score.run,
-    "detect": detect.run,
+    "score": scoring.score,
+    "detect": scoring.detect,
     "latents": latents.run,
 }
 
@@ -69,8 +61,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        backend = getattr(args, "backend", None)
-        with _rank_zero_stdout(backend), warnings.catch_warnings(record=True) as caught:
+        with _rank_zero_stdout(args), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
             try:
                 return COMMANDS[args.command](args)
@@ -105,11 +96,11 @@ def _after_interrupt(args: argparse.Namespace) -> str:
 
 
 @contextlib.contextmanager
-def _rank_zero_stdout(backend: str | None):
+def _rank_zero_stdout(args: argparse.Namespace):
     """Start the process group under torchrun; only rank 0 prints to stdout (errors go to stderr)."""
     from pyrovae import distributed
 
-    distributed.init(backend)
+    distributed.init(getattr(args, "backend", None))
     if distributed.is_main():
         yield
         return

@@ -26,12 +26,11 @@ def add_parser(sub) -> None:
         sub,
         "evaluate",
         "estimate log p(x) per data point and the ladder of bounds",
-        "Importance-sampled log p(x) of every data point of a split, with standard errors, "
-        "effective sample sizes and PSIS k-hat, and the ladder ELBO <= IWAE-k, optionally with annealed "
-        "importance sampling rows (--ais-steps) and the BDMC sandwich on simulated data (--bdmc). Writes "
-        "evaluation-SPLIT.json (summary), .csv and .nc (per data point; BDMC's simulated points in "
-        "evaluation-SPLIT-bdmc.csv and the .nc) and bounds-SPLIT.png into RUN_DIR; existing ones are "
-        "replaced only with --overwrite.",
+        "Importance-sampled log p(x) of every data point of a split, with standard errors, effective sample "
+        "sizes and PSIS k-hat, and the ladder ELBO <= IWAE-k, optionally with annealed importance sampling "
+        "rows (--ais-steps) and the BDMC sandwich on simulated data (--bdmc). Writes evaluation-SPLIT.json "
+        "(summary), .csv and .nc (per data point; BDMC's simulated points in evaluation-SPLIT-bdmc.csv and "
+        "the .nc) and bounds-SPLIT.png into RUN_DIR; existing ones are replaced only with --overwrite.",
     )
     add_data_source(p)
     p.add_argument("--split", choices=SPLITS, default="test", help="the split to evaluate")
@@ -82,7 +81,17 @@ def run(args: argparse.Namespace) -> int:
     from pyrovae.runs.run import load_run
     from pyrovae.storage import atomic_path, write_json, write_text
 
-    ks = _checked_bounds(args)
+    check_flags(args, "num_samples", "ais_chains", "leapfrog_steps", "limit")
+    ks = args.bounds or default_bounds(args.num_samples)
+    if max(ks) > args.num_samples:
+        raise ConfigError(
+            f"--bounds asks for k = {max(ks)} but --num-samples is {args.num_samples}; "
+            "raise --num-samples or drop the larger k"
+        )
+    if args.bdmc < 0 or (args.bdmc_steps is not None and args.bdmc_steps < 1):
+        raise ConfigError("--bdmc must be at least 0 and --bdmc-steps at least 1")
+    if not args.max_memory > 0:
+        raise ConfigError(f"--max-memory must be a positive number of MiB; got {args.max_memory:g}")
     name = f"{args.dataset}-{args.split}" if args.dataset else args.split  # another data set: its own files
     stem = Path(args.run_dir) / f"evaluation-{name}"
     bdmc_csv, figure = Path(f"{stem}-bdmc.csv"), Path(args.run_dir) / f"bounds-{name}.png"
@@ -113,8 +122,7 @@ def run(args: argparse.Namespace) -> int:
     ll = ladder.log_likelihood
     results = summary(args, run, log_likelihood=ll.to_json_dict(), bounds=ladder.to_json_dict())
     write_json(stem.with_suffix(".json"), results)
-    table = ll.to_dataframe().join(ladder.to_dataframe())
-    write_text(stem.with_suffix(".csv"), table.to_csv())
+    write_text(stem.with_suffix(".csv"), ll.to_dataframe().join(ladder.to_dataframe()).to_csv())
     written = f"{stem}.json, .csv, .nc"
     if ladder.bdmc is not None:
         write_text(bdmc_csv, ladder.bdmc.to_dataframe().to_csv())
@@ -127,19 +135,3 @@ def run(args: argparse.Namespace) -> int:
     print(ladder.summary())
     print(f"wrote {written} and {figure.name}")
     return 0
-
-
-def _checked_bounds(args: argparse.Namespace) -> list[int]:
-    """The k of the IWAE rows, after every option of ``evaluate`` is checked (before any work)."""
-    check_flags(args, "num_samples", "ais_chains", "leapfrog_steps", "limit")
-    ks = args.bounds or default_bounds(args.num_samples)
-    if max(ks) > args.num_samples:
-        raise ConfigError(
-            f"--bounds asks for k = {max(ks)} but --num-samples is {args.num_samples}; "
-            "raise --num-samples or drop the larger k"
-        )
-    if args.bdmc < 0 or (args.bdmc_steps is not None and args.bdmc_steps < 1):
-        raise ConfigError("--bdmc must be at least 0 and --bdmc-steps at least 1")
-    if not args.max_memory > 0:
-        raise ConfigError(f"--max-memory must be a positive number of MiB; got {args.max_memory:g}")
-    return ks

@@ -97,14 +97,22 @@ def add_limit(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--limit", type=int, metavar="N", help=help)
 
 
-def add_run_command(sub, name: str, help: str, out: str) -> argparse.ArgumentParser:
-    p = add_command(sub, name, help)
-    add_checkpoint(p)
-    p.add_argument("--out", metavar="FILE.png", help=f"where to write the figure (default: RUN_DIR/{out})")
-    p.add_argument("--overwrite", action="store_true", help="replace the figure if it exists")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random draws")
-    add_device(p)
-    return p
+def add_scoring(p: argparse.ArgumentParser) -> None:
+    """The options of anomaly scoring that ``score`` and ``detect`` share."""
+    p.add_argument("--split", choices=SPLITS, default="test", help="the split scored")
+    p.add_argument("--num-samples", type=int, default=1000, help="importance samples K per data point")
+    add_limit(p, "score N data points drawn at random (default: the whole split)")
+    p.add_argument(
+        "--background",
+        metavar="RUN_DIR",
+        help="run of the background model, for likelihood-ratio (the same architecture trained on "
+        "perturbed inputs)",
+    )
+    p.add_argument(
+        "--group-size", type=int, default=10, help="inputs per group of the typicality test (default: 10)"
+    )
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps per input of likelihood-regret")
+    add_common(p, "seed of the draws and of --limit")
 
 
 def check_flags(args: argparse.Namespace, *names: str) -> None:
@@ -133,11 +141,7 @@ def parse_ks(text: str) -> list[int]:
 
 def default_bounds(num_samples: int) -> list[int]:
     """The powers of ten below ``num_samples``, and ``num_samples``: 1, 10, 100, 300 for 300."""
-    ks, k = [], 1
-    while k < num_samples:
-        ks.append(k)
-        k *= 10
-    return [*ks, num_samples]
+    return [k for k in (10**i for i in range(len(str(num_samples)))) if k < num_samples] + [num_samples]
 
 
 def add_data_source(
@@ -152,11 +156,9 @@ def add_data_source(
 
 
 def check_outputs(args: argparse.Namespace, *paths: Path) -> None:
-    """Refuse, before anything is computed, to replace an existing output file without --overwrite.
-
-    Each file's directory must be writable (checked by :func:`pyrovae.storage.check_writable`). Rank 0
-    alone writes, so under torchrun every rank follows rank 0's view of the files.
-    """
+    """Refuse, before anything is computed, to replace an existing output file without --overwrite. Each
+    file's directory must be writable (checked by :func:`pyrovae.storage.check_writable`). Rank 0 alone
+    writes, so under torchrun every rank follows rank 0's view of the files."""
     from pyrovae import distributed
     from pyrovae.storage import check_writable
 

@@ -31,10 +31,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--num-particles", type=int, default=10, help="draws from the guide per data point")
     p.add_argument(
-        "--embedding",
-        choices=("pca", "tsne"),
-        default="pca",
-        help="how the latent means are shown in 2-D",
+        "--embedding", choices=("pca", "tsne"), default="pca", help="how the latent means are shown in 2-D"
     )
     add_common(p, "seed of the draws, of --limit and of the pictures' inputs")
 

@@ -4,7 +4,24 @@ from __future__ import annotations
 
 import argparse
 
-from pyrovae.cli.flags import check_flags, out_path
+from pyrovae.cli.flags import SPLITS, add_checkpoint, add_command, add_device, check_flags, out_path
+
+
+def add_parser(sub) -> None:
+    """The parsers of ``sample`` and ``reconstruct``: the options they share, then their own."""
+    s = add_command(sub, "sample", "draw images from a trained model's prior and decoder")
+    r = add_command(sub, "reconstruct", "show data next to their reconstructions")
+    for p, out in ((s, "samples.png"), (r, "reconstructions-SPLIT.png")):
+        add_checkpoint(p)
+        p.add_argument(
+            "--out", metavar="FILE.png", help=f"where to write the figure (default: RUN_DIR/{out})"
+        )
+        p.add_argument("--overwrite", action="store_true", help="replace the figure if it exists")
+        p.add_argument("--seed", type=int, default=0, help="seed of the random draws")
+        add_device(p)
+    s.add_argument("--num", type=int, default=100, help="number of samples")
+    r.add_argument("--split", choices=SPLITS, default="test", help="the split the images are drawn from")
+    r.add_argument("--num", type=int, default=20, help="number of images, drawn at random with --seed")
 
 
 def sample(args: argparse.Namespace) -> int:

@@ -1,35 +1,52 @@
-"""What ``pyrovae score`` and ``pyrovae detect`` share: their options and one scoring pass."""
+"""``pyrovae score`` and ``pyrovae detect``: anomaly scores of a data set under a run's model, and how well
+they tell two data sets apart; the checks and the scoring pass they share."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from pyrovae.cli.flags import SPLITS, add_common, add_limit, check_flags
-from pyrovae.errors import ConfigError
+from pyrovae.cli.flags import add_command, add_data_source, add_scoring, check_flags, check_outputs, names
+from pyrovae.errors import ConfigError, unknown_name
 
 
-def add_scoring(p: argparse.ArgumentParser) -> None:
-    """The options of anomaly scoring that ``score`` and ``detect`` share."""
-    p.add_argument("--split", choices=SPLITS, default="test", help="the split scored")
-    p.add_argument("--num-samples", type=int, default=1000, help="importance samples K per data point")
-    add_limit(p, "score N data points drawn at random (default: the whole split)")
-    p.add_argument(
-        "--background",
-        metavar="RUN_DIR",
-        help="run of the background model, for likelihood-ratio (the same architecture trained on "
-        "perturbed inputs)",
+def add_parser(sub) -> None:
+    """The parsers of ``score`` and ``detect``, each ending in the options of anomaly scoring."""
+    from pyrovae.analysis.anomaly import METHODS
+
+    score = add_command(
+        sub,
+        "score",
+        "score every input of a data set for how anomalous the run's model finds it",
+        "Anomaly scores (higher = more anomalous) of every data point of a split, by one "
+        "method of pyrovae.anomaly_scores. Writes scores-DATASET-SPLIT-METHOD.csv and .nc (per data "
+        "point) and .json (summary) into RUN_DIR.",
     )
-    p.add_argument(
-        "--group-size", type=int, default=10, help="inputs per group of the typicality test (default: 10)"
+    add_data_source(score)
+    score.add_argument("--method", choices=METHODS, default="nll", help="the anomaly score")
+    add_scoring(score)
+    detect = add_command(
+        sub,
+        "detect",
+        "how well anomaly scores tell a data set from the run's own (AUROC, AUPRC, FPR95)",
+        "Scores the split of an in-distribution data set (default: the run's) and of an out-of-distribution "
+        "one by each method, and reports AUROC, AUPRC and FPR at 95 %% TPR. Writes detect-IN-vs-OUT.csv (the "
+        "table) and detect-IN-vs-OUT-METHOD.png (histograms and ROC curve) into RUN_DIR.",
     )
-    p.add_argument("--steps", type=int, default=100, help="optimizer steps per input of likelihood-regret")
-    add_common(p, "seed of the draws and of --limit")
+    add_data_source(detect, "--in", "--in-root")
+    add_data_source(detect, "--out", "--out-root", "the out-of-distribution data set", required=True)
+    detect.add_argument(
+        "--methods",
+        default="nll,complexity,likelihood-regret",
+        metavar="METHOD,METHOD,...",
+        help="anomaly scores to compare, separated by commas",
+    )
+    add_scoring(detect)
 
 
 def check_scoring(args: argparse.Namespace, methods: list[str]) -> None:
     """The scoring options, before anything is loaded."""
     from pyrovae.analysis.anomaly import METHODS
-    from pyrovae.errors import unknown_name
 
     for method in methods:
         if method not in METHODS:
@@ -80,3 +97,57 @@ def score_with(args, run, background, data, method: str):
         steps=args.steps,
         progress=not args.no_progress,
     )
+
+
+def score(args: argparse.Namespace) -> int:
+    from pyrovae.runs.run import load_run
+    from pyrovae.storage import write_json, write_text
+
+    check_scoring(args, [args.method])
+    stem = Path(args.run_dir) / f"scores-{args.dataset or 'run'}-{args.split}-{args.method}"
+    outputs = [stem.with_suffix(suffix) for suffix in (".csv", ".nc", ".json")]
+    check_outputs(args, *outputs)
+    run = load_run(args.run_dir, args.checkpoint, args.device)
+    background = load_run(args.background, args.checkpoint, args.device) if args.background else None
+    data = scoring_data(run, args.dataset, args.data_root, args)
+    result = score_with(args, run, background, data, args.method)
+    write_text(outputs[0], result.to_dataframe().to_csv())
+    result.to_netcdf(outputs[1])
+    write_json(
+        outputs[2],
+        {"dataset": args.dataset or run.config.dataset, "split": args.split, **result.to_json_dict()},
+    )
+    print(result.summary())
+    print(f"wrote {stem}.csv, .nc and .json")
+    return 0
+
+
+def detect(args: argparse.Namespace) -> int:
+    from pyrovae.analysis.detection import detect as detect_sets
+    from pyrovae.analysis.detection import detection_table
+    from pyrovae.runs.run import load_run
+    from pyrovae.storage import write_text
+
+    methods = names(args, "methods", "method")
+    check_scoring(args, methods)
+    stem = Path(args.run_dir) / f"detect-{getattr(args, 'in') or 'run'}-vs-{args.out}"
+    figures = [Path(f"{stem}-{method}.png") for method in methods]
+    check_outputs(args, stem.with_suffix(".csv"), *figures)
+    run = load_run(args.run_dir, args.checkpoint, args.device)
+    background = load_run(args.background, args.checkpoint, args.device) if args.background else None
+    inside = scoring_data(run, getattr(args, "in"), args.in_root, args)
+    outside = scoring_data(run, args.out, args.out_root, args)
+    results = []
+    for method, figure in zip(methods, figures, strict=True):
+        result = detect_sets(
+            score_with(args, run, background, inside, method),
+            score_with(args, run, background, outside, method),
+        )
+        result.plot(figure)
+        results.append(result)
+    table = detection_table(results)
+    write_text(stem.with_suffix(".csv"), table.to_csv())
+    print(f"in: {getattr(args, 'in') or run.config.dataset} ({args.split}), out: {args.out} ({args.split})")
+    print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {stem}.csv and {len(figures)} figure(s)")
+    return 0

@@ -20,12 +20,11 @@ def add_parser(sub) -> None:
         sub,
         "train",
         "train a VAE and write a run directory",
-        "Train a VAE by SVI. Writes config.json, a checkpoint every epoch, history.csv, "
-        "figures (samples, reconstructions, learning curves, and the test set's latent space coloured "
-        "by class where it has labels) and results.json with the test bound. "
-        "With --resume, the options that define the model, its data and its objective are the run's "
-        "(giving another value is an error); --epochs, --patience, --lr, --clip-norm, --device, "
-        "--data-root and --download may change.",
+        "Train a VAE by SVI. Writes config.json, a checkpoint every epoch, history.csv, figures (samples, "
+        "reconstructions, learning curves, and the test set's latent space coloured by class where it has "
+        "labels) and results.json with the test bound. With --resume, the options that define the model, its "
+        "data and its objective are the run's (giving another value is an error); --epochs, --patience, "
+        "--lr, --clip-norm, --device, --data-root and --download may change.",
         run_dir=False,
     )
     p.add_argument("--config", metavar="FILE", help="read options from a JSON file (flags override it)")
@@ -135,10 +134,9 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _train_config(args: argparse.Namespace, run_dir: Path | None):
-    """The run's configuration: with --resume, the checkpoint's (or, before the first epoch was
-    saved, config.json's) with the options a resumed run may change; else --config's or the
-    defaults; then the flags given. A flag that would change a resumed run's model, data or
-    objective is an error naming it."""
+    """The run's configuration: with --resume, the checkpoint's (or, before the first epoch was saved,
+    config.json's) with the options a resumed run may change; else --config's or the defaults; then the flags
+    given. A flag that would change a resumed run's model, data or objective is an error naming it."""
     from pyrovae.runs.directory import CHECKPOINT, CONFIG, read_state
     from pyrovae.runs.run import MUTABLE, RunConfig
 
@@ -183,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pyrovae import devices, distributed, plots
     from pyrovae.data.source import DataSource
+    from pyrovae.infer.importance import log_likelihood
     from pyrovae.runs.directory import RESULTS, RunDirectory, checkpoint_bytes
     from pyrovae.storage import write_json
     from pyrovae.train.loop import check_data, fit
@@ -227,8 +226,6 @@ def run(args: argparse.Namespace) -> int:
         results["test_negative_elbo"] = trainer.evaluate(test)
         print(f"test negative ELBO: {results['test_negative_elbo']:.3f} nats per image ({len(test)} images)")
         if args.test_samples > 0:
-            from pyrovae.infer.importance import log_likelihood
-
             ll = log_likelihood(
                 result.vae.model,
                 result.vae.guide,

@@ -4,9 +4,8 @@ Four named data sets are available through :func:`load`:
 
 - ``"binarized-mnist"``: the statically binarized MNIST of Larochelle & Murray (2011), the
   standard benchmark for log-likelihoods of binary-image VAEs (50,000 / 10,000 / 10,000 images).
-- ``"mnist"`` and ``"fashion-mnist"``: grey-scale intensities, by default *dynamically*
-  binarized as in Burda et al. (2015): every time a training image is seen its pixels are
-  resampled as Bernoulli draws with the pixel intensities as probabilities.
+- ``"mnist"`` and ``"fashion-mnist"``: grey-scale intensities, by default *dynamically* binarized as in
+  Burda et al. (2015) (see :class:`VAEDataset`).
 - ``"digits"``: scikit-learn's bundled 8x8 digits, which need no download; small enough for
   examples and tests.
 
@@ -62,10 +61,8 @@ DEFAULT_BINARIZE = {name: "dynamic" for name in NAMES} | {"binarized-mnist": Non
 
 
 def check_finite(x: torch.Tensor, what: str) -> None:
-    """Raise :class:`~pyrovae.errors.DataError` if ``x`` holds NaN or infinite entries.
-
-    ``what`` names the tensor in the message (e.g. ``"the training data"``).
-    """
+    """Raise :class:`~pyrovae.errors.DataError` if ``x`` holds NaN or infinite entries; ``what`` names the
+    tensor in the message (e.g. ``"the training data"``)."""
     # a NaN or infinite entry makes the sum NaN or infinite, so a finite sum (one fast reduction)
     # proves every entry finite; only otherwise are the bad entries counted
     if not x.is_floating_point() or torch.isfinite(x.sum()):
@@ -81,11 +78,9 @@ def check_finite(x: torch.Tensor, what: str) -> None:
 
 
 def check_binary(x: torch.Tensor, what: str) -> None:
-    """Raise :class:`~pyrovae.errors.DataError` if ``x`` holds values other than 0 and 1.
-
-    A Bernoulli likelihood is only a density for binary data; grey-scale intensities must be
-    binarized first or modelled with another likelihood.
-    """
+    """Raise :class:`~pyrovae.errors.DataError` if ``x`` holds values other than 0 and 1: a Bernoulli
+    likelihood is only a density for binary data; grey-scale intensities must be binarized first or modelled
+    with another likelihood."""
     bad = (x != 0) & (x != 1)
     num_bad = int(bad.sum())
     if num_bad:
@@ -98,17 +93,14 @@ def check_binary(x: torch.Tensor, what: str) -> None:
 
 
 class VAEDataset(Dataset):
-    """An in-memory image data set, binarized on access as the model needs.
+    """An in-memory image data set, binarized on access as the model needs; ``binarize`` says how
+    :meth:`__getitem__` and :meth:`batch` turn the stored intensities into what the model sees:
 
-    ``binarize`` says how :meth:`__getitem__` and :meth:`batch` turn the stored intensities
-    into what the model sees:
-
-    - ``"dynamic"`` (Burda et al. 2015): pixels are Bernoulli draws with the intensities as
-      probabilities. On the ``"train"`` split every access draws afresh, which acts as a
-      regularizer and uses all the information in grey-scale data. On ``"valid"`` and
-      ``"test"`` the draw is made *once*, when the data set is built, from a CPU generator
-      seeded with :data:`EVAL_BINARIZE_SEED`, so that evaluation and log-likelihood estimates are
-      deterministic and comparable between runs and devices.
+    - ``"dynamic"`` (Burda et al. 2015): pixels are Bernoulli draws with the intensities as probabilities. On
+      the ``"train"`` split every access draws afresh, which acts as a regularizer and uses all the
+      information in grey-scale data. On ``"valid"`` and ``"test"`` the draw is made *once*, when the data set
+      is built, from a CPU generator seeded with :data:`EVAL_BINARIZE_SEED`, so that evaluation and
+      log-likelihood estimates are deterministic and comparable between runs and devices.
     - ``"threshold"``: a pixel is 1 where its intensity exceeds 0.5, else 0.
     - ``None`` (or ``"none"``): the stored values, unchanged.
 
@@ -158,10 +150,8 @@ class VAEDataset(Dataset):
         self.name = name
         self.split = split
         self.binarize = binarize
-        # the one-off draw used for evaluation splits under dynamic binarization
         self._fixed: torch.Tensor | None = None
         if binarize == "dynamic" and split != "train":
-            # drawn on the CPU: the same bits wherever the data are held
             generator = torch.Generator().manual_seed(EVAL_BINARIZE_SEED)
             self._fixed = torch.bernoulli(data.cpu(), generator=generator).bool().to(data.device)
 
@@ -177,20 +167,16 @@ class VAEDataset(Dataset):
         return self.batch(i)
 
     def batch(self, index, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The data points at ``index`` as the model sees them, binarized in one vectorized call.
-
-        This is the fast path trainers use instead of collating single items. Under dynamic
-        binarization of the training split, one :func:`torch.bernoulli` call draws the whole
-        batch, from ``generator`` if given (on the generator's device, the result moved to the
-        data's: a CPU generator gives the bits of a run on the CPU wherever the data are held).
-        """
+        """The data points at ``index`` as the model sees them, binarized in one vectorized call: the fast
+        path trainers use instead of collating single items. The training split's dynamic binarization draws
+        from ``generator`` if given, on its device, and moves the result to the data's (a CPU generator gives
+        the bits of a run on the CPU wherever the data are held)."""
         if self._fixed is not None:
             return self._fixed[index].to(self.data.dtype)
         x = self.data[index]
         if self.binarize == "dynamic":
-            if generator is not None and generator.device != x.device:
-                return torch.bernoulli(x.to(generator.device), generator=generator).to(x.device)
-            return torch.bernoulli(x, generator=generator)
+            device = x.device if generator is None else generator.device
+            return torch.bernoulli(x.to(device), generator=generator).to(x.device)
         if self.binarize == "threshold":
             return (x > 0.5).to(x.dtype)
         return x
@@ -210,10 +196,9 @@ class LabelledDataset(Dataset):
     """Data points with their labels: :meth:`batch` returns ``(x, y)``, which :func:`~pyrovae.fit`
     and :func:`~pyrovae.log_likelihood` pass to the model and guide as two positional arguments.
 
-    Labels equal to :data:`UNLABELLED` mark data points whose label is hidden, for
-    semi-supervised models such as :class:`~pyrovae.SSVAE`; a batch may mix both kinds, so that
-    every data point is one term of the objective and the data plate's minibatch scale
-    :math:`N/B` stays that of the whole data set.
+    Labels equal to :data:`UNLABELLED` mark data points whose label is hidden, for semi-supervised models such
+    as :class:`~pyrovae.SSVAE`; a batch may mix both kinds, so that every data point is one term of the
+    objective and the data plate's minibatch scale :math:`N/B` stays that of the whole data set.
 
     :param VAEDataset data: the data points, as :meth:`VAEDataset.batch` gives them.
     :param torch.Tensor labels: a LongTensor of shape ``(N,)``.
@@ -252,11 +237,8 @@ class LabelledDataset(Dataset):
 
 
 def with_labels(data: VAEDataset, num_labels: int | None = None, *, seed: int = 0) -> LabelledDataset:
-    """``data`` with its labels (``data.targets``), all of them or ``num_labels`` of them.
-
-    With ``num_labels`` the same number of labels is kept in each class (as in Kingma et al.
-    2014), chosen at random with ``seed``; the others become :data:`UNLABELLED`.
-    """
+    """``data`` with its labels (``data.targets``), all of them or ``num_labels`` of them: the same number in
+    each class (as in Kingma et al. 2014), chosen at random with ``seed``, the others :data:`UNLABELLED`."""
     targets = getattr(data, "targets", None)
     if targets is None:
         raise DataError(
@@ -282,13 +264,10 @@ def with_labels(data: VAEDataset, num_labels: int | None = None, *, seed: int = 
 
 
 def as_dataset(data: torch.Tensor | Dataset, *, name: str = "tensor") -> Dataset:
-    """The data set ``fit`` trains on, from a tensor or a data set.
-
-    A tensor of shape ``(N, *event_shape)`` becomes a :class:`VAEDataset` with
-    ``binarize=None`` (boolean and ``uint8`` tensors cast to the default float dtype, other dtypes
-    kept; not copied), after checking that it holds no NaN or infinite values. A
-    :class:`VAEDataset` or any other :class:`torch.utils.data.Dataset` is returned unchanged.
-    """
+    """The data set ``fit`` trains on, from a tensor or a data set. A tensor of shape ``(N, *event_shape)``
+    becomes a :class:`VAEDataset` with ``binarize=None`` (boolean and ``uint8`` tensors cast to the default
+    float dtype, other dtypes kept; not copied), after checking that it holds no NaN or infinite values. A
+    :class:`VAEDataset` or any other :class:`torch.utils.data.Dataset` is returned unchanged."""
     if isinstance(data, Dataset):
         return data
     if not isinstance(data, torch.Tensor):
@@ -311,10 +290,9 @@ def load(
     """Load split ``split`` of the data set ``name`` into memory.
 
     :param str name: one of :data:`NAMES`.
-    :param str split: one of :data:`SPLITS`. MNIST and Fashion-MNIST use the first 50,000
-        training images for ``"train"``, the last 10,000 for ``"valid"`` and the official
-        10,000 test images for ``"test"``; the digits are split 1197/300/300 by a permutation
-        with a fixed seed.
+    :param str split: one of :data:`SPLITS`. MNIST and Fashion-MNIST use the first 50,000 training images for
+        ``"train"``, the last 10,000 for ``"valid"`` and the official 10,000 test images for ``"test"``; the
+        digits are split 1197/300/300 by a permutation with a fixed seed.
     :param root: directory holding the data files (they may also sit in a subdirectory named
         after the data set, or in torchvision's ``<root>/MNIST/raw`` layout). If ``None``, the
         directory in the environment variable ``PYROVAE_DATA`` is searched instead, then (for

@@ -1,8 +1,6 @@
-"""The files of the named data sets: where they are looked for, how they are downloaded, parsed and
-cached (binarized MNIST's ``.amat`` text, MNIST's and Fashion-MNIST's idx files, scikit-learn's
-digits). :func:`~pyrovae.data.datasets.load` turns what these read into a
-:class:`~pyrovae.data.datasets.VAEDataset`.
-"""
+"""The files of the named data sets (binarized MNIST's ``.amat`` text, MNIST's and Fashion-MNIST's idx files,
+scikit-learn's digits): where they are looked for, how they are downloaded, parsed and cached. What they hold
+becomes a :class:`~pyrovae.data.datasets.VAEDataset` in :func:`~pyrovae.data.datasets.load`."""
 
 from __future__ import annotations
 
@@ -64,11 +62,8 @@ _TORCHVISION_CLASS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 _unwritable_warned: set[Path] = set()
 
 
-# ---------------------------------------------------------------------------------------------
-# locations
-
-
 def cache_dir_of(cache_dir: str | os.PathLike | None) -> Path:
+    """The cache directory: ``cache_dir``, else ``$PYROVAE_CACHE``, else ``~/.cache/pyrovae``."""
     if cache_dir is None:
         cache_dir = os.environ.get("PYROVAE_CACHE") or Path.home() / ".cache" / "pyrovae"
     return Path(cache_dir).expanduser()
@@ -98,13 +93,10 @@ def _ensure_dir(path: Path) -> None:
         ) from None
 
 
-# ---------------------------------------------------------------------------------------------
-# binarized MNIST (Larochelle & Murray 2011)
-
-
 def read_binarized_mnist(
     split: str, root: str | os.PathLike | None, download: bool, cache: Path
 ) -> torch.Tensor:
+    """Split ``split`` of Larochelle & Murray's (2011) binarized MNIST, ``(N, 1, 28, 28)`` float32."""
     filename = f"binarized_mnist_{split}.amat"
     dirs = [d for base in _search_dirs(root, cache) for d in (base, base / "binarized_mnist")]
     path = next((d / f for d in dirs for f in (filename, filename + ".gz") if (d / f).is_file()), None)
@@ -159,11 +151,9 @@ def _refetch_hint(path: Path) -> str:
 
 
 def parse_amat(path: Path, expected_rows: int | None = None) -> np.ndarray:
-    """Parse a binarized-MNIST ``.amat`` file (plain or ``.gz``) into a ``uint8`` array ``(N, 784)``.
-
-    Each non-blank line must hold 784 space-separated ``0``/``1`` values; if ``expected_rows``
-    is given the file must hold exactly that many lines of data.
-    """
+    """Parse a binarized-MNIST ``.amat`` file (plain or ``.gz``) into a ``uint8`` array ``(N, 784)``. Each
+    non-blank line must hold 784 space-separated ``0``/``1`` values; if ``expected_rows`` is given the file
+    must hold exactly that many lines of data."""
     rows: list[bytes] = []
     lineno = 0
     opener: Callable = gzip.open if path.suffix == ".gz" else open
@@ -199,25 +189,22 @@ def parse_amat(path: Path, expected_rows: int | None = None) -> np.ndarray:
 
 def read_amat_cached(path: Path, cache: Path, expected_rows: int | None = None) -> np.ndarray:
     """:func:`parse_amat`, through a bit-packed copy in ``cache`` keyed by the file's path, size and mtime.
-
-    The copy is about 16x smaller than the text and loads in a fraction of the time of parsing.
-    If ``cache`` cannot be written, the file is parsed every time (with one warning).
-    """
+    The copy is about 16x smaller than the text and loads in a fraction of the time of parsing. If ``cache``
+    cannot be written, the file is parsed every time (with one warning)."""
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     cached = cache / f"{path.name.split('.')[0]}-{key}.npy"
-    if cached.is_file():
-        try:
-            packed = np.load(cached)
-        except (OSError, ValueError, EOFError):
-            packed = None  # a damaged copy is parsed again and overwritten below
-        if (
-            packed is not None
-            and packed.dtype == np.uint8
-            and packed.shape[1:] == (_PIXELS // 8,)
-            and expected_rows in (None, len(packed))
-        ):
-            return np.unpackbits(packed, axis=1, count=_PIXELS)
+    try:
+        packed = np.load(cached)
+    except (OSError, ValueError, EOFError):
+        packed = None  # no copy, or a damaged one: the file is parsed and the copy (re)written below
+    if (
+        packed is not None
+        and packed.dtype == np.uint8
+        and packed.shape[1:] == (_PIXELS // 8,)
+        and expected_rows in (None, len(packed))
+    ):
+        return np.unpackbits(packed, axis=1, count=_PIXELS)
     bits = parse_amat(path, expected_rows)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -232,10 +219,6 @@ def read_amat_cached(path: Path, cache: Path, expected_rows: int | None = None) 
                 stacklevel=4,
             )
     return bits
-
-
-# ---------------------------------------------------------------------------------------------
-# MNIST and Fashion-MNIST (idx files, read by torchvision)
 
 
 def _find_idx_pair(part: str, dirs: list[Path]) -> tuple[Path, Path] | None:
@@ -269,6 +252,7 @@ def _read_idx(path: Path, reader: Callable[[str], torch.Tensor]) -> torch.Tensor
 def read_mnist_like(
     name: str, split: str, root: str | os.PathLike | None, download: bool, cache: Path
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``(N, 1, 28, 28)`` in ``[0, 1]`` and labels of a split of MNIST or Fashion-MNIST (idx files)."""
     import torchvision.datasets as tvd
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
@@ -317,16 +301,10 @@ def read_mnist_like(
     return images.unsqueeze(1).to(torch.float32).div_(255), labels
 
 
-# ---------------------------------------------------------------------------------------------
-# scikit-learn's digits
-
-
 def read_digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 8x8 digits of scikit-learn scaled to ``[0, 1]``, split by a permutation with a fixed seed.
-
-    ``numpy.random.RandomState`` is used because its stream is frozen across numpy versions, so
-    the split is the same everywhere.
-    """
+    """The 8x8 digits of scikit-learn scaled to ``[0, 1]``, split by a permutation with a fixed seed:
+    ``numpy.random.RandomState``'s, whose stream is frozen across numpy versions, so that the split is the
+    same everywhere."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()

@@ -41,7 +41,8 @@ def as_model_input(t) -> torch.Tensor:
 
 
 class DataSource:
-    """Batches of a tensor, a tuple of tensors or a data set (see the module docstring).
+    """Batches of a tensor, a tuple of tensors or a data set (see the module docstring); ``dataset`` is the
+    data set read, or ``None`` for tensors.
 
     :param data: the data.
     :param str name: what the data are, for messages (e.g. ``"the training data"``).
@@ -50,9 +51,9 @@ class DataSource:
     def __init__(self, data, name: str = "the data"):
         self.name = name
         self._tensors: Batch | None = None
-        self._dataset = None
+        self.dataset = None
         if isinstance(data, DataSource):
-            self._tensors, self._dataset = data._tensors, data._dataset
+            self._tensors, self.dataset = data._tensors, data.dataset
         elif isinstance(data, torch.Tensor):
             self._tensors = (data,)
         elif isinstance(data, tuple) and data and all(isinstance(t, torch.Tensor) for t in data):
@@ -68,7 +69,7 @@ class DataSource:
         elif isinstance(data, Dataset) or (
             hasattr(data, "__len__") and hasattr(data, "__getitem__") and not isinstance(data, (str, bytes))
         ):
-            self._dataset = data
+            self.dataset = data
         else:
             raise DataError(
                 f"{name} must be a tensor of shape (N, ...), a tuple of such tensors, or a torch Dataset; "
@@ -83,16 +84,11 @@ class DataSource:
                 )
             self.num_data = sizes.pop()
         else:
-            self.num_data = len(self._dataset)
+            self.num_data = len(self.dataset)
         if self.num_data == 0:
             raise DataError(f"{name} holds no data points; pass at least one")
-        batch = getattr(self._dataset, "batch", None)
+        batch = getattr(self.dataset, "batch", None)
         self._batch_takes_generator = batch is not None and "generator" in inspect.signature(batch).parameters
-
-    @property
-    def dataset(self):
-        """The data set read, or ``None`` for tensors."""
-        return self._dataset
 
     def __len__(self) -> int:
         return self.num_data
@@ -102,18 +98,14 @@ class DataSource:
         data set's random transformations (dynamic binarization)."""
         if self._tensors is not None:
             parts = tuple(t[index.to(t.device)] for t in self._tensors)
-        elif hasattr(self._dataset, "batch"):
+        elif hasattr(self.dataset, "batch"):
             kwargs = {"generator": generator} if self._batch_takes_generator else {}
-            out = self._dataset.batch(index, **kwargs)
+            out = self.dataset.batch(index, **kwargs)
             parts = tuple(out) if isinstance(out, (tuple, list)) else (out,)
         else:
-            items = [self._dataset[int(i)] for i in index]
-            if isinstance(items[0], (tuple, list)):
-                parts = tuple(
-                    torch.stack([torch.as_tensor(v) for v in col]) for col in zip(*items, strict=True)
-                )
-            else:
-                parts = (torch.stack([torch.as_tensor(it) for it in items]),)
+            items = [self.dataset[int(i)] for i in index]
+            items = [item if isinstance(item, (tuple, list)) else (item,) for item in items]
+            parts = tuple(torch.stack([torch.as_tensor(v) for v in col]) for col in zip(*items, strict=True))
         return tuple(as_model_input(p) for p in parts)
 
     def chunk(self, lo: int, hi: int) -> Batch:
@@ -133,9 +125,8 @@ class DataSource:
             yield self.chunk(i, min(i + batch_size, self.num_data))
 
     def sample(self, num: int, seed: int = 0) -> Batch:
-        """``num`` data points drawn at random without replacement with ``seed`` (all of them, in a
-        random order, if there are fewer): a subset of a data set ordered by class is not its first
-        ``num``."""
+        """``num`` data points drawn at random without replacement with ``seed`` (all of them, in a random
+        order, if there are fewer): a subset of a data set ordered by class is not its first ``num``."""
         generator = torch.Generator().manual_seed(seed)
         index = torch.randperm(self.num_data, generator=generator)[:num]
         return self.batch(index, generator)

@@ -30,14 +30,10 @@ By name (see :data:`ESTIMATORS` and :func:`estimator`):
 and the option ``beta`` on any of them wraps it in :class:`KLAnnealed`, which scales the
 log-density of the latent sites by :math:`\beta`.
 
-``iwae``, ``renyi``, ``stl``, ``dreg``, ``miwae``, ``piwae`` and ``ciwae`` are vectorized over
-particles and keep one importance weight per particle *and per data point* (Pyro's
-:class:`~pyro.infer.RenyiELBO` sums the log-weights over the whole batch). They ask of the
-model/guide pair what every part of pyrovae asks: each sample site lies in the data plate
-``pyro.plate("data", N)``; and they need reparameterized latents in the guide.
-``vimco`` and ``rws`` (built on :class:`DetachedIWAE`) keep the same per-datapoint weights but
-treat every latent as a constant, so they serve latents the guide samples without ``rsample``
-(Bernoulli, Categorical; sampled, not enumerated).
+``iwae``, ``renyi``, ``stl``, ``dreg``, ``miwae``, ``piwae`` and ``ciwae`` are vectorized over particles and
+keep one importance weight per particle *and per data point*; they need each sample site in the data plate
+``pyro.plate("data", N)`` and reparameterized latents. ``vimco`` and ``rws`` (:class:`DetachedIWAE`) keep the
+same weights but also serve latents the guide samples without ``rsample`` (Bernoulli, Categorical).
 """
 
 from pyrovae.estimators.annealed import KLAnnealed

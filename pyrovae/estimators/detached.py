@@ -14,7 +14,6 @@ from numbers import Number
 from typing import Any, NamedTuple
 
 import torch
-from pyro.infer.util import torch_item
 
 from pyrovae.errors import ConfigError
 from pyrovae.estimators.iwae import IWAE, data_scale
@@ -46,32 +45,27 @@ class WeightTerms(NamedTuple):
 class DetachedIWAE(IWAE):
     r"""The IWAE-:math:`k` bound of :class:`IWAE`, with every latent value a constant.
 
-    For each data point :math:`x_n`, :math:`k` draws :math:`z_1, \dots, z_k \sim q(\cdot \mid x_n)`
-    are detached (:math:`\bar z_i`, no gradient flows through a sample), the model is replayed
-    against them, and the guide too where it has several latent sites (so that a later site's
-    density does not depend on an earlier draw through its path). :meth:`weight_terms` returns, per
-    particle and data point, :math:`\log p(x_n, \bar z_i)`, :math:`\log q(\bar z_i \mid x_n)` and the
-    log-weights :math:`\log w_i = \log p(x_n, \bar z_i) - \log q(\bar z_i \mid x_n)`, whose
-    log-mean-exp is the bound
+    For each data point :math:`x_n`, :math:`k` draws :math:`z_1, \dots, z_k \sim q(\cdot \mid x_n)` are
+    detached (:math:`\bar z_i`, no gradient flows through a sample), the model is replayed against them, and
+    the guide too where it has several latent sites (so that a later site's density does not depend on an
+    earlier draw through its path). :meth:`weight_terms` returns, per particle and data point,
+    :math:`\log p(x_n, \bar z_i)`, :math:`\log q(\bar z_i \mid x_n)` and the log-weights :math:`\log w_i =
+    \log p(x_n, \bar z_i) - \log q(\bar z_i \mid x_n)`, whose log-mean-exp is the bound
 
     .. math:: \hat{\mathcal L}_k(x_n) = \log \frac1k \sum_{i=1}^k w_i,
 
-    with ``loss`` :math:`-s \sum_n \hat{\mathcal L}_k(x_n)`, as :class:`IWAE`'s. Its gradient at
-    fixed :math:`\bar z` is :math:`\sum_i \tilde w_i \nabla \log w_i`, :math:`\tilde w_i = w_i /
-    \sum_j w_j`: the model's IWAE gradient, but not the guide's, which needs the score-function
-    terms :math:`\nabla_\phi \log q_\phi(\bar z_i \mid x_n)` of the distribution the draws came
-    from; the subclasses add them (or replace the guide's gradient). This class has no
-    ``differentiable_loss`` of its own.
+    with ``loss`` :math:`-s \sum_n \hat{\mathcal L}_k(x_n)`, as :class:`IWAE`'s. Its gradient at fixed
+    :math:`\bar z` is :math:`\sum_i \tilde w_i \nabla \log w_i`, :math:`\tilde w_i = w_i / \sum_j w_j`: the
+    model's IWAE gradient, but not the guide's, which needs the score-function terms :math:`\nabla_\phi \log
+    q_\phi(\bar z_i \mid x_n)` of the distribution the draws came from; the subclasses add them (or replace
+    the guide's gradient). This class has no ``differentiable_loss`` of its own.
 
-    **Site scales.** As in :class:`IWAE`: the data scale :math:`s` multiplies the bound, and every
-    site enters :math:`\log w` scaled by its scale relative to :math:`s` (so β of
-    :class:`KLAnnealed` gives the β-IWAE weights). The score terms use the *unscaled* density
-    :math:`\log q(\bar z_i \mid x_n)` (masks applied), the density the draws were made from, which
-    is what the gradient of the expectation of a β-weighted bound calls for.
+    **Site scales.** As in :class:`IWAE` (so β of :class:`KLAnnealed` gives the β-IWAE weights); the score
+    terms use the *unscaled* density :math:`\log q(\bar z_i \mid x_n)` (masks applied), the density the draws
+    were made from, which is what the gradient of the expectation of a β-weighted bound calls for.
 
-    **Requirements.** Those of :class:`IWAE`, except that latents need not be reparameterized;
-    discrete latents must be sampled by the guide, not enumerated (a
-    :class:`~pyrovae.ConfigError` says so).
+    **Requirements.** Those of :class:`IWAE`, except that latents need not be reparameterized; discrete
+    latents must be sampled by the guide, not enumerated (a :class:`~pyrovae.ConfigError` says so).
 
     :param int k: the number of particles :math:`k` per data point, at least ``min_particles``.
     :param str data_plate: the name of the data plate.
@@ -91,8 +85,7 @@ class DetachedIWAE(IWAE):
             )
 
     def _get_trace(self, model, guide, args, kwargs):
-        """The guide's particles, detached, and the model replayed against them (the guide too,
-        where it has several latent sites and a draw carries a gradient)."""
+        """The guide's particles, detached, and the model (and where needed the guide) replayed on them."""
         pair = self.probe(model, guide, args, kwargs)
         if pair.enumerated:
             raise ConfigError(
@@ -107,8 +100,7 @@ class DetachedIWAE(IWAE):
             return values
 
         model_trace, guide_trace = pair.traces(args, kwargs, self.num_particles, replace=detached)
-        drawn = latents(guide_trace)
-        if len(values) > 1 and any(value.requires_grad for value in drawn.values()):
+        if len(values) > 1 and any(value.requires_grad for value in latents(guide_trace).values()):
             guide_trace = pair.replay(guide, values, guide_trace, args, kwargs, self.num_particles)
         else:  # one latent site, or none carries a gradient: the densities are the traced ones
             for name, value in values.items():
@@ -131,11 +123,10 @@ class DetachedIWAE(IWAE):
             log_q, log_q_sampled = log_q + scaled, log_q_sampled + sampled
         return WeightTerms(log_p, log_q.expand(shape), log_q_sampled.expand(shape), scale)
 
-    @torch.no_grad()
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        """The negative bound :math:`-s \\sum_n \\hat{\\mathcal L}_k(x_n)`."""
+    def _log_weights(self, model, guide, args, kwargs, differentiable: bool, traces=None):
+        """The log-weights and data scale of :meth:`weight_terms`, which :meth:`IWAE.loss` reads."""
         terms = self.weight_terms(model, guide, args, kwargs)
-        return torch_item(-terms.scale * self._bound(terms.log_w).sum())
+        return terms.log_w, terms.scale
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} is a base class: use VIMCO or RWS")

@@ -55,11 +55,10 @@ class TraceELBO(Trace_ELBO):
             if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
         )
         if reparameterized:
-            model_terms, guide_terms = _site_log_prob_sums(model_trace), _site_log_prob_sums(guide_trace)
             surrogate, value = 0.0, 0.0
-            for term in model_terms:
+            for term in _site_log_prob_sums(model_trace):
                 surrogate, value = surrogate + term, value + _wide(term.detach())
-            for term in guide_terms:
+            for term in _site_log_prob_sums(guide_trace):
                 surrogate, value = surrogate - term, value - _wide(term.detach())
             # Pyro's value (the site sums added in double precision, rounded once) with the
             # surrogate's gradient; no item() calls, so no device synchronization

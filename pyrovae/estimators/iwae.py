@@ -110,11 +110,9 @@ class IWAE(DifferentiableELBO):
     def _check(self, model_trace, guide_trace) -> None:
         """Refuse, where Pyro's validation is on, a pair that per-datapoint weights cannot serve."""
         if is_validation_enabled():
-            reparameterized = self.name if self.reparameterized else None
-            num_data = self._shape(model_trace)[1]
-            check_pair(
-                model_trace, guide_trace, self._pair.data_plate, num_data, reparameterized=reparameterized
-            )
+            name = self.name if self.reparameterized else None
+            _, num_data = self._shape(model_trace)
+            check_pair(model_trace, guide_trace, self._pair.data_plate, num_data, reparameterized=name)
 
     def _get_trace(self, model, guide, args, kwargs):
         """The guide with its particles vectorized, and the model replayed against its latents
@@ -129,9 +127,8 @@ class IWAE(DifferentiableELBO):
     def _log_weights(
         self, model, guide, args, kwargs, differentiable: bool, traces=None
     ) -> tuple[torch.Tensor, Any]:
-        """The ``(k, B)`` log-weights, each site scaled relative to the data scale, and that scale;
-        of the ``(model_trace, guide_trace)`` of :meth:`_get_trace` given as ``traces``, or of
-        fresh ones."""
+        """The ``(k, B)`` log-weights, each site scaled relative to the data scale, and that scale; of the
+        ``(model_trace, guide_trace)`` of :meth:`_get_trace` given as ``traces``, or of fresh ones."""
         model_trace, guide_trace = traces or self._get_trace(model, guide, args, kwargs)
         pair = self._pair
         scale, shape = data_scale(model_trace), self._shape(model_trace)
@@ -150,12 +147,9 @@ class IWAE(DifferentiableELBO):
         return log_w, scale
 
     def _guide_log_density(self, guide, guide_trace, values, args, kwargs, scale, shape) -> torch.Tensor:
-        """:math:`\\log q` at the latent ``values``, with the parameters of the traced guide run.
-
-        Where other values than the traced ones are asked of a guide with several latent sites,
-        a later site's distribution may depend on earlier latents, so the guide is run again with
-        the values replayed; with one latent site its traced distribution is evaluated at them.
-        """
+        """:math:`\\log q` at the latent ``values``, with the parameters of the traced guide run: its traced
+        distributions, or, for other values of a guide with several latent sites (where a later site's
+        distribution may depend on earlier latents), those of the guide run again on the values."""
         pair = self._pair
         if len(values) > 1 and any(v is not guide_trace.nodes[n]["value"] for n, v in values.items()):
             guide_trace = pair.replay(guide, values, guide_trace, args, kwargs, self.num_particles)
@@ -218,10 +212,9 @@ class STL(IWAE):
               - \nabla_z \log q_\phi(z_i \mid x)\big)\, \frac{\partial z_i}{\partial\phi}.
 
     The score term dropped, :math:`\mathbb{E}_q[\nabla_\phi \log q_\phi] = 0`, has zero mean, so for
-    :math:`k = 1` the estimator is unbiased, and it is exactly zero when :math:`q` is the exact
-    posterior (:math:`\log p(x, z) - \log q(z \mid x) = \log p(x)` for every :math:`z`). For
-    :math:`k > 1` it is biased (Tucker et al. 2018); :class:`DReG` is the unbiased correction. The
-    model's gradient is :class:`IWAE`'s.
+    :math:`k = 1` the estimator is unbiased, and it is exactly zero when :math:`q` is the exact posterior
+    (:math:`\log p(x, z) - \log q(z \mid x) = \log p(x)` for every :math:`z`). For :math:`k > 1` it is biased
+    (Tucker et al. 2018); :class:`DReG` is the unbiased correction. The model's gradient is :class:`IWAE`'s.
 
     The stop-gradient is generic: the surrogate uses :math:`\log q_\phi(z) - \log q_\phi(\bar z)`
     (:math:`\bar z` the detached samples, the guide re-run on them where it has several latent sites),
@@ -321,9 +314,8 @@ class PIWAE(MIWAE):
               \nabla_\phi = \nabla_\phi \mathcal L_{M,K}(x_n)
               = \frac1M \sum_{m,k} \tilde w_{m,k}\, \nabla_\phi \log w_{m,k},
 
-    :math:`\tilde w_{m,k}` normalized within group :math:`m`: the model gets the tighter bound's
-    gradient (whose SNR grows as :math:`O(\sqrt{MK})`), the guide the gradient whose SNR does not
-    fall with :math:`M`.
+    :math:`\tilde w_{m,k}` normalized within group :math:`m`: the model gets the tighter bound's gradient
+    (whose SNR grows as :math:`O(\sqrt{MK})`), the guide the gradient whose SNR does not fall with :math:`M`.
 
     **One backward pass.** The latents are reparameterized, :math:`z_i = z(\epsilon_i, \phi)`, so
     :math:`\theta` enters :math:`\log w_i` only through :math:`\log p_\theta(x_n, z_i)`, and
@@ -335,20 +327,18 @@ class PIWAE(MIWAE):
 
     .. math:: S(x_n) = \mathcal L_{MK}(\ell) + \big(\mathcal L_{M,K}(\log w) - \mathcal L_{M,K}(\ell)\big),
 
-    :math:`\mathcal L_{MK}` the IWAE-:math:`MK` bound of :class:`IWAE`. Its value is the
-    IWAE-:math:`MK` bound (:math:`\ell = \log w` in value: the bracket is exactly zero). Its
-    :math:`\phi`-gradient is :math:`\nabla_\phi \mathcal L_{M,K}(\log w)`, MIWAE's, since
-    :math:`\ell` carries none. Its :math:`\theta`-gradient is :math:`\sum_i \tilde w_i
-    \nabla_\theta t_i` from the first term, plus :math:`\frac1M \sum_{m,k} \tilde w_{m,k}
-    (\nabla_\theta \log w_{m,k} - \nabla_\theta t_{m,k}) = 0` from the bracket: IWAE's (to
-    rounding, as two equal terms cancel). No split of the parameters into the model's and the
-    guide's is needed; a parameter that both use gets the IWAE weights on its direct part in
+    :math:`\mathcal L_{MK}` the IWAE-:math:`MK` bound of :class:`IWAE`. Its value is the IWAE-:math:`MK` bound
+    (:math:`\ell = \log w` in value: the bracket is exactly zero). Its :math:`\phi`-gradient is
+    :math:`\nabla_\phi \mathcal L_{M,K}(\log w)`, MIWAE's, since :math:`\ell` carries none. Its
+    :math:`\theta`-gradient is :math:`\sum_i \tilde w_i \nabla_\theta t_i` from the first term, plus
+    :math:`\frac1M \sum_{m,k} \tilde w_{m,k} (\nabla_\theta \log w_{m,k} - \nabla_\theta t_{m,k}) = 0` from
+    the bracket: IWAE's (to rounding, as two equal terms cancel). No split of the parameters into the model's
+    and the guide's is needed; a parameter that both use gets the IWAE weights on its direct part in
     :math:`\log p` and the MIWAE weights on the rest. The cost is one more model pass.
 
-    ``loss`` and ``differentiable_loss`` return the negative IWAE-:math:`MK` bound, :math:`-s
-    \sum_n \mathcal L_{MK}(x_n)`, the tighter of the two, which the model is trained on
-    (:class:`MIWAE`'s loss is the MIWAE bound of the same draws). Site scales and requirements are
-    those of :class:`IWAE`.
+    ``loss`` and ``differentiable_loss`` return the negative IWAE-:math:`MK` bound, :math:`-s \sum_n
+    \mathcal L_{MK}(x_n)`, the tighter of the two (:class:`MIWAE`'s loss is the MIWAE bound of the same
+    draws). Site scales and requirements are those of :class:`IWAE`.
 
     :param int k: the number of particles :math:`K` per group of the guide's bound (default 8).
     :param int m: the number of groups :math:`M` (default 8, the PIWAE(8, 8) of Rainforth et al.).

@@ -62,16 +62,14 @@ def estimator(name: str | ELBO, **kwargs) -> ELBO:
             f"or a pyro.infer.ELBO instance; got {name!r}"
         )
     name, options = parse_spec(name)
-    twice = sorted(set(options) & set(kwargs))
-    if twice:
+    if twice := sorted(set(options) & set(kwargs)):
         raise ConfigError(f"estimator option {', '.join(twice)} is given both in the name and as keyword")
     kwargs = {**options, **kwargs}
     if name not in ESTIMATORS:
         raise unknown_name("estimator", name, ESTIMATORS)
     factory, accepted = ESTIMATORS[name]
     accepted = (*accepted, "beta")
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
+    if unknown := sorted(set(kwargs) - set(accepted)):
         raise ConfigError(
             f"estimator {name!r} takes no option {', '.join(unknown)}; it accepts: {', '.join(accepted)}"
         )

@@ -35,8 +35,8 @@ class RWS(DetachedIWAE):
       the gradient of the *inclusive* KL divergence (mass-covering, unlike the ELBO's exclusive
       :math:`\mathrm{KL}(q \| p)`), biased for finite :math:`k` and consistent as :math:`k \to \infty`.
       At :math:`q = p(z \mid x)` every :math:`\tilde w_i = 1/k` and the update is the mean score,
-      zero in expectation. Le et al. found wake-φ without the sleep-φ phase the better guide update;
-      it is the one here.
+      zero in expectation. Le et al. found wake-φ without the sleep-φ phase (which Pyro's
+      ``insomnia < 1`` adds) the better guide update; it is the one here.
 
     ``differentiable_loss`` is, per data point, the surrogate
 
@@ -44,27 +44,22 @@ class RWS(DetachedIWAE):
               + \log q_\phi(\bar z_i \mid x)\big)
 
     (:math:`\mathrm{sg}` the stop-gradient, :math:`\bar z_i` the detached latents) times the data scale
-    :math:`s`: :math:`\theta` appears only in :math:`\log p`, :math:`\phi` only in :math:`\log q`, so
-    one backward pass gives both gradients (a parameter in both, such as the encoder behind a
-    VampPrior, gets their sum). An optimizer *minimizing* it moves :math:`\theta` up the IWAE
-    bound and :math:`\phi` along :math:`+\sum_i \tilde w_i \nabla_\phi \log q_\phi(z_i \mid x)`, an
-    estimate of :math:`-\nabla_\phi \mathrm{KL}(p \| q)`: it raises the weighted log-likelihood of
-    the guide at the posterior's (reweighted) draws, moving :math:`q` toward the posterior. The value
-    of ``differentiable_loss`` and ``loss`` is the negative IWAE-:math:`k` bound :math:`-s \sum_n
-    \hat{\mathcal L}_k(x_n)` on the same draws (the surrogate's own value means nothing), so training
-    curves compare with :class:`IWAE`'s.
+    :math:`s`: :math:`\theta` appears only in :math:`\log p`, :math:`\phi` only in :math:`\log q`, so one
+    backward pass gives both gradients (a parameter in both, such as the encoder behind a VampPrior, gets
+    their sum). Minimizing it moves :math:`\theta` up the IWAE bound and :math:`\phi` down the inclusive KL:
+    it raises the guide's weighted log-likelihood at the posterior's (reweighted) draws, moving :math:`q`
+    toward the posterior. The value of ``differentiable_loss`` and ``loss`` is the negative IWAE-:math:`k`
+    bound :math:`-s \sum_n \hat{\mathcal L}_k(x_n)` on the same draws (the surrogate's own value means
+    nothing), so training curves compare with :class:`IWAE`'s.
 
-    Every latent is a constant, so the guide may sample discrete latents (not enumerate them). Site
-    scales act as in :class:`DetachedIWAE`: wake-θ is the gradient of the β-weighted bound, and
+    Site scales act as in :class:`DetachedIWAE`: wake-θ is the gradient of the β-weighted bound, and
     wake-φ weighs the unscaled :math:`\log q` by the β-weights.
 
-    Pyro's :class:`~pyro.infer.ReweightedWakeSleep` (whose latents are detached too) returns two
-    losses, θ's and φ's, from ``loss`` and ``loss_and_grads`` and has no ``differentiable_loss``, so
-    no ``ELBO(model, guide)`` module, data-parallel wrapper or :func:`~pyrovae.fit` can use it; and
-    it sums the log-weights over the whole batch before normalizing them (one weight per particle
-    for the minibatch, without minibatch scaling). This estimator keeps one weight per particle and
-    data point and has one loss, the negative bound, whose gradient is both updates. It has no
-    sleep-φ phase (Pyro's ``insomnia < 1``).
+    Pyro's :class:`~pyro.infer.ReweightedWakeSleep` (whose latents are detached too) returns two losses, θ's
+    and φ's, from ``loss`` and ``loss_and_grads`` and has no ``differentiable_loss``, so no
+    ``ELBO(model, guide)`` module, data-parallel wrapper or :func:`~pyrovae.fit` can use it; and it sums the
+    log-weights over the whole batch before normalizing them (one weight per particle for the minibatch,
+    without minibatch scaling).
 
     :param int k: the number of particles per data point, at least 2 (with one, every weight is 1
         and the guide's update has expectation zero).

@@ -45,17 +45,13 @@ class VIMCO(DetachedIWAE):
     .. math:: -\Big[\hat{\mathcal L} + \sum_i \mathrm{sg}\big(\hat{\mathcal L} - \hat{\mathcal L}_{-i}\big)
               \big(\log q_\phi(z_i \mid x) - \mathrm{sg}(\log q_\phi(z_i \mid x))\big)\Big]
 
-    (:math:`\mathrm{sg}` the stop-gradient, the latents detached throughout), times the data scale
-    :math:`s`, whose value is the negative bound :math:`-s \sum_n \hat{\mathcal L}(x_n)` (also
-    ``loss``). The model's gradient :math:`\sum_i \tilde w_i \nabla_\theta \log p_\theta(x, z_i)` is
-    :class:`IWAE`'s.
+    (:math:`\mathrm{sg}` the stop-gradient, the latents detached throughout), times the data scale :math:`s`,
+    whose value is the negative bound :math:`-s \sum_n \hat{\mathcal L}(x_n)` (also ``loss``). The model's
+    gradient :math:`\sum_i \tilde w_i \nabla_\theta \log p_\theta(x, z_i)` is :class:`IWAE`'s.
 
-    Every latent is treated as a constant, discrete or continuous: VIMCO is a score-function
-    estimator, so the guide may sample Bernoulli or Categorical latents (not enumerated); a
-    reparameterizable latent is also differentiated through its score only, which is the estimator
-    of Mnih & Rezende but not the lower-variance pathwise one of :class:`IWAE` or :class:`DReG`.
-    Site scales (minibatch scale, KL annealing) act as in :class:`DetachedIWAE`; the score terms
-    use the unscaled :math:`\log q`. The baselines take :math:`O(k^2)` memory per data point.
+    Latents and site scales are as in :class:`DetachedIWAE`: a reparameterizable latent too is differentiated
+    through its score only (Mnih & Rezende's estimator), not pathwise as by :class:`IWAE` or :class:`DReG`,
+    whose gradients have lower variance. The baselines take :math:`O(k^2)` memory per data point.
 
     :param int k: the number of particles per data point, at least 2 (a leave-one-out baseline
         needs another particle).

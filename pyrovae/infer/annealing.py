@@ -1,8 +1,7 @@
 r"""Annealed importance sampling of :math:`\log p(x)`, per data point, with HMC transitions.
 
-For a data point :math:`x` let :math:`f_0(z)` be a normalized starting density, the guide
-:math:`q(z \mid x)` or the prior :math:`p(z)`, and :math:`f_T(z) = p(x, z)`, whose normalizer is
-:math:`p(x)`. The geometric path
+For a data point :math:`x` let :math:`f_0(z)` be a normalized starting density, the guide :math:`q(z \mid x)`
+or the prior :math:`p(z)`, and :math:`f_T(z) = p(x, z)`, whose normalizer is :math:`p(x)`. The geometric path
 
 .. math:: f_t(z) = f_0(z)^{1 - \beta_t} f_T(z)^{\beta_t}, \qquad
           0 = \beta_0 < \beta_1 < \dots < \beta_T = 1,
@@ -42,23 +41,21 @@ probabilistic PCA from a mean-field guide we measured :math:`\mathbb E[w]/p(x) =
 with one chain per data point and 50 steps, so that the "lower bound" exceeded :math:`\log p(x)`,
 and :math:`0.986 \pm 0.0015` with two chains and 100 steps; the bias shrinks as :math:`K` grows).
 
-So when the step sizes are adapted, a *pilot* of :math:`P = \max(1, \lfloor K/4 \rfloor)` chains
-per data point, drawn from :math:`f_0` independently of the :math:`K` chains of the estimate, runs
-along the path with the adaptation and records the step sizes
-:math:`\epsilon_1, \dots, \epsilon_{T-1}` of its transitions; the :math:`K` chains then follow that
-schedule, fixed. Given the schedule their kernels are fixed, and the schedule is independent of
-them, so :math:`\mathbb E[w] = p(x)`. In reverse the pilot must not start from the exact posterior
-draws that the reverse chains start from: it runs forward from :math:`f_0`, then back from where it
-ended, adapting afresh from the initial step size, and the reverse chains follow the schedule of
-its way back, for which :math:`\mathbb E[w] = 1/p(x)`. (As forward, the step sizes are still on
-their way from the initial value where the chains start in equilibrium; following the forward
-schedule backwards instead left the least adapted step sizes near :math:`f_0`, where the reverse
-chains lag most, and raised the spread of the upper bounds by 60% in a test on PPCA.) The pilot
-adds :math:`P/K` of the computation forward, :math:`2P/K` in reverse: a quarter and a half for
-:math:`K \ge 4`. In time it adds more on models too small to fill the hardware, whose annealing
-steps cost mostly the fixed price of tracing the model: 200 steps of 256 chains on a 6-dimensional
-PPCA took 1.5 times as long forward and 2.1 times in reverse, 50 steps of 16 chains on a 784-200-50
-VAE 1.25 times as long forward (on two CPU cores).
+So when the step sizes are adapted, a *pilot* of :math:`P = \max(1, \lfloor K/4 \rfloor)` chains per data
+point, drawn from :math:`f_0` independently of the :math:`K` chains of the estimate, runs along the path with
+the adaptation and records the step sizes :math:`\epsilon_1, \dots, \epsilon_{T-1}` of its transitions; the
+:math:`K` chains then follow that schedule, fixed. Given the schedule their kernels are fixed, and the
+schedule is independent of them, so :math:`\mathbb E[w] = p(x)`. In reverse the pilot must not start from the
+exact posterior draws that the reverse chains start from: it runs forward from :math:`f_0`, then back from
+where it ended, adapting afresh from the initial step size, and the reverse chains follow the schedule of its
+way back, for which :math:`\mathbb E[w] = 1/p(x)`. (As forward, the step sizes are still on their way from the
+initial value where the chains start in equilibrium; following the forward schedule backwards instead left the
+least adapted step sizes near :math:`f_0`, where the reverse chains lag most, and raised the spread of the
+upper bounds by 60% in a test on PPCA.) The pilot adds :math:`P/K` of the computation forward, :math:`2P/K` in
+reverse: a quarter and a half for :math:`K \ge 4`. In time it adds more on models too small to fill the
+hardware, whose annealing steps cost mostly the fixed price of tracing the model: 200 steps of 256 chains on a
+6-dimensional PPCA took 1.5 times as long forward and 2.1 times in reverse, 50 steps of 16 chains on a
+784-200-50 VAE 1.25 times as long forward (on two CPU cores).
 
 References:
 
@@ -109,8 +106,7 @@ _TARGET_ROWS = 8192
 
 
 def annealing_schedule(name: str | Sequence[float], num_steps: int) -> torch.Tensor:
-    r"""The inverse temperatures :math:`0 = \beta_0 < \dots < \beta_T = 1`, float64, length
-    ``num_steps + 1``.
+    r"""The inverse temperatures :math:`0 = \beta_0 < \dots < \beta_T = 1`, float64, length ``num_steps + 1``.
 
     ``"linear"``: :math:`\beta_t = t/T`. ``"sigmoid"``: :math:`\tilde\beta_t = \sigma(\delta(2t/T
     - 1))` with :math:`\delta = 4`, rescaled to run from 0 to 1 (Grosse et al. 2015), which spends

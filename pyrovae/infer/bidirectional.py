@@ -1,12 +1,11 @@
 r"""Bidirectional Monte Carlo: a sandwich of :math:`\log p(x)` on data simulated from the model.
 
-For :math:`(z, x) \sim p(z)\,p(x \mid z)`, :math:`z` is an exact draw from the posterior
-:math:`p(z \mid x)`. Forward AIS from :math:`f_0` to the posterior gives weights with
-:math:`\mathbb E[w] = p(x)`, hence a stochastic lower bound :math:`\log\frac1K\sum_k w_k`;
-reverse AIS, started at the simulated :math:`z` and annealed back to :math:`f_0`, gives weights
-with :math:`\mathbb E[w] = 1/p(x)`, hence a stochastic upper bound :math:`-\log\frac1K\sum_k w_k`
-(Grosse, Ghahramani & Adams 2015). Both tighten as the number of annealing steps grows; the gap
-between them bounds the error of either, and so of forward AIS on real data with the same
+For :math:`(z, x) \sim p(z)\,p(x \mid z)`, :math:`z` is an exact draw from the posterior :math:`p(z \mid x)`.
+Forward AIS from :math:`f_0` to the posterior gives weights with :math:`\mathbb E[w] = p(x)`, hence a
+stochastic lower bound :math:`\log\frac1K\sum_k w_k`; reverse AIS, started at the simulated :math:`z` and
+annealed back to :math:`f_0`, gives weights with :math:`\mathbb E[w] = 1/p(x)`, hence a stochastic upper bound
+:math:`-\log\frac1K\sum_k w_k` (Grosse, Ghahramani & Adams 2015). Both tighten as the number of annealing
+steps grows; the gap between them bounds the error of either, and so of forward AIS on real data with the same
 settings (Wu et al. 2017), as far as the simulated data resemble the real data.
 
 References:
@@ -193,10 +192,9 @@ def bdmc(
         stream derived from it, seeded per data chunk as in :func:`~pyrovae.ais`); the caller's random
         state is restored afterwards.
     :param bool progress: show progress bars.
-    :param ais_kwargs: options of :func:`~pyrovae.ais`: ``num_steps``, ``num_chains``,
-        ``schedule``, ``leapfrog_steps``, ``start``, ``model_args``, ``model_kwargs``, ...;
-        ``device`` is where the data are simulated too (default: the model's device). The
-        simulated data come back on the CPU.
+    :param ais_kwargs: options of :func:`~pyrovae.ais`: ``num_steps``, ``num_chains``, ``schedule``,
+        ``leapfrog_steps``, ``start``, ``model_args``, ``model_kwargs``, ...; ``device`` is where the data are
+        simulated too (default: the model's device). The simulated data come back on the CPU.
     :rtype: BDMC
     """
     check_options(("seed",), num_data=num_data, seed=seed)

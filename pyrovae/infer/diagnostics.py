@@ -33,9 +33,8 @@ def reduce_log_weights(log_weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
     With normalized weights :math:`\bar w_k = w_k / \sum_j w_j` it returns, in float64:
 
     - ``log_px``: :math:`\log \frac1K \sum_k w_k`, computed with ``logsumexp``;
-    - ``log_px_se``: the delta-method standard error of ``log_px``,
-      :math:`\sqrt{\widehat{\mathrm{Var}}(w) / K} \,/\, \bar{w}
-      = \sqrt{(K \sum_k \bar w_k^2 - 1) / (K - 1)}` (NaN for :math:`K = 1`);
+    - ``log_px_se``: the delta-method standard error of ``log_px``, :math:`\sqrt{\widehat{\mathrm{Var}}(w) /
+      K} \,/\, \bar{w} = \sqrt{(K \sum_k \bar w_k^2 - 1) / (K - 1)}` (NaN for :math:`K = 1`);
     - ``ess``: Kong's effective sample size :math:`1 / \sum_k \bar w_k^2` (Kong 1992; Owen 2013);
     - ``khat``: the Pareto-smoothed importance sampling shape estimate :math:`\hat k`
       (Vehtari et al. 2024), from :func:`arviz.psislw` with ``reff=1`` (``inf`` when the tail

@@ -10,17 +10,15 @@ and the estimate
 
 .. math:: \widehat{\log p}(x_n) = \log \frac{1}{K} \sum_{k=1}^K w_k(x_n),
 
-the IWAE-:math:`K` bound of Burda, Grosse & Salakhutdinov (2015). It is a stochastic lower
-bound (Jensen) whose bias vanishes as :math:`K \to \infty`. Unlike Pyro's
-:class:`~pyro.infer.RenyiELBO` and :func:`~pyro.infer.importance.vectorized_importance_weights`,
-which sum the log-weights over every plate, the data-plate dimension is kept: one weight per
-particle *and per data point*.
+the IWAE-:math:`K` bound of Burda, Grosse & Salakhutdinov (2015). It is a stochastic lower bound (Jensen)
+whose bias vanishes as :math:`K \to \infty`. Unlike Pyro's :class:`~pyro.infer.RenyiELBO` and
+:func:`~pyro.infer.importance.vectorized_importance_weights`, which sum the log-weights over every plate, the
+data-plate dimension is kept: one weight per particle *and per data point*.
 
-**Enumerated discrete latents.** A discrete latent :math:`y` that the guide marks
-``infer={"enumerate": "parallel"}`` (the label of :class:`~pyrovae.SSVAE`) is summed out: for
-each particle :math:`k`, every value :math:`y` gets its own draw :math:`z_k^{(y)} \sim q(z \mid
-x, y)`, all values in parallel (Pyro's :func:`~pyro.poutine.enum`, at dims left of the particle
-plate), and the weight is
+**Enumerated discrete latents.** A discrete latent :math:`y` that the guide marks ``infer={"enumerate":
+"parallel"}`` (the label of :class:`~pyrovae.SSVAE`) is summed out: for each particle :math:`k`, every value
+:math:`y` gets its own draw :math:`z_k^{(y)} \sim q(z \mid x, y)`, all values in parallel (Pyro's
+:func:`~pyro.poutine.enum`, at dims left of the particle plate), and the weight is
 
 .. math:: w_k = \sum_y q(y \mid x)\, \frac{p(x, y, z_k^{(y)})}{q(y \mid x)\, q(z_k^{(y)} \mid x, y)}
           = \sum_y \frac{p(x, y, z_k^{(y)})}{q(z_k^{(y)} \mid x, y)},
@@ -150,9 +148,8 @@ class LogLikelihood(PerDatapoint):
     def from_log_weights(
         cls, log_weights: torch.Tensor, chunk: int | None = None, elapsed: float = 0.0
     ) -> LogLikelihood:
-        """Reduce an ``(N, K)`` matrix of log-weights with :func:`reduce_log_weights`, ``chunk``
-        rows at a time (all at once if ``None``). The result keeps ``log_weights`` (detached, on
-        the CPU)."""
+        """Reduce an ``(N, K)`` matrix of log-weights with :func:`reduce_log_weights`, ``chunk`` rows at a
+        time (all at once if ``None``). The result keeps ``log_weights`` (detached, on the CPU)."""
         if log_weights.dim() != 2:
             raise DataError(f"log-weights must have shape (N, K), got {tuple(log_weights.shape)}")
         n = log_weights.shape[0]
@@ -233,14 +230,13 @@ class LogLikelihood(PerDatapoint):
 class LogWeights:
     """The ``K`` log-weights of every data point of a pair, with the chunk sizes memory allows.
 
-    It probes the pair on one data point (:class:`~pyrovae.infer.pair.Pair`), derives how many data
-    points and particles one chunk may hold from ``max_memory`` and the tensor sizes of the probe,
-    and makes the :class:`~pyrovae.infer.Sweep` over the data with that chunk size; its
-    :meth:`__call__` is the per-chunk function of that sweep: the ``(hi - lo, K)`` log-weights of
-    a chunk (on the device), drawn ``particle_batch_size`` particles at a time, and, when the
-    analytic-KL ELBO was requested and is available, the ``(hi - lo, K)`` single-sample terms
-    :math:`\\log p(x \\mid z_k) - \\mathrm{KL}(q \\| p)` (else ``None``). Options as for
-    :func:`log_likelihood`; ``desc`` labels the progress bar.
+    It probes the pair on one data point (:class:`~pyrovae.infer.pair.Pair`), derives how many data points and
+    particles one chunk may hold from ``max_memory`` and the tensor sizes of the probe, and makes the
+    :class:`~pyrovae.infer.Sweep` over the data with that chunk size; its :meth:`__call__` is the per-chunk
+    function of that sweep: the ``(hi - lo, K)`` log-weights of a chunk (on the device), drawn
+    ``particle_batch_size`` particles at a time, and, when the analytic-KL ELBO was requested and is
+    available, the ``(hi - lo, K)`` single-sample terms :math:`\\log p(x \\mid z_k) - \\mathrm{KL}(q \\| p)`
+    (else ``None``). Options as for :func:`log_likelihood`; ``desc`` labels the progress bar.
     """
 
     def __init__(
@@ -262,14 +258,8 @@ class LogWeights:
         progress: bool = False,
         desc: str = "log p(x)",
     ):
-        check_options(
-            ("batch_size", "max_memory", "seed"),
-            num_samples=num_samples,
-            batch_size=batch_size,
-            particle_batch_size=particle_batch_size,
-            max_memory=max_memory,
-            seed=seed,
-        )
+        sizes = dict(batch_size=batch_size, particle_batch_size=particle_batch_size, max_memory=max_memory)
+        check_options(("batch_size", "max_memory", "seed"), num_samples=num_samples, seed=seed, **sizes)
         self.model, self.guide, self.num_samples = model, guide, num_samples
         source = DataSource(data)
         placement = dict(
@@ -376,26 +366,24 @@ def log_likelihood(
 ) -> LogLikelihood:
     r"""Estimate :math:`\log p(x_n)` of every data point by importance sampling from the guide.
 
-    For each data point :math:`x_n`, ``num_samples`` = :math:`K` draws :math:`z_k \sim q(\cdot
-    \mid x_n)` give log-weights :math:`\log w_k = \log p(x_n, z_k) - \log q(z_k \mid x_n)` and
-    the IWAE-:math:`K` estimate :math:`\log \frac1K \sum_k w_k` (Burda et al. 2015), a lower
-    bound in expectation that tightens as :math:`K` grows, with its delta-method standard error,
-    Kong's effective sample size and the PSIS :math:`\hat k` diagnostic (Vehtari et al. 2024):
-    above 0.7 the guide's tails are too light for the estimate to be trusted (Yao et al. 2018).
-    The particles are traced by :class:`~pyrovae.infer.pair.Pair` (every sample site inside the
-    data plate; site scales ignored, masks applied: nats per data point) and the data swept by
-    :class:`~pyrovae.infer.Sweep`: chunks seeded by their first index on the model's device,
-    sharded under ``torchrun`` and gathered in input order on every rank (the one-process
-    result, :math:`W` times faster); the result comes back on the CPU. Memory is bounded by
-    ``max_memory``, from which the chunk sizes are derived (see :class:`LogWeights`).
+    For each data point :math:`x_n`, ``num_samples`` = :math:`K` draws :math:`z_k \sim q(\cdot \mid x_n)` give
+    log-weights :math:`\log w_k = \log p(x_n, z_k) - \log q(z_k \mid x_n)` and the IWAE-:math:`K` estimate
+    :math:`\log \frac1K \sum_k w_k` (Burda et al. 2015), a lower bound in expectation that tightens as
+    :math:`K` grows, with its delta-method standard error, Kong's effective sample size and the PSIS
+    :math:`\hat k` diagnostic (Vehtari et al. 2024): above 0.7 the guide's tails are too light for the
+    estimate to be trusted (Yao et al. 2018). The particles are traced by :class:`~pyrovae.infer.pair.Pair`
+    (every sample site inside the data plate; site scales ignored, masks applied: nats per data point) and the
+    data swept by :class:`~pyrovae.infer.Sweep`: chunks seeded by their first index on the model's device,
+    sharded under ``torchrun`` and gathered in input order on every rank (the one-process result, :math:`W`
+    times faster); the result comes back on the CPU. Memory is bounded by ``max_memory``, from which the chunk
+    sizes are derived (see :class:`LogWeights`).
 
     :param callable model: model ``model(*data, *model_args, **model_kwargs)``.
     :param callable guide: guide with the same signature.
-    :param data: a tensor of shape ``(N, ...)``; a tuple of tensors sharing the leading ``N``
-        (passed positionally, e.g. several observed sites, or data and a condition); or any
-        data set, every column passed (see :class:`~pyrovae.data.DataSource`). Boolean and
-        ``uint8`` tensors are cast to the default float dtype; the computation runs in the data's
-        (and model's) dtype.
+    :param data: a tensor of shape ``(N, ...)``; a tuple of tensors sharing the leading ``N`` (passed
+        positionally, e.g. several observed sites, or data and a condition); or any data set, every column
+        passed (see :class:`~pyrovae.data.DataSource`). Boolean and ``uint8`` tensors are cast to the default
+        float dtype; the computation runs in the data's (and model's) dtype.
     :param int num_samples: :math:`K`, importance samples per data point.
     :param str data_plate: name of the data plate (default: found, see
         :func:`~pyrovae.infer.pair.find_data_plate`).

@@ -5,9 +5,8 @@ From :math:`K` importance log-weights :math:`\log w_k = \log p(x, z_k) - \log q(
 
 .. math:: \mathcal{L}_k(x) = \mathbb{E}\Big[\log \frac1k \sum_{i=1}^k w_i\Big]
 
-is estimated for each :math:`k` in a list by averaging :math:`\log \frac1k \sum_i w_i` over the
-:math:`\lfloor K/k \rfloor` disjoint groups of :math:`k` draws. :math:`\mathcal L_1` is the
-ELBO, and in expectation
+is estimated for each :math:`k` in a list by averaging :math:`\log \frac1k \sum_i w_i` over the :math:`\lfloor
+K/k \rfloor` disjoint groups of :math:`k` draws. :math:`\mathcal L_1` is the ELBO, and in expectation
 
 .. math:: \mathrm{ELBO} = \mathcal{L}_1 \le \mathcal{L}_k \le \mathcal{L}_{k+1} \le \log p(x).
 
@@ -95,12 +94,11 @@ def _row_name(k: int) -> str:
 def iwae_bounds(log_weights: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
     r"""Estimates of the IWAE-:math:`k` bounds from a ``(B, K)`` block of log-weights.
 
-    For each :math:`k` the first :math:`g k` draws, :math:`g = \lfloor K/k \rfloor`, are split
-    into :math:`g` disjoint groups and the estimate is the mean over groups of
-    :math:`\log \frac1k \sum_{i \in \text{group}} w_i`. When each :math:`k` divides the next
-    and :math:`K`, the groups are nested and, by Jensen's inequality group by group, the
-    estimates are nondecreasing in :math:`k` for every data point, not only in expectation.
-    Returns a float64 ``(B, len(ks))`` tensor.
+    For each :math:`k` the first :math:`g k` draws, :math:`g = \lfloor K/k \rfloor`, are split into :math:`g`
+    disjoint groups and the estimate is the mean over groups of :math:`\log \frac1k \sum_{i \in \text{group}}
+    w_i`. When each :math:`k` divides the next and :math:`K`, the groups are nested and, by Jensen's
+    inequality group by group, the estimates are nondecreasing in :math:`k` for every data point, not only in
+    expectation. Returns a float64 ``(B, len(ks))`` tensor.
     """
     lw = log_weights.detach().to(device="cpu", dtype=torch.float64)
     batch, num_samples = lw.shape
@@ -316,12 +314,11 @@ def bounds(
     whole), the analytic-KL ELBO when ``analytic_kl`` and available, and the diagnostics of the
     IWAE-:math:`K` estimate (kept as :attr:`Bounds.log_likelihood`).
 
-    The analytic-KL row averages :math:`\log p(x \mid z_k) - \sum_{\text{latents}}
-    \mathrm{KL}(q \,\|\, p)` over the same :math:`K` draws, with KLs from
-    :func:`torch.distributions.kl_divergence`. As for Pyro's
-    :class:`~pyro.infer.TraceMeanField_ELBO`, it is correct when the guide is mean-field with
-    respect to the model (checked as Pyro does, by the order of the latent sites); when that
-    check fails or some latent has no registered KL, the row is omitted with a note.
+    The analytic-KL row averages :math:`\log p(x \mid z_k) - \sum_{\text{latents}} \mathrm{KL}(q \,\|\, p)`
+    over the same :math:`K` draws, with KLs from :func:`torch.distributions.kl_divergence`. As for Pyro's
+    :class:`~pyro.infer.TraceMeanField_ELBO`, it is correct when the guide is mean-field with respect to the
+    model (checked as Pyro does, by the order of the latent sites); when that check fails or some latent has
+    no registered KL, the row is omitted with a note.
 
     :param model: the model, as for :func:`~pyrovae.infer.importance.log_likelihood`.
     :param guide: the guide.

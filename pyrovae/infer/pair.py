@@ -7,20 +7,18 @@ and does the same with it:
    outer plate of :math:`K` particles at dim ``-(max_plate_nesting + 1)``, as Pyro's
    :class:`~pyro.infer.RenyiELBO` vectorizes its particles. Sites the guide or model marks
    ``infer={"enumerate": "parallel"}`` are enumerated at the dims left of the particle plate.
-2. **Check** the pair (:func:`check_pair`): every sample site lies in the *data plate*, the plate
-   every observed site shares (:func:`find_data_plate`; named ``"data"`` by convention), whose
-   size is the number of data points passed in; the guide proposes every latent of the model and
-   nothing else; enumeration is parallel; for reparameterized estimators, every latent of the
-   guide has ``rsample``.
+2. **Check** the pair (:func:`check_pair`): every sample site lies in the *data plate*, the plate every
+   observed site shares (:func:`find_data_plate`; named ``"data"`` by convention), whose size is the number of
+   data points passed in; the guide proposes every latent of the model and nothing else; enumeration is
+   parallel; for reparameterized estimators, every latent of the guide has ``rsample``.
 3. **Reduce** the per-site log-densities to one log-weight per particle *and per data point*
    (:func:`log_weights`),
 
    .. math:: \log w_k(x_n) = \log p(x_n, z_{k}) - \log q(z_{k} \mid x_n),
 
-   each site's batch-shaped log-density summed over every dim but the particle and data dims.
-   An enumerated discrete latent :math:`y` is summed out, :math:`w_k = \sum_y p(x, y,
-   z_k^{(y)}) / q(z_k^{(y)} \mid x, y)`: the guide's :math:`q(y \mid x)` cancels (see
-   :mod:`pyrovae.infer.importance`).
+   each site's batch-shaped log-density summed over every dim but the particle and data dims. An enumerated
+   discrete latent :math:`y` is summed out, :math:`w_k = \sum_y p(x, y, z_k^{(y)}) / q(z_k^{(y)} \mid x, y)`:
+   the guide's :math:`q(y \mid x)` cancels (see :mod:`pyrovae.infer.importance`).
 
 :class:`Pair` probes a pair once on one data point and keeps what every chunk needs: the data
 plate, the plate nesting, the enumerated sites, and whether the analytic-KL ELBO applies. A new
@@ -134,9 +132,8 @@ def site_log_density(
 def reduce_site(
     lp, site: dict, particle_dim: int, data_plate: str, shape: tuple[int, int], *, enumerated: bool = False
 ) -> torch.Tensor:
-    """Sum ``lp``, a tensor in ``site``'s batch shape (a log-density, a KL divergence, a
-    log-Jacobian), over every dim but the particle and data dims, to ``shape``; ``enumerated`` as
-    for :func:`site_log_density`."""
+    """Sum ``lp``, a tensor in ``site``'s batch shape (a log-density, a KL divergence, a log-Jacobian), over
+    every dim but the particle and data dims, to ``shape``; ``enumerated`` as for :func:`site_log_density`."""
     if not torch.is_tensor(lp):
         lp = torch.as_tensor(float(lp))
     need = -particle_dim
@@ -203,10 +200,9 @@ def kl_divergence(q, p) -> torch.Tensor:
     """:func:`torch.distributions.kl_divergence` of ``q`` and ``p`` expanded to their common batch
     shape (raises :class:`NotImplementedError` where no closed form is registered).
 
-    A model site replayed against a guide's values is not expanded by the plates around it, so
-    its batch shape can lack the guide's particle dims; and some closed forms (Bernoulli's) index
-    with one distribution's parameters into a tensor shaped like the other's, which fails unless
-    the shapes agree."""
+    A model site replayed against a guide's values is not expanded by the plates around it, so its batch shape
+    can lack the guide's particle dims; and some closed forms (Bernoulli's) index with one distribution's
+    parameters into a tensor shaped like the other's, which fails unless the shapes agree."""
     if q.batch_shape != p.batch_shape:
         shape = torch.broadcast_shapes(q.batch_shape, p.batch_shape)
         try:
@@ -223,10 +219,9 @@ def _cuda_devices(args, kwargs) -> list[torch.device]:
 
 
 class Pair:
-    """A model/guide pair probed on the data ``args`` (of ``num_data`` data points, one by
-    default): checked (see :func:`check_pair`), its data plate and plate nesting found, its
-    enumerated sites listed; then traced once more with ``num_particles`` particles, to check that
-    it vectorizes.
+    """A model/guide pair probed on the data ``args`` (of ``num_data`` data points, one by default): checked
+    (see :func:`check_pair`), its data plate and plate nesting found, its enumerated sites listed; then traced
+    once more with ``num_particles`` particles, to check that it vectorizes.
 
     The probe runs under Pyro's validation, without gradients, and leaves the random state as it
     was. A pair that fails when its samples are vectorized in the particle plate, or whose guide
@@ -359,15 +354,9 @@ class Pair:
         self, args: tuple, kwargs: dict, num_particles: int, *, copy_latents: bool = False, replace=None
     ):
         """:func:`trace_pair` in this pair's particle plate."""
+        plate = (num_particles, self.particle_dim)
         return trace_pair(
-            self.model,
-            self.guide,
-            args,
-            kwargs,
-            num_particles,
-            self.particle_dim,
-            copy_latents=copy_latents,
-            replace=replace,
+            self.model, self.guide, args, kwargs, *plate, copy_latents=copy_latents, replace=replace
         )
 
     def particles(self, num_particles: int) -> pyro.plate:
@@ -387,15 +376,8 @@ class Pair:
 
     def log_weights(self, model_trace, guide_trace, shape: tuple[int, int], *, scale=None) -> torch.Tensor:
         """:func:`log_weights` of traces from :meth:`traces`."""
-        return log_weights(
-            model_trace,
-            guide_trace,
-            self.particle_dim,
-            self.data_plate,
-            shape,
-            scale=scale,
-            enumerated=bool(self.enumerated),
-        )
+        where = (self.particle_dim, self.data_plate, shape)
+        return log_weights(model_trace, guide_trace, *where, scale=scale, enumerated=bool(self.enumerated))
 
 
 def sweep_pair(

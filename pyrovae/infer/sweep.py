@@ -9,21 +9,19 @@ Every evaluation of pyrovae (:func:`~pyrovae.log_likelihood`, :func:`~pyrovae.bo
 2. deals the chunks out to the :math:`W` ranks of a distributed run in contiguous shares
    (:func:`pyrovae.distributed.shard`), with the chunk boundaries of the whole data set, so that a
    data point lands in the same chunk whatever :math:`W` is;
-3. runs the function on each of this rank's chunks, on the device, without gradients (unless
-   asked), with Pyro's validation off, and with the random state seeded from ``(seed, lo)``
-   alone, ``lo`` the chunk's first data point (:func:`pyrovae.distributed.derived_seed`): the
-   draws of a data point do not depend on the rank that makes them, nor on the chunks before it;
-   the caller's random state is restored afterwards;
+3. runs the function on each of this rank's chunks, on the device, without gradients (unless asked), with
+   Pyro's validation off, and with the random state seeded from ``(seed, lo)`` alone, ``lo`` the chunk's first
+   data point (:func:`pyrovae.distributed.derived_seed`): the draws of a data point do not depend on the rank
+   that makes them, nor on the chunks before it; the caller's random state is restored afterwards;
 4. shows one progress bar, on rank 0;
 5. moves each chunk's per-datapoint rows to the CPU, optionally reduces them in blocks of at
    least ``reduce_rows`` rows (to bound memory, or to amortize a reduction's fixed cost), and
    gathers every rank's blocks in input order, on every rank.
 
-The per-chunk function returns a tensor, or a tuple of tensors (or ``None``), each with one row
-per data point of the chunk; :meth:`Sweep.map` returns the same structure with :math:`N` rows.
-An exception on one rank ends the sweep on every rank: the failing rank raises it, the others a
-:class:`~pyrovae.errors.RankError` that names the rank and the error, so that no rank is left
-waiting in a collective.
+The per-chunk function returns a tensor, or a tuple of tensors (or ``None``), each with one row per data point
+of the chunk; :meth:`Sweep.map` returns the same structure with :math:`N` rows. An exception on one rank ends
+the sweep on every rank: the failing rank raises it, the others a :class:`~pyrovae.errors.RankError` that
+names the rank and the error, so that no rank is left waiting in a collective.
 """
 
 from __future__ import annotations

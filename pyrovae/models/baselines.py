@@ -8,35 +8,31 @@ depend on :math:`h_l` (Schulman et al. 2015):
 .. math:: \nabla_\phi \mathcal L \approx \big(c_l(x, h) - b_l(x)\big)\,
           \nabla_\phi \log q_\phi(h_l \mid \cdot),
 
-where subtracting a baseline :math:`b_l(x)` that does not depend on :math:`h_l` leaves the
-estimator unbiased and, the closer :math:`b_l(x)` is to :math:`\mathbb E[c_l \mid x]`, reduces its
-variance. :class:`InputBaseline` is NVIL's *input-dependent* baseline: a small network of
-:math:`x` alone, one output per latent site, fitted by Pyro to the downstream costs by least
-squares, :math:`\sum_n (c_{l,n} - b_l(x_n))^2` added to the surrogate loss (the baseline's
-parameters get no other gradient, and the model's and guide's none from it). A guide samples
-its latents inside ``with baseline.attach(x):``, which sets each site's Pyro option
-``infer["baseline"]["baseline_value"]``; every estimator but ``"tracegraph"`` ignores it.
+where subtracting a baseline :math:`b_l(x)` that does not depend on :math:`h_l` leaves the estimator unbiased
+and, the closer :math:`b_l(x)` is to :math:`\mathbb E[c_l \mid x]`, reduces its variance.
+:class:`InputBaseline` is NVIL's *input-dependent* baseline: a small network of :math:`x` alone, one output
+per latent site, fitted by Pyro to the downstream costs by least squares, :math:`\sum_n (c_{l,n} -
+b_l(x_n))^2` added to the surrogate loss (the baseline's parameters get no other gradient, and the model's and
+guide's none from it). A guide samples its latents inside ``with baseline.attach(x):``, which sets each site's
+Pyro option ``infer["baseline"]["baseline_value"]``; every estimator but ``"tracegraph"`` ignores it.
 
-The downstream costs are Pyro's, scaled like every log-density in the trace: under
-:func:`~pyrovae.fit`, :math:`N/B` times the per-datapoint costs (the minibatch scale). The
-baseline is therefore multiplied by the site's scale where it is attached
-(:class:`BaselineMessenger`), so that the network itself predicts per-datapoint costs, in nats,
-whatever the batch size. Its output starts at zero and learns the costs' level at the pace of the
-optimizer (for Adam at ``lr=1e-3``, some hundreds of steps for costs of some tens of nats);
-until then it reduces the variance less, and it never biases the gradient. Mnih & Gregor's
-running centering and variance normalization of the learning signal are not applied. Pyro's
-decaying-average baseline (``use_decaying_avg_baseline``) is not used: it keeps one average per
-*position in the minibatch*, in the global parameter store, which fails as soon as the batch size
-changes (the last batch of an epoch, an evaluation). Under KL annealing the latent sites' scale
-includes :math:`\beta` and the baseline with it, a little off the likelihood's part of the cost.
-The baseline's squared-error gradient is large, which matters for a global gradient-norm clip
-(``clip_norm``) only.
+The downstream costs are Pyro's, scaled like every log-density in the trace: under :func:`~pyrovae.fit`,
+:math:`N/B` times the per-datapoint costs (the minibatch scale). The baseline is therefore multiplied by the
+site's scale where it is attached (:class:`BaselineMessenger`), so that the network itself predicts
+per-datapoint costs, in nats, whatever the batch size. Its output starts at zero and learns the costs' level
+at the pace of the optimizer (for Adam at ``lr=1e-3``, some hundreds of steps for costs of some tens of nats);
+until then it reduces the variance less, and it never biases the gradient. Mnih & Gregor's running centering
+and variance normalization of the learning signal are not applied. Pyro's decaying-average baseline
+(``use_decaying_avg_baseline``) is not used: it keeps one average per *position in the minibatch*, in the
+global parameter store, which fails as soon as the batch size changes (the last batch of an epoch, an
+evaluation). Under KL annealing the latent sites' scale includes :math:`\beta` and the baseline with it, a
+little off the likelihood's part of the cost. The baseline's squared-error gradient is large, which matters
+for a global gradient-norm clip (``clip_norm``) only.
 
 References:
 
-- A. Mnih and K. Gregor (2014), "Neural Variational Inference and Learning in Belief Networks",
-  ICML (the input-dependent baseline; in its experiments, a network with one hidden layer of 100
-  tanh units).
+- A. Mnih and K. Gregor (2014), "Neural Variational Inference and Learning in Belief Networks", ICML (the
+  input-dependent baseline; in its experiments, a network with one hidden layer of 100 tanh units).
 - J. Schulman, N. Heess, T. Weber and P. Abbeel (2015), "Gradient Estimation Using Stochastic
   Computation Graphs", NeurIPS.
 """
@@ -103,9 +99,8 @@ class InputBaseline(nn.Module):
         self.event_dim = len(event_shape)
         self.sites = {name: i for i, name in enumerate(sites)}
         self.net = mlp([math.prod(event_shape), *hidden, len(self.sites)], activation)
-        last = self.net[-1]
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
+        for parameter in self.net[-1].parameters():
+            nn.init.zeros_(parameter)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., S)`` baselines, per data point, of the data ``(..., *event_shape)`` (detached)."""

@@ -1,50 +1,44 @@
 r"""A VAE with categorical latents, sampled or relaxed by the Concrete (Gumbel-softmax) distribution.
 
-The latent code is :math:`M` independent categorical variables of :math:`C` categories each,
-one-hot vectors :math:`z_m \in \{e_1, \dots, e_C\}`, for data points :math:`x_n` in the plate
-``"data"``:
+The latent code is :math:`M` independent categorical variables of :math:`C` categories each, one-hot vectors
+:math:`z_m \in \{e_1, \dots, e_C\}`, for data points :math:`x_n` in the plate ``"data"``:
 
 .. math:: p(z) = \prod_{m=1}^M \mathrm{Cat}(z_m;\ \tfrac1C \mathbf 1), \qquad
           p_\theta(x \mid z) = \text{likelihood}(f_\theta(z_1, \dots, z_M)), \qquad
           q_\phi(z \mid x) = \prod_m \mathrm{Cat}(z_m;\ \operatorname{softmax}(\alpha_\phi(x)_m)),
 
-a uniform prior, an MLP decoder :math:`f_\theta` of the concatenated one-hot vectors and an MLP
-encoder :math:`\alpha_\phi` of logits. The guide *samples* :math:`z` (``OneHotCategorical``):
-the importance weights :math:`\log p(x, z) - \log q(z \mid x)` include both categorical
-log-probabilities, and the pair is trained by the score-function estimators (``"tracegraph"``,
-``"elbo"``, ``"vimco"``, ``"rws"``). With ``baseline=True`` the site carries NVIL's
-input-dependent baseline for ``"tracegraph"`` (:mod:`pyrovae.models.baselines`).
+a uniform prior, an MLP decoder :math:`f_\theta` of the concatenated one-hot vectors and an MLP encoder
+:math:`\alpha_\phi` of logits. The guide *samples* :math:`z` (``OneHotCategorical``): the importance weights
+:math:`\log p(x, z) - \log q(z \mid x)` include both categorical log-probabilities, and the pair is trained by
+the score-function estimators (``"tracegraph"``, ``"elbo"``, ``"vimco"``, ``"rws"``). With ``baseline=True``
+the site carries NVIL's input-dependent baseline for ``"tracegraph"`` (:mod:`pyrovae.models.baselines`).
 
-**The relaxed model** (``relaxed=λ``, a temperature :math:`\lambda > 0`) replaces each one-hot
-:math:`z_m` by a point of the simplex, Concrete-distributed (Maddison, Mnih & Teh 2017; the
-Gumbel-softmax of Jang, Gu & Poole 2017): in the guide
-:math:`z_m = \operatorname{softmax}((\alpha_m + g_m)/\lambda)` with Gumbel noise :math:`g_m`, a
-reparameterized draw, and in the model the Concrete prior of uniform logits at temperature
-:math:`\lambda_p` (``prior_temperature``, default :math:`\lambda`; Maddison et al. allow the
-two temperatures to differ). As in Maddison et al.'s relaxed variational objective, *both* terms
-use the Concrete densities,
+**The relaxed model** (``relaxed=λ``, a temperature :math:`\lambda > 0`) replaces each one-hot :math:`z_m` by
+a point of the simplex, Concrete-distributed (Maddison, Mnih & Teh 2017; the Gumbel-softmax of Jang, Gu &
+Poole 2017): in the guide :math:`z_m = \operatorname{softmax}((\alpha_m + g_m)/\lambda)` with Gumbel noise
+:math:`g_m`, a reparameterized draw, and in the model the Concrete prior of uniform logits at temperature
+:math:`\lambda_p` (``prior_temperature``, default :math:`\lambda`; Maddison et al. allow the two temperatures
+to differ). As in Maddison et al.'s relaxed variational objective, *both* terms use the Concrete densities,
 
 .. math:: \tilde{\mathcal L}(x) = \mathbb E_{z \sim q_{\alpha, \lambda}(\cdot \mid x)}
           \big[\log p_\theta(x \mid z) + \log p_{\lambda_p}(z) - \log q_{\alpha, \lambda}(z \mid x)\big],
 
-a true ELBO of the relaxed (continuous) model. They are computed in log space, on
-:math:`y_m = \log z_m`, where the densities are ExpConcrete's (:class:`ExpRelaxedCategorical`)
-and the decoder reads :math:`z_m = e^{y_m}`: the log-density ratio, hence every bound and
-importance weight, is the Concrete one (the change of variables :math:`y = \log z` is common to
-:math:`p` and :math:`q` and cancels), without the underflow of :math:`\log z_m` at low
-temperatures, which is why Maddison et al. work with ExpConcrete variables. Jang et al. keep the
-*categorical* KL term instead, :math:`\mathrm{KL}(q(z \mid x) \,\|\, p(z))`, and use the relaxed
-sample only in the decoder; that objective is not this one. In the relaxed model, site ``"z"``
-holds :math:`y = \log z`.
+a true ELBO of the relaxed (continuous) model. They are computed in log space, on :math:`y_m = \log z_m`,
+where the densities are ExpConcrete's (:class:`ExpRelaxedCategorical`) and the decoder reads
+:math:`z_m = e^{y_m}`: the log-density ratio, hence every bound and importance weight, is the Concrete one
+(the change of variables :math:`y = \log z` is common to :math:`p` and :math:`q` and cancels), without the
+underflow of :math:`\log z_m` at low temperatures, which is why Maddison et al. work with ExpConcrete
+variables. Jang et al. keep the *categorical* KL term instead, :math:`\mathrm{KL}(q(z \mid x) \,\|\, p(z))`,
+and use the relaxed sample only in the decoder; that objective is not this one. In the relaxed model, site
+``"z"`` holds :math:`y = \log z`.
 
 **Evaluation.** The relaxed model is a different model, of a continuous latent: its
-:func:`~pyrovae.log_likelihood` and :func:`~pyrovae.bounds` estimate the density
-:math:`\int p_\theta(x \mid z)\, p_{\lambda_p}(z)\, dz`, not the discrete model's
-:math:`\sum_z p_\theta(x \mid z)\, p(z)`. The discrete model with the relaxed-trained parameters
-(decoder and encoder) is what a study of discrete latents evaluates: :meth:`CategoricalVAE.discrete`
-returns it (a copy with ``relaxed=None``), or set ``vae.relaxed = None`` to switch the model in
-place (and back to a temperature to train on: annealing the temperature is setting it between
-calls of :func:`~pyrovae.fit`, or between the steps of a :class:`~pyrovae.Trainer`).
+:func:`~pyrovae.log_likelihood` and :func:`~pyrovae.bounds` estimate the density :math:`\int p_\theta(x \mid
+z)\, p_{\lambda_p}(z)\, dz`, not the discrete model's :math:`\sum_z p_\theta(x \mid z)\, p(z)`. The discrete
+model with the relaxed-trained parameters (decoder and encoder) is what a study of discrete latents evaluates:
+:meth:`CategoricalVAE.discrete` returns it (a copy with ``relaxed=None``), or set ``vae.relaxed = None`` to
+switch the model in place (and back to a temperature to train on: annealing the temperature is setting it
+between calls of :func:`~pyrovae.fit`, or between the steps of a :class:`~pyrovae.Trainer`).
 
 Sites ``"z"`` (event shape ``(M, C)``) and ``"x"`` lie in ``pyro.plate("data", N)``; everything
 is indexed from the right, so the evaluators' particle plates broadcast.
@@ -100,11 +94,7 @@ def _temperature(name: str, value: float | None) -> float | None:
     """``value`` as a float if it is a positive finite number, or ``None``."""
     if value is None:
         return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not (math.isfinite(value) and value > 0)
-    ):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
         raise ConfigError(
             f"{name} must be a positive temperature, or None for the discrete model, such as 0.5 or 2/3; "
             f"got {value!r}"

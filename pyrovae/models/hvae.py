@@ -7,11 +7,10 @@ plate ``"data"``:
           \qquad q_\phi(z_1, z_2 \mid x) = q_\phi(z_2 \mid x)\, q_\phi(z_1 \mid x, z_2),
 
 with diagonal Gaussian conditionals :math:`p_\theta(z_1 \mid z_2)`, :math:`q_\phi(z_2 \mid x)`,
-:math:`q_\phi(z_1 \mid x, z_2)`. The prior :math:`p_\lambda(z_2)` is on the top layer and may be
-any prior of :mod:`pyrovae.models.priors`; with the VampPrior it is
-:math:`\frac1K\sum_k q_\phi(z_2 \mid u_k)`, which is why the top layer is inferred from
-:math:`x` alone (the VampPrior paper's choice; Burda et al.'s two-layer IWAE instead infers
-:math:`q(z_1 \mid x)\, q(z_2 \mid z_1)` and decodes from :math:`z_1` only).
+:math:`q_\phi(z_1 \mid x, z_2)`. The prior :math:`p_\lambda(z_2)` is on the top layer and may be any prior of
+:mod:`pyrovae.models.priors`; with the VampPrior it is :math:`\frac1K\sum_k q_\phi(z_2 \mid u_k)`, which is
+why the top layer is inferred from :math:`x` alone (the VampPrior paper's choice; Burda et al.'s two-layer
+IWAE instead infers :math:`q(z_1 \mid x)\, q(z_2 \mid z_1)` and decodes from :math:`z_1` only).
 
 Two families of networks (``network=``): ``"mlp"``, fully connected layers with ``activation``
 between them, where :math:`q(z_1 \mid x, z_2)`'s first layer and :math:`p(x \mid z_1, z_2)`'s read
@@ -23,9 +22,8 @@ alike), and the two inputs of :math:`q(z_1 \mid x, z_2)` and of :math:`p(x \mid 
 through a gated layer of its own before a gated layer reads their concatenation
 (:class:`~pyrovae.models.nn.ConditionalGatedEncoder`, :class:`~pyrovae.models.nn.ConditionalGatedDecoder`).
 
-The model and guide are a plain Pyro pair with sites ``"z2"``, ``"z1"`` and ``"x"`` in
-``pyro.plate("data", N)``: every trainer, estimator and evaluator of pyrovae works on it as on
-:class:`~pyrovae.VAE`.
+The model and guide are a plain Pyro pair with sites ``"z2"``, ``"z1"`` and ``"x"`` in ``pyro.plate("data",
+N)``: every trainer, estimator and evaluator of pyrovae works on it as on :class:`~pyrovae.VAE`.
 
 Reference: J. M. Tomczak and M. Welling (2018), "VAE with a VampPrior", AISTATS.
 """
@@ -41,16 +39,8 @@ from torch import nn
 
 from pyrovae.errors import ConfigError, unknown_name
 from pyrovae.handlers import DATA_PLATE
+from pyrovae.models import nn as nets
 from pyrovae.models.likelihoods import Likelihood
-from pyrovae.models.nn import (
-    ConditionalGatedDecoder,
-    ConditionalGatedEncoder,
-    ConditionalMLPEncoder,
-    GatedEncoder,
-    MLPDecoder,
-    MLPEncoder,
-)
-from pyrovae.models.nn import activation as check_activation
 from pyrovae.models.vae import LatentModel
 from pyrovae.options import check_options
 
@@ -59,8 +49,7 @@ NETWORKS = ("mlp", "gated")
 
 
 class HVAE(LatentModel):
-    r"""Two-stochastic-layer VAE :math:`p(z_2)\,p(z_1 \mid z_2)\,p(x \mid z_1, z_2)` with
-    inference network :math:`q(z_2 \mid x)\,q(z_1 \mid x, z_2)`, of fully connected (``"mlp"``) or
+    r"""A VAE of two stochastic layers (see the module's description), of fully connected (``"mlp"``) or
     gated (``"gated"``, the paper's) networks.
 
     :param event_shape: shape of one data point, e.g. ``(1, 28, 28)`` or ``784``.
@@ -104,38 +93,38 @@ class HVAE(LatentModel):
             raise ConfigError(
                 "an HVAE needs at least one hidden layer (hidden=(300, 300) in the VampPrior paper)"
             )
-        check_activation(activation)
+        nets.activation(activation)
         if network not in NETWORKS:
             raise unknown_name("HVAE network", network, NETWORKS)
         self.latent_dim, self.latent_dim2 = latent_dim, latent_dim2
         if network == "mlp":
             #: q(z2 | x)
-            self.encoder = MLPEncoder(self.event_shape, latent_dim2, hidden, activation)
+            self.encoder = nets.MLPEncoder(self.event_shape, latent_dim2, hidden, activation)
             #: q(z1 | x, z2)
-            self.encoder1 = ConditionalMLPEncoder(
+            self.encoder1 = nets.ConditionalMLPEncoder(
                 self.event_shape, latent_dim2, latent_dim, hidden, activation
             )
             #: p(z1 | z2): an "encoder" of the vector z2
-            self.transition = MLPEncoder((latent_dim2,), latent_dim, hidden, activation)
+            self.transition = nets.MLPEncoder((latent_dim2,), latent_dim, hidden, activation)
             #: p(x | z1, z2), on the concatenation [z1, z2] (see _decode)
-            self.decoder = MLPDecoder(self.event_shape, latent_dim + latent_dim2, hidden, activation)
+            self.decoder = nets.MLPDecoder(self.event_shape, latent_dim + latent_dim2, hidden, activation)
         else:
-            self.encoder = GatedEncoder(self.event_shape, latent_dim2, hidden)
-            self.encoder1 = ConditionalGatedEncoder(self.event_shape, latent_dim2, latent_dim, hidden)
-            self.transition = GatedEncoder((latent_dim2,), latent_dim, hidden)
+            self.encoder = nets.GatedEncoder(self.event_shape, latent_dim2, hidden)
+            self.encoder1 = nets.ConditionalGatedEncoder(self.event_shape, latent_dim2, latent_dim, hidden)
+            self.transition = nets.GatedEncoder((latent_dim2,), latent_dim, hidden)
             #: p(x | z1, z2), on z1 and z2 in branches of their own
-            self.decoder = ConditionalGatedDecoder(self.event_shape, latent_dim2, latent_dim, hidden)
+            self.decoder = nets.ConditionalGatedDecoder(self.event_shape, latent_dim2, latent_dim, hidden)
         self.prior = self.build_prior(prior, latent_dim2, prior_components, self.encoder)
-        self._named(
-            likelihood, prior, model="hvae", network=network, latent_dim=latent_dim, latent_dim2=given_dim2,
-            hidden=list(hidden), activation=activation, likelihood_scale=likelihood_scale,
-            prior_components=prior_components,
-        )  # fmt: skip
+        options = dict(network=network, latent_dim=latent_dim, latent_dim2=given_dim2, hidden=list(hidden))
+        options.update(
+            activation=activation, likelihood_scale=likelihood_scale, prior_components=prior_components
+        )
+        self._named(likelihood, prior, model="hvae", **options)
 
     def _decode(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         """The parameters of :math:`p(x \\mid z_1, z_2)`: the MLP decoder reads :math:`[z_1; z_2]`,
         the gated one :math:`z_1` and :math:`z_2` apart."""
-        if isinstance(self.decoder, MLPDecoder):
+        if isinstance(self.decoder, nets.MLPDecoder):
             return self.decoder(torch.cat([z1, z2], -1))
         return self.decoder(z1, z2)
 

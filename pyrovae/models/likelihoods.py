@@ -1,10 +1,9 @@
 r"""Observation models :math:`p(x \mid z)` for the decoder's output.
 
-A likelihood turns the decoder's output ``params`` of shape ``(..., *event_shape)`` into a
-distribution with that batch shape; :class:`~pyrovae.VAE` declares the event dimensions with
-``.to_event``. Each likelihood also checks that data lies in its support, so that a mismatch
-(say, grey-level images under a Bernoulli likelihood) is reported before training, not as a
-cryptic NaN.
+A likelihood turns the decoder's output ``params`` of shape ``(..., *event_shape)`` into a distribution with
+that batch shape; :class:`~pyrovae.VAE` declares the event dimensions with ``.to_event``. Each likelihood also
+checks that data lies in its support, so that a mismatch (say, grey-level images under a Bernoulli likelihood)
+is reported before training, not as a cryptic NaN.
 """
 
 from __future__ import annotations

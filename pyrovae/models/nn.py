@@ -6,12 +6,11 @@ of data ``(B, *event_shape)`` to the location and scale of a diagonal Gaussian o
 likelihood, one per data dimension, ``(..., *event_shape)``. Decoders accept any number of
 leading batch dimensions (particles, data points), which is what vectorized evaluation needs.
 
-Three families, by name (:data:`NETWORKS`, :func:`networks`): ``"mlp"`` (fully connected layers of
-any sizes and activation), ``"conv"`` (two stride-2 convolutions, for images) and ``"gated"``, the
-networks of the VampPrior paper (Tomczak & Welling 2018): :class:`GatedDense` layers, an encoder
-whose log-variance is clamped to :data:`LOG_VAR_RANGE`, and He-initialized weights, as in the
-authors' code (``github.com/jmtomczak/vae_vampprior``: ``utils/nn.py``, ``models/VAE.py``,
-``models/HVAE_2level.py``).
+Three families, by name (:data:`NETWORKS`, :func:`networks`): ``"mlp"`` (fully connected layers of any sizes
+and activation), ``"conv"`` (two stride-2 convolutions, for images) and ``"gated"``, the networks of the
+VampPrior paper (Tomczak & Welling 2018): :class:`GatedDense` layers, an encoder whose log-variance is clamped
+to :data:`LOG_VAR_RANGE`, and He-initialized weights, as in the authors' code
+(``github.com/jmtomczak/vae_vampprior``: ``utils/nn.py``, ``models/VAE.py``, ``models/HVAE_2level.py``).
 """
 
 from __future__ import annotations
@@ -92,13 +91,14 @@ class MLPDecoder(nn.Module):
         return self.net(z).unflatten(-1, self.event_shape)
 
 
-def _check_image_shape(event_shape: Sequence[int]) -> tuple[int, int, int]:
+def _conv_shape(event_shape: Sequence[int], hidden: Sequence[int]) -> tuple[int, int, int, int]:
+    """The channels, height and width of image-shaped data, and the width of the dense layer."""
     if len(event_shape) != 3 or event_shape[1] % 4 or event_shape[2] % 4:
         raise ConfigError(
             f"network='conv' needs image-shaped data (channels, height, width) with height and width "
             f"divisible by 4; got event shape {tuple(event_shape)}. Use network='mlp' for this data."
         )
-    return tuple(event_shape)  # type: ignore[return-value]
+    return (*event_shape, hidden[0] if hidden else 256)  # type: ignore[return-value]
 
 
 class ConvEncoder(nn.Module):
@@ -106,8 +106,7 @@ class ConvEncoder(nn.Module):
 
     def __init__(self, event_shape: Sequence[int], latent_dim: int, hidden: Sequence[int], act: str):
         super().__init__()
-        c, h, w = _check_image_shape(event_shape)
-        width = hidden[0] if hidden else 256
+        c, h, w, width = _conv_shape(event_shape, hidden)
         self.body = nn.Sequential(
             nn.Conv2d(c, 32, 4, stride=2, padding=1),
             activation(act),
@@ -129,8 +128,7 @@ class ConvDecoder(nn.Module):
 
     def __init__(self, event_shape: Sequence[int], latent_dim: int, hidden: Sequence[int], act: str):
         super().__init__()
-        c, h, w = _check_image_shape(event_shape)
-        width = hidden[0] if hidden else 256
+        c, h, w, width = _conv_shape(event_shape, hidden)
         self.event_shape = (c, h, w)
         self.body = nn.Sequential(
             nn.Linear(latent_dim, width),
@@ -161,9 +159,7 @@ class JointLinear(nn.Module):
         self.maps = nn.ModuleList(nn.Linear(n, out_features, bias=i == 0) for i, n in enumerate(in_features))
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return sum(
-            (layer(x) for layer, x in zip(self.maps[1:], inputs[1:], strict=True)), self.maps[0](inputs[0])
-        )
+        return sum(layer(x) for layer, x in zip(self.maps, inputs, strict=True))
 
 
 class ConditionalMLPEncoder(nn.Module):
@@ -232,17 +228,16 @@ def gated(sizes: Sequence[int]) -> nn.Module:
     return nn.Sequential(*layers) if layers else nn.Identity()
 
 
-def he_init(module: nn.Module) -> nn.Module:
+def he_init(module: nn.Module) -> None:
     r"""Draw the weights of every linear layer of ``module`` from :math:`\mathcal N(0, 2/n_\text{in})`
     (He et al. 2015), as the VampPrior code does for all of its networks (``he_init`` in its
-    ``utils/nn.py``); biases keep torch's default. Returns ``module``.
+    ``utils/nn.py``); biases keep torch's default.
 
     Reference: K. He, X. Zhang, S. Ren and J. Sun (2015), "Delving Deep into Rectifiers", ICCV.
     """
     for layer in module.modules():
         if isinstance(layer, nn.Linear):
             nn.init.normal_(layer.weight, 0.0, math.sqrt(2.0 / layer.in_features))
-    return module
 
 
 class ClampedGaussianHead(nn.Module):

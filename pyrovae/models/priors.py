@@ -1,9 +1,8 @@
 r"""Priors :math:`p(z)` over the latent code.
 
-A prior is a module whose ``forward(batch_shape)`` returns a distribution over
-``latent_dim``-vectors (event dimension 1) with the given batch shape. Swapping the prior of a
-:class:`~pyrovae.VAE` (or of the top layer of an :class:`~pyrovae.HVAE`) changes nothing else:
-training, estimators and evaluation only see the sample site.
+A prior is a module whose ``forward(batch_shape)`` returns a distribution over ``latent_dim``-vectors (event
+dimension 1) with the given batch shape. Swapping the prior of a :class:`~pyrovae.VAE` (or of the top layer of
+an :class:`~pyrovae.HVAE`) changes nothing else: training, estimators and evaluation only see the sample site.
 
 - :class:`StandardNormal`: :math:`\mathcal N(0, I)`.
 - :class:`LearnableNormal`: :math:`\mathcal N(\mu, \operatorname{diag}\sigma^2)` with learned
@@ -13,9 +12,8 @@ training, estimators and evaluation only see the sample site.
   :math:`p(z) = \frac1K \sum_k q_\phi(z \mid u_k)` at :math:`K` learned pseudo-inputs
   :math:`u_k`, pushed through the model's own encoder.
 
-Both mixtures are :class:`DiagonalNormalMixture` distributions, whose log-density is computed
-with matrix products, so that scoring thousands of importance samples against
-:math:`K = 500` components stays cheap.
+Both mixtures are :class:`DiagonalNormalMixture` distributions, whose log-density is computed with
+matrix products.
 
 References:
 
@@ -43,12 +41,11 @@ class DiagonalNormalMixture(dist.MixtureSameFamily):
     .. math:: p(z) = \sum_{k=1}^K \pi_k \prod_{d=1}^D \mathcal N(z_d;\ \mu_{kd}, \sigma_{kd}^2),
               \qquad \pi = \operatorname{softmax}(\text{logits}).
 
-    A :class:`~pyro.distributions.MixtureSameFamily` (sampling, expansion, mean and variance are
-    its own) whose ``log_prob`` expands the quadratic form,
-    :math:`\sum_d (z_d - \mu_{kd})^2/\sigma_{kd}^2 = (z^2)\cdot\sigma_k^{-2} - 2 z\cdot(\mu_k
-    \sigma_k^{-2}) + \mu_k^2\cdot\sigma_k^{-2}`, into two ``(N, D) @ (D, K)`` matrix products (in
-    float64, against cancellation) instead of an ``(N, K, D)`` elementwise tensor: the
-    VampPrior's :math:`K = 500` components cost importance sampling little.
+    A :class:`~pyro.distributions.MixtureSameFamily` (sampling, expansion, mean and variance are its own)
+    whose ``log_prob`` expands the quadratic form, :math:`\sum_d (z_d - \mu_{kd})^2/\sigma_{kd}^2 =
+    (z^2)\cdot\sigma_k^{-2} - 2 z\cdot(\mu_k \sigma_k^{-2}) + \mu_k^2\cdot\sigma_k^{-2}`, into two
+    ``(N, D) @ (D, K)`` matrix products (in float64, against cancellation) instead of an ``(N, K, D)``
+    elementwise tensor: the VampPrior's :math:`K = 500` components cost importance sampling little.
 
     :param logits: ``(K,)`` unnormalized log mixture weights.
     :param loc: ``(K, D)`` component means.
@@ -81,13 +78,11 @@ class DiagonalNormalMixture(dist.MixtureSameFamily):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        z = value.to(torch.float64)
-        precision = self.scale.to(torch.float64).pow(-2)  # (K, D)
-        weighted_loc = self.loc.to(torch.float64) * precision
-        quadratic = z.pow(2) @ precision.T - 2 * z @ weighted_loc.T + (self.loc * weighted_loc).sum(-1)
-        log_norm = self.scale.to(torch.float64).log().sum(-1) + 0.5 * self.loc.shape[-1] * math.log(
-            2 * math.pi
-        )
+        z, loc, scale = (t.to(torch.float64) for t in (value, self.loc, self.scale))
+        precision = scale.pow(-2)  # (K, D)
+        weighted_loc = loc * precision
+        quadratic = z.pow(2) @ precision.T - 2 * z @ weighted_loc.T + (loc * weighted_loc).sum(-1)
+        log_norm = scale.log().sum(-1) + 0.5 * loc.shape[-1] * math.log(2 * math.pi)
         log_components = -0.5 * quadratic - log_norm  # (..., K)
         log_weights = torch.log_softmax(self.logits.to(torch.float64), -1)
         return torch.logsumexp(log_components + log_weights, -1).to(value.dtype)
@@ -155,18 +150,17 @@ class VampPrior(nn.Module):
     set" of :math:`K` points. The ``encoder`` is the model's own (shared, not copied) module
     ``x -> (loc, scale)`` of :math:`q_\phi(z \mid x)`, so the prior's gradient also trains it.
 
-    As in the paper's code, the pseudo-inputs start at :math:`\mathcal N(0.05, 0.01^2)` noise
-    and, for data in :math:`[0, 1]` (Bernoulli likelihoods), are clipped to that range by a
-    hardtanh; ``bounds=None`` leaves them unconstrained. (In ``github.com/jmtomczak/vae_vampprior``,
-    ``utils/load_data.py`` sets mean 0.05 and standard deviation 0.01 for every data set, over
-    ``experiment.py``'s default mean of -0.05, unless ``--use_training_data_init`` starts them at
-    training images; ``add_pseudoinputs`` in ``models/Model.py`` clips them with
-    ``nn.Hardtanh(0, 1)``.) The authors' code produces the pseudo-inputs as a bias-free linear layer
-    applied to the :math:`K \times K` identity matrix (its "idle input"), whose output is its
-    :math:`D \times K` weight matrix transposed: the same function class and the same :math:`K D`
-    parameters as the ``(K, *event_shape)`` parameter here, which is kept because it is simpler
-    and spares a :math:`K \times K` matrix product. Like their hardtanh, the clip passes no
-    gradient to a pseudo-input pixel outside ``bounds``.
+    As in the paper's code, the pseudo-inputs start at :math:`\mathcal N(0.05, 0.01^2)` noise and, for data in
+    :math:`[0, 1]` (Bernoulli likelihoods), are clipped to that range by a hardtanh; ``bounds=None`` leaves
+    them unconstrained. (In ``github.com/jmtomczak/vae_vampprior``, ``utils/load_data.py`` sets mean 0.05 and
+    standard deviation 0.01 for every data set, over ``experiment.py``'s default mean of -0.05, unless
+    ``--use_training_data_init`` starts them at training images; ``add_pseudoinputs`` in ``models/Model.py``
+    clips them with ``nn.Hardtanh(0, 1)``.) The authors' code produces the pseudo-inputs as a bias-free linear
+    layer applied to the :math:`K \times K` identity matrix (its "idle input"), whose output is its
+    :math:`D \times K` weight matrix transposed: the same function class and the same :math:`K D` parameters
+    as the ``(K, *event_shape)`` parameter here, which is kept because it is simpler and spares a
+    :math:`K \times K` matrix product. Like their hardtanh, the clip passes no gradient to a pseudo-input
+    pixel outside ``bounds``.
 
     :param encoder: the module of :math:`q_\phi(z \mid x)`.
     :param event_shape: shape of one data point (of one pseudo-input).

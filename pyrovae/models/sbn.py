@@ -13,23 +13,21 @@ same structure bottom-up,
 .. math:: q_\phi(h_1 \mid x) = \mathrm{Bernoulli}(\sigma(f_1(x))), \qquad
           q_\phi(h_{l+1} \mid h_l) = \mathrm{Bernoulli}(\sigma(f_{l+1}(h_l))),
 
-with :math:`f_l` linear (the SBN recognition models of the NVIL, VIMCO and RWS papers) or, with
-``hidden=``, fully connected networks with hidden layers. The top bias :math:`b` is learned. The
-observation :math:`x \mid h_1` may use any likelihood of :mod:`pyrovae.models.likelihoods` on the
-linear map :math:`W_0 h_1 + c_0` (a Bernoulli's logits, a Gaussian's means); the papers' SBN has
-the Bernoulli.
+with :math:`f_l` linear (the SBN recognition models of the NVIL, VIMCO and RWS papers) or, with ``hidden=``,
+fully connected networks with hidden layers. The top bias :math:`b` is learned. The observation
+:math:`x \mid h_1` may use any likelihood of :mod:`pyrovae.models.likelihoods` on the linear map
+:math:`W_0 h_1 + c_0` (a Bernoulli's logits, a Gaussian's means); the papers' SBN has the Bernoulli.
 
-The guide *samples* the latents (no enumeration: :math:`2^{200}` states), so their log-densities
-enter every importance weight, :math:`\log w = \log p(x, h) - \log q(h \mid x)`: the pair is
-evaluated by :func:`~pyrovae.log_likelihood`, :func:`~pyrovae.bounds` and
-:func:`~pyrovae.compare` as it stands, and trained by the score-function estimators:
-``"tracegraph"`` (Pyro's :class:`~pyro.infer.TraceGraph_ELBO`, each site's learning signal its
-downstream cost), ``"elbo"`` (Pyro's :class:`~pyro.infer.Trace_ELBO`, whose score-function term
-uses the whole minibatch's ELBO as every site's learning signal: unbiased, but of high variance),
-and the multi-sample ``"vimco"`` and ``"rws"``. The reparameterized estimators (IWAE, DReG, STL)
-refuse it. With ``baseline=True`` every latent site carries NVIL's
-input-dependent baseline (:class:`~pyrovae.models.baselines.InputBaseline`), which ``"tracegraph"``
-fits and subtracts from the site's downstream cost, and every other estimator ignores.
+The guide *samples* the latents (no enumeration: :math:`2^{200}` states), so their log-densities enter every
+importance weight, :math:`\log w = \log p(x, h) - \log q(h \mid x)`: the pair is evaluated by
+:func:`~pyrovae.log_likelihood`, :func:`~pyrovae.bounds` and :func:`~pyrovae.compare` as it stands, and
+trained by the score-function estimators: ``"tracegraph"`` (Pyro's :class:`~pyro.infer.TraceGraph_ELBO`, each
+site's learning signal its downstream cost), ``"elbo"`` (Pyro's :class:`~pyro.infer.Trace_ELBO`, whose
+score-function term uses the whole minibatch's ELBO as every site's learning signal: unbiased, but of high
+variance), and the multi-sample ``"vimco"`` and ``"rws"``. The reparameterized estimators (IWAE, DReG, STL)
+refuse it. With ``baseline=True`` every latent site carries NVIL's input-dependent baseline
+(:class:`~pyrovae.models.baselines.InputBaseline`), which ``"tracegraph"`` fits and subtracts from the site's
+downstream cost, and every other estimator ignores.
 
 Sites ``"h1"`` (next to :math:`x`) to ``"hL"`` (the top) and ``"x"`` lie in ``pyro.plate("data",
 N)``, each layer one event (``.to_event(1)``); everything is indexed from the right, so the
@@ -81,9 +79,8 @@ def check_sizes(name: str, sizes: Sequence[int], what: str) -> tuple[int, ...]:
 
 
 class SBN(LatentModel):
-    r"""A sigmoid belief network :math:`p(h_L) \prod_l p(h_l \mid h_{l+1})\, p(x \mid h_1)` of
-    Bernoulli latent layers with a linear-logistic recognition network :math:`q(h_1 \mid x)
-    \prod_l q(h_{l+1} \mid h_l)` (see the module's description).
+    r"""A sigmoid belief network of Bernoulli latent layers with a linear-logistic recognition network
+    (see the module's description).
 
     :param event_shape: shape of one data point, e.g. ``(1, 28, 28)`` or ``784``.
     :param latent_sizes: the numbers of units of :math:`h_1, \dots, h_L`, bottom (next to
@@ -91,9 +88,8 @@ class SBN(LatentModel):
         ``(200, 200, 200)`` their three-layer one.
     :param likelihood: a name from :data:`pyrovae.models.likelihoods.LIKELIHOODS` or a
         :class:`~pyrovae.models.likelihoods.Likelihood`, on the logits (or means) :math:`W_0 h_1 + c_0`.
-    :param hidden: hidden layer sizes of every recognition network :math:`f_l` (default none: the
-        papers' linear-logistic recognition layers). The generative conditionals are always
-        linear-logistic.
+    :param hidden: hidden layer sizes of every recognition network :math:`f_l` (default none: the papers'
+        linear-logistic recognition layers). The generative conditionals are always linear-logistic.
     :param activation: nonlinearity of those hidden layers (see :data:`pyrovae.models.nn.ACTIVATIONS`).
     :param baseline: give every latent site NVIL's input-dependent baseline for
         ``"tracegraph"`` (see :mod:`pyrovae.models.baselines`).
@@ -128,10 +124,9 @@ class SBN(LatentModel):
         self.recognition = nn.ModuleList(
             mlp([n_in, *hidden, n_out], activation) for n_in, n_out in zip(inputs, sizes, strict=True)
         )
+        sites = [f"h{i}" for i in range(1, len(sizes) + 1)]
         #: NVIL's input-dependent baselines b_l(x) of the sites h1, ..., hL, or None
-        self.baseline = (
-            InputBaseline(self.event_shape, [f"h{i}" for i in range(1, len(sizes) + 1)]) if baseline else None
-        )
+        self.baseline = InputBaseline(self.event_shape, sites) if baseline else None
 
     @property
     def num_layers(self) -> int:

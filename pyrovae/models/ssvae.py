@@ -9,12 +9,11 @@ data points and summed out exactly for the others:
 .. math:: q_\phi(y, z \mid x) = q_\phi(y \mid x)\, q_\phi(z \mid x, y), \qquad
           q_\phi(y \mid x) = \mathrm{Cat}(\pi_\phi(x)).
 
-For a labelled pair the bound is :math:`-\mathcal{L}(x, y) = \mathbb{E}_{q(z\mid x,y)}[\log p(x,
-y, z) - \log q(z \mid x, y)]`; for an unlabelled point, :math:`-\mathcal{U}(x) = \sum_y q(y \mid
-x)\,(-\mathcal{L}(x, y)) + \mathcal{H}[q(y \mid x)]`, the sum over :math:`y` done by Pyro's
-parallel enumeration (:class:`~pyro.infer.TraceEnum_ELBO`, estimator ``"enum"``). Since the
-classifier :math:`q(y \mid x)` enters only :math:`\mathcal{U}`, Kingma et al. add a
-classification term, minimizing
+For a labelled pair the bound is :math:`-\mathcal{L}(x, y) = \mathbb{E}_{q(z\mid x,y)}[\log p(x, y, z) - \log
+q(z \mid x, y)]`; for an unlabelled point, :math:`-\mathcal{U}(x) = \sum_y q(y \mid x)\,(-\mathcal{L}(x, y)) +
+\mathcal{H}[q(y \mid x)]`, the sum over :math:`y` done by Pyro's parallel enumeration
+(:class:`~pyro.infer.TraceEnum_ELBO`, estimator ``"enum"``). Since the classifier :math:`q(y \mid x)` enters
+only :math:`\mathcal{U}`, Kingma et al. add a classification term, minimizing
 
 .. math:: \mathcal{J}^\alpha = \sum_{(x, y)\ \text{labelled}} \big(\mathcal{L}(x, y)
           - \alpha \log q_\phi(y \mid x)\big) + \sum_{x\ \text{unlabelled}} \mathcal{U}(x).
@@ -63,9 +62,8 @@ class SSVAE(LatentModel):
     (a LongTensor, :data:`~pyrovae.data.datasets.UNLABELLED` where unknown); the guide enumerates the
     unknown labels in parallel, so train with the ``"enum"`` estimator::
 
-        train = pyrovae.data.datasets.with_labels(pyrovae.load("mnist"), num_labels=100)
-        ssvae = pyrovae.SSVAE((1, 28, 28), num_classes=10)
-        pyrovae.fit(ssvae, train, estimator="enum")
+        train = pyrovae.data.datasets.with_labels(pyrovae.load("mnist"), num_labels=100) ssvae =
+        pyrovae.SSVAE((1, 28, 28), num_classes=10) pyrovae.fit(ssvae, train, estimator="enum")
 
     :func:`~pyrovae.log_likelihood` and :func:`~pyrovae.bounds` of ``(model, guide)`` on data
     without labels marginalize the label. With labels, the model also holds the

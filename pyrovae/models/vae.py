@@ -6,8 +6,7 @@ Generative model and amortized guide, for data points :math:`x_n` in the plate `
           q_\phi(z \mid x) = \prod_n \mathcal{N}\big(z_n;\ \mu_\phi(x_n),
           \operatorname{diag}\sigma_\phi^2(x_n)\big).
 
-Prior, likelihood and networks are arguments, not subclasses. The model and guide follow the
-convention every part of pyrovae relies on: each per-datapoint site lives in
+Prior, likelihood and networks are arguments, not subclasses. Each per-datapoint site lives in
 ``pyro.plate("data", N)``, so trainers, estimators and evaluators work on this class and on any
 user-written pair alike.
 """
@@ -33,14 +32,8 @@ from pyrovae.options import check_options
 
 
 class LatentModel(PyroModule):
-    """What :class:`VAE` and :class:`~pyrovae.HVAE` share: the shape of one data point, the
-    likelihood, the prior of the top latent, and the checks of data against the model.
-
-    :param event_shape: shape of one data point, e.g. ``(1, 28, 28)`` or ``784``.
-    :param likelihood: a name from :data:`pyrovae.models.likelihoods.LIKELIHOODS` or a
-        :class:`~pyrovae.models.likelihoods.Likelihood`.
-    :param likelihood_scale: standard deviation of a Gaussian likelihood (initial value if learned).
-    """
+    """What the models of pyrovae share: the shape of one data point, the likelihood, the prior of the top
+    latent, and the checks of data against the model. Its parameters are those of :class:`VAE`."""
 
     def __init__(
         self,
@@ -49,7 +42,6 @@ class LatentModel(PyroModule):
         likelihood_scale: float = 1.0,
     ):
         super().__init__()
-        check_options(likelihood_scale=likelihood_scale)
         #: the options that rebuild this model by name (see :meth:`run_options`), if it has them
         self._options: dict | None = None
         self.event_shape = torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
@@ -172,11 +164,11 @@ class VAE(LatentModel):
         self.encoder, self.decoder = encoder, decoder
         self.prior = self.build_prior(prior, latent_dim, prior_components, encoder)
         if built:
-            self._named(
-                likelihood, prior, model="vae", network=network, latent_dim=latent_dim, latent_dim2=None,
-                hidden=list(hidden), activation=activation, likelihood_scale=likelihood_scale,
-                prior_components=prior_components,
-            )  # fmt: skip
+            options = dict(network=network, latent_dim=latent_dim, latent_dim2=None, hidden=list(hidden))
+            options.update(
+                activation=activation, likelihood_scale=likelihood_scale, prior_components=prior_components
+            )
+            self._named(likelihood, prior, model="vae", **options)
 
     def model(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> None:
         """:math:`z_n \\sim p(z)`, :math:`x_n \\sim p_\\theta(x \\mid z_n)`."""

@@ -7,13 +7,12 @@ shows inline, and saves it as a PNG, atomically, only when given ``path``. Figur
 pyplot, so importing pyrovae leaves matplotlib's backend and pyplot's list of open figures alone.
 
 The pictures of the latent space (:func:`interpolate`, :func:`traverse`, :func:`embedding`,
-:func:`prior_samples`) take any model/guide *pair* (see :mod:`pyrovae.analysis.latent_space`): a
-:class:`~pyrovae.VAE`, :class:`~pyrovae.HVAE`, :class:`~pyrovae.CVAE`, an object of your own
-with ``model`` and ``guide`` methods, or a ``(model, guide)`` tuple. They compute on the model's
-device through :mod:`pyrovae.analysis.latent_space`: encodings are the guide's posterior means
-:math:`\mathbb{E}_q[z \mid x]`, and images are the means of the likelihood :math:`p(x \mid z)`.
-A *data row* passed to them is the model's arguments for one data point: a tensor, or a tuple
-such as ``(x, c)`` for a CVAE.
+:func:`prior_samples`) take any model/guide *pair*: a :class:`~pyrovae.VAE`, :class:`~pyrovae.HVAE`,
+:class:`~pyrovae.CVAE`, an object of your own with ``model`` and ``guide`` methods, or a ``(model, guide)``
+tuple. They compute on the model's device through :mod:`pyrovae.analysis.latent_space`: encodings are the
+guide's posterior means :math:`\mathbb{E}_q[z \mid x]`, and images are the means of the likelihood
+:math:`p(x \mid z)`. A *data row* passed to them is the model's arguments for one data point: a tensor, or a
+tuple such as ``(x, c)`` for a CVAE.
 """
 
 from pyrovae.plots.figures import (

@@ -28,12 +28,10 @@ __all__ = [
 
 
 class Figure(matplotlib.figure.Figure):
-    """A :class:`matplotlib.figure.Figure` that Jupyter shows inline whatever the backend.
-
-    The inline backend of a notebook draws the figures of pyplot only; a figure made without pyplot,
-    as every figure of pyrovae is, would be shown as the text ``<Figure size ...>``. This one renders
-    itself as a PNG (``_repr_png_``) when it is the value of a cell or passed to ``display``.
-    """
+    """A :class:`matplotlib.figure.Figure` that Jupyter shows inline whatever the backend. The inline backend
+    of a notebook draws the figures of pyplot only; a figure made without pyplot, as every figure of pyrovae
+    is, would be shown as the text ``<Figure size ...>``. This one renders itself as a PNG (``_repr_png_``)
+    when it is the value of a cell or passed to ``display``."""
 
     def _repr_png_(self) -> bytes:
         buffer = io.BytesIO()

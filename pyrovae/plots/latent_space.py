@@ -97,41 +97,31 @@ def _pick_site(sites: list[str], site: str | None, default: str) -> str:
 
 
 def interpolate(
-    pair,
-    x_a,
-    x_b,
-    steps: int = 10,
-    path=None,
-    *,
-    site: str | None = None,
-    method: str = "linear",
+    pair, x_a, x_b, steps: int = 10, path=None, *, site: str | None = None, method: str = "linear"
 ) -> Figure:
     r"""Decoded interpolations between the encodings of two data rows, the rows at the ends.
 
     Both rows are encoded, :math:`\bar z_a = \mathbb{E}_q[z \mid x_a]` and :math:`\bar z_b`; ``site``
-    (default: the last latent site the model draws, so every site moves) and every site drawn
-    before it follow ``steps`` points :math:`z_t`, :math:`t \in [0, 1]`, from :math:`\bar z_a` to
-    :math:`\bar z_b` (:func:`pyrovae.analysis.latent_space.interpolation`); the sites drawn after it take
-    their conditional means (an HVAE interpolated at ``site="z2"`` shows
-    :math:`z_1 = \mathbb{E}[z_1 \mid z_{2,t}]`). Each column is the likelihood mean
-    :math:`\mathbb{E}[x \mid z_t]`, decoded at the arguments of ``x_a`` (a CVAE at ``x_a``'s
-    condition).
+    (default: the last latent site the model draws, so every site moves) and every site drawn before it follow
+    ``steps`` points :math:`z_t`, :math:`t \in [0, 1]`, from :math:`\bar z_a` to :math:`\bar z_b`
+    (:func:`pyrovae.analysis.latent_space.interpolation`); the sites drawn after it take their conditional
+    means (an HVAE interpolated at ``site="z2"`` shows :math:`z_1 = \mathbb{E}[z_1 \mid z_{2,t}]`). Each
+    column is the likelihood mean :math:`\mathbb{E}[x \mid z_t]`, decoded at the arguments of ``x_a`` (a CVAE
+    at ``x_a``'s condition).
 
-    ``method``: ``"linear"``, :math:`z_t = (1 - t)\,\bar z_a + t\,\bar z_b`; ``"spherical"``, slerp
-    (Shoemake 1985, "Animating rotation with quaternion curves"), which White (2016, "Sampling
-    generative networks") recommends in the latent space of a VAE with an isotropic Gaussian prior:
-    codes of high dimension under :math:`\mathcal N(0, I)` concentrate near the sphere of radius
-    :math:`\sqrt d`, and the straight line between two of them passes through the improbable
-    middle, which slerp avoids. It makes no such sense for a prior that is not isotropic (a
-    mixture, the VampPrior, an HVAE's conditional :math:`p(z_1 \mid z_2)`). ``"both"`` draws two
-    rows, linear above spherical.
+    ``method``: ``"linear"``, :math:`z_t = (1 - t)\,\bar z_a + t\,\bar z_b`; ``"spherical"``, slerp (Shoemake
+    1985, "Animating rotation with quaternion curves"), which White (2016, "Sampling generative networks")
+    recommends in the latent space of a VAE with an isotropic Gaussian prior: codes of high dimension under
+    :math:`\mathcal N(0, I)` concentrate near the sphere of radius :math:`\sqrt d`, and the straight line
+    between two of them passes through the improbable middle, which slerp avoids. It makes no such sense for a
+    prior that is not isotropic (a mixture, the VampPrior, an HVAE's conditional :math:`p(z_1 \mid z_2)`).
+    ``"both"`` draws two rows, linear above spherical.
 
     :param pair: a model/guide pair.
-    :param x_a: one data row, the left end: a tensor with its leading batch dim of 1
-        (``x[i:i+1]``) or without it (``x[i]``), or a tuple of such rows, ``(x, c)`` for a CVAE.
-        With or without is told by the pair's ``event_shape`` where it has one (every pyrovae
-        model), else a tensor whose first dim is 1 counts as having the batch dim; the other parts
-        of a tuple follow the first.
+    :param x_a: one data row, the left end: a tensor with its leading batch dim of 1 (``x[i:i+1]``) or without
+        it (``x[i]``), or a tuple of such rows, ``(x, c)`` for a CVAE. With or without is told by the pair's
+        ``event_shape`` where it has one (every pyrovae model), else a tensor whose first dim is 1 counts as
+        having the batch dim; the other parts of a tuple follow the first.
     :param x_b: the right end, the same way.
     :param int steps: interpolated points, at least 2 (the ends included).
     :param path: where to save the PNG.
@@ -168,14 +158,13 @@ def traverse(
     *,
     site: str | None = None,
 ) -> Figure:
-    r"""Latent traversals: one row per dimension :math:`d` of ``site``, along which :math:`z_d`
-    takes the values ``linspace(-span, span, steps)`` while everything else stays put.
+    r"""Latent traversals: one row per dimension :math:`d` of ``site``, along which :math:`z_d` takes the
+    values ``linspace(-span, span, steps)``; the other dims of ``site`` and the sites drawn before it stay at
+    ``x``'s encoding :math:`\mathbb{E}_q[z \mid x]`, the sites drawn after it at their conditional means.
 
-    The other dims of ``site`` and the sites drawn before it are at ``x``'s encoding
-    :math:`\mathbb{E}_q[z \mid x]`; the sites drawn after it at their conditional means. Each
-    image is the likelihood mean :math:`\mathbb{E}[x \mid z]`, decoded at the arguments of ``x``
-    (a CVAE at ``x``'s condition). The values are absolute, in the prior's units: :math:`\pm 3`
-    spans nearly all of a standard normal prior's mass along one dim.
+    Each image is the likelihood mean :math:`\mathbb{E}[x \mid z]`, decoded at the arguments of ``x`` (a CVAE
+    at ``x``'s condition). The values are absolute, in the prior's units: :math:`\pm 3` spans nearly all of a
+    standard normal prior's mass along one dim.
 
     :param pair: a model/guide pair.
     :param x: one data row (as ``x_a`` of :func:`interpolate`), ``(x_row, c_row)`` for a CVAE.
@@ -208,9 +197,8 @@ def traverse(
     decoded = decode(pair, values, repeat_rows(args, torch.zeros(num, dtype=torch.long)))
     labelled = [(f"dim {d}", part) for d, part in zip(dims, decoded.split(steps), strict=True)]
     title = f"traversals of {site} (one dim per row) at the encoding of x"
-    return _labelled_grid(
-        labelled, path, title, [f"{v:+.2f}" for v in grid.tolist()], held=sites[len(encoded) :]
-    )
+    columns = [f"{v:+.2f}" for v in grid.tolist()]
+    return _labelled_grid(labelled, path, title, columns, held=sites[len(encoded) :])
 
 
 def _check_dims(dims, size: int, site: str) -> list[int]:
@@ -242,11 +230,10 @@ def embedding(
     r"""The posterior means :math:`\mathbb{E}_q[z \mid x_n]` of ``site`` for the data points, in 2-D,
     coloured by ``labels``.
 
-    The means (flattened per data point) are reduced to two dims with scikit-learn's ``PCA``
-    (the axes say what share of their variance each principal component carries) or ``TSNE``
-    (van der Maaten & Hinton 2008; its axes have no units; perplexity ``min(30, (n - 1) / 3)`` for
-    ``n`` points); a site of two dims is shown as it is, whatever the method (axes
-    ``z[0]``, ``z[1]``), a site of one dim against the data point's index.
+    The means (flattened per data point) are reduced to two dims with scikit-learn's ``PCA`` (the axes say
+    what share of their variance each principal component carries) or ``TSNE`` (van der Maaten & Hinton 2008;
+    its axes have no units; perplexity ``min(30, (n - 1) / 3)`` for ``n`` points); a site of two dims is shown
+    as it is, whatever the method (axes ``z[0]``, ``z[1]``), a site of one dim against the data point's index.
 
     :param pair: a model/guide pair.
     :param data: the data rows (a tensor, a tuple such as ``(x, c)``, or a data set).
@@ -334,13 +321,11 @@ def prior_samples(pair, data, num: int = 16, path=None, *, seed: int = 0, ncols:
     z]`, :math:`z \sim p(z)` (every latent site drawn, in the model's order), and, for binary data,
     a draw :math:`x \sim p(x \mid z)` at the same :math:`z` below it.
 
-    The mean and the draw come from two decodings with the same ``seed``, which draw the same
-    latents (:func:`pyrovae.analysis.latent_space.decode`), so each column is one :math:`z`. The data are
-    taken as binary when every value of the draw is 0 or 1: a Bernoulli likelihood (or any other
-    that draws only 0s and 1s) does so, a continuous one almost surely does not. Checking the
-    values rather than the observed site's distribution class holds for a pair of your own
-    whatever it observes with (``Bernoulli(...).to_event()``, a ``MaskedDistribution``, ...); for
-    continuous data the draw adds pixel noise to the mean and is left out.
+    The mean and the draw come from two decodings with the same ``seed``, which draw the same latents
+    (:func:`pyrovae.analysis.latent_space.decode`), so each column is one :math:`z`. The data are taken as
+    binary when every value of the draw is 0 or 1, as with any likelihood that draws only 0s and 1s, whatever
+    its class (``Bernoulli(...).to_event()``, a ``MaskedDistribution``, ...); a continuous one almost surely
+    draws other values, and its draw, pixel noise added to the mean, is left out.
 
     :param pair: a model/guide pair.
     :param data: data rows that give the model's arguments for the ``num`` draws: its first

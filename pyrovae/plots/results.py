@@ -135,18 +135,21 @@ def latent_usage(stats, path=None) -> Figure:
         top, bottom = axes[0, j], axes[1, j]
         colours = np.where(rows["active"], "tab:blue", "tab:grey")
         top.bar(x, rows["kl"].fillna(0).to_numpy(), color=colours)
-        top.set_ylabel("KL (nats)")
         row = stats.sites.loc[name]
-        top.set_title(f"{name}: {row.active_units} of {row.dims} active, KL {row.kl:.2f}")
+        top.set(ylabel="KL (nats)", title=f"{name}: {row.active_units} of {row.dims} active, KL {row.kl:.2f}")
         if rows["kl"].isna().all():
             top.set_yticks([])
-            top.text(0.5, 0.5, "prior does not factorize:\nno KL per dimension", ha="center",
-                     va="center", transform=top.transAxes)  # fmt: skip
+            centred = dict(ha="center", va="center", transform=top.transAxes)
+            top.text(0.5, 0.5, "prior does not factorize:\nno KL per dimension", **centred)
         bottom.bar(x, rows["activity"].to_numpy(), color=colours)
-        bottom.set_yscale("log")
-        bottom.axhline(stats.threshold, color="tab:red", linestyle="--", linewidth=1,
-                       label=f"threshold {stats.threshold:g}")  # fmt: skip
-        bottom.set_ylabel("activity Cov_x(E_q[z])")
+        bottom.set(yscale="log", ylabel="activity Cov_x(E_q[z])")
+        bottom.axhline(
+            stats.threshold,
+            color="tab:red",
+            linestyle="--",
+            linewidth=1,
+            label=f"threshold {stats.threshold:g}",
+        )
         bottom.set_xlabel(f"dimension (sorted by {'KL' if key == 'kl' else 'activity'})")
         bottom.set_xticks(x, [str(d) for d in rows["dim"]], fontsize=6, rotation=90)
         bottom.legend(fontsize=7, loc="upper right")

@@ -88,11 +88,10 @@ def holds_run(path: Path) -> bool:
 class RunDirectory:
     """A run directory to be written by this process (rank 0 of a distributed run).
 
-    Constructing it checks everything and writes nothing: ``resume`` and ``overwrite`` together,
-    a path that is or lies under a file, a directory this process cannot write to or without
-    ``need_bytes`` free, and a directory that holds another run (unless ``resume`` or
-    ``overwrite``). Entering it creates the directory, takes its lock, removes stray temporaries
-    and, with ``overwrite``, the earlier run's :data:`OUTPUTS`.
+    Constructing it checks everything and writes nothing: ``resume`` and ``overwrite`` together, a path that
+    is or lies under a file, a directory this process cannot write to or without ``need_bytes`` free, and a
+    directory that holds another run (unless ``resume`` or ``overwrite``). Entering it creates the directory,
+    takes its lock, removes stray temporaries and, with ``overwrite``, the earlier run's :data:`OUTPUTS`.
 
     With ``resume``, a directory without a checkpoint (a run killed before its first epoch ended,
     or a new directory) starts from the first epoch.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -33,10 +34,8 @@ class RunLock:
                 f"another process (pid {holder or 'unknown'}) is writing to {self.path.parent}; wait for "
                 "it to finish, or choose another run directory"
             ) from None
-        try:
+        with contextlib.suppress(OSError):  # a lock file that only its handle may write (Windows): no holder
             self.path.write_text(str(os.getpid()))
-        except OSError:  # a lock file that only its handle may write (Windows): no holder to name
-            pass
         return self
 
     def __exit__(self, *exc) -> None:

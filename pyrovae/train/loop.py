@@ -1,8 +1,7 @@
 r"""Minibatch stochastic variational inference (Hoffman et al. 2013; Kingma & Welling 2014).
 
-:func:`fit` maximizes an ELBO-type bound of any model/guide pair whose per-datapoint sites
-live in the ``"data"`` plate. One step draws a minibatch :math:`\mathcal{B}` of the :math:`N`
-data points and descends
+:func:`fit` maximizes an ELBO-type bound of any model/guide pair whose per-datapoint sites live in the
+``"data"`` plate. One step draws a minibatch :math:`\mathcal{B}` of the :math:`N` data points and descends
 
 .. math:: -\frac{N}{|\mathcal{B}|}\sum_{n \in \mathcal{B}} \mathcal{L}_n(\theta, \phi),
 
@@ -63,11 +62,10 @@ def check_data(vae: nn.Module, data: DataSource, what: str) -> None:
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    """A seed for ``epoch`` of a run seeded with ``seed``: runs are reproducible epoch by epoch, so
-    training 4 epochs straight and 2 epochs + resume for 2 more gives identical parameters.
-
-    Rank ``rank`` of a distributed run draws its estimator's noise from its own seed, so that
-    the workers' draws are independent; rank 0's is the one-process run's."""
+    """A seed for ``epoch`` of a run seeded with ``seed``: runs are reproducible epoch by epoch, so training 4
+    epochs straight and 2 epochs + resume for 2 more gives identical parameters. Rank ``rank`` of a
+    distributed run draws its estimator's noise from its own seed, so that the workers' draws are
+    independent; rank 0's is the one-process run's."""
     if rank:
         return distributed.derived_seed(seed, epoch, rank)
     return (seed * 1_000_003 + epoch) % 2**32
@@ -134,10 +132,6 @@ class FitResult(Result):
             lines.append(f"  run directory: {self.run_dir}")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
-
-
-def _clone_state(module: nn.Module) -> dict:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
 def _load_state(module: nn.Module, state: dict, what: str) -> None:
@@ -223,10 +217,8 @@ def fit(
     finite is not committed: training stops with :class:`~pyrovae.errors.TrainingError` naming the
     epoch and step, and the run directory keeps the last finite state.
     """
-    options = check_options(
-        epochs=epochs, batch_size=batch_size, lr=lr, kl_warmup=kl_warmup, clip_norm=clip_norm,
-        patience=patience, seed=seed,
-    )  # fmt: skip
+    options = dict(epochs=epochs, batch_size=batch_size, lr=lr, kl_warmup=kl_warmup, clip_norm=clip_norm)
+    options = check_options(**options, patience=patience, seed=seed)
     if options["patience"] is not None and valid is None:
         raise ConfigError("early stopping (patience) needs validation data: pass valid=")
     distributed.init(backend)
@@ -360,8 +352,7 @@ def _epoch(trainer: Trainer, train, valid, settings: dict, bar, directory, histo
         seen += len(args[0])
         bar.update()
         bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
-    row = {"epoch": epoch, "train_loss": total / seen, "valid_loss": math.nan, "beta": beta}
-    row["lr"] = settings["lr"]
+    row = dict(epoch=epoch, train_loss=total / seen, valid_loss=math.nan, beta=beta, lr=settings["lr"])
     if valid is not None:
         row["valid_loss"] = trainer.evaluate(valid, seed=_epoch_seed(seed, -epoch))
         if not math.isfinite(row["valid_loss"]):
@@ -382,7 +373,7 @@ def _commit(trainer: Trainer, run: dict, row: dict, directory: RunDirectory | No
     run["history"].append(row)
     if row["valid_loss"] < run["best"]:  # NaN without validation data
         run.update(best=row["valid_loss"], best_epoch=row["epoch"], bad_epochs=0)
-        run["best_model"] = _clone_state(trainer.vae)
+        run["best_model"] = {k: v.detach().to("cpu", copy=True) for k, v in trainer.vae.state_dict().items()}
     elif not math.isnan(row["valid_loss"]):
         run["bad_epochs"] += 1
     if directory is not None:
@@ -415,12 +406,11 @@ def _export(vae: nn.Module, history: list[dict], run_dir: Path, data, figures: b
 
 def _stopped(what: str, directory: RunDirectory | None, history: list[dict]) -> str:
     """The message of a run stopped by a non-finite value, naming the checkpoint only if there is one."""
+    kept = ""
     if directory is not None and history:
         kept = f"; {directory.checkpoint} keeps the last finite state (epoch {history[-1]['epoch']})"
     elif directory is not None:
         kept = "; no epoch was completed, so there is no checkpoint"
-    else:
-        kept = ""
     return (
         f"{what}; training stopped{kept}. Lower the learning rate (--lr), clip gradients (--clip-norm) "
         "or check the data for extreme values."

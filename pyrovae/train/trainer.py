@@ -42,8 +42,7 @@ class _Method(nn.Module):
 
     def __init__(self, owner: nn.Module, name: str):
         super().__init__()
-        self.owner = owner
-        self.name = name
+        self.owner, self.name = owner, name
 
     def forward(self, *args, **kwargs):
         return getattr(self.owner, self.name)(*args, **kwargs)
@@ -133,11 +132,10 @@ class Trainer:
         self._validated = True
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grads = [p.grad for p in self.params if p.grad is not None]
         if self.clip_norm is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
         else:
-            grad_norm = torch.nn.utils.get_total_norm(grads)
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
         # one host sync for the loss and both checks; a non-finite step is never applied
         param_norm = torch.nn.utils.get_total_norm([p.detach() for p in self.params])
         value = distributed.all_reduce_mean(loss)

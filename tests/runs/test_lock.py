@@ -26,7 +26,8 @@ def test_a_lock_held_by_another_process_is_refused_and_freed_when_that_process_i
         [
             sys.executable,
             "-c",
-            f"from pyrovae.runs.lock import RunLock; lock = RunLock({str(tmp_path)!r}).__enter__(); print(flush=True); input()",
+            f"from pyrovae.runs.lock import RunLock; lock = RunLock({str(tmp_path)!r}).__enter__()\n"
+            "print(flush=True); input()",
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
