@@ -44,6 +44,7 @@ from pyro import poutine
 from pyrovae.data.datasets import UNLABELLED
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.handlers import DATA_PLATE
+from pyrovae.infer import Sweep
 from pyrovae.models.likelihoods import Likelihood
 from pyrovae.models.nn import ConditionalMLPDecoder, ConditionalMLPEncoder, mlp
 from pyrovae.models.vae import LatentModel
@@ -159,16 +160,12 @@ class SSVAE(LatentModel):
 
     @torch.no_grad()
     def accuracy(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 1000) -> float:
-        """The fraction of the data points ``x`` whose label ``y`` :meth:`classify` predicts (``x``
-        classified on the model's device, ``chunk`` data points at a time)."""
+        """The fraction of the data points ``x`` whose label ``y`` :meth:`classify` predicts (``x`` classified
+        on the model's device, ``chunk`` data points at a time: a :class:`~pyrovae.infer.Sweep`)."""
         if y.shape != x.shape[:1]:
             raise DataError(f"pass one label per data point: {len(x)} data points, labels {tuple(y.shape)}")
-        device, y = self._reference().device, y.cpu()
-        hits = sum(
-            int((self.classify(x[i : i + chunk].to(device)).cpu() == y[i : i + chunk]).sum())
-            for i in range(0, len(x), chunk)
-        )
-        return hits / len(x)
+        sweep = Sweep((x, y), chunk, device=self._reference().device, desc="accuracy")
+        return float(sweep.map(lambda c: self.classify(c.args[0]) == c.args[1]).double().mean())
 
     @torch.no_grad()
     def sample(self, num_samples: int, y: torch.Tensor | int | None = None) -> torch.Tensor:
