@@ -7,7 +7,15 @@ import io
 import math
 import os
 
-import matplotlib
+from pyrovae.errors import ConfigError
+
+try:
+    import matplotlib
+except ValueError as e:  # matplotlib reads MPLBACKEND when it is imported, and refuses an unknown one
+    raise ConfigError(
+        f"matplotlib refuses the environment's MPLBACKEND={os.environ.get('MPLBACKEND')!r} ({e}); unset "
+        "MPLBACKEND, or set it to a backend matplotlib knows, such as agg"
+    ) from None
 import matplotlib.figure
 import pandas as pd
 import torch
@@ -32,6 +40,10 @@ class Figure(matplotlib.figure.Figure):
     of a notebook draws the figures of pyplot only; a figure made without pyplot, as every figure of pyrovae
     is, would be shown as the text ``<Figure size ...>``. This one renders itself as a PNG (``_repr_png_``)
     when it is the value of a cell or passed to ``display``."""
+
+    def __init__(self, *args, **kwargs):  # documented here: matplotlib's own docstring is not valid reST
+        """Arguments as for :class:`matplotlib.figure.Figure`."""
+        super().__init__(*args, **kwargs)
 
     def _repr_png_(self) -> bytes:
         buffer = io.BytesIO()
