@@ -62,3 +62,20 @@ def cli_run(tmp_path_factory):
         mp.setenv("PYROVAE_CACHE", str(base / "cache"))
         assert cli.main([*CLI_TRAIN, "--run-dir", str(base / "run")]) == 0
     return base / "run"
+
+
+@pytest.fixture(scope="session")
+def make_ppca():
+    """``make_ppca(n)``: the probabilistic PCA of ``toy_models.py`` (exact log p(x) and posterior) and
+    ``n`` data points drawn from it; both are deterministic, so each size is made once per session."""
+    from toy_models import PPCA
+
+    made = {}
+
+    def make(n: int):
+        if n not in made:
+            model = PPCA()
+            made[n] = model, model.sample(n)
+        return made[n]
+
+    return make

@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from toy_models import PPCA
 
 import pyrovae
 from pyrovae.analysis.anomaly import METHODS, AnomalyScores, anomaly_scores, complexity, perturb
@@ -17,9 +16,8 @@ RUN = dict(seed=0, progress=False)
 
 
 @pytest.fixture(scope="module")
-def ppca():
-    model = PPCA()
-    return model, model.sample(30)
+def ppca(make_ppca):
+    return make_ppca(30)
 
 
 def test_nll_scores_are_minus_log_px_within_their_standard_errors(ppca):

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 import torch
-from toy_models import PPCA, LearnablePPCA
+from toy_models import LearnablePPCA
 
 import pyrovae
 from pyrovae import cli
@@ -22,9 +22,8 @@ FAST = ["--batch-size", "400", "--no-progress", "--test-samples", "0"]
 
 
 @pytest.fixture(scope="module")
-def ppca():
-    ppca = PPCA()
-    return ppca, ppca.sample(20)
+def ppca(make_ppca):
+    return make_ppca(20)
 
 
 def test_columns_the_guide_model_split_and_exact_answers(ppca):

@@ -269,9 +269,8 @@ class Hierarchical(torch.nn.Module):
 
 
 @pytest.fixture(scope="module")
-def ppca_data():
-    ppca = PPCA()
-    return ppca, ppca.sample(20)
+def ppca_data(make_ppca):
+    return make_ppca(20)
 
 
 def test_estimators_by_name_spec_and_class():

@@ -11,7 +11,7 @@ import pytest
 import torch
 from pyro import poutine
 from test_estimators import loss_and_grads
-from toy_models import PPCA, LearnablePPCA
+from toy_models import LearnablePPCA
 
 import pyrovae
 from pyrovae.errors import ConfigError
@@ -22,9 +22,8 @@ MODEL_PARAMS, GUIDE_PARAMS = ("W", "b"), ("gain", "offset", "tril")
 
 
 @pytest.fixture(scope="module")
-def ppca_data():
-    ppca = PPCA()
-    return ppca, ppca.sample(20)
+def ppca_data(make_ppca):
+    return make_ppca(20)
 
 
 @pytest.fixture

@@ -34,9 +34,8 @@ def inclusive_kl(module: LearnablePPCA, ppca: PPCA, x: torch.Tensor) -> torch.Te
 
 
 @pytest.fixture(scope="module")
-def ppca_data():
-    ppca = PPCA()
-    return ppca, ppca.sample(20)
+def ppca_data(make_ppca):
+    return make_ppca(20)
 
 
 def test_wake_phi_vanishes_in_expectation_at_the_exact_posterior(ppca_data):

@@ -46,9 +46,8 @@ def assert_within_4se(result: LogLikelihood, exact: torch.Tensor) -> None:
 
 
 @pytest.fixture(scope="module")
-def ppca():
-    model = PPCA()
-    return model, model.sample(25)
+def ppca(make_ppca):
+    return make_ppca(25)
 
 
 # ---------------------------------------------------------------------------------------------
