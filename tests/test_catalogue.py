@@ -12,10 +12,13 @@ import contextlib
 import errno
 import io
 import json
+import math
 import os
 import re
 import shutil
 import struct
+import subprocess
+import sys
 import traceback
 import zipfile
 from collections.abc import Callable
@@ -26,7 +29,7 @@ import pytest
 import torch
 
 import pyrovae
-from pyrovae import VAE, cli, fit
+from pyrovae import VAE, cli, fit, load_run
 from pyrovae.runs.lock import RunLock
 from pyrovae.storage import load_checkpoint, save_checkpoint
 
@@ -135,6 +138,16 @@ class Env:
             if before is not None:
                 assert snapshot(self._run) == before, f"refused, but changed the run: {err.getvalue()}"
         return Outcome(status, out.getvalue(), err.getvalue())
+
+    def process(self, *argv: str, environ: dict[str, str]) -> Outcome:
+        """Run ``python -m pyrovae ARGV`` in a process of its own, with ``environ`` added to the
+        environment: for what a process sets up once, such as matplotlib's backend."""
+        argv = [self.expand(arg) for arg in argv]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **environ}
+        done = subprocess.run(
+            [sys.executable, "-m", "pyrovae", *argv], env=env, capture_output=True, text=True
+        )
+        return Outcome(done.returncode, done.stdout, done.stderr)
 
 
 def api(call: Callable[[], object]) -> Outcome:
@@ -509,6 +522,26 @@ def _(env):
         return env.cli(*RESUME)
 
 
+@case("evaluate-locked")
+def _(env):
+    with RunLock(env.run):
+        return env.cli(
+            "evaluate", "{run}", "--limit", "3", "--num-samples", "10", "--bounds", "1,10", *FAST[:1]
+        )
+
+
+@case("score-locked")
+def _(env):
+    with RunLock(env.run):
+        return env.cli("score", "{run}", "--limit", "3", "--num-samples", "10", *FAST[:1])
+
+
+@case("sample-locked")
+def _(env):
+    with RunLock(env.run):
+        return env.cli("sample", "{run}", "--out", "{tmp}/s.png")
+
+
 def python_run(env: Env) -> Path:
     """A run directory written by fit() from Python, on data of its own."""
     run = env.tmp / "python"
@@ -635,6 +668,48 @@ def _(env):
 def _(env):
     edit_checkpoint(env, other_architecture)
     return env.cli(*RESUME, "--epochs", "3")
+
+
+@case("env-bad-mplbackend")
+def _(env):
+    return env.process("sample", "{run}", "--out", "{tmp}/s.png", environ={"MPLBACKEND": "bogus"})
+
+
+@case("env-read-only-home")
+def _(env):
+    argv = ("evaluate", "{run}", "--limit", "3", "--num-samples", "10", "--bounds", "1,10", "--no-progress")
+    return env.process(*argv, environ={"HOME": "/proc/no-home", "XDG_CACHE_HOME": "", "MPLCONFIGDIR": ""})
+
+
+def non_finite(state: dict) -> None:
+    """A diverged model's parameters: NaN in the first weight of the saved and the best model."""
+    for key in ("model", "best_model"):
+        name = next(iter(state[key]))
+        state[key][name] = torch.full_like(state[key][name], math.nan)
+
+
+@case("checkpoint-non-finite")
+def _(env):
+    edit_checkpoint(env, non_finite)
+    return env.cli("sample", "{run}", "--out", "{tmp}/s.png")
+
+
+@case("checkpoint-non-finite-evaluate")
+def _(env):
+    edit_checkpoint(env, non_finite)
+    return env.cli("evaluate", "{run}", "--limit", "3", "--num-samples", "10", "--bounds", "1,10", *FAST[:1])
+
+
+@case("checkpoint-non-finite-resumed")
+def _(env):
+    edit_checkpoint(env, non_finite)
+    return env.cli(*RESUME, "--epochs", "3")
+
+
+@case("checkpoint-non-finite-api")
+def _(env):
+    edit_checkpoint(env, non_finite)
+    return api(lambda: load_run(env.run))
 
 
 @case("checkpoint-bad-configuration")

@@ -102,7 +102,27 @@ def _rank_zero_stdout(args: argparse.Namespace):
 
     distributed.init(getattr(args, "backend", None))
     if distributed.is_main():
-        yield
+        with _run_lock(args):
+            yield
         return
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
         yield
+
+
+@contextlib.contextmanager
+def _run_lock(args: argparse.Namespace):
+    """The run directory's lock, held by every command but ``train`` (whose run directory takes it
+    itself) while it works, so that a second writer is refused at once rather than mixing its outputs
+    with this one's. A run directory where no lock file can be created (read-only) is only read."""
+    from pyrovae.runs.lock import RunLock
+
+    run_dir = Path(args.run_dir) if args.command != "train" else None
+    lock = RunLock(run_dir) if run_dir is not None and run_dir.is_dir() else contextlib.nullcontext()
+    try:
+        lock.__enter__()
+    except OSError:  # a read-only directory: nobody can write there either
+        lock = contextlib.nullcontext()
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from pyrovae import distributed, storage
@@ -65,7 +66,8 @@ STATE_KEYS = ("epoch", "model", "optimizer", "history", "best", "best_epoch", "b
 
 def read_state(path: Path, keys=STATE_KEYS) -> dict:
     """The checkpoint at ``path`` (see :func:`~pyrovae.storage.load_checkpoint`), refused with a
-    :class:`~pyrovae.errors.CheckpointError` naming what it lacks of ``keys``."""
+    :class:`~pyrovae.errors.CheckpointError` naming what it lacks of ``keys``, or the parameters that
+    are not finite."""
     state = storage.load_checkpoint(path)
     missing = [key for key in keys if key not in state]
     if missing:
@@ -73,6 +75,15 @@ def read_state(path: Path, keys=STATE_KEYS) -> dict:
             f"{path} lacks {', '.join(repr(k) for k in missing)}: it is not a complete checkpoint of a run. "
             "Restore it from a copy, or start the run again with --overwrite (overwrite=True)."
         )
+    for key in ("model", "best_model"):
+        weights = state.get(key) or {}
+        bad = [n for n, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            raise CheckpointError(
+                f"{path} holds NaN or infinite values in its parameters ({', '.join(bad[:3])}"
+                f"{', ...' if len(bad) > 3 else ''}): a model saved from diverged training cannot be "
+                "evaluated or resumed. Restore it from a copy, or train again (--overwrite, overwrite=True)."
+            )
     return state
 
 

@@ -31,7 +31,7 @@ from pyro.infer import ELBO
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyrovae import devices, distributed, plots
+from pyrovae import devices, distributed
 from pyrovae.data.source import DataSource
 from pyrovae.errors import CheckpointError, ConfigError, TrainingError
 from pyrovae.options import check_options
@@ -390,6 +390,8 @@ def _export(vae: nn.Module, history: list[dict], run_dir: Path, data, figures: b
     write_text(run_dir / HISTORY, frame.to_csv(index=False))
     if not figures:
         return
+    from pyrovae import plots  # matplotlib, imported where it draws
+
     with distributed.alone():
         plots.learning_curves(frame, run_dir / "learning_curves.png")
         if hasattr(vae, "sample") and hasattr(vae, "reconstruct"):
