@@ -542,6 +542,21 @@ def _(env):
         return env.cli("sample", "{run}", "--out", "{tmp}/s.png")
 
 
+@case("score-data-root-without-dataset")
+def _(env):
+    return env.cli("score", "{run}", "--data-root", "{tmp}", *FAST[:1])
+
+
+@case("score-binarize-without-dataset")
+def _(env):
+    return env.cli("score", "{run}", "--binarize", "threshold", *FAST[:1])
+
+
+@case("detect-in-root-without-in")
+def _(env):
+    return env.cli("detect", "{run}", "--out", "digits", "--in-root", "{tmp}", *FAST[:1])
+
+
 def python_run(env: Env) -> Path:
     """A run directory written by fit() from Python, on data of its own."""
     run = env.tmp / "python"

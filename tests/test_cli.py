@@ -669,3 +669,17 @@ def test_mix_outside_0_1_is_refused(capsys, tmp_path):
         capsys, [*TRAIN, "--run-dir", str(tmp_path / "r"), "--estimator", "ciwae", "--mix", "2"]
     )
     assert "mix (--mix) must be a number >= 0 and <= 1" in message
+
+
+def test_another_data_set_is_binarized_as_the_run_s_data_were():
+    from pyrovae.cli.scoring import other_binarize
+
+    # binarized MNIST is stored binary: another data set gets its own binarization (a fixed Bernoulli
+    # draw for valid and test), not its grey levels, which a Bernoulli likelihood cannot score
+    binary = RunConfig(dataset="binarized-mnist", likelihood="bernoulli")
+    assert binary.binarize_mode() is None and other_binarize(binary, "mnist", None) == "dynamic"
+    assert other_binarize(binary, "mnist", "threshold") == "threshold"
+    assert other_binarize(binary, "mnist", "none") is None
+    # a run whose data were binarized binarizes the other set the same way; grey levels stay grey
+    assert other_binarize(RunConfig(dataset="digits", likelihood="bernoulli"), "mnist", None) == "dynamic"
+    assert other_binarize(RunConfig(dataset="digits", likelihood="binomial"), "mnist", None) is None

@@ -112,6 +112,12 @@ def add_scoring(p: argparse.ArgumentParser) -> None:
         "--group-size", type=int, default=10, help="inputs per group of the typicality test (default: 10)"
     )
     p.add_argument("--steps", type=int, default=100, help="optimizer steps per input of likelihood-regret")
+    p.add_argument(
+        "--binarize",
+        choices=("dynamic", "threshold", "none"),
+        help="how another data set than the run's is binarized (default: as the run's data were: its own "
+        "binarization when the run's data are binary, a fixed Bernoulli draw for valid and test)",
+    )
     add_common(p, "seed of the draws and of --limit")
 
 
