@@ -557,6 +557,25 @@ def _(env):
     return env.cli("detect", "{run}", "--out", "digits", "--in-root", "{tmp}", *FAST[:1])
 
 
+def fit_diverged(vae: VAE) -> VAE:
+    """``vae`` after a ``fit`` that a learning rate of 10^6 stopped in its second epoch."""
+    with contextlib.suppress(pyrovae.TrainingError):
+        fit(vae, binary(), epochs=2, lr=1e6, optimizer="sgd", batch_size=64, progress=False)
+    return vae
+
+
+@case("api-fit-stopped-restores")
+def _(env):
+    return api(
+        lambda: fit(small_vae(), binary(), epochs=2, lr=1e6, optimizer="sgd", batch_size=64, progress=False)
+    )
+
+
+@case("api-fit-after-divergence")
+def _(env):
+    return api(lambda: fit(fit_diverged(small_vae()), binary(), epochs=1, progress=False))
+
+
 def python_run(env: Env) -> Path:
     """A run directory written by fit() from Python, on data of its own."""
     run = env.tmp / "python"

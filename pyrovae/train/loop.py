@@ -317,7 +317,15 @@ def _fit(
     disable = not (progress and distributed.is_main())
     with tqdm(total=total, disable=disable, unit="step", dynamic_ncols=True) as bar:
         while not finished():
-            _commit(trainer, run, _epoch(trainer, train, valid, settings, bar, directory, history), directory)
+            before = {k: v.detach().clone() for k, v in vae.state_dict().items()}  # the last good state
+            try:
+                row = _epoch(trainer, train, valid, settings, bar, directory, history)
+            except TrainingError as e:
+                vae.load_state_dict(before)
+                raise TrainingError(
+                    f"{e} The module holds its parameters from before epoch {len(history) + 1}."
+                ) from None
+            _commit(trainer, run, row, directory)
             if directory is not None and distributed.is_main():
                 pause_point("history")
                 _export(vae, history, directory.path, data, plots_every_epoch)

@@ -508,3 +508,22 @@ def test_parameters_made_non_finite_by_the_last_step_are_never_committed(tmp_pat
         )
     assert "no epoch was completed, so there is no checkpoint" in str(err.value)
     assert not (tmp_path / "run" / CHECKPOINT).exists()
+
+
+def diverging(vae: pyrovae.VAE, epochs: int) -> None:
+    """``fit``, one step per epoch, at a learning rate that makes the loss non-finite in epoch 2 (here)."""
+    x = (torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    pyrovae.fit(vae, x, epochs=epochs, lr=1e6, optimizer="sgd", batch_size=64, progress=False)
+
+
+def test_a_fit_stopped_by_a_non_finite_value_restores_the_parameters_from_before_that_epoch():
+    one_epoch = make_vae(hidden=(8,))
+    diverging(one_epoch, 1)
+    stopped = make_vae(hidden=(8,))
+    with pytest.raises(TrainingError, match="The module holds its parameters from before epoch 2"):
+        diverging(stopped, 2)
+    for name, value in one_epoch.state_dict().items():
+        assert torch.equal(stopped.state_dict()[name], value), name
+    # those parameters diverged already: a next fit names the problem instead of Pyro's traceback
+    with pytest.raises(ConfigError, match="failed Pyro's validation .* diverged in an earlier training"):
+        pyrovae.fit(stopped, (torch.rand(8, 1, 8, 8) > 0.5).float(), epochs=1, progress=False)
