@@ -71,6 +71,7 @@ def __getattr__(name: str):
         return importlib.import_module("pyrovae.plots")
     raise AttributeError(f"module 'pyrovae' has no attribute {name!r}")
 
+
 __all__ = [
     "AIS",
     "AnomalyScores",
