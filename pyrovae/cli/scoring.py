@@ -91,7 +91,10 @@ def scoring_data(run, dataset: str | None, root: str | None, args):
         data = run.load_data(args.split)
     else:
         data = load(
-            dataset, args.split, root=root, binarize=other_binarize(run.config, dataset, args.binarize)
+            dataset,
+            args.split,
+            root=root,
+            binarize=other_binarize(run.config, dataset, getattr(args, "binarize", None)),
         )
     if args.limit is not None and args.limit < len(data):
         return DataSource(data).sample(args.limit, seed=args.seed)

@@ -197,7 +197,7 @@ def test_data_env_var(tmp_path, monkeypatch, canonical_test_split):
     ds = load("binarized_mnist", "test")  # the cache dir comes from PYROVAE_CACHE
     assert ds.name == "binarized-mnist" and ds.binarize is None and ds.targets is None
     np.testing.assert_array_equal(ds.data.view(-1, 784).numpy(), bits)
-    assert list((tmp_path / "cache").glob("binarized_mnist_test-*.npy"))
+    assert list((tmp_path / "cache").glob("binarized_mnist_test-*.npz"))
 
 
 def test_canonical_row_count_is_enforced(tmp_path):
