@@ -576,6 +576,35 @@ def _(env):
     return api(lambda: fit(fit_diverged(small_vae()), binary(), epochs=1, progress=False))
 
 
+@case("evaluate-num-samples-beyond-memory")
+def _(env):
+    return env.cli(
+        "evaluate", "{run}", "--limit", "3", "--num-samples", "100000000000", "--bounds", "1", *FAST[:1]
+    )
+
+
+@case("evaluate-ais-chains-beyond-memory")
+def _(env):
+    argv = (
+        "--limit",
+        "3",
+        "--num-samples",
+        "10",
+        "--bounds",
+        "1,10",
+        "--ais-steps",
+        "3",
+        "--ais-chains",
+        "10000000000",
+    )
+    return env.cli("evaluate", "{run}", *argv, *FAST[:1])
+
+
+@case("latents-num-particles-beyond-memory")
+def _(env):
+    return env.cli("latents", "{run}", "--limit", "3", "--num-particles", "100000000000", *FAST[:1])
+
+
 def python_run(env: Env) -> Path:
     """A run directory written by fit() from Python, on data of its own."""
     run = env.tmp / "python"

@@ -43,6 +43,7 @@ References:
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,7 +63,14 @@ from pyrovae.options import check_options
 from pyrovae.results import Result, column, mean_stderr
 from pyrovae.seeds import seeded
 
-__all__ = ["LogLikelihood", "LogWeights", "PerDatapoint", "log_likelihood"]
+__all__ = [
+    "LogLikelihood",
+    "LogWeights",
+    "PerDatapoint",
+    "check_memory",
+    "default_max_memory",
+    "log_likelihood",
+]
 
 #: default bound on the memory one chunk may use, in bytes, on the CPU
 DEFAULT_MAX_MEMORY = 512 * 2**20
@@ -79,6 +87,33 @@ CPU_CHUNK_BYTES = 96 * 2**20
 MEMORY_SAFETY = 4.0
 # PSIS fits cost about 0.5 ms a row plus a fixed cost a call: reduce at least this many rows at once
 REDUCE_ROWS = 64
+
+
+#: bytes per importance sample of a data point's log-weights: float64, with the reduction's copies
+WEIGHT_BYTES = 4 * 8
+
+
+def device_memory(device: torch.device) -> float:
+    """The memory of ``device`` in bytes: a GPU's, or the machine's physical memory (infinite where the
+    operating system does not say)."""
+    if device.type == "cuda":
+        return float(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
+        return math.inf
+
+
+def check_memory(name: str, value: int, need: float, device: torch.device, what: str) -> None:
+    """Refuse, before the work, an option ``name`` whose ``value`` makes ``what``, which cannot be split
+    into chunks, take ``need`` bytes: more than ``device`` has."""
+    have = device_memory(device)
+    if need > have:
+        flag = "--" + name.replace("_", "-")
+        raise ConfigError(
+            f"{name} ({flag}) = {value} needs {need / 2**30:.3g} GiB for {what}, more than the "
+            f"{have / 2**30:.3g} GiB of memory of the {device.type.upper()}; lower {name}"
+        )
 
 
 def default_max_memory(device: torch.device) -> int:
@@ -257,10 +292,11 @@ class LogWeights:
         device: str | torch.device | None = None,
         progress: bool = False,
         desc: str = "log p(x)",
+        name: str = "num_samples",
     ):
         sizes = dict(batch_size=batch_size, particle_batch_size=particle_batch_size, max_memory=max_memory)
         check_options(("batch_size", "max_memory", "seed"), num_samples=num_samples, seed=seed, **sizes)
-        self.model, self.guide, self.num_samples = model, guide, num_samples
+        self.model, self.guide, self.num_samples, self.name = model, guide, num_samples, name
         source = DataSource(data)
         placement = dict(
             device=device, model_kwargs=model_kwargs, data_plate=data_plate, model_args=model_args
@@ -285,9 +321,11 @@ class LogWeights:
             particle_batch_size = max(1, min(num_samples, rows // (batch_size or 1)))
             # as few particle chunks as that allows, of equal size
             particle_batch_size = math.ceil(num_samples / math.ceil(num_samples / particle_batch_size))
+        # the (batch, K) block of log-weights is kept whole, in float64 for the reduction
+        need = WEIGHT_BYTES * num_samples
+        check_memory(self.name, num_samples, need, probe.device, "one data point's log-weights")
         if batch_size is None:
-            # the (batch, K) block of log-weights is kept whole, in float64 for the reduction
-            weights_cap = max(1, max_memory // (4 * 8 * num_samples))
+            weights_cap = max(1, max_memory // (WEIGHT_BYTES * num_samples))
             batch_size = max(1, min(rows // particle_batch_size, weights_cap))
         return min(batch_size, num_data), min(particle_batch_size, num_samples)
 
