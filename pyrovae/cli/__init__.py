@@ -61,7 +61,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        with _rank_zero_stdout(args), warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, _rank_zero_stdout(args):
             warnings.simplefilter("default")
             try:
                 return COMMANDS[args.command](args)
@@ -111,18 +111,25 @@ def _rank_zero_stdout(args: argparse.Namespace):
 
 @contextlib.contextmanager
 def _run_lock(args: argparse.Namespace):
-    """The run directory's lock, held by every command but ``train`` (whose run directory takes it
-    itself) while it works, so that a second writer is refused at once rather than mixing its outputs
-    with this one's. A run directory where no lock file can be created (read-only) is only read."""
+    """The run directory's lock and its record of outputs (:class:`~pyrovae.runs.outputs.Outputs`), held by
+    every command but ``train`` (whose run directory takes them itself) while it works, so that a second
+    writer is refused at once rather than mixing its outputs with this one's, and what a killed command
+    left is cleaned first. A run directory where no lock file can be created (read-only) is only read."""
     from pyrovae.runs.lock import RunLock
+    from pyrovae.runs.outputs import Outputs
 
     run_dir = Path(args.run_dir) if args.command != "train" else None
-    lock = RunLock(run_dir) if run_dir is not None and run_dir.is_dir() else contextlib.nullcontext()
+    if run_dir is None or not run_dir.is_dir():
+        yield
+        return
+    lock = RunLock(run_dir)
     try:
         lock.__enter__()
     except OSError:  # a read-only directory: nobody can write there either
-        lock = contextlib.nullcontext()
-    try:
         yield
+        return
+    try:
+        with Outputs(run_dir):
+            yield
     finally:
         lock.__exit__(None, None, None)

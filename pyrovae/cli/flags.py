@@ -187,10 +187,22 @@ def summary(args: argparse.Namespace, run, **results) -> dict:
     return {"dataset": dataset, **analysed, "epoch": run.epoch, "device": str(run.vae_device), **results}
 
 
+def output_set(args: argparse.Namespace, run, name: str):
+    """The context in which this command writes its output set ``name`` (committed as one by
+    :func:`pyrovae.runs.outputs.output_set`), recording ``run``'s parameters and the command's options."""
+    from pyrovae.runs.outputs import output_set as commit
+
+    return commit(name, f"pyrovae {args.command} {args.run_dir}", run.checkpoint, args)
+
+
 def out_path(args: argparse.Namespace, default: str) -> Path:
-    """The figure's path, --out or ``default`` in the run directory, checked by :func:`check_outputs`."""
+    """The figure's path, --out or ``default`` in the run directory, checked by :func:`check_outputs`, in a
+    format its suffix names (:func:`pyrovae.plots.figures.file_format`)."""
+    from pyrovae.plots.figures import file_format
+
     out = Path(args.out) if args.out else Path(args.run_dir) / default
     if out.is_dir():
         raise ConfigError(f"--out {out} is a directory; give a file name, such as {out / default}")
+    file_format(out)
     check_outputs(args, out)
     return out

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from pyrovae.cli.flags import SPLITS, add_checkpoint, add_command, add_device, check_flags, out_path
+from pyrovae.cli.flags import (
+    SPLITS,
+    add_checkpoint,
+    add_command,
+    add_device,
+    check_flags,
+    out_path,
+    output_set,
+)
 
 
 def add_parser(sub) -> None:
@@ -14,7 +22,10 @@ def add_parser(sub) -> None:
     for p, out in ((s, "samples.png"), (r, "reconstructions-SPLIT.png")):
         add_checkpoint(p)
         p.add_argument(
-            "--out", metavar="FILE.png", help=f"where to write the figure (default: RUN_DIR/{out})"
+            "--out",
+            metavar="FILE",
+            help="where to write the figure, in the format its suffix names (.png, .pdf, .svg, ...; "
+            f"default: RUN_DIR/{out})",
         )
         p.add_argument("--overwrite", action="store_true", help="replace the figure if it exists")
         p.add_argument("--seed", type=int, default=0, help="seed of the random draws")
@@ -28,13 +39,17 @@ def sample(args: argparse.Namespace) -> int:
     import torch
 
     from pyrovae import plots
+    from pyrovae.plots.figures import check_grid
     from pyrovae.runs.run import load_run
 
     check_flags(args, "num")
     out = out_path(args, "samples.png")
     run = load_run(args.run_dir, args.checkpoint, args.device)
+    check_grid("num", args.num, args.num, run.vae.event_shape)
     torch.manual_seed(args.seed)
-    plots.image_grid(run.vae.sample(args.num), out, title=f"samples (epoch {run.epoch})")
+    images = run.vae.sample(args.num)
+    with output_set(args, run, out.stem):
+        plots.image_grid(images, out, title=f"samples (epoch {run.epoch})")
     print(f"wrote {out}")
     return 0
 
@@ -45,14 +60,18 @@ def reconstruct(args: argparse.Namespace) -> int:
     from pyrovae import plots
     from pyrovae.data.source import DataSource
     from pyrovae.devices import of_model
+    from pyrovae.plots.figures import check_grid
     from pyrovae.runs.run import load_run
 
     check_flags(args, "num")
     out = out_path(args, f"reconstructions-{args.split}.png")
     run = load_run(args.run_dir, args.checkpoint, args.device)
+    check_grid("num", args.num, 2 * args.num, run.vae.event_shape)
     data = DataSource(run.load_data(args.split))
     torch.manual_seed(args.seed)
     x = data.sample(args.num, seed=args.seed)[0].to(of_model(run.vae))
-    plots.reconstructions(x, run.vae.reconstruct(x), out)
+    recon = run.vae.reconstruct(x)
+    with output_set(args, run, out.stem):
+        plots.reconstructions(x, recon, out)
     print(f"wrote {out} ({len(x)} {args.split} images drawn at random with seed {args.seed})")
     return 0

@@ -6,7 +6,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pyrovae.cli.flags import add_command, add_data_source, add_scoring, check_flags, check_outputs, names
+from pyrovae.cli.flags import (
+    add_command,
+    add_data_source,
+    add_scoring,
+    check_flags,
+    check_outputs,
+    names,
+    output_set,
+)
 from pyrovae.errors import ConfigError, unknown_name
 
 
@@ -139,12 +147,13 @@ def score(args: argparse.Namespace) -> int:
     background = load_run(args.background, args.checkpoint, args.device) if args.background else None
     data = scoring_data(run, args.dataset, args.data_root, args)
     result = score_with(args, run, background, data, args.method)
-    write_text(outputs[0], result.to_dataframe().to_csv())
-    result.to_netcdf(outputs[1])
-    write_json(
-        outputs[2],
-        {"dataset": args.dataset or run.config.dataset, "split": args.split, **result.to_json_dict()},
-    )
+    with output_set(args, run, stem.name):
+        write_text(outputs[0], result.to_dataframe().to_csv())
+        result.to_netcdf(outputs[1])
+        write_json(
+            outputs[2],
+            {"dataset": args.dataset or run.config.dataset, "split": args.split, **result.to_json_dict()},
+        )
     print(result.summary())
     print(f"wrote {stem}.csv, .nc and .json")
     return 0
@@ -165,16 +174,18 @@ def detect(args: argparse.Namespace) -> int:
     background = load_run(args.background, args.checkpoint, args.device) if args.background else None
     inside = scoring_data(run, getattr(args, "in"), args.in_root, args)
     outside = scoring_data(run, args.out, args.out_root, args)
-    results = []
-    for method, figure in zip(methods, figures, strict=True):
-        result = detect_sets(
+    results = [
+        detect_sets(
             score_with(args, run, background, inside, method),
             score_with(args, run, background, outside, method),
         )
-        result.plot(figure)
-        results.append(result)
+        for method in methods
+    ]
     table = detection_table(results)
-    write_text(stem.with_suffix(".csv"), table.to_csv())
+    with output_set(args, run, stem.name):
+        for result, figure in zip(results, figures, strict=True):
+            result.plot(figure)
+        write_text(stem.with_suffix(".csv"), table.to_csv())
     print(f"in: {getattr(args, 'in') or run.config.dataset} ({args.split}), out: {args.out} ({args.split})")
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {stem}.csv and {len(figures)} figure(s)")

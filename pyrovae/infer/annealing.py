@@ -78,11 +78,12 @@ from dataclasses import dataclass
 import torch
 
 from pyrovae import distributed
+from pyrovae.devices import check_memory
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.infer import Chunk
 from pyrovae.infer.diagnostics import reduce_log_weights
 from pyrovae.infer.hmc import AnnealingPath, anneal
-from pyrovae.infer.importance import MEMORY_SAFETY, PerDatapoint, check_memory
+from pyrovae.infer.importance import MEMORY_SAFETY, PerDatapoint
 from pyrovae.infer.pair import Pair, sweep_pair
 from pyrovae.infer.sites import data_frame
 from pyrovae.options import check_option, check_options, check_schedule

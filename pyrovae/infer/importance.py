@@ -43,7 +43,6 @@ References:
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from pyro.distributions.util import scale_and_mask
 
 from pyrovae import distributed
 from pyrovae.data.source import DataSource
+from pyrovae.devices import check_memory
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.infer import Chunk, Sweep
 from pyrovae.infer.checks import check_support
@@ -67,7 +67,6 @@ __all__ = [
     "LogLikelihood",
     "LogWeights",
     "PerDatapoint",
-    "check_memory",
     "default_max_memory",
     "log_likelihood",
 ]
@@ -91,29 +90,6 @@ REDUCE_ROWS = 64
 
 #: bytes per importance sample of a data point's log-weights: float64, with the reduction's copies
 WEIGHT_BYTES = 4 * 8
-
-
-def device_memory(device: torch.device) -> float:
-    """The memory of ``device`` in bytes: a GPU's, or the machine's physical memory (infinite where the
-    operating system does not say)."""
-    if device.type == "cuda":
-        return float(torch.cuda.get_device_properties(device).total_memory)
-    try:
-        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
-        return math.inf
-
-
-def check_memory(name: str, value: int, need: float, device: torch.device, what: str) -> None:
-    """Refuse, before the work, an option ``name`` whose ``value`` makes ``what``, which cannot be split
-    into chunks, take ``need`` bytes: more than ``device`` has."""
-    have = device_memory(device)
-    if need > have:
-        flag = "--" + name.replace("_", "-")
-        raise ConfigError(
-            f"{name} ({flag}) = {value} needs {need / 2**30:.3g} GiB for {what}, more than the "
-            f"{have / 2**30:.3g} GiB of memory of the {device.type.upper()}; lower {name}"
-        )
 
 
 def default_max_memory(device: torch.device) -> int:

@@ -16,8 +16,9 @@ import pyrovae
 from pyrovae.errors import CheckpointError, ConfigError, DataError, RunDirError, TrainingError
 from pyrovae.handlers import scale_latents
 from pyrovae.runs.directory import CHECKPOINT, CONFIG, HISTORY
+from pyrovae.runs.outputs import output_set, writing
 from pyrovae.seeds import seeded
-from pyrovae.storage import load_checkpoint
+from pyrovae.storage import load_checkpoint, write_text
 
 COLUMNS = ["epoch", "train_loss", "valid_loss", "beta", "lr", "seconds"]
 RUN_FILES = {
@@ -25,6 +26,7 @@ RUN_FILES = {
     CONFIG,
     HISTORY,
     ".lock",
+    "manifest.json",
     "learning_curves.png",
     "samples.png",
     "reconstructions.png",
@@ -165,9 +167,11 @@ def test_a_non_empty_run_dir_is_refused_and_left_untouched(tmp_path, train):
 def test_overwrite_starts_afresh_and_discards_the_earlier_runs_checkpoints(tmp_path, train, valid):
     run = tmp_path / "run"
     pyrovae.fit(make_vae(), train, valid, epochs=2, seed=0, run_dir=run, **SMALL)
-    (run / "evaluation-test.json").write_text("{}")  # as pyrovae evaluate writes
-    (run / "latents-test.csv").write_text("")  # as pyrovae latents writes
+    with writing(run), output_set("evaluation-test", "pyrovae evaluate run"):  # as pyrovae evaluate writes
+        write_text(run / "evaluation-test.json", "{}")
+        write_text(run / "latents-test.csv", "")
     (run / "notes.txt").write_text("mine")
+    (run / "evaluation-notes.json").write_text("mine")  # named as pyrovae names its own, but the user's
 
     result = pyrovae.fit(make_vae(seed=1), train, epochs=1, seed=1, run_dir=run, overwrite=True, **SMALL)
     assert len(result.history) == 1
@@ -180,6 +184,7 @@ def test_overwrite_starts_afresh_and_discards_the_earlier_runs_checkpoints(tmp_p
     assert not (run / "latents-test.csv").exists()
     assert len(pd.read_csv(run / HISTORY)) == 1
     assert (run / "notes.txt").read_text() == "mine"  # files pyrovae did not write are kept
+    assert (run / "evaluation-notes.json").read_text() == "mine"
 
 
 def test_resuming_where_nothing_was_committed_starts_from_the_first_epoch(tmp_path, train):
