@@ -755,6 +755,22 @@ def python_run(env: Env) -> Path:
     return run
 
 
+@case("score-other-dataset-binarized")
+def _(env):
+    return env.cli("score", "{run}", "--dataset", "digits", "--limit", "3", "--num-samples", "5", *FAST[:1])
+
+
+@case("detect-other-dataset-binarized")
+def _(env):
+    return env.cli("detect", "{run}", "--out", "digits", "--limit", "3", "--num-samples", "5", *FAST[:1])
+
+
+@case("score-other-dataset-not-binarized")
+def _(env):
+    flags = ("--binarize", "none", "--limit", "3", "--num-samples", "5", *FAST[:1])
+    return env.cli("score", "{run}", "--dataset", "digits", *flags)
+
+
 @case("python-run-evaluate")
 def _(env):
     outcome = env.cli("evaluate", str(python_run(env)), "--no-progress")

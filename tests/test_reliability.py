@@ -265,9 +265,19 @@ WRITERS = {
 KILLS = 20  # random instants per command
 
 
-def writer(run_dir: Path, name: str, seed: int) -> list[str]:
-    quiet = [] if name in ("sample", "reconstruct") else ["--no-progress"]
-    argv = [name, str(run_dir), *WRITERS[name], *quiet, "--overwrite", "--seed", str(seed)]
+def writer(run_dir: Path, name: str, seed: int, overwrite: bool = True) -> list[str]:
+    """``pyrovae NAME RUN_DIR`` with its quick options (``sample`` to a file training does not write)."""
+    quiet = ["--out", str(run_dir / "grid.png")] if name == "sample" else []
+    quiet += [] if name in ("sample", "reconstruct") else ["--no-progress"]
+    argv = [
+        name,
+        str(run_dir),
+        *WRITERS[name],
+        *quiet,
+        *(["--overwrite"] if overwrite else []),
+        "--seed",
+        str(seed),
+    ]
     return [sys.executable, "-m", "pyrovae", *argv]
 
 
@@ -281,6 +291,8 @@ def one_set(run_dir: Path, name: str, started: int) -> str:
         for tmp, final in pending["moves"]:
             assert (run_dir / tmp).is_file() or (run_dir / final).stat().st_mtime_ns >= started, final
         return "new"
+    if name not in manifest["sets"]:  # none committed yet: the next run must not need --overwrite
+        return "none"
     files = manifest["sets"][name]["files"]
     new = [(run_dir / file).stat().st_mtime_ns >= started for file in files]
     assert all(new) or not any(new), f"a mixed set: {dict(zip(files, new, strict=True))}"
@@ -299,22 +311,26 @@ def kill_at_random_instants(tmp_path: Path, trained: Path, command: str) -> dict
     of as long a run, checking the output set after each kill, then once more to the end; how often the set
     was found the previous one and the new one."""
     tmp_path = tmp_path / command
-    run_dir = tmp_path / "run"
+    measured, run_dir = tmp_path / "measured", tmp_path / "run"
+    shutil.copytree(trained, measured)
     shutil.copytree(trained, run_dir)
     began = time.monotonic()
-    done = run(tmp_path, writer(run_dir, command, 0))
+    done = run(tmp_path, writer(measured, command, 0))  # how long a run takes, and the name of its set
     duration = time.monotonic() - began
     assert done.returncode == 0, done.stderr
-    name, seen = set_name(run_dir, command), {"old": 0, "new": 0}
+    name, seen = set_name(measured, command), {"none": 0, "old": 0, "new": 0}
     draw = random.Random(command)  # the instants are random, and the same in every test run
+    state = "none"
     for seed in range(1, KILLS + 1):
         started = time.time_ns()
-        proc = start(tmp_path, writer(run_dir, command, seed))
+        # --overwrite only once a set was committed: what a killed run left must not need it
+        proc = start(tmp_path, writer(run_dir, command, seed, overwrite=state != "none"))
         time.sleep(draw.uniform(0, duration))
         code, err = stop(proc, signal.SIGKILL)
         assert code in (0, -signal.SIGKILL) and "error:" not in err, err  # never a complaint about leftovers
-        seen[one_set(run_dir, name, started)] += 1
-    done = run(tmp_path, writer(run_dir, command, KILLS + 1))  # finishes what the last one left
+        state = one_set(run_dir, name, started) if (run_dir / MANIFEST).is_file() else "none"
+        seen[state] += 1
+    done = run(tmp_path, writer(run_dir, command, KILLS + 1, overwrite=state != "none"))  # to the end
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert json.loads((run_dir / MANIFEST).read_text())["pending"] is None and not list(
         run_dir.glob(".*.tmp")

@@ -27,7 +27,7 @@ from pathlib import Path
 from pyrovae import __version__
 from pyrovae.cli import compare, evaluate, latents, pictures, scoring, train
 from pyrovae.cli.flags import HelpFormatter
-from pyrovae.errors import PyroVAEError
+from pyrovae.errors import PyroVAEError, RunDirError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -125,8 +125,13 @@ def _run_lock(args: argparse.Namespace):
     lock = RunLock(run_dir)
     try:
         lock.__enter__()
-    except OSError:  # a read-only directory: nobody can write there either
-        yield
+    except OSError as e:
+        if os.access(run_dir, os.W_OK):  # a lock that cannot be taken where files could be written
+            raise RunDirError(
+                f"cannot take the lock of {run_dir} ({e.strerror or e}); if no pyrovae process works on the "
+                f"run, remove {lock.path}"
+            ) from None
+        yield  # a read-only directory: only read, as nobody can write there either
         return
     try:
         with Outputs(run_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from pyrovae.cli.flags import (
     SPLITS,
@@ -35,6 +36,13 @@ def add_parser(sub) -> None:
     r.add_argument("--num", type=int, default=20, help="number of images, drawn at random with --seed")
 
 
+def picture_set(args: argparse.Namespace, out) -> str:
+    """The output set of one picture: its file name in the run directory, its whole path elsewhere (one set
+    per file, so that writing one never removes another)."""
+    inside = out.resolve().parent == Path(args.run_dir).resolve()
+    return out.name if inside else str(out.resolve())
+
+
 def sample(args: argparse.Namespace) -> int:
     import torch
 
@@ -48,7 +56,7 @@ def sample(args: argparse.Namespace) -> int:
     check_grid("num", args.num, args.num, run.vae.event_shape)
     torch.manual_seed(args.seed)
     images = run.vae.sample(args.num)
-    with output_set(args, run, out.stem):
+    with output_set(args, run, picture_set(args, out)):
         plots.image_grid(images, out, title=f"samples (epoch {run.epoch})")
     print(f"wrote {out}")
     return 0
@@ -71,7 +79,7 @@ def reconstruct(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     x = data.sample(args.num, seed=args.seed)[0].to(of_model(run.vae))
     recon = run.vae.reconstruct(x)
-    with output_set(args, run, out.stem):
+    with output_set(args, run, picture_set(args, out)):
         plots.reconstructions(x, recon, out)
     print(f"wrote {out} ({len(x)} {args.split} images drawn at random with seed {args.seed})")
     return 0

@@ -124,18 +124,22 @@ class RunDirectory:
         return self.path / CHECKPOINT
 
     def __enter__(self) -> RunDirectory:
-        if distributed.is_main():
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._lock = RunLock(self.path).__enter__()
-            self._outputs = Outputs(self.path).__enter__()
-            left = self._outputs.remove_all() if self.overwrite else []
-            if left:
-                warnings.warn(
-                    f"left in {self.path}: {', '.join(left)}, which an older pyrovae may have written but "
-                    "did not record (it kept no manifest); remove them if they are not yours",
-                    stacklevel=2,
-                )
-        distributed.barrier()  # rank 0 has prepared the directory
+        try:
+            if distributed.is_main():
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._lock = RunLock(self.path).__enter__()
+                self._outputs = Outputs(self.path).__enter__()
+                left = self._outputs.remove_all() if self.overwrite else []
+                if left:
+                    warnings.warn(
+                        f"left in {self.path}: {', '.join(left)}, which an older pyrovae may have written "
+                        "but did not record (it kept no manifest); remove them if they are not yours",
+                        stacklevel=2,
+                    )
+            distributed.barrier()  # rank 0 has prepared the directory
+        except BaseException:
+            self.__exit__(None, None, None)  # the lock and the record of writes, released at once
+            raise
         return self
 
     def __exit__(self, *exc) -> None:

@@ -69,8 +69,15 @@ def stale_sets(directory: str | os.PathLike, digests: dict[str, str]) -> list[st
     directory = Path(directory)
     if not (directory / MANIFEST).is_file():
         return []
-    stale = []
-    for name, record in sorted(_read(directory)["sets"].items()):
+    manifest, stale = _read(directory), []
+    if manifest["pending"]:
+        pending = manifest["pending"]
+        stale.append(
+            f"the output set {pending['set']} of {directory} was committed by a command killed before it "
+            "moved every file into place, so its files may be a mix of the old and the new set: any "
+            f"pyrovae command on the run finishes it (or `{pending['record']['command']}` again)"
+        )
+    for name, record in sorted(manifest["sets"].items()):
         used = record.get("checkpoint")
         if used and used["sha256"] != digests.get(used["which"]):
             stale.append(
@@ -106,8 +113,8 @@ class Outputs:
 
     def _name(self, path: Path) -> str:
         """``path`` as the manifest names it: relative to the run directory when inside it."""
-        path = Path(os.path.abspath(path))
-        base = Path(os.path.abspath(self.path))
+        path = Path(os.path.realpath(path))
+        base = Path(os.path.realpath(self.path))
         return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
 
     def _file(self, name: str) -> Path:
@@ -123,9 +130,14 @@ class Outputs:
         if self._staged is not None:
             self._staged.append((tmp, path))
             return True
-        name = self._name(path)
-        if not Path(name).is_absolute() and name not in self.manifest["files"]:
-            self.manifest["files"] = sorted({*self.manifest["files"], name})
+        name, sets = self._name(path), self.manifest["sets"]
+        owned = Path(name).is_absolute() or name in self.manifest["files"]
+        if not owned or any(name in record["files"] for record in sets.values()):
+            if not owned:
+                self.manifest["files"] = sorted({*self.manifest["files"], name})
+            for record in sets.values():  # rewritten by another than its set's command: no longer that set's
+                record["files"] = [f for f in record["files"] if f != name]
+            self.manifest["sets"] = {k: v for k, v in sets.items() if v["files"]}
             self._save()
         return False
 
@@ -199,7 +211,13 @@ class Outputs:
             "record": record,
         }
         storage.pause_point("commit outputs")
-        self._save()  # the commit
+        try:
+            self._save()  # the commit
+        except BaseException:
+            self.manifest["pending"] = None
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+            raise
         self._apply(self.manifest["pending"])
 
     def remove_all(self) -> list[str]:
@@ -208,8 +226,8 @@ class Outputs:
         for name in self.manifest["files"]:
             self._file(name).unlink(missing_ok=True)
         left = []
-        if not (self.path / MANIFEST).is_file() and any((self.path / name).is_file() for name in LEGACY):
-            for name in LEGACY:
+        if any((self.path / name).is_file() for name in LEGACY[:3]):  # still there: recorded by no manifest
+            for name in LEGACY:  # a run no manifest recorded: an older pyrovae's
                 (self.path / name).unlink(missing_ok=True)
             patterns = ("*.png", "evaluation-*", "scores-*", "detect-*", "latents-*", "compare.*")
             left = sorted({p.name for pattern in patterns for p in self.path.glob(pattern)})

@@ -317,14 +317,17 @@ def _fit(
     disable = not (progress and distributed.is_main())
     with tqdm(total=total, disable=disable, unit="step", dynamic_ncols=True) as bar:
         while not finished():
-            before = {k: v.detach().clone() for k, v in vae.state_dict().items()}  # the last good state
+            before = {k: v.detach().clone() for k, v in vae.state_dict().items()}  # the epoch's start
             try:
                 row = _epoch(trainer, train, valid, settings, bar, directory, history)
             except TrainingError as e:
-                vae.load_state_dict(before)
-                raise TrainingError(
-                    f"{e} The module holds its parameters from before epoch {len(history) + 1}."
-                ) from None
+                # a non-finite step is never applied: finite parameters are those of the last good step
+                if all(bool(t.isfinite().all()) for t in vae.state_dict().values() if t.is_floating_point()):
+                    kept = "from just before the step that failed"
+                else:
+                    vae.load_state_dict(before)
+                    kept = f"from before epoch {len(history) + 1} (the last finite ones it can give back)"
+                raise TrainingError(f"{e} The module holds its parameters {kept}.") from None
             _commit(trainer, run, row, directory)
             if directory is not None and distributed.is_main():
                 pause_point("history")

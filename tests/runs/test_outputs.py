@@ -159,3 +159,46 @@ def test_pause_points_of_a_commit_are_reached_in_order(tmp_path, monkeypatch):
     with Outputs(tmp_path), output_set("compare", "compare"):
         write_text(tmp_path / "compare.csv", "a")
     assert seen == ["commit outputs", "replace manifest.json", "replace compare.csv", "replace manifest.json"]
+
+
+def test_a_run_no_manifest_recorded_is_removed_by_overwrite_even_after_a_command_started_one(tmp_path):
+    for name in ("checkpoint.pt", "config.json", "results.json"):  # an older pyrovae's run
+        (tmp_path / name).write_text("old")
+    with Outputs(tmp_path), output_set("scores", "pyrovae score"):  # a newer command: a manifest now
+        write_text(tmp_path / "scores.csv", "new")
+    with RunDirectory(tmp_path, resume=False, overwrite=True):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", MANIFEST]
+
+
+def test_a_file_rewritten_outside_its_set_leaves_the_set(tmp_path):
+    with Outputs(tmp_path):
+        with output_set("samples.png", "pyrovae sample", {"which": "best", "epoch": 1, "sha256": "a"}):
+            write_text(tmp_path / "samples.png", "sampled")
+        write_text(tmp_path / "samples.png", "trained")  # as training's export rewrites it
+    assert manifest(tmp_path)["sets"] == {} and stale_sets(tmp_path, {"best": "b"}) == []
+    assert "samples.png" in manifest(tmp_path)["files"]
+
+
+def test_a_commit_that_cannot_be_written_leaves_the_previous_set_and_no_temporary(tmp_path, monkeypatch):
+    with Outputs(tmp_path):
+        with output_set("compare", "pyrovae compare"):
+            write_text(tmp_path / "compare.csv", "old")
+        full = OSError(28, "No space left on device")
+        monkeypatch.setattr(Outputs, "_save", lambda self: (_ for _ in ()).throw(full))
+        with pytest.raises(OSError), output_set("compare", "pyrovae compare"):
+            write_text(tmp_path / "compare.csv", "new")
+        monkeypatch.undo()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["compare.csv", MANIFEST]
+        write_text(tmp_path / "notes.csv", "a later write")  # saves the manifest: with nothing pending
+    assert manifest(tmp_path)["pending"] is None and (tmp_path / "compare.csv").read_text() == "old"
+
+
+def test_a_picture_elsewhere_never_removes_the_one_in_the_run_directory(cli_run, tmp_path):
+    from pyrovae import cli
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(cli_run, run_dir)
+    assert cli.main(["sample", str(run_dir), "--num", "4", "--overwrite"]) == 0
+    assert cli.main(["sample", str(run_dir), "--num", "4", "--out", str(tmp_path / "samples.png")]) == 0
+    assert (run_dir / "samples.png").is_file() and (tmp_path / "samples.png").is_file()

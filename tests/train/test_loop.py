@@ -521,11 +521,21 @@ def diverging(vae: pyrovae.VAE, epochs: int) -> None:
     pyrovae.fit(vae, x, epochs=epochs, lr=1e6, optimizer="sgd", batch_size=64, progress=False)
 
 
-def test_a_fit_stopped_by_a_non_finite_value_restores_the_parameters_from_before_that_epoch():
+def test_parameters_that_became_non_finite_are_replaced_by_those_the_epoch_began_with():
+    x = (torch.rand(128, 1, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    vae = make_vae(hidden=(8,))
+    start = {name: value.clone() for name, value in vae.state_dict().items()}
+    # the parameters are infinite after step 1, the loss of step 2 not finite
+    with pytest.raises(TrainingError, match=r"step 2; .* parameters from before epoch 1 \(the last finite"):
+        pyrovae.fit(vae, x, epochs=1, lr=1e37, optimizer="sgd", batch_size=64, progress=False)
+    assert all(torch.equal(start[name], value) for name, value in vae.state_dict().items())
+
+
+def test_a_fit_stopped_by_a_non_finite_value_gives_back_the_parameters_of_its_last_good_step():
     one_epoch = make_vae(hidden=(8,))
     diverging(one_epoch, 1)
     stopped = make_vae(hidden=(8,))
-    with pytest.raises(TrainingError, match="The module holds its parameters from before epoch 2"):
+    with pytest.raises(TrainingError, match="The module holds its parameters from just before the step that"):
         diverging(stopped, 2)
     for name, value in one_epoch.state_dict().items():
         assert torch.equal(stopped.state_dict()[name], value), name
