@@ -16,7 +16,6 @@ from pyrovae import (
     infer,
     models,
     options,
-    plots,
     results,
     runs,
     seeds,
@@ -61,6 +60,17 @@ from pyrovae.train.loop import FitResult, fit
 from pyrovae.train.trainer import Trainer
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``pyrovae.plots``, imported (with matplotlib) when first used: ``import pyrovae`` works
+    whatever matplotlib's environment."""
+    if name == "plots":
+        import importlib
+
+        return importlib.import_module("pyrovae.plots")
+    raise AttributeError(f"module 'pyrovae' has no attribute {name!r}")
+
 
 __all__ = [
     "AIS",

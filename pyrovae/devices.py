@@ -8,6 +8,8 @@ Every function of pyrovae that computes takes ``device=``: ``"auto"`` (CUDA wher
 from __future__ import annotations
 
 import itertools
+import math
+import os
 from collections.abc import Mapping
 
 import pyro
@@ -16,8 +18,19 @@ from torch import nn
 
 from pyrovae import distributed
 from pyrovae.errors import ConfigError
+from pyrovae.options import flag_of
 
-__all__ = ["available", "module_of", "move", "move_kwargs", "of_model", "place", "resolve"]
+__all__ = [
+    "available",
+    "check_memory",
+    "device_memory",
+    "module_of",
+    "move",
+    "move_kwargs",
+    "of_model",
+    "place",
+    "resolve",
+]
 
 
 def available() -> list[str]:
@@ -90,3 +103,25 @@ def move_kwargs(kwargs: Mapping | None, device: torch.device) -> dict:
     """A copy of the keyword arguments ``kwargs``, their tensor values on ``device`` (as :func:`move`)."""
     kwargs = kwargs or {}
     return dict(zip(kwargs, move(tuple(kwargs.values()), device), strict=True))
+
+
+def device_memory(device: torch.device) -> float:
+    """The memory of ``device`` in bytes: a GPU's, or the machine's physical memory (infinite where the
+    operating system does not say)."""
+    if device.type == "cuda":
+        return float(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
+        return math.inf
+
+
+def check_memory(name: str, value: int, need: float, device: torch.device, what: str) -> None:
+    """Refuse, before the work, an option ``name`` whose ``value`` makes ``what``, which cannot be split
+    into chunks, take ``need`` bytes: more than ``device`` has."""
+    have = device_memory(device)
+    if need > have:
+        raise ConfigError(
+            f"{name} ({flag_of(name)}) = {value} needs {need / 2**30:.3g} GiB for {what}, more than the "
+            f"{have / 2**30:.3g} GiB of memory of the {device.type.upper()}; lower {name}"
+        )

@@ -23,6 +23,7 @@ __all__ = [
     "check_option",
     "check_options",
     "check_schedule",
+    "flag_of",
     "parse_spec",
 ]
 
@@ -130,15 +131,20 @@ DOMAINS: dict[str, Domain] = {
 }
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+#: the command-line flags whose names differ from their option's
+FLAGS = {"num_chains": "--ais-chains", "num_data": "--bdmc", "bdmc_data": "--bdmc", "hidden_size": "--hidden"}
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of option ``name``: ``--name-with-dashes``, or as :data:`FLAGS` says."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
 def _problem(name: str, value: Any, allow_none: bool = False) -> str | None:
     domain = DOMAINS[name]
     if domain.admits(value) or (value is None and allow_none):
         return None
-    named = f"{name} ({_flag(name)})" if domain.flag else name
+    named = f"{name} ({flag_of(name)})" if domain.flag else name
     return f"{named} must be {domain.describe()}; got {value!r}"
 
 

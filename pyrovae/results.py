@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pyrovae.storage import atomic_path
+from pyrovae.storage import write_netcdf
 
 __all__ = ["Result", "column", "columns", "live", "mean_stderr", "nested", "table"]
 
@@ -275,9 +275,7 @@ class Result:
 
     def to_netcdf(self, path: str | os.PathLike) -> None:
         """Write :meth:`to_xarray` to a netCDF-4 file (h5netcdf engine), atomically."""
-        ds = self.to_xarray()
-        with atomic_path(path) as tmp:
-            ds.to_netcdf(tmp, engine="h5netcdf")
+        write_netcdf(path, self.to_xarray())
 
     @classmethod
     def from_netcdf(cls, path: str | os.PathLike):

@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,26 @@ TEMPORARY = (".", ".tmp")  # prefix and suffix of the temporaries of atomic_path
 
 
 _passes: dict[str, int] = {}
+
+#: the handler told of every write (:class:`pyrovae.runs.outputs.Outputs`, the run directory this process
+#: writes to): ``handler.stage(tmp, path)`` returns ``True`` where it moves the temporary into place itself
+_HANDLER: ContextVar = ContextVar("pyrovae_write_handler", default=None)
+
+
+def current_handler():
+    """The handler of :func:`writes_handled_by` in force, or ``None``."""
+    return _HANDLER.get()
+
+
+@contextlib.contextmanager
+def writes_handled_by(handler) -> Iterator[None]:
+    """Within this context, :func:`atomic_path` hands each written temporary to ``handler`` (or to nobody,
+    for ``None``) before moving it into place."""
+    token = _HANDLER.set(handler)
+    try:
+        yield
+    finally:
+        _HANDLER.reset(token)
 
 
 def pause_point(name: str) -> None:
@@ -64,7 +85,8 @@ def remove_temporaries(directory: str | os.PathLike) -> list[Path]:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success move it onto ``path``, else remove it."""
+    """Yield a temporary path beside ``path``; on success move it onto ``path`` (or hand it to the
+    handler of :func:`writes_handled_by`), else remove it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix, suffix = TEMPORARY
@@ -85,10 +107,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             if "write" not in str(e) and "enforce fail" not in str(e):
                 raise
             raise StorageError(_cannot_write(path, e)) from None
+        handler = _HANDLER.get()
+        if handler is not None and handler.stage(Path(tmp), path):
+            tmp = None  # the handler's now: moved into place with the rest of its output set
+            return
         pause_point(f"replace {path.name}")
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -107,6 +133,15 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_netcdf(path: str | os.PathLike, dataset) -> None:
+    """Write the :class:`xarray.Dataset` ``dataset`` as a netCDF-4 file (h5netcdf engine), atomically. The
+    file is made in memory first: the HDF5 library, given a disk that fills up under it, can crash the
+    process when the file is closed, where Python's own write reports the full disk."""
+    data = dataset.to_netcdf(engine="h5netcdf")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(bytes(data))
 
 
 def digest(state: Any) -> str:

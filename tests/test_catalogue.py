@@ -10,25 +10,31 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.util
 import io
 import json
+import math
 import os
 import re
 import shutil
 import struct
+import subprocess
+import sys
+import time
 import traceback
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pytest
 import torch
 
 import pyrovae
-from pyrovae import VAE, cli, fit
+from pyrovae import VAE, cli, fit, load_run
 from pyrovae.runs.lock import RunLock
-from pyrovae.storage import load_checkpoint, save_checkpoint
+from pyrovae.storage import PAUSE_AT, PAUSE_FILE, load_checkpoint, save_checkpoint
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
 FAST = ["--no-progress", "--test-samples", "0"]
@@ -135,6 +141,16 @@ class Env:
             if before is not None:
                 assert snapshot(self._run) == before, f"refused, but changed the run: {err.getvalue()}"
         return Outcome(status, out.getvalue(), err.getvalue())
+
+    def process(self, *argv: str, environ: dict[str, str]) -> Outcome:
+        """Run ``python -m pyrovae ARGV`` in a process of its own, with ``environ`` added to the
+        environment: for what a process sets up once, such as matplotlib's backend."""
+        argv = [self.expand(arg) for arg in argv]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **environ}
+        done = subprocess.run(
+            [sys.executable, "-m", "pyrovae", *argv], env=env, capture_output=True, text=True
+        )
+        return Outcome(done.returncode, done.stdout, done.stderr)
 
 
 def api(call: Callable[[], object]) -> Outcome:
@@ -465,10 +481,113 @@ def _(env):
 
 @case("rundir-overwrite-keeps-other-files")
 def _(env):
-    (env.run / "notes.txt").write_text("mine")
+    assert env.cli(*EVALUATE).status == 0
+    mine = ("notes.txt", "my-paper-figure.png", "evaluation-notes.json")  # two named as pyrovae names its own
+    for name in mine:
+        (env.run / name).write_text("mine")
     outcome = env.cli(*TRAIN, "--run-dir", "{run}", "--overwrite")
-    assert (env.run / "notes.txt").read_text() == "mine"
+    assert all((env.run / name).read_text() == "mine" for name in mine)
+    assert not list(env.run.glob("evaluation-test*")) and not (env.run / "bounds-test.png").exists()
     assert load_checkpoint(env.run / "checkpoint.pt")["epoch"] == 1
+    return outcome
+
+
+@case("api-fit-overwrite-keeps-project-files")
+def _(env):
+    (env.tmp / "diagram.png").write_text("the project's")
+    fit(small_vae(), binary(), epochs=1, batch_size=32, run_dir=env.tmp, overwrite=True, progress=False)
+    result = fit(small_vae(), binary(), epochs=1, run_dir=env.tmp, overwrite=True, progress=False)
+    assert (env.tmp / "diagram.png").read_text() == "the project's"
+    return Outcome(0, result.summary(), "", from_cli=False)
+
+
+@case("rundir-overwrite-without-manifest")
+def _(env):
+    (env.run / "manifest.json").unlink()  # a run directory written by a pyrovae that kept no manifest
+    (env.run / "evaluation-test.json").write_text("{}")
+    outcome = env.cli(*TRAIN, "--run-dir", "{run}", "--overwrite")
+    assert (env.run / "evaluation-test.json").is_file() and (env.run / "samples.png").is_file()
+    return outcome
+
+
+@case("outputs-of-other-parameters")
+def _(env):
+    assert env.cli(*EVALUATE, "--checkpoint", "last").status == 0
+    assert env.cli(*RESUME, "--epochs", "3").status == 0
+    return env.cli("sample", "{run}", "--out", "{tmp}/s.png")
+
+
+@case("killed-command-committed-set")
+def _(env):
+    with env.monkeypatch.context() as patch:  # killed after its commit, before moving its files into place
+        patch.setattr("pyrovae.runs.outputs.Outputs._apply", lambda self, pending: None)
+        assert env.cli(*EVALUATE).status == 0
+    assert not (env.run / "evaluation-test.json").exists()
+    outcome = env.cli("sample", "{run}", "--out", "{tmp}/s.png")
+    assert {"evaluation-test.json", "evaluation-test.csv", "bounds-test.png"} <= set(os.listdir(env.run))
+    assert not list(env.run.glob(".*.tmp"))
+    return outcome
+
+
+@case("killed-command-temporaries")
+def _(env):
+    (env.run / ".evaluation-test.csv.k1ll3d.tmp").write_text("partial")
+    (env.run / ".bounds-test.png.k1ll3d.tmp").write_text("partial")
+    outcome = env.cli(*EVALUATE)
+    assert (env.run / "evaluation-test.csv").is_file() and not list(env.run.glob(".*.tmp"))
+    return outcome
+
+
+def paused(env: Env, *argv: str, at: str) -> subprocess.Popen:
+    """``python -m pyrovae ARGV`` in a process of its own, waiting at the pause point ``at``
+    (:func:`pyrovae.storage.pause_point`) once it has reached it, holding the run's lock."""
+    marker = env.tmp / "paused"
+    environ = {**os.environ, "OMP_NUM_THREADS": "1", PAUSE_AT: at, PAUSE_FILE: str(marker)}
+    argv = [sys.executable, "-m", "pyrovae", *(env.expand(arg) for arg in argv)]
+    proc = subprocess.Popen(argv, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not marker.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    return proc
+
+
+@contextlib.contextmanager
+def first_writer(env: Env, *argv: str, at: str = "commit outputs"):
+    """A first command on the run, in a process of its own, paused at ``at`` (by default just before it
+    commits its outputs) while the case runs a second; killed afterwards."""
+    proc = paused(env, *argv, at=at)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@case("evaluate-during-evaluate")
+def _(env):
+    assert env.cli(*EVALUATE).status == 0
+    before = snapshot(env.run)
+    with first_writer(env, *EVALUATE, "--overwrite", "--seed", "1"):
+        outcome = env.process(*EVALUATE, "--overwrite", "--seed", "2", environ={})
+    after = {name: data for name, data in snapshot(env.run).items() if not name.endswith(".tmp")}
+    assert (
+        after == before
+    )  # the first one's set was never committed (its temporaries are left); the second refused
+    return outcome
+
+
+@case("score-during-score")
+def _(env):
+    score = ("score", "{run}", "--limit", "3", "--num-samples", "10", "--no-progress")
+    with first_writer(env, *score):
+        return env.process(*score, "--seed", "1", environ={})
+
+
+@case("train-overwrite-during-evaluate")
+def _(env):
+    with first_writer(env, *EVALUATE):
+        outcome = env.process(*TRAIN, *FAST, "--run-dir", "{run}", "--overwrite", environ={})
+    assert load_checkpoint(env.run / "checkpoint.pt")["epoch"] == 2  # the run the evaluation reads
     return outcome
 
 
@@ -509,11 +628,147 @@ def _(env):
         return env.cli(*RESUME)
 
 
+@case("evaluate-locked")
+def _(env):
+    with RunLock(env.run):
+        return env.cli(
+            "evaluate", "{run}", "--limit", "3", "--num-samples", "10", "--bounds", "1,10", *FAST[:1]
+        )
+
+
+@case("score-locked")
+def _(env):
+    with RunLock(env.run):
+        return env.cli("score", "{run}", "--limit", "3", "--num-samples", "10", *FAST[:1])
+
+
+@case("sample-locked")
+def _(env):
+    with RunLock(env.run):
+        return env.cli("sample", "{run}", "--out", "{tmp}/s.png")
+
+
+@case("score-data-root-without-dataset")
+def _(env):
+    return env.cli("score", "{run}", "--data-root", "{tmp}", *FAST[:1])
+
+
+@case("score-binarize-without-dataset")
+def _(env):
+    return env.cli("score", "{run}", "--binarize", "threshold", *FAST[:1])
+
+
+@case("detect-in-root-without-in")
+def _(env):
+    return env.cli("detect", "{run}", "--out", "digits", "--in-root", "{tmp}", *FAST[:1])
+
+
+def fit_diverged(vae: VAE) -> VAE:
+    """``vae`` after a ``fit`` that a learning rate of 10^6 stopped in its second epoch."""
+    with contextlib.suppress(pyrovae.TrainingError):
+        fit(vae, binary(), epochs=2, lr=1e6, optimizer="sgd", batch_size=64, progress=False)
+    return vae
+
+
+@case("api-fit-stopped-restores")
+def _(env):
+    return api(
+        lambda: fit(small_vae(), binary(), epochs=2, lr=1e6, optimizer="sgd", batch_size=64, progress=False)
+    )
+
+
+@case("api-fit-after-divergence")
+def _(env):
+    return api(lambda: fit(fit_diverged(small_vae()), binary(), epochs=1, progress=False))
+
+
+@case("evaluate-num-samples-beyond-memory")
+def _(env):
+    return env.cli(
+        "evaluate", "{run}", "--limit", "3", "--num-samples", "100000000000", "--bounds", "1", *FAST[:1]
+    )
+
+
+@case("evaluate-ais-chains-beyond-memory")
+def _(env):
+    argv = (
+        "--limit",
+        "3",
+        "--num-samples",
+        "10",
+        "--bounds",
+        "1,10",
+        "--ais-steps",
+        "3",
+        "--ais-chains",
+        "10000000000",
+    )
+    return env.cli("evaluate", "{run}", *argv, *FAST[:1])
+
+
+@case("latents-num-particles-beyond-memory")
+def _(env):
+    return env.cli("latents", "{run}", "--limit", "3", "--num-particles", "100000000000", *FAST[:1])
+
+
+@case("score-num-samples-beyond-memory")
+def _(env):
+    return env.cli("score", "{run}", "--limit", "3", "--num-samples", "100000000000", *FAST[:1])
+
+
+@case("sample-num-beyond-memory")
+def _(env):
+    return env.cli("sample", "{run}", "--out", "{tmp}/s.png", "--num", "100000000")
+
+
+@case("reconstruct-num-beyond-memory")
+def _(env):
+    return env.cli("reconstruct", "{run}", "--out", "{tmp}/r.png", "--num", "100000000")
+
+
+@case("train-latent-dim-beyond-memory")
+def _(env):
+    return env.cli(*NEW, "--latent-dim", "16777216")
+
+
+@case("evaluate-bdmc-beyond-memory")
+def _(env):
+    return env.cli(*EVALUATE, "--bdmc", "100000000000")
+
+
+@case("sample-out-jpeg")
+def _(env):
+    outcome = env.cli("sample", "{run}", "--out", "{tmp}/s.jpg")
+    assert (env.tmp / "s.jpg").read_bytes()[:2] == b"\xff\xd8"  # a JPEG file, as its name says
+    return outcome
+
+
+@case("sample-out-unknown-format")
+def _(env):
+    return env.cli("sample", "{run}", "--out", "{tmp}/s.xyz")
+
+
 def python_run(env: Env) -> Path:
     """A run directory written by fit() from Python, on data of its own."""
     run = env.tmp / "python"
     fit(small_vae(), binary(), epochs=1, run_dir=run, progress=False)
     return run
+
+
+@case("score-other-dataset-binarized")
+def _(env):
+    return env.cli("score", "{run}", "--dataset", "digits", "--limit", "3", "--num-samples", "5", *FAST[:1])
+
+
+@case("detect-other-dataset-binarized")
+def _(env):
+    return env.cli("detect", "{run}", "--out", "digits", "--limit", "3", "--num-samples", "5", *FAST[:1])
+
+
+@case("score-other-dataset-not-binarized")
+def _(env):
+    flags = ("--binarize", "none", "--limit", "3", "--num-samples", "5", *FAST[:1])
+    return env.cli("score", "{run}", "--dataset", "digits", *flags)
 
 
 @case("python-run-evaluate")
@@ -635,6 +890,102 @@ def _(env):
 def _(env):
     edit_checkpoint(env, other_architecture)
     return env.cli(*RESUME, "--epochs", "3")
+
+
+@case("env-bad-mplbackend")
+def _(env):
+    return env.process("sample", "{run}", "--out", "{tmp}/s.png", environ={"MPLBACKEND": "bogus"})
+
+
+@case("env-read-only-home")
+def _(env):
+    argv = ("evaluate", "{run}", "--limit", "3", "--num-samples", "10", "--bounds", "1,10", "--no-progress")
+    return env.process(*argv, environ={"HOME": "/proc/no-home", "XDG_CACHE_HOME": "", "MPLCONFIGDIR": ""})
+
+
+@case("env-read-only-home-train")
+def _(env):
+    home = {"HOME": "/proc/no-home", "XDG_CACHE_HOME": "", "MPLCONFIGDIR": ""}
+    outcome = env.process(*TRAIN, "--test-samples", "5", "--run-dir", "{new}", environ=home)
+    assert (env.new / "results.json").is_file()
+    return outcome
+
+
+def non_finite(state: dict) -> None:
+    """A diverged model's parameters: NaN in the first weight of the saved and the best model."""
+    for key in ("model", "best_model"):
+        name = next(iter(state[key]))
+        state[key][name] = torch.full_like(state[key][name], math.nan)
+
+
+@case("checkpoint-non-finite")
+def _(env):
+    edit_checkpoint(env, non_finite)
+    return env.cli("sample", "{run}", "--out", "{tmp}/s.png")
+
+
+@case("checkpoint-non-finite-evaluate")
+def _(env):
+    edit_checkpoint(env, non_finite)
+    return env.cli("evaluate", "{run}", "--limit", "3", "--num-samples", "10", "--bounds", "1,10", *FAST[:1])
+
+
+@case("checkpoint-non-finite-resumed")
+def _(env):
+    edit_checkpoint(env, non_finite)
+    return env.cli(*RESUME, "--epochs", "3")
+
+
+@case("checkpoint-non-finite-api")
+def _(env):
+    edit_checkpoint(env, non_finite)
+    return api(lambda: load_run(env.run))
+
+
+@case("checkpoint-non-finite-compare")
+def _(env):
+    edit_checkpoint(env, non_finite)
+    return env.cli(*COMPARE)
+
+
+@case("data-cache-rewritten")
+def _(env):
+    from pyrovae.data.files import read_amat_cached
+
+    bits = (torch.rand(6, 784, generator=torch.Generator().manual_seed(0)) > 0.5).int()
+    source, cache = env.tmp / "binarized_mnist_test.amat", env.tmp / "cache"
+    source.write_text("".join(" ".join(map(str, row.tolist())) + "\n" for row in bits))
+    read_amat_cached(source, cache)
+    (cached,) = cache.iterdir()
+    with np.load(cached) as stored:
+        packed, digest = stored["packed"][::-1], stored["sha256"]
+    with open(cached, "wb") as f:
+        np.savez(f, packed=packed, sha256=digest)
+    same = np.array_equal(read_amat_cached(source, cache), bits.numpy())
+    return Outcome(0, f"rows as in the source: {same}", "", from_cli=False)
+
+
+@case("reproduce-report-label")
+def _(env):
+    spec = importlib.util.spec_from_file_location("reproduce", DOC.parents[1] / "examples" / "reproduce.py")
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    run_dir = env.tmp / "runs" / "vae-vamp"
+    fit(small_vae(), binary(), binary(16), epochs=1, batch_size=32, run_dir=run_dir, progress=False)
+    figures = (
+        "nll",
+        "stderr",
+        "elapsed",
+        "ess_median",
+        "khat_below_0_5",
+        "khat_0_5_to_0_7",
+        "khat_above_0_7",
+    )
+    summary = {"epochs": 1, "test_num_samples": 3, "test_num_data": 64, "eval_device": "cpu"}
+    summary.update({f"test_{key}": 1.0 for key in figures})
+    (run_dir / reproduce.SUMMARY).write_text(json.dumps(summary))
+    table = reproduce.report_table(env.tmp / "runs")
+    return Outcome(0, table.to_string(), "", from_cli=False)
 
 
 @case("checkpoint-bad-configuration")
@@ -782,7 +1133,9 @@ def disk_full_at(env: Env, call: str) -> None:
 
 def written(directory: Path) -> list[str]:
     """What a failed first commit left in ``directory``: anything but the files a run starts with."""
-    return sorted(p.name for p in directory.iterdir() if p.name not in (".lock", "config.json"))
+    return sorted(
+        p.name for p in directory.iterdir() if p.name not in (".lock", "config.json", "manifest.json")
+    )
 
 
 @case("train-read-only")

@@ -33,6 +33,7 @@ RUN_FILES = {
     "results.json",
     "checkpoint.pt",
     ".lock",
+    "manifest.json",
     "history.csv",
     "learning_curves.png",
     "samples.png",
@@ -403,10 +404,11 @@ def test_default_bounds_are_the_powers_of_ten_below_num_samples_and_num_samples(
 
 
 @pytest.fixture
-def run_copy(trained, tmp_path):
-    """A copy of the files of the shared run that `pyrovae train` wrote, for a test that writes into it."""
+def run_copy(cli_run, tmp_path):
+    """A copy of the files of the shared run that `pyrovae train` wrote (its manifest recording those alone,
+    not the outputs this module's tests wrote beside them in ``trained``), for a test that writes into it."""
     run = tmp_path / "run"
-    shutil.copytree(trained, run, ignore=lambda _, names: [n for n in names if n not in RUN_FILES])
+    shutil.copytree(cli_run, run, ignore=lambda _, names: [n for n in names if n not in RUN_FILES])
     return run
 
 
@@ -486,7 +488,14 @@ def test_evaluate_without_bdmc_leaves_a_bdmc_file_alone(run_copy, capsys):
     assert cli.main(["evaluate", str(run_copy), *EVALUATE_FAST]) == 0
     assert (run_copy / "evaluation-test-bdmc.csv").read_text() == "mine"
     assert (run_copy / "evaluation-test.json").is_file()
-    # replacing the evaluation removes the earlier one's BDMC table, which would not match it
+    assert cli.main(["evaluate", str(run_copy), *EVALUATE_FAST, "--overwrite"]) == 0
+    assert (run_copy / "evaluation-test-bdmc.csv").read_text() == "mine"  # not pyrovae's: never removed
+
+
+def test_replacing_an_evaluation_removes_the_earlier_ones_bdmc_table(run_copy, capsys):
+    assert cli.main(["evaluate", str(run_copy), *EVALUATE_FAST, *BDMC_FAST]) == 0
+    assert (run_copy / "evaluation-test-bdmc.csv").is_file()
+    # the earlier evaluation's BDMC table would not match the new evaluation: it goes with its set
     assert cli.main(["evaluate", str(run_copy), *EVALUATE_FAST, "--overwrite"]) == 0
     assert not (run_copy / "evaluation-test-bdmc.csv").exists()
 
@@ -669,3 +678,17 @@ def test_mix_outside_0_1_is_refused(capsys, tmp_path):
         capsys, [*TRAIN, "--run-dir", str(tmp_path / "r"), "--estimator", "ciwae", "--mix", "2"]
     )
     assert "mix (--mix) must be a number >= 0 and <= 1" in message
+
+
+def test_another_data_set_is_binarized_as_the_run_s_data_were():
+    from pyrovae.cli.scoring import other_binarize
+
+    # binarized MNIST is stored binary: another data set gets its own binarization (a fixed Bernoulli
+    # draw for valid and test), not its grey levels, which a Bernoulli likelihood cannot score
+    binary = RunConfig(dataset="binarized-mnist", likelihood="bernoulli")
+    assert binary.binarize_mode() is None and other_binarize(binary, "mnist", None) == "dynamic"
+    assert other_binarize(binary, "mnist", "threshold") == "threshold"
+    assert other_binarize(binary, "mnist", "none") is None
+    # a run whose data were binarized binarizes the other set the same way; grey levels stay grey
+    assert other_binarize(RunConfig(dataset="digits", likelihood="bernoulli"), "mnist", None) == "dynamic"
+    assert other_binarize(RunConfig(dataset="digits", likelihood="binomial"), "mnist", None) is None

@@ -1,20 +1,27 @@
-"""Kill ``pyrovae train`` anywhere, resume, and get the uninterrupted run bit for bit.
+"""Kill ``pyrovae train`` anywhere, resume, and get the uninterrupted run bit for bit; kill any command
+that writes outputs anywhere, and find the previous complete set of outputs or the new one.
 
-Every case runs ``python -m pyrovae train`` as a process, stops it (SIGKILL, SIGTERM or SIGINT)
-either at a random instant or paused at a named point between two writes (the test-only hook
+Every case runs ``python -m pyrovae`` as a process, stops it (SIGKILL, SIGTERM or SIGINT) either at a
+random instant or paused at a named point between two writes (the test-only hook
 :func:`pyrovae.storage.pause_point`: ``PYROVAE_PAUSE_AT=NAME#N`` waits the ``N``-th time the point is
-reached), resumes it with ``--resume`` and compares the checkpoint with that of a run that was never
-interrupted: parameters, best parameters, optimizer state and history, exactly.
+reached). A training is resumed with ``--resume`` and its checkpoint compared with that of a run that was
+never interrupted: parameters, best parameters, optimizer state and history, exactly. The output set of
+another command (:mod:`pyrovae.runs.outputs`) must be, after each kill, wholly the previous one (every file
+older than the killed process) or wholly the killed process's (committed: every file written by it, in place
+or still to be moved there by the next command), and the next command must run without a complaint.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -22,6 +29,7 @@ import torch
 
 from pyrovae.runs.directory import CHECKPOINT, CONFIG, RESULTS
 from pyrovae.runs.lock import RunLock
+from pyrovae.runs.outputs import MANIFEST
 from pyrovae.storage import PAUSE_AT, PAUSE_FILE, load_checkpoint
 
 # killed and interrupted processes: minutes of subprocesses, in the full suite (CI) only
@@ -132,12 +140,18 @@ def assert_identical(a, b, where: str = "state") -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> dict:
-    """The checkpoint of the run that was never interrupted."""
+def trained(tmp_path_factory) -> Path:
+    """The run directory of the run that was never interrupted."""
     tmp = tmp_path_factory.mktemp("reference")
     done = run(tmp, command(tmp / "run"))
     assert done.returncode == 0, done.stderr
-    return comparable(load_checkpoint(tmp / "run" / CHECKPOINT))
+    return tmp / "run"
+
+
+@pytest.fixture(scope="module")
+def reference(trained) -> dict:
+    """The checkpoint of the run that was never interrupted."""
+    return comparable(load_checkpoint(trained / CHECKPOINT))
 
 
 def resume_and_compare(tmp_path: Path, run_dir: Path, reference: dict) -> None:
@@ -231,3 +245,133 @@ def test_a_second_writer_is_refused_at_once(tmp_path):
         stop(first, signal.SIGKILL)
     with RunLock(run_dir):  # the lock died with its process
         pass
+
+
+# ---------------------------------------------------------------------------------------------------------
+# every command that writes outputs
+
+#: each command that writes an output set into the run directory, with options for a quick run
+WRITERS = {
+    "evaluate": ["--limit", "20", "--num-samples", "20", "--bounds", "1,20", "--ais-steps", "3",
+                 "--ais-chains", "2", "--bdmc", "2", "--bdmc-steps", "3", "--leapfrog-steps", "2"],
+    "score": ["--limit", "20", "--num-samples", "10"],
+    "detect": ["--out", "digits", "--split", "valid", "--methods", "nll,elbo", "--limit", "20",
+               "--num-samples", "10"],
+    "latents": ["--limit", "20", "--num-particles", "3"],
+    "compare": ["--estimators", "elbo,iwae:k=2", "--num-repeats", "2", "--batch-size", "5"],
+    "sample": ["--num", "16"],
+    "reconstruct": ["--num", "8"],
+}  # fmt: skip
+KILLS = 20  # random instants per command
+
+
+def writer(run_dir: Path, name: str, seed: int, overwrite: bool = True) -> list[str]:
+    """``pyrovae NAME RUN_DIR`` with its quick options (``sample`` to a file training does not write)."""
+    quiet = ["--out", str(run_dir / "grid.png")] if name == "sample" else []
+    quiet += [] if name in ("sample", "reconstruct") else ["--no-progress"]
+    argv = [
+        name,
+        str(run_dir),
+        *WRITERS[name],
+        *quiet,
+        *(["--overwrite"] if overwrite else []),
+        "--seed",
+        str(seed),
+    ]
+    return [sys.executable, "-m", "pyrovae", *argv]
+
+
+def one_set(run_dir: Path, name: str, started: int) -> str:
+    """Check that the output set ``name`` of ``run_dir`` is the one there before the process started at
+    ``started`` (nanoseconds; ``"old"``) or wholly that process's (``"new"``), and say which."""
+    manifest = json.loads((run_dir / MANIFEST).read_text())
+    pending = manifest["pending"]
+    if pending is not None:  # committed: each file is in place already, or its temporary is complete
+        assert pending["set"] == name, pending
+        for tmp, final in pending["moves"]:
+            assert (run_dir / tmp).is_file() or (run_dir / final).stat().st_mtime_ns >= started, final
+        return "new"
+    if name not in manifest["sets"]:  # none committed yet: the next run must not need --overwrite
+        return "none"
+    files = manifest["sets"][name]["files"]
+    new = [(run_dir / file).stat().st_mtime_ns >= started for file in files]
+    assert all(new) or not any(new), f"a mixed set: {dict(zip(files, new, strict=True))}"
+    return "new" if all(new) else "old"
+
+
+def set_name(run_dir: Path, command: str) -> str:
+    """The name of the output set that ``pyrovae COMMAND`` wrote in ``run_dir``."""
+    sets = json.loads((run_dir / MANIFEST).read_text())["sets"]
+    (name,) = [name for name, record in sets.items() if record["command"].split()[1] == command]
+    return name
+
+
+def kill_at_random_instants(tmp_path: Path, trained: Path, command: str) -> dict[str, int]:
+    """Run ``pyrovae COMMAND`` on a copy of the run once, then :data:`KILLS` times killed at a random instant
+    of as long a run, checking the output set after each kill, then once more to the end; how often the set
+    was found the previous one and the new one."""
+    tmp_path = tmp_path / command
+    measured, run_dir = tmp_path / "measured", tmp_path / "run"
+    shutil.copytree(trained, measured)
+    shutil.copytree(trained, run_dir)
+    began = time.monotonic()
+    done = run(tmp_path, writer(measured, command, 0))  # how long a run takes, and the name of its set
+    duration = time.monotonic() - began
+    assert done.returncode == 0, done.stderr
+    name, seen = set_name(measured, command), {"none": 0, "old": 0, "new": 0}
+    draw = random.Random(command)  # the instants are random, and the same in every test run
+    state = "none"
+    for seed in range(1, KILLS + 1):
+        started = time.time_ns()
+        # --overwrite only once a set was committed: what a killed run left must not need it
+        proc = start(tmp_path, writer(run_dir, command, seed, overwrite=state != "none"))
+        time.sleep(draw.uniform(0, duration))
+        code, err = stop(proc, signal.SIGKILL)
+        assert code in (0, -signal.SIGKILL) and "error:" not in err, err  # never a complaint about leftovers
+        state = one_set(run_dir, name, started) if (run_dir / MANIFEST).is_file() else "none"
+        seen[state] += 1
+    done = run(tmp_path, writer(run_dir, command, KILLS + 1, overwrite=state != "none"))  # to the end
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert json.loads((run_dir / MANIFEST).read_text())["pending"] is None and not list(
+        run_dir.glob(".*.tmp")
+    )
+    return seen
+
+
+def test_every_writing_command_killed_at_random_instants_leaves_the_previous_or_the_new_set(
+    tmp_path, trained
+):
+    # the commands' runs two at a time (each its own run directory): minutes of processes, halved
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {
+            command: pool.submit(kill_at_random_instants, tmp_path, trained, command) for command in WRITERS
+        }
+        seen = {command: future.result() for command, future in futures.items()}
+    assert all(sum(counts.values()) == KILLS for counts in seen.values()), seen
+
+
+# the steps of an evaluation's commit: its temporaries written, the manifest naming them about to be
+# replaced (the commit), a file moved into place, and the manifest about to record the set as done
+COMMIT_POINTS = {
+    "commit outputs": "old",
+    "replace manifest.json#1": "old",
+    "replace evaluation-test.csv": "new",
+    "replace manifest.json#2": "new",
+}
+
+
+@pytest.mark.parametrize("point", COMMIT_POINTS)
+def test_an_evaluation_killed_at_each_step_of_its_commit_leaves_one_set(tmp_path, trained, point):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained, run_dir)
+    assert run(tmp_path, writer(run_dir, "evaluate", 0)).returncode == 0
+    started = time.time_ns()
+    proc = start(tmp_path, writer(run_dir, "evaluate", 1), pause=point)
+    wait_paused(tmp_path, proc, point)
+    stop(proc, signal.SIGKILL)
+    assert one_set(run_dir, "evaluation-test", started) == COMMIT_POINTS[point]
+    done = run(tmp_path, writer(run_dir, "evaluate", 2))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    said = "finished committing" if COMMIT_POINTS[point] == "new" else "removed"
+    assert f"warning: {said}" in done.stderr, done.stderr
+    assert one_set(run_dir, "evaluation-test", started) == "new" and not list(run_dir.glob(".*.tmp"))

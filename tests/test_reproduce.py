@@ -175,6 +175,8 @@ def test_train_evaluate_resume_and_progress(tmp_path, tiny_mnist, capsys):
     assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
     row = next(line for line in text.splitlines() if line.startswith("| vae-vamp |"))
     assert f"| {summary['test_nll']:.2f} |" in row and "| evaluated |" in row and "| 2 (" in row
+    # the estimate is labelled as it was recorded, not as the recipe's IS-5000
+    assert f"| IS-10 on {summary['test_num_data']} images |" in row and "IS-5000" not in text
     assert figure.read_bytes()[:4] == b"\x89PNG"
 
 

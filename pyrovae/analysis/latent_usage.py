@@ -344,7 +344,7 @@ def latent_stats(
             device=device, model_kwargs=model_kwargs, data_plate=data_plate, model_args=model_args
         )
         sizes = dict(batch_size=batch_size, particle_batch_size=num_particles)
-        bar = dict(progress=progress, desc="latent stats")
+        bar = dict(progress=progress, desc="latent stats", name="num_particles")
         weights = LogWeights(model, guide, data, num_particles, seed=seed, **placement, **sizes, **bar)
         enumerated = weights.pair.enumerated
         if enumerated:

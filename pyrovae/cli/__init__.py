@@ -27,7 +27,7 @@ from pathlib import Path
 from pyrovae import __version__
 from pyrovae.cli import compare, evaluate, latents, pictures, scoring, train
 from pyrovae.cli.flags import HelpFormatter
-from pyrovae.errors import PyroVAEError
+from pyrovae.errors import PyroVAEError, RunDirError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -61,7 +61,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        with _rank_zero_stdout(args), warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, _rank_zero_stdout(args):
             warnings.simplefilter("default")
             try:
                 return COMMANDS[args.command](args)
@@ -102,7 +102,39 @@ def _rank_zero_stdout(args: argparse.Namespace):
 
     distributed.init(getattr(args, "backend", None))
     if distributed.is_main():
-        yield
+        with _run_lock(args):
+            yield
         return
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
         yield
+
+
+@contextlib.contextmanager
+def _run_lock(args: argparse.Namespace):
+    """The run directory's lock and its record of outputs (:class:`~pyrovae.runs.outputs.Outputs`), held by
+    every command but ``train`` (whose run directory takes them itself) while it works, so that a second
+    writer is refused at once rather than mixing its outputs with this one's, and what a killed command
+    left is cleaned first. A run directory where no lock file can be created (read-only) is only read."""
+    from pyrovae.runs.lock import RunLock
+    from pyrovae.runs.outputs import Outputs
+
+    run_dir = Path(args.run_dir) if args.command != "train" else None
+    if run_dir is None or not run_dir.is_dir():
+        yield
+        return
+    lock = RunLock(run_dir)
+    try:
+        lock.__enter__()
+    except OSError as e:
+        if os.access(run_dir, os.W_OK):  # a lock that cannot be taken where files could be written
+            raise RunDirError(
+                f"cannot take the lock of {run_dir} ({e.strerror or e}); if no pyrovae process works on the "
+                f"run, remove {lock.path}"
+            ) from None
+        yield  # a read-only directory: only read, as nobody can write there either
+        return
+    try:
+        with Outputs(run_dir):
+            yield
+    finally:
+        lock.__exit__(None, None, None)

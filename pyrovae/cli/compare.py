@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pyrovae.cli.flags import SPLITS, add_command, add_common, check_flags, check_outputs, names
+from pyrovae.cli.flags import SPLITS, add_command, add_common, check_flags, check_outputs, names, output_set
 from pyrovae.errors import ConfigError
 
 
@@ -58,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
     )
-    write_text(table, result.to_dataframe().to_csv())
-    result.plot(figure)
+    with output_set(args, run, "compare"):
+        write_text(table, result.to_dataframe().to_csv())
+        result.plot(figure)
     print(f"{args.split} split, epoch {run.epoch} ({args.checkpoint} checkpoint), seed {args.seed}")
     print(result.summary())
     print(f"wrote {table} and {figure.name}")

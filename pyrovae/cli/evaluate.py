@@ -14,6 +14,7 @@ from pyrovae.cli.flags import (
     check_flags,
     check_outputs,
     default_bounds,
+    output_set,
     parse_ks,
     summary,
 )
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from pyrovae.data.source import DataSource
     from pyrovae.infer.ladder import bounds
     from pyrovae.runs.run import load_run
-    from pyrovae.storage import atomic_path, write_json, write_text
+    from pyrovae.storage import write_json, write_netcdf, write_text
 
     check_flags(args, "num_samples", "ais_chains", "leapfrog_steps", "limit")
     ks = args.bounds or default_bounds(args.num_samples)
@@ -98,8 +99,6 @@ def run(args: argparse.Namespace) -> int:
     outputs = [stem.with_suffix(suffix) for suffix in (".json", ".csv", ".nc")]
     check_outputs(args, *outputs, *([bdmc_csv] if args.bdmc > 0 else []), figure)
     run = load_run(args.run_dir, args.checkpoint, args.device)
-    if args.overwrite and args.bdmc == 0:
-        bdmc_csv.unlink(missing_ok=True)  # an earlier evaluation's, which this one replaces
     data = scoring_data(run, args.dataset, args.data_root, args)
     # a random subset: a data set may be ordered by class (binarized MNIST's is)
     subset = "" if args.limit is None else f" ({len(DataSource(data))} drawn at random with seed {args.seed})"
@@ -121,15 +120,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
     ll = ladder.log_likelihood
     results = summary(args, run, log_likelihood=ll.to_json_dict(), bounds=ladder.to_json_dict())
-    write_json(stem.with_suffix(".json"), results)
-    write_text(stem.with_suffix(".csv"), ll.to_dataframe().join(ladder.to_dataframe()).to_csv())
     written = f"{stem}.json, .csv, .nc"
-    if ladder.bdmc is not None:
-        write_text(bdmc_csv, ladder.bdmc.to_dataframe().to_csv())
-        written += f", {bdmc_csv.name}"
-    with atomic_path(stem.with_suffix(".nc")) as tmp:
-        xr.merge([ll.to_xarray(), ladder.to_xarray()], combine_attrs="drop").to_netcdf(tmp, engine="h5netcdf")
-    ladder.plot(figure)
+    with output_set(args, run, stem.name):  # an earlier evaluation's -bdmc.csv goes unless this one writes it
+        write_json(stem.with_suffix(".json"), results)
+        write_text(stem.with_suffix(".csv"), ll.to_dataframe().join(ladder.to_dataframe()).to_csv())
+        if ladder.bdmc is not None:
+            write_text(bdmc_csv, ladder.bdmc.to_dataframe().to_csv())
+            written += f", {bdmc_csv.name}"
+        merged = xr.merge([ll.to_xarray(), ladder.to_xarray()], combine_attrs="drop")
+        write_netcdf(stem.with_suffix(".nc"), merged)
+        ladder.plot(figure)
     print(f"{args.dataset or run.config.dataset} {args.split} split{subset}, device {run.vae_device}")
     print(ll.summary())
     print(ladder.summary())

@@ -112,6 +112,12 @@ def add_scoring(p: argparse.ArgumentParser) -> None:
         "--group-size", type=int, default=10, help="inputs per group of the typicality test (default: 10)"
     )
     p.add_argument("--steps", type=int, default=100, help="optimizer steps per input of likelihood-regret")
+    p.add_argument(
+        "--binarize",
+        choices=("dynamic", "threshold", "none"),
+        help="how another data set than the run's is binarized (default: as the run's data were: its own "
+        "binarization when the run's data are binary, a fixed Bernoulli draw for valid and test)",
+    )
     add_common(p, "seed of the draws and of --limit")
 
 
@@ -181,10 +187,22 @@ def summary(args: argparse.Namespace, run, **results) -> dict:
     return {"dataset": dataset, **analysed, "epoch": run.epoch, "device": str(run.vae_device), **results}
 
 
+def output_set(args: argparse.Namespace, run, name: str):
+    """The context in which this command writes its output set ``name`` (committed as one by
+    :func:`pyrovae.runs.outputs.output_set`), recording ``run``'s parameters and the command's options."""
+    from pyrovae.runs.outputs import output_set as commit
+
+    return commit(name, f"pyrovae {args.command} {args.run_dir}", run.checkpoint, args)
+
+
 def out_path(args: argparse.Namespace, default: str) -> Path:
-    """The figure's path, --out or ``default`` in the run directory, checked by :func:`check_outputs`."""
+    """The figure's path, --out or ``default`` in the run directory, checked by :func:`check_outputs`, in a
+    format its suffix names (:func:`pyrovae.plots.figures.file_format`)."""
+    from pyrovae.plots.figures import file_format
+
     out = Path(args.out) if args.out else Path(args.run_dir) / default
     if out.is_dir():
         raise ConfigError(f"--out {out} is a directory; give a file name, such as {out / default}")
+    file_format(out)
     check_outputs(args, out)
     return out

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pyrovae.cli.flags import SPLITS, add_command, add_common, add_limit, check_flags, check_outputs, summary
+from pyrovae.cli.flags import (
+    SPLITS,
+    add_command,
+    add_common,
+    add_limit,
+    check_flags,
+    check_outputs,
+    output_set,
+    summary,
+)
 from pyrovae.errors import ConfigError
 
 
@@ -66,19 +75,21 @@ def run(args: argparse.Namespace) -> int:
         run.vae.model, run.vae.guide, x, args.num_particles, seed=args.seed, progress=not args.no_progress
     )
     subset = f"{len(index)} drawn at random with seed {args.seed}" if args.limit is not None else "all"
-    write_text(stem.with_suffix(".csv"), stats.to_dataframe().to_csv(index=False))
-    write_json(stem.with_suffix(".json"), summary(args, run, **stats.to_json_dict()))
-    stats.plot(stem.with_suffix(".png"))
-    pair = run.vae
-    first = stats.sites.index[0]
-    top = stats.dims[stats.dims["site"] == first].sort_values("activity", ascending=False)
-    plots.embedding(pair, x, labels, pictures["embedding"], method=args.embedding, site=first, seed=args.seed)
-    a, b = (tuple(t[i : i + 1] for t in x) for i in (0, 1))
-    # spherical as well where the prior is the standard normal, whose codes concentrate on a sphere
-    method = "both" if run.config.prior == "normal" else "linear"
-    plots.interpolate(pair, a, b, 10, pictures["interpolation"], method=method)
-    plots.traverse(pair, a, sorted(top["dim"].head(10).tolist()), path=pictures["traversal"], site=first)
-    plots.prior_samples(pair, x, 16, pictures["prior-samples"], seed=args.seed)
+    with output_set(args, run, stem.name):
+        write_text(stem.with_suffix(".csv"), stats.to_dataframe().to_csv(index=False))
+        write_json(stem.with_suffix(".json"), summary(args, run, **stats.to_json_dict()))
+        stats.plot(stem.with_suffix(".png"))
+        pair = run.vae
+        first = stats.sites.index[0]
+        top = stats.dims[stats.dims["site"] == first].sort_values("activity", ascending=False)
+        embedding = {"method": args.embedding, "site": first, "seed": args.seed}
+        plots.embedding(pair, x, labels, pictures["embedding"], **embedding)
+        a, b = (tuple(t[i : i + 1] for t in x) for i in (0, 1))
+        # spherical as well where the prior is the standard normal, whose codes concentrate on a sphere
+        method = "both" if run.config.prior == "normal" else "linear"
+        plots.interpolate(pair, a, b, 10, pictures["interpolation"], method=method)
+        plots.traverse(pair, a, sorted(top["dim"].head(10).tolist()), path=pictures["traversal"], site=first)
+        plots.prior_samples(pair, x, 16, pictures["prior-samples"], seed=args.seed)
     print(f"{run.config.dataset} {args.split} split ({subset}), epoch {run.epoch}, device {run.vae_device}")
     print(stats.summary())
     print(f"wrote {stem}.csv, .json, .png and latents-{args.split}-{{{','.join(kinds)}}}.png")

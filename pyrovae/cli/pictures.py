@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from pyrovae.cli.flags import SPLITS, add_checkpoint, add_command, add_device, check_flags, out_path
+from pyrovae.cli.flags import (
+    SPLITS,
+    add_checkpoint,
+    add_command,
+    add_device,
+    check_flags,
+    out_path,
+    output_set,
+)
 
 
 def add_parser(sub) -> None:
@@ -14,7 +23,10 @@ def add_parser(sub) -> None:
     for p, out in ((s, "samples.png"), (r, "reconstructions-SPLIT.png")):
         add_checkpoint(p)
         p.add_argument(
-            "--out", metavar="FILE.png", help=f"where to write the figure (default: RUN_DIR/{out})"
+            "--out",
+            metavar="FILE",
+            help="where to write the figure, in the format its suffix names (.png, .pdf, .svg, ...; "
+            f"default: RUN_DIR/{out})",
         )
         p.add_argument("--overwrite", action="store_true", help="replace the figure if it exists")
         p.add_argument("--seed", type=int, default=0, help="seed of the random draws")
@@ -24,17 +36,28 @@ def add_parser(sub) -> None:
     r.add_argument("--num", type=int, default=20, help="number of images, drawn at random with --seed")
 
 
+def picture_set(args: argparse.Namespace, out) -> str:
+    """The output set of one picture: its file name in the run directory, its whole path elsewhere (one set
+    per file, so that writing one never removes another)."""
+    inside = out.resolve().parent == Path(args.run_dir).resolve()
+    return out.name if inside else str(out.resolve())
+
+
 def sample(args: argparse.Namespace) -> int:
     import torch
 
     from pyrovae import plots
+    from pyrovae.plots.figures import check_grid
     from pyrovae.runs.run import load_run
 
     check_flags(args, "num")
     out = out_path(args, "samples.png")
     run = load_run(args.run_dir, args.checkpoint, args.device)
+    check_grid("num", args.num, args.num, run.vae.event_shape)
     torch.manual_seed(args.seed)
-    plots.image_grid(run.vae.sample(args.num), out, title=f"samples (epoch {run.epoch})")
+    images = run.vae.sample(args.num)
+    with output_set(args, run, picture_set(args, out)):
+        plots.image_grid(images, out, title=f"samples (epoch {run.epoch})")
     print(f"wrote {out}")
     return 0
 
@@ -45,14 +68,18 @@ def reconstruct(args: argparse.Namespace) -> int:
     from pyrovae import plots
     from pyrovae.data.source import DataSource
     from pyrovae.devices import of_model
+    from pyrovae.plots.figures import check_grid
     from pyrovae.runs.run import load_run
 
     check_flags(args, "num")
     out = out_path(args, f"reconstructions-{args.split}.png")
     run = load_run(args.run_dir, args.checkpoint, args.device)
+    check_grid("num", args.num, 2 * args.num, run.vae.event_shape)
     data = DataSource(run.load_data(args.split))
     torch.manual_seed(args.seed)
     x = data.sample(args.num, seed=args.seed)[0].to(of_model(run.vae))
-    plots.reconstructions(x, run.vae.reconstruct(x), out)
+    recon = run.vae.reconstruct(x)
+    with output_set(args, run, picture_set(args, out)):
+        plots.reconstructions(x, recon, out)
     print(f"wrote {out} ({len(x)} {args.split} images drawn at random with seed {args.seed})")
     return 0

@@ -6,7 +6,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pyrovae.cli.flags import add_command, add_data_source, add_scoring, check_flags, check_outputs, names
+from pyrovae.cli.flags import (
+    add_command,
+    add_data_source,
+    add_scoring,
+    check_flags,
+    check_outputs,
+    names,
+    output_set,
+)
 from pyrovae.errors import ConfigError, unknown_name
 
 
@@ -44,10 +52,16 @@ def add_parser(sub) -> None:
     add_scoring(detect)
 
 
-def check_scoring(args: argparse.Namespace, methods: list[str]) -> None:
-    """The scoring options, before anything is loaded."""
+def check_scoring(args: argparse.Namespace, methods: list[str], *alone: tuple[str, str]) -> None:
+    """The scoring options, before anything is loaded; each pair of ``alone``, a flag and the flag it
+    needs, refused when the first is given without the second."""
     from pyrovae.analysis.anomaly import METHODS
 
+    for flag, needs in alone:
+        if getattr(args, flag.lstrip("-").replace("-", "_")) and not getattr(args, needs.lstrip("-")):
+            raise ConfigError(
+                f"{flag} applies to the data set of {needs}; pass {needs} too, or leave {flag} out"
+            )
     for method in methods:
         if method not in METHODS:
             raise unknown_name("anomaly score method", method, METHODS)
@@ -59,15 +73,37 @@ def check_scoring(args: argparse.Namespace, methods: list[str]) -> None:
         )
 
 
+def other_binarize(config, dataset: str, chosen: str | None) -> str | None:
+    """How ``dataset``, another than the run's, is binarized for the run's model: ``chosen`` (``--binarize``)
+    if given; else as the run's data were. A run on data stored binary (binarized MNIST, drawn once by
+    Bernoulli) under a Bernoulli likelihood gets the other data set's own binarization, a fixed Bernoulli draw
+    for its valid and test splits, not its grey levels, which that likelihood cannot score."""
+    from pyrovae.data.datasets import DEFAULT_BINARIZE
+    from pyrovae.options import parse_spec
+
+    if chosen is not None:
+        return None if chosen == "none" else chosen
+    mode = config.binarize_mode()
+    if mode is None and parse_spec(config.likelihood_spec(), "likelihood")[0] == "bernoulli":
+        return DEFAULT_BINARIZE.get(dataset)
+    return mode
+
+
 def scoring_data(run, dataset: str | None, root: str | None, args):
-    """The split of ``dataset`` (default: the run's), binarized as the run's data, limited."""
+    """The split of ``dataset`` (default: the run's), binarized as the run's data (:func:`other_binarize`),
+    limited."""
     from pyrovae.data.datasets import load
     from pyrovae.data.source import DataSource
 
     if dataset is None:
         data = run.load_data(args.split)
     else:
-        data = load(dataset, args.split, root=root, binarize=run.config.binarize_mode())
+        data = load(
+            dataset,
+            args.split,
+            root=root,
+            binarize=other_binarize(run.config, dataset, getattr(args, "binarize", None)),
+        )
     if args.limit is not None and args.limit < len(data):
         return DataSource(data).sample(args.limit, seed=args.seed)
     return data
@@ -103,7 +139,7 @@ def score(args: argparse.Namespace) -> int:
     from pyrovae.runs.run import load_run
     from pyrovae.storage import write_json, write_text
 
-    check_scoring(args, [args.method])
+    check_scoring(args, [args.method], ("--data-root", "--dataset"), ("--binarize", "--dataset"))
     stem = Path(args.run_dir) / f"scores-{args.dataset or 'run'}-{args.split}-{args.method}"
     outputs = [stem.with_suffix(suffix) for suffix in (".csv", ".nc", ".json")]
     check_outputs(args, *outputs)
@@ -111,12 +147,13 @@ def score(args: argparse.Namespace) -> int:
     background = load_run(args.background, args.checkpoint, args.device) if args.background else None
     data = scoring_data(run, args.dataset, args.data_root, args)
     result = score_with(args, run, background, data, args.method)
-    write_text(outputs[0], result.to_dataframe().to_csv())
-    result.to_netcdf(outputs[1])
-    write_json(
-        outputs[2],
-        {"dataset": args.dataset or run.config.dataset, "split": args.split, **result.to_json_dict()},
-    )
+    with output_set(args, run, stem.name):
+        write_text(outputs[0], result.to_dataframe().to_csv())
+        result.to_netcdf(outputs[1])
+        write_json(
+            outputs[2],
+            {"dataset": args.dataset or run.config.dataset, "split": args.split, **result.to_json_dict()},
+        )
     print(result.summary())
     print(f"wrote {stem}.csv, .nc and .json")
     return 0
@@ -129,7 +166,7 @@ def detect(args: argparse.Namespace) -> int:
     from pyrovae.storage import write_text
 
     methods = names(args, "methods", "method")
-    check_scoring(args, methods)
+    check_scoring(args, methods, ("--in-root", "--in"))
     stem = Path(args.run_dir) / f"detect-{getattr(args, 'in') or 'run'}-vs-{args.out}"
     figures = [Path(f"{stem}-{method}.png") for method in methods]
     check_outputs(args, stem.with_suffix(".csv"), *figures)
@@ -137,16 +174,18 @@ def detect(args: argparse.Namespace) -> int:
     background = load_run(args.background, args.checkpoint, args.device) if args.background else None
     inside = scoring_data(run, getattr(args, "in"), args.in_root, args)
     outside = scoring_data(run, args.out, args.out_root, args)
-    results = []
-    for method, figure in zip(methods, figures, strict=True):
-        result = detect_sets(
+    results = [
+        detect_sets(
             score_with(args, run, background, inside, method),
             score_with(args, run, background, outside, method),
         )
-        result.plot(figure)
-        results.append(result)
+        for method in methods
+    ]
     table = detection_table(results)
-    write_text(stem.with_suffix(".csv"), table.to_csv())
+    with output_set(args, run, stem.name):
+        for result, figure in zip(results, figures, strict=True):
+            result.plot(figure)
+        write_text(stem.with_suffix(".csv"), table.to_csv())
     print(f"in: {getattr(args, 'in') or run.config.dataset} ({args.split}), out: {args.out} ({args.split})")
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {stem}.csv and {len(figures)} figure(s)")

@@ -11,6 +11,9 @@ from pyrovae.cli.flags import DEVICE, SPLITS, add_backend, add_command, hidden_s
 from pyrovae.errors import ConfigError
 from pyrovae.options import check_option
 
+#: what training takes, in copies of the parameters: theirs, the gradients, the optimizer's two moments, the
+#: best parameters and the checkpoint's copy
+TRAINING_COPIES = 6
 #: at most this many test images in the embedding figure ``pyrovae train`` writes
 EMBEDDED = 2000
 
@@ -175,6 +178,20 @@ def _train_config(args: argparse.Namespace, run_dir: Path | None):
     return config
 
 
+def _check_size(config, event_shape, device) -> None:
+    """Refuse, before anything is allocated, a model whose training needs more than the device's memory:
+    counted on the meta device, its parameters, their gradients, the optimizer's two moments, the best
+    parameters and the checkpoint's copy."""
+    import torch
+
+    from pyrovae.devices import check_memory
+
+    with torch.device("meta"):
+        size = sum(p.numel() for p in config.build_vae(event_shape).parameters())
+    what = f"training a model of {size:,} parameters (with --hidden {','.join(map(str, config.hidden))})"
+    check_memory("latent_dim", config.latent_dim, TRAINING_COPIES * 4 * size, device, what)
+
+
 def run(args: argparse.Namespace) -> int:
     import pyro
     import torch
@@ -199,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
             distributed.broadcast_object(f"runs/{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
         )
     train_data, valid_data, test = (config.load_data(split) for split in SPLITS)
+    _check_size(config, train_data.event_shape, device)
     pyro.set_rng_seed(config.seed)  # the initial parameters too are determined by the seed
     vae = config.build_vae(train_data.event_shape)
     for data, what in ((train_data, "the training data"), (valid_data, "the validation data")):

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import urllib.request
 import warnings
+import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -188,28 +189,32 @@ def parse_amat(path: Path, expected_rows: int | None = None) -> np.ndarray:
 
 
 def read_amat_cached(path: Path, cache: Path, expected_rows: int | None = None) -> np.ndarray:
-    """:func:`parse_amat`, through a bit-packed copy in ``cache`` keyed by the file's path, size and mtime.
-    The copy is about 16x smaller than the text and loads in a fraction of the time of parsing. If ``cache``
-    cannot be written, the file is parsed every time (with one warning)."""
+    """:func:`parse_amat`, through a bit-packed copy in ``cache`` keyed by the file's path, size and mtime,
+    with a SHA-256 of the key and the packed rows: a copy that does not match it (damaged, or rewritten) is
+    parsed again. The copy is about 16x smaller than the text and loads in a fraction of the time of parsing.
+    If ``cache`` cannot be written, the file is parsed every time (with one warning)."""
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    cached = cache / f"{path.name.split('.')[0]}-{key}.npy"
+    cached = cache / f"{path.name.split('.')[0]}-{key}.npz"
     try:
-        packed = np.load(cached)
-    except (OSError, ValueError, EOFError):
+        with np.load(cached) as stored:
+            packed, digest = stored["packed"], str(stored["sha256"])
+    except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, zipfile.BadZipFile):
         packed = None  # no copy, or a damaged one: the file is parsed and the copy (re)written below
     if (
         packed is not None
         and packed.dtype == np.uint8
         and packed.shape[1:] == (_PIXELS // 8,)
         and expected_rows in (None, len(packed))
+        and digest == _packed_digest(key, packed)
     ):
         return np.unpackbits(packed, axis=1, count=_PIXELS)
     bits = parse_amat(path, expected_rows)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
+        packed = np.packbits(bits, axis=1)
         with _replacing(cached) as f:
-            np.save(f, np.packbits(bits, axis=1))
+            np.savez(f, packed=packed, sha256=np.array(_packed_digest(key, packed)))
     except OSError as err:
         if cache not in _unwritable_warned:
             _unwritable_warned.add(cache)
@@ -219,6 +224,11 @@ def read_amat_cached(path: Path, cache: Path, expected_rows: int | None = None) 
                 stacklevel=4,
             )
     return bits
+
+
+def _packed_digest(key: str, packed: np.ndarray) -> str:
+    """The SHA-256 of a cached copy's key and rows."""
+    return hashlib.sha256(key.encode() + np.ascontiguousarray(packed).tobytes()).hexdigest()
 
 
 def _find_idx_pair(part: str, dirs: list[Path]) -> tuple[Path, Path] | None:

@@ -78,11 +78,12 @@ from dataclasses import dataclass
 import torch
 
 from pyrovae import distributed
+from pyrovae.devices import check_memory
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.infer import Chunk
 from pyrovae.infer.diagnostics import reduce_log_weights
 from pyrovae.infer.hmc import AnnealingPath, anneal
-from pyrovae.infer.importance import PerDatapoint
+from pyrovae.infer.importance import MEMORY_SAFETY, PerDatapoint
 from pyrovae.infer.pair import Pair, sweep_pair
 from pyrovae.infer.sites import data_frame
 from pyrovae.options import check_option, check_options, check_schedule
@@ -343,6 +344,9 @@ def ais(
             return num_steps * passes
 
         sweep, pair = sweep_pair(model, guide, data, chunk_size, seed=seed, work=work, **placement, **bar)
+        itemsize = max(t.element_size() for t in sweep.args(0, 1) if torch.is_tensor(t))
+        need = MEMORY_SAFETY * itemsize * pair.numel_per_particle * num_chains
+        check_memory("num_chains", num_chains, need, sweep.device, "one data point's chains")
         log_w, acceptance, step_sizes = sweep.map(functools.partial(annealing, pair))
     log_px, log_px_se, ess, _ = reduce_log_weights(log_w)
     fields = (-log_px if reverse else log_px, log_px_se, ess, acceptance, step_sizes, log_w, num_steps)

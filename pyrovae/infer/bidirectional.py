@@ -36,8 +36,11 @@ from pyrovae.options import check_keywords, check_options
 from pyrovae.results import Result, live, mean_stderr, nested
 from pyrovae.seeds import seeded
 
-__all__ = ["BDMC", "bdmc"]
+__all__ = ["BDMC", "bdmc", "check_simulation"]
 
+#: what simulating a data point takes, in copies of its values and latents (the model's activations, both
+#: directions' results)
+SIMULATION_COPIES = 8
 #: the keyword options of :func:`~pyrovae.ais` that :func:`bdmc` passes on
 _AIS_KEYWORDS = set(inspect.signature(ais).parameters) - {"model", "guide", "data"}
 
@@ -160,6 +163,19 @@ def simulate(model, data_sites: Sequence[str], *args, **kwargs) -> tuple[tuple[t
     return data, latents
 
 
+def check_simulation(
+    model, num_data: int, data_sites=("x",), simulate_args=(), seed=None, device=None
+) -> None:
+    """Refuse, before the work, ``num_data`` data points simulated at once by ``model(*simulate_args,
+    batch_size=num_data)`` that would not fit in the memory of the device, judged by one simulated point."""
+    dev = devices.place(model, device=device)
+    with seeded(seed):
+        values, latents = simulate(model, data_sites, *devices.move(tuple(simulate_args), dev), batch_size=1)
+    size = sum(t.numel() * t.element_size() for t in (*values, *latents.values()))
+    what = "simulating the data points at once (with the model's activations and both directions' results)"
+    devices.check_memory("num_data", num_data, SIMULATION_COPIES * size * num_data, dev, what)
+
+
 def bdmc(
     model,
     guide,
@@ -205,6 +221,8 @@ def bdmc(
     start = time.perf_counter()
     dev = devices.place(model, guide, device=ais_kwargs.get("device"))  # simulated where AIS runs
     args, kwargs = devices.move(tuple(simulate_args), dev), devices.move_kwargs(kwargs, dev)
+    if simulate_kwargs is None:
+        check_simulation(model, num_data, data_sites, args, seed, dev)
     with seeded(seed):
         data, latents = simulate(model, data_sites, *args, **kwargs)
         # each direction's chunks seeded from a stream of its own, so that every rank draws for a

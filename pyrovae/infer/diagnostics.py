@@ -10,7 +10,11 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
+import tempfile
 
 import numpy as np
 import torch
@@ -43,8 +47,7 @@ def reduce_log_weights(log_weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
     Each row is reduced on its own, so any split of the rows into blocks gives identical results.
     """
-    import arviz
-
+    arviz = _arviz()
     if log_weights.dim() != 2:
         raise DataError(f"log-weights must have shape (N, K), got {tuple(log_weights.shape)}")
     lw = log_weights.detach().to(device="cpu", dtype=torch.float64)
@@ -68,3 +71,34 @@ def reduce_log_weights(log_weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
         _, k = arviz.psislw(lw[ok].numpy(), reff=1.0)
         khat[ok] = torch.as_tensor(np.asarray(k, dtype=np.float64))
     return log_px, log_px_se, ess, khat
+
+
+def _arviz():
+    """ArviZ, imported on first use. Importing it writes a stamp under the user's cache directory
+    (and matplotlib's config under their home); where home cannot be written, both go to a temporary
+    directory for the import, and the environment is restored afterwards."""
+    if "arviz" not in sys.modules:
+        try:
+            import arviz  # noqa: F401
+        except OSError:
+            with (
+                tempfile.TemporaryDirectory() as cache,
+                _environment(XDG_CACHE_HOME=cache, MPLCONFIGDIR=cache),
+            ):
+                import arviz  # noqa: F401
+    return sys.modules["arviz"]
+
+
+@contextlib.contextmanager
+def _environment(**values: str):
+    """Environment variables set to ``values`` inside the block, as they were after it."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

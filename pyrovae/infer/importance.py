@@ -52,6 +52,7 @@ from pyro.distributions.util import scale_and_mask
 
 from pyrovae import distributed
 from pyrovae.data.source import DataSource
+from pyrovae.devices import check_memory
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.infer import Chunk, Sweep
 from pyrovae.infer.checks import check_support
@@ -62,7 +63,13 @@ from pyrovae.options import check_options
 from pyrovae.results import Result, column, mean_stderr
 from pyrovae.seeds import seeded
 
-__all__ = ["LogLikelihood", "LogWeights", "PerDatapoint", "log_likelihood"]
+__all__ = [
+    "LogLikelihood",
+    "LogWeights",
+    "PerDatapoint",
+    "default_max_memory",
+    "log_likelihood",
+]
 
 #: default bound on the memory one chunk may use, in bytes, on the CPU
 DEFAULT_MAX_MEMORY = 512 * 2**20
@@ -79,6 +86,10 @@ CPU_CHUNK_BYTES = 96 * 2**20
 MEMORY_SAFETY = 4.0
 # PSIS fits cost about 0.5 ms a row plus a fixed cost a call: reduce at least this many rows at once
 REDUCE_ROWS = 64
+
+
+#: bytes per importance sample of a data point's log-weights: float64, with the reduction's copies
+WEIGHT_BYTES = 4 * 8
 
 
 def default_max_memory(device: torch.device) -> int:
@@ -257,10 +268,11 @@ class LogWeights:
         device: str | torch.device | None = None,
         progress: bool = False,
         desc: str = "log p(x)",
+        name: str = "num_samples",
     ):
         sizes = dict(batch_size=batch_size, particle_batch_size=particle_batch_size, max_memory=max_memory)
         check_options(("batch_size", "max_memory", "seed"), num_samples=num_samples, seed=seed, **sizes)
-        self.model, self.guide, self.num_samples = model, guide, num_samples
+        self.model, self.guide, self.num_samples, self.name = model, guide, num_samples, name
         source = DataSource(data)
         placement = dict(
             device=device, model_kwargs=model_kwargs, data_plate=data_plate, model_args=model_args
@@ -285,9 +297,11 @@ class LogWeights:
             particle_batch_size = max(1, min(num_samples, rows // (batch_size or 1)))
             # as few particle chunks as that allows, of equal size
             particle_batch_size = math.ceil(num_samples / math.ceil(num_samples / particle_batch_size))
+        # the (batch, K) block of log-weights is kept whole, in float64 for the reduction
+        need = WEIGHT_BYTES * num_samples
+        check_memory(self.name, num_samples, need, probe.device, "one data point's log-weights")
         if batch_size is None:
-            # the (batch, K) block of log-weights is kept whole, in float64 for the reduction
-            weights_cap = max(1, max_memory // (4 * 8 * num_samples))
+            weights_cap = max(1, max_memory // (WEIGHT_BYTES * num_samples))
             batch_size = max(1, min(rows // particle_batch_size, weights_cap))
         return min(batch_size, num_data), min(particle_batch_size, num_samples)
 

@@ -41,7 +41,7 @@ import torch
 from pyrovae import distributed
 from pyrovae.errors import ConfigError
 from pyrovae.infer.annealing import AIS, ais
-from pyrovae.infer.bidirectional import BDMC, bdmc
+from pyrovae.infer.bidirectional import BDMC, bdmc, check_simulation
 from pyrovae.infer.importance import LogLikelihood, LogWeights
 from pyrovae.options import DOMAINS, check_keywords, check_options
 from pyrovae.results import Result, columns, live, mean_stderr, nested, prefixed, unprefixed
@@ -354,12 +354,15 @@ def bounds(
         )
     keep = log_likelihood_kwargs.pop("return_log_weights", False)
     check_keywords("bounds", log_likelihood_kwargs, _SWEEP_OPTIONS)
-    start = time.perf_counter()
-    sweep = dict(log_likelihood_kwargs, analytic_kl=analytic_kl, seed=seed, progress=progress)
-    ladder = _importance_ladder(model, guide, data, ks, keep, sweep)
     options = {k: v for k, v in log_likelihood_kwargs.items() if k in _AIS_OPTIONS}
     options.update(ais_options, num_chains=ais_chains, seed=seed, progress=progress)
     simulation = {k: options.pop(k) for k in _BDMC_KEYWORDS if k in options}
+    if bdmc_data and "simulate_kwargs" not in simulation:  # refused before the work if it cannot fit
+        sites, simulated = simulation.get("data_sites", ("x",)), simulation.get("simulate_args", ())
+        check_simulation(model, bdmc_data, sites, simulated, seed, options.get("device"))
+    start = time.perf_counter()
+    sweep = dict(log_likelihood_kwargs, analytic_kl=analytic_kl, seed=seed, progress=progress)
+    ladder = _importance_ladder(model, guide, data, ks, keep, sweep)
     for steps in ais_steps:
         ladder.add_ais(ais(model, guide, data, num_steps=steps, **options))
     if bdmc_data:

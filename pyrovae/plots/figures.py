@@ -1,11 +1,13 @@
 """The figure every plot of pyrovae draws on (:class:`Figure`, shown inline in a notebook, made without
-pyplot), its atomic PNG saving, and the basic pictures: image grids, reconstructions, learning curves."""
+pyplot), its atomic saving in the format its file name says, and the basic pictures: image grids,
+reconstructions, learning curves."""
 
 from __future__ import annotations
 
 import io
 import math
 import os
+from pathlib import Path
 
 from pyrovae.errors import ConfigError
 
@@ -20,13 +22,17 @@ import matplotlib.figure
 import pandas as pd
 import torch
 from matplotlib.axes import Axes
+from matplotlib.backend_bases import FigureCanvasBase
 
+from pyrovae.devices import check_memory
 from pyrovae.storage import atomic_path
 
 __all__ = [
     "Figure",
     "as_images",
+    "check_grid",
     "figure",
+    "file_format",
     "image_grid",
     "learning_curves",
     "reconstructions",
@@ -56,11 +62,26 @@ def figure(**kwargs) -> Figure:
     return Figure(**kwargs)
 
 
+def file_format(path: str | os.PathLike) -> str:
+    """The format a figure saved at ``path`` is written in, named by its suffix (PNG without one):
+    ``.png``, ``.pdf``, ``.svg``, ``.jpg``... any that matplotlib writes; another suffix is refused."""
+    suffix = Path(path).suffix.lstrip(".").lower() or "png"
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix not in formats:
+        raise ConfigError(
+            f"cannot save a figure as {path}: matplotlib writes no .{suffix} files; end the name with one "
+            f"of {', '.join('.' + f for f in sorted(formats))}"
+        )
+    return suffix
+
+
 def save(fig: Figure, path: str | os.PathLike | None) -> Figure:
-    """Save ``fig`` as PNG at ``path`` (atomically) when a path is given; return it."""
+    """Save ``fig`` at ``path`` (atomically) when a path is given, in the format its suffix names
+    (:func:`file_format`); return it."""
     if path is not None:
+        fmt = file_format(path)
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+            fig.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight")
     return fig
 
 
@@ -74,6 +95,17 @@ def as_images(x: torch.Tensor) -> torch.Tensor:
     if side * side != flat.shape[1]:
         raise ValueError(f"cannot show data of shape {tuple(x.shape[1:])} as images")
     return flat.reshape(-1, side, side)
+
+
+#: about what matplotlib takes for each image of a grid (measured: 320 KiB, drawn and saved), with a margin
+IMAGE_BYTES = 400 * 2**10
+
+
+def check_grid(name: str, value: int, num_images: int, event_shape) -> None:
+    """Refuse, before the work, option ``name`` = ``value`` asking for a picture of ``num_images`` images of
+    ``event_shape`` (with the model's work to make them) that would not fit in memory."""
+    need = num_images * (IMAGE_BYTES + 16 * math.prod(event_shape))
+    check_memory(name, value, need, torch.device("cpu"), f"a picture of {num_images} images")
 
 
 def image_grid(images: torch.Tensor, path=None, *, ncols: int = 10, title: str | None = None) -> Figure:

@@ -12,6 +12,8 @@ A run directory holds
 - ``config.json``: the run's configuration, readable (a copy of the checkpoint's);
 - ``history.csv``, ``results.json`` and figures: exports of the above, rewritten after each commit
   (a kill between the commit and an export leaves an export one epoch behind, rewritten on resume);
+- ``manifest.json``: the files pyrovae wrote there, and the output sets of the commands run on it
+  (:mod:`pyrovae.runs.outputs`);
 - ``.lock``: the advisory lock of the process writing to it (:class:`~pyrovae.runs.lock.RunLock`),
   which :class:`RunDirectory` takes.
 """
@@ -19,37 +21,21 @@ A run directory holds
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from pyrovae import distributed, storage
 from pyrovae.errors import CheckpointError, ConfigError, RunDirError
 from pyrovae.runs.lock import RunLock
+from pyrovae.runs.outputs import MANIFEST, Outputs
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.csv"
 CONFIG = "config.json"
 RESULTS = "results.json"
-#: the files a run and the commands run on it write, removed by ``overwrite`` before a new run
-OUTPUTS = (
-    CHECKPOINT,
-    HISTORY,
-    CONFIG,
-    RESULTS,
-    "best.pt",
-    "*.png",
-    "evaluation-*.json",
-    "evaluation-*.csv",
-    "evaluation-*.nc",
-    "compare.csv",
-    "scores-*.csv",
-    "scores-*.nc",
-    "scores-*.json",
-    "detect-*.csv",
-    "latents-*.csv",
-    "latents-*.json",
-)
 
 
 def checkpoint_bytes(module: nn.Module) -> int:
@@ -65,7 +51,8 @@ STATE_KEYS = ("epoch", "model", "optimizer", "history", "best", "best_epoch", "b
 
 def read_state(path: Path, keys=STATE_KEYS) -> dict:
     """The checkpoint at ``path`` (see :func:`~pyrovae.storage.load_checkpoint`), refused with a
-    :class:`~pyrovae.errors.CheckpointError` naming what it lacks of ``keys``."""
+    :class:`~pyrovae.errors.CheckpointError` naming what it lacks of ``keys``, or the parameters that
+    are not finite."""
     state = storage.load_checkpoint(path)
     missing = [key for key in keys if key not in state]
     if missing:
@@ -73,14 +60,23 @@ def read_state(path: Path, keys=STATE_KEYS) -> dict:
             f"{path} lacks {', '.join(repr(k) for k in missing)}: it is not a complete checkpoint of a run. "
             "Restore it from a copy, or start the run again with --overwrite (overwrite=True)."
         )
+    for key in ("model", "best_model"):
+        weights = state.get(key) or {}
+        bad = [n for n, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            raise CheckpointError(
+                f"{path} holds NaN or infinite values in its parameters ({', '.join(bad[:3])}"
+                f"{', ...' if len(bad) > 3 else ''}): a model saved from diverged training cannot be "
+                "evaluated or resumed. Restore it from a copy, or train again (--overwrite, overwrite=True)."
+            )
     return state
 
 
 def holds_run(path: Path) -> bool:
-    """Whether ``path`` holds anything but a lock and temporaries."""
+    """Whether ``path`` holds anything but a lock, a manifest and temporaries."""
     prefix, suffix = storage.TEMPORARY
     return path.is_dir() and any(
-        p.name != RunLock.NAME and not (p.name.startswith(prefix) and p.name.endswith(suffix))
+        p.name not in (RunLock.NAME, MANIFEST) and not (p.name.startswith(prefix) and p.name.endswith(suffix))
         for p in path.iterdir()
     )
 
@@ -91,7 +87,9 @@ class RunDirectory:
     Constructing it checks everything and writes nothing: ``resume`` and ``overwrite`` together, a path that
     is or lies under a file, a directory this process cannot write to or without ``need_bytes`` free, and a
     directory that holds another run (unless ``resume`` or ``overwrite``). Entering it creates the directory,
-    takes its lock, removes stray temporaries and, with ``overwrite``, the earlier run's :data:`OUTPUTS`.
+    takes its lock, opens its :class:`~pyrovae.runs.outputs.Outputs` (which finishes or removes what a killed
+    command left, and records each file written) and, with ``overwrite``, removes the files pyrovae wrote
+    there before, and nothing else.
 
     With ``resume``, a directory without a checkpoint (a run killed before its first epoch ended,
     or a new directory) starts from the first epoch.
@@ -119,24 +117,35 @@ class RunDirectory:
             )
         self.resume, self.overwrite = resume, overwrite
         self._lock: RunLock | None = None
+        self._outputs: Outputs | None = None
 
     @property
     def checkpoint(self) -> Path:
         return self.path / CHECKPOINT
 
     def __enter__(self) -> RunDirectory:
-        if distributed.is_main():
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._lock = RunLock(self.path).__enter__()
-            storage.remove_temporaries(self.path)
-            if self.overwrite:
-                for pattern in OUTPUTS:
-                    for file in self.path.glob(pattern):
-                        file.unlink(missing_ok=True)
-        distributed.barrier()  # rank 0 has prepared the directory
+        try:
+            if distributed.is_main():
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._lock = RunLock(self.path).__enter__()
+                self._outputs = Outputs(self.path).__enter__()
+                left = self._outputs.remove_all() if self.overwrite else []
+                if left:
+                    warnings.warn(
+                        f"left in {self.path}: {', '.join(left)}, which an older pyrovae may have written "
+                        "but did not record (it kept no manifest); remove them if they are not yours",
+                        stacklevel=2,
+                    )
+            distributed.barrier()  # rank 0 has prepared the directory
+        except BaseException:
+            self.__exit__(None, None, None)  # the lock and the record of writes, released at once
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._outputs is not None:
+            self._outputs.__exit__(*exc)
+            self._outputs = None
         if self._lock is not None:
             self._lock.__exit__(*exc)
             self._lock = None

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from pyro.infer import ELBO
 
-from pyrovae import devices
+from pyrovae import devices, storage
 from pyrovae.data import datasets
 from pyrovae.errors import CheckpointError, ConfigError, RunDirError, unknown_name
 from pyrovae.estimators import estimator
@@ -27,7 +27,7 @@ from pyrovae.models.hvae import NETWORKS as HVAE_NETWORKS
 from pyrovae.models.vae import VAE
 from pyrovae.options import DOMAINS, check_options, parse_spec
 from pyrovae.runs.directory import CHECKPOINT, CONFIG, RESULTS, read_state
-from pyrovae.storage import write_json
+from pyrovae.runs.outputs import stale_sets
 
 #: the model families ``pyrovae train --model`` builds
 MODELS = ("vae", "hvae")
@@ -117,7 +117,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def write(self, path: str | os.PathLike) -> None:
-        write_json(path, self.to_dict())
+        storage.write_json(path, self.to_dict())
 
     def load_data(self, split: str) -> datasets.VAEDataset:
         if self.dataset is None:
@@ -208,6 +208,8 @@ class Run:
     :ivar int epoch: the epoch of those parameters.
     :ivar pandas.DataFrame history: one row per epoch trained.
     :ivar dict results: ``results.json`` (the final test figures of ``pyrovae train``), or ``None``.
+    :ivar dict checkpoint: which parameters these are (``best`` or ``last``), their epoch and the SHA-256 of
+        their values: what the outputs of a command on the run record (:mod:`pyrovae.runs.outputs`).
     """
 
     path: Path
@@ -216,6 +218,7 @@ class Run:
     epoch: int
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
     results: dict | None = None
+    checkpoint: dict | None = None
 
     @property
     def vae_device(self) -> torch.device:
@@ -234,7 +237,9 @@ def load_run(path: str | os.PathLike, checkpoint: str = "best", device: str | to
     its history and final results.
 
     A ``config.json`` that disagrees with the checkpoint's configuration on the model or its data
-    is reported (a warning naming the keys); the checkpoint's is used.
+    is reported (a warning naming the keys); the checkpoint's is used. So are the outputs of commands
+    (evaluations, scores, ...) that came from other parameters than the run holds now (a run trained on
+    after them; see :mod:`pyrovae.runs.outputs`).
     """
     path = Path(path)
     dev = devices.resolve(device)
@@ -280,7 +285,13 @@ def load_run(path: str | os.PathLike, checkpoint: str = "best", device: str | to
             results = json.loads((path / RESULTS).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             warnings.warn(f"{path / RESULTS} is not valid JSON; the run's results are left out", stacklevel=2)
-    return Run(path, config, vae, epoch, pd.DataFrame(state.get("history", [])), results)
+    best = weights if checkpoint == "best" else state.get("best_model")
+    digests = {"last": storage.digest(state["model"]), "best": None if best is None else storage.digest(best)}
+    for note in stale_sets(path, digests):
+        warnings.warn(note, stacklevel=2)
+    which = "best" if weights is not None else "last"
+    used = {"which": which, "epoch": epoch, "sha256": digests[which]}
+    return Run(path, config, vae, epoch, pd.DataFrame(state.get("history", [])), results, used)
 
 
 def _report_config_json(path: Path, config: RunConfig) -> None:

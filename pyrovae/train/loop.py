@@ -31,7 +31,7 @@ from pyro.infer import ELBO
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyrovae import devices, distributed, plots
+from pyrovae import devices, distributed
 from pyrovae.data.source import DataSource
 from pyrovae.errors import CheckpointError, ConfigError, TrainingError
 from pyrovae.options import check_options
@@ -317,7 +317,18 @@ def _fit(
     disable = not (progress and distributed.is_main())
     with tqdm(total=total, disable=disable, unit="step", dynamic_ncols=True) as bar:
         while not finished():
-            _commit(trainer, run, _epoch(trainer, train, valid, settings, bar, directory, history), directory)
+            before = {k: v.detach().clone() for k, v in vae.state_dict().items()}  # the epoch's start
+            try:
+                row = _epoch(trainer, train, valid, settings, bar, directory, history)
+            except TrainingError as e:
+                # a non-finite step is never applied: finite parameters are those of the last good step
+                if all(bool(t.isfinite().all()) for t in vae.state_dict().values() if t.is_floating_point()):
+                    kept = "from just before the step that failed"
+                else:
+                    vae.load_state_dict(before)
+                    kept = f"from before epoch {len(history) + 1} (the last finite ones it can give back)"
+                raise TrainingError(f"{e} The module holds its parameters {kept}.") from None
+            _commit(trainer, run, row, directory)
             if directory is not None and distributed.is_main():
                 pause_point("history")
                 _export(vae, history, directory.path, data, plots_every_epoch)
@@ -390,6 +401,8 @@ def _export(vae: nn.Module, history: list[dict], run_dir: Path, data, figures: b
     write_text(run_dir / HISTORY, frame.to_csv(index=False))
     if not figures:
         return
+    from pyrovae import plots  # matplotlib, imported where it draws
+
     with distributed.alone():
         plots.learning_curves(frame, run_dir / "learning_curves.png")
         if hasattr(vae, "sample") and hasattr(vae, "reconstruct"):

@@ -122,13 +122,17 @@ class Trainer:
         error is reported with Pyro's own message; later steps skip the per-step checks.
         """
         args = devices.move(as_args(x), self.device)
-        if self.data_plate is None:
-            self.data_plate = self._find_data_plate(args)
-        with pyro.validation_enabled(is_validation_enabled() and not self._validated):
-            world = distributed.world_size()
-            scale = world * self.num_data / (batch_size or world * len(args[0]))
-            with scale_data(scale=scale, plate=self.data_plate), scale_latents(beta=beta):
-                loss = self._forward(*args)
+        try:
+            loss = self._loss(args, beta, batch_size)
+        except ValueError as e:  # Pyro's validation of the first step
+            if "found invalid values" not in str(e):
+                raise
+            raise ConfigError(
+                f"the first training step failed Pyro's validation ({str(e).splitlines()[0].rstrip(':')}). "
+                "Either the model or guide gives that distribution invalid parameters (check the site's "
+                "inputs), or the module's parameters diverged in an earlier training: create it afresh, or "
+                "load a checkpoint"
+            ) from None
         self._validated = True
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -146,6 +150,16 @@ class Trainer:
                 raise TrainingError(f"the {what} became non-finite ({value:.6g} nats for the loss)")
         self.optimizer.step()
         return value / self.num_data
+
+    def _loss(self, args: tuple, beta: float, batch_size: int | None) -> torch.Tensor:
+        """The minibatch's loss, the first step under Pyro's validation (as the user has set it)."""
+        if self.data_plate is None:
+            self.data_plate = self._find_data_plate(args)
+        with pyro.validation_enabled(is_validation_enabled() and not self._validated):
+            world = distributed.world_size()
+            scale = world * self.num_data / (batch_size or world * len(args[0]))
+            with scale_data(scale=scale, plate=self.data_plate), scale_latents(beta=beta):
+                return self._forward(*args)
 
     def set_lr(self, lr: float) -> None:
         """Use the learning rate ``lr`` from the next step on."""

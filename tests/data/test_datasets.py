@@ -90,7 +90,7 @@ def test_amat_cache(tmp_path, monkeypatch, suffix):
     cache = tmp_path / "cache"
     np.testing.assert_array_equal(files.read_amat_cached(path, cache), bits)
     cached = list(cache.iterdir())
-    assert len(cached) == 1 and cached[0].suffix == ".npy"  # one packed copy, no temporary files left
+    assert len(cached) == 1 and cached[0].suffix == ".npz"  # one packed copy, no temporary files left
 
     def no_parsing(*args, **kwargs):
         raise AssertionError("the cached copy should have been read")
@@ -113,9 +113,25 @@ def test_damaged_cache_is_parsed_again(tmp_path):
     cache = tmp_path / "cache"
     files.read_amat_cached(path, cache)
     (cached,) = cache.iterdir()
-    cached.write_bytes(b"not an npy file")
+    cached.write_bytes(b"not an npz file")
     np.testing.assert_array_equal(files.read_amat_cached(path, cache), bits)
-    assert np.load(cached).shape == (5, 98)
+    assert np.load(cached)["packed"].shape == (5, 98)
+
+
+@pytest.mark.parametrize("how", ["npy", "npz"])
+def test_a_rewritten_cached_copy_is_parsed_again(tmp_path, how):
+    # the copy re-saved with the same shape and its rows reversed (as a bare array, or with the old
+    # checksum): it no longer matches its SHA-256, so the source is parsed again
+    bits = random_bits(5)
+    path = write_amat(tmp_path / "binarized_mnist_test.amat", bits)
+    cache = tmp_path / "cache"
+    files.read_amat_cached(path, cache)
+    (cached,) = cache.iterdir()
+    with np.load(cached) as stored:
+        packed, digest = stored["packed"][::-1], stored["sha256"]
+    with open(cached, "wb") as f:
+        np.save(f, packed) if how == "npy" else np.savez(f, packed=packed, sha256=digest)
+    np.testing.assert_array_equal(files.read_amat_cached(path, cache), bits)
 
 
 def test_unwritable_cache_warns_once_and_parses(tmp_path):
@@ -181,7 +197,7 @@ def test_data_env_var(tmp_path, monkeypatch, canonical_test_split):
     ds = load("binarized_mnist", "test")  # the cache dir comes from PYROVAE_CACHE
     assert ds.name == "binarized-mnist" and ds.binarize is None and ds.targets is None
     np.testing.assert_array_equal(ds.data.view(-1, 784).numpy(), bits)
-    assert list((tmp_path / "cache").glob("binarized_mnist_test-*.npy"))
+    assert list((tmp_path / "cache").glob("binarized_mnist_test-*.npz"))
 
 
 def test_canonical_row_count_is_enforced(tmp_path):

@@ -16,8 +16,9 @@ import pyrovae
 from pyrovae.errors import CheckpointError, ConfigError, DataError, RunDirError, TrainingError
 from pyrovae.handlers import scale_latents
 from pyrovae.runs.directory import CHECKPOINT, CONFIG, HISTORY
+from pyrovae.runs.outputs import output_set, writing
 from pyrovae.seeds import seeded
-from pyrovae.storage import load_checkpoint
+from pyrovae.storage import load_checkpoint, write_text
 
 COLUMNS = ["epoch", "train_loss", "valid_loss", "beta", "lr", "seconds"]
 RUN_FILES = {
@@ -25,6 +26,7 @@ RUN_FILES = {
     CONFIG,
     HISTORY,
     ".lock",
+    "manifest.json",
     "learning_curves.png",
     "samples.png",
     "reconstructions.png",
@@ -165,9 +167,11 @@ def test_a_non_empty_run_dir_is_refused_and_left_untouched(tmp_path, train):
 def test_overwrite_starts_afresh_and_discards_the_earlier_runs_checkpoints(tmp_path, train, valid):
     run = tmp_path / "run"
     pyrovae.fit(make_vae(), train, valid, epochs=2, seed=0, run_dir=run, **SMALL)
-    (run / "evaluation-test.json").write_text("{}")  # as pyrovae evaluate writes
-    (run / "latents-test.csv").write_text("")  # as pyrovae latents writes
+    with writing(run), output_set("evaluation-test", "pyrovae evaluate run"):  # as pyrovae evaluate writes
+        write_text(run / "evaluation-test.json", "{}")
+        write_text(run / "latents-test.csv", "")
     (run / "notes.txt").write_text("mine")
+    (run / "evaluation-notes.json").write_text("mine")  # named as pyrovae names its own, but the user's
 
     result = pyrovae.fit(make_vae(seed=1), train, epochs=1, seed=1, run_dir=run, overwrite=True, **SMALL)
     assert len(result.history) == 1
@@ -180,6 +184,7 @@ def test_overwrite_starts_afresh_and_discards_the_earlier_runs_checkpoints(tmp_p
     assert not (run / "latents-test.csv").exists()
     assert len(pd.read_csv(run / HISTORY)) == 1
     assert (run / "notes.txt").read_text() == "mine"  # files pyrovae did not write are kept
+    assert (run / "evaluation-notes.json").read_text() == "mine"
 
 
 def test_resuming_where_nothing_was_committed_starts_from_the_first_epoch(tmp_path, train):
@@ -508,3 +513,32 @@ def test_parameters_made_non_finite_by_the_last_step_are_never_committed(tmp_pat
         )
     assert "no epoch was completed, so there is no checkpoint" in str(err.value)
     assert not (tmp_path / "run" / CHECKPOINT).exists()
+
+
+def diverging(vae: pyrovae.VAE, epochs: int) -> None:
+    """``fit``, one step per epoch, at a learning rate that makes the loss non-finite in epoch 2 (here)."""
+    x = (torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    pyrovae.fit(vae, x, epochs=epochs, lr=1e6, optimizer="sgd", batch_size=64, progress=False)
+
+
+def test_parameters_that_became_non_finite_are_replaced_by_those_the_epoch_began_with():
+    x = (torch.rand(128, 1, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    vae = make_vae(hidden=(8,))
+    start = {name: value.clone() for name, value in vae.state_dict().items()}
+    # the parameters are infinite after step 1, the loss of step 2 not finite
+    with pytest.raises(TrainingError, match=r"step 2; .* parameters from before epoch 1 \(the last finite"):
+        pyrovae.fit(vae, x, epochs=1, lr=1e37, optimizer="sgd", batch_size=64, progress=False)
+    assert all(torch.equal(start[name], value) for name, value in vae.state_dict().items())
+
+
+def test_a_fit_stopped_by_a_non_finite_value_gives_back_the_parameters_of_its_last_good_step():
+    one_epoch = make_vae(hidden=(8,))
+    diverging(one_epoch, 1)
+    stopped = make_vae(hidden=(8,))
+    with pytest.raises(TrainingError, match="The module holds its parameters from just before the step that"):
+        diverging(stopped, 2)
+    for name, value in one_epoch.state_dict().items():
+        assert torch.equal(stopped.state_dict()[name], value), name
+    # those parameters diverged already: a next fit names the problem instead of Pyro's traceback
+    with pytest.raises(ConfigError, match="failed Pyro's validation .* diverged in an earlier training"):
+        pyrovae.fit(stopped, (torch.rand(8, 1, 8, 8) > 0.5).float(), epochs=1, progress=False)
