@@ -135,11 +135,15 @@ class Outputs:
         if not owned or any(name in record["files"] for record in sets.values()):
             if not owned:
                 self.manifest["files"] = sorted({*self.manifest["files"], name})
-            for record in sets.values():  # rewritten by another than its set's command: no longer that set's
-                record["files"] = [f for f in record["files"] if f != name]
-            self.manifest["sets"] = {k: v for k, v in sets.items() if v["files"]}
+            self._release({name})  # rewritten by another than its set's command: no longer that set's
             self._save()
         return False
+
+    def _release(self, names: set[str]) -> None:
+        """Take ``names`` out of every recorded set, and drop the sets left empty."""
+        for record in self.manifest["sets"].values():
+            record["files"] = [f for f in record["files"] if f not in names]
+        self.manifest["sets"] = {k: v for k, v in self.manifest["sets"].items() if v["files"]}
 
     def recover(self) -> list[str]:
         """Finish the output set a killed command committed but did not put in place, and remove the
@@ -169,9 +173,7 @@ class Outputs:
         for name in pending["drop"]:
             self._file(name).unlink(missing_ok=True)
         record = pending["record"]
-        for other in self.manifest["sets"].values():  # a file belongs to one set: the latest to write it
-            other["files"] = [f for f in other["files"] if f not in record["files"]]
-        self.manifest["sets"] = {k: v for k, v in self.manifest["sets"].items() if v["files"]}
+        self._release(set(record["files"]))  # a file belongs to one set: the latest to write it
         self.manifest["sets"][pending["set"]] = record
         inside = {f for f in record["files"] if not Path(f).is_absolute()}
         self.manifest["files"] = sorted({*self.manifest["files"], *inside} - set(pending["drop"]))
