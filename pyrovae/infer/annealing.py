@@ -204,7 +204,9 @@ class AIS(PerDatapoint):
         return {"num_chains": self.num_chains, **super().figures(), "acceptance": mean_acceptance}
 
 
-def _pilot(pilot: AnnealingPath, betas, leapfrog_steps, step_sizes, target_accept, advance) -> torch.Tensor:
+def _pilot(
+    pilot: AnnealingPath, betas, leapfrog_steps, step_sizes, target_accept, advance, jitter
+) -> torch.Tensor:
     """The step sizes of the transitions at ``betas[1:-1]`` (rows) for each data point, adapted
     from ``step_sizes[0]`` by the chains of ``pilot``, drawn from :math:`f_0` independently of the
     chains of the estimate. In reverse (``betas`` from 1 to 0) the pilot first runs forward, to
@@ -213,8 +215,9 @@ def _pilot(pilot: AnnealingPath, betas, leapfrog_steps, step_sizes, target_accep
     """
     u = pilot.flatten(pilot.values)
     if betas[0] == 1:
-        *_, u = anneal(pilot, u, betas.flip(0), leapfrog_steps, step_sizes, advance, target_accept)
-    return anneal(pilot, u, betas, leapfrog_steps, step_sizes, advance, target_accept)[2]
+        *_, u = anneal(pilot, u, betas.flip(0), leapfrog_steps, step_sizes, advance, target_accept, 0, jitter)
+    every = pilot.num_chains  # all its chains are the pilot's
+    return anneal(pilot, u, betas, leapfrog_steps, step_sizes, advance, target_accept, every, jitter)[2]
 
 
 def _pilot_seed(seed: int | None, lo: int, device: torch.device) -> int:
@@ -246,6 +249,7 @@ class _Annealing:
     target_accept: float | None
     reverse_from: Mapping[str, torch.Tensor] | None
     seed: int | None  # the sweep's, for the pilot's stream
+    jitter: float = 0.0
 
     def __post_init__(self):
         settings = {
@@ -256,7 +260,13 @@ class _Annealing:
     def __call__(self, pair: Pair, chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The chunk's ``(B, K)`` log-weights, ``(B,)`` mean acceptance probabilities and ``(B,)``
         step sizes of the last transition."""
-        path = AnnealingPath(pair, chunk.args, pair.kwargs, self.num_chains, self.start, chunk.validate)
+        pilot_chains = max(1, self.num_chains // _PILOT_FRACTION) if self.target_accept is not None else 0
+        together = (
+            pilot_chains if self.reverse_from is None else 0
+        )  # forward: the pilot runs beside the chains
+        path = AnnealingPath(
+            pair, chunk.args, pair.kwargs, self.num_chains + together, self.start, chunk.validate
+        )
         values = (
             path.values
             if self.reverse_from is None
@@ -266,12 +276,22 @@ class _Annealing:
         num_steps = len(self.betas) - 1
         # the step sizes of the transitions at betas[1:-1], per data point
         eps = u0.new_full((num_steps - 1, path.num_data), self.step_size)
-        if self.target_accept is not None:
+        if self.target_accept is not None and not together:
             with seeded(_pilot_seed(self.seed, chunk.lo, u0.device)):
-                pilot_chains = max(1, self.num_chains // _PILOT_FRACTION)
                 pilot = AnnealingPath(pair, chunk.args, pair.kwargs, pilot_chains, self.start, check=False)
-                eps = _pilot(pilot, self.betas, self.leapfrog_steps, eps, self.target_accept, chunk.advance)
-        log_w, acceptance, _, _ = anneal(path, u0, self.betas, self.leapfrog_steps, eps, chunk.advance)
+                eps = _pilot(
+                    pilot,
+                    self.betas,
+                    self.leapfrog_steps,
+                    eps,
+                    self.target_accept,
+                    chunk.advance,
+                    self.jitter,
+                )
+        target = self.target_accept if together else None
+        log_w, acceptance, eps, _ = anneal(
+            path, u0, self.betas, self.leapfrog_steps, eps, chunk.advance, target, together, self.jitter
+        )
         final = eps[-1] if num_steps > 1 else u0.new_full((path.num_data,), self.step_size)
         return log_w.T, acceptance, final.to(torch.float64)
 
@@ -288,6 +308,7 @@ def ais(
     step_size: float = 0.05,
     target_accept: float = 0.65,
     adapt_step_size: bool = True,
+    step_size_jitter: float = 0.5,
     start: str = "guide",
     reverse_from: Mapping[str, torch.Tensor] | None = None,
     data_plate: str | None = None,
@@ -329,9 +350,12 @@ def ais(
     check_options(("batch_size",), num_steps=num_steps, batch_size=batch_size, target_accept=target_accept)
     start_time, reverse = time.perf_counter(), reverse_from is not None
     betas = annealing_schedule(schedule, num_steps)
-    num_steps, passes = len(betas) - 1, 1 if not adapt_step_size else 3 if reverse else 2  # the pilot's too
+    num_steps, passes = (
+        len(betas) - 1,
+        3 if adapt_step_size and reverse else 1,
+    )  # the reverse pilot's passes too
     target = target_accept if adapt_step_size else None
-    chains = (num_chains, start, leapfrog_steps, step_size, target, reverse_from, seed)
+    chains = (num_chains, start, leapfrog_steps, step_size, target, reverse_from, seed, step_size_jitter)
     annealing = _Annealing(betas.flip(0) if reverse else betas, *chains)
     with seeded(seed):
         placement = dict(
