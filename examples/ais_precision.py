@@ -16,11 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-import pyro
-import pyro.distributions as dist
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from toy_models import PPCA  # noqa: E402
+from toy_models import PPCA, offset_guide  # noqa: E402
 
 import pyrovae  # noqa: E402
 
@@ -34,11 +31,7 @@ def main() -> None:
     model = PPCA(data_dim=10, latent_dim=3)
     x = model.sample(20)
     exact = model.log_px(x)
-    sd = model.post_cov.diagonal().sqrt()
-
-    def guide(x):
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.Normal(model.posterior_loc(x) + 0.5, 0.7 * sd).to_event(1))
+    guide = offset_guide(model, 0.5, 0.7)
 
     def run(steps: int, **options) -> str:
         start = time.perf_counter()
