@@ -255,12 +255,12 @@ def anneal(
     """Run the chains from ``u0`` along ``betas``, the transition at ``betas[t]`` with the step
     sizes ``step_sizes[t - 1]`` (per data point), ``0 < t < T``, calling ``advance(1)`` after each
     step; returns log-weights (chains x data points, float64), mean acceptance probabilities (per
-    data point), the step sizes used and the chains' final position.
+    data point), the step sizes used and the final positions of all the chains.
 
-    With ``target_accept`` (the pilot), only ``step_sizes[0]`` is taken as given: each later row is
-    the previous one adapted to the mean acceptance probability at that transition of the last ``pilot``
-    chains (of all the chains if ``pilot`` is 0); the log-weights, acceptance and final positions returned
-    are then those of the other chains, which follow the pilot's step sizes in the same transitions.
+    With ``target_accept``, the last ``pilot`` chains (at least one) are a pilot: only ``step_sizes[0]`` is
+    taken as given, and each later row is the previous one adapted to the pilot's mean acceptance
+    probability at that transition, and capped by its estimate of the target's scale; the log-weights and
+    acceptance returned are those of the other chains, which follow the pilot's step sizes.
     """
     state = HMCState(path, u0)
     wide = torch.float32 if u0.device.type == "mps" else torch.float64  # MPS has no float64
@@ -275,7 +275,7 @@ def anneal(
             kept = rates[: len(rates) - pilot]
             acceptance += kept.mean(0).to(wide)
             if target_accept is not None and t < num_steps - 1:
-                rate = rates[len(rates) - pilot :].mean(0) if pilot else kept.mean(0)
+                rate = rates[len(rates) - pilot :].mean(0)
                 factor = torch.where(rate > target_accept, ADAPT_UP, ADAPT_DOWN)
                 step_sizes[t] = step_sizes[t - 1] * factor.to(step_sizes.dtype)
                 if pilot > 1:
@@ -284,5 +284,4 @@ def anneal(
                     step_sizes[t] = torch.minimum(step_sizes[t], TRAJECTORY_SCALES * scale / leapfrog_steps)
         advance(1)
     acceptance = acceptance / (num_steps - 1) if num_steps > 1 else torch.full_like(acceptance, math.nan)
-    chains = len(log_w) - pilot
-    return log_w[:chains], acceptance, step_sizes, state.u[:chains]
+    return log_w[: len(log_w) - pilot], acceptance, step_sizes, state.u

@@ -143,10 +143,11 @@ def test_reverse_ais_weights_are_unbiased_with_adapted_step_sizes():
     assert abs(mean - 1) < 4 * se, (mean, se)
 
 
-def test_the_forward_pilot_runs_beside_the_chains_in_one_pass(ppca, monkeypatch):
+def test_the_pilot_runs_beside_the_chains(ppca, monkeypatch):
     from pyrovae.infer import hmc
 
     model, x, _ = ppca
+    z = model.posterior_loc(x)  # any value will do for counting
     transitions, original = [], hmc.hmc_transition
 
     def counted(path, state, *args):
@@ -157,6 +158,14 @@ def test_the_forward_pilot_runs_beside_the_chains_in_one_pass(ppca, monkeypatch)
     ais(model.model, model.diagonal_guide(), x, num_steps=7, num_chains=8, **RUN)
     # the T - 1 transitions, each of the 8 chains and the pilot's 2 together: no second pass
     assert transitions == [8 + 2] * 6
+    transitions.clear()
+    result = ais(
+        model.model, model.diagonal_guide(), x, num_steps=7, num_chains=8, reverse_from={"z": z}, **RUN
+    )
+    # in reverse the pilot first runs forward alone (it must not start from the exact posterior draws), then
+    # back beside the chains
+    assert transitions == [2] * 6 + [8 + 2] * 6
+    assert result.num_chains == 8 and result.pilot_chains == 2 and "a pilot of 2" in str(result)
 
 
 def test_result_object(ppca, forward_runs, tmp_path):
@@ -232,7 +241,7 @@ def test_ais_bdmc_and_bounds_run_on_mixture_priors(prior):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# precision: the model of issue 27 (examples/ais_precision.py), where the error of AIS is known exactly
+# precision: the model of issue 27 (examples/ais_bdmc.py), where the error of AIS is known exactly
 
 
 @pytest.fixture(scope="module")
