@@ -1,17 +1,28 @@
-"""How loose is importance sampling? IWAE-K against AIS, and the BDMC sandwich, on a trained VAE.
+"""How precise is AIS, and how loose is importance sampling? Per-point spread and the BDMC gap.
 
-On ``--limit`` test images drawn at random (seed ``--seed``) of a trained binarized-MNIST run it
-estimates log p(x) by
-importance sampling from the guide (IWAE-``--iwae-samples``) and by annealed importance sampling
-(``--steps``, e.g. 1000 and 10000 annealing steps, ``--chains`` chains each, HMC with 10 leapfrog
-steps, as Wu et al. 2017), and on ``--bdmc`` images simulated from the model the BDMC gap between
-forward and reverse AIS with ``--bdmc-steps`` steps. The table (with wall times) and a figure
-replace the ``ais`` section of ``--out``::
+Two models, at several numbers of annealing steps (``--steps``, 16 chains, HMC with 10 leapfrog steps):
 
-    python examples/ais_bdmc.py --run-dir runs/bmnist10 --out docs/results.md
+- ``ppca``: a linear-Gaussian model with an exact log p(x) (10-dimensional data, 3 latents, the model of
+  ``tests/toy_models.py``), 20 data points, a mean-field guide whose means are shifted by 0.5 and whose scales
+  are 0.7 times the posterior's. Its figures: the mean and the standard deviation over the points of
+  AIS - exact (seed 0).
+- a trained run (``--run-dir``, such as ``runs/bmnist10``), on test images drawn at random (``--images``, one
+  number per ``--steps``: the test file is ordered by class), where log p(x) is unknown: the mean of two
+  seeds' estimates, its gain over IWAE-5000 on the same images, and the per-image spread of one run (the
+  standard deviation over the images of the difference between the two seeds, divided by the square root
+  of 2).
 
-Each stage is saved under ``--cache-dir`` as it finishes and reused by a later call, so stages
-can run in separate processes (``--stages``) and a final call writes the section.
+For each, BDMC (Grosse et al. 2015) on data simulated from the model: the gap between reverse and forward
+AIS with the same steps, which bounds the error of either.
+
+``measure`` computes one configuration, under ``--label``, with the pyrovae it imports: so the same command
+measures an earlier version too, run with ``PYTHONPATH`` pointing to its checkout. Each stage is saved under
+``--cache-dir`` as it ends, and a later call skips it. ``report`` writes the ``ais`` section of ``--out`` and
+its figure from every label measured::
+
+    OMP_NUM_THREADS=1 python examples/ais_bdmc.py measure --label default --run-dir runs/bmnist10
+    OMP_NUM_THREADS=1 python examples/ais_bdmc.py measure --label "fixed 0.05" --fixed 0.05
+    python examples/ais_bdmc.py report --run-dir runs/bmnist10 --out docs/results.md
 """
 
 from __future__ import annotations
@@ -30,186 +41,239 @@ import torch
 
 import pyrovae
 from pyrovae.plots import save
-from pyrovae.runs.run import load_run
-from pyrovae.storage import write_json, write_text
+from pyrovae.storage import write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from compare_estimators import markdown, replace_section  # noqa: E402
+from toy_models import PPCA, offset_guide  # noqa: E402
 
 SECTION = "ais"
+CHAINS, LEAPFROG_STEPS, PPCA_POINTS = 16, 10, 20
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["measure", "report"])
+    p.add_argument("--label", default="default", help="measure: the name of this configuration")
+    p.add_argument("--fixed", type=float, help="measure: a fixed step size, without adaptation")
+    p.add_argument("--models", default="ppca,run", help="measure: ppca, run (--run-dir) or both")
     p.add_argument("--run-dir", default="runs/bmnist10")
-    p.add_argument("--limit", type=int, default=100, help="N test images, drawn at random with --seed")
+    p.add_argument("--steps", default="100,1000,10000", help="annealing steps, separated by commas")
+    p.add_argument("--images", default="32,32,16", help="test images of the run, one number per --steps")
+    p.add_argument("--bdmc", type=int, default=16, help="data points simulated from the run's model")
+    p.add_argument("--bdmc-chains", type=int, default=4, help="chains per simulated image of the run")
     p.add_argument("--iwae-samples", type=int, default=5000)
-    p.add_argument("--steps", default="1000,10000", help="AIS annealing steps, separated by commas")
-    p.add_argument(
-        "--chains", default="16,16", help="chains per image for each of --steps, separated by commas"
-    )
-    p.add_argument("--leapfrog-steps", type=int, default=10)
-    p.add_argument("--bdmc", type=int, default=100, help="simulated images for BDMC")
-    p.add_argument("--bdmc-steps", type=int, default=1000)
-    p.add_argument("--bdmc-chains", type=int, default=16)
-    p.add_argument("--stages", default="all", help="iwae, ais-T (one of --steps), bdmc, or all")
     p.add_argument("--cache-dir", default="runs/ais-bdmc")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="docs/results.md")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--no-progress", action="store_true")
     return p.parse_args()
 
 
-def run_stage(name: str, args, run, x, cache: Path) -> None:
-    """Compute one stage and save its per-image table and summary under ``cache``."""
-    if (cache / f"{name}.json").exists():
-        return
-    progress = not args.no_progress
-    if name == "iwae":
-        ll = pyrovae.log_likelihood(
-            run.vae.model, run.vae.guide, x, args.iwae_samples, seed=args.seed, progress=progress
-        )
-        table, summary = ll.to_dataframe(), {**ll.to_json_dict(), "label": f"IWAE-{args.iwae_samples}"}
-    elif name == "bdmc":
-        result = pyrovae.bdmc(
-            run.vae.model,
-            run.vae.guide,
-            args.bdmc,
-            num_steps=args.bdmc_steps,
-            num_chains=args.bdmc_chains,
-            leapfrog_steps=args.leapfrog_steps,
-            seed=args.seed,
-            progress=progress,
-        )
-        table, summary = result.to_dataframe(), result.to_json_dict()
-    else:
-        steps = int(name.split("-")[1])
-        chains = dict(zip(parse_ints(args.steps), parse_ints(args.chains), strict=True))[steps]
-        result = pyrovae.ais(
-            run.vae.model,
-            run.vae.guide,
-            x,
-            num_steps=steps,
-            num_chains=chains,
-            leapfrog_steps=args.leapfrog_steps,
-            seed=args.seed,
-            progress=progress,
-        )
-        table, summary = result.to_dataframe(), {**result.to_json_dict(), "label": result.name}
-    print(f"{name}: {json.dumps(summary)}", flush=True)
-    write_text(cache / f"{name}.csv", table.to_csv())
-    write_json(cache / f"{name}.json", summary)
-
-
-def parse_ints(text: str) -> list[int]:
+def ints(text: str) -> list[int]:
     return [int(s) for s in text.split(",") if s.strip()]
 
 
-def figure(per_image: pd.DataFrame, bdmc: pd.DataFrame | None, iwae: str, path: Path) -> None:
-    fig, axes = plt.subplots(
-        1, 2 if bdmc is not None else 1, figsize=(11, 4), layout="constrained", squeeze=False
-    )
-    left = axes[0, 0]
-    for i, column in enumerate(c for c in per_image if c != iwae):
-        gain = per_image[column] - per_image[iwae]
-        left.hist(
-            gain, bins=30, alpha=0.6, color=f"C{i}", label=f"{column} - {iwae} (mean {gain.mean():.2f})"
+def stage(path: Path, compute) -> dict:
+    """The saved figures of a stage, computed and saved first if missing."""
+    if path.exists():
+        return json.loads(path.read_text())
+    start = time.perf_counter()
+    figures = {**compute(), "elapsed": time.perf_counter() - start}
+    write_json(path, figures)
+    print(f"{path}: {json.dumps(figures)}", flush=True)
+    return figures
+
+
+def measure(args: argparse.Namespace) -> None:
+    cache = Path(args.cache_dir) / args.label
+    options = {"num_chains": CHAINS, "leapfrog_steps": LEAPFROG_STEPS, "progress": False}
+    if args.fixed is not None:
+        options.update(adapt_step_size=False, step_size=args.fixed)
+    steps, images = ints(args.steps), ints(args.images)
+    if len(images) != len(steps):
+        raise SystemExit("--images needs one number per --steps")
+    models = args.models.split(",")
+    if "ppca" in models:
+        model = PPCA(data_dim=10, latent_dim=3)
+        x, guide = model.sample(PPCA_POINTS), offset_guide(model, 0.5, 0.7)
+        exact = model.log_px(x)
+        for t in steps:
+
+            def forward(t=t):
+                r = pyrovae.ais(model.model, guide, x, num_steps=t, seed=0, **options)
+                error = r.log_px.double() - exact
+                return {"mean": float(error.mean()), "spread": float(error.std()), **_ais_figures(r)}
+
+            stage(cache / f"ppca-ais-{t}.json", forward)
+            stage(
+                cache / f"ppca-bdmc-{t}.json", lambda t=t: _bdmc(model.model, guide, PPCA_POINTS, t, options)
+            )
+    if "run" in models:
+        run = pyrovae.load_run(args.run_dir)
+        test = run.load_data("test")
+        name, vae = Path(args.run_dir).name, run.vae
+        for t, n in zip(steps, images, strict=True):
+            (x,) = pyrovae.DataSource(test).sample(n, seed=0)
+
+            def forward(t=t, x=x):
+                a, b = (pyrovae.ais(vae.model, vae.guide, x, num_steps=t, seed=s, **options) for s in (0, 1))
+                estimates = torch.stack([a.log_px, b.log_px]).double()
+                return {
+                    "images": len(x),
+                    "log_px": estimates.mean(0).tolist(),
+                    "spread": float((estimates[0] - estimates[1]).std() / 2**0.5),
+                    **_ais_figures(a),
+                }
+
+            stage(cache / f"{name}-ais-{t}.json", forward)
+            chains = {**options, "num_chains": args.bdmc_chains}
+            stage(
+                cache / f"{name}-bdmc-{t}.json",
+                lambda t=t, chains=chains: _bdmc(vae.model, vae.guide, args.bdmc, t, chains),
+            )
+        (x,) = pyrovae.DataSource(test).sample(max(images), seed=0)
+        stage(
+            Path(args.cache_dir) / f"{name}-iwae-{args.iwae_samples}.json",
+            lambda: {
+                "log_px": pyrovae.log_likelihood(
+                    vae.model, vae.guide, x, args.iwae_samples, seed=0, progress=False
+                ).log_px.tolist()
+            },
         )
-    left.axvline(0, color="k", linewidth=0.8)
-    left.set_xlabel("per-image difference of log p(x) estimates (nats)")
-    left.set_ylabel("test images")
-    left.set_title("AIS against importance sampling")
-    left.legend()
-    if bdmc is not None:
-        right = axes[0, 1]
-        right.hist(bdmc["gap"], bins=30, color="C3")
-        right.set_xlabel("BDMC gap: reverse - forward AIS (nats)")
-        right.set_ylabel("simulated images")
-        right.set_title(f"BDMC on {len(bdmc)} simulated images (mean gap {bdmc['gap'].mean():.2f})")
+
+
+def _ais_figures(r) -> dict:
+    return {
+        "se": float(r.log_px_se.mean()),
+        "acceptance": float(r.acceptance.mean()),
+        "step_size": float(r.step_size.median()),
+    }
+
+
+def _bdmc(model, guide, num_data: int, num_steps: int, options: dict) -> dict:
+    b = pyrovae.bdmc(model, guide, num_data, num_steps=num_steps, seed=0, **options)
+    gap = b.gap.double()
+    return {
+        "gap": float(gap.mean()),
+        "gap_se": float(gap.std() / len(gap) ** 0.5),
+        "gap_max": float(gap.max()),
+    }
+
+
+def report(args: argparse.Namespace) -> None:
+    cache, name = Path(args.cache_dir), Path(args.run_dir).name
+    labels = sorted(p.name for p in cache.iterdir() if p.is_dir())
+    iwae_path = next(cache.glob(f"{name}-iwae-*.json"))
+    iwae = torch.tensor(json.loads(iwae_path.read_text())["log_px"], dtype=torch.float64)
+    rows = {"ppca": [], name: []}
+    for label in labels:
+        for model in rows:
+            for path in sorted(
+                (cache / label).glob(f"{model}-ais-*.json"), key=lambda p: int(p.stem.split("-")[-1])
+            ):
+                t = int(path.stem.split("-")[-1])
+                ais = json.loads(path.read_text())
+                bdmc_path = path.with_name(f"{model}-bdmc-{t}.json")
+                bdmc = json.loads(bdmc_path.read_text()) if bdmc_path.exists() else {}
+                row = {"steps": t, "step sizes": label}
+                if model == "ppca":
+                    row |= {"mean(AIS − exact)": ais["mean"], "sd over points": ais["spread"]}
+                else:
+                    log_px = torch.tensor(ais["log_px"], dtype=torch.float64)
+                    row |= {
+                        "images": ais["images"],
+                        "NLL": float(-log_px.mean()),
+                        f"gain over IWAE-{iwae_path.stem.split('-')[-1]}": float(
+                            (log_px - iwae[: len(log_px)]).mean()
+                        ),
+                        "spread per image": ais["spread"],
+                    }
+                row |= {
+                    "acceptance": ais["acceptance"],
+                    "BDMC gap": bdmc.get("gap", float("nan")),
+                    "± se": bdmc.get("gap_se", float("nan")),
+                    "wall s": ais["elapsed"] / (1 if model == "ppca" else 2),
+                    "BDMC wall s": bdmc.get("elapsed", float("nan")),
+                }
+                rows[model].append(row)
+    tables = {model: pd.DataFrame(r).sort_values(["steps", "step sizes"]) for model, r in rows.items()}
+    out = Path(args.out)
+    plot = out.parent / "ais-bdmc.png"
+    figure(tables, name, plot)
+    ppca, mnist = (markdown(tables[m]) for m in ("ppca", name))
+    text = f"""
+## AIS and BDMC: how precise is AIS, how loose is importance sampling?
+
+Annealed importance sampling (`pyrovae.ais`: from the guide, sigmoid schedule, {CHAINS} chains, HMC with
+{LEAPFROG_STEPS} leapfrog steps) at 100, 1,000 and 10,000 steps, with three choices of step sizes:
+**default** (this version: step sizes adapted toward acceptance 0.65 by a pilot of 4 chains that runs beside
+the chains, each trajectory no longer than 3 times the pilot's estimate of the posterior's scale, each
+chain's step size jittered by ±50% at every transition; see `pyrovae.infer.annealing`), **previous** (the
+adaptation before the issue "AIS as precise as its cost": acceptance alone, the pilot in a pass of its
+own, no jitter) and **fixed 0.05** (no adaptation, no jitter). The BDMC gap (reverse minus forward AIS with
+the same steps, on data simulated from the model, Grosse et al. 2015) bounds the error of either bound.
+
+**A linear-Gaussian model with an exact log p(x)** (10-dimensional data, 3 latents; 20 data points; a guide
+whose means are shifted by 0.5 and whose scales are 0.7 times the posterior's). "sd over points" is the
+per-point error of one run; BDMC on 20 simulated points with 16 chains.
+
+{ppca}
+
+**The 10-epoch binarized-MNIST VAE** (`{name}`: 784-400-50 softplus, Bernoulli), on test images drawn
+at random (seed 0; the first 16 of the same 32 at 10,000 steps). log p(x) is unknown: "NLL" is the mean of
+two seeds' estimates, its "gain" the paired difference from importance sampling with the guide on the same
+images (a lower bound too: a positive gain is how loose IS is), "spread per image" the standard deviation of
+one run's error from run-to-run variation (of the two seeds' difference, over √2). BDMC on {args.bdmc}
+simulated images with {args.bdmc_chains} chains. Wall time per run (BDMC: both directions).
+
+{mnist}
+
+![AIS's per-point spread and the BDMC gap against the number of steps]({plot.name})
+
+Wall times on {os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__} with one thread,
+each label's runs beside another's on a machine shared with other jobs (compare them within a row's number of
+steps; times are indicative). Reproduce with `OMP_NUM_THREADS=1 python examples/ais_bdmc.py measure --label
+default --run-dir {args.run_dir}`; **previous** and **fixed 0.05** with the same command at the commit before
+the issue (`PYTHONPATH` pointing to its checkout; `--label previous`, and `--label "fixed 0.05" --fixed 0.05
+--steps 100,1000 --images 32,32`), then `python examples/ais_bdmc.py report --run-dir {args.run_dir}`.
+"""
+    replace_section(out, SECTION, text)
+    for model, table in tables.items():
+        print(model, table.to_string(index=False), sep="\n")
+    print(f"wrote {out} (section {SECTION!r}) and {plot}")
+
+
+def figure(tables: dict[str, pd.DataFrame], name: str, path: Path) -> None:
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), layout="constrained", sharex=True)
+    spreads = {"ppca": "sd over points", name: "spread per image"}
+    titles = {"ppca": "linear-Gaussian (exact log p(x))", name: f"{name} (MNIST test images)"}
+    for column, (model, table) in enumerate(tables.items()):
+        for i, (label, rows) in enumerate(table.groupby("step sizes")):
+            style = {"color": f"C{i}", "marker": "o", "label": label}
+            axes[0, column].plot(rows["steps"], rows[spreads[model]], **style)
+            axes[1, column].errorbar(
+                rows["steps"], rows["BDMC gap"], yerr=2 * rows["± se"], capsize=3, **style
+            )
+        axes[0, column].set_title(titles[model])
+        axes[0, column].set_ylabel(f"{spreads[model]} (nats)")
+        axes[1, column].set_ylabel("BDMC gap (nats, ± 2 se)")
+        axes[1, column].set_xlabel("annealing steps")
+        for ax in axes[:, column]:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.grid(True, which="major", alpha=0.3)
+        axes[0, column].legend()
     save(fig, path)
 
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
-    cache = Path(args.cache_dir)
-    cache.mkdir(parents=True, exist_ok=True)
-    steps = parse_ints(args.steps)
-    if len(parse_ints(args.chains)) != len(steps):
-        raise SystemExit("--chains needs one number per --steps")
-    all_stages = ["iwae", *(f"ais-{t}" for t in steps)] + (["bdmc"] if args.bdmc else [])
-    stages = all_stages if args.stages == "all" else [s.strip() for s in args.stages.split(",")]
-    run = load_run(args.run_dir)
-    test = run.load_data("test")
-    (x,) = pyrovae.DataSource(test).sample(args.limit, seed=args.seed)
-    for name in stages:
-        run_stage(name, args, run, x, cache)
-    if not all((cache / f"{s}.json").exists() for s in all_stages):
-        print(f"stages done: {stages}; the section is written once all of {all_stages} are in {cache}")
-        return
-    summaries = {s: json.loads((cache / f"{s}.json").read_text()) for s in all_stages}
-    rows, per_image = [], {}
-    for s in all_stages[: 1 + len(steps)]:
-        summary = summaries[s]
-        per_image[summary["label"]] = pd.read_csv(cache / f"{s}.csv", index_col=0)["log_px"]
-        rows.append(
-            {
-                "estimator": summary["label"],
-                "samples / chains": summary.get("num_samples", summary.get("num_chains")),
-                "NLL": -summary["mean_log_px"],
-                "± se (images)": summary["stderr"],
-                "HMC acceptance": summary.get("acceptance", float("nan")),
-                "wall s": summary["elapsed"],
-            }
-        )
-    per_image = pd.DataFrame(per_image)
-    iwae = summaries["iwae"]["label"]
-    table = pd.DataFrame(rows)
-    table["gain over IS (nats)"] = [float((per_image[c] - per_image[iwae]).mean()) for c in per_image]
-    bdmc = pd.read_csv(cache / "bdmc.csv", index_col=0) if args.bdmc else None
-    out = Path(args.out)
-    plot = out.parent / "ais-bdmc.png"
-    figure(per_image, bdmc, iwae, plot)
-    bdmc_text = ""
-    if bdmc is not None:
-        b = summaries["bdmc"]
-        bdmc_text = f"""
-BDMC on {b["num_data"]} images simulated from the model ({b["forward"]["num_steps"]} steps,
-{b["forward"]["num_chains"]} chains, {b["forward"]["leapfrog_steps"]} leapfrog steps, from the guide):
-forward AIS (lower bound) {b["lower"]:.2f} ± {b["lower_stderr"]:.2f}, reverse AIS (upper bound)
-{b["upper"]:.2f} ± {b["upper_stderr"]:.2f} nats; **gap {b["gap"]:.3f} ± {b["gap_stderr"]:.3f} nats** per image
-(largest {b["gap_max"]:.2f}); acceptance {b["forward"]["acceptance"]:.2f} forward,
-{b["reverse"]["acceptance"]:.2f} reverse; {b["elapsed"]:.0f} s for both directions.
-"""
-    text = f"""
-## AIS and BDMC: how loose is importance sampling?
-
-The 10-epoch binarized-MNIST VAE of the core issue (`{Path(args.run_dir).name}`: 784-400-50 softplus,
-Bernoulli), on **{len(x)} test images drawn at random** (seed {args.seed}): the importance-sampled
-estimate (IWAE-K, guide as proposal) against annealed
-importance sampling from the guide (`pyrovae.ais`, sigmoid schedule, HMC with {args.leapfrog_steps}
-leapfrog steps, step sizes adapted toward acceptance 0.65, as Wu et al. 2017). All are stochastic lower
-bounds; "gain over IS" is the mean per-image difference from the IWAE row (paired, so known far more
-precisely than the "± se" across images). **Chains per image are as listed**: where fewer than 16, the
-run was cut to fit the compute budget (one shared CPU core).
-
-{markdown(table)}
-{bdmc_text}
-![AIS against IS, and the BDMC gap]({plot.relative_to(out.parent).as_posix()})
-
-Wall times on {os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__} with
-{torch.get_num_threads()} thread, on a machine shared with other jobs (times are indicative).
-Reproduce with `python examples/ais_bdmc.py --run-dir {args.run_dir} --limit {args.limit}
---iwae-samples {args.iwae_samples} --steps {args.steps} --chains {args.chains} --bdmc {args.bdmc}
---bdmc-steps {args.bdmc_steps} --bdmc-chains {args.bdmc_chains}`.
-"""
-    replace_section(out, SECTION, text)
-    print(table.to_string(index=False))
-    print(f"wrote {out} (section {SECTION!r}) and {plot}")
+    torch.set_num_threads(1)
+    if args.command == "measure":
+        measure(args)
+    else:
+        report(args)
 
 
 if __name__ == "__main__":
-    start = time.perf_counter()
     main()
-    print(f"{(time.perf_counter() - start) / 60:.1f} min")

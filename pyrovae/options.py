@@ -116,6 +116,7 @@ DOMAINS: dict[str, Domain] = {
     "leapfrog_steps": POSITIVE_COUNT,
     "step_size": API_POSITIVE,
     "target_accept": Domain(False, 0, strict=True, high=1, high_strict=True, flag=False),
+    "step_size_jitter": Domain(False, 0, high=1, high_strict=True, flag=False),
     "ais_chains": POSITIVE_COUNT,
     "bdmc_data": COUNT,
     "bdmc_steps": Domain(True, 1, optional=True),

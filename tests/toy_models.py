@@ -117,6 +117,18 @@ class PPCA:
         return guide
 
 
+def offset_guide(model: PPCA, offset: float = 0.5, scale: float = 0.7):
+    """A mean-field guide for ``model``: the posterior's marginals, their means moved by ``offset`` and
+    their scales multiplied by ``scale`` (narrower than the posterior: the guide of issue 27)."""
+    sd = model.post_cov.diagonal().sqrt()
+
+    def guide(x: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", _diagonal_normal(model.posterior_loc(x) + offset, scale * sd))
+
+    return guide
+
+
 class TwoViewPPCA(PPCA):
     """PPCA whose observation is split into two observed sites ``x1`` (the first ``split``
     coordinates) and ``x2`` (the rest), passed as two arguments."""
