@@ -255,10 +255,12 @@ def run(args: argparse.Namespace) -> int:
             )
             results[f"test_nll_is{args.test_samples}"] = ll.nll
             results[f"test_nll_is{args.test_samples}_stderr"] = ll.stderr
+            results["test_log_likelihood"] = ll.to_json_dict()  # with the ESS, k-hat and verdict
             print(
                 f"test log p(x), importance sampled with K = {args.test_samples}: "
                 f"{ll.mean:.3f} ± {ll.stderr:.3f} nats per image (NLL {ll.nll:.3f})"
             )
+            print(ll.verdict())
         if distributed.is_main():
             write_json(run_dir / RESULTS, results)
             if test.targets is not None:  # the latent space, coloured by class

@@ -56,7 +56,7 @@ from pyrovae.devices import check_memory
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.infer import Chunk, Sweep
 from pyrovae.infer.checks import check_support
-from pyrovae.infer.diagnostics import KHAT_BAD, KHAT_GOOD, reduce_log_weights
+from pyrovae.infer.diagnostics import KHAT_BAD, KHAT_GOOD, reduce_log_weights, verdict
 from pyrovae.infer.pair import kl_divergence, reduce_site, site_log_density, sweep_pair
 from pyrovae.infer.sites import scored_sites
 from pyrovae.options import check_options
@@ -198,7 +198,7 @@ class LogLikelihood(PerDatapoint):
         return f"log p(x) by importance sampling: N = {n} data points, K = {k} samples each"
 
     def diagnostics(self) -> list[str]:
-        r"""ESS and :math:`\hat k`, with a warning listing unreliable data points."""
+        r"""ESS and :math:`\hat k`, and the :meth:`verdict`."""
         good, ok, bad = self.khat_counts()
         ess = self.ess[torch.isfinite(self.ess)]
         lines = []
@@ -210,14 +210,13 @@ class LogLikelihood(PerDatapoint):
         missing = int(torch.isnan(self.khat).sum())
         if missing:
             lines.append(f"  k-hat undefined for {missing} data points (NaN or no finite log-weight)")
-        if bad:
-            idx = torch.nonzero(self.khat > KHAT_BAD).flatten().tolist()
-            shown = ", ".join(map(str, idx[:10])) + (", ..." if len(idx) > 10 else "")
-            lines.append(
-                f"  WARNING: {bad} data point(s) have k-hat > 0.7; their estimates are unreliable "
-                f"(the guide's tails are too light): {shown}"
-            )
-        return lines
+        return [*lines, f"  {self.verdict()}"]
+
+    def verdict(self) -> str:
+        r"""Whether to trust the mean, in a line or two (:func:`~pyrovae.infer.diagnostics.verdict`)."""
+        return verdict(
+            f"IS-{self.num_samples}", self.mean, self.stderr, self.khat, self.ess, self.num_samples
+        )
 
     def figures(self) -> dict:
         r"""The mean and its standard error, and summaries of the ESS and :math:`\hat k`."""
@@ -231,6 +230,7 @@ class LogLikelihood(PerDatapoint):
             "khat_below_0_5": good,
             "khat_0_5_to_0_7": ok,
             "khat_above_0_7": bad,
+            "verdict": self.verdict(),
         }
 
 

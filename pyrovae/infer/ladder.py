@@ -204,8 +204,33 @@ class Bounds(Result):
             )
         if self.bdmc is not None:
             lines += ["  " + line for line in self.bdmc.summary().splitlines()]
+        if self.log_likelihood is not None:
+            lines += self.log_likelihood.diagnostics()[:-1]  # its verdict is the first of the ladder's
+        lines += [f"  {line}" for line in self.verdict().splitlines()]
         lines.append(f"  elapsed {self.elapsed:.1f} s")
         return "\n".join(lines)
+
+    def verdict(self) -> str:
+        r"""Whether to trust the ladder's estimate of :math:`\log p(x)`: the verdict of its importance-sampled
+        estimate (:meth:`LogLikelihood.verdict`), the paired gain between its last two IWAE rungs (still
+        climbing when above two standard errors: :math:`\log p(x)` lies higher still), and each AIS row's
+        paired gain over the last rung."""
+        lines = [] if self.log_likelihood is None else self.log_likelihood.verdict().splitlines()
+        rungs = sorted((k, name) for name, k in self.ks.items() if k > 1)
+        if len(rungs) >= 2:
+            (_, below), (_, top) = rungs[-2:]
+            gain, se = self._gain(top, below)
+            state = "still climbing: log p(x) lies higher" if gain > 2 * se else "levelled off"
+            lines.append(f"the ladder: {below} -> {top} {gain:+.2f} ± {se:.2f} nats, {state}")
+        if rungs:
+            for name in self.ais:
+                gain, se = self._gain(name, rungs[-1][1])
+                lines.append(f"{name} lies {gain:+.2f} ± {se:.2f} nats above {rungs[-1][1]} (paired)")
+        return "\n".join(lines)
+
+    def _gain(self, upper: str, lower: str) -> tuple[float, float]:
+        difference = self.values[upper] - self.values[lower]
+        return float(difference.mean()), mean_stderr(difference)
 
     def to_xarray(self):
         """An :class:`xarray.Dataset` with a ``(bound, datapoint)`` variable ``log_px_bound``;
@@ -247,8 +272,11 @@ class Bounds(Result):
         )
 
     def figures(self) -> dict:
-        """Means and standard errors of every row, and the AIS summaries."""
-        out = {"bounds": {n: {"mean": self.mean[n], "stderr": self.stderr[n]} for n in self.values}}
+        """Means and standard errors of every row, the AIS summaries and the :meth:`verdict`."""
+        out = {
+            "bounds": {n: {"mean": self.mean[n], "stderr": self.stderr[n]} for n in self.values},
+            "verdict": self.verdict(),
+        }
         if self.ais:
             out["ais"] = {name: result.to_json_dict() for name, result in self.ais.items()}
         return out
