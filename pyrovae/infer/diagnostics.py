@@ -142,6 +142,6 @@ def verdict(
             "(see khat per point)"
         )
     return (
-        f"{head}; k-hat > 0.7 for {bad:,}/{n:,} points, {ess_text}: a lower bound on log p(x), likely looser "
-        "than its ±\n  shows; try more samples, or AIS (pyrovae.ais, pyrovae evaluate --ais-steps 1000)"
+        f"{head}; k-hat > 0.7 for {bad:,}/{n:,} points, {ess_text}:\n  a lower bound on log p(x), looser "
+        "than its ± says: try more samples, or AIS (pyrovae evaluate --ais-steps 1000)"
     )
