@@ -159,8 +159,14 @@ class LogLikelihood(PerDatapoint):
     def from_log_weights(
         cls, log_weights: torch.Tensor, chunk: int | None = None, elapsed: float = 0.0
     ) -> LogLikelihood:
-        """Reduce an ``(N, K)`` matrix of log-weights with :func:`reduce_log_weights`, ``chunk`` rows at a
-        time (all at once if ``None``). The result keeps ``log_weights`` (detached, on the CPU)."""
+        r"""Reduce an ``(N, K)`` matrix of log-weights with :func:`reduce_log_weights`, ``chunk`` rows at a
+        time (all at once if ``None``). The result keeps ``log_weights`` (detached, on the CPU).
+
+        :param torch.Tensor log_weights: :math:`\log w_{nk}`, :math:`K` importance samples of each of
+            :math:`N` data points, shape ``(N, K)``.
+        :param int chunk: rows reduced at a time (≥ 1), to bound the memory the reduction takes.
+        :param float elapsed: the wall time of the computation in seconds, recorded as ``elapsed``.
+        """
         if log_weights.dim() != 2:
             raise DataError(f"log-weights must have shape (N, K), got {tuple(log_weights.shape)}")
         n = log_weights.shape[0]
@@ -175,7 +181,13 @@ class LogLikelihood(PerDatapoint):
     @classmethod
     def from_rows(cls, rows: tuple, num_samples: int, elapsed: float) -> LogLikelihood:
         """The result of :meth:`LogWeights.estimate`: ``(log_px, log_px_se, ess, khat, log_weights
-        or None)``."""
+        or None)``.
+
+        :param tuple rows: those five fields, the first four ``(N,)`` tensors, then the ``(N, K)``
+            log-weights or ``None``.
+        :param int num_samples: :math:`K`, the importance samples per data point they came from.
+        :param float elapsed: the wall time of the computation in seconds.
+        """
         return cls(*rows[:4], num_samples=num_samples, log_weights=rows[4], elapsed=elapsed)
 
     @property

@@ -134,13 +134,23 @@ class Bounds(Result):
     bdmc: BDMC | None = nested(BDMC, None, same_rows=False)
 
     def add_ais(self, result: AIS) -> None:
-        """Add the row of an :func:`~pyrovae.ais` result (named ``result.name``, e.g. "AIS-1000")."""
+        r"""Add the row of an :func:`~pyrovae.ais` result (named ``result.name``, e.g. "AIS-1000").
+
+        :param AIS result: an AIS run on the ladder's data points, in the same order; kept in
+            :attr:`ais`, its :math:`\log p(x_n)` estimates as the row.
+        """
         self.add(result.name, result.log_px)
         self.ais[result.name] = result
 
     def add(self, name: str, values: torch.Tensor, note: str | None = None) -> None:
         """Add a row ``name`` of ``(N,)`` per-datapoint values (e.g. from AIS), with an optional note;
-        the row is kept in float64 on the CPU."""
+        the row is kept in float64 on the CPU.
+
+        :param str name: the row's name; an existing row of that name is replaced.
+        :param values: one value per data point in nats, :math:`N` in all (a tensor or a sequence of
+            floats, flattened).
+        :param str note: a line added to the ladder's notes (shown by :meth:`summary`).
+        """
         if not torch.is_tensor(values):
             values = torch.as_tensor(values, dtype=torch.float64)  # Python floats kept exactly
         values = values.detach().to("cpu", torch.float64).flatten()
@@ -260,7 +270,10 @@ class Bounds(Result):
     @classmethod
     def from_xarray(cls, ds) -> Bounds:
         """The ladder of a dataset written by :meth:`to_xarray`: its rows, :math:`k`, notes and BDMC
-        result (the AIS details and the diagnostics of :attr:`log_likelihood` are not restored)."""
+        result (the AIS details and the diagnostics of :attr:`log_likelihood` are not restored).
+
+        :param xarray.Dataset ds: a dataset of :meth:`to_xarray`, as it is or read back from a file.
+        """
         names = [str(n) for n in ds["bound"].values]
         values = {n: torch.as_tensor(ds["log_px_bound"].sel(bound=n).values) for n in names}
         ks = {n: int(k) for n, k in zip(names, ds["k"].values, strict=True) if k > 0}
@@ -284,7 +297,11 @@ class Bounds(Result):
     def plot(self, path: str | os.PathLike | None = None):
         """Plot the ladder (:func:`pyrovae.plots.results.ladder`): mean IWAE-:math:`k` bound
         against :math:`k`, the other rows as lines, and the BDMC sandwich when there is one; saved
-        as PNG when ``path`` is given. Returns the figure."""
+        when ``path`` is given. Returns the figure.
+
+        :param path: where to save the figure, in the format its suffix names (PNG without one; see
+            :func:`pyrovae.plots.save`); ``None`` only returns it.
+        """
         from pyrovae.plots.results import ladder
 
         return ladder(self, path)

@@ -82,7 +82,13 @@ class FitResult(Result):
 
     :ivar vae: the trained module (``None`` when read back from a file).
     :ivar pandas.DataFrame history: one row per epoch: ``epoch``, ``train_loss``, ``valid_loss``,
-        ``beta``, ``seconds``.
+        ``beta``, ``lr``, ``seconds``.
+    :ivar Path run_dir: the run directory, or ``None`` for a run without one.
+    :ivar int best_epoch: the epoch of the best validation bound, whose parameters ``vae`` holds;
+        ``None`` without validation data.
+    :ivar bool stopped_early: whether training stopped for want of a better validation bound within
+        the patience.
+    :ivar list notes: remarks for the summary (a resumed run, the best epoch's parameters restored).
     :ivar int num_data: training data points :math:`N`.
     :ivar int cpu_threads: the CPU threads torch computed with (:func:`~pyrovae.devices.cpu_threads`).
     """
@@ -191,6 +197,10 @@ def fit(
 ) -> FitResult:
     """Train ``vae`` (any module with ``model``/``guide`` methods) by minibatch SVI.
 
+    :param torch.nn.Module vae: the module to train, in place: a built-in model such as
+        :class:`~pyrovae.VAE`, or any module whose ``model`` and ``guide`` methods take a batch's
+        columns; its parameters are updated and, at the end, are the best validation epoch's (or the
+        last epoch's, without ``valid``).
     :param train: a tensor, a tuple of tensors, a :class:`~pyrovae.data.datasets.VAEDataset` or any
         torch ``Dataset`` (see :class:`~pyrovae.data.DataSource`). Every column of a batch, such as
         :func:`~pyrovae.data.datasets.with_labels`'s ``(x, y)`` or a ``TensorDataset(x, c)``, is passed to
@@ -198,6 +208,14 @@ def fit(
     :param valid: optional validation data, whose bound after every epoch drives early stopping and
         picks the best parameters, restored at the end.
     :param estimator: estimator name (see :data:`pyrovae.estimators.ESTIMATORS`) or an ELBO.
+    :param int epochs: passes over the training data (≥ 1). A resumed run counts the epochs it has
+        already committed: it trains until it has ``epochs`` in all.
+    :param int batch_size: data points :math:`B` per minibatch (≥ 1), the global batch in a
+        distributed run; an epoch's last minibatch is smaller where :math:`B` does not divide :math:`N`.
+    :param float lr: learning rate (> 0): the step size of ``optimizer``.
+    :param str optimizer: ``"adam"`` (the default), ``"adam-normgrad"``
+        (:class:`~pyrovae.train.optim.AdamNormGrad`), ``"adamw"`` or ``"sgd"``
+        (see :data:`~pyrovae.train.trainer.OPTIMIZERS`), with torch's defaults besides ``lr``.
     :param kl_warmup: number of epochs over which the KL weight β rises linearly to 1
         (β = epoch / kl_warmup; Sønderby et al. 2016); 0 for no warm-up.
     :param clip_norm: gradient clipping by global norm (> 0).
@@ -212,6 +230,11 @@ def fit(
         (the history's ``lr`` column and the checkpoint's ``resumes`` record it). A run that has
         finished (``epochs`` reached, or stopped early) is returned as it is.
     :param overwrite: start a new run in a non-empty ``run_dir``, removing the earlier run's outputs.
+    :param bool progress: show a progress bar over the training steps, with the loss (rank 0's alone
+        in a distributed run).
+    :param bool plots_every_epoch: with ``run_dir``, redraw its figures (learning curves, samples and
+        reconstructions) after every epoch; by default they are drawn once, at the end, and only
+        ``history.csv`` is rewritten after every epoch. Without ``run_dir``, nothing is drawn.
     :param config: a JSON-able description of the run, stored in every checkpoint and as
         ``config.json`` (default: the options of a built-in model and of this call, from which
         :func:`pyrovae.load_run` and the command line rebuild the model).
