@@ -1,16 +1,23 @@
-"""Devices: resolving a name to a :class:`torch.device`, finding the device a model lives on, and
-moving a module and its data there.
+"""Devices: resolving a name to a :class:`torch.device`, finding the device a model lives on, moving a
+module and its data there, and the CPU's threads.
 
 Every function of pyrovae that computes takes ``device=``: ``"auto"`` (CUDA where available, else the CPU),
 ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a :class:`torch.device`. Results come back on the CPU.
+
+On the CPU, torch starts one thread per core, whatever else the machine runs; a thread that waits for a core
+another process holds stalls the others at every operation. :func:`fit` and the ``pyrovae`` command (its
+``--threads``) run with :func:`cpu_threads`: the cores that the other processes leave idle, unless the user
+chose (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` or a number).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 
 import pyro
 import torch
@@ -18,11 +25,14 @@ from torch import nn
 
 from pyrovae import distributed
 from pyrovae.errors import ConfigError
-from pyrovae.options import flag_of
+from pyrovae.options import check_option, flag_of
 
 __all__ = [
+    "THREAD_VARIABLES",
     "available",
+    "busy_cores",
     "check_memory",
+    "cpu_threads",
     "device_memory",
     "module_of",
     "move",
@@ -30,7 +40,11 @@ __all__ = [
     "of_model",
     "place",
     "resolve",
+    "using_threads",
 ]
+
+#: the environment variables by which a user sets the CPU threads (with one set, "auto" keeps torch's count)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def available() -> list[str]:
@@ -125,3 +139,65 @@ def check_memory(name: str, value: int, need: float, device: torch.device, what:
             f"{name} ({flag_of(name)}) = {value} needs {need / 2**30:.3g} GiB for {what}, more than the "
             f"{have / 2**30:.3g} GiB of memory of the {device.type.upper()}; lower {name}"
         )
+
+
+def cpu_threads(threads: int | str | None = "auto") -> int | None:
+    """The CPU threads to compute with: ``threads`` when it is a number; ``None`` (torch's count kept) when
+    it is ``None``, or ``"auto"`` and the environment sets one of :data:`THREAD_VARIABLES`; else, with
+    ``"auto"``, the cores this process may run on (its CPU affinity) less those that other processes keep
+    busy (:func:`busy_cores`), rounded, at least 1 and at most torch's count.
+
+    :param threads: ``"auto"``, a number of threads, or ``None``.
+    :rtype: int or None
+    """
+    threads = check_option("threads", threads)
+    if threads != "auto":
+        return threads
+    if any(os.environ.get(name) for name in THREAD_VARIABLES):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(torch.get_num_threads(), round(cores - busy_cores())))
+
+
+def busy_cores(window: float = 0.25) -> float:
+    """The cores that other processes of normal or higher priority keep busy: their CPU time over
+    ``window`` seconds, from the kernel's counters (``/proc/stat``, less this process's own time; niced
+    processes, which yield their cores, are not counted); where there are none, the load average of the
+    last minute (every process counted), or 0.
+
+    :param float window: seconds to measure over.
+    :rtype: float
+    """
+    try:
+        start = _cpu_seconds()
+    except OSError:
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    time.sleep(window)
+    end = _cpu_seconds()
+    return max(0.0, (end[1] - start[1] - (end[2] - start[2])) / (end[0] - start[0]))
+
+
+def _cpu_seconds() -> tuple[float, float, float]:
+    """Now, the CPU seconds the machine spent busy at normal priority, and those of this process."""
+    with open("/proc/stat") as f:
+        user, _nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    own = os.times()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return time.monotonic(), (user + system + irq + softirq + steal) / ticks, own.user + own.system
+
+
+@contextlib.contextmanager
+def using_threads(threads: int | str | None = "auto") -> Iterator[int]:
+    """Compute with :func:`cpu_threads` ``(threads)`` CPU threads inside the block (torch's count is a
+    setting of the process: it is restored afterwards); yields the number in use.
+
+    :param threads: ``"auto"``, a number of threads, or ``None`` (torch's count kept).
+    """
+    before, chosen = torch.get_num_threads(), cpu_threads(threads)
+    if chosen is not None and chosen != before:
+        torch.set_num_threads(chosen)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

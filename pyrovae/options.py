@@ -31,7 +31,8 @@ __all__ = [
 @dataclass(frozen=True)
 class Domain:
     """Integers or reals at least (or, ``strict``, above) ``low`` and at most (``high_strict``:
-    below) ``high``; ``None`` allowed if ``optional``; with ``boolean``, ``True`` or ``False``.
+    below) ``high``; ``None`` allowed if ``optional``; with ``boolean``, ``True`` or ``False``; with
+    ``choices``, one of those strings instead; the strings of ``also`` besides the numbers.
     ``flag``: the option is also a command-line flag, named in messages."""
 
     integer: bool
@@ -43,6 +44,7 @@ class Domain:
     boolean: bool = False
     flag: bool = True
     choices: tuple[str, ...] = ()
+    also: tuple[str, ...] = ()
 
     def describe(self) -> str:
         if self.choices:
@@ -54,11 +56,12 @@ class Domain:
         if self.high is not None:
             high = int(self.high) if self.integer else f"{self.high:g}"
             bound += f" and {'<' if self.high_strict else '<='} {high}"
-        return kind + bound + (", or None" if self.optional else "")
+        words = "".join(f", {word!r}" for word in self.also)
+        return kind + bound + words + (", or None" if self.optional else "")
 
     def admits(self, value: Any) -> bool:
-        if self.choices:
-            return isinstance(value, str) and value in self.choices
+        if self.choices or (self.also and isinstance(value, str)):
+            return isinstance(value, str) and value in self.choices + self.also
         if value is None:
             return self.optional
         if self.boolean or isinstance(value, bool):
@@ -105,6 +108,7 @@ DOMAINS: dict[str, Domain] = {
     "test_samples": COUNT,
     "hidden_size": UNITS,
     "max_memory": POSITIVE,
+    "threads": Domain(True, 1, optional=True, also=("auto",)),
     # evaluation: importance sampling, AIS, latent statistics, anomaly scores
     "num_samples": POSITIVE_COUNT,
     "num_particles": POSITIVE_COUNT,
@@ -155,7 +159,7 @@ def check_option(name: str, value: Any):
     problem = _problem(name, value)
     if problem:
         raise ConfigError(problem)
-    return int(value) if value is not None and DOMAINS[name].integer else value
+    return int(value) if isinstance(value, numbers.Real) and DOMAINS[name].integer else value
 
 
 def check_options(allow_none: tuple[str, ...] = (), **values: Any) -> dict[str, Any]:

@@ -243,7 +243,11 @@ class Result:
 
     @classmethod
     def from_xarray(cls, ds):
-        """The result read back from a dataset of :meth:`to_xarray` (without its :func:`live` fields)."""
+        """The result read back from a dataset of :meth:`to_xarray` (without its :func:`live` fields).
+
+        :param xarray.Dataset ds: a dataset made by :meth:`to_xarray` of this class, as it is or read
+            back from a file.
+        """
         values, claimed = {}, set()
         for f in dataclasses.fields(cls):
             kind = f.metadata.get("kind")
@@ -274,12 +278,18 @@ class Result:
         return cls(**values)
 
     def to_netcdf(self, path: str | os.PathLike) -> None:
-        """Write :meth:`to_xarray` to a netCDF-4 file (h5netcdf engine), atomically."""
+        """Write :meth:`to_xarray` to a netCDF-4 file (h5netcdf engine), atomically.
+
+        :param path: the file, replaced if it exists; missing parent directories are created.
+        """
         write_netcdf(path, self.to_xarray())
 
     @classmethod
     def from_netcdf(cls, path: str | os.PathLike):
-        """Read a file written by :meth:`to_netcdf`."""
+        """Read a file written by :meth:`to_netcdf`.
+
+        :param path: the netCDF file, written by :meth:`to_netcdf` of this class.
+        """
         import xarray as xr
 
         with xr.open_dataset(path, engine="h5netcdf") as ds:

@@ -87,6 +87,10 @@ def test_train_writes_a_complete_run_directory(trained, capsys):
     assert (config.dataset, config.epochs, config.latent_dim, config.hidden) == ("digits", 2, 4, [32])
     results = json.loads((trained / "results.json").read_text())
     assert results["epochs"] == 2 and results["test_size"] == 300
+    # the importance-sampled log p(x) stored with what decides whether to trust it
+    ll = results["test_log_likelihood"]
+    assert ll["num_data"] == 300 and ll["khat_above_0_7"] >= 0 and ll["ess_median"] > 0
+    assert ll["verdict"].startswith("IS-") and "k-hat" in ll["verdict"]
     assert 0 < results["test_negative_elbo"] < 100
     assert len(pd.read_csv(trained / "history.csv")) == 2
     assert load_checkpoint(trained / "checkpoint.pt")["epoch"] == 2
@@ -414,8 +418,13 @@ def run_copy(cli_run, tmp_path):
 
 def test_evaluate_with_num_samples_1000_and_the_default_bounds(run_copy, capsys):
     argv = ["evaluate", str(run_copy), "--num-samples", "1000", "--limit", "2", "--no-progress"]
+    capsys.readouterr()
     assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    # one verdict on the importance-sampled estimate, and whether the ladder had levelled off
+    assert out.count("IS-1000 NLL") == 1 and "the ladder: IWAE-100 -> IWAE-1000" in out
     summary = json.loads((run_copy / "evaluation-test.json").read_text())
+    assert summary["bounds"]["verdict"].startswith("IS-1000 NLL")
     assert set(summary["bounds"]["bounds"]) == {
         "ELBO (analytic KL)",
         "ELBO",

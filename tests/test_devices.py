@@ -248,3 +248,53 @@ def test_model_kwargs_tensors_follow_the_model_to_the_gpu():
     ll = pyrovae.log_likelihood(model, guide, x, 10, **run)
     torch.testing.assert_close(ll.log_px, m.log_px(2 * x), atol=1e-6, rtol=0)
     assert torch.isfinite(pyrovae.ais(model, guide, x, num_steps=2, num_chains=2, **run).log_px).all()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CPU threads
+
+
+def test_cpu_threads_keep_the_users_choice_and_leave_busy_cores_alone(monkeypatch):
+    for name in devices.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert devices.cpu_threads(3) == 3 and devices.cpu_threads(None) is None
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(devices.torch, "get_num_threads", lambda: 4)
+    for busy, chosen in [(0.0, 4), (1.2, 3), (2.6, 1), (7.0, 1)]:
+        monkeypatch.setattr(devices, "busy_cores", lambda busy=busy: busy)
+        assert devices.cpu_threads("auto") == chosen, busy
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user chose: torch's count is kept
+    assert devices.cpu_threads("auto") is None
+    for bad in ("fast", 0, 2.5, True):
+        with pytest.raises(
+            ConfigError, match=r"threads \(--threads\) must be an integer >= 1, 'auto', or None"
+        ):
+            devices.cpu_threads(bad)
+
+
+def test_busy_cores_counts_the_other_processes_not_this_one(monkeypatch):
+    # over 0.5 s the machine spent 1.5 CPU seconds busy at normal priority, 0.5 of them this process's
+    samples = iter([(10.0, 100.0, 3.0), (10.5, 101.5, 3.5)])
+    monkeypatch.setattr(devices, "_cpu_seconds", lambda: next(samples))
+    monkeypatch.setattr(devices.time, "sleep", lambda seconds: None)
+    assert devices.busy_cores() == pytest.approx(2.0)
+
+    def missing():
+        raise FileNotFoundError("/proc/stat")
+
+    monkeypatch.setattr(devices, "_cpu_seconds", missing)  # elsewhere: the load average
+    monkeypatch.setattr(devices.os, "getloadavg", lambda: (1.25, 1.0, 1.0), raising=False)
+    assert devices.busy_cores() == 1.25
+
+
+def test_using_threads_restores_torchs_count_and_fit_reports_its_own():
+    before = torch.get_num_threads()
+    other = 1 if before > 1 else 2
+    with devices.using_threads(other) as chosen:
+        assert chosen == torch.get_num_threads() == other
+    assert torch.get_num_threads() == before
+    data = torch.rand(20, 4).round()
+    vae = pyrovae.VAE(event_shape=(4,), latent_dim=2, hidden=(8,))
+    result = pyrovae.fit(vae, data, epochs=1, batch_size=10, progress=False, threads=1)
+    assert result.cpu_threads == 1 and "1 CPU thread" in result.summary()
+    assert torch.get_num_threads() == before

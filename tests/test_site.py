@@ -1,4 +1,5 @@
-"""The documentation site's API reference (docs/api) covers every public name of pyrovae.
+"""The documentation site's API reference (docs/api) covers every public name of pyrovae, and every
+member of each module it documents.
 
 Read from the sources of the reference, without building it: each ``automodule``, ``autoclass``,
 ``autofunction``, ``autodata`` or ``autoexception`` directive documents its target, and an
@@ -113,4 +114,20 @@ def test_every_public_name_is_in_the_api_reference():
         "names of pyrovae.__all__ missing from the API reference (docs/api): add an automodule with "
         ":members: of the module that defines them (or an autoclass/autofunction), and a docstring: "
         + ", ".join(sorted(missing))
+    )
+
+
+def test_every_member_of_a_documented_module_is_in_the_api_reference():
+    """A page that lists a module's members one by one, to show the public names before the helpers,
+    lists all those ``automodule`` with ``:members:`` would document."""
+    modules, objects = covered()
+    missing = []
+    for name in sorted(modules):
+        module = importlib.import_module(name)
+        for obj in documented_members(module, {}):
+            if id(obj) not in objects:
+                missing += [f"{name}.{attr}" for attr, value in vars(module).items() if value is obj]
+    assert not missing, (
+        "members of modules the API reference documents that it leaves out (docs/api): add an "
+        "autofunction, autoclass or autodata for each: " + ", ".join(missing)
     )

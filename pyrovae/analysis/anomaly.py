@@ -313,6 +313,9 @@ def anomaly_scores(
         in the data plate), trained on in-distribution data.
     :param guide: its guide.
     :param data: a tensor, tuple of tensors or data set (see :class:`~pyrovae.data.DataSource`).
+    :param str method: the score: ``"nll"`` (the default), ``"elbo"``, ``"reconstruction"``,
+        ``"likelihood-ratio"``, ``"likelihood-regret"``, ``"complexity"`` or ``"typicality"``
+        (:data:`METHODS`), each defined in the module docstring.
     :param int num_samples: importance samples per input for the methods that estimate
         :math:`\log p(x)` or the ELBO.
     :param int seed: seed of the draws (the caller's random state is left as it was).
@@ -326,6 +329,8 @@ def anomaly_scores(
     :param float lr: their learning rate.
     :param int batch_size: data points per chunk (default: as :func:`~pyrovae.log_likelihood`
         chooses; 100 for the regret and the reconstruction).
+    :param bool progress: show a progress bar for every pass over data (that of the background
+        model and that of the reference data included).
     :param device: where to compute; default the model's device. Results come back on the CPU.
     :rtype: AnomalyScores
     """

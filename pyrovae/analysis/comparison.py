@@ -117,7 +117,11 @@ class Comparison(Result):
 
     def plot(self, path: str | os.PathLike | None = None):
         """Bar charts of the guide's and model's gradient SNR and variance by estimator
-        (:func:`pyrovae.plots.results.gradients`); saved as PNG when ``path`` is given. Returns the figure."""
+        (:func:`pyrovae.plots.results.gradients`); saved when ``path`` is given. Returns the figure.
+
+        :param path: where to save the figure, in the format its suffix names (PNG without one; see
+            :func:`pyrovae.plots.save`); ``None`` only returns it.
+        """
         from pyrovae.plots.results import gradients
 
         return gradients(self, path)

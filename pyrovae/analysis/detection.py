@@ -163,8 +163,10 @@ class Detection(Result):
 
     def plot(self, path: str | os.PathLike | None = None, *, bins: int | None = None):
         """Histograms of both sets' scores and the ROC curve with the FPR95 point
-        (:func:`pyrovae.plots.results.detection`); saved as PNG when ``path`` is given. Returns the figure.
+        (:func:`pyrovae.plots.results.detection`); saved when ``path`` is given. Returns the figure.
 
+        :param path: where to save the figure, in the format its suffix names (PNG without one; see
+            :func:`pyrovae.plots.save`); ``None`` only returns it.
         :param int bins: number of histogram bins; by default numpy's ``"auto"`` choice, at most 80.
         """
         from pyrovae.plots.results import detection

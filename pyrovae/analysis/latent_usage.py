@@ -153,8 +153,12 @@ class LatentStats(Result):
 
     def plot(self, path=None):
         """KL (where defined) and activity per dimension, each site's dimensions sorted by KL (else
-        by activity), the activity threshold drawn: a figure, saved as PNG when ``path`` is given
-        (:func:`pyrovae.plots.results.latent_usage`)."""
+        by activity), the activity threshold drawn: a figure, saved when ``path`` is given
+        (:func:`pyrovae.plots.results.latent_usage`).
+
+        :param path: where to save the figure, in the format its suffix names (PNG without one; see
+            :func:`pyrovae.plots.save`); ``None`` only returns it.
+        """
         from pyrovae.plots.results import latent_usage
 
         return latent_usage(self, path)
@@ -330,9 +334,16 @@ def latent_stats(
     :param float threshold: activity above which a dimension is active (Burda et al.: 0.01).
     :param bool decompose: estimate the mutual information and the marginal KL
         (:math:`N^2` density evaluations).
-    :param data_plate: ``batch_size``, ``model_args``, ``model_kwargs``, ``seed`` and ``device``
-        as for :func:`~pyrovae.log_likelihood`.
+    :param str data_plate: name of the data plate (default: found, see
+        :func:`~pyrovae.infer.pair.find_data_plate`).
+    :param int batch_size: data points per chunk (default: derived from the memory the chunk's
+        particles take, as by :func:`~pyrovae.log_likelihood`).
+    :param tuple model_args: extra positional arguments of the model and guide after the data.
+    :param dict model_kwargs: their keyword arguments.
+    :param int seed: seed for the draws; the caller's random state is restored afterwards. ``None``
+        draws from the caller's random state.
     :param bool progress: show a progress bar.
+    :param device: where to compute (see :mod:`pyrovae.devices`); default: the model's device.
     :rtype: LatentStats
     """
     options = dict(num_particles=num_particles, threshold=threshold, batch_size=batch_size, seed=seed)

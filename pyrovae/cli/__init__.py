@@ -24,7 +24,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from pyrovae import __version__
+from pyrovae import __version__, devices
 from pyrovae.cli import compare, evaluate, latents, pictures, scoring, train
 from pyrovae.cli.flags import HelpFormatter
 from pyrovae.errors import PyroVAEError, RunDirError
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings(record=True) as caught, _rank_zero_stdout(args):
             warnings.simplefilter("default")
             try:
-                return COMMANDS[args.command](args)
+                with devices.using_threads(args.threads):
+                    return COMMANDS[args.command](args)
             finally:
                 for w in caught:
                     print(f"pyrovae {args.command}: warning: {w.message}", file=sys.stderr)

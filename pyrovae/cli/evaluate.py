@@ -131,7 +131,6 @@ def run(args: argparse.Namespace) -> int:
         write_netcdf(stem.with_suffix(".nc"), merged)
         ladder.plot(figure)
     print(f"{args.dataset or run.config.dataset} {args.split} split{subset}, device {run.vae_device}")
-    print(ll.summary())
-    print(ladder.summary())
+    print(ladder.summary())  # the importance-sampled estimate's diagnostics and verdict with it
     print(f"wrote {written} and {figure.name}")
     return 0

@@ -49,7 +49,23 @@ def optional(kind):
 
 
 def add_device(p: argparse.ArgumentParser) -> None:
+    """--device, and --threads: what to compute with."""
     p.add_argument("--device", default="auto", help=DEVICE)
+    add_threads(p)
+
+
+def threads(text: str) -> int | str:
+    """The value of --threads: ``auto`` or a number."""
+    return text if text == "auto" else int(text)
+
+
+def add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=threads,
+        default="auto",
+        help="CPU threads: auto (the cores other processes leave idle, unless OMP_NUM_THREADS is set) or N",
+    )
 
 
 def add_backend(p: argparse.ArgumentParser) -> None:

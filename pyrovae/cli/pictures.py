@@ -57,7 +57,7 @@ def sample(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     images = run.vae.sample(args.num)
     with output_set(args, run, picture_set(args, out)):
-        plots.image_grid(images, out, title=f"samples (epoch {run.epoch})")
+        plots.image_grid(images, out, title=f"{plots.SAMPLES_TITLE} (epoch {run.epoch})")
     print(f"wrote {out}")
     return 0
 

@@ -7,7 +7,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from pyrovae.cli.flags import DEVICE, SPLITS, add_backend, add_command, hidden_sizes, optional
+from pyrovae.cli.flags import DEVICE, SPLITS, add_backend, add_command, add_threads, hidden_sizes, optional
 from pyrovae.errors import ConfigError
 from pyrovae.options import check_option
 
@@ -41,6 +41,7 @@ def add_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_backend(p)
     _option(p, "--device", DEVICE)
+    add_threads(p)
     p.add_argument(
         "--test-samples",
         type=int,
@@ -235,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             config=config.to_dict(),
             device=device,
+            threads=None,  # the command's (--threads)
         )
         print(result.summary())
         torch.manual_seed(config.seed)
@@ -255,10 +257,12 @@ def run(args: argparse.Namespace) -> int:
             )
             results[f"test_nll_is{args.test_samples}"] = ll.nll
             results[f"test_nll_is{args.test_samples}_stderr"] = ll.stderr
+            results["test_log_likelihood"] = ll.to_json_dict()  # with the ESS, k-hat and verdict
             print(
                 f"test log p(x), importance sampled with K = {args.test_samples}: "
                 f"{ll.mean:.3f} ± {ll.stderr:.3f} nats per image (NLL {ll.nll:.3f})"
             )
+            print(ll.verdict())
         if distributed.is_main():
             write_json(run_dir / RESULTS, results)
             if test.targets is not None:  # the latent space, coloured by class

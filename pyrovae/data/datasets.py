@@ -170,7 +170,12 @@ class VAEDataset(Dataset):
         """The data points at ``index`` as the model sees them, binarized in one vectorized call: the fast
         path trainers use instead of collating single items. The training split's dynamic binarization draws
         from ``generator`` if given, on its device, and moves the result to the data's (a CPU generator gives
-        the bits of a run on the CPU wherever the data are held)."""
+        the bits of a run on the CPU wherever the data are held).
+
+        :param index: the data points: an ``int``, a slice or a LongTensor of indices.
+        :param torch.Generator generator: the generator of the training split's dynamic binarization
+            (default: torch's global one); nothing else draws.
+        """
         if self._fixed is not None:
             return self._fixed[index].to(self.data.dtype)
         x = self.data[index]
@@ -267,7 +272,12 @@ def as_dataset(data: torch.Tensor | Dataset, *, name: str = "tensor") -> Dataset
     """The data set ``fit`` trains on, from a tensor or a data set. A tensor of shape ``(N, *event_shape)``
     becomes a :class:`VAEDataset` with ``binarize=None`` (boolean and ``uint8`` tensors cast to the default
     float dtype, other dtypes kept; not copied), after checking that it holds no NaN or infinite values. A
-    :class:`VAEDataset` or any other :class:`torch.utils.data.Dataset` is returned unchanged."""
+    :class:`VAEDataset` or any other :class:`torch.utils.data.Dataset` is returned unchanged.
+
+    :param data: a tensor of shape ``(N, *event_shape)`` or a :class:`torch.utils.data.Dataset`.
+    :param str name: the name of the :class:`VAEDataset` made from a tensor, for messages and ``repr``
+        (unused for a data set).
+    """
     if isinstance(data, Dataset):
         return data
     if not isinstance(data, torch.Tensor):

@@ -94,8 +94,13 @@ class DataSource:
         return self.num_data
 
     def batch(self, index: torch.Tensor, generator: torch.Generator | None = None) -> Batch:
-        """The data points at ``index`` (a LongTensor), one tensor per column; ``generator`` drives a
-        data set's random transformations (dynamic binarization)."""
+        """The data points at ``index``, one tensor per column.
+
+        :param torch.Tensor index: a LongTensor of data point indices.
+        :param torch.Generator generator: drives the random transformations (dynamic binarization) of a
+            data set whose ``batch`` method takes a generator; without one, they draw from torch's
+            global generator.
+        """
         if self._tensors is not None:
             parts = tuple(t[index.to(t.device)] for t in self._tensors)
         elif hasattr(self.dataset, "batch"):
@@ -109,13 +114,22 @@ class DataSource:
         return tuple(as_model_input(p) for p in parts)
 
     def chunk(self, lo: int, hi: int) -> Batch:
-        """Data points ``lo:hi``."""
+        """Data points ``lo:hi``, in order, one tensor per column.
+
+        :param int lo: the first data point.
+        :param int hi: one past the last data point.
+        """
         if self._tensors is not None:
             return tuple(as_model_input(t[lo:hi]) for t in self._tensors)
         return self.batch(torch.arange(lo, hi))
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
-        """Batches in the order of a permutation drawn from ``generator``, or in order without one."""
+        """Batches in the order of a permutation drawn from ``generator``, or in order without one.
+
+        :param int batch_size: data points per batch; the last batch holds the rest.
+        :param torch.Generator generator: draws the permutation and, for a data set, its random
+            transformations (dynamic binarization); ``None`` for the data points in order.
+        """
         if generator is not None:
             order = torch.randperm(self.num_data, generator=generator)
             for i in range(0, self.num_data, batch_size):
@@ -126,7 +140,12 @@ class DataSource:
 
     def sample(self, num: int, seed: int = 0) -> Batch:
         """``num`` data points drawn at random without replacement with ``seed`` (all of them, in a random
-        order, if there are fewer): a subset of a data set ordered by class is not its first ``num``."""
+        order, if there are fewer): a subset of a data set ordered by class is not its first ``num``.
+
+        :param int num: how many data points.
+        :param int seed: seeds the draw (and a data set's random transformations): the same ``seed``
+            gives the same data points.
+        """
         generator = torch.Generator().manual_seed(seed)
         index = torch.randperm(self.num_data, generator=generator)[:num]
         return self.batch(index, generator)

@@ -44,9 +44,19 @@ class KLAnnealed(DifferentiableELBO):
             return self.base._get_trace(model, guide, args, kwargs)
 
     def loss(self, model, guide, *args, **kwargs) -> float:
+        r"""``base``'s loss, a float, with every latent site's log-density scaled by :math:`\beta`.
+
+        :param model: the Pyro model, called as ``model(*args, **kwargs)``.
+        :param guide: the guide, called with the same arguments.
+        """
         with scale_latents(beta=self.beta):
             return self.base.loss(model, guide, *args, **kwargs)
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        r"""``base``'s differentiable loss, with every latent site's log-density scaled by :math:`\beta`.
+
+        :param model: the Pyro model, called as ``model(*args, **kwargs)``.
+        :param guide: the guide, called with the same arguments.
+        """
         with scale_latents(beta=self.beta):
             return self.base.differentiable_loss(model, guide, *args, **kwargs)

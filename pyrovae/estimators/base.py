@@ -12,6 +12,12 @@ class DifferentiableELBO(ELBO):
     """An ELBO whose gradient is that of its ``differentiable_loss``."""
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        """Backpropagate ``differentiable_loss`` (the gradients accumulate in the parameters'
+        ``.grad``) and return its value, a float.
+
+        :param model: the Pyro model, called as ``model(*args, **kwargs)``.
+        :param guide: the guide, called with the same arguments.
+        """
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         loss.backward(retain_graph=self.retain_graph)
         return torch_item(loss)

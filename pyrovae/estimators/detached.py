@@ -109,7 +109,14 @@ class DetachedIWAE(IWAE):
         return model_trace, guide_trace
 
     def weight_terms(self, model, guide, args: tuple, kwargs: dict) -> WeightTerms:
-        """The ``(k, B)`` :class:`WeightTerms` of ``k`` fresh draws per data point."""
+        """The ``(k, B)`` :class:`WeightTerms` of ``k`` fresh draws per data point.
+
+        :param model: the Pyro model.
+        :param guide: the guide.
+        :param tuple args: the positional arguments of both, the data first (its leading dimension
+            indexes the data points).
+        :param dict kwargs: their keyword arguments.
+        """
         model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
         scale, shape = data_scale(model_trace), self._shape(model_trace)
         dims = (self._pair.particle_dim, self._pair.data_plate, shape)

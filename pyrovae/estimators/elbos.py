@@ -45,6 +45,12 @@ class TraceELBO(Trace_ELBO):
         return model_trace, guide_trace
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
+        """The negative ELBO, averaged over the particles, with the gradient of Pyro's surrogate loss:
+        by the lean path where the class docstring says it applies, else by Pyro's.
+
+        :param model: the Pyro model, called as ``model(*args, **kwargs)``.
+        :param guide: the guide, called with the same arguments.
+        """
         traces = self._lean_traces(model, guide, args, kwargs)
         if traces is None:
             return super().differentiable_loss(model, guide, *args, **kwargs)
@@ -72,6 +78,11 @@ class TraceELBO(Trace_ELBO):
         return loss + (surrogate - torch_item(surrogate))
 
     def loss(self, model, guide, *args, **kwargs):
+        """The negative ELBO, averaged over the particles, a float.
+
+        :param model: the Pyro model, called as ``model(*args, **kwargs)``.
+        :param guide: the guide, called with the same arguments.
+        """
         traces = self._lean_traces(model, guide, args, kwargs)
         if traces is None:
             return super().loss(model, guide, *args, **kwargs)
@@ -88,6 +99,11 @@ class TraceGraphELBO(TraceGraph_ELBO):
     (score-function terms with only the downstream costs, and baselines if the guide declares them)."""
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
+        """The negative ELBO, with the gradient of Pyro's surrogate loss (see the class docstring).
+
+        :param model: the Pyro model, called as ``model(*args, **kwargs)``.
+        :param guide: the guide, called with the same arguments.
+        """
         elbo, surrogate_loss = self._loss_and_surrogate_loss(model, guide, args, kwargs)
         return -elbo.detach() + (surrogate_loss - surrogate_loss.detach())
 
@@ -103,6 +119,11 @@ class TailAdaptiveELBO(TraceTailAdaptive_ELBO):
     ``differentiable_loss`` is the negative ELBO averaged over the particles (Pyro has none, which
     would stop training as a non-finite loss); and the gradient is Wang et al.'s, ``num_particles``
     times Pyro's, which divides the already normalized weights by the number of particles once more.
+
+    :param int num_particles: the number of particles, vectorized (with one, the gradient is the ELBO's,
+        as Pyro warns).
+    :param float tail_adaptive_beta: the exponent :math:`\beta` of the ranks, :math:`-1 \le \beta < 0`
+        (default -1, Pyro's).
     """
 
     def __init__(self, num_particles: int = 5, tail_adaptive_beta: float = -1.0):
@@ -111,6 +132,11 @@ class TailAdaptiveELBO(TraceTailAdaptive_ELBO):
         )
 
     def loss(self, model, guide, *args, **kwargs) -> float:
+        """The negative ELBO, averaged over the particles, a float (:class:`~pyro.infer.Trace_ELBO`'s).
+
+        :param model: the Pyro model, called as ``model(*args, **kwargs)``.
+        :param guide: the guide, called with the same arguments.
+        """
         return Trace_ELBO.loss(self, model, guide, *args, **kwargs)
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):

@@ -78,17 +78,32 @@ class IWAE(DifferentiableELBO):
 
     @torch.no_grad()
     def loss(self, model, guide, *args, **kwargs) -> float:
-        """The negative bound :math:`-s \\sum_n \\mathcal{L}(x_n)`."""
+        """The negative bound :math:`-s \\sum_n \\mathcal{L}(x_n)`, a float.
+
+        :param model: the Pyro model, called as ``model(*args, **kwargs)``.
+        :param guide: the guide, called with the same arguments.
+        """
         log_w, scale = self._log_weights(model, guide, args, kwargs, differentiable=False)
         return torch_item(-scale * self._bound(log_w).sum())
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """The negative bound, with this estimator's gradient."""
+        """The negative bound, with this estimator's gradient.
+
+        :param model: the Pyro model, called as ``model(*args, **kwargs)``.
+        :param guide: the guide, called with the same arguments.
+        """
         log_w, scale = self._log_weights(model, guide, args, kwargs, differentiable=True)
         return -scale * self._bound(log_w).sum()
 
     def probe(self, model, guide, args, kwargs) -> Pair:
-        """The :class:`~pyrovae.infer.pair.Pair` probed on the first call's arguments, then kept."""
+        """The :class:`~pyrovae.infer.pair.Pair` probed on the first call's arguments, then kept.
+
+        :param model: the Pyro model.
+        :param guide: the guide.
+        :param tuple args: the positional arguments of both, the data first (its leading dimension
+            indexes the data points).
+        :param dict kwargs: their keyword arguments.
+        """
         if self._pair is None:
             num_data = args[0].shape[0] if args and torch.is_tensor(args[0]) and args[0].dim() else 1
             self._pair = Pair(
@@ -183,6 +198,8 @@ class Renyi(IWAE):
 
     :param float alpha: the order :math:`\alpha`.
     :param int k: the number of particles per data point.
+    :param str data_plate: the name of the data plate (default: found on the first call, see
+        :func:`~pyrovae.infer.sites.find_data_plate`).
     """
 
     name = "renyi"
@@ -221,6 +238,8 @@ class STL(IWAE):
     whose derivative is the path derivative at any depth of a hierarchical guide.
 
     :param int k: the number of particles per data point (default 1: the ELBO).
+    :param str data_plate: the name of the data plate (default: found on the first call, see
+        :func:`~pyrovae.infer.sites.find_data_plate`).
     """
 
     name = "stl"
@@ -246,6 +265,8 @@ class DReG(STL):
     outer log-mean-exp contributing the other :math:`\tilde w_i`.
 
     :param int k: the number of particles per data point.
+    :param str data_plate: the name of the data plate (default: found on the first call, see
+        :func:`~pyrovae.infer.sites.find_data_plate`).
     """
 
     name = "dreg"
@@ -353,7 +374,11 @@ class PIWAE(MIWAE):
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """The negative IWAE-:math:`MK` bound, with its gradient for the model's parameters and the
-        MIWAE bound's for the guide's (see the class docstring)."""
+        MIWAE bound's for the guide's (see the class docstring).
+
+        :param model: the Pyro model, called as ``model(*args, **kwargs)``.
+        :param guide: the guide, called with the same arguments.
+        """
         traces = self._get_trace(model, guide, args, kwargs)
         log_w, scale = self._log_weights(model, guide, args, kwargs, differentiable=True, traces=traces)
         # log p(x, sg z): the model replayed against the guide's latents detached, scaled as log w

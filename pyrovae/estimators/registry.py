@@ -49,6 +49,11 @@ def estimator(name: str | ELBO, **kwargs) -> ELBO:
     ``name`` may carry options itself, ``"iwae:k=5"`` (see :func:`parse_spec`). The option ``beta``,
     accepted by every name, wraps the estimator in :class:`KLAnnealed`. An
     :class:`~pyro.infer.ELBO` instance is returned unchanged.
+
+    :param name: a name of :data:`ESTIMATORS`, with or without options (``"iwae:k=5"``), or an
+        :class:`~pyro.infer.ELBO` instance.
+    :param kwargs: the estimator's options, those :data:`ESTIMATORS` lists for ``name`` and ``beta``
+        (none with an instance); an option may not be given both here and in ``name``.
     """
     if isinstance(name, ELBO):
         if kwargs:

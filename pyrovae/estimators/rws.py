@@ -70,7 +70,11 @@ class RWS(DetachedIWAE):
     min_particles = 2
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """The negative IWAE bound, with the wake-θ and wake-φ gradients (see the class docstring)."""
+        """The negative IWAE bound, with the wake-θ and wake-φ gradients (see the class docstring).
+
+        :param model: the Pyro model, called as ``model(*args, **kwargs)``.
+        :param guide: the guide, called with the same arguments.
+        """
         terms = self.weight_terms(model, guide, args, kwargs)
         log_w = terms.log_w.detach()
         weights = torch.softmax(log_w, 0)

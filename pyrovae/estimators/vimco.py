@@ -64,7 +64,11 @@ class VIMCO(DetachedIWAE):
     @staticmethod
     def baselines(log_w: torch.Tensor) -> torch.Tensor:
         r"""The leave-one-out baselines :math:`\hat{\mathcal L}_{-i}` of the ``(k, B)`` log-weights:
-        the bound with :math:`\log w_i` replaced by the mean of the other log-weights."""
+        the bound with :math:`\log w_i` replaced by the mean of the other log-weights.
+
+        :param torch.Tensor log_w: the log-weights, particles along the first dimension
+            (:math:`k \ge 2`), of shape ``(k, B)``; returns the ``(k, B)`` baselines.
+        """
         k = log_w.shape[0]
         eye = torch.eye(k, dtype=torch.bool, device=log_w.device).reshape((k, k) + (1,) * (log_w.dim() - 1))
         others = log_w.unsqueeze(0)  # others[i, j] = log w_j
@@ -73,7 +77,11 @@ class VIMCO(DetachedIWAE):
         return torch.logsumexp(replaced, 1) - math.log(k)
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """The negative bound, with VIMCO's gradient (see the class docstring)."""
+        """The negative bound, with VIMCO's gradient (see the class docstring).
+
+        :param model: the Pyro model, called as ``model(*args, **kwargs)``.
+        :param guide: the guide, called with the same arguments.
+        """
         terms = self.weight_terms(model, guide, args, kwargs)
         log_w = terms.log_w
         bound = self._bound(log_w)

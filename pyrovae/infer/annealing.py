@@ -356,9 +356,12 @@ def ais(
     stochastic lower bound on :math:`\log p(x_n)`; with ``reverse_from``, exact posterior draws of
     the latents (:func:`~pyrovae.bdmc`), the chains run backwards and :math:`-\log \frac1K \sum_k
     w_k` is a stochastic upper bound (Grosse et al. 2015). Every latent must be continuous. The
-    pair, the data, ``data_plate``, ``model_args``, ``model_kwargs`` and ``device`` are as for
-    :func:`~pyrovae.log_likelihood`, which sweeps them the same way; results come back on the CPU.
+    data are swept as by :func:`~pyrovae.log_likelihood`; results come back on the CPU.
 
+    :param callable model: model ``model(*data, *model_args, **model_kwargs)``, its latents continuous.
+    :param callable guide: guide with the same signature (:math:`f_0` where ``start="guide"``).
+    :param data: a tensor of shape ``(N, ...)``, a tuple of tensors sharing the leading ``N`` or a
+        data set, every column passed to the model and guide (see :class:`~pyrovae.data.DataSource`).
     :param int num_steps: :math:`T`, annealing steps (Wu et al. 2017 use 1000 to 10,000s).
     :param int num_chains: :math:`K`, chains per data point.
     :param schedule: ``"sigmoid"``, ``"linear"`` or the :math:`\beta_t` (see :func:`annealing_schedule`).
@@ -374,10 +377,15 @@ def ais(
     :param str start: :math:`f_0`, ``"guide"`` or ``"prior"``.
     :param dict reverse_from: site name to exact posterior draws, one per data point, shaped as
         the site's value in the model (without chains); runs reverse AIS.
+    :param str data_plate: name of the data plate (default: found, see
+        :func:`~pyrovae.infer.pair.find_data_plate`).
     :param int batch_size: data points per chunk (default: about 8192 chains x data points).
     :param int seed: seed; each chunk's draws are seeded from ``(seed, first index)`` (a reverse pilot's
         from a stream of its own).
     :param bool progress: show a progress bar over annealing steps.
+    :param tuple model_args: extra positional arguments after the data.
+    :param dict model_kwargs: keyword arguments of the model and guide.
+    :param device: where to compute (see :mod:`pyrovae.devices`); default: the model's device.
     :rtype: AIS
     """
     check_options(("batch_size",), num_steps=num_steps, batch_size=batch_size, target_accept=target_accept)

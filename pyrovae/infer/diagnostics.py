@@ -21,12 +21,15 @@ import torch
 
 from pyrovae.errors import DataError
 
-__all__ = ["KHAT_BAD", "KHAT_GOOD", "reduce_log_weights"]
+__all__ = ["KHAT_BAD", "KHAT_GOOD", "UNRELIABLE_SHARE", "reduce_log_weights", "verdict"]
 
 #: PSIS :math:`\hat k` below which importance sampling is reliable (Vehtari et al.)
 KHAT_GOOD = 0.5
 #: PSIS :math:`\hat k` above which it is unreliable (between the two: usable)
 KHAT_BAD = 0.7
+#: share of the data points with :math:`\hat k` above :data:`KHAT_BAD` beyond which a mean of their estimates
+#: is itself unreliable (below it, the few points are named as unreliable)
+UNRELIABLE_SHARE = 0.1
 # log-weights within this many ulps of each other count as equal
 _FLAT_ULPS = 64
 
@@ -102,3 +105,43 @@ def _environment(**values: str):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def verdict(
+    label: str, mean: float, stderr: float, khat: torch.Tensor, ess: torch.Tensor, num_samples: int
+) -> str:
+    r"""Whether to trust a mean of importance-sampled :math:`\log p(x)` estimates, in one line (two when not):
+    the mean as a negative log-likelihood with its standard error, the share of the data points whose
+    :math:`\hat k` exceeds :data:`KHAT_BAD`, the median effective sample size, and what follows.
+
+    With :math:`\hat k > 0.7` the importance weights' tail is too heavy for the estimate to converge at the
+    rate the standard error assumes (Vehtari et al. 2024): the estimate, a stochastic lower bound on
+    :math:`\log p(x)`, is then likely further below it than its standard error shows. Beyond
+    :data:`UNRELIABLE_SHARE` of the points, the mean is such a bound too, and the remedy is more samples or
+    annealed importance sampling.
+
+    :param str label: the estimator, e.g. ``"IS-1000"``.
+    :param float mean: the mean of the estimates of :math:`\log p(x)`, in nats.
+    :param float stderr: its standard error across the data points.
+    :param torch.Tensor khat: ``(N,)`` PSIS :math:`\hat k` of each data point.
+    :param torch.Tensor ess: ``(N,)`` effective sample sizes.
+    :param int num_samples: the importance samples per data point.
+    :rtype: str
+    """
+    n, bad = len(khat), int((khat > KHAT_BAD).sum())
+    finite = ess[torch.isfinite(ess)]
+    ess_text = (
+        f"median ESS {float(finite.median()):.1f} of {num_samples:,}" if finite.numel() else "no finite ESS"
+    )
+    head = f"{label} NLL {-mean:.2f} ± {stderr:.2f}"
+    if bad == 0:
+        return f"{head}; k-hat <= 0.7 for all {n:,} points, {ess_text}: reliable"
+    if bad <= UNRELIABLE_SHARE * n:
+        return (
+            f"{head}; k-hat > 0.7 for {bad:,}/{n:,} points, {ess_text}: their estimates are unreliable "
+            "(see khat per point)"
+        )
+    return (
+        f"{head}; k-hat > 0.7 for {bad:,}/{n:,} points, {ess_text}:\n  a lower bound on log p(x), looser "
+        "than its ± says: try more samples, or AIS (pyrovae evaluate --ais-steps 1000)"
+    )

@@ -56,7 +56,7 @@ from pyrovae.devices import check_memory
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.infer import Chunk, Sweep
 from pyrovae.infer.checks import check_support
-from pyrovae.infer.diagnostics import KHAT_BAD, KHAT_GOOD, reduce_log_weights
+from pyrovae.infer.diagnostics import KHAT_BAD, KHAT_GOOD, reduce_log_weights, verdict
 from pyrovae.infer.pair import kl_divergence, reduce_site, site_log_density, sweep_pair
 from pyrovae.infer.sites import scored_sites
 from pyrovae.options import check_options
@@ -159,8 +159,14 @@ class LogLikelihood(PerDatapoint):
     def from_log_weights(
         cls, log_weights: torch.Tensor, chunk: int | None = None, elapsed: float = 0.0
     ) -> LogLikelihood:
-        """Reduce an ``(N, K)`` matrix of log-weights with :func:`reduce_log_weights`, ``chunk`` rows at a
-        time (all at once if ``None``). The result keeps ``log_weights`` (detached, on the CPU)."""
+        r"""Reduce an ``(N, K)`` matrix of log-weights with :func:`reduce_log_weights`, ``chunk`` rows at a
+        time (all at once if ``None``). The result keeps ``log_weights`` (detached, on the CPU).
+
+        :param torch.Tensor log_weights: :math:`\log w_{nk}`, :math:`K` importance samples of each of
+            :math:`N` data points, shape ``(N, K)``.
+        :param int chunk: rows reduced at a time (≥ 1), to bound the memory the reduction takes.
+        :param float elapsed: the wall time of the computation in seconds, recorded as ``elapsed``.
+        """
         if log_weights.dim() != 2:
             raise DataError(f"log-weights must have shape (N, K), got {tuple(log_weights.shape)}")
         n = log_weights.shape[0]
@@ -175,7 +181,13 @@ class LogLikelihood(PerDatapoint):
     @classmethod
     def from_rows(cls, rows: tuple, num_samples: int, elapsed: float) -> LogLikelihood:
         """The result of :meth:`LogWeights.estimate`: ``(log_px, log_px_se, ess, khat, log_weights
-        or None)``."""
+        or None)``.
+
+        :param tuple rows: those five fields, the first four ``(N,)`` tensors, then the ``(N, K)``
+            log-weights or ``None``.
+        :param int num_samples: :math:`K`, the importance samples per data point they came from.
+        :param float elapsed: the wall time of the computation in seconds.
+        """
         return cls(*rows[:4], num_samples=num_samples, log_weights=rows[4], elapsed=elapsed)
 
     @property
@@ -198,7 +210,7 @@ class LogLikelihood(PerDatapoint):
         return f"log p(x) by importance sampling: N = {n} data points, K = {k} samples each"
 
     def diagnostics(self) -> list[str]:
-        r"""ESS and :math:`\hat k`, with a warning listing unreliable data points."""
+        r"""ESS and :math:`\hat k`, and the :meth:`verdict`."""
         good, ok, bad = self.khat_counts()
         ess = self.ess[torch.isfinite(self.ess)]
         lines = []
@@ -210,14 +222,13 @@ class LogLikelihood(PerDatapoint):
         missing = int(torch.isnan(self.khat).sum())
         if missing:
             lines.append(f"  k-hat undefined for {missing} data points (NaN or no finite log-weight)")
-        if bad:
-            idx = torch.nonzero(self.khat > KHAT_BAD).flatten().tolist()
-            shown = ", ".join(map(str, idx[:10])) + (", ..." if len(idx) > 10 else "")
-            lines.append(
-                f"  WARNING: {bad} data point(s) have k-hat > 0.7; their estimates are unreliable "
-                f"(the guide's tails are too light): {shown}"
-            )
-        return lines
+        return [*lines, f"  {self.verdict()}"]
+
+    def verdict(self) -> str:
+        r"""Whether to trust the mean, in a line or two (:func:`~pyrovae.infer.diagnostics.verdict`)."""
+        return verdict(
+            f"IS-{self.num_samples}", self.mean, self.stderr, self.khat, self.ess, self.num_samples
+        )
 
     def figures(self) -> dict:
         r"""The mean and its standard error, and summaries of the ESS and :math:`\hat k`."""
@@ -231,6 +242,7 @@ class LogLikelihood(PerDatapoint):
             "khat_below_0_5": good,
             "khat_0_5_to_0_7": ok,
             "khat_above_0_7": bad,
+            "verdict": self.verdict(),
         }
 
 

@@ -134,13 +134,23 @@ class Bounds(Result):
     bdmc: BDMC | None = nested(BDMC, None, same_rows=False)
 
     def add_ais(self, result: AIS) -> None:
-        """Add the row of an :func:`~pyrovae.ais` result (named ``result.name``, e.g. "AIS-1000")."""
+        r"""Add the row of an :func:`~pyrovae.ais` result (named ``result.name``, e.g. "AIS-1000").
+
+        :param AIS result: an AIS run on the ladder's data points, in the same order; kept in
+            :attr:`ais`, its :math:`\log p(x_n)` estimates as the row.
+        """
         self.add(result.name, result.log_px)
         self.ais[result.name] = result
 
     def add(self, name: str, values: torch.Tensor, note: str | None = None) -> None:
         """Add a row ``name`` of ``(N,)`` per-datapoint values (e.g. from AIS), with an optional note;
-        the row is kept in float64 on the CPU."""
+        the row is kept in float64 on the CPU.
+
+        :param str name: the row's name; an existing row of that name is replaced.
+        :param values: one value per data point in nats, :math:`N` in all (a tensor or a sequence of
+            floats, flattened).
+        :param str note: a line added to the ladder's notes (shown by :meth:`summary`).
+        """
         if not torch.is_tensor(values):
             values = torch.as_tensor(values, dtype=torch.float64)  # Python floats kept exactly
         values = values.detach().to("cpu", torch.float64).flatten()
@@ -204,8 +214,33 @@ class Bounds(Result):
             )
         if self.bdmc is not None:
             lines += ["  " + line for line in self.bdmc.summary().splitlines()]
+        if self.log_likelihood is not None:
+            lines += self.log_likelihood.diagnostics()[:-1]  # its verdict is the first of the ladder's
+        lines += [f"  {line}" for line in self.verdict().splitlines()]
         lines.append(f"  elapsed {self.elapsed:.1f} s")
         return "\n".join(lines)
+
+    def verdict(self) -> str:
+        r"""Whether to trust the ladder's estimate of :math:`\log p(x)`: the verdict of its importance-sampled
+        estimate (:meth:`LogLikelihood.verdict`), the paired gain between its last two IWAE rungs (still
+        climbing when above two standard errors: :math:`\log p(x)` lies higher still), and each AIS row's
+        paired gain over the last rung."""
+        lines = [] if self.log_likelihood is None else self.log_likelihood.verdict().splitlines()
+        rungs = sorted((k, name) for name, k in self.ks.items() if k > 1)
+        if len(rungs) >= 2:
+            (_, below), (_, top) = rungs[-2:]
+            gain, se = self._gain(top, below)
+            state = "still climbing: log p(x) lies higher" if gain > 2 * se else "levelled off"
+            lines.append(f"the ladder: {below} -> {top} {gain:+.2f} ± {se:.2f} nats, {state}")
+        if rungs:
+            for name in self.ais:
+                gain, se = self._gain(name, rungs[-1][1])
+                lines.append(f"{name} lies {gain:+.2f} ± {se:.2f} nats above {rungs[-1][1]} (paired)")
+        return "\n".join(lines)
+
+    def _gain(self, upper: str, lower: str) -> tuple[float, float]:
+        difference = self.values[upper] - self.values[lower]
+        return float(difference.mean()), mean_stderr(difference)
 
     def to_xarray(self):
         """An :class:`xarray.Dataset` with a ``(bound, datapoint)`` variable ``log_px_bound``;
@@ -235,7 +270,10 @@ class Bounds(Result):
     @classmethod
     def from_xarray(cls, ds) -> Bounds:
         """The ladder of a dataset written by :meth:`to_xarray`: its rows, :math:`k`, notes and BDMC
-        result (the AIS details and the diagnostics of :attr:`log_likelihood` are not restored)."""
+        result (the AIS details and the diagnostics of :attr:`log_likelihood` are not restored).
+
+        :param xarray.Dataset ds: a dataset of :meth:`to_xarray`, as it is or read back from a file.
+        """
         names = [str(n) for n in ds["bound"].values]
         values = {n: torch.as_tensor(ds["log_px_bound"].sel(bound=n).values) for n in names}
         ks = {n: int(k) for n, k in zip(names, ds["k"].values, strict=True) if k > 0}
@@ -247,8 +285,11 @@ class Bounds(Result):
         )
 
     def figures(self) -> dict:
-        """Means and standard errors of every row, and the AIS summaries."""
-        out = {"bounds": {n: {"mean": self.mean[n], "stderr": self.stderr[n]} for n in self.values}}
+        """Means and standard errors of every row, the AIS summaries and the :meth:`verdict`."""
+        out = {
+            "bounds": {n: {"mean": self.mean[n], "stderr": self.stderr[n]} for n in self.values},
+            "verdict": self.verdict(),
+        }
         if self.ais:
             out["ais"] = {name: result.to_json_dict() for name, result in self.ais.items()}
         return out
@@ -256,7 +297,11 @@ class Bounds(Result):
     def plot(self, path: str | os.PathLike | None = None):
         """Plot the ladder (:func:`pyrovae.plots.results.ladder`): mean IWAE-:math:`k` bound
         against :math:`k`, the other rows as lines, and the BDMC sandwich when there is one; saved
-        as PNG when ``path`` is given. Returns the figure."""
+        when ``path`` is given. Returns the figure.
+
+        :param path: where to save the figure, in the format its suffix names (PNG without one; see
+            :func:`pyrovae.plots.save`); ``None`` only returns it.
+        """
         from pyrovae.plots.results import ladder
 
         return ladder(self, path)

@@ -208,14 +208,24 @@ class CategoricalVAE(LatentModel):
 
     def model(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> None:
         """:math:`z \\sim p(z)` (uniform categorical, or its Concrete relaxation in log space),
-        :math:`x \\sim p_\\theta(x \\mid z)`."""
+        :math:`x \\sim p_\\theta(x \\mid z)`.
+
+        :param torch.Tensor x: a batch of data, of shape ``(B, *event_shape)``, observed at site
+            ``"x"``; ``None`` to draw ``batch_size`` data points from the model.
+        :param int batch_size: the number :math:`B` of data points drawn without ``x`` (ignored
+            with ``x``).
+        """
         with pyro.plate(DATA_PLATE, self._plate_size(x, batch_size)):
             code = pyro.sample("z", self._distribution(self.prior_logits, self.prior_temperature).to_event(1))
             self._observe(self._decode(code if self.relaxed is None else code.exp()), x)
 
     def guide(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> torch.Tensor:
         """:math:`z \\sim q_\\phi(z \\mid x)`, one-hot (sampled, with the baseline if any) or
-        Concrete in log space (reparameterized); returns the site's value."""
+        Concrete in log space (reparameterized); returns the site's value.
+
+        :param torch.Tensor x: a batch of data, of shape ``(B, *event_shape)``.
+        :param int batch_size: the model's argument, which the guide takes too; the guide needs ``x``.
+        """
         if x is None:
             raise ConfigError("CategoricalVAE.guide needs the data x: the encoder q(z | x) reads it")
         n = self._plate_size(x, batch_size)
@@ -228,7 +238,11 @@ class CategoricalVAE(LatentModel):
     @torch.no_grad()
     def sample(self, num_samples: int) -> torch.Tensor:
         """The likelihood means at ``num_samples`` draws from the prior, one-hot in the discrete
-        model, relaxed in the relaxed one: images to look at."""
+        model, relaxed in the relaxed one: images to look at.
+
+        :param int num_samples: the number of draws: the result has shape
+            ``(num_samples, *event_shape)``.
+        """
         logits = self.prior_logits.expand(num_samples, -1, -1)
         code = self._distribution(logits, self.prior_temperature).sample()
         return self.likelihood.mean(self._decode(code if self.relaxed is None else code.exp()))
@@ -237,7 +251,10 @@ class CategoricalVAE(LatentModel):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """The likelihood mean at the guide's noise-free code: the most probable category of each
         latent (one-hot) in the discrete model, :math:`\\operatorname{softmax}(\\alpha/\\lambda)` in
-        the relaxed one (``x`` moved to the model's device)."""
+        the relaxed one (``x`` moved to the model's device).
+
+        :param torch.Tensor x: a batch of data, of shape ``(B, *event_shape)``.
+        """
         self._plate_size(x, None)
         logits = self._logits(x.to(self._reference().device))
         if self.relaxed is None:

@@ -73,7 +73,13 @@ class CVAE(LatentModel):
         self.decoder = ConditionalMLPDecoder(self.event_shape, cond_dim, latent_dim, hidden, activation)
 
     def condition(self, c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """The condition as a ``(B, cond_dim)`` vector in the dtype of ``like``: one-hot for labels."""
+        """The condition as a ``(B, cond_dim)`` vector in the dtype of ``like``: one-hot for labels.
+
+        :param torch.Tensor c: a batch of conditions, of shape ``(B, *condition_shape)``, or with
+            ``categorical=True`` labels, a LongTensor of shape ``(B,)`` with values in
+            ``0..condition_shape - 1``.
+        :param torch.Tensor like: a tensor whose dtype the result takes (the data, say).
+        """
         if self.categorical:
             (classes,) = self.condition_shape
             if c.dim() != 1 or c.dtype != torch.long or ((c < 0) | (c >= classes)).any():
@@ -90,7 +96,11 @@ class CVAE(LatentModel):
         return c.flatten(1).to(like.dtype)
 
     def model(self, x: torch.Tensor, c: torch.Tensor) -> None:
-        """:math:`z_n \\sim p(z)`, :math:`x_n \\sim p_\\theta(x \\mid z_n, c_n)`."""
+        """:math:`z_n \\sim p(z)`, :math:`x_n \\sim p_\\theta(x \\mid z_n, c_n)`.
+
+        :param torch.Tensor x: a batch of data, of shape ``(B, *event_shape)``, observed at site ``"x"``.
+        :param torch.Tensor c: their conditions, as :meth:`condition` takes them.
+        """
         n = self._plate_size(x, None)
         c = self.condition(c, x)
         with pyro.plate(DATA_PLATE, n):
@@ -98,7 +108,11 @@ class CVAE(LatentModel):
             self._observe(self.decoder(z, c), x)
 
     def guide(self, x: torch.Tensor, c: torch.Tensor) -> None:
-        """:math:`z_n \\sim q_\\phi(z \\mid x_n, c_n)`."""
+        """:math:`z_n \\sim q_\\phi(z \\mid x_n, c_n)`.
+
+        :param torch.Tensor x: a batch of data, of shape ``(B, *event_shape)``.
+        :param torch.Tensor c: their conditions, as :meth:`condition` takes them.
+        """
         n = self._plate_size(x, None)
         c = self.condition(c, x)
         with pyro.plate(DATA_PLATE, n):
@@ -107,7 +121,11 @@ class CVAE(LatentModel):
     @torch.no_grad()
     def sample(self, c: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
         """Likelihood means of ``num_samples`` draws :math:`z \\sim p(z)` for each condition in the
-        batch ``c``: shape ``(num_samples, B, *event_shape)``."""
+        batch ``c``: shape ``(num_samples, B, *event_shape)``.
+
+        :param torch.Tensor c: a batch of :math:`B` conditions, as :meth:`condition` takes them.
+        :param int num_samples: the number of draws per condition.
+        """
         like = self._reference(self.decoder)  # drawn on the decoder's device, in its dtype
         c = self.condition(c.to(like.device), like)
         z = torch.randn(num_samples, len(c), self.latent_dim, device=like.device, dtype=like.dtype)

@@ -130,7 +130,13 @@ class HVAE(LatentModel):
 
     def model(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> None:
         """:math:`z_2 \\sim p(z_2)`, :math:`z_1 \\sim p(z_1 \\mid z_2)`,
-        :math:`x \\sim p(x \\mid z_1, z_2)`."""
+        :math:`x \\sim p(x \\mid z_1, z_2)`.
+
+        :param torch.Tensor x: a batch of data, of shape ``(B, *event_shape)``, observed at site
+            ``"x"``; ``None`` to draw ``batch_size`` data points from the model.
+        :param int batch_size: the number :math:`B` of data points drawn without ``x`` (ignored
+            with ``x``).
+        """
         n = self._plate_size(x, batch_size)
         with pyro.plate(DATA_PLATE, n):
             z2 = pyro.sample("z2", self.prior((n,)))
@@ -139,14 +145,22 @@ class HVAE(LatentModel):
 
     def guide(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> torch.Tensor:
         """:math:`z_2 \\sim q(z_2 \\mid x)`, then :math:`z_1 \\sim q(z_1 \\mid x, z_2)`; returns
-        :math:`z_1`."""
+        :math:`z_1`.
+
+        :param torch.Tensor x: a batch of data, of shape ``(B, *event_shape)``.
+        :param int batch_size: the model's argument, which the guide takes too; the guide needs ``x``.
+        """
         with pyro.plate(DATA_PLATE, self._plate_size(x, batch_size)):
             z2 = pyro.sample("z2", dist.Normal(*self.encoder(x)).to_event(1))
             return pyro.sample("z1", dist.Normal(*self.encoder1(x, z2)).to_event(1))
 
     @torch.no_grad()
     def sample(self, num_samples: int) -> torch.Tensor:
-        """The likelihood means of ``num_samples`` ancestral draws :math:`z_2, z_1`: images to look at."""
+        """The likelihood means of ``num_samples`` ancestral draws :math:`z_2, z_1`: images to look at.
+
+        :param int num_samples: the number of draws: the result has shape
+            ``(num_samples, *event_shape)``.
+        """
         z2 = self.prior((num_samples,)).sample()
         z1 = dist.Normal(*self.transition(z2)).sample()
         return self.likelihood.mean(self._decode(z1, z2))
@@ -154,7 +168,10 @@ class HVAE(LatentModel):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """The likelihood mean at the guide's mean codes :math:`z_2 = \\mu(x)`,
-        :math:`z_1 = \\mu(x, z_2)` (``x`` moved to the model's device)."""
+        :math:`z_1 = \\mu(x, z_2)` (``x`` moved to the model's device).
+
+        :param torch.Tensor x: a batch of data, of shape ``(B, *event_shape)``.
+        """
         self._plate_size(x, None)
         x = x.to(self._reference().device)
         z2, _ = self.encoder(x)

@@ -135,7 +135,13 @@ class SBN(LatentModel):
 
     def model(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> None:
         """:math:`h_L \\sim p(h_L)`, :math:`h_l \\sim p(h_l \\mid h_{l+1})` down to :math:`h_1`,
-        :math:`x \\sim p(x \\mid h_1)`."""
+        :math:`x \\sim p(x \\mid h_1)`.
+
+        :param torch.Tensor x: a batch of data, of shape ``(B, *event_shape)``, observed at site
+            ``"x"``; ``None`` to draw ``batch_size`` data points from the model.
+        :param int batch_size: the number :math:`B` of data points drawn without ``x`` (ignored
+            with ``x``).
+        """
         with pyro.plate(DATA_PLATE, self._plate_size(x, batch_size)):
             h = pyro.sample(f"h{self.num_layers}", dist.Bernoulli(logits=self.top_logits).to_event(1))
             for layer in range(self.num_layers - 1, 0, -1):
@@ -145,7 +151,11 @@ class SBN(LatentModel):
 
     def guide(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> torch.Tensor:
         """:math:`h_1 \\sim q(h_1 \\mid x)`, :math:`h_{l+1} \\sim q(h_{l+1} \\mid h_l)` up to
-        :math:`h_L`, sampled; returns :math:`h_1`."""
+        :math:`h_L`, sampled; returns :math:`h_1`.
+
+        :param torch.Tensor x: a batch of data, of shape ``(B, *event_shape)``.
+        :param int batch_size: the model's argument, which the guide takes too; the guide needs ``x``.
+        """
         if x is None:
             raise ConfigError("SBN.guide needs the data x: the recognition network q(h | x) reads it")
         n = self._plate_size(x, batch_size)
@@ -159,7 +169,11 @@ class SBN(LatentModel):
     @torch.no_grad()
     def sample(self, num_samples: int) -> torch.Tensor:
         """The likelihood means at ``num_samples`` ancestral draws :math:`h_L, \\dots, h_1` from
-        the model: images to look at."""
+        the model: images to look at.
+
+        :param int num_samples: the number of draws: the result has shape
+            ``(num_samples, *event_shape)``.
+        """
         h = dist.Bernoulli(logits=self.top_logits.expand(num_samples, -1)).sample()
         for transition in reversed(self.transitions):
             h = dist.Bernoulli(logits=transition(h)).sample()
@@ -168,7 +182,10 @@ class SBN(LatentModel):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """The likelihood mean at the most probable code of :math:`q(h_1 \\mid x)`, the units
-        with :math:`q(h_{1j} = 1 \\mid x) > 1/2` (``x`` moved to the model's device)."""
+        with :math:`q(h_{1j} = 1 \\mid x) > 1/2` (``x`` moved to the model's device).
+
+        :param torch.Tensor x: a batch of data, of shape ``(B, *event_shape)``.
+        """
         self._plate_size(x, None)
         x = x.to(self._reference().device).flatten(-len(self.event_shape))
         h1 = (self.recognition[0](x) > 0).to(x.dtype)

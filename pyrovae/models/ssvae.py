@@ -123,12 +123,21 @@ class SSVAE(LatentModel):
         return F.one_hot(y, self.num_classes).to(like.dtype)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The classifier's logits of :math:`q(y \\mid x)`, shape ``(B, C)``."""
+        """The classifier's logits of :math:`q(y \\mid x)`, shape ``(B, C)``.
+
+        :param torch.Tensor x: a batch of data, of shape ``(B, *event_shape)``.
+        """
         return self.classifier(x.flatten(-len(self.event_shape)))
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         """:math:`y_n \\sim p(y)`, :math:`z_n \\sim p(z)`, :math:`x_n \\sim p_\\theta(x \\mid y_n, z_n)`,
-        and the classification term for the labelled points."""
+        and the classification term for the labelled points.
+
+        :param torch.Tensor x: a batch of data, of shape ``(B, *event_shape)``, observed at site ``"x"``.
+        :param torch.Tensor y: their labels, a LongTensor of shape ``(B,)`` with values in
+            ``0..num_classes - 1``, :data:`~pyrovae.data.datasets.UNLABELLED` where unknown; ``None``
+            for a batch without labels.
+        """
         n = self._plate_size(x, None)
         labels = self._labels(y, n)
         with pyro.plate(DATA_PLATE, n):
@@ -141,7 +150,11 @@ class SSVAE(LatentModel):
 
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         """:math:`y_n \\sim q_\\phi(y \\mid x_n)` (the point mass at a known label), enumerated in
-        parallel, and :math:`z_n \\sim q_\\phi(z \\mid x_n, y_n)`."""
+        parallel, and :math:`z_n \\sim q_\\phi(z \\mid x_n, y_n)`.
+
+        :param torch.Tensor x: a batch of data, of shape ``(B, *event_shape)``.
+        :param torch.Tensor y: their labels, as the model takes them.
+        """
         n = self._plate_size(x, None)
         labels = self._labels(y, n)
         with pyro.plate(DATA_PLATE, n):
@@ -154,14 +167,22 @@ class SSVAE(LatentModel):
 
     @torch.no_grad()
     def classify(self, x: torch.Tensor) -> torch.Tensor:
-        """The most probable label under :math:`q(y \\mid x)`, a LongTensor of shape ``(B,)``."""
+        """The most probable label under :math:`q(y \\mid x)`, a LongTensor of shape ``(B,)``.
+
+        :param torch.Tensor x: a batch of data, of shape ``(B, *event_shape)``.
+        """
         self._plate_size(x, None)
         return self.logits(x).argmax(-1)
 
     @torch.no_grad()
     def accuracy(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 1000) -> float:
         """The fraction of the data points ``x`` whose label ``y`` :meth:`classify` predicts (``x`` classified
-        on the model's device, ``chunk`` data points at a time: a :class:`~pyrovae.infer.Sweep`)."""
+        on the model's device, ``chunk`` data points at a time: a :class:`~pyrovae.infer.Sweep`).
+
+        :param torch.Tensor x: data, of shape ``(N, *event_shape)``.
+        :param torch.Tensor y: their true labels, a LongTensor of shape ``(N,)``.
+        :param int chunk: the number of data points classified at a time.
+        """
         if y.shape != x.shape[:1]:
             raise DataError(f"pass one label per data point: {len(x)} data points, labels {tuple(y.shape)}")
         sweep = Sweep((x, y), chunk, device=self._reference().device, desc="accuracy")
@@ -170,7 +191,12 @@ class SSVAE(LatentModel):
     @torch.no_grad()
     def sample(self, num_samples: int, y: torch.Tensor | int | None = None) -> torch.Tensor:
         """Likelihood means of ``num_samples`` draws :math:`z \\sim p(z)`, with label ``y`` (a
-        label or one per sample), or labels drawn from :math:`p(y)` if ``None``."""
+        label or one per sample), or labels drawn from :math:`p(y)` if ``None``.
+
+        :param int num_samples: the number of draws: the result has shape ``(num_samples, *event_shape)``.
+        :param y: a label (an ``int``), a LongTensor of ``num_samples`` labels, or ``None`` for labels
+            drawn from :math:`p(y)`.
+        """
         like = self._reference(self.decoder)  # drawn on the decoder's device, in its dtype
         if y is None:
             y = dist.Categorical(logits=self.y_logits).sample((num_samples,))
@@ -181,7 +207,10 @@ class SSVAE(LatentModel):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """The likelihood mean at the guide's mean code given the predicted label (``x`` moved to
-        the model's device)."""
+        the model's device).
+
+        :param torch.Tensor x: a batch of data, of shape ``(B, *event_shape)``.
+        """
         x = x.to(self._reference().device)
         y = self._one_hot(self.classify(x), x)
         loc, _ = self.encoder(x, y)

@@ -55,7 +55,18 @@ class LatentModel(PyroModule):
         self, prior: str | nn.Module, latent_dim: int, num_components: int | None, encoder: nn.Module
     ) -> nn.Module:
         """``prior`` itself if a module, else the named prior over ``latent_dim``-vectors; a
-        VampPrior pushes its pseudo-inputs through ``encoder``, clipped to the likelihood's range."""
+        VampPrior pushes its pseudo-inputs through ``encoder``, clipped to the likelihood's range.
+
+        :param prior: a name from :data:`pyrovae.models.priors.PRIORS` or a prior module, returned as
+            it is.
+        :param int latent_dim: the dimension of the latent the named prior is over.
+        :param int num_components: the number of components of a ``"mixture"`` prior or of
+            pseudo-inputs of a ``"vamp"`` prior (default :data:`pyrovae.models.priors.DEFAULT_COMPONENTS`);
+            ``None`` with a prior module.
+        :param torch.nn.Module encoder: the guide's encoder of the latent the prior is over,
+            ``x -> (loc, scale)``, through which a VampPrior maps its pseudo-inputs (the other priors
+            do not use it).
+        """
         if not isinstance(prior, str):
             if num_components is not None:
                 raise ConfigError("prior_components applies to a prior given by name, not to a prior module")
@@ -100,7 +111,13 @@ class LatentModel(PyroModule):
         pyro.sample("x", self.likelihood(params).to_event(len(self.event_shape)), obs=x)
 
     def check_data(self, x: torch.Tensor, what: str = "data") -> None:
-        """Check shape and support of ``x`` against this model, with a message that says how to fix it."""
+        """Check shape and support of ``x`` against this model, with a message that says how to fix it.
+
+        :param torch.Tensor x: data, of shape ``(N, *event_shape)``; a
+            :class:`~pyrovae.errors.DataError` if its shape or values do not fit the model (e.g.
+            non-binary data under a Bernoulli likelihood).
+        :param str what: what the data are, for the message (e.g. ``"the training data"``).
+        """
         self._plate_size(x, None)
         self.likelihood.check(x, what)
 
@@ -171,27 +188,44 @@ class VAE(LatentModel):
             self._named(likelihood, prior, model="vae", **options)
 
     def model(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> None:
-        """:math:`z_n \\sim p(z)`, :math:`x_n \\sim p_\\theta(x \\mid z_n)`."""
+        """:math:`z_n \\sim p(z)`, :math:`x_n \\sim p_\\theta(x \\mid z_n)`.
+
+        :param torch.Tensor x: a batch of data, of shape ``(B, *event_shape)``, observed at site
+            ``"x"``; ``None`` to draw ``batch_size`` data points from the model.
+        :param int batch_size: the number :math:`B` of data points drawn without ``x`` (ignored
+            with ``x``).
+        """
         n = self._plate_size(x, batch_size)
         with pyro.plate(DATA_PLATE, n):
             z = pyro.sample("z", self.prior((n,)))
             self._observe(self.decoder(z), x)
 
     def guide(self, x: torch.Tensor | None = None, *, batch_size: int | None = None) -> torch.Tensor:
-        """:math:`z_n \\sim q_\\phi(z \\mid x_n)`, a diagonal Gaussian from the encoder."""
+        """:math:`z_n \\sim q_\\phi(z \\mid x_n)`, a diagonal Gaussian from the encoder.
+
+        :param torch.Tensor x: a batch of data, of shape ``(B, *event_shape)``.
+        :param int batch_size: the model's argument, which the guide takes too; the guide needs ``x``.
+        """
         with pyro.plate(DATA_PLATE, self._plate_size(x, batch_size)):
             return pyro.sample("z", pyro.distributions.Normal(*self.encoder(x)).to_event(1))
 
     @torch.no_grad()
     def sample(self, num_samples: int) -> torch.Tensor:
-        """The likelihood means of ``num_samples`` draws :math:`z \\sim p(z)`: images to look at."""
+        """The likelihood means of ``num_samples`` draws :math:`z \\sim p(z)`: images to look at.
+
+        :param int num_samples: the number of draws: the result has shape
+            ``(num_samples, *event_shape)``.
+        """
         z = self.prior((num_samples,)).sample()
         return self.likelihood.mean(self.decoder(z))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """The likelihood mean at the guide's mean code, :math:`\\mathbb{E}[x \\mid z = \\mu_\\phi(x)]`
-        (``x`` moved to the model's device)."""
+        (``x`` moved to the model's device).
+
+        :param torch.Tensor x: a batch of data, of shape ``(B, *event_shape)``.
+        """
         self._plate_size(x, None)
         loc, _ = self.encoder(x.to(self._reference().device))
         return self.likelihood.mean(self.decoder(loc))

@@ -16,6 +16,7 @@ tuple such as ``(x, c)`` for a CVAE.
 """
 
 from pyrovae.plots.figures import (
+    SAMPLES_TITLE,
     Figure,
     as_images,
     figure,
@@ -37,6 +38,7 @@ from pyrovae.plots.results import detection, gradients, ladder, latent_usage
 __all__ = [
     "EMBEDDINGS",
     "INTERPOLATIONS",
+    "SAMPLES_TITLE",
     "Figure",
     "as_images",
     "detection",

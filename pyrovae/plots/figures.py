@@ -5,8 +5,10 @@ reconstructions, learning curves."""
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from pyrovae.errors import ConfigError
@@ -19,6 +21,7 @@ except ValueError as e:  # matplotlib reads MPLBACKEND when it is imported, and 
         "MPLBACKEND, or set it to a backend matplotlib knows, such as agg"
     ) from None
 import matplotlib.figure
+import numpy as np
 import pandas as pd
 import torch
 from matplotlib.axes import Axes
@@ -28,6 +31,7 @@ from pyrovae.devices import check_memory
 from pyrovae.storage import atomic_path
 
 __all__ = [
+    "SAMPLES_TITLE",
     "Figure",
     "as_images",
     "check_grid",
@@ -108,38 +112,75 @@ def check_grid(name: str, value: int, num_images: int, event_shape) -> None:
     check_memory(name, value, need, torch.device("cpu"), f"a picture of {num_images} images")
 
 
-def image_grid(images: torch.Tensor, path=None, *, ncols: int = 10, title: str | None = None) -> Figure:
-    """A grid of images (values in [0, 1])."""
+#: the title of a grid of the model's samples (:meth:`pyrovae.VAE.sample`): what is drawn
+SAMPLES_TITLE = "samples: the means of p(x | z), z drawn from p(z)"
+
+
+def image_grid(
+    images: torch.Tensor,
+    path=None,
+    *,
+    ncols: int = 10,
+    title: str | None = None,
+    row_labels: Sequence[str] = (),
+) -> Figure:
+    """A grid of images (values in [0, 1]), ``ncols`` to a row, each row labelled on its left by the
+    next of ``row_labels`` (cycled; none if empty)."""
     images = as_images(images)
     nrows = max(1, math.ceil(len(images) / ncols))
-    fig = figure(figsize=(ncols * 0.9, nrows * 0.9 + (0.4 if title else 0)))
+    fig = figure(figsize=(ncols * 0.9 + (0.6 if row_labels else 0), nrows * 0.9 + (0.4 if title else 0)))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, img in zip(axes.flat, images, strict=False):
         show_image(ax, img)
+    for ax, label in zip(axes[:, 0], itertools.cycle(row_labels) if row_labels else (), strict=False):
+        ax.text(-0.08, 0.5, label, transform=ax.transAxes, ha="right", va="center", fontsize=9)
     if title:
         fig.suptitle(title)
     return save(fig, path)
 
 
 def reconstructions(x: torch.Tensor, recon: torch.Tensor, path=None, *, ncols: int = 10) -> Figure:
-    """Data (odd rows) above their reconstructions (even rows)."""
+    """Data (odd rows) above their reconstructions (even rows): the means of :math:`p(x \\mid z)` at the
+    guide's mean code."""
     n = min(len(x), len(recon))
     rows = [part[i : min(i + ncols, n)] for i in range(0, n, ncols) for part in (x, recon)]
-    return image_grid(torch.cat(rows), path, ncols=ncols, title="data (odd rows) and reconstructions")
+    title = "data and their reconstructions: the means of p(x | z) at the mean of q(z | x)"
+    return image_grid(torch.cat(rows), path, ncols=ncols, title=title, row_labels=("data", "recon."))
+
+
+#: learning curves mark each epoch up to this many epochs (beyond, the markers would hide the line)
+MARKED_EPOCHS = 30
 
 
 def learning_curves(history: pd.DataFrame, path=None) -> Figure:
-    """Training objective and validation bound per epoch, in nats per data point."""
+    """Training objective and validation bound per epoch, in nats per data point, with the best validation
+    epoch marked. The vertical axis spans the epochs after the first tenth of the run (the second on, at
+    least): the first epochs, often hundreds of nats above the rest, would flatten the convergence the figure
+    is read for; a note gives the value of the first epoch when it lies off the scale."""
     fig = figure(figsize=(6, 4))
     ax = fig.subplots()
-    ax.plot(history["epoch"], history["train_loss"], marker="o", label="train (objective)")
+    columns = {"train_loss": ("train (objective)", "o")}
     if "valid_loss" in history and history["valid_loss"].notna().any():
-        ax.plot(history["epoch"], history["valid_loss"], marker="s", label="validation")
+        columns["valid_loss"] = ("validation", "s")
+    marked = len(history) <= MARKED_EPOCHS
+    for name, (label, marker) in columns.items():
+        ax.plot(history["epoch"], history[name], marker=marker if marked else None, markersize=4, label=label)
+    if "valid_loss" in columns:
+        best = history["epoch"][history["valid_loss"].idxmin()]
+        ax.axvline(best, color="0.5", linestyle=":", label=f"best validation (epoch {best})")
+    later = history[list(columns)].to_numpy(dtype=float)[max(1, len(history) // 10) :]
+    if np.isfinite(later).sum() >= 2:
+        low, high = np.nanmin(later), np.nanmax(later)
+        pad = 0.05 * (high - low) or 1.0
+        first = float(history["train_loss"].iloc[0])
+        ax.set_ylim(low - pad, high + pad)
+        if first > high + pad:
+            ax.set_title(f"the first epochs lie above the scale (epoch 1: {first:.1f} nats)", fontsize=9)
     ax.set(xlabel="epoch", ylabel="negative bound (nats per data point)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper right")
     return save(fig, path)
 
 

@@ -37,7 +37,57 @@ MUTABLE = ("epochs", "patience", "lr", "clip_norm", "device", "data_root", "down
 
 @dataclass
 class RunConfig:
-    """Everything that defines a ``pyrovae train`` run; stored as ``config.json`` in its directory."""
+    r"""Everything that defines a ``pyrovae train`` run; stored as ``config.json`` in its directory.
+
+    Each field is the option of ``pyrovae train`` spelt ``--name-with-dashes``; the numbers are checked
+    by :func:`~pyrovae.options.check_options` (:meth:`from_dict`).
+
+    :ivar str dataset: the data set, one of :data:`~pyrovae.data.datasets.NAMES`; ``None`` for a
+        run that :func:`~pyrovae.fit` trained from Python on data of its own.
+    :ivar str data_root: the directory with the data files (``None``: the data set's own).
+    :ivar bool download: download missing data files.
+    :ivar str binarize: ``"dynamic"``, ``"threshold"``, ``"none"`` (or ``None``), or ``"default"``:
+        the data set's own binarization under a Bernoulli likelihood, none under the others
+        (:meth:`binarize_mode`).
+    :ivar str likelihood: the observation model :math:`p(x \mid z)`, a name of
+        :data:`~pyrovae.models.likelihoods.LIKELIHOODS` (``"binomial:levels=L"`` names the grey
+        levels), or ``"default"``: the data set's own (:meth:`likelihood_spec`).
+    :ivar float likelihood_scale: the (initial) standard deviation of a Gaussian likelihood (> 0).
+    :ivar str model: ``"vae"`` (:class:`~pyrovae.VAE`) or ``"hvae"`` (:class:`~pyrovae.HVAE`, two
+        stochastic layers :math:`z_2 \to z_1 \to x`).
+    :ivar str prior: the prior of the (top) latent, one of :data:`~pyrovae.models.priors.PRIORS`.
+    :ivar int prior_components: the number of components of the ``"mixture"`` prior or of
+        pseudo-inputs of the ``"vamp"`` prior (``None``: :data:`~pyrovae.models.priors.DEFAULT_COMPONENTS`).
+    :ivar str network: the encoder and decoder family, one of :data:`~pyrovae.models.nn.NETWORKS`
+        (``"mlp"`` or ``"gated"`` for an HVAE).
+    :ivar int latent_dim: the dimension of :math:`z` (of the bottom layer :math:`z_1` of an HVAE).
+    :ivar int latent_dim2: the dimension of the top layer :math:`z_2` of an HVAE (``None``:
+        ``latent_dim``); only for ``model="hvae"``.
+    :ivar list hidden: the hidden layer sizes of the networks (those of a VAE's encoder, which its
+        decoder uses reversed; every network's of an HVAE).
+    :ivar str activation: the nonlinearity between layers, one of
+        :data:`~pyrovae.models.nn.ACTIVATIONS`.
+    :ivar str estimator: the bound SVI maximizes, a name of :data:`~pyrovae.estimators.ESTIMATORS`.
+    :ivar int k: the particles per data point of the multi-sample estimators (per group for
+        ``"miwae"`` and ``"piwae"``); ``None``: the estimator's default.
+    :ivar float alpha: the order of the ``"renyi"`` bound (``None``: the estimator's default).
+    :ivar int m: the number of groups of ``k`` particles of ``"miwae"`` and ``"piwae"`` (``None``: the
+        estimator's default).
+    :ivar float mix: the weight of the ELBO in ``"ciwae"``'s mix with IWAE-:math:`k`, in
+        :math:`[0, 1]` (``None``: the estimator's default).
+    :ivar float beta: the weight :math:`\beta \ge 0` of the latent (KL) part of any estimator
+        (:class:`~pyrovae.KLAnnealed`; ``None``: 1, the estimator as it is).
+    :ivar int epochs: epochs to train, in all (counting those of a resumed run).
+    :ivar int batch_size: data points per step.
+    :ivar float lr: the learning rate (> 0).
+    :ivar str optimizer: the optimizer, one of :data:`~pyrovae.train.trainer.OPTIMIZERS`.
+    :ivar int kl_warmup: epochs of linear KL warm-up, 0 for none.
+    :ivar float clip_norm: clip the gradient to this global norm (> 0); ``None`` for no clipping.
+    :ivar int patience: early stopping patience in epochs (≥ 1); ``None`` for no early stopping.
+    :ivar int seed: the seed of the initial parameters, the shuffling and the draws.
+    :ivar str device: where to compute: ``"auto"`` (CUDA where there is a GPU, else the CPU),
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` (see :mod:`pyrovae.devices`).
+    """
 
     dataset: str | None = "digits"
     data_root: str | None = None
@@ -72,7 +122,12 @@ class RunConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str | None = None) -> RunConfig:
         """The configuration ``values``, each checked against its type and domain: one error names
-        every unknown or bad key (of ``source``, named in the message if given)."""
+        every unknown or bad key (of ``source``, named in the message if given).
+
+        :param dict values: option name to value, as in ``config.json``; options it leaves out keep
+            their defaults.
+        :param str source: where ``values`` come from (a file, say), for the message.
+        """
         fields = {f.name: f for f in dataclasses.fields(cls)}
         problems = []
         unknown = sorted(set(values) - set(fields))
@@ -90,7 +145,11 @@ class RunConfig:
         return cls(**{**known, **numeric})
 
     def differences(self, other: RunConfig, keys=None) -> dict[str, tuple[Any, Any]]:
-        """The keys (of ``keys``, default all) whose values differ, with ``(self's, other's)``."""
+        """The keys (of ``keys``, default all) whose values differ, with ``(self's, other's)``.
+
+        :param RunConfig other: the configuration compared with this one.
+        :param keys: the names of the options compared (default: every one).
+        """
         names = keys or [f.name for f in dataclasses.fields(self)]
         return {
             k: (getattr(self, k), getattr(other, k)) for k in names if getattr(self, k) != getattr(other, k)
@@ -98,7 +157,10 @@ class RunConfig:
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> RunConfig:
-        """Read a JSON configuration file (as written into every run directory)."""
+        """Read a JSON configuration file (as written into every run directory).
+
+        :param path: the file, a JSON object of option: value (see :meth:`from_dict`).
+        """
         path = Path(path)
         try:
             values = json.loads(path.read_text())
@@ -117,9 +179,18 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def write(self, path: str | os.PathLike) -> None:
+        """Write the configuration as a JSON file, as ``config.json`` of a run directory.
+
+        :param path: the file, replaced if it exists.
+        """
         storage.write_json(path, self.to_dict())
 
     def load_data(self, split: str) -> datasets.VAEDataset:
+        """A split of the configured data set, with its ``data_root``, ``download`` and binarization
+        (:meth:`binarize_mode`); a :class:`~pyrovae.ConfigError` if the run has no data set.
+
+        :param str split: one of :data:`~pyrovae.data.datasets.SPLITS`.
+        """
         if self.dataset is None:
             raise ConfigError(
                 "this run was trained from Python on data of its own (its configuration names no data "
@@ -166,7 +237,10 @@ class RunConfig:
 
     def build_vae(self, event_shape) -> VAE | HVAE:
         """The untrained model: a :class:`~pyrovae.VAE`, or an :class:`~pyrovae.HVAE` for
-        ``model="hvae"`` (whose top latent has ``latent_dim2`` dimensions)."""
+        ``model="hvae"`` (whose top latent has ``latent_dim2`` dimensions).
+
+        :param event_shape: the shape of one data point, e.g. ``(1, 28, 28)``.
+        """
         if self.model not in MODELS:
             raise unknown_name("model", self.model, MODELS)
         if self.model == "vae" and self.latent_dim2 is not None:
@@ -226,6 +300,10 @@ class Run:
         return devices.of_model(self.vae) or torch.device("cpu")
 
     def load_data(self, split: str) -> datasets.VAEDataset:
+        """A split of the run's data set, as it was trained on (:meth:`RunConfig.load_data`).
+
+        :param str split: one of :data:`~pyrovae.data.datasets.SPLITS`.
+        """
         return self.config.load_data(split)
 
 
@@ -240,6 +318,11 @@ def load_run(path: str | os.PathLike, checkpoint: str = "best", device: str | to
     is reported (a warning naming the keys); the checkpoint's is used. So are the outputs of commands
     (evaluations, scores, ...) that came from other parameters than the run holds now (a run trained on
     after them; see :mod:`pyrovae.runs.outputs`).
+
+    :param path: the run directory.
+    :param str checkpoint: ``"best"`` or ``"last"``: which parameters the model gets.
+    :param device: where the model goes (default the CPU): ``"auto"``, ``"cpu"``, ``"cuda"``,
+        ``"cuda:N"``, ``"mps"`` or a :class:`torch.device` (see :func:`pyrovae.devices.resolve`).
     """
     path = Path(path)
     dev = devices.resolve(device)

@@ -17,6 +17,7 @@ their meaning: the global batch and the step size applied to its gradient.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -81,8 +82,15 @@ class FitResult(Result):
 
     :ivar vae: the trained module (``None`` when read back from a file).
     :ivar pandas.DataFrame history: one row per epoch: ``epoch``, ``train_loss``, ``valid_loss``,
-        ``beta``, ``seconds``.
+        ``beta``, ``lr``, ``seconds``.
+    :ivar Path run_dir: the run directory, or ``None`` for a run without one.
+    :ivar int best_epoch: the epoch of the best validation bound, whose parameters ``vae`` holds;
+        ``None`` without validation data.
+    :ivar bool stopped_early: whether training stopped for want of a better validation bound within
+        the patience.
+    :ivar list notes: remarks for the summary (a resumed run, the best epoch's parameters restored).
     :ivar int num_data: training data points :math:`N`.
+    :ivar int cpu_threads: the CPU threads torch computed with (:func:`~pyrovae.devices.cpu_threads`).
     """
 
     vae: nn.Module | None = live()
@@ -92,6 +100,7 @@ class FitResult(Result):
     stopped_early: bool = False
     notes: list[str] = field(default_factory=list)
     num_data: int = 0
+    cpu_threads: int | None = None
 
     @property
     def final_loss(self) -> float:
@@ -118,7 +127,12 @@ class FitResult(Result):
     def summary(self) -> str:
         h = self.history
         name = "model" if self.vae is None else type(self.vae).__name__
-        lines = [f"{name} trained for {len(h)} epochs on {self.num_data} data points"]
+        threads = (
+            ""
+            if self.cpu_threads is None
+            else f", {self.cpu_threads} CPU thread{'s' * (self.cpu_threads > 1)}"
+        )
+        lines = [f"{name} trained for {len(h)} epochs on {self.num_data} data points{threads}"]
         last = h.iloc[-1]
         lines.append(f"  final train objective: {last['train_loss']:.3f} nats per data point")
         if h["valid_loss"].notna().any():
@@ -179,9 +193,14 @@ def fit(
     config: dict | None = None,
     backend: str | None = None,
     device: str | torch.device | None = "auto",
+    threads: int | str | None = "auto",
 ) -> FitResult:
     """Train ``vae`` (any module with ``model``/``guide`` methods) by minibatch SVI.
 
+    :param torch.nn.Module vae: the module to train, in place: a built-in model such as
+        :class:`~pyrovae.VAE`, or any module whose ``model`` and ``guide`` methods take a batch's
+        columns; its parameters are updated and, at the end, are the best validation epoch's (or the
+        last epoch's, without ``valid``).
     :param train: a tensor, a tuple of tensors, a :class:`~pyrovae.data.datasets.VAEDataset` or any
         torch ``Dataset`` (see :class:`~pyrovae.data.DataSource`). Every column of a batch, such as
         :func:`~pyrovae.data.datasets.with_labels`'s ``(x, y)`` or a ``TensorDataset(x, c)``, is passed to
@@ -189,6 +208,14 @@ def fit(
     :param valid: optional validation data, whose bound after every epoch drives early stopping and
         picks the best parameters, restored at the end.
     :param estimator: estimator name (see :data:`pyrovae.estimators.ESTIMATORS`) or an ELBO.
+    :param int epochs: passes over the training data (≥ 1). A resumed run counts the epochs it has
+        already committed: it trains until it has ``epochs`` in all.
+    :param int batch_size: data points :math:`B` per minibatch (≥ 1), the global batch in a
+        distributed run; an epoch's last minibatch is smaller where :math:`B` does not divide :math:`N`.
+    :param float lr: learning rate (> 0): the step size of ``optimizer``.
+    :param str optimizer: ``"adam"`` (the default), ``"adam-normgrad"``
+        (:class:`~pyrovae.train.optim.AdamNormGrad`), ``"adamw"`` or ``"sgd"``
+        (see :data:`~pyrovae.train.trainer.OPTIMIZERS`), with torch's defaults besides ``lr``.
     :param kl_warmup: number of epochs over which the KL weight β rises linearly to 1
         (β = epoch / kl_warmup; Sønderby et al. 2016); 0 for no warm-up.
     :param clip_norm: gradient clipping by global norm (> 0).
@@ -203,6 +230,11 @@ def fit(
         (the history's ``lr`` column and the checkpoint's ``resumes`` record it). A run that has
         finished (``epochs`` reached, or stopped early) is returned as it is.
     :param overwrite: start a new run in a non-empty ``run_dir``, removing the earlier run's outputs.
+    :param bool progress: show a progress bar over the training steps, with the loss (rank 0's alone
+        in a distributed run).
+    :param bool plots_every_epoch: with ``run_dir``, redraw its figures (learning curves, samples and
+        reconstructions) after every epoch; by default they are drawn once, at the end, and only
+        ``history.csv`` is rewritten after every epoch. Without ``run_dir``, nothing is drawn.
     :param config: a JSON-able description of the run, stored in every checkpoint and as
         ``config.json`` (default: the options of a built-in model and of this call, from which
         :func:`pyrovae.load_run` and the command line rebuild the model).
@@ -211,6 +243,10 @@ def fit(
     :param backend: the ``torch.distributed`` backend under ``torchrun`` (see
         :func:`pyrovae.distributed.init`), which trains data-parallel as the module docstring says;
         rank 0 alone writes ``run_dir`` (on a file system every rank reads) and shows progress.
+    :param threads: the CPU threads to compute with, during the call (:func:`pyrovae.devices.cpu_threads`):
+        ``"auto"``, the cores other processes leave idle, unless ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS``
+        is set; a number; or ``None``, torch's setting. On a 2-core machine with another job running, the
+        Quickstart's training took 223 s with torch's two threads and 47.7 s with one.
 
     Every option is checked before anything is written (:mod:`pyrovae.options`). A step whose loss,
     gradient or parameters are not finite is not applied, and an epoch whose validation bound is not
@@ -229,12 +265,15 @@ def fit(
     name = estimator if isinstance(estimator, str) else type(estimator).__name__
     settings = {"estimator": name, **options, "optimizer": optimizer}  # what a checkpoint records
     config = default_config(vae, settings, trainer.device) if config is None else config
-    if run_dir is None or isinstance(run_dir, RunDirectory):
-        return _fit(trainer, train, valid, settings, config, run_dir, progress, plots_every_epoch)
-    with RunDirectory(
-        run_dir, resume=resume, overwrite=overwrite, need_bytes=checkpoint_bytes(vae)
-    ) as directory:
-        return _fit(trainer, train, valid, settings, config, directory, progress, plots_every_epoch)
+    with devices.using_threads(threads) as cpu_threads, contextlib.ExitStack() as stack:
+        if run_dir is not None and not isinstance(run_dir, RunDirectory):
+            need = checkpoint_bytes(vae)
+            run_dir = stack.enter_context(
+                RunDirectory(run_dir, resume=resume, overwrite=overwrite, need_bytes=need)
+            )
+        result = _fit(trainer, train, valid, settings, config, run_dir, progress, plots_every_epoch)
+        result.cpu_threads = cpu_threads
+        return result
 
 
 def _sources(vae: nn.Module, train, valid, batch_size: int) -> tuple[DataSource, DataSource | None]:
@@ -411,7 +450,7 @@ def _export(vae: nn.Module, history: list[dict], run_dir: Path, data, figures: b
                 x = DataSource(data).sample(20)[0]
                 x = x.to(devices.of_model(vae) or x.device)
                 try:
-                    plots.image_grid(vae.sample(50), run_dir / "samples.png", title="samples")
+                    plots.image_grid(vae.sample(50), run_dir / "samples.png", title=plots.SAMPLES_TITLE)
                     plots.reconstructions(x, vae.reconstruct(x), run_dir / "reconstructions.png")
                 except ValueError:  # data that cannot be shown as images
                     pass

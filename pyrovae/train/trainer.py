@@ -65,6 +65,9 @@ class Trainer:
     :param vae: a module with ``model(x)`` and ``guide(x)`` methods.
     :param num_data: size :math:`N` of the full data set, for the minibatch scale :math:`N/B`.
     :param estimator: an estimator name or :class:`~pyro.infer.ELBO`.
+    :param str optimizer: the name of a torch optimizer of :data:`OPTIMIZERS` (``"adam"``,
+        ``"adam-normgrad"``, ``"adamw"`` or ``"sgd"``), built on the trainable parameters with ``lr``
+        and torch's defaults otherwise.
     :param lr: learning rate of the torch ``optimizer``.
     :param clip_norm: clip the gradient's global norm to this value (no clipping if ``None``).
     :param device: where to train (see :mod:`pyrovae.devices`): ``vae`` is moved there, and every
@@ -108,10 +111,7 @@ class Trainer:
     def step(
         self, x: torch.Tensor | tuple[torch.Tensor, ...], beta: float = 1.0, batch_size: int | None = None
     ) -> float:
-        """One gradient step on the minibatch ``x``; returns its loss in nats per data point.
-
-        ``x`` is a tensor, or a tuple of tensors sharing their leading (data point) dimension,
-        such as data and labels, passed to the model and guide positionally.
+        r"""One gradient step on the minibatch ``x``; returns its loss in nats per data point.
 
         In a distributed run ``x`` is this rank's share of a global minibatch of ``batch_size``
         data points (default: the share's size times the number of ranks :math:`W`); the data
@@ -120,6 +120,14 @@ class Trainer:
 
         The first step runs under Pyro's validation (as the user has set it), so that a model
         error is reported with Pyro's own message; later steps skip the per-step checks.
+
+        :param x: a tensor, or a tuple of tensors sharing their leading (data point) dimension, such
+            as data and labels, passed to the model and guide positionally (on the trainer's device).
+        :param float beta: the weight :math:`\beta` of every latent site's log-density
+            (:func:`~pyrovae.handlers.scale_latents`): 1 for the estimator's own bound, below 1 during
+            a KL warm-up.
+        :param int batch_size: the size :math:`B` of the global minibatch of a distributed run (see
+            above).
         """
         args = devices.move(as_args(x), self.device)
         try:
@@ -162,7 +170,10 @@ class Trainer:
                 return self._forward(*args)
 
     def set_lr(self, lr: float) -> None:
-        """Use the learning rate ``lr`` from the next step on."""
+        """Use the learning rate ``lr`` from the next step on.
+
+        :param float lr: the new learning rate (> 0), for every parameter group.
+        """
         check_options(lr=lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -196,7 +207,13 @@ class Trainer:
         over chunks of ``chunk_size`` data points, each seeded from ``(seed, first data point)``.
 
         In a distributed run the chunks are sharded across the ranks and the value is the same
-        on every rank (:class:`~pyrovae.infer.Sweep`)."""
+        on every rank (:class:`~pyrovae.infer.Sweep`).
+
+        :param data: the data, as :class:`~pyrovae.data.DataSource` reads them (a tensor, a tuple of
+            tensors or a data set).
+        :param int seed: the seed each chunk's is derived from; ``None`` leaves the random state alone.
+        :param int chunk_size: data points per chunk (≥ 1), evaluated at once.
+        """
         sweep = Sweep(data, chunk_size, device=self.device, seed=seed)
 
         def loss(chunk: Chunk) -> torch.Tensor:

@@ -430,14 +430,35 @@ def bad_result(ppca):
     )
 
 
-def test_summary_warns_about_khat(bad_result):
+def test_summary_ends_with_one_verdict_on_khat_and_ess(bad_result):
     text = bad_result.summary()
-    bad = torch.nonzero(bad_result.khat > 0.7).flatten().tolist()
-    assert bad, "the narrow guide should give k-hat > 0.7"
-    assert "WARNING" in text and "k-hat > 0.7" in text and "unreliable" in text
-    assert str(bad[0]) in text.splitlines()[-2]
+    bad = int((bad_result.khat > 0.7).sum())
+    assert bad > 0.1 * 25, "the narrow guide should give k-hat > 0.7 for most points"
+    # the per-point caveat aggregated in one statement, once; the points are in the result's khat
+    assert text.count("k-hat > 0.7 for") == 1 and f"k-hat > 0.7 for {bad}/25 points" in text
+    assert f"IS-1000 NLL {bad_result.nll:.2f} ± {bad_result.stderr:.2f}" in text
+    assert "a lower bound on log p(x)" in text and "AIS" in text and "median ESS" in text
+    assert bad_result.to_json_dict()["verdict"] == bad_result.verdict() and bad_result.verdict() in text
     assert repr(bad_result) == text == str(bad_result)
     assert "N = 25" in text and "K = 1000" in text
+
+
+@pytest.mark.parametrize(
+    "khat, words",
+    [
+        ([0.2] * 20, "k-hat <= 0.7 for all 20 points, median ESS 50.0 of 100: reliable"),
+        ([0.2] * 18 + [0.9] * 2, "k-hat > 0.7 for 2/20 points, median ESS 50.0 of 100: their estimates are"),
+        (
+            [0.9] * 3 + [0.2] * 17,
+            "k-hat > 0.7 for 3/20 points, median ESS 50.0 of 100: a lower bound on log p",
+        ),
+    ],
+)
+def test_the_verdict_follows_the_share_of_points_with_a_large_khat(khat, words):
+    from pyrovae.infer.diagnostics import verdict
+
+    text = verdict("IS-100", -89.281, 0.314, torch.tensor(khat), torch.full((20,), 50.0), 100)
+    assert text.startswith("IS-100 NLL 89.28 ± 0.31; ") and words in text
 
 
 def test_exports_round_trip(bad_result, tmp_path):
