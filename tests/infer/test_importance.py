@@ -450,7 +450,7 @@ def test_summary_ends_with_one_verdict_on_khat_and_ess(bad_result):
         ([0.2] * 18 + [0.9] * 2, "k-hat > 0.7 for 2/20 points, median ESS 50.0 of 100: their estimates are"),
         (
             [0.9] * 3 + [0.2] * 17,
-            "k-hat > 0.7 for 3/20 points, median ESS 50.0 of 100: a lower bound on log p",
+            "k-hat > 0.7 for 3/20 points, median ESS 50.0 of 100:\n  a lower bound on log p",
         ),
     ],
 )
