@@ -284,3 +284,30 @@ def test_a_figure_renders_itself_as_png_for_jupyter():
     fig = plots.image_grid(torch.rand(4, 1, 8, 8), ncols=2, title="t")
     assert isinstance(fig, plots.Figure) and isinstance(fig, Figure)
     assert fig._repr_png_().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_learning_curves_show_the_convergence_not_the_first_epochs():
+    import pandas as pd
+
+    epochs = torch.arange(1, 301, dtype=torch.float64)
+    train = 90 + 270 * torch.exp(-epochs / 20)  # 360 nats at the first epoch, then toward 90
+    history = pd.DataFrame({"epoch": epochs.int().numpy(), "train_loss": train.numpy()})
+    history["valid_loss"] = history["train_loss"] + 2
+    fig = plots.learning_curves(history)
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    # the axis spans the epochs after the first tenth (from epoch 31, 147 nats, down to 92), not up to 360
+    later = history[["train_loss", "valid_loss"]].iloc[30:].to_numpy()
+    pad = 0.05 * (later.max() - later.min())
+    assert (low, high) == pytest.approx((later.min() - pad, later.max() + pad))
+    assert "epoch 1: 34" in ax.get_title() and "above the scale" in ax.get_title()
+    assert any("best validation (epoch 300)" in t.get_text() for t in ax.get_legend().get_texts())
+    assert all(line.get_marker() in (None, "None", "") for line in ax.get_lines())  # 300 epochs: no markers
+    few = plots.learning_curves(history.iloc[:12])
+    assert few.axes[0].get_lines()[0].get_marker() == "o"
+
+
+def test_reconstructions_label_their_rows():
+    fig = plots.reconstructions(torch.rand(3, 1, 8, 8), torch.rand(3, 1, 8, 8), ncols=3)
+    labels = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert labels == ["data", "recon."] and "means of p(x | z)" in fig._suptitle.get_text()
