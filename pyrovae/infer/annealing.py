@@ -69,9 +69,9 @@ of the chains: a mixture of kernels that each leave :math:`f_t` invariant), and 
 trajectory no longer than :data:`~pyrovae.infer.hmc.TRAJECTORY_SCALES` times its estimate of the target's
 typical scale (an exponential average along the path of the median over the coordinates of their standard
 deviations over its chains). There, AIS-1000 with 16 chains went from a spread of 0.098 nats over the points
-(mean error −0.11) to 0.031 (mean +0.001), and AIS-200 from 0.37 to 0.066, at the wall time of a fixed step
-size; on 32 random test images of the 10-epoch binarized-MNIST VAE, AIS-100's spread between two seeds went
-from 0.45 to 0.18 nats per image (a fixed step of 0.05: 0.19).
+(mean error −0.11) to 0.031 (mean +0.001), AIS-10000 from 0.053 to 0.009, and AIS-200 from 0.37 to 0.066; on
+32 random test images of the 10-epoch binarized-MNIST VAE, AIS-100's per-image spread went from 0.45 to 0.18
+nats (the figures of every budget: the AIS section of ``docs/results.md``).
 
 References:
 
@@ -171,6 +171,8 @@ class AIS(PerDatapoint):
     :ivar str schedule: the schedule's name (``"custom"`` for explicit betas).
     :ivar str start: ``"guide"`` or ``"prior"``.
     :ivar bool reverse: whether the chains ran from the posterior to the start distribution.
+    :ivar int pilot_chains: the chains per data point that adapted the step sizes beside the :math:`K`
+        (0 without adaptation); their weights are left out.
     :ivar float elapsed: wall time in seconds.
     """
 
