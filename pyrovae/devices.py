@@ -45,6 +45,8 @@ __all__ = [
 
 #: the environment variables by which a user sets the CPU threads (with one set, "auto" keeps torch's count)
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# torch's count when pyrovae was imported: another one later is the user's (torch.set_num_threads)
+_TORCH_THREADS = torch.get_num_threads()
 
 
 def available() -> list[str]:
@@ -143,7 +145,8 @@ def check_memory(name: str, value: int, need: float, device: torch.device, what:
 
 def cpu_threads(threads: int | str | None = "auto") -> int | None:
     """The CPU threads to compute with: ``threads`` when it is a number; ``None`` (torch's count kept) when
-    it is ``None``, or ``"auto"`` and the environment sets one of :data:`THREAD_VARIABLES`; else, with
+    it is ``None``, or ``"auto"`` and the user chose (the environment sets one of :data:`THREAD_VARIABLES`,
+    or ``torch.set_num_threads`` changed torch's count since pyrovae was imported); else, with
     ``"auto"``, the cores this process may run on (its CPU affinity) less those that other processes keep
     busy (:func:`busy_cores`), rounded, at least 1 and at most torch's count.
 
@@ -153,7 +156,7 @@ def cpu_threads(threads: int | str | None = "auto") -> int | None:
     threads = check_option("threads", threads)
     if threads != "auto":
         return threads
-    if any(os.environ.get(name) for name in THREAD_VARIABLES):
+    if any(os.environ.get(name) for name in THREAD_VARIABLES) or torch.get_num_threads() != _TORCH_THREADS:
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(torch.get_num_threads(), round(cores - busy_cores())))
