@@ -213,7 +213,8 @@ def report(args: argparse.Namespace) -> None:
     out = Path(args.out)
     plot = out.parent / "ais-bdmc.png"
     figure(tables, name, plot)
-    ppca, mnist = (markdown(tables[m]) for m in ("ppca", name))
+    precise = ("mean(AIS − exact)", "sd over points", "spread per image", "BDMC gap", "± se")
+    ppca, mnist = (markdown(tables[m], dict.fromkeys(precise, 3)) for m in ("ppca", name))
     text = f"""
 ## AIS and BDMC: how precise is AIS, how loose is importance sampling?
 
@@ -244,11 +245,14 @@ simulated images with {args.bdmc_chains} chains. Wall time per run (BDMC: both d
 ![AIS's per-point spread and the BDMC gap against the number of steps]({plot.name})
 
 Wall times on {os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__} with one thread,
-each label's runs beside another's on a machine shared with other jobs (compare them within a row's number of
-steps; times are indicative). Reproduce with `OMP_NUM_THREADS=1 python examples/ais_bdmc.py measure --label
-default --run-dir {args.run_dir}`; **previous** and **fixed 0.05** with the same command at the commit before
-the issue (`PYTHONPATH` pointing to its checkout; `--label previous`, and `--label "fixed 0.05" --fixed 0.05`
-with `--models ppca`, then with `--models run --steps 100,1000 --images 32,32`), then `python
+each label's runs beside another's on a machine shared with other jobs (indicative only; the fixed step's on
+the trained run ran at a lower priority). `benchmarks/bench_ais.py` measures the price of the adaptation in
+one process: 1.04 times a fixed step's time on the linear-Gaussian model, whose steps cost the price of
+tracing it, and 1.22 on the MNIST VAE, whose arithmetic fills a CPU core (the pilot's quarter more chains).
+Reproduce with `OMP_NUM_THREADS=1 python examples/ais_bdmc.py measure --label default --run-dir
+{args.run_dir}`; **previous** and **fixed 0.05** with the same command at the commit before the issue
+(`PYTHONPATH` pointing to its checkout; `--label previous`, and `--label "fixed 0.05" --fixed 0.05` with
+`--models ppca`, then with `--models run --steps 100,1000 --images 32,32`), then `python
 examples/ais_bdmc.py report --run-dir {args.run_dir}`. The BDMC rows of the trained run have 4 chains, so
 a pilot of one chain: the default's trajectory cap needs two (`pyrovae.infer.annealing`).
 """
@@ -266,16 +270,16 @@ def figure(tables: dict[str, pd.DataFrame], name: str, path: Path) -> None:
         for i, (label, rows) in enumerate(table.groupby("step sizes")):
             style = {"color": f"C{i}", "marker": "o", "label": label}
             axes[0, column].plot(rows["steps"], rows[spreads[model]], **style)
-            axes[1, column].errorbar(
-                rows["steps"], rows["BDMC gap"], yerr=2 * rows["± se"], capsize=3, **style
-            )
+            dodged = rows["steps"] * 1.12 ** (i - 1)  # side by side at each number of steps
+            axes[1, column].errorbar(dodged, rows["BDMC gap"], yerr=2 * rows["± se"], capsize=3, **style)
         axes[0, column].set_title(titles[model])
         axes[0, column].set_ylabel(f"{spreads[model]} (nats)")
+        axes[0, column].set_yscale("log")
         axes[1, column].set_ylabel("BDMC gap (nats, ± 2 se)")
+        axes[1, column].axhline(0, color="k", linewidth=0.8)  # a gap below 0 is noise: the bounds' order
         axes[1, column].set_xlabel("annealing steps")
         for ax in axes[:, column]:
             ax.set_xscale("log")
-            ax.set_yscale("log")
             ax.grid(True, which="major", alpha=0.3)
         axes[0, column].legend()
     save(fig, path)
