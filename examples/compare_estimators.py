@@ -145,10 +145,15 @@ def figure(table: pd.DataFrame, histories: pd.DataFrame, nll: str, path: Path) -
     save(fig, path)
 
 
-def markdown(table: pd.DataFrame) -> str:
-    """A markdown table, numbers with two decimals; a missing number (NaN) is shown as a dash."""
+def markdown(table: pd.DataFrame, decimals: dict[str, int] | None = None) -> str:
+    """A markdown table, numbers with two decimals (or as many as ``decimals`` gives for a column); a
+    missing number (NaN) is shown as a dash."""
+    places = [(decimals or {}).get(column, 2) for column in table.columns]
     cells = [
-        [("—" if math.isnan(v) else f"{v:.2f}") if isinstance(v, float) else str(v) for v in row]
+        [
+            ("—" if math.isnan(v) else f"{v:.{p}f}") if isinstance(v, float) else str(v)
+            for v, p in zip(row, places, strict=True)
+        ]
         for row in table.itertuples(index=False)
     ]
     lines = ["| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns)]

@@ -163,10 +163,11 @@ def cpu_threads(threads: int | str | None = "auto") -> int | None:
 
 
 def busy_cores(window: float = 0.25) -> float:
-    """The cores that other processes of normal or higher priority keep busy: their CPU time over
-    ``window`` seconds, from the kernel's counters (``/proc/stat``, less this process's own time; niced
-    processes, which yield their cores, are not counted); where there are none, the load average of the
-    last minute (every process counted), or 0.
+    """The cores this process may run on that other processes of normal or higher priority keep busy:
+    their CPU time over ``window`` seconds, from the kernel's counters of those cores (``/proc/stat``; in a
+    container, the host's cores in its CPU set), less this process's own time; niced processes, which
+    yield their cores, are not counted. Where there are no such counters, the load average of the last
+    minute (every process counted), or 0.
 
     :param float window: seconds to measure over.
     :rtype: float
@@ -177,16 +178,25 @@ def busy_cores(window: float = 0.25) -> float:
         return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     time.sleep(window)
     end = _cpu_seconds()
-    return max(0.0, (end[1] - start[1] - (end[2] - start[2])) / (end[0] - start[0]))
+    own = 0.0 if os.nice(0) > 0 else end[2] - start[2]  # a niced process's time is not in the busy count
+    return max(0.0, (end[1] - start[1] - own) / (end[0] - start[0]))
 
 
 def _cpu_seconds() -> tuple[float, float, float]:
-    """Now, the CPU seconds the machine spent busy at normal priority, and those of this process."""
+    """Now, the CPU seconds the cores this process may run on spent busy at normal priority, and this
+    process's own."""
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    busy = 0
     with open("/proc/stat") as f:
-        user, _nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+        for line in f:
+            name, *counts = line.split()
+            if not (name.startswith("cpu") and name[3:].isdigit()):
+                continue
+            if cores is None or int(name[3:]) in cores:
+                user, _nice, system, _idle, _iowait, irq, softirq, steal = map(int, counts[:8])
+                busy += user + system + irq + softirq + steal
     own = os.times()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return time.monotonic(), (user + system + irq + softirq + steal) / ticks, own.user + own.system
+    return time.monotonic(), busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
 
 
 @contextlib.contextmanager

@@ -159,7 +159,14 @@ def check_option(name: str, value: Any):
     problem = _problem(name, value)
     if problem:
         raise ConfigError(problem)
-    return int(value) if isinstance(value, numbers.Real) and DOMAINS[name].integer else value
+    return _converted(name, value)
+
+
+def _converted(name: str, value: Any):
+    """An admitted ``value`` of option ``name``: an ``int`` where the option counts, else as given."""
+    return (
+        int(value) if isinstance(value, numbers.Real) and name in DOMAINS and DOMAINS[name].integer else value
+    )
 
 
 def check_options(allow_none: tuple[str, ...] = (), **values: Any) -> dict[str, Any]:
@@ -181,10 +188,7 @@ def check_options(allow_none: tuple[str, ...] = (), **values: Any) -> dict[str, 
     problems = [p for p in problems if p]
     if problems:
         raise ConfigError("; ".join(problems))
-    return {
-        name: (int(v) if v is not None and name in DOMAINS and DOMAINS[name].integer else v)
-        for name, v in values.items()
-    }
+    return {name: _converted(name, v) for name, v in values.items()}
 
 
 def check_keywords(what: str, given, accepted) -> None:

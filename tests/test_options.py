@@ -45,6 +45,11 @@ def test_values_inside_their_domain_come_back_as_the_right_type():
     assert check_option("lr", 1) == 1 and check_option("clip_norm", None) is None
     assert check_option("alpha", -0.5) == -0.5  # Renyi's alpha may be negative
     assert check_options(batch_size=10, hidden=[3, 4]) == {"batch_size": 10, "hidden": [3, 4]}
+    # a word admitted beside the numbers comes back as it is, one way or the other
+    assert check_option("threads", "auto") == "auto" and check_options(threads="auto", epochs=2.0) == {
+        "threads": "auto",
+        "epochs": 2,
+    }
 
 
 def test_every_problem_is_named_in_one_error():

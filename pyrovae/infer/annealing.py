@@ -68,7 +68,11 @@ every transition, by a factor drawn uniformly from :math:`[1 - j, 1 + j]` (``ste
 of the chains: a mixture of kernels that each leave :math:`f_t` invariant), and (b) the pilot keeps a
 trajectory no longer than :data:`~pyrovae.infer.hmc.TRAJECTORY_SCALES` times its estimate of the target's
 typical scale (an exponential average along the path of the median over the coordinates of their standard
-deviations over its chains). There, AIS-1000 with 16 chains went from a spread of 0.098 nats over the points
+deviations over its chains; a pilot of one chain, :math:`K < 8`, has none, and adapts to the acceptance
+alone). As the pilot's chains share the batched model evaluations of the estimate's, a model must not mix
+its particles (no statistics over the particle dimension), as for every estimator of pyrovae.
+
+On the linear-Gaussian model, AIS-1000 with 16 chains went from a spread of 0.098 nats over the points
 (mean error −0.11) to 0.031 (mean +0.001), AIS-10000 from 0.053 to 0.009, and AIS-200 from 0.37 to 0.066; on
 32 random test images of the 10-epoch binarized-MNIST VAE, AIS-100's per-image spread went from 0.45 to 0.18
 nats (the figures of every budget: the AIS section of ``docs/results.md``).
@@ -121,7 +125,7 @@ _PILOT_FRACTION = 4
 
 
 def _pilot_size(num_chains: int, adapt: bool) -> int:
-    """The chains of the pilot among ``num_chains`` (none without adaptation)."""
+    """The chains of the pilot, run beside ``num_chains`` (none without adaptation)."""
     return max(1, num_chains // _PILOT_FRACTION) if adapt else 0
 
 
@@ -248,9 +252,9 @@ def _pilot_start(
 
 
 def _pilot_seed(seed: int | None, lo: int, device: torch.device) -> int:
-    """A seed for the pilot of the chunk that starts at data point ``lo``: from ``(seed, lo)``, or
-    without a seed from the caller's random state (on the CPU and ``device``), which the pilot then
-    leaves untouched. Either way the chains draw the same numbers with and without the pilot."""
+    """A seed for the way forward of the reverse pilot of the chunk that starts at data point ``lo``: from
+    ``(seed, lo)``, or without a seed from the caller's random state (on the CPU and ``device``), which that
+    pass then leaves untouched."""
     if seed is not None:
         return distributed.derived_seed(seed, lo, 1)
     state = torch.get_rng_state()
@@ -262,9 +266,10 @@ def _pilot_seed(seed: int | None, lo: int, device: torch.device) -> int:
 @dataclass
 class _Annealing:
     """The per-chunk function of the sweep of :func:`ais`: the ``num_chains`` chains of each data
-    point of the chunk, from :math:`f_0` (or from ``reverse_from``) along ``betas``, after the pilot
+    point of the chunk, from :math:`f_0` (or from ``reverse_from``) along ``betas``, beside the pilot
     that adapts their step sizes toward ``target_accept`` (``None``: no pilot, every transition has
-    ``step_size``); each annealing step, the pilot's included, advances the chunk's progress by one.
+    ``step_size``); each annealing step, the reverse pilot's way forward included, advances the chunk's
+    progress by one.
     The settings are checked when it is made.
     """
 
@@ -405,7 +410,9 @@ def ais(
             device=device, model_kwargs=model_kwargs, data_plate=data_plate, model_args=model_args
         )
         bar = dict(progress=progress, desc="reverse AIS" if reverse else "AIS", unit="step")
-        chunk_size = batch_size or max(1, _TARGET_ROWS // num_chains)
+        chunk_size = batch_size or max(
+            1, _TARGET_ROWS // (num_chains + _pilot_size(num_chains, adapt_step_size))
+        )
 
         def work(lo: int, hi: int) -> int:  # annealing steps per chunk, the pilot's included
             return num_steps * passes

@@ -128,7 +128,8 @@ def verdict(
     :param int num_samples: the importance samples per data point.
     :rtype: str
     """
-    n, bad = len(khat), int((khat > KHAT_BAD).sum())
+    n, undefined = len(khat), int(torch.isnan(khat).sum())
+    bad = int((khat > KHAT_BAD).sum()) + undefined  # a point without a k-hat is not known to be reliable
     finite = ess[torch.isfinite(ess)]
     ess_text = (
         f"median ESS {float(finite.median()):.1f} of {num_samples:,}" if finite.numel() else "no finite ESS"
@@ -136,12 +137,13 @@ def verdict(
     head = f"{label} NLL {-mean:.2f} ± {stderr:.2f}"
     if bad == 0:
         return f"{head}; k-hat <= 0.7 for all {n:,} points, {ess_text}: reliable"
+    what = "k-hat > 0.7" + (" or undefined (no finite log-weight)" if undefined else "")
     if bad <= UNRELIABLE_SHARE * n:
         return (
-            f"{head}; k-hat > 0.7 for {bad:,}/{n:,} points, {ess_text}: their estimates are unreliable "
+            f"{head}; {what} for {bad:,}/{n:,} points, {ess_text}: their estimates are unreliable "
             "(see khat per point)"
         )
     return (
-        f"{head}; k-hat > 0.7 for {bad:,}/{n:,} points, {ess_text}:\n  a lower bound on log p(x), looser "
+        f"{head}; {what} for {bad:,}/{n:,} points, {ess_text}:\n  a lower bound on log p(x), looser "
         "than its ± says: try more samples, or AIS (pyrovae evaluate --ais-steps 1000)"
     )

@@ -262,6 +262,8 @@ def anneal(
     probability at that transition, and capped by its estimate of the target's scale; the log-weights and
     acceptance returned are those of the other chains, which follow the pilot's step sizes.
     """
+    if target_accept is not None and pilot < 1:
+        raise ConfigError("adapting the step sizes (target_accept) needs a pilot: pilot >= 1 of the chains")
     state = HMCState(path, u0)
     wide = torch.float32 if u0.device.type == "mps" else torch.float64  # MPS has no float64
     log_w = torch.zeros(path.shape, dtype=wide, device=u0.device)

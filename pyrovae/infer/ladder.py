@@ -110,6 +110,12 @@ def iwae_bounds(log_weights: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
     return torch.stack(columns, -1)
 
 
+#: nats below which the last rung of the IWAE ladder (ten times the samples of the one before) is said to
+#: have levelled off: its bounds rise for every data point, so the gain is never significantly negative,
+#: and the question is whether it is still large
+LEVELLED = 0.1
+
+
 @dataclass(repr=False)
 class Bounds(Result):
     r"""Per-datapoint bounds on :math:`\log p(x)`, in nats, from :func:`bounds`.
@@ -223,14 +229,17 @@ class Bounds(Result):
     def verdict(self) -> str:
         r"""Whether to trust the ladder's estimate of :math:`\log p(x)`: the verdict of its importance-sampled
         estimate (:meth:`LogLikelihood.verdict`), the paired gain between its last two IWAE rungs (still
-        climbing when above two standard errors: :math:`\log p(x)` lies higher still), and each AIS row's
-        paired gain over the last rung."""
+        climbing when above :data:`LEVELLED` and two standard errors: :math:`\log p(x)` lies higher still),
+        and each AIS row's paired gain over the last rung."""
         lines = [] if self.log_likelihood is None else self.log_likelihood.verdict().splitlines()
         rungs = sorted((k, name) for name, k in self.ks.items() if k > 1)
         if len(rungs) >= 2:
             (_, below), (_, top) = rungs[-2:]
             gain, se = self._gain(top, below)
-            state = "still climbing: log p(x) lies higher" if gain > 2 * se else "levelled off"
+            climbing = gain > max(2 * se, LEVELLED)
+            state = (
+                "still climbing: log p(x) lies higher" if climbing else f"levelled off (< {LEVELLED} nats)"
+            )
             lines.append(f"the ladder: {below} -> {top} {gain:+.2f} ± {se:.2f} nats, {state}")
         if rungs:
             for name in self.ais:

@@ -142,11 +142,11 @@ def image_grid(
 
 
 def reconstructions(x: torch.Tensor, recon: torch.Tensor, path=None, *, ncols: int = 10) -> Figure:
-    """Data (odd rows) above their reconstructions (even rows): the means of :math:`p(x \\mid z)` at the
-    guide's mean code."""
+    """Data (odd rows) above their reconstructions (even rows): the model's means at the code the guide gives
+    each (for :class:`~pyrovae.VAE`, its mean)."""
     n = min(len(x), len(recon))
     rows = [part[i : min(i + ncols, n)] for i in range(0, n, ncols) for part in (x, recon)]
-    title = "data and their reconstructions: the means of p(x | z) at the mean of q(z | x)"
+    title = "data and their reconstructions: the means of p(x | z), z the guide's code for x"
     return image_grid(torch.cat(rows), path, ncols=ncols, title=title, row_labels=("data", "recon."))
 
 

@@ -290,3 +290,15 @@ def test_a_jittered_step_size_escapes_the_resonance_of_a_fixed_trajectory(linear
     # brings a chain back near its start: a spread of 0.48 over the points without jitter, 0.14 (se 0.02)
     # with it; both fixed in advance, so both unbiased
     assert sd + 2 * sd_se < resonant / 2, (sd, sd_se, resonant)
+
+
+def test_anneal_refuses_to_adapt_without_a_pilot(ppca):
+    from pyrovae.infer.hmc import AnnealingPath, anneal
+    from pyrovae.infer.pair import Pair
+
+    model, x, _ = ppca
+    pair = Pair(model.model, model.diagonal_guide(), (x,), num_data=len(x))
+    path = AnnealingPath(pair, (x,), {}, 2, "guide", True)
+    betas = annealing_schedule("linear", 3)
+    with pytest.raises(ConfigError, match="needs a pilot"):
+        anneal(path, path.flatten(path.values), betas, 2, torch.full((2, len(x)), 0.1), lambda n: None, 0.65)

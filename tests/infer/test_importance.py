@@ -493,3 +493,12 @@ def test_reduce_log_weights_edge_cases():
     assert log_px[1] == -math.inf and torch.isnan(khat[1:]).all()
     single = reduce_log_weights(torch.zeros(2, 1))
     assert torch.isnan(single[1]).all() and torch.equal(single[2], torch.ones(2, dtype=DTYPE))
+
+
+def test_a_point_without_a_khat_is_not_called_reliable():
+    from pyrovae.infer.diagnostics import verdict
+
+    khat = torch.tensor([0.2] * 19 + [math.nan])
+    text = verdict("IS-100", -89.3, 0.3, khat, torch.full((20,), 50.0), 100)
+    assert not text.endswith(": reliable") and "their estimates are unreliable" in text
+    assert "k-hat > 0.7 or undefined (no finite log-weight) for 1/20 points" in text

@@ -204,3 +204,12 @@ def test_added_rows_are_float64_on_the_cpu():
         row = rows[name]
         assert row.dtype == torch.float64 and row.device.type == "cpu" and not row.requires_grad
     assert rows["floats"].tolist() == [0.1] * 3
+
+
+@pytest.mark.parametrize("gain, state", [(0.05, "levelled off (< 0.1 nats)"), (0.3, "still climbing")])
+def test_the_ladder_has_levelled_off_when_its_last_rung_adds_little(gain, state):
+    # nested rungs rise for every data point, so any gain is significant: its size decides
+    below = torch.linspace(-90, -80, 50, dtype=torch.float64)
+    top = below + gain + 0.001 * torch.linspace(-1, 1, 50, dtype=torch.float64)
+    ladder = Bounds({"IWAE-100": below, "IWAE-1000": top}, {"IWAE-100": 100, "IWAE-1000": 1000}, 1000)
+    assert f"the ladder: IWAE-100 -> IWAE-1000 {gain:+.2f} ± 0.00 nats, {state}" in ladder.verdict()
