@@ -6,8 +6,8 @@ Every function of pyrovae that computes takes ``device=``: ``"auto"`` (CUDA wher
 
 On the CPU, torch starts one thread per core, whatever else the machine runs; a thread that waits for a core
 another process holds stalls the others at every operation. :func:`fit` and the ``pyrovae`` command (its
-``--threads``) run with :func:`cpu_threads`: the cores that the other processes leave idle, unless the user
-chose (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` or a number).
+``--threads``) run with :func:`cpu_threads`: the cores that the other processes leave idle, less one, unless
+the user chose (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``torch.set_num_threads`` or a number).
 """
 
 from __future__ import annotations
@@ -148,7 +148,8 @@ def cpu_threads(threads: int | str | None = "auto") -> int | None:
     it is ``None``, or ``"auto"`` and the user chose (the environment sets one of :data:`THREAD_VARIABLES`,
     or ``torch.set_num_threads`` changed torch's count since pyrovae was imported); else, with
     ``"auto"``, the cores this process may run on (its CPU affinity) less those that other processes keep
-    busy (:func:`busy_cores`), rounded, at least 1 and at most torch's count.
+    busy (:func:`busy_cores`), rounded, less one left to the rest of the machine, at least 1 and at most
+    torch's count.
 
     :param threads: ``"auto"``, a number of threads, or ``None``.
     :rtype: int or None
@@ -159,7 +160,10 @@ def cpu_threads(threads: int | str | None = "auto") -> int | None:
     if any(os.environ.get(name) for name in THREAD_VARIABLES) or torch.get_num_threads() != _TORCH_THREADS:
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(torch.get_num_threads(), round(cores - busy_cores())))
+    # one core is left to the rest of the machine: two processes that start at the same moment each see the
+    # other's cores idle, and a thread more than the cores stalls every operation (two notebooks, each with
+    # two threads on two cores, trained 20 times slower than with one)
+    return max(1, min(torch.get_num_threads(), round(cores - busy_cores()) - 1))
 
 
 def busy_cores(window: float = 0.25) -> float:

@@ -64,7 +64,7 @@ def add_threads(p: argparse.ArgumentParser) -> None:
         "--threads",
         type=threads,
         default="auto",
-        help="CPU threads: auto (the cores other processes leave idle, unless OMP_NUM_THREADS is set) or N",
+        help="CPU threads: auto (the idle cores less one; OMP_NUM_THREADS if set) or N",
     )
 
 

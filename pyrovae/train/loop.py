@@ -244,9 +244,10 @@ def fit(
         :func:`pyrovae.distributed.init`), which trains data-parallel as the module docstring says;
         rank 0 alone writes ``run_dir`` (on a file system every rank reads) and shows progress.
     :param threads: the CPU threads to compute with, during the call (:func:`pyrovae.devices.cpu_threads`):
-        ``"auto"``, the cores other processes leave idle, unless ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS``
-        is set; a number; or ``None``, torch's setting. On a 2-core machine with another job running, the
-        Quickstart's training took 223 s with torch's two threads and 47.7 s with one.
+        ``"auto"``, the cores other processes leave idle less one, unless the user set a count
+        (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``torch.set_num_threads``); a number; or ``None``, torch's
+        setting. On a 2-core machine beside another job, the Quickstart's command took 85 s with torch's
+        two threads and 31 s with one.
 
     Every option is checked before anything is written (:mod:`pyrovae.options`). A step whose loss,
     gradient or parameters are not finite is not applied, and an epoch whose validation bound is not
