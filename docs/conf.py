@@ -38,7 +38,8 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
+# the tutorials' sources (MyST Markdown): the site shows their executed notebooks, stored beside them
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints", "tutorials/[0-9]*.md"]
 
 # -- MyST ------------------------------------------------------------------------------------------
 # $...$ and $$...$$ in the Markdown pages; \begin{align}... environments as display maths
@@ -46,16 +47,11 @@ myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3
 
 # -- notebooks (docs/tutorials) --------------------------------------------------------------------
-# The tutorials are MyST-Markdown notebooks, executed by the build at their full size so that the site
-# shows their outputs and figures; the results are cached (jupyter-cache, under docs/_build) and a
-# notebook runs again only when its code changes. Where the environment has CI set they are not
-# executed: the CI runs every notebook at its smoke size in the tests (tests/test_tutorials.py), and a
-# second run in the build would only cost minutes (at that size its outputs would mean nothing).
-nb_execution_mode = "off" if "CI" in os.environ else "cache"
-nb_execution_cache_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_build", ".jupyter_cache")
-nb_execution_timeout = 1800  # seconds per cell
-nb_execution_raise_on_error = True  # a failing cell fails the build
-nb_execution_show_tb = True  # with its traceback in the log
+# The tutorials are MyST-Markdown notebooks, executed at their full size by docs/tutorials/execute.py,
+# which stores each, outputs included, as an .ipynb beside its source: the site shows those outputs and
+# executes nothing (tests/test_tutorials.py runs every source at its smoke size, and checks that each
+# stored notebook holds its source's code).
+nb_execution_mode = "off"
 
 # -- autodoc ---------------------------------------------------------------------------------------
 autodoc_default_options = {"member-order": "bysource"}
