@@ -20,6 +20,7 @@ from pyrovae import (
     runs,
     seeds,
     storage,
+    tracking,
     train,
 )
 from pyrovae.analysis.anomaly import AnomalyScores, anomaly_scores
@@ -56,6 +57,8 @@ from pyrovae.models.sbn import SBN
 from pyrovae.models.ssvae import SSVAE
 from pyrovae.models.vae import VAE
 from pyrovae.runs.run import Run, RunConfig, load_run
+from pyrovae.tracking import MLflowLogger, TensorBoardLogger
+from pyrovae.train.callbacks import Callback, FitState
 from pyrovae.train.loop import FitResult, fit
 from pyrovae.train.trainer import Trainer
 
@@ -79,6 +82,7 @@ __all__ = [
     "Bounds",
     "CIWAE",
     "CVAE",
+    "Callback",
     "CategoricalVAE",
     "Comparison",
     "ConfigError",
@@ -87,12 +91,14 @@ __all__ = [
     "DataSource",
     "Detection",
     "FitResult",
+    "FitState",
     "HVAE",
     "IWAE",
     "KLAnnealed",
     "LatentStats",
     "LogLikelihood",
     "MIWAE",
+    "MLflowLogger",
     "PIWAE",
     "PyroVAEError",
     "RWS",
@@ -104,6 +110,7 @@ __all__ = [
     "SSVAE",
     "STL",
     "TailAdaptiveELBO",
+    "TensorBoardLogger",
     "TraceELBO",
     "TraceGraphELBO",
     "Trainer",
@@ -140,5 +147,6 @@ __all__ = [
     "runs",
     "seeds",
     "storage",
+    "tracking",
     "train",
 ]

@@ -8,6 +8,7 @@ Rank 0 saves what each function returns into ``OUT/NAME.pt``; the CLI runs write
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -34,6 +35,37 @@ EVALUATE = [
 ]
 
 LATENTS = ["--limit", "5", "--num-particles", "3", "--no-progress", "--seed", "1"]
+#: the validation bound at which StopAtTarget stops the MAP autoencoder: between its 2nd epoch's (10.341)
+#: and its 3rd's (10.295), so that it stops after epoch 3
+TARGET = 10.32
+
+
+class StopAtTarget(pyrovae.Callback):
+    """The example callback of pyrovae.train.callbacks (stops once the validation bound reaches a target),
+    recording the hooks it was called with."""
+
+    def __init__(self, target: float):
+        self.target = target
+        self.calls = []
+
+    def on_fit_start(self, state):
+        self.calls.append("start")
+
+    def on_epoch_end(self, state, row):
+        self.calls.append(row["epoch"])
+        if row["valid_loss"] <= self.target:
+            state.stop(f"the validation bound reached {self.target}")
+
+    def on_fit_end(self, state, result):
+        self.calls.append("end")
+
+
+def stopped_by_callback(callback: StopAtTarget) -> pyrovae.FitResult:
+    """The MAP autoencoder trained for at most 6 epochs with ``callback``."""
+    train = pyrovae.VAEDataset(data())
+    return pyrovae.fit(
+        vae(MAPVAE), train, train, epochs=6, batch_size=BATCH, progress=False, callbacks=[callback]
+    )
 
 
 class MAPVAE(pyrovae.VAE):
@@ -145,6 +177,15 @@ def failure(out: Path) -> None:
     (out / f"failure-{distributed.rank()}.txt").write_text(message)
 
 
+def callbacks(out: Path) -> None:
+    """Training stopped by :class:`StopAtTarget`: each rank writes its epochs and its callback's calls into
+    ``OUT/callbacks-RANK.json``."""
+    callback = StopAtTarget(TARGET)
+    result = stopped_by_callback(callback)
+    record = {"epochs": len(result.history), "stop_reason": result.stop_reason, "calls": callback.calls}
+    (out / f"callbacks-{distributed.rank()}.json").write_text(json.dumps(record))
+
+
 def cli_runs(out: Path) -> None:
     """``pyrovae train`` for 2 epochs; for 1 epoch then ``--resume`` to 2; ``pyrovae evaluate``."""
     for argv in (
@@ -170,6 +211,7 @@ def main(out: Path) -> None:
         "one data point": evaluations(data()[:1]),
     }
     failure(out)
+    callbacks(out)
     if distributed.is_main():
         torch.save(results, out / "results.pt")
     cli_runs(out)

@@ -168,6 +168,13 @@ def binary(n: int = 64) -> torch.Tensor:
     return (torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5).float()
 
 
+class StopSilently(pyrovae.Callback):
+    """A callback that stops training without saying why."""
+
+    def on_epoch_end(self, state, row):
+        state.stop("")
+
+
 def small_vae(**options) -> VAE:
     return VAE((1, 8, 8), latent_dim=2, hidden=(8,), **options)
 
@@ -269,6 +276,9 @@ command_lines(
         "compare-unknown-estimator-option": [*COMPARE, "--estimators", "iwae:q=3"],
         "compare-estimator-k-zero": [*COMPARE, "--estimators", "iwae:k=0"],
         "compare-seed-negative": [*COMPARE, "--seed", "-1"],
+        "train-log-unknown": [*NEW, "--log", "wandb"],
+        "train-log-repeated": [*NEW, "--log", "mlflow,mlflow"],
+        "train-log-dir-without-log": [*NEW, "--log-dir", "{tmp}/logs"],
     }
 )
 
@@ -299,6 +309,12 @@ api_calls(
         "api-fit-lr-string": lambda: fit(small_vae(), binary(), lr="0.1", progress=False),
         "api-fit-clip-norm-negative": lambda: fit(small_vae(), binary(), clip_norm=-1, progress=False),
         "api-fit-patience-zero": lambda: fit(small_vae(), binary(), patience=0, progress=False),
+        "api-fit-callback-class": lambda: fit(
+            small_vae(), binary(), callbacks=[pyrovae.Callback], progress=False
+        ),
+        "api-fit-stop-without-reason": lambda: fit(
+            small_vae(), binary(), callbacks=[StopSilently()], progress=False
+        ),
         "api-fit-batch-size-zero": lambda: fit(small_vae(), binary(), batch_size=0, progress=False),
         "api-fit-several-bad-options": lambda: fit(
             small_vae(), binary(), epochs=2.5, lr="0.1", patience=0, progress=False
@@ -901,6 +917,14 @@ def _(env):
 def _(env):
     argv = ("evaluate", "{run}", "--limit", "3", "--num-samples", "10", "--bounds", "1,10", "--no-progress")
     return env.process(*argv, environ={"HOME": "/proc/no-home", "XDG_CACHE_HOME": "", "MPLCONFIGDIR": ""})
+
+
+@case("env-tracker-not-installed")
+def _(env):
+    find_spec = importlib.util.find_spec
+    hidden = lambda name, *args: None if name == "mlflow" else find_spec(name, *args)  # noqa: E731
+    env.monkeypatch.setattr(importlib.util, "find_spec", hidden)
+    return env.cli(*NEW, "--log", "mlflow")
 
 
 @case("env-read-only-home-train")

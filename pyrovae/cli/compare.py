@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
     )
-    with output_set(args, run, "compare"):
+    with output_set(args, run, "compare", result.to_json_dict()):
         write_text(table, result.to_dataframe().to_csv())
         result.plot(figure)
     print(f"{args.split} split, epoch {run.epoch} ({args.checkpoint} checkpoint), seed {args.seed}")

@@ -121,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
     ll = ladder.log_likelihood
     results = summary(args, run, log_likelihood=ll.to_json_dict(), bounds=ladder.to_json_dict())
     written = f"{stem}.json, .csv, .nc"
-    with output_set(args, run, stem.name):  # an earlier evaluation's -bdmc.csv goes unless this one writes it
+    # an earlier evaluation's -bdmc.csv goes unless this one writes it
+    with output_set(args, run, stem.name, results):
         write_json(stem.with_suffix(".json"), results)
         write_text(stem.with_suffix(".csv"), ll.to_dataframe().join(ladder.to_dataframe()).to_csv())
         if ladder.bdmc is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from pyrovae.errors import ConfigError
@@ -203,12 +204,19 @@ def summary(args: argparse.Namespace, run, **results) -> dict:
     return {"dataset": dataset, **analysed, "epoch": run.epoch, "device": str(run.vae_device), **results}
 
 
-def output_set(args: argparse.Namespace, run, name: str):
+@contextlib.contextmanager
+def output_set(args: argparse.Namespace, run, name: str, results: dict | None = None):
     """The context in which this command writes its output set ``name`` (committed as one by
-    :func:`pyrovae.runs.outputs.output_set`), recording ``run``'s parameters and the command's options."""
+    :func:`pyrovae.runs.outputs.output_set`), recording ``run``'s parameters and the command's options;
+    once committed, ``results`` (its JSON summary) and its figures are logged to the run's trackers
+    (:func:`pyrovae.tracking.log_results`)."""
     from pyrovae.runs.outputs import output_set as commit
+    from pyrovae.runs.outputs import set_files
+    from pyrovae.tracking import log_results
 
-    return commit(name, f"pyrovae {args.command} {args.run_dir}", run.checkpoint, args)
+    with commit(name, f"pyrovae {args.command} {args.run_dir}", run.checkpoint, args):
+        yield
+    log_results(run.path, name, results or {}, set_files(run.path, name), run.epoch)
 
 
 def out_path(args: argparse.Namespace, default: str) -> Path:

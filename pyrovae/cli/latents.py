@@ -75,9 +75,10 @@ def run(args: argparse.Namespace) -> int:
         run.vae.model, run.vae.guide, x, args.num_particles, seed=args.seed, progress=not args.no_progress
     )
     subset = f"{len(index)} drawn at random with seed {args.seed}" if args.limit is not None else "all"
-    with output_set(args, run, stem.name):
+    results = summary(args, run, **stats.to_json_dict())
+    with output_set(args, run, stem.name, results):
         write_text(stem.with_suffix(".csv"), stats.to_dataframe().to_csv(index=False))
-        write_json(stem.with_suffix(".json"), summary(args, run, **stats.to_json_dict()))
+        write_json(stem.with_suffix(".json"), results)
         stats.plot(stem.with_suffix(".png"))
         pair = run.vae
         first = stats.sites.index[0]

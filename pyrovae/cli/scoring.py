@@ -147,13 +147,11 @@ def score(args: argparse.Namespace) -> int:
     background = load_run(args.background, args.checkpoint, args.device) if args.background else None
     data = scoring_data(run, args.dataset, args.data_root, args)
     result = score_with(args, run, background, data, args.method)
-    with output_set(args, run, stem.name):
+    results = {"dataset": args.dataset or run.config.dataset, "split": args.split, **result.to_json_dict()}
+    with output_set(args, run, stem.name, results):
         write_text(outputs[0], result.to_dataframe().to_csv())
         result.to_netcdf(outputs[1])
-        write_json(
-            outputs[2],
-            {"dataset": args.dataset or run.config.dataset, "split": args.split, **result.to_json_dict()},
-        )
+        write_json(outputs[2], results)
     print(result.summary())
     print(f"wrote {stem}.csv, .nc and .json")
     return 0
@@ -182,7 +180,7 @@ def detect(args: argparse.Namespace) -> int:
         for method in methods
     ]
     table = detection_table(results)
-    with output_set(args, run, stem.name):
+    with output_set(args, run, stem.name, table.to_dict("index")):
         for result, figure in zip(results, figures, strict=True):
             result.plot(figure)
         write_text(stem.with_suffix(".csv"), table.to_csv())

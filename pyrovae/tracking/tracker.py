@@ -1,0 +1,213 @@
+"""What every experiment tracker does with a run (:class:`Tracker`), and the run directory's record of its
+trackers (``tracking.json``), through which later commands log into the same tracker run
+(:func:`log_results`).
+
+A tracker is a :class:`~pyrovae.train.callbacks.Callback`. Given to :func:`~pyrovae.fit`, it logs
+
+- at the start, the run's configuration as hyperparameters (its options, or :func:`~pyrovae.fit`'s for a
+  module that cannot describe itself);
+- after every epoch, the history's row (``train_loss``, ``valid_loss``, ``beta``, ``lr``, ``seconds``) at step
+  ``epoch``, under the names of ``history.csv``; with ``per_step``, every step's loss as ``step/train_loss``
+  at the step's number since the run began;
+- at the end, the run directory's figures (learning curves, samples, reconstructions) as images.
+
+With a run directory it records itself in ``tracking.json`` there. A resumed run logs on into the same
+tracker run, and every command that analyses the run (``pyrovae train``'s final evaluation, ``evaluate``,
+``latents``, ``score``, ``detect``, ``compare``, ``sample``, ``reconstruct``) logs its results there too, at
+the step of the epoch its parameters come from: each number of its JSON summary as ``NAME/key`` (``NAME``
+the output set, such as ``evaluation-test``; nested keys joined by dots), its words (a verdict) as text, and
+its figures as images.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import warnings
+from pathlib import Path
+
+from pyrovae.errors import ConfigError
+from pyrovae.results import scalars
+from pyrovae.storage import write_json
+from pyrovae.train.callbacks import Callback, FitState
+
+__all__ = ["RECORD", "FIGURES", "Tracker", "log_results", "read_record", "require"]
+
+#: the file of a run directory that records its trackers: ``{kind: record}``
+RECORD = "tracking.json"
+#: the figures :func:`~pyrovae.fit` draws in a run directory, logged at the end of training
+FIGURES = ("learning_curves.png", "samples.png", "reconstructions.png")
+#: where trackers write, under a run directory, unless told otherwise
+DEFAULT_LOG_DIR = "logs"
+
+
+def require(module: str, extra: str) -> None:
+    """Refuse a tracker whose package is missing, naming the pip command that installs it."""
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(
+            f"logging to {extra} needs the {module} package, which is not installed: "
+            f"pip install 'pyrovae[{extra}]'"
+        )
+
+
+def read_record(run_dir: str | os.PathLike | None) -> dict:
+    """The trackers recorded in ``run_dir`` (``{kind: record}``; empty without a record)."""
+    if run_dir is None:
+        return {}
+    path = Path(run_dir) / RECORD
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(
+            f"{path} is damaged ({e}); remove it to stop logging this run to its trackers"
+        ) from None
+    return record if isinstance(record, dict) else {}
+
+
+def _numbers(values: dict) -> dict[str, float]:
+    """The finite numbers among ``values`` (booleans and words left out)."""
+    return {
+        k: float(v)
+        for k, v in values.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+def tracked_name(key: str) -> str:
+    """``key`` as every tracker takes a name: parentheses dropped, and any character but letters, digits
+    and ``_-. :/`` replaced by ``_`` (``ELBO (analytic KL).mean`` gives ``ELBO analytic KL.mean``)."""
+    return re.sub(r"[^\w\-. :/]", "_", key.replace("(", "").replace(")", ""))
+
+
+def _words(values: dict) -> dict[str, str]:
+    return {k: v for k, v in values.items() if isinstance(v, str)}
+
+
+class Tracker(Callback):
+    """A :class:`~pyrovae.train.callbacks.Callback` that logs a run to an experiment tracker (see the
+    module); :class:`~pyrovae.tracking.TensorBoardLogger` and :class:`~pyrovae.tracking.MLflowLogger` define
+    how.
+
+    :param log_dir: where it writes (default: ``logs`` in the run directory).
+    :param bool per_step: log every step's loss too (one value per step: on a GPU, a host synchronization
+        per step).
+    """
+
+    #: the name of the tracker: its key in ``tracking.json`` and in ``pyrovae train --log``
+    kind = ""
+    #: the module it needs, and the extra of pyrovae that installs it
+    module = ""
+
+    def __init__(self, log_dir: str | os.PathLike | None = None, *, per_step: bool = False):
+        require(self.module, self.kind)
+        self.log_dir = None if log_dir is None else Path(log_dir)
+        self._per_step = bool(per_step)
+        self.record: dict | None = None
+
+    @property
+    def per_step(self) -> bool:
+        return self._per_step
+
+    # what a tracker defines
+
+    def open(self, name: str, log_dir: Path, previous: dict | None) -> dict:
+        """Start logging the run ``name`` into ``log_dir`` (or carry on the tracker run of ``previous``, its
+        record in ``tracking.json``); return the record that reopens it."""
+        raise NotImplementedError
+
+    def log_params(self, params: dict[str, str | int | float | bool]) -> None:
+        raise NotImplementedError
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        raise NotImplementedError
+
+    def log_text(self, tag: str, text: str, step: int) -> None:
+        raise NotImplementedError
+
+    def log_image(self, tag: str, path: Path, step: int) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flush and end the tracker run."""
+
+    @classmethod
+    def reopen(cls, record: dict) -> Tracker:
+        """The tracker of ``record`` (from ``tracking.json``), open on its tracker run."""
+        tracker = cls(record.get("log_dir"))
+        tracker.record = tracker.open(record.get("name", "run"), Path(record.get("log_dir", ".")), record)
+        return tracker
+
+    # the callback
+
+    def on_fit_start(self, state: FitState) -> None:
+        previous = self.record or read_record(state.run_dir).get(self.kind)
+        if self.log_dir is None and state.run_dir is None:
+            raise ConfigError(
+                f"{type(self).__name__} needs a log_dir when fit() has no run_dir; pass one of them"
+            )
+        log_dir = self.log_dir or state.run_dir / DEFAULT_LOG_DIR
+        name = state.run_dir.name if state.run_dir is not None else log_dir.name
+        self.record = self.open(name, log_dir.resolve(), previous)
+        if state.run_dir is not None:
+            recorded = read_record(state.run_dir)
+            write_json(state.run_dir / RECORD, {**recorded, self.kind: self.record})
+        if previous is None:
+            params = state.config or state.settings  # a list or None as config.json writes it: in JSON
+            plain = (int, float, str, bool)
+            self.log_params({k: v if isinstance(v, plain) else json.dumps(v) for k, v in params.items()})
+
+    def on_step_end(self, state: FitState, loss: float) -> None:
+        self.log_metrics(_numbers({"step/train_loss": loss}), state.step)
+
+    def on_epoch_end(self, state: FitState, row: dict) -> None:
+        self.log_metrics(_numbers({k: v for k, v in row.items() if k != "epoch"}), row["epoch"])
+
+    def on_fit_end(self, state: FitState, result) -> None:
+        if state.run_dir is not None and state.history:
+            for name in FIGURES:
+                if (state.run_dir / name).is_file():
+                    self.log_image(Path(name).stem, state.run_dir / name, state.history[-1]["epoch"])
+        self.close()
+
+    def log_results(self, name: str, results: dict, figures=(), step: int = 0) -> None:
+        """Log the results ``name`` of an analysis: the numbers and words of ``results`` (nested keys
+        joined by dots) as ``name/key``, and the image files ``figures``, at ``step``."""
+        flat = {tracked_name(f"{name}/{k}"): v for k, v in scalars(results).items()}
+        self.log_metrics(_numbers(flat), step)
+        for tag, text in _words(flat).items():
+            self.log_text(tag, text, step)
+        for path in figures:
+            self.log_image(f"{name}/{Path(path).stem}", Path(path), step)
+
+
+def log_results(run_dir: str | os.PathLike, name: str, results: dict, figures=(), step: int = 0) -> None:
+    """Log an analysis's results into every tracker recorded in ``run_dir`` (see the module); nothing
+    without one. A tracker that cannot be reopened (its package gone, say) or fails is skipped with a
+    warning: the command's files are written all the same.
+
+    :param run_dir: the run directory.
+    :param str name: the analysis (its output set), the prefix of every name logged.
+    :param dict results: its JSON summary.
+    :param figures: its image files.
+    :param int step: the epoch of the parameters analysed.
+    """
+    from pyrovae.tracking import TRACKERS
+
+    for kind, record in read_record(run_dir).items():
+        if kind not in TRACKERS:
+            continue
+        try:
+            tracker = TRACKERS[kind].reopen(record)
+        except ConfigError as e:
+            warnings.warn(f"{e}; {name} was not logged to {kind}", stacklevel=2)
+            continue
+        try:
+            tracker.log_results(name, results, [p for p in figures if Path(p).suffix == ".png"], step)
+            tracker.close()
+        except Exception as e:  # a tracker's failure (a server gone, say) leaves the command's files alone
+            warnings.warn(f"{name} could not be logged to {kind}: {e}", stacklevel=2)
