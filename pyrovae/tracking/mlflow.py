@@ -45,12 +45,12 @@ class MLflowLogger(Tracker):
         self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         self.experiment = experiment
 
-    def open(self, name: str, log_dir: Path, previous: dict | None) -> dict:
+    def _open(self, name: str, log_dir: Path, previous: dict | None) -> dict:
         with warnings.catch_warnings():  # MLflow's own use of SQLAlchemy's deprecated API: not the user's
             warnings.simplefilter("ignore", DeprecationWarning)
-            return self._open(name, log_dir, previous)
+            return self._start(name, log_dir, previous)
 
-    def _open(self, name: str, log_dir: Path, previous: dict | None) -> dict:
+    def _start(self, name: str, log_dir: Path, previous: dict | None) -> dict:
         from mlflow import MlflowClient
 
         if previous is not None:
@@ -70,12 +70,12 @@ class MLflowLogger(Tracker):
         self.run_id = self.client.create_run(experiment_id, run_name=name).info.run_id
         return {"log_dir": str(log_dir), "name": name, "tracking_uri": uri, "run_id": self.run_id}
 
-    def log_params(self, params: dict) -> None:
+    def _log_params(self, params: dict) -> None:
         from mlflow.entities import Param
 
         self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+    def _log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -83,10 +83,10 @@ class MLflowLogger(Tracker):
         if batch:
             self.client.log_batch(self.run_id, metrics=batch)
 
-    def log_text(self, tag: str, text: str, step: int) -> None:
+    def _log_text(self, tag: str, text: str, step: int) -> None:
         self.client.set_tag(self.run_id, tag, text)
 
-    def log_image(self, tag: str, path: Path, step: int) -> None:
+    def _log_image(self, tag: str, path: Path, step: int) -> None:
         folder = str(Path("figures", tag).parent)
         self.client.log_artifact(self.run_id, str(path), artifact_path=folder)
 

@@ -30,7 +30,7 @@ class TensorBoardLogger(Tracker):
     kind = "tensorboard"
     module = "tensorboard"
 
-    def open(self, name: str, log_dir: Path, previous: dict | None) -> dict:
+    def _open(self, name: str, log_dir: Path, previous: dict | None) -> dict:
         from torch.utils.tensorboard import SummaryWriter
 
         if previous is not None:
@@ -44,7 +44,7 @@ class TensorBoardLogger(Tracker):
         self.writer = SummaryWriter(log_dir=str(folder))
         return {"log_dir": str(log_dir), "name": name, "folder": str(folder)}
 
-    def log_params(self, params: dict) -> None:
+    def _log_params(self, params: dict) -> None:
         from torch.utils.tensorboard.summary import hparams
 
         metrics = {"valid_loss": float("nan"), "train_loss": float("nan")}  # the columns of the HPARAMS tab
@@ -52,14 +52,14 @@ class TensorBoardLogger(Tracker):
             self.writer.file_writer.add_summary(summary)
         self.writer.add_text("config", f"```\n{json.dumps(params, indent=1)}\n```", 0)
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+    def _log_metrics(self, metrics: dict[str, float], step: int) -> None:
         for tag, value in metrics.items():
             self.writer.add_scalar(tag, value, step)
 
-    def log_text(self, tag: str, text: str, step: int) -> None:
+    def _log_text(self, tag: str, text: str, step: int) -> None:
         self.writer.add_text(tag, text, step)
 
-    def log_image(self, tag: str, path: Path, step: int) -> None:
+    def _log_image(self, tag: str, path: Path, step: int) -> None:
         from PIL import Image
 
         with Image.open(path) as image:

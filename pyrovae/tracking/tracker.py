@@ -113,23 +113,28 @@ class Tracker(Callback):
     def per_step(self) -> bool:
         return self._per_step
 
-    # what a tracker defines
+    # what a tracker defines: where it writes, and how it writes each kind of value
 
-    def open(self, name: str, log_dir: Path, previous: dict | None) -> dict:
+    def _open(self, name: str, log_dir: Path, previous: dict | None) -> dict:
         """Start logging the run ``name`` into ``log_dir`` (or carry on the tracker run of ``previous``, its
-        record in ``tracking.json``); return the record that reopens it."""
+        record in ``tracking.json``); return the JSON-able record that reopens it, with ``log_dir`` and
+        ``name``."""
         raise NotImplementedError
 
-    def log_params(self, params: dict[str, str | int | float | bool]) -> None:
+    def _log_params(self, params: dict[str, str | int | float | bool]) -> None:
+        """Log the run's configuration, once."""
         raise NotImplementedError
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+    def _log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Log finite numbers by name at ``step``."""
         raise NotImplementedError
 
-    def log_text(self, tag: str, text: str, step: int) -> None:
+    def _log_text(self, tag: str, text: str, step: int) -> None:
+        """Log words (a verdict) by name."""
         raise NotImplementedError
 
-    def log_image(self, tag: str, path: Path, step: int) -> None:
+    def _log_image(self, tag: str, path: Path, step: int) -> None:
+        """Log the PNG file ``path`` by name."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -137,14 +142,22 @@ class Tracker(Callback):
 
     @classmethod
     def reopen(cls, record: dict) -> Tracker:
-        """The tracker of ``record`` (from ``tracking.json``), open on its tracker run."""
+        """The tracker of a record, open on its tracker run.
+
+        :param dict record: its entry in a run directory's ``tracking.json`` (:func:`read_record`).
+        """
         tracker = cls(record.get("log_dir"))
-        tracker.record = tracker.open(record.get("name", "run"), Path(record.get("log_dir", ".")), record)
+        tracker.record = tracker._open(record.get("name", "run"), Path(record.get("log_dir", ".")), record)
         return tracker
 
     # the callback
 
     def on_fit_start(self, state: FitState) -> None:
+        """Open the tracker run (that of the run directory's record when resuming), record it in
+        ``tracking.json`` and log the configuration of a new run.
+
+        :param state: the run so far.
+        """
         previous = self.record or read_record(state.run_dir).get(self.kind)
         if self.log_dir is None and state.run_dir is None:
             raise ConfigError(
@@ -152,37 +165,58 @@ class Tracker(Callback):
             )
         log_dir = self.log_dir or state.run_dir / DEFAULT_LOG_DIR
         name = state.run_dir.name if state.run_dir is not None else log_dir.name
-        self.record = self.open(name, log_dir.resolve(), previous)
+        self.record = self._open(name, log_dir.resolve(), previous)
         if state.run_dir is not None:
             recorded = read_record(state.run_dir)
             write_json(state.run_dir / RECORD, {**recorded, self.kind: self.record})
         if previous is None:
             params = state.config or state.settings  # a list or None as config.json writes it: in JSON
             plain = (int, float, str, bool)
-            self.log_params({k: v if isinstance(v, plain) else json.dumps(v) for k, v in params.items()})
+            self._log_params({k: v if isinstance(v, plain) else json.dumps(v) for k, v in params.items()})
 
     def on_step_end(self, state: FitState, loss: float) -> None:
-        self.log_metrics(_numbers({"step/train_loss": loss}), state.step)
+        """Log ``step/train_loss`` (with ``per_step``).
+
+        :param state: the run so far.
+        :param float loss: the step's loss.
+        """
+        self._log_metrics(_numbers({"step/train_loss": loss}), state.step)
 
     def on_epoch_end(self, state: FitState, row: dict) -> None:
-        self.log_metrics(_numbers({k: v for k, v in row.items() if k != "epoch"}), row["epoch"])
+        """Log the history's row at step ``epoch``.
+
+        :param state: the run so far.
+        :param dict row: the epoch's row.
+        """
+        self._log_metrics(_numbers({k: v for k, v in row.items() if k != "epoch"}), row["epoch"])
 
     def on_fit_end(self, state: FitState, result) -> None:
+        """Log the run directory's figures (:data:`FIGURES`) at the last epoch, and close.
+
+        :param state: the run.
+        :param result: the :class:`~pyrovae.train.loop.FitResult`.
+        """
         if state.run_dir is not None and state.history:
             for name in FIGURES:
                 if (state.run_dir / name).is_file():
-                    self.log_image(Path(name).stem, state.run_dir / name, state.history[-1]["epoch"])
+                    self._log_image(Path(name).stem, state.run_dir / name, state.history[-1]["epoch"])
         self.close()
 
     def log_results(self, name: str, results: dict, figures=(), step: int = 0) -> None:
-        """Log the results ``name`` of an analysis: the numbers and words of ``results`` (nested keys
-        joined by dots) as ``name/key``, and the image files ``figures``, at ``step``."""
+        """Log the results of an analysis: the numbers and words of ``results`` (nested keys joined by dots)
+        as ``name/key`` (:func:`tracked_name`), and the image files ``figures``, at ``step``.
+
+        :param str name: the analysis (its output set).
+        :param dict results: its JSON summary.
+        :param figures: its PNG files.
+        :param int step: the epoch of the parameters analysed.
+        """
         flat = {tracked_name(f"{name}/{k}"): v for k, v in scalars(results).items()}
-        self.log_metrics(_numbers(flat), step)
+        self._log_metrics(_numbers(flat), step)
         for tag, text in _words(flat).items():
-            self.log_text(tag, text, step)
+            self._log_text(tag, text, step)
         for path in figures:
-            self.log_image(f"{name}/{Path(path).stem}", Path(path), step)
+            self._log_image(f"{name}/{Path(path).stem}", Path(path), step)
 
 
 def log_results(run_dir: str | os.PathLike, name: str, results: dict, figures=(), step: int = 0) -> None:

@@ -56,16 +56,31 @@ class Callback:
         return type(self).on_step_end is not Callback.on_step_end
 
     def on_fit_start(self, state: FitState) -> None:
-        """Called once, before this call's first epoch."""
+        """Called once, before this call's first epoch.
+
+        :param FitState state: the run so far.
+        """
 
     def on_step_end(self, state: FitState, loss: float) -> None:
-        """Called after every optimizer step (:attr:`FitState.step` counts them) with its loss."""
+        """Called after every optimizer step (:attr:`FitState.step` counts them).
+
+        :param FitState state: the run so far.
+        :param float loss: the step's loss, in nats per data point.
+        """
 
     def on_epoch_end(self, state: FitState, row: dict) -> None:
-        """Called after every committed epoch with its row of the history."""
+        """Called after every committed epoch.
+
+        :param FitState state: the run so far.
+        :param dict row: the epoch's row of the history.
+        """
 
     def on_fit_end(self, state: FitState, result) -> None:
-        """Called once, with the :class:`~pyrovae.train.loop.FitResult`."""
+        """Called once, at the end.
+
+        :param FitState state: the run.
+        :param result: the :class:`~pyrovae.train.loop.FitResult` that :func:`~pyrovae.fit` returns.
+        """
 
 
 @dataclass
