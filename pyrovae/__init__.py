@@ -55,6 +55,7 @@ from pyrovae.models.hvae import HVAE
 from pyrovae.models.sbn import SBN
 from pyrovae.models.ssvae import SSVAE
 from pyrovae.models.vae import VAE
+from pyrovae.runs.model_folder import load_model, save_model
 from pyrovae.runs.run import Run, RunConfig, load_run
 from pyrovae.train.loop import FitResult, fit
 from pyrovae.train.trainer import Trainer
@@ -131,6 +132,7 @@ __all__ = [
     "infer",
     "latent_stats",
     "load",
+    "load_model",
     "load_run",
     "log_likelihood",
     "models",
@@ -138,6 +140,7 @@ __all__ = [
     "plots",
     "results",
     "runs",
+    "save_model",
     "seeds",
     "storage",
     "train",
