@@ -61,8 +61,10 @@ __all__ = [
     "save_model",
 ]
 
-#: the format of ``config.json``, and its version: a folder of a higher version is refused
-FORMAT, FORMAT_VERSION = "pyrovae-model", 1
+#: the format of a model folder's ``config.json``
+FORMAT = "pyrovae-model"
+#: the version of that format this pyrovae writes; a folder of a higher version is refused
+FORMAT_VERSION = 1
 CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
 #: the method by which a module that is not a built-in VAE or HVAE says how to rebuild itself: it returns
 #: the JSON-able keyword arguments of its class's constructor that build it again (with fresh parameters
