@@ -142,23 +142,24 @@ def _describe(module: nn.Module, run: Run | None) -> dict[str, Any]:
     if found is not cls:
         raise ConfigError(
             f"the class {name} cannot be imported by its name (defined in a script, a notebook or a "
-            "function), "
-            "so no other process could rebuild the model; define it in a module of your own package"
+            "function), so no other process could rebuild the model; define it in a module of your package"
         )
     options = module.run_options() if cls in BY_OPTIONS else None
     if options is not None:
         build = {"options": run.config.to_dict() if run is not None else {"dataset": None, **options}}
     else:
         build = {"arguments": _arguments(module, name)}
-    from pyrovae import __version__
+    from pyrovae import __version__  # set once the package's modules, this one among them, are imported
 
-    event_shape = getattr(module, "event_shape", None)
+    event_shape = getattr(module, "event_shape", None)  # a tuple, torch.Size or int where a module has one
+    event_shape = [event_shape] if isinstance(event_shape, int) else event_shape
+    event_shape = list(event_shape) if isinstance(event_shape, tuple | list) else None
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "class": name,
         **build,
-        "event_shape": None if event_shape is None else list(event_shape),
+        "event_shape": event_shape,
         "pyrovae_version": __version__,
         "torch_version": torch.__version__,
         "run": None
