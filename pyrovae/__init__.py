@@ -56,6 +56,7 @@ from pyrovae.models.hvae import HVAE
 from pyrovae.models.sbn import SBN
 from pyrovae.models.ssvae import SSVAE
 from pyrovae.models.vae import VAE
+from pyrovae.runs.model_folder import load_model, save_model
 from pyrovae.runs.run import Run, RunConfig, load_run
 from pyrovae.tracking import MLflowLogger, TensorBoardLogger
 from pyrovae.train.callbacks import Callback, FitState
@@ -138,6 +139,7 @@ __all__ = [
     "infer",
     "latent_stats",
     "load",
+    "load_model",
     "load_run",
     "log_likelihood",
     "models",
@@ -145,6 +147,7 @@ __all__ = [
     "plots",
     "results",
     "runs",
+    "save_model",
     "seeds",
     "storage",
     "tracking",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import importlib.util
 import io
 import json
@@ -906,6 +907,97 @@ def _(env):
 def _(env):
     edit_checkpoint(env, other_architecture)
     return env.cli(*RESUME, "--epochs", "3")
+
+
+# 4. Model folders
+
+
+def exported(env: Env) -> Path:
+    """A model folder of the run, as ``pyrovae export RUN_DIR FOLDER`` writes it."""
+    return pyrovae.save_model(load_run(env.run), env.tmp / "model")
+
+
+def edit_model_config(folder: Path, **changes) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@case("export-existing-folder")
+def _(env):
+    (env.tmp / "model").mkdir()
+    (env.tmp / "model" / "notes.txt").write_text("mine")
+    outcome = env.cli("export", "{run}", "{tmp}/model")
+    assert [p.name for p in (env.tmp / "model").iterdir()] == ["notes.txt"]
+    return outcome
+
+
+@case("export-overwrite-other-folder")
+def _(env):
+    (env.tmp / "model").mkdir()
+    (env.tmp / "model" / "notes.txt").write_text("mine")
+    outcome = env.cli("export", "{run}", "{tmp}/model", "--overwrite")
+    assert [p.name for p in (env.tmp / "model").iterdir()] == ["notes.txt"]
+    return outcome
+
+
+@case("model-folder-missing-weights")
+def _(env):
+    (exported(env) / "model.safetensors").unlink()
+    return env.cli("evaluate", "{tmp}/model", "--limit", "2", "--num-samples", "5", "--bounds", "1,5")
+
+
+@case("model-folder-altered-weights")
+def _(env):
+    weights = exported(env) / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-3] ^= 0xFF  # in the last tensor's data, after the header
+    weights.write_bytes(raw)
+    return env.cli("sample", "{tmp}/model", "--out", "{tmp}/s.png")
+
+
+@case("model-folder-truncated")
+def _(env):
+    weights = exported(env) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return api(lambda: pyrovae.load_model(env.tmp / "model"))
+
+
+@case("model-folder-non-finite")
+def _(env):
+    from safetensors.torch import load_file, save_file
+
+    folder = exported(env)
+    tensors = load_file(folder / "model.safetensors")
+    next(iter(tensors.values())).view(-1)[0] = math.nan
+    save_file(tensors, folder / "model.safetensors")
+    sha256 = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    edit_model_config(folder, sha256=sha256)
+    return env.cli(*EVALUATE[:1], "{tmp}/model", *EVALUATE[2:])
+
+
+@case("model-folder-unknown-class")
+def _(env):
+    edit_model_config(exported(env), **{"class": "pyrovae.models.vae:NoSuchVAE"})
+    return api(lambda: pyrovae.load_model(env.tmp / "model"))
+
+
+@case("model-folder-newer-format")
+def _(env):
+    edit_model_config(exported(env), format_version=2)
+    return env.cli("sample", "{tmp}/model", "--out", "{tmp}/s.png")
+
+
+@case("model-folder-config-not-json")
+def _(env):
+    (exported(env) / "config.json").write_text("{'class': 'VAE'}")
+    return env.cli(*EVALUATE[:1], "{tmp}/model", *EVALUATE[2:])
+
+
+@case("model-folder-other-torch")
+def _(env):
+    edit_model_config(exported(env), torch_version="1.0.0")
+    return env.cli("sample", "{tmp}/model", "--out", "{tmp}/s.png", "--num", "4")
 
 
 @case("env-bad-mplbackend")

@@ -12,6 +12,7 @@ from pyrovae.cli.flags import (
     add_limit,
     check_flags,
     check_outputs,
+    output_dir,
     output_set,
     summary,
 )
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 2:
         raise ConfigError("--limit must be at least 2 (the activity is a variance over data points)")
     check_flags(args, "num_particles")
-    stem = Path(args.run_dir) / f"latents-{args.split}"
+    stem = output_dir(args) / f"latents-{args.split}"
     kinds = ("embedding", "interpolation", "traversal", "prior-samples")
     pictures = {kind: Path(f"{stem}-{kind}.png") for kind in kinds}
     tables = [stem.with_suffix(suffix) for suffix in (".csv", ".json", ".png")]

@@ -13,6 +13,7 @@ from pyrovae.cli.flags import (
     check_flags,
     check_outputs,
     names,
+    output_dir,
     output_set,
 )
 from pyrovae.errors import ConfigError, unknown_name
@@ -140,7 +141,7 @@ def score(args: argparse.Namespace) -> int:
     from pyrovae.storage import write_json, write_text
 
     check_scoring(args, [args.method], ("--data-root", "--dataset"), ("--binarize", "--dataset"))
-    stem = Path(args.run_dir) / f"scores-{args.dataset or 'run'}-{args.split}-{args.method}"
+    stem = output_dir(args) / f"scores-{args.dataset or 'run'}-{args.split}-{args.method}"
     outputs = [stem.with_suffix(suffix) for suffix in (".csv", ".nc", ".json")]
     check_outputs(args, *outputs)
     run = load_run(args.run_dir, args.checkpoint, args.device)
@@ -165,7 +166,7 @@ def detect(args: argparse.Namespace) -> int:
 
     methods = names(args, "methods", "method")
     check_scoring(args, methods, ("--in-root", "--in"))
-    stem = Path(args.run_dir) / f"detect-{getattr(args, 'in') or 'run'}-vs-{args.out}"
+    stem = output_dir(args) / f"detect-{getattr(args, 'in') or 'run'}-vs-{args.out}"
     figures = [Path(f"{stem}-{method}.png") for method in methods]
     check_outputs(args, stem.with_suffix(".csv"), *figures)
     run = load_run(args.run_dir, args.checkpoint, args.device)
