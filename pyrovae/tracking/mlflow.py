@@ -9,6 +9,7 @@ tracking URI). The configuration goes in as parameters, words (a verdict) as tag
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
@@ -46,9 +47,19 @@ class MLflowLogger(Tracker):
         self.experiment = experiment
 
     def _open(self, name: str, log_dir: Path, previous: dict | None) -> dict:
-        with warnings.catch_warnings():  # MLflow's own use of SQLAlchemy's deprecated API: not the user's
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return self._start(name, log_dir, previous)
+        import mlflow  # noqa: F401 (which sets up its loggers when first imported)
+
+        # MLflow's own use of SQLAlchemy's deprecated API, and its notes on creating a store's tables: not
+        # the user's business (its logger's level is restored after)
+        mlflow_logger = logging.getLogger("mlflow")
+        level = mlflow_logger.level
+        mlflow_logger.setLevel(logging.WARNING)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return self._start(name, log_dir, previous)
+        finally:
+            mlflow_logger.setLevel(level)
 
     def _start(self, name: str, log_dir: Path, previous: dict | None) -> dict:
         from mlflow import MlflowClient
