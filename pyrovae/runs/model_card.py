@@ -34,8 +34,7 @@ def model_card(config: dict[str, Any]) -> str:
     lines = ["---", "library_name: pyrovae", "tags:", *[f"- {tag}" for tag in tags], "---", ""]
     lines += [f"# {name}{f' on {dataset}' if dataset else ''}", ""]
     origin = (
-        f"exported from a run directory (the {run['checkpoint']['which']} parameters, epoch "
-        f"{run['epoch']})"
+        f"exported from a run directory (the {run['checkpoint']['which']} parameters, epoch {run['epoch']})"
         if run and run.get("checkpoint")
         else "saved from Python"
     )
