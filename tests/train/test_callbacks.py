@@ -21,6 +21,11 @@ def small_vae() -> pyrovae.VAE:
     return pyrovae.VAE(6, latent_dim=2, hidden=(8,))
 
 
+def train(**options) -> pyrovae.FitResult:
+    """A new small VAE trained on :func:`data` with ``options``."""
+    return pyrovae.fit(small_vae(), data(), **{"batch_size": BATCH, "progress": False, **options})
+
+
 class Recorder(pyrovae.Callback):
     """Every call, as (hook, epochs committed, step, value)."""
 
@@ -66,9 +71,7 @@ class StopAfter(pyrovae.Callback):
 
 def test_every_hook_is_called_in_order_with_the_run_so_far():
     recorder = Recorder()
-    result = pyrovae.fit(
-        small_vae(), data(), epochs=2, batch_size=BATCH, progress=False, callbacks=[recorder]
-    )
+    result = train(epochs=2, callbacks=[recorder])
     kinds = [c[0] for c in recorder.calls]
     assert kinds == ["start", *["step"] * 3, "epoch", *["step"] * 3, "epoch", "end"]
     assert [c[2] for c in recorder.calls if c[0] == "step"] == [1, 2, 3, 4, 5, 6]
@@ -80,7 +83,7 @@ def test_every_hook_is_called_in_order_with_the_run_so_far():
 
 def test_a_callback_that_does_not_ask_for_steps_is_not_called_at_every_step():
     recorder = Recorder(per_step=False)
-    pyrovae.fit(small_vae(), data(), epochs=1, batch_size=BATCH, progress=False, callbacks=[recorder])
+    train(epochs=1, callbacks=[recorder])
     assert [c[0] for c in recorder.calls] == ["start", "epoch", "end"]
     assert pyrovae.Callback().per_step is False and StopAfter(1, in_step=True).per_step
 
@@ -88,30 +91,13 @@ def test_a_callback_that_does_not_ask_for_steps_is_not_called_at_every_step():
 @pytest.mark.parametrize("in_step", [False, True])
 def test_a_stop_ends_training_after_the_epoch_it_is_asked_in(tmp_path, in_step):
     stop = StopAfter(2, in_step)
-    result = pyrovae.fit(
-        small_vae(),
-        data(),
-        epochs=EPOCHS,
-        batch_size=BATCH,
-        progress=False,
-        run_dir=tmp_path,
-        callbacks=[stop],
-    )
+    result = train(epochs=EPOCHS, run_dir=tmp_path, callbacks=[stop])
     assert result.history["epoch"].tolist() == [1, 2]
     assert result.stopped_early and result.stop_reason.startswith("asked for")
     assert f"stopped early: {result.stop_reason}" in result.summary()
     # the run directory's checkpoint holds the epoch and the stop: a resumed run is returned as it is
     recorder = Recorder()
-    resumed = pyrovae.fit(
-        small_vae(),
-        data(),
-        epochs=EPOCHS,
-        batch_size=BATCH,
-        progress=False,
-        run_dir=tmp_path,
-        resume=True,
-        callbacks=[recorder],
-    )
+    resumed = train(epochs=EPOCHS, run_dir=tmp_path, resume=True, callbacks=[recorder])
     assert resumed.history["epoch"].tolist() == [1, 2] and resumed.stop_reason == result.stop_reason
     assert [c[0] for c in recorder.calls] == ["start", "end"]
     assert recorder.calls[0][1:3] == (2, 6)  # the resumed state counts the run's epochs and steps
@@ -119,23 +105,14 @@ def test_a_stop_ends_training_after_the_epoch_it_is_asked_in(tmp_path, in_step):
 
 def test_a_resumed_run_counts_its_steps_from_the_start_and_trains_as_one_run(tmp_path):
     straight = Recorder()
-    whole = pyrovae.fit(small_vae(), data(), epochs=3, batch_size=BATCH, progress=False, callbacks=[straight])
-    pyrovae.fit(small_vae(), data(), epochs=1, batch_size=BATCH, progress=False, run_dir=tmp_path)
+    whole = train(epochs=3, callbacks=[straight])
+    train(epochs=1, run_dir=tmp_path)
     later = Recorder()
-    resumed = pyrovae.fit(
-        small_vae(),
-        data(),
-        epochs=3,
-        batch_size=BATCH,
-        progress=False,
-        run_dir=tmp_path,
-        resume=True,
-        callbacks=[later],
-    )
+    resumed = train(epochs=3, run_dir=tmp_path, resume=True, callbacks=[later])
     assert [c[2] for c in later.calls if c[0] == "step"] == list(range(4, 10))
     assert resumed.history["train_loss"].tolist() == whole.history["train_loss"].tolist()
 
 
 def test_a_callback_with_no_hook_is_refused():
     with pytest.raises(ConfigError, match="has none of the methods on_fit_start"):
-        pyrovae.fit(small_vae(), data(), epochs=1, progress=False, callbacks=[object()])
+        train(epochs=1, callbacks=[object()])
