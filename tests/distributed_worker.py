@@ -60,12 +60,11 @@ class StopAtTarget(pyrovae.Callback):
         self.calls.append("end")
 
 
-def stopped_by_callback(callback: StopAtTarget) -> pyrovae.FitResult:
-    """The MAP autoencoder trained for at most 6 epochs with ``callback``."""
+def stopped_by_callback(callback: pyrovae.Callback | None) -> pyrovae.FitResult:
+    """The MAP autoencoder trained for at most 6 epochs with ``callback`` (if any)."""
     train = pyrovae.VAEDataset(data())
-    return pyrovae.fit(
-        vae(MAPVAE), train, train, epochs=6, batch_size=BATCH, progress=False, callbacks=[callback]
-    )
+    given = [callback] if callback is not None else None
+    return pyrovae.fit(vae(MAPVAE), train, train, epochs=6, batch_size=BATCH, progress=False, callbacks=given)
 
 
 class MAPVAE(pyrovae.VAE):
@@ -177,13 +176,35 @@ def failure(out: Path) -> None:
     (out / f"failure-{distributed.rank()}.txt").write_text(message)
 
 
+class Failing(pyrovae.Callback):
+    """A callback whose on_epoch_end raises at the given epoch."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_epoch_end(self, state, row):
+        if row["epoch"] == self.epoch:
+            raise ValueError(f"a bug in a callback at epoch {self.epoch}")
+
+
 def callbacks(out: Path) -> None:
-    """Training stopped by :class:`StopAtTarget`: each rank writes its epochs and its callback's calls into
-    ``OUT/callbacks-RANK.json``."""
-    callback = StopAtTarget(TARGET)
-    result = stopped_by_callback(callback)
-    record = {"epochs": len(result.history), "stop_reason": result.stop_reason, "calls": callback.calls}
-    (out / f"callbacks-{distributed.rank()}.json").write_text(json.dumps(record))
+    """Training stopped by :class:`StopAtTarget`, given to every rank, then to rank 0 alone: each rank
+    writes its epochs and its callback's calls into ``OUT/callbacks-RANK.json``; then a callback of rank 0
+    alone that raises, each rank writing the error it raised into ``OUT/callback-error-RANK.txt``."""
+    records = []
+    for everywhere in (True, False):
+        callback = StopAtTarget(TARGET)
+        result = stopped_by_callback(callback if everywhere or distributed.is_main() else None)
+        records.append(
+            {"epochs": len(result.history), "stop_reason": result.stop_reason, "calls": callback.calls}
+        )
+    (out / f"callbacks-{distributed.rank()}.json").write_text(json.dumps(records))
+    try:
+        stopped_by_callback(Failing(2) if distributed.is_main() else None)
+        message = "no error"
+    except Exception as e:
+        message = f"{type(e).__name__}: {e}"
+    (out / f"callback-error-{distributed.rank()}.txt").write_text(message)
 
 
 def cli_runs(out: Path) -> None:

@@ -280,6 +280,8 @@ command_lines(
         "train-log-unknown": [*NEW, "--log", "wandb"],
         "train-log-repeated": [*NEW, "--log", "mlflow,mlflow"],
         "train-log-dir-without-log": [*NEW, "--log-dir", "{tmp}/logs"],
+        "train-log-tracking-uri-bogus": [*NEW, "--log", "mlflow", "--tracking-uri", "bogus://nowhere"],
+        "train-log-experiment-empty": [*NEW, "--log", "mlflow", "--experiment", ""],
     }
 )
 
@@ -310,6 +312,9 @@ api_calls(
         "api-fit-lr-string": lambda: fit(small_vae(), binary(), lr="0.1", progress=False),
         "api-fit-clip-norm-negative": lambda: fit(small_vae(), binary(), clip_norm=-1, progress=False),
         "api-fit-patience-zero": lambda: fit(small_vae(), binary(), patience=0, progress=False),
+        "api-fit-callbacks-not-a-list": lambda: fit(
+            small_vae(), binary(), callbacks=StopSilently(), progress=False
+        ),
         "api-fit-callback-class": lambda: fit(
             small_vae(), binary(), callbacks=[pyrovae.Callback], progress=False
         ),
@@ -982,6 +987,17 @@ def _(env):
     return api(lambda: pyrovae.load_model(env.tmp / "model"))
 
 
+@case("model-folder-foreign-module")
+def _(env):
+    edit_model_config(exported(env), **{"class": "planted:Model"})
+    marker = env.tmp / "imported"
+    (env.tmp / "planted.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass Model: ...\n")
+    env.monkeypatch.syspath_prepend(str(env.tmp))
+    outcome = api(lambda: pyrovae.load_model(env.tmp / "model"))
+    assert not marker.exists() and "planted" not in sys.modules, "the folder's module was imported"
+    return outcome
+
+
 @case("model-folder-newer-format")
 def _(env):
     edit_model_config(exported(env), format_version=2)
@@ -1011,12 +1027,27 @@ def _(env):
     return env.process(*argv, environ={"HOME": "/proc/no-home", "XDG_CACHE_HOME": "", "MPLCONFIGDIR": ""})
 
 
-@case("env-tracker-not-installed")
-def _(env):
+def hide_mlflow(env) -> None:
+    """Make the mlflow package look uninstalled."""
     find_spec = importlib.util.find_spec
     hidden = lambda name, *args: None if name == "mlflow" else find_spec(name, *args)  # noqa: E731
     env.monkeypatch.setattr(importlib.util, "find_spec", hidden)
+
+
+@case("env-tracker-not-installed")
+def _(env):
+    hide_mlflow(env)
     return env.cli(*NEW, "--log", "mlflow")
+
+
+@case("env-resume-tracker-not-installed")
+def _(env):
+    record = {
+        "mlflow": {"log_dir": "logs", "name": "run", "tracking_uri": None, "run_id": "0", "per_step": False}
+    }
+    (env.run / "tracking.json").write_text(json.dumps(record))
+    hide_mlflow(env)
+    return env.cli(*RESUME, "--epochs", "3")
 
 
 @case("env-read-only-home-train")

@@ -126,6 +126,8 @@ def _run_lock(args: argparse.Namespace):
     from pyrovae.runs.outputs import Outputs
 
     run_dir = output_dir(args) if args.command != "train" else None
+    if run_dir is not None and run_dir != Path(args.run_dir) and Path(args.run_dir).is_dir():
+        run_dir.mkdir(exist_ok=True)  # a model folder's outputs, locked and recorded from the first command
     if run_dir is None or not run_dir.is_dir():
         yield
         return

@@ -75,26 +75,35 @@ def _tracking_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _trackers(args: argparse.Namespace, run_dir: Path) -> list:
-    """The trackers of --log, and on --resume those the run has (each checked to be installed)."""
+    """The trackers of --log, and on --resume those the run has, each installed and its options checked,
+    before anything is written."""
     from pyrovae.cli.flags import names
     from pyrovae.errors import unknown_name
-    from pyrovae.tracking import TRACKERS, read_record
+    from pyrovae.tracking import RECORD, TRACKERS, read_record
 
     kinds = names(args, "log", "tracker") if args.log is not None else []
     for kind in kinds:
         if kind not in TRACKERS:
             raise unknown_name("tracker", kind, TRACKERS)
-    given = [flag for flag in ("log_dir", "tracking_uri") if getattr(args, flag) is not None]
-    if (given or args.log_every_step) and not kinds:
-        raise ConfigError("--log-dir, --tracking-uri and --log-every-step go with --log TRACKERS; add --log")
     recorded = read_record(run_dir) if args.resume else {}
+    given = [flag for flag in ("log_dir", "tracking_uri") if getattr(args, flag) is not None]
+    if (given or args.log_every_step) and not (kinds or recorded):
+        raise ConfigError("--log-dir, --tracking-uri and --log-every-step go with --log TRACKERS; add --log")
     trackers = []
     for kind in dict.fromkeys([*kinds, *recorded]):
-        options = {"per_step": args.log_every_step}
+        options = {"per_step": args.log_every_step or recorded.get(kind, {}).get("per_step", False)}
         if kind == "mlflow":
             options.update(tracking_uri=args.tracking_uri, experiment=args.experiment)
-        log_dir = args.log_dir or recorded.get(kind, {}).get("log_dir")
-        trackers.append(TRACKERS[kind](log_dir, **options))
+        try:
+            tracker = TRACKERS[kind](args.log_dir, **options)
+        except ConfigError as e:
+            if kind in kinds:
+                raise
+            raise ConfigError(
+                f"{e}; or remove {kind!r} from {run_dir / RECORD} to resume without it"
+            ) from None
+        tracker.check()
+        trackers.append(tracker)
     return trackers
 
 

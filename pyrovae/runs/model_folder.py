@@ -1,5 +1,5 @@
-"""A portable model folder: a trained model as the files another machine needs to use it, and nothing that
-runs code when loaded.
+"""A portable model folder: a trained model as the files another machine needs to use it, and no code:
+loading one imports no module that the folder names but pyrovae's, or one the loading process has imported.
 
 A model folder (:func:`save_model`, ``pyrovae export RUN_DIR PATH``) holds
 
@@ -31,6 +31,7 @@ import importlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -146,7 +147,9 @@ def _describe(module: nn.Module, run: Run | None) -> dict[str, Any]:
         )
     options = module.run_options() if cls in BY_OPTIONS else None
     if options is not None:
-        build = {"options": run.config.to_dict() if run is not None else {"dataset": None, **options}}
+        # the run's configuration, without where its data lay on the machine that trained it
+        trained = {**run.config.to_dict(), "data_root": None} if run is not None else None
+        build = {"options": trained or {"dataset": None, **options}}
     else:
         build = {"arguments": _arguments(module, name)}
     from pyrovae import __version__  # set once the package's modules, this one among them, are imported
@@ -204,9 +207,7 @@ def _write(path: Path, tensors: dict[str, torch.Tensor], config: dict) -> None:
     except OSError as e:
         raise StorageError(f"cannot write {path}: {e.strerror or e}; choose another directory") from None
     try:
-        umask = os.umask(0)  # read by setting it, and set back
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; give the folder the mode mkdir would
+        os.chmod(staging, storage.umasked(0o777))  # mkdtemp makes 0700; give the folder the mode mkdir would
         with storage.atomic_path(staging / WEIGHTS) as tmp:
             save_file(tensors, tmp, metadata={"format": "pt"})
         config["sha256"] = _sha256(staging / WEIGHTS)
@@ -275,8 +276,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
     incomplete, damaged, altered, written by a newer pyrovae, or does not rebuild (see the module's
     description).
 
-    The folder's ``config.json`` names the class to import (a module of pyrovae's, or of a package of
-    yours): load folders from sources you trust, as you would install their package.
+    The folder's ``config.json`` names the class to rebuild. Of a module of pyrovae's, it is imported; of
+    any other module, only if this process has imported that module already (import it yourself if you
+    trust it): a folder never chooses the code that loading it runs.
 
     :param path: the model folder, e.g. a local copy of a Hugging Face Hub repository
         (``huggingface_hub.snapshot_download(repo_id)``).
@@ -292,12 +294,7 @@ def folder_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> R
     with its data set, or the model's options alone), its model, the epoch and test figures of its run,
     and no history."""
     path = Path(path)
-    module, config = _read(path, device)
-    if "options" not in config:
-        raise ModelFolderError(
-            f"{path} holds a {config['class']}, which pyrovae's commands cannot use (they take a VAE or an "
-            "HVAE); load it from Python with pyrovae.load_model"
-        )
+    module, config = _read(path, device, built_in=True)
     run_config = RunConfig.from_dict(config["options"], source=str(path / CONFIG))
     info = config.get("run") or {}
     used = info.get("checkpoint") or {"which": "saved", "epoch": None}
@@ -305,8 +302,9 @@ def folder_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> R
     return Run(path, run_config, module, info.get("epoch"), pd.DataFrame(), info.get("results"), used)
 
 
-def _read(path: Path, device) -> tuple[nn.Module, dict]:
-    """The model of the folder ``path`` and its ``config.json``, each check refusing with its message."""
+def _read(path: Path, device, built_in: bool = False) -> tuple[nn.Module, dict]:
+    """The model of the folder ``path`` and its ``config.json``, each check refusing with its message; with
+    ``built_in``, only a built-in VAE or HVAE (refused before anything is imported)."""
     dev = devices.resolve(device)
     if not path.is_dir():
         what = "does not exist" if not path.exists() else "is a file"
@@ -314,6 +312,11 @@ def _read(path: Path, device) -> tuple[nn.Module, dict]:
             f"{path} {what}: pass a model folder, the directory that holds {CONFIG} and {WEIGHTS}"
         )
     config = _read_config(path)
+    if built_in and config["class"] not in {f"{c.__module__}:{c.__qualname__}" for c in BY_OPTIONS}:
+        raise ModelFolderError(
+            f"{path} holds a {config['class']}, which pyrovae's commands cannot use (they take a VAE or an "
+            "HVAE); load it from Python with pyrovae.load_model"
+        )
     if not (path / WEIGHTS).is_file():
         raise ModelFolderError(
             f"{path} lacks {WEIGHTS}, the model's parameters: the folder is incomplete. Copy the whole "
@@ -400,8 +403,15 @@ def _major(version: str) -> int:
 
 
 def _resolve(name: str) -> Any:
-    """What ``"module:QualName"`` names; an :class:`ImportError` saying why where it cannot be imported."""
+    """What ``"module:QualName"`` names; an :class:`ImportError` saying why where it cannot be imported.
+    Only pyrovae's modules, and those this process has imported already, are: importing a module runs its
+    code, which a folder from elsewhere must not choose."""
     module_name, _, qualname = name.partition(":")
+    if module_name.split(".")[0] != "pyrovae" and module_name not in sys.modules:
+        raise ImportError(
+            f"pyrovae imports no module a model folder names, and this process has not imported "
+            f"{module_name!r}; if you trust it, import {module_name} yourself, then load the folder again"
+        )
     try:
         found: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
@@ -418,10 +428,7 @@ def _rebuild(path: Path, config: dict) -> nn.Module:
     try:
         cls = _resolve(name)
     except ImportError as e:
-        raise ModelFolderError(
-            f"{file} names the class {name}, which cannot be imported ({e}); install the package that "
-            "defines it, or load the folder where it is installed"
-        ) from None
+        raise ModelFolderError(f"{file} names the class {name}, which cannot be used ({e})") from None
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise ModelFolderError(
             f"{file} names {name}, which is not a torch.nn.Module class; the folder was altered"

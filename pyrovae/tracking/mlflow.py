@@ -9,12 +9,14 @@ tracking URI). The configuration goes in as parameters, words (a verdict) as tag
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 import warnings
 from pathlib import Path
 
+from pyrovae.errors import ConfigError
 from pyrovae.tracking.tracker import Tracker
 
 __all__ = ["MLflowLogger"]
@@ -46,30 +48,36 @@ class MLflowLogger(Tracker):
         self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         self.experiment = experiment
 
-    def _open(self, name: str, log_dir: Path, previous: dict | None) -> dict:
-        import mlflow  # noqa: F401 (which sets up its loggers when first imported)
+    def check(self) -> None:
+        """Refuse an empty experiment name, and a tracking store given by URI that cannot be reached."""
+        if not isinstance(self.experiment, str) or not self.experiment.strip():
+            raise ConfigError(f"the MLflow experiment (--experiment) must be a name; got {self.experiment!r}")
+        if self.tracking_uri is None:
+            return  # the local store, made where it goes
+        from mlflow import MlflowClient
 
-        # MLflow's own use of SQLAlchemy's deprecated API, and its notes on creating a store's tables: not
-        # the user's business (its logger's level is restored after)
-        mlflow_logger = logging.getLogger("mlflow")
-        level = mlflow_logger.level
-        mlflow_logger.setLevel(logging.WARNING)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                return self._start(name, log_dir, previous)
-        finally:
-            mlflow_logger.setLevel(level)
+            with _quiet():
+                MlflowClient(self.tracking_uri).search_experiments(max_results=1)
+        except Exception as e:
+            raise ConfigError(
+                f"the MLflow tracking store {self.tracking_uri!r} cannot be used ({type(e).__name__}: "
+                f"{str(e).splitlines()[0]}); check --tracking-uri (tracking_uri=) or MLFLOW_TRACKING_URI"
+            ) from None
+
+    def _open(self, name: str, log_dir: Path, previous: dict | None) -> dict:
+        with _quiet():
+            return self._start(name, log_dir, previous)
 
     def _start(self, name: str, log_dir: Path, previous: dict | None) -> dict:
         from mlflow import MlflowClient
 
         if previous is not None:
-            self.client = MlflowClient(previous["tracking_uri"])
+            self.client = MlflowClient(previous["tracking_uri"] or _local_store(log_dir))
             self.run_id = previous["run_id"]
             self.client.update_run(self.run_id, status="RUNNING")
-            return previous
-        uri = self.tracking_uri or f"sqlite:///{log_dir / 'mlflow.db'}"
+            return {"tracking_uri": previous["tracking_uri"], "run_id": self.run_id}
+        uri = self.tracking_uri or _local_store(log_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(uri)
         experiment = self.client.get_experiment_by_name(self.experiment)
@@ -79,7 +87,8 @@ class MLflowLogger(Tracker):
             local = None if self.tracking_uri else (log_dir / "mlartifacts").as_uri()
             experiment_id = self.client.create_experiment(self.experiment, artifact_location=local)
         self.run_id = self.client.create_run(experiment_id, run_name=name).info.run_id
-        return {"log_dir": str(log_dir), "name": name, "tracking_uri": uri, "run_id": self.run_id}
+        # the local store is found again from the log directory
+        return {"tracking_uri": self.tracking_uri, "run_id": self.run_id}
 
     def _log_params(self, params: dict) -> None:
         from mlflow.entities import Param
@@ -101,5 +110,31 @@ class MLflowLogger(Tracker):
         folder = str(Path("figures", tag).parent)
         self.client.log_artifact(self.run_id, str(path), artifact_path=folder)
 
-    def close(self) -> None:
-        self.client.set_terminated(self.run_id, "FINISHED")
+    def close(self, failed: bool = False) -> None:
+        """End the MLflow run, ``FINISHED`` or ``FAILED``.
+
+        :param bool failed: whether training ended with an error.
+        """
+        self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
+
+
+def _local_store(log_dir: Path) -> str:
+    """The URI of the local store in ``log_dir``."""
+    return f"sqlite:///{log_dir / 'mlflow.db'}"
+
+
+@contextlib.contextmanager
+def _quiet():
+    """MLflow without its own use of SQLAlchemy's deprecated API and its notes on creating a store's tables,
+    which are not the user's business (its logger's level is restored after)."""
+    import mlflow  # noqa: F401 (which sets up its loggers when first imported)
+
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        logger.setLevel(level)

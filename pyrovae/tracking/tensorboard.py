@@ -34,7 +34,7 @@ class TensorBoardLogger(Tracker):
         from torch.utils.tensorboard import SummaryWriter
 
         if previous is not None:
-            folder = Path(previous["folder"])
+            folder = log_dir / "tensorboard" / previous["folder"]
         else:
             base = log_dir / "tensorboard" / name
             folder, n = base, 1
@@ -42,7 +42,7 @@ class TensorBoardLogger(Tracker):
                 n += 1
                 folder = base.with_name(f"{name}-{n}")
         self.writer = SummaryWriter(log_dir=str(folder))
-        return {"log_dir": str(log_dir), "name": name, "folder": str(folder)}
+        return {"folder": folder.name}
 
     def _log_params(self, params: dict) -> None:
         from torch.utils.tensorboard.summary import hparams
@@ -66,5 +66,9 @@ class TensorBoardLogger(Tracker):
             pixels = np.asarray(image.convert("RGB"))
         self.writer.add_image(tag, pixels, step, dataformats="HWC")
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Flush the event file and close it.
+
+        :param bool failed: whether training ended with an error (TensorBoard records no status).
+        """
         self.writer.close()

@@ -4,20 +4,26 @@ A callback is an object with any of four methods, each given the :class:`FitStat
 
 - ``on_fit_start(state)``: once, before the first epoch of this call (after a resumed run's state is loaded);
 - ``on_step_end(state, loss)``: after every optimizer step, with the minibatch's loss in nats per data point;
-- ``on_epoch_end(state, row)``: after every epoch, once it is committed to the run directory, with its row of
-  the history (``epoch``, ``train_loss``, ``valid_loss``, ``beta``, ``lr``, ``seconds``);
-- ``on_fit_end(state, result)``: once, with the :class:`~pyrovae.train.loop.FitResult` about to be returned.
+- ``on_epoch_end(state, row)``: after every epoch, with its row of the history (``epoch``, ``train_loss``,
+  ``valid_loss``, ``beta``, ``lr``, ``seconds``), just before the epoch is committed to the run directory
+  (so that a stop it asks for is committed with the epoch);
+- ``on_fit_end(state, result)``: once, with the :class:`~pyrovae.train.loop.FitResult` about to be returned,
+  or with ``None`` when training ends with an error (which is raised after it).
 
-Subclass :class:`Callback`, whose methods do nothing, and define those you need. A callback stops training by
-calling :meth:`FitState.stop`: the epoch under way finishes and is committed, and training ends there, with
-the reason in :attr:`~pyrovae.train.loop.FitResult.stop_reason` and in the checkpoint (a resumed run that a
-callback stopped is returned as it is, as one stopped early is).
+Subclass :class:`Callback`, whose methods do nothing, and define those you need; a method ``check()``, if it
+has one, is called when :func:`~pyrovae.fit` is, before anything is written, to refuse its options. A
+callback stops training by calling :meth:`FitState.stop`: the epoch under way finishes and is committed, and
+training ends there, with the reason in :attr:`~pyrovae.train.loop.FitResult.stop_reason` and in the
+checkpoint (a resumed run that a callback stopped is returned as it is, as one stopped early is; a stop asked
+for at the last epoch is no early stop, and is not recorded).
 
-Under ``torchrun`` the callbacks are called on rank 0 alone; a stop it asks for reaches every rank at the
-epoch's end (one collective per epoch). Only a callback that defines ``on_step_end`` (or whose ``per_step``
-is true) is called after every step: the others add nothing to a step, so no host synchronization either.
+Under ``torchrun`` the callbacks are called on rank 0 alone, whatever the other ranks were given. Every rank
+ends the start, each epoch and the end in one collective, through which rank 0's stop, or the error one of
+its callbacks raised, reaches every rank (the others raise a :class:`~pyrovae.errors.RankError`). Only a
+callback that defines ``on_step_end`` (or whose ``per_step`` is true) is called after every step, with the
+step's loss as a Python number; the others add nothing to a step.
 
-Example: stop once the validation bound is within ``gap`` nats of a target::
+Example: stop once the validation bound reaches a target::
 
     class StopAtTarget(pyrovae.Callback):
         def __init__(self, target: float):
@@ -32,6 +38,7 @@ Example: stop once the validation bound is within ``gap`` nats of a target::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +46,7 @@ from pathlib import Path
 from torch import nn
 
 from pyrovae import distributed
-from pyrovae.errors import ConfigError
+from pyrovae.errors import ConfigError, RankError
 
 __all__ = ["Callback", "FitState", "Callbacks"]
 
@@ -131,13 +138,24 @@ def _per_step(callback) -> bool:
 
 
 class Callbacks:
-    """The callbacks of a run, called on rank 0 alone (see the module).
+    """The callbacks of a run, called on rank 0 alone (see the module), each checked when given.
 
-    :param callbacks: objects with any of the hooks :data:`HOOKS`.
+    Under ``torchrun`` every rank ends each phase (the start, every epoch, the end) in one collective,
+    whatever its own list holds: rank 0's stop, or the error one of its callbacks raised, reaches every rank,
+    which stops with it (the other ranks with a :class:`~pyrovae.errors.RankError`) instead of waiting.
+
+    :param callbacks: a list of objects with any of the hooks :data:`HOOKS`; a callback's optional
+        ``check()`` method, called here, refuses its options before anything is written.
     """
 
     def __init__(self, callbacks: Iterable | None):
-        self.callbacks = list(callbacks or ())
+        if callbacks is None:
+            callbacks = []
+        if not isinstance(callbacks, Iterable) or isinstance(callbacks, str | bytes | Callback):
+            raise ConfigError(
+                f"callbacks takes a list of callbacks, such as callbacks=[MyCallback()]; got {callbacks!r}"
+            )
+        self.callbacks = list(callbacks)
         for callback in self.callbacks:
             hooks = any(callable(getattr(callback, hook, None)) for hook in HOOKS)
             if isinstance(callback, type) or not hooks:
@@ -145,32 +163,60 @@ class Callbacks:
                     f"callback {callback!r} has none of the methods {', '.join(HOOKS)}; pass instances of "
                     "pyrovae.Callback subclasses (an instance, not the class)"
                 )
-        main = distributed.is_main()
-        self._every = [c for c in self.callbacks if main and _per_step(c)]
-        self._main = self.callbacks if main else []
+            check = getattr(callback, "check", None)
+            if callable(check):
+                check()
+        self._error: Exception | None = None  # what a step's hook raised, settled at the epoch's end
 
     @property
     def per_step(self) -> bool:
-        """Whether a callback asks for every step's loss."""
-        return bool(self._every)
+        """Whether a callback on this rank asks for every step's loss (none after one has failed)."""
+        return distributed.is_main() and self._error is None and any(_per_step(c) for c in self.callbacks)
 
-    def _call(self, hook: str, callbacks: list, *args) -> None:
-        for callback in callbacks:
-            method = getattr(callback, hook, None)
-            if callable(method):
-                method(*args)
+    def _call(self, hook: str, *args) -> Exception | None:
+        """Call ``hook`` of every callback, on rank 0; the error one raised, if any."""
+        if not distributed.is_main():
+            return None
+        callbacks = [c for c in self.callbacks if hook != "on_step_end" or _per_step(c)]
+        try:
+            for callback in callbacks:
+                method = getattr(callback, hook, None)
+                if callable(method):
+                    method(*args)
+        except Exception as e:
+            return e
+        return None
+
+    def _settle(self, state: FitState, error: Exception | None) -> None:
+        """End a phase: share rank 0's stop and error with every rank, and raise the error."""
+        if distributed.active():
+            told = None if error is None else f"{type(error).__name__}: {error}"
+            state.stop_reason, told = distributed.broadcast_object((state.stop_reason, told))
+            if error is None and told is not None:
+                raise RankError(f"a callback of rank 0 of the distributed run failed: {told}")
+        if error is not None:
+            raise error
 
     def fit_start(self, state: FitState) -> None:
-        self._call("on_fit_start", self._main, state)
+        """Call ``on_fit_start`` (rank 0), then settle."""
+        self._settle(state, self._call("on_fit_start", state))
 
     def step_end(self, state: FitState, loss: float) -> None:
-        self._call("on_step_end", self._every, state, loss)
+        """Call ``on_step_end`` of those that ask for it (rank 0); an error waits for the epoch's end."""
+        self._error = self._call("on_step_end", state, loss)
 
     def epoch_end(self, state: FitState, row: dict) -> None:
-        """Call the hooks, then share rank 0's decision to stop (if any) with every rank."""
-        self._call("on_epoch_end", self._main, state, row)
-        if self.callbacks:
-            state.stop_reason = distributed.broadcast_object(state.stop_reason)
+        """Call ``on_epoch_end`` (rank 0), unless a step's hook failed, then settle."""
+        error, self._error = self._error or self._call("on_epoch_end", state, row), None
+        self._settle(state, error)
 
     def fit_end(self, state: FitState, result) -> None:
-        self._call("on_fit_end", self._main, state, result)
+        """Call ``on_fit_end`` (rank 0), then settle; ``result`` is the
+        :class:`~pyrovae.train.loop.FitResult`, or ``None`` where training stopped with an error, which goes
+        on being raised whatever a hook does, with no collective (another rank may be gone)."""
+        if result is None:
+            error = self._call("on_fit_end", state, None)
+            if error is not None:
+                warnings.warn(f"a callback's on_fit_end failed after training failed: {error}", stacklevel=3)
+            return
+        self._settle(state, self._call("on_fit_end", state, result))

@@ -21,6 +21,7 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from pyrovae.options import check_options
 from pyrovae.results import Result, live, table
 from pyrovae.runs.directory import CONFIG, HISTORY, RunDirectory, checkpoint_bytes
 from pyrovae.storage import pause_point, write_json, write_text
-from pyrovae.train.callbacks import Callbacks, FitState
+from pyrovae.train.callbacks import Callback, Callbacks, FitState
 from pyrovae.train.trainer import Trainer
 
 #: options of :func:`fit` a resumed run must keep (changing them would make another run), and those
@@ -47,6 +48,8 @@ from pyrovae.train.trainer import Trainer
 FIXED_SETTINGS = ("estimator", "batch_size", "optimizer", "kl_warmup", "seed")
 MUTABLE_SETTINGS = ("epochs", "lr", "clip_norm", "patience")
 CHECKPOINT_VERSION = 2
+#: the columns of the history, one row per epoch
+COLUMNS = ("epoch", "train_loss", "valid_loss", "beta", "lr", "seconds")
 
 
 def check_data(vae: nn.Module, data: DataSource, what: str) -> None:
@@ -107,7 +110,10 @@ class FitResult(Result):
 
     @property
     def final_loss(self) -> float:
-        """The validation bound of the best epoch (else the last training objective), in nats."""
+        """The validation bound of the best epoch (else the last training objective), in nats; NaN if no
+        epoch was trained."""
+        if self.history.empty:
+            return math.nan
         col = "valid_loss" if self.history["valid_loss"].notna().any() else "train_loss"
         return float(self.history[col].iloc[-1 if self.best_epoch is None else self.best_epoch - 1])
 
@@ -115,7 +121,8 @@ class FitResult(Result):
         """The history by epoch, without columns that are empty (no validation data): every epoch of
         a run of at most :data:`SHOWN_EPOCHS`, else that many evenly spaced from the first to the
         last, and the best (:attr:`history` has them all)."""
-        table = self.history.dropna(axis=1, how="all")
+        empty = [c for c in self.history if c != "epoch" and self.history[c].isna().all()]
+        table = self.history.drop(columns=empty)
         if len(table) > SHOWN_EPOCHS:
             rows = set(np.linspace(0, len(table) - 1, SHOWN_EPOCHS).round().astype(int).tolist())
             if self.best_epoch is not None:
@@ -136,9 +143,9 @@ class FitResult(Result):
             else f", {self.cpu_threads} CPU thread{'s' * (self.cpu_threads > 1)}"
         )
         lines = [f"{name} trained for {len(h)} epochs on {self.num_data} data points{threads}"]
-        last = h.iloc[-1]
-        lines.append(f"  final train objective: {last['train_loss']:.3f} nats per data point")
-        if h["valid_loss"].notna().any():
+        if len(h):
+            lines.append(f"  final train objective: {h['train_loss'].iloc[-1]:.3f} nats per data point")
+        if len(h) and h["valid_loss"].notna().any():
             best = h["valid_loss"].idxmin()
             lines.append(
                 f"  best validation bound: {h['valid_loss'][best]:.3f} nats (epoch {int(h['epoch'][best])})"
@@ -197,7 +204,7 @@ def fit(
     backend: str | None = None,
     device: str | torch.device | None = "auto",
     threads: int | str | None = "auto",
-    callbacks=None,
+    callbacks: Sequence[Callback] | None = None,
 ) -> FitResult:
     """Train ``vae`` (any module with ``model``/``guide`` methods) by minibatch SVI.
 
@@ -254,7 +261,8 @@ def fit(
         two threads and 31 s with one.
     :param callbacks: objects called as training goes (:mod:`pyrovae.train.callbacks`): instances of
         :class:`~pyrovae.train.callbacks.Callback` subclasses, such as the trackers of :mod:`pyrovae.tracking`
-        or one of the user's that stops training on its own criterion; called on rank 0 alone.
+        or one of the user's that stops training on its own criterion; called on rank 0 alone, whatever
+        the other ranks of a distributed run are given.
 
     Every option is checked before anything is written (:mod:`pyrovae.options`). A step whose loss,
     gradient or parameters are not finite is not applied, and an epoch whose validation bound is not
@@ -368,6 +376,10 @@ def _fit(
     run_path = None if directory is None else directory.path
     state = FitState(vae, settings, config, run_path, history, len(train), steps, steps * len(history))
     state.stop_reason = run["stopped"]
+    if run["stopped"] is not None:
+        notes.append(
+            f"a callback stopped the run after epoch {len(history)} ({run['stopped']}): it is as it was"
+        )
 
     def patience_spent() -> bool:
         return patience is not None and run["bad_epochs"] >= patience
@@ -375,42 +387,57 @@ def _fit(
     def finished() -> bool:
         return len(history) >= epochs or patience_spent() or run["stopped"] is not None
 
-    callbacks.fit_start(state)
-    total = 0 if finished() else (epochs - len(history)) * steps
-    disable = not (progress and distributed.is_main())
-    with tqdm(total=total, disable=disable, unit="step", dynamic_ncols=True) as bar:
-        while not finished():
-            before = {k: v.detach().clone() for k, v in vae.state_dict().items()}  # the epoch's start
-            try:
-                row = _epoch(trainer, train, valid, settings, bar, directory, state, callbacks)
-            except TrainingError as e:
-                # a non-finite step is never applied: finite parameters are those of the last good step
-                if all(bool(t.isfinite().all()) for t in vae.state_dict().values() if t.is_floating_point()):
-                    kept = "from just before the step that failed"
-                else:
-                    vae.load_state_dict(before)
-                    kept = f"from before epoch {len(history) + 1} (the last finite ones it can give back)"
-                raise TrainingError(f"{e} The module holds its parameters {kept}.") from None
-            run["stopped"] = state.stop_reason  # asked for during the epoch's steps
-            _commit(trainer, run, row, directory)
-            if directory is not None and distributed.is_main():
-                pause_point("history")
-                _export(vae, history, directory.path, data, plots_every_epoch)
-            callbacks.epoch_end(state, row)
-            if state.stop_reason is not None and run["stopped"] is None:  # asked for at the epoch's end
-                run["stopped"] = state.stop_reason
-                _commit(trainer, run, None, directory)
+    def stop_asked() -> None:  # an early stop: one asked for at the last epoch is none
+        if state.stop_reason is not None and len(history) < epochs:
+            run["stopped"] = state.stop_reason
+
+    try:
+        callbacks.fit_start(state)
+        stop_asked()
+        total = 0 if finished() else (epochs - len(history)) * steps
+        disable = not (progress and distributed.is_main())
+        with tqdm(total=total, disable=disable, unit="step", dynamic_ncols=True) as bar:
+            while not finished():
+                before = {k: v.detach().clone() for k, v in vae.state_dict().items()}  # the epoch's start
+                try:
+                    row = _epoch(trainer, train, valid, settings, bar, directory, state, callbacks)
+                except TrainingError as e:
+                    # a non-finite step is never applied: finite parameters are those of the last good step
+                    floats = [t for t in vae.state_dict().values() if t.is_floating_point()]
+                    if all(bool(t.isfinite().all()) for t in floats):
+                        kept = "from just before the step that failed"
+                    else:
+                        vae.load_state_dict(before)
+                        kept = f"from before epoch {len(history) + 1} (the last finite ones it can give back)"
+                    raise TrainingError(f"{e} The module holds its parameters {kept}.") from None
+                _record(trainer, run, row)
+                callbacks.epoch_end(state, row)
+                stop_asked()
+                _save(trainer, run, directory)
+                if directory is not None and distributed.is_main():
+                    pause_point("history")
+                    _export(vae, history, directory.path, data, plots_every_epoch)
+    except BaseException:
+        callbacks.fit_end(state, None)
+        raise
     best_epoch = run["best_epoch"]
     if best_epoch is not None and best_epoch != history[-1]["epoch"]:
         vae.load_state_dict(run["best_model"])
         notes.append(f"restored the parameters of the best validation epoch ({best_epoch})")
-    if directory is not None and distributed.is_main():
+    if directory is not None and distributed.is_main() and history:
         _export(vae, history, directory.path, data, figures=True)
     reason = run["stopped"]
     if reason is None and patience_spent():
         reason = f"no better validation bound in {patience} epochs"
     result = FitResult(
-        vae, pd.DataFrame(history), run_path, best_epoch, reason is not None, reason, notes, len(train)
+        vae,
+        pd.DataFrame(history, columns=list(COLUMNS)),
+        run_path,
+        best_epoch,
+        reason is not None,
+        reason,
+        notes,
+        len(train),
     )
     callbacks.fit_end(state, result)
     return result
@@ -458,19 +485,20 @@ def _epoch(
     return row
 
 
-def _commit(trainer: Trainer, run: dict, row: dict | None, directory: RunDirectory | None) -> None:
-    """Add an epoch's ``row`` to the history, keep the best validation bound (and its parameters)
-    or count the epoch towards early stopping, and commit the run's state (again, without a ``row``:
-    a callback has stopped the run after the epoch's commit)."""
-    if row is not None:
-        run["history"].append(row)
-        if row["valid_loss"] < run["best"]:  # NaN without validation data
-            run.update(best=row["valid_loss"], best_epoch=row["epoch"], bad_epochs=0)
-            run["best_model"] = {
-                k: v.detach().to("cpu", copy=True) for k, v in trainer.vae.state_dict().items()
-            }
-        elif not math.isnan(row["valid_loss"]):
-            run["bad_epochs"] += 1
+def _record(trainer: Trainer, run: dict, row: dict) -> None:
+    """Add an epoch's ``row`` to the history, and keep the best validation bound (and its parameters) or
+    count the epoch towards early stopping."""
+    run["history"].append(row)
+    if row["valid_loss"] < run["best"]:  # NaN without validation data
+        run.update(best=row["valid_loss"], best_epoch=row["epoch"], bad_epochs=0)
+        state = trainer.vae.state_dict()
+        run["best_model"] = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+    elif not math.isnan(row["valid_loss"]):
+        run["bad_epochs"] += 1
+
+
+def _save(trainer: Trainer, run: dict, directory: RunDirectory | None) -> None:
+    """Commit the run's state after its last epoch (rank 0 writes)."""
     if directory is not None:
         pause_point("commit")
         model, optimizer = trainer.vae.state_dict(), trainer.optimizer.state_dict()

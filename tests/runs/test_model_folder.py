@@ -340,6 +340,10 @@ def test_commands_take_a_model_folder_and_write_beside_it(cli_run, tmp_path):
     assert files(model) == before  # the published folder is left as it is
     outputs = tmp_path / "model-outputs"
     assert (outputs / "evaluation-test.json").is_file() and (outputs / "bounds-test.png").is_file()
+    recorded = json.loads((outputs / "manifest.json").read_text())[
+        "sets"
+    ]  # locked and recorded from the first
+    assert "evaluation-test.json" in recorded["evaluation-test"]["files"]
     assert main("sample", model, "--num", "4")[0] == 0
     assert (outputs / "samples.png").is_file()
     assert files(model) == before

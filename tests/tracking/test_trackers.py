@@ -34,17 +34,27 @@ def run_cli(*argv) -> str:
     return out.getvalue()
 
 
+def record(run_dir, kind: str) -> tuple[dict, object]:
+    """The run's record of the tracker ``kind`` and its log directory (kept relative to the run directory)."""
+    entry = json.loads((run_dir / "tracking.json").read_text())[kind]
+    return entry, run_dir / entry["log_dir"]
+
+
 def tensorboard(run_dir) -> EventAccumulator:
-    folder = json.loads((run_dir / "tracking.json").read_text())["tensorboard"]["folder"]
-    events = EventAccumulator(folder, size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    entry, log_dir = record(run_dir, "tensorboard")
+    folder = log_dir / "tensorboard" / entry["folder"]
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     events.Reload()
     return events
 
 
 def mlflow(run_dir):
-    record = json.loads((run_dir / "tracking.json").read_text())["mlflow"]
-    client = MlflowClient(record["tracking_uri"])
-    return client, client.get_run(record["run_id"])
+    entry, log_dir = record(run_dir, "mlflow")
+    assert (
+        entry["tracking_uri"] is None and entry["log_dir"] == "logs"
+    )  # the local store, in the run directory
+    client = MlflowClient(f"sqlite:///{log_dir / 'mlflow.db'}")
+    return client, client.get_run(entry["run_id"])
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +158,70 @@ def test_a_tracker_without_a_place_to_write_is_refused():
             progress=False,
             callbacks=[pyrovae.MLflowLogger()],
         )
+
+
+def small_fit(run_dir, **options) -> pyrovae.FitResult:
+    x = (torch.rand(60, 6, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    vae = pyrovae.VAE(6, latent_dim=2, hidden=(8,))
+    return pyrovae.fit(vae, x, epochs=2, batch_size=20, progress=False, run_dir=run_dir, **options)
+
+
+def test_one_tracker_given_to_two_runs_logs_each_into_its_own(tmp_path):
+    logger = pyrovae.MLflowLogger(tmp_path / "logs")
+    for run in ("a", "b"):
+        small_fit(tmp_path / run, callbacks=[logger])
+    ids = {run: record(tmp_path / run, "mlflow")[0]["run_id"] for run in ("a", "b")}
+    assert ids["a"] != ids["b"]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'logs' / 'mlflow.db'}")
+    assert [client.get_run(ids[run]).info.run_name for run in ("a", "b")] == ["a", "b"]
+
+
+class Broken(pyrovae.TensorBoardLogger):
+    """A TensorBoard logger whose writes fail from the second epoch on (a full disk, say)."""
+
+    def _log_metrics(self, metrics, step):
+        if step > 1:
+            raise OSError("no space left on device")
+        super()._log_metrics(metrics, step)
+
+
+def test_a_tracker_that_fails_during_training_is_left_out_and_training_goes_on(tmp_path):
+    with pytest.warns(
+        UserWarning, match=r"logging to tensorboard failed \(OSError: no space left on device\)"
+    ):
+        result = small_fit(tmp_path / "run", callbacks=[Broken()])
+    assert len(result.history) == 2
+
+
+class Failing(pyrovae.Callback):
+    def on_epoch_end(self, state, row):
+        raise ValueError("a bug in a callback")
+
+
+def test_a_run_that_fails_ends_its_mlflow_run_as_failed(tmp_path):
+    with pytest.raises(ValueError, match="a bug in a callback"):
+        small_fit(tmp_path / "run", callbacks=[pyrovae.MLflowLogger(), Failing()])
+    client, run = mlflow(tmp_path / "run")
+    assert run.info.status == "FAILED"
+
+
+def test_a_run_directory_moved_with_its_logs_logs_on_where_it_is(tmp_path):
+    """(MLflow's store keeps its artifacts' folder as it was made: figures logged later go there.)"""
+    small_fit(tmp_path / "before", callbacks=[pyrovae.TensorBoardLogger(), pyrovae.MLflowLogger()])
+    shutil.move(tmp_path / "before", tmp_path / "after")
+    run_dir = tmp_path / "after"
+    x = (torch.rand(60, 6, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    trackers = [pyrovae.TensorBoardLogger(), pyrovae.MLflowLogger()]
+    pyrovae.fit(
+        pyrovae.VAE(6, latent_dim=2, hidden=(8,)),
+        x,
+        epochs=3,
+        batch_size=20,
+        progress=False,
+        run_dir=run_dir,
+        resume=True,
+        callbacks=trackers,
+    )
+    assert [e.step for e in tensorboard(run_dir).Scalars("train_loss")] == [1, 2, 3]
+    client, run = mlflow(run_dir)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2, 3]

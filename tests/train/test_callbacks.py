@@ -116,3 +116,49 @@ def test_a_resumed_run_counts_its_steps_from_the_start_and_trains_as_one_run(tmp
 def test_a_callback_with_no_hook_is_refused():
     with pytest.raises(ConfigError, match="has none of the methods on_fit_start"):
         train(epochs=1, callbacks=[object()])
+
+
+class StopAtStart(pyrovae.Callback):
+    def on_fit_start(self, state):
+        state.stop("nothing to train")
+
+
+class Raising(Recorder):
+    """Records its calls, and raises at the end of epoch 2."""
+
+    def on_epoch_end(self, state, row):
+        super().on_epoch_end(state, row)
+        if row["epoch"] == 2:
+            raise ValueError("a bug in the callback")
+
+
+def test_a_stop_at_the_last_epoch_is_no_early_stop(tmp_path):
+    result = train(epochs=2, run_dir=tmp_path, callbacks=[StopAfter(2)])
+    assert len(result.history) == 2 and not result.stopped_early and result.stop_reason is None
+    more = train(epochs=3, run_dir=tmp_path, resume=True)  # nothing recorded: the run goes on
+    assert len(more.history) == 3
+
+
+def test_a_stop_before_the_first_epoch_trains_nothing():
+    result = train(epochs=2, callbacks=[StopAtStart()])
+    assert result.history.empty and result.stop_reason == "nothing to train"
+    summary = result.summary()
+    assert "trained for 0 epochs" in summary and "stopped early: nothing to train" in summary
+    assert "<table" in result._repr_html_()
+
+
+def test_a_failing_callback_ends_training_and_the_callbacks_hear_of_it(tmp_path):
+    recorder = Raising()
+    with pytest.raises(ValueError, match="a bug in the callback"):
+        train(epochs=4, run_dir=tmp_path, callbacks=[recorder])
+    assert [c[0] for c in recorder.calls if c[0] != "step"] == ["start", "epoch", "epoch", "end"]
+    assert recorder.calls[-1][3] is None  # on_fit_end with no result
+    # the epoch whose hook failed was not committed: a resumed run starts after epoch 1
+    assert len(train(epochs=1, run_dir=tmp_path, resume=True).history) == 1
+
+
+def test_callbacks_that_are_not_a_list_are_refused():
+    with pytest.raises(
+        ConfigError, match=r"callbacks takes a list of callbacks, such as callbacks=\[MyCallback\(\)\]"
+    ):
+        train(epochs=1, callbacks=Recorder())
