@@ -20,6 +20,7 @@ from pyrovae import (
     runs,
     seeds,
     storage,
+    tracking,
     train,
 )
 from pyrovae.analysis.anomaly import AnomalyScores, anomaly_scores
@@ -55,7 +56,10 @@ from pyrovae.models.hvae import HVAE
 from pyrovae.models.sbn import SBN
 from pyrovae.models.ssvae import SSVAE
 from pyrovae.models.vae import VAE
+from pyrovae.runs.model_folder import load_model, save_model
 from pyrovae.runs.run import Run, RunConfig, load_run
+from pyrovae.tracking import MLflowLogger, TensorBoardLogger
+from pyrovae.train.callbacks import Callback, FitState
 from pyrovae.train.loop import FitResult, fit
 from pyrovae.train.trainer import Trainer
 
@@ -79,6 +83,7 @@ __all__ = [
     "Bounds",
     "CIWAE",
     "CVAE",
+    "Callback",
     "CategoricalVAE",
     "Comparison",
     "ConfigError",
@@ -87,12 +92,14 @@ __all__ = [
     "DataSource",
     "Detection",
     "FitResult",
+    "FitState",
     "HVAE",
     "IWAE",
     "KLAnnealed",
     "LatentStats",
     "LogLikelihood",
     "MIWAE",
+    "MLflowLogger",
     "PIWAE",
     "PyroVAEError",
     "RWS",
@@ -104,6 +111,7 @@ __all__ = [
     "SSVAE",
     "STL",
     "TailAdaptiveELBO",
+    "TensorBoardLogger",
     "TraceELBO",
     "TraceGraphELBO",
     "Trainer",
@@ -131,6 +139,7 @@ __all__ = [
     "infer",
     "latent_stats",
     "load",
+    "load_model",
     "load_run",
     "log_likelihood",
     "models",
@@ -138,7 +147,9 @@ __all__ = [
     "plots",
     "results",
     "runs",
+    "save_model",
     "seeds",
     "storage",
+    "tracking",
     "train",
 ]

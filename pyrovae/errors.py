@@ -26,6 +26,11 @@ class CheckpointError(PyroVAEError):
     """A checkpoint that is missing, damaged or carries a pickled payload."""
 
 
+class ModelFolderError(CheckpointError):
+    """A model folder (:func:`~pyrovae.save_model`) that is missing, damaged, altered or written by a newer
+    pyrovae, names a class that cannot be rebuilt, or would be overwritten."""
+
+
 class RunDirError(PyroVAEError):
     """A run directory that would be overwritten, or is not a pyrovae run directory."""
 

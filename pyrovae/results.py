@@ -26,7 +26,7 @@ import torch
 
 from pyrovae.storage import write_netcdf
 
-__all__ = ["Result", "column", "columns", "live", "mean_stderr", "nested", "table"]
+__all__ = ["Result", "column", "columns", "live", "mean_stderr", "nested", "scalars", "table"]
 
 
 def mean_stderr(values: torch.Tensor) -> float:
@@ -110,12 +110,12 @@ def _from_attr(field: dataclasses.Field, attrs: dict):
     return value
 
 
-def _scalars(d: dict, prefix: str = "") -> dict:
-    """The scalar entries of a nested dict, keys joined by dots."""
+def scalars(d: dict, prefix: str = "") -> dict:
+    """The scalar entries of a nested dict, keys joined by dots: ``{"a": {"b": 1}}`` gives ``{"a.b": 1}``."""
     out = {}
     for key, value in d.items():
         if isinstance(value, dict):
-            out.update(_scalars(value, f"{prefix}{key}."))
+            out.update(scalars(value, f"{prefix}{key}."))
         elif isinstance(value, (int, float, str, bool)) or value is None:
             out[f"{prefix}{key}"] = value
     return out
@@ -168,7 +168,7 @@ class Result:
 
     def summary_table(self) -> pd.DataFrame:
         """The compact table shown in Jupyter."""
-        items = _scalars(self.to_json_dict())
+        items = scalars(self.to_json_dict())
         return pd.DataFrame({"value": list(items.values())}, index=pd.Index(list(items), name="figure"))
 
     def _repr_html_(self) -> str:
@@ -197,8 +197,8 @@ class Result:
         """The scalar fields (dictionaries as JSON, lists as lines, booleans as integers) and the
         scalar summary figures: the ``attrs`` of :meth:`to_xarray`."""
         figures = {k: v for k, v in self.figures().items() if not isinstance(v, dict)}
-        scalars = {"num_data": self.num_data, **figures, **{f.name: v for f, v in self._fields(None)}}
-        return {k: _attr(v) for k, v in scalars.items() if v is not None}
+        values = {"num_data": self.num_data, **figures, **{f.name: v for f, v in self._fields(None)}}
+        return {k: _attr(v) for k, v in values.items() if v is not None}
 
     def to_dataframe(self) -> pd.DataFrame:
         """The figures per row as a :class:`pandas.DataFrame`: the result's table, or its

@@ -83,6 +83,14 @@ def remove_temporaries(directory: str | os.PathLike) -> list[Path]:
     return stray
 
 
+def umasked(mode: int) -> int:
+    """``mode`` less the process's umask: the mode ``open()`` or ``mkdir()`` gives a new file or directory
+    (the umask is read by setting it, and set back at once)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it onto ``path`` (or hand it to the
@@ -95,9 +103,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as e:
         raise StorageError(_cannot_write(path, e)) from None
     os.close(fd)
-    umask = os.umask(0)  # read by setting it, and set back
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode open() would
+    os.chmod(tmp, umasked(0o666))  # mkstemp makes 0600; give the file the mode open() would
     try:
         try:
             yield Path(tmp)

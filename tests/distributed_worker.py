@@ -8,6 +8,7 @@ Rank 0 saves what each function returns into ``OUT/NAME.pt``; the CLI runs write
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -34,6 +35,36 @@ EVALUATE = [
 ]
 
 LATENTS = ["--limit", "5", "--num-particles", "3", "--no-progress", "--seed", "1"]
+#: the validation bound at which StopAtTarget stops the MAP autoencoder: between its 2nd epoch's (10.341)
+#: and its 3rd's (10.295), so that it stops after epoch 3
+TARGET = 10.32
+
+
+class StopAtTarget(pyrovae.Callback):
+    """The example callback of pyrovae.train.callbacks (stops once the validation bound reaches a target),
+    recording the hooks it was called with."""
+
+    def __init__(self, target: float):
+        self.target = target
+        self.calls = []
+
+    def on_fit_start(self, state):
+        self.calls.append("start")
+
+    def on_epoch_end(self, state, row):
+        self.calls.append(row["epoch"])
+        if row["valid_loss"] <= self.target:
+            state.stop(f"the validation bound reached {self.target}")
+
+    def on_fit_end(self, state, result):
+        self.calls.append("end")
+
+
+def stopped_by_callback(callback: pyrovae.Callback | None) -> pyrovae.FitResult:
+    """The MAP autoencoder trained for at most 6 epochs with ``callback`` (if any)."""
+    train = pyrovae.VAEDataset(data())
+    given = [callback] if callback is not None else None
+    return pyrovae.fit(vae(MAPVAE), train, train, epochs=6, batch_size=BATCH, progress=False, callbacks=given)
 
 
 class MAPVAE(pyrovae.VAE):
@@ -145,6 +176,37 @@ def failure(out: Path) -> None:
     (out / f"failure-{distributed.rank()}.txt").write_text(message)
 
 
+class Failing(pyrovae.Callback):
+    """A callback whose on_epoch_end raises at the given epoch."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_epoch_end(self, state, row):
+        if row["epoch"] == self.epoch:
+            raise ValueError(f"a bug in a callback at epoch {self.epoch}")
+
+
+def callbacks(out: Path) -> None:
+    """Training stopped by :class:`StopAtTarget`, given to every rank, then to rank 0 alone: each rank
+    writes its epochs and its callback's calls into ``OUT/callbacks-RANK.json``; then a callback of rank 0
+    alone that raises, each rank writing the error it raised into ``OUT/callback-error-RANK.txt``."""
+    records = []
+    for everywhere in (True, False):
+        callback = StopAtTarget(TARGET)
+        result = stopped_by_callback(callback if everywhere or distributed.is_main() else None)
+        records.append(
+            {"epochs": len(result.history), "stop_reason": result.stop_reason, "calls": callback.calls}
+        )
+    (out / f"callbacks-{distributed.rank()}.json").write_text(json.dumps(records))
+    try:
+        stopped_by_callback(Failing(2) if distributed.is_main() else None)
+        message = "no error"
+    except Exception as e:
+        message = f"{type(e).__name__}: {e}"
+    (out / f"callback-error-{distributed.rank()}.txt").write_text(message)
+
+
 def cli_runs(out: Path) -> None:
     """``pyrovae train`` for 2 epochs; for 1 epoch then ``--resume`` to 2; ``pyrovae evaluate``."""
     for argv in (
@@ -170,6 +232,7 @@ def main(out: Path) -> None:
         "one data point": evaluations(data()[:1]),
     }
     failure(out)
+    callbacks(out)
     if distributed.is_main():
         torch.save(results, out / "results.pt")
     cli_runs(out)

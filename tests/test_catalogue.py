@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import importlib.util
 import io
 import json
@@ -168,6 +169,13 @@ def binary(n: int = 64) -> torch.Tensor:
     return (torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5).float()
 
 
+class StopSilently(pyrovae.Callback):
+    """A callback that stops training without saying why."""
+
+    def on_epoch_end(self, state, row):
+        state.stop("")
+
+
 def small_vae(**options) -> VAE:
     return VAE((1, 8, 8), latent_dim=2, hidden=(8,), **options)
 
@@ -269,6 +277,11 @@ command_lines(
         "compare-unknown-estimator-option": [*COMPARE, "--estimators", "iwae:q=3"],
         "compare-estimator-k-zero": [*COMPARE, "--estimators", "iwae:k=0"],
         "compare-seed-negative": [*COMPARE, "--seed", "-1"],
+        "train-log-unknown": [*NEW, "--log", "wandb"],
+        "train-log-repeated": [*NEW, "--log", "mlflow,mlflow"],
+        "train-log-dir-without-log": [*NEW, "--log-dir", "{tmp}/logs"],
+        "train-log-tracking-uri-bogus": [*NEW, "--log", "mlflow", "--tracking-uri", "bogus://nowhere"],
+        "train-log-experiment-empty": [*NEW, "--log", "mlflow", "--experiment", ""],
     }
 )
 
@@ -299,6 +312,15 @@ api_calls(
         "api-fit-lr-string": lambda: fit(small_vae(), binary(), lr="0.1", progress=False),
         "api-fit-clip-norm-negative": lambda: fit(small_vae(), binary(), clip_norm=-1, progress=False),
         "api-fit-patience-zero": lambda: fit(small_vae(), binary(), patience=0, progress=False),
+        "api-fit-callbacks-not-a-list": lambda: fit(
+            small_vae(), binary(), callbacks=StopSilently(), progress=False
+        ),
+        "api-fit-callback-class": lambda: fit(
+            small_vae(), binary(), callbacks=[pyrovae.Callback], progress=False
+        ),
+        "api-fit-stop-without-reason": lambda: fit(
+            small_vae(), binary(), callbacks=[StopSilently()], progress=False
+        ),
         "api-fit-batch-size-zero": lambda: fit(small_vae(), binary(), batch_size=0, progress=False),
         "api-fit-several-bad-options": lambda: fit(
             small_vae(), binary(), epochs=2.5, lr="0.1", patience=0, progress=False
@@ -892,6 +914,108 @@ def _(env):
     return env.cli(*RESUME, "--epochs", "3")
 
 
+# 4. Model folders
+
+
+def exported(env: Env) -> Path:
+    """A model folder of the run, as ``pyrovae export RUN_DIR FOLDER`` writes it."""
+    return pyrovae.save_model(load_run(env.run), env.tmp / "model")
+
+
+def edit_model_config(folder: Path, **changes) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@case("export-existing-folder")
+def _(env):
+    (env.tmp / "model").mkdir()
+    (env.tmp / "model" / "notes.txt").write_text("mine")
+    outcome = env.cli("export", "{run}", "{tmp}/model")
+    assert [p.name for p in (env.tmp / "model").iterdir()] == ["notes.txt"]
+    return outcome
+
+
+@case("export-overwrite-other-folder")
+def _(env):
+    (env.tmp / "model").mkdir()
+    (env.tmp / "model" / "notes.txt").write_text("mine")
+    outcome = env.cli("export", "{run}", "{tmp}/model", "--overwrite")
+    assert [p.name for p in (env.tmp / "model").iterdir()] == ["notes.txt"]
+    return outcome
+
+
+@case("model-folder-missing-weights")
+def _(env):
+    (exported(env) / "model.safetensors").unlink()
+    return env.cli("evaluate", "{tmp}/model", "--limit", "2", "--num-samples", "5", "--bounds", "1,5")
+
+
+@case("model-folder-altered-weights")
+def _(env):
+    weights = exported(env) / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-3] ^= 0xFF  # in the last tensor's data, after the header
+    weights.write_bytes(raw)
+    return env.cli("sample", "{tmp}/model", "--out", "{tmp}/s.png")
+
+
+@case("model-folder-truncated")
+def _(env):
+    weights = exported(env) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return api(lambda: pyrovae.load_model(env.tmp / "model"))
+
+
+@case("model-folder-non-finite")
+def _(env):
+    from safetensors.torch import load_file, save_file
+
+    folder = exported(env)
+    tensors = load_file(folder / "model.safetensors")
+    next(iter(tensors.values())).view(-1)[0] = math.nan
+    save_file(tensors, folder / "model.safetensors")
+    sha256 = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    edit_model_config(folder, sha256=sha256)
+    return env.cli(*EVALUATE[:1], "{tmp}/model", *EVALUATE[2:])
+
+
+@case("model-folder-unknown-class")
+def _(env):
+    edit_model_config(exported(env), **{"class": "pyrovae.models.vae:NoSuchVAE"})
+    return api(lambda: pyrovae.load_model(env.tmp / "model"))
+
+
+@case("model-folder-foreign-module")
+def _(env):
+    edit_model_config(exported(env), **{"class": "planted:Model"})
+    marker = env.tmp / "imported"
+    (env.tmp / "planted.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass Model: ...\n")
+    env.monkeypatch.syspath_prepend(str(env.tmp))
+    outcome = api(lambda: pyrovae.load_model(env.tmp / "model"))
+    assert not marker.exists() and "planted" not in sys.modules, "the folder's module was imported"
+    return outcome
+
+
+@case("model-folder-newer-format")
+def _(env):
+    edit_model_config(exported(env), format_version=2)
+    return env.cli("sample", "{tmp}/model", "--out", "{tmp}/s.png")
+
+
+@case("model-folder-config-not-json")
+def _(env):
+    (exported(env) / "config.json").write_text("{'class': 'VAE'}")
+    return env.cli(*EVALUATE[:1], "{tmp}/model", *EVALUATE[2:])
+
+
+@case("model-folder-other-torch")
+def _(env):
+    edit_model_config(exported(env), torch_version="1.0.0")
+    return env.cli("sample", "{tmp}/model", "--out", "{tmp}/s.png", "--num", "4")
+
+
 @case("env-bad-mplbackend")
 def _(env):
     return env.process("sample", "{run}", "--out", "{tmp}/s.png", environ={"MPLBACKEND": "bogus"})
@@ -901,6 +1025,29 @@ def _(env):
 def _(env):
     argv = ("evaluate", "{run}", "--limit", "3", "--num-samples", "10", "--bounds", "1,10", "--no-progress")
     return env.process(*argv, environ={"HOME": "/proc/no-home", "XDG_CACHE_HOME": "", "MPLCONFIGDIR": ""})
+
+
+def hide_mlflow(env) -> None:
+    """Make the mlflow package look uninstalled."""
+    find_spec = importlib.util.find_spec
+    hidden = lambda name, *args: None if name == "mlflow" else find_spec(name, *args)  # noqa: E731
+    env.monkeypatch.setattr(importlib.util, "find_spec", hidden)
+
+
+@case("env-tracker-not-installed")
+def _(env):
+    hide_mlflow(env)
+    return env.cli(*NEW, "--log", "mlflow")
+
+
+@case("env-resume-tracker-not-installed")
+def _(env):
+    record = {
+        "mlflow": {"log_dir": "logs", "name": "run", "tracking_uri": None, "run_id": "0", "per_step": False}
+    }
+    (env.run / "tracking.json").write_text(json.dumps(record))
+    hide_mlflow(env)
+    return env.cli(*RESUME, "--epochs", "3")
 
 
 @case("env-read-only-home-train")

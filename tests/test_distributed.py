@@ -114,6 +114,29 @@ def test_an_error_on_one_rank_ends_the_sweep_on_both(launched):
     assert theirs.startswith("RankError: rank 1 of the distributed run failed in log p(x): DataError"), theirs
 
 
+def test_a_callback_stops_every_rank_where_it_stops_one_process(launched):
+    """The example callback, called on rank 0 alone, stops both workers after the epoch the one-process run
+    stops after (the 3rd; the MAP autoencoder is deterministic)."""
+    callback = worker.StopAtTarget(worker.TARGET)
+    alone = worker.stopped_by_callback(callback)
+    assert len(alone.history) == 3 and callback.calls == ["start", 1, 2, 3, "end"]
+    assert alone.stop_reason == f"the validation bound reached {worker.TARGET}"
+    for given in range(2):  # the callback given to every rank, then to rank 0 alone
+        ranks = [json.loads((launched / f"callbacks-{rank}.json").read_text())[given] for rank in (0, 1)]
+        assert [r["epochs"] for r in ranks] == [3, 3]
+        assert [r["stop_reason"] for r in ranks] == [alone.stop_reason] * 2
+        assert ranks[0]["calls"] == callback.calls and ranks[1]["calls"] == []
+
+
+def test_a_callback_that_fails_on_rank_0_stops_every_rank(launched):
+    """Rank 0 raises its callback's error; rank 1, which has no callback, raises a RankError naming it at the
+    same epoch's end, instead of waiting for rank 0 in the next collective."""
+    errors = [(launched / f"callback-error-{rank}.txt").read_text() for rank in (0, 1)]
+    assert errors[0] == "ValueError: a bug in a callback at epoch 2"
+    told = "a callback of rank 0 of the distributed run failed: ValueError: a bug in a callback at epoch 2"
+    assert errors[1] == f"RankError: {told}"
+
+
 def test_cli_latents_writes_the_one_process_table(launched, tmp_path):
     alone, straight = tmp_path / "run", launched / "straight"
     shutil.copytree(straight, alone, ignore=shutil.ignore_patterns("latents-*"))

@@ -1,11 +1,15 @@
 """The ``pyrovae`` command line: ``train``, ``sample``, ``reconstruct``, ``evaluate``, ``compare``, ``score``,
-``detect`` and ``latents``, one module per command (its parser, ``add_parser``, and its work, ``run``) or pair
-of commands (:mod:`~pyrovae.cli.pictures`, :mod:`~pyrovae.cli.scoring`), the flags they share defined once in
-:mod:`pyrovae.cli.flags`.
+``detect``, ``latents`` and ``export``, one module per command (its parser, ``add_parser``, and its work,
+``run``) or pair of commands (:mod:`~pyrovae.cli.pictures`, :mod:`~pyrovae.cli.scoring`), the flags they share
+defined once in :mod:`pyrovae.cli.flags`.
 
 Usage errors (unknown names, bad options, missing data, a run directory or an output file that
 would be overwritten) print one message naming the problem and its fix and exit with status 2; a
 run that fails (a NaN loss) exits with status 1. No traceback is shown for either.
+
+Every command that takes a run directory takes a model folder of ``export`` too
+(:mod:`pyrovae.runs.model_folder`); it writes its files into ``FOLDER-outputs`` beside the folder, which it
+leaves as it is (:func:`~pyrovae.cli.flags.output_dir`).
 
 ``sample``, ``reconstruct``, ``evaluate`` and ``compare`` never replace an existing file unless
 given ``--overwrite``, whether it is their default file in the run directory or an ``--out``; every
@@ -25,7 +29,7 @@ import warnings
 from pathlib import Path
 
 from pyrovae import __version__, devices
-from pyrovae.cli import compare, evaluate, latents, pictures, scoring, train
+from pyrovae.cli import compare, evaluate, export, latents, pictures, scoring, train
 from pyrovae.cli.flags import HelpFormatter
 from pyrovae.errors import PyroVAEError, RunDirError
 
@@ -40,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"%(prog)s {__version__}", help="print the version and exit"
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (train, pictures, evaluate, compare, scoring, latents):
+    for command in (train, pictures, evaluate, compare, scoring, latents, export):
         command.add_parser(sub)
     return p
 
@@ -55,6 +59,7 @@ COMMANDS = {
     "score": scoring.score,
     "detect": scoring.detect,
     "latents": latents.run,
+    "export": export.run,
 }
 
 
@@ -116,10 +121,13 @@ def _run_lock(args: argparse.Namespace):
     every command but ``train`` (whose run directory takes them itself) while it works, so that a second
     writer is refused at once rather than mixing its outputs with this one's, and what a killed command
     left is cleaned first. A run directory where no lock file can be created (read-only) is only read."""
+    from pyrovae.cli.flags import output_dir
     from pyrovae.runs.lock import RunLock
     from pyrovae.runs.outputs import Outputs
 
-    run_dir = Path(args.run_dir) if args.command != "train" else None
+    run_dir = output_dir(args) if args.command != "train" else None
+    if run_dir is not None and run_dir != Path(args.run_dir) and Path(args.run_dir).is_dir():
+        run_dir.mkdir(exist_ok=True)  # a model folder's outputs, locked and recorded from the first command
     if run_dir is None or not run_dir.is_dir():
         yield
         return

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from pyrovae.cli.flags import SPLITS, add_command, add_common, check_flags, check_outputs, names, output_set
+from pyrovae.cli.flags import (
+    SPLITS,
+    add_command,
+    add_common,
+    check_flags,
+    check_outputs,
+    names,
+    output_dir,
+    output_set,
+)
 from pyrovae.errors import ConfigError
 
 
@@ -45,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--batch-size must be at least 1 and --num-repeats at least 2")
     check_flags(args)
     estimators = {spec: estimator(spec) for spec in names(args, "estimators", "estimator")}
-    table, figure = Path(args.run_dir) / "compare.csv", Path(args.run_dir) / "compare.png"
+    table, figure = output_dir(args) / "compare.csv", output_dir(args) / "compare.png"
     check_outputs(args, table, figure)
     run = load_run(args.run_dir, args.checkpoint, args.device)
     x = DataSource(run.load_data(args.split)).sample(args.batch_size, seed=args.seed)
@@ -58,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
     )
-    with output_set(args, run, "compare"):
+    with output_set(args, run, "compare", result.to_json_dict()):
         write_text(table, result.to_dataframe().to_csv())
         result.plot(figure)
     print(f"{args.split} split, epoch {run.epoch} ({args.checkpoint} checkpoint), seed {args.seed}")

@@ -14,6 +14,7 @@ from pyrovae.cli.flags import (
     check_flags,
     check_outputs,
     default_bounds,
+    output_dir,
     output_set,
     parse_ks,
     summary,
@@ -94,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.max_memory > 0:
         raise ConfigError(f"--max-memory must be a positive number of MiB; got {args.max_memory:g}")
     name = f"{args.dataset}-{args.split}" if args.dataset else args.split  # another data set: its own files
-    stem = Path(args.run_dir) / f"evaluation-{name}"
-    bdmc_csv, figure = Path(f"{stem}-bdmc.csv"), Path(args.run_dir) / f"bounds-{name}.png"
+    stem = output_dir(args) / f"evaluation-{name}"
+    bdmc_csv, figure = Path(f"{stem}-bdmc.csv"), output_dir(args) / f"bounds-{name}.png"
     outputs = [stem.with_suffix(suffix) for suffix in (".json", ".csv", ".nc")]
     check_outputs(args, *outputs, *([bdmc_csv] if args.bdmc > 0 else []), figure)
     run = load_run(args.run_dir, args.checkpoint, args.device)
@@ -121,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     ll = ladder.log_likelihood
     results = summary(args, run, log_likelihood=ll.to_json_dict(), bounds=ladder.to_json_dict())
     written = f"{stem}.json, .csv, .nc"
-    with output_set(args, run, stem.name):  # an earlier evaluation's -bdmc.csv goes unless this one writes it
+    # an earlier evaluation's -bdmc.csv goes unless this one writes it
+    with output_set(args, run, stem.name, results):
         write_json(stem.with_suffix(".json"), results)
         write_text(stem.with_suffix(".csv"), ll.to_dataframe().join(ladder.to_dataframe()).to_csv())
         if ladder.bdmc is not None:

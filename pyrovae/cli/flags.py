@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from pyrovae.errors import ConfigError
@@ -92,7 +93,12 @@ def add_command(sub, name: str, help: str, description: str | None = None, run_d
     the positional RUN_DIR unless ``run_dir`` is false."""
     p = sub.add_parser(name, help=help, description=description or help, formatter_class=HelpFormatter)
     if run_dir:
-        p.add_argument("run_dir", metavar="RUN_DIR", help="directory of a `pyrovae train` run")
+        p.add_argument(
+            "run_dir",
+            metavar="RUN_DIR",
+            help="directory of a `pyrovae train` run, or a model folder of `pyrovae export` (whose outputs "
+            "go into FOLDER-outputs beside it)",
+        )
     return p
 
 
@@ -203,20 +209,39 @@ def summary(args: argparse.Namespace, run, **results) -> dict:
     return {"dataset": dataset, **analysed, "epoch": run.epoch, "device": str(run.vae_device), **results}
 
 
-def output_set(args: argparse.Namespace, run, name: str):
-    """The context in which this command writes its output set ``name`` (committed as one by
-    :func:`pyrovae.runs.outputs.output_set`), recording ``run``'s parameters and the command's options."""
-    from pyrovae.runs.outputs import output_set as commit
+def output_dir(args: argparse.Namespace) -> Path:
+    """Where the command writes its files: into RUN_DIR; for a model folder, into ``FOLDER-outputs`` beside
+    it, for a model folder is what its author published, and nothing is added to it."""
+    from pyrovae.runs.model_folder import is_model_folder
 
-    return commit(name, f"pyrovae {args.command} {args.run_dir}", run.checkpoint, args)
+    run_dir = Path(args.run_dir)
+    if is_model_folder(run_dir):
+        folder = run_dir.resolve()
+        return folder.with_name(f"{folder.name}-outputs")
+    return run_dir
+
+
+@contextlib.contextmanager
+def output_set(args: argparse.Namespace, run, name: str, results: dict | None = None):
+    """The context in which this command writes its output set ``name`` (committed as one by
+    :func:`pyrovae.runs.outputs.output_set`), recording ``run``'s parameters and the command's options;
+    once committed, ``results`` (its JSON summary) and its figures are logged to the run's trackers
+    (:func:`pyrovae.tracking.log_results`)."""
+    from pyrovae.runs.outputs import output_set as commit
+    from pyrovae.runs.outputs import set_files
+    from pyrovae.tracking import log_results
+
+    with commit(name, f"pyrovae {args.command} {args.run_dir}", run.checkpoint, args):
+        yield
+    log_results(run.path, name, results or {}, set_files(run.path, name), run.epoch)
 
 
 def out_path(args: argparse.Namespace, default: str) -> Path:
-    """The figure's path, --out or ``default`` in the run directory, checked by :func:`check_outputs`, in a
-    format its suffix names (:func:`pyrovae.plots.figures.file_format`)."""
+    """The figure's path, --out or ``default`` in the :func:`output_dir`, checked by :func:`check_outputs`, in
+    a format its suffix names (:func:`pyrovae.plots.figures.file_format`)."""
     from pyrovae.plots.figures import file_format
 
-    out = Path(args.out) if args.out else Path(args.run_dir) / default
+    out = Path(args.out) if args.out else output_dir(args) / default
     if out.is_dir():
         raise ConfigError(f"--out {out} is a directory; give a file name, such as {out / default}")
     file_format(out)

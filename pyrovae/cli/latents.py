@@ -12,6 +12,7 @@ from pyrovae.cli.flags import (
     add_limit,
     check_flags,
     check_outputs,
+    output_dir,
     output_set,
     summary,
 )
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 2:
         raise ConfigError("--limit must be at least 2 (the activity is a variance over data points)")
     check_flags(args, "num_particles")
-    stem = Path(args.run_dir) / f"latents-{args.split}"
+    stem = output_dir(args) / f"latents-{args.split}"
     kinds = ("embedding", "interpolation", "traversal", "prior-samples")
     pictures = {kind: Path(f"{stem}-{kind}.png") for kind in kinds}
     tables = [stem.with_suffix(suffix) for suffix in (".csv", ".json", ".png")]
@@ -75,9 +76,10 @@ def run(args: argparse.Namespace) -> int:
         run.vae.model, run.vae.guide, x, args.num_particles, seed=args.seed, progress=not args.no_progress
     )
     subset = f"{len(index)} drawn at random with seed {args.seed}" if args.limit is not None else "all"
-    with output_set(args, run, stem.name):
+    results = summary(args, run, **stats.to_json_dict())
+    with output_set(args, run, stem.name, results):
         write_text(stem.with_suffix(".csv"), stats.to_dataframe().to_csv(index=False))
-        write_json(stem.with_suffix(".json"), summary(args, run, **stats.to_json_dict()))
+        write_json(stem.with_suffix(".json"), results)
         stats.plot(stem.with_suffix(".png"))
         pair = run.vae
         first = stats.sites.index[0]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from pyrovae.cli.flags import (
     SPLITS,
@@ -12,6 +11,7 @@ from pyrovae.cli.flags import (
     add_device,
     check_flags,
     out_path,
+    output_dir,
     output_set,
 )
 
@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
 def picture_set(args: argparse.Namespace, out) -> str:
     """The output set of one picture: its file name in the run directory, its whole path elsewhere (one set
     per file, so that writing one never removes another)."""
-    inside = out.resolve().parent == Path(args.run_dir).resolve()
+    inside = out.resolve().parent == output_dir(args).resolve()
     return out.name if inside else str(out.resolve())
 
 

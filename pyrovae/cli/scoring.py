@@ -13,6 +13,7 @@ from pyrovae.cli.flags import (
     check_flags,
     check_outputs,
     names,
+    output_dir,
     output_set,
 )
 from pyrovae.errors import ConfigError, unknown_name
@@ -140,20 +141,18 @@ def score(args: argparse.Namespace) -> int:
     from pyrovae.storage import write_json, write_text
 
     check_scoring(args, [args.method], ("--data-root", "--dataset"), ("--binarize", "--dataset"))
-    stem = Path(args.run_dir) / f"scores-{args.dataset or 'run'}-{args.split}-{args.method}"
+    stem = output_dir(args) / f"scores-{args.dataset or 'run'}-{args.split}-{args.method}"
     outputs = [stem.with_suffix(suffix) for suffix in (".csv", ".nc", ".json")]
     check_outputs(args, *outputs)
     run = load_run(args.run_dir, args.checkpoint, args.device)
     background = load_run(args.background, args.checkpoint, args.device) if args.background else None
     data = scoring_data(run, args.dataset, args.data_root, args)
     result = score_with(args, run, background, data, args.method)
-    with output_set(args, run, stem.name):
+    results = {"dataset": args.dataset or run.config.dataset, "split": args.split, **result.to_json_dict()}
+    with output_set(args, run, stem.name, results):
         write_text(outputs[0], result.to_dataframe().to_csv())
         result.to_netcdf(outputs[1])
-        write_json(
-            outputs[2],
-            {"dataset": args.dataset or run.config.dataset, "split": args.split, **result.to_json_dict()},
-        )
+        write_json(outputs[2], results)
     print(result.summary())
     print(f"wrote {stem}.csv, .nc and .json")
     return 0
@@ -167,7 +166,7 @@ def detect(args: argparse.Namespace) -> int:
 
     methods = names(args, "methods", "method")
     check_scoring(args, methods, ("--in-root", "--in"))
-    stem = Path(args.run_dir) / f"detect-{getattr(args, 'in') or 'run'}-vs-{args.out}"
+    stem = output_dir(args) / f"detect-{getattr(args, 'in') or 'run'}-vs-{args.out}"
     figures = [Path(f"{stem}-{method}.png") for method in methods]
     check_outputs(args, stem.with_suffix(".csv"), *figures)
     run = load_run(args.run_dir, args.checkpoint, args.device)
@@ -182,7 +181,7 @@ def detect(args: argparse.Namespace) -> int:
         for method in methods
     ]
     table = detection_table(results)
-    with output_set(args, run, stem.name):
+    with output_set(args, run, stem.name, table.to_dict("index")):
         for result, figure in zip(results, figures, strict=True):
             result.plot(figure)
         write_text(stem.with_suffix(".csv"), table.to_csv())

@@ -42,6 +42,7 @@ def add_parser(sub) -> None:
     add_backend(p)
     _option(p, "--device", DEVICE)
     add_threads(p)
+    _tracking_flags(p)
     p.add_argument(
         "--test-samples",
         type=int,
@@ -50,6 +51,60 @@ def add_parser(sub) -> None:
         help="importance samples per test image for the final log p(x) estimate, 0 to skip",
     )
     _config_flags(p)
+
+
+def _tracking_flags(p: argparse.ArgumentParser) -> None:
+    """--log and the options of the trackers (:mod:`pyrovae.tracking`)."""
+    g = p.add_argument_group(
+        "experiment tracking (each tracker an extra: pip install 'pyrovae[tensorboard]')"
+    )
+    g.add_argument(
+        "--log",
+        metavar="TRACKERS",
+        help="log the run, and every later command's results on it, to tensorboard, mlflow or both "
+        "(tensorboard,mlflow); a resumed run logs on to the trackers it has",
+    )
+    g.add_argument("--log-dir", metavar="DIR", help="where the trackers write (default: RUN_DIR/logs)")
+    g.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow's tracking store (default: MLFLOW_TRACKING_URI if set, else sqlite:///LOG_DIR/mlflow.db)",
+    )
+    g.add_argument("--experiment", default="pyrovae", help="the MLflow experiment of the run")
+    g.add_argument("--log-every-step", action="store_true", help="log every step's loss too")
+
+
+def _trackers(args: argparse.Namespace, run_dir: Path) -> list:
+    """The trackers of --log, and on --resume those the run has, each installed and its options checked,
+    before anything is written."""
+    from pyrovae.cli.flags import names
+    from pyrovae.errors import unknown_name
+    from pyrovae.tracking import RECORD, TRACKERS, read_record
+
+    kinds = names(args, "log", "tracker") if args.log is not None else []
+    for kind in kinds:
+        if kind not in TRACKERS:
+            raise unknown_name("tracker", kind, TRACKERS)
+    recorded = read_record(run_dir) if args.resume else {}
+    given = [flag for flag in ("log_dir", "tracking_uri") if getattr(args, flag) is not None]
+    if (given or args.log_every_step) and not (kinds or recorded):
+        raise ConfigError("--log-dir, --tracking-uri and --log-every-step go with --log TRACKERS; add --log")
+    trackers = []
+    for kind in dict.fromkeys([*kinds, *recorded]):
+        options = {"per_step": args.log_every_step or recorded.get(kind, {}).get("per_step", False)}
+        if kind == "mlflow":
+            options.update(tracking_uri=args.tracking_uri, experiment=args.experiment)
+        try:
+            tracker = TRACKERS[kind](args.log_dir, **options)
+        except ConfigError as e:
+            if kind in kinds:
+                raise
+            raise ConfigError(
+                f"{e}; or remove {kind!r} from {run_dir / RECORD} to resume without it"
+            ) from None
+        tracker.check()
+        trackers.append(tracker)
+    return trackers
 
 
 #: the parser of a configuration option by the type of its field of RunConfig
@@ -202,6 +257,7 @@ def run(args: argparse.Namespace) -> int:
     from pyrovae.infer.importance import log_likelihood
     from pyrovae.runs.directory import RESULTS, RunDirectory, checkpoint_bytes
     from pyrovae.storage import write_json
+    from pyrovae.tracking import log_results
     from pyrovae.train.loop import check_data, fit
     from pyrovae.train.trainer import Trainer
 
@@ -216,6 +272,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path(
             distributed.broadcast_object(f"runs/{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
         )
+    trackers = _trackers(args, run_dir)
     train_data, valid_data, test = (config.load_data(split) for split in SPLITS)
     _check_size(config, train_data.event_shape, device)
     pyro.set_rng_seed(config.seed)  # the initial parameters too are determined by the seed
@@ -237,6 +294,7 @@ def run(args: argparse.Namespace) -> int:
             config=config.to_dict(),
             device=device,
             threads=None,  # the command's (--threads)
+            callbacks=trackers,
         )
         print(result.summary())
         torch.manual_seed(config.seed)
@@ -265,11 +323,13 @@ def run(args: argparse.Namespace) -> int:
             print(ll.verdict())
         if distributed.is_main():
             write_json(run_dir / RESULTS, results)
+            embedding = run_dir / "embedding.png"
             if test.targets is not None:  # the latent space, coloured by class
-                embedding = run_dir / "embedding.png"
                 with distributed.alone():
                     plots.embedding(
                         result.vae, test, test.targets, embedding, seed=config.seed, limit=EMBEDDED
                     )
+            epoch = result.best_epoch or results["epochs"]
+            log_results(run_dir, "test", results, [embedding] if embedding.is_file() else [], epoch)
     print(f"run directory: {run_dir}")
     return 0

@@ -410,16 +410,14 @@ def ais(
             device=device, model_kwargs=model_kwargs, data_plate=data_plate, model_args=model_args
         )
         bar = dict(progress=progress, desc="reverse AIS" if reverse else "AIS", unit="step")
-        chunk_size = batch_size or max(
-            1, _TARGET_ROWS // (num_chains + _pilot_size(num_chains, adapt_step_size))
-        )
+        pilot = _pilot_size(num_chains, adapt_step_size)
+        chunk_size = batch_size or max(1, _TARGET_ROWS // (num_chains + pilot))
 
         def work(lo: int, hi: int) -> int:  # annealing steps per chunk, the pilot's included
             return num_steps * passes
 
         sweep, pair = sweep_pair(model, guide, data, chunk_size, seed=seed, work=work, **placement, **bar)
         itemsize = max(t.element_size() for t in sweep.args(0, 1) if torch.is_tensor(t))
-        pilot = _pilot_size(num_chains, adapt_step_size)
         need = MEMORY_SAFETY * itemsize * pair.numel_per_particle * (num_chains + pilot)
         check_memory("num_chains", num_chains, need, sweep.device, "one data point's chains")
         log_w, acceptance, step_sizes = sweep.map(functools.partial(annealing, pair))

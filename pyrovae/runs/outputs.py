@@ -38,7 +38,7 @@ from typing import Any
 from pyrovae import storage
 from pyrovae.errors import RunDirError
 
-__all__ = ["MANIFEST", "Outputs", "output_set", "stale_sets", "writing"]
+__all__ = ["MANIFEST", "Outputs", "output_set", "set_files", "stale_sets", "writing"]
 
 MANIFEST = "manifest.json"
 FORMAT = "pyrovae-manifest"
@@ -61,6 +61,14 @@ def _read(directory: Path) -> dict:
             "a copy, or move the run's files into a new directory and remove it"
         ) from None
     return manifest
+
+
+def set_files(directory: str | os.PathLike, name: str) -> list[Path]:
+    """The files of the output set ``name`` committed in the run directory ``directory`` (none if it has no
+    such set)."""
+    directory = Path(directory)
+    files = _read(directory)["sets"].get(name, {}).get("files", [])
+    return [directory / file for file in files]
 
 
 def stale_sets(directory: str | os.PathLike, digests: dict[str, str]) -> list[str]:

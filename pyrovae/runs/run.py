@@ -276,10 +276,10 @@ def _type_problem(f: dataclasses.Field, value: Any) -> str | None:
 class Run:
     """A trained run loaded from its directory by :func:`load_run`.
 
-    :ivar Path path: the run directory.
+    :ivar Path path: the run directory (or the model folder it was loaded from).
     :ivar RunConfig config: the configuration the checkpoint was trained with.
     :ivar vae: the model, with the chosen parameters, in evaluation mode.
-    :ivar int epoch: the epoch of those parameters.
+    :ivar int epoch: the epoch of those parameters (``None`` for a model folder saved from Python).
     :ivar pandas.DataFrame history: one row per epoch trained.
     :ivar dict results: ``results.json`` (the final test figures of ``pyrovae train``), or ``None``.
     :ivar dict checkpoint: which parameters these are (``best`` or ``last``), their epoch and the SHA-256 of
@@ -289,7 +289,7 @@ class Run:
     path: Path
     config: RunConfig
     vae: VAE | HVAE
-    epoch: int
+    epoch: int | None
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
     results: dict | None = None
     checkpoint: dict | None = None
@@ -319,15 +319,23 @@ def load_run(path: str | os.PathLike, checkpoint: str = "best", device: str | to
     (evaluations, scores, ...) that came from other parameters than the run holds now (a run trained on
     after them; see :mod:`pyrovae.runs.outputs`).
 
-    :param path: the run directory.
+    ``path`` may be a model folder (:func:`~pyrovae.save_model`, ``pyrovae export``) of a VAE or an HVAE:
+    the run is then the one it was exported from, with the parameters it holds (``checkpoint`` chooses
+    none), its epoch and test figures, and no history (see :func:`pyrovae.runs.model_folder.folder_run`).
+
+    :param path: the run directory, or a model folder.
     :param str checkpoint: ``"best"`` or ``"last"``: which parameters the model gets.
     :param device: where the model goes (default the CPU): ``"auto"``, ``"cpu"``, ``"cuda"``,
         ``"cuda:N"``, ``"mps"`` or a :class:`torch.device` (see :func:`pyrovae.devices.resolve`).
     """
+    from pyrovae.runs import model_folder  # which builds on this module
+
     path = Path(path)
     dev = devices.resolve(device)
     if checkpoint not in ("best", "last"):
         raise ConfigError(f"checkpoint must be 'best' or 'last', not {checkpoint!r}")
+    if model_folder.is_model_folder(path):
+        return model_folder.folder_run(path, dev)
     if not (path / CHECKPOINT).is_file():
         what = "a run that has not finished an epoch yet" if (path / CONFIG).is_file() else "not a run"
         raise RunDirError(

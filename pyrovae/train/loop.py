@@ -21,6 +21,7 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from pyrovae.options import check_options
 from pyrovae.results import Result, live, table
 from pyrovae.runs.directory import CONFIG, HISTORY, RunDirectory, checkpoint_bytes
 from pyrovae.storage import pause_point, write_json, write_text
+from pyrovae.train.callbacks import Callback, Callbacks, FitState
 from pyrovae.train.trainer import Trainer
 
 #: options of :func:`fit` a resumed run must keep (changing them would make another run), and those
@@ -46,6 +48,8 @@ from pyrovae.train.trainer import Trainer
 FIXED_SETTINGS = ("estimator", "batch_size", "optimizer", "kl_warmup", "seed")
 MUTABLE_SETTINGS = ("epochs", "lr", "clip_norm", "patience")
 CHECKPOINT_VERSION = 2
+#: the columns of the history, one row per epoch
+COLUMNS = ("epoch", "train_loss", "valid_loss", "beta", "lr", "seconds")
 
 
 def check_data(vae: nn.Module, data: DataSource, what: str) -> None:
@@ -86,8 +90,9 @@ class FitResult(Result):
     :ivar Path run_dir: the run directory, or ``None`` for a run without one.
     :ivar int best_epoch: the epoch of the best validation bound, whose parameters ``vae`` holds;
         ``None`` without validation data.
-    :ivar bool stopped_early: whether training stopped for want of a better validation bound within
-        the patience.
+    :ivar bool stopped_early: whether training stopped before ``epochs``: for want of a better validation
+        bound within the patience, or because a callback stopped it.
+    :ivar str stop_reason: why it stopped early, in words (``None`` if it did not).
     :ivar list notes: remarks for the summary (a resumed run, the best epoch's parameters restored).
     :ivar int num_data: training data points :math:`N`.
     :ivar int cpu_threads: the CPU threads torch computed with (:func:`~pyrovae.devices.cpu_threads`).
@@ -98,13 +103,17 @@ class FitResult(Result):
     run_dir: Path | None = None
     best_epoch: int | None = None
     stopped_early: bool = False
+    stop_reason: str | None = None
     notes: list[str] = field(default_factory=list)
     num_data: int = 0
     cpu_threads: int | None = None
 
     @property
     def final_loss(self) -> float:
-        """The validation bound of the best epoch (else the last training objective), in nats."""
+        """The validation bound of the best epoch (else the last training objective), in nats; NaN if no
+        epoch was trained."""
+        if self.history.empty:
+            return math.nan
         col = "valid_loss" if self.history["valid_loss"].notna().any() else "train_loss"
         return float(self.history[col].iloc[-1 if self.best_epoch is None else self.best_epoch - 1])
 
@@ -112,7 +121,8 @@ class FitResult(Result):
         """The history by epoch, without columns that are empty (no validation data): every epoch of
         a run of at most :data:`SHOWN_EPOCHS`, else that many evenly spaced from the first to the
         last, and the best (:attr:`history` has them all)."""
-        table = self.history.dropna(axis=1, how="all")
+        empty = [c for c in self.history if c != "epoch" and self.history[c].isna().all()]
+        table = self.history.drop(columns=empty)
         if len(table) > SHOWN_EPOCHS:
             rows = set(np.linspace(0, len(table) - 1, SHOWN_EPOCHS).round().astype(int).tolist())
             if self.best_epoch is not None:
@@ -133,15 +143,15 @@ class FitResult(Result):
             else f", {self.cpu_threads} CPU thread{'s' * (self.cpu_threads > 1)}"
         )
         lines = [f"{name} trained for {len(h)} epochs on {self.num_data} data points{threads}"]
-        last = h.iloc[-1]
-        lines.append(f"  final train objective: {last['train_loss']:.3f} nats per data point")
-        if h["valid_loss"].notna().any():
+        if len(h):
+            lines.append(f"  final train objective: {h['train_loss'].iloc[-1]:.3f} nats per data point")
+        if len(h) and h["valid_loss"].notna().any():
             best = h["valid_loss"].idxmin()
             lines.append(
                 f"  best validation bound: {h['valid_loss'][best]:.3f} nats (epoch {int(h['epoch'][best])})"
             )
         if self.stopped_early:
-            lines.append("  stopped early: no validation improvement within the patience")
+            lines.append(f"  stopped early: {self.stop_reason}")
         if self.run_dir is not None:
             lines.append(f"  run directory: {self.run_dir}")
         lines += [f"  note: {n}" for n in self.notes]
@@ -194,6 +204,7 @@ def fit(
     backend: str | None = None,
     device: str | torch.device | None = "auto",
     threads: int | str | None = "auto",
+    callbacks: Sequence[Callback] | None = None,
 ) -> FitResult:
     """Train ``vae`` (any module with ``model``/``guide`` methods) by minibatch SVI.
 
@@ -248,6 +259,10 @@ def fit(
         (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``torch.set_num_threads``); a number; or ``None``, torch's
         setting. On a 2-core machine beside another job, the Quickstart's command took 85 s with torch's
         two threads and 31 s with one.
+    :param callbacks: objects called as training goes (:mod:`pyrovae.train.callbacks`): instances of
+        :class:`~pyrovae.train.callbacks.Callback` subclasses, such as the trackers of :mod:`pyrovae.tracking`
+        or one of the user's that stops training on its own criterion; called on rank 0 alone, whatever
+        the other ranks of a distributed run are given.
 
     Every option is checked before anything is written (:mod:`pyrovae.options`). A step whose loss,
     gradient or parameters are not finite is not applied, and an epoch whose validation bound is not
@@ -258,6 +273,7 @@ def fit(
     options = check_options(**options, patience=patience, seed=seed)
     if options["patience"] is not None and valid is None:
         raise ConfigError("early stopping (patience) needs validation data: pass valid=")
+    callbacks = Callbacks(callbacks)
     distributed.init(backend)
     train, valid = _sources(vae, train, valid, options["batch_size"])
     trainer = Trainer(
@@ -272,7 +288,9 @@ def fit(
             run_dir = stack.enter_context(
                 RunDirectory(run_dir, resume=resume, overwrite=overwrite, need_bytes=need)
             )
-        result = _fit(trainer, train, valid, settings, config, run_dir, progress, plots_every_epoch)
+        result = _fit(
+            trainer, train, valid, settings, config, run_dir, progress, plots_every_epoch, callbacks
+        )
         result.cpu_threads = cpu_threads
         return result
 
@@ -323,7 +341,9 @@ def _resume(trainer: Trainer, directory: RunDirectory | None, run: dict) -> list
     _load_state(trainer.optimizer, state["optimizer"], "optimizer state")
     trainer.set_lr(settings["lr"])
     run.update({k: state[k] for k in ("history", "best", "best_epoch", "bad_epochs")})
-    run.update(best_model=state.get("best_model"), resumes=state.get("resumes", []))
+    run.update(
+        best_model=state.get("best_model"), resumes=state.get("resumes", []), stopped=state.get("stopped")
+    )
     if not changed:
         return []
     run["resumes"].append({"epoch": state["epoch"], "changed": changed})
@@ -340,52 +360,96 @@ def _fit(
     directory: RunDirectory | None,
     progress: bool,
     plots_every_epoch: bool,
+    callbacks: Callbacks,
 ) -> FitResult:
     vae, epochs, patience = trainer.vae, settings["epochs"], settings["patience"]
-    # what a checkpoint holds besides the epoch, the parameters and the optimizer's state
+    # what a checkpoint holds besides the epoch, the parameters and the optimizer's state; "stopped" is the
+    # reason a callback gave for stopping the run
     run = {"history": [], "best": math.inf, "best_epoch": None, "bad_epochs": 0, "best_model": None}
     run.update(settings=settings, resumes=[], config=config, event_shape=list(train.chunk(0, 1)[0].shape[1:]))
+    run["stopped"] = None
     notes = _resume(trainer, directory, run)
     if directory is not None and distributed.is_main():
         write_json(directory.path / CONFIG, config)
     history, data = run["history"], valid if valid is not None else train
+    steps = math.ceil(len(train) / settings["batch_size"])
+    run_path = None if directory is None else directory.path
+    state = FitState(vae, settings, config, run_path, history, len(train), steps, steps * len(history))
+    state.stop_reason = run["stopped"]
+    if run["stopped"] is not None:
+        notes.append(
+            f"a callback stopped the run after epoch {len(history)} ({run['stopped']}): it is as it was"
+        )
+
+    def patience_spent() -> bool:
+        return patience is not None and run["bad_epochs"] >= patience
 
     def finished() -> bool:
-        return len(history) >= epochs or (patience is not None and run["bad_epochs"] >= patience)
+        return len(history) >= epochs or patience_spent() or run["stopped"] is not None
 
-    total = 0 if finished() else (epochs - len(history)) * math.ceil(len(train) / settings["batch_size"])
-    disable = not (progress and distributed.is_main())
-    with tqdm(total=total, disable=disable, unit="step", dynamic_ncols=True) as bar:
-        while not finished():
-            before = {k: v.detach().clone() for k, v in vae.state_dict().items()}  # the epoch's start
-            try:
-                row = _epoch(trainer, train, valid, settings, bar, directory, history)
-            except TrainingError as e:
-                # a non-finite step is never applied: finite parameters are those of the last good step
-                if all(bool(t.isfinite().all()) for t in vae.state_dict().values() if t.is_floating_point()):
-                    kept = "from just before the step that failed"
-                else:
-                    vae.load_state_dict(before)
-                    kept = f"from before epoch {len(history) + 1} (the last finite ones it can give back)"
-                raise TrainingError(f"{e} The module holds its parameters {kept}.") from None
-            _commit(trainer, run, row, directory)
-            if directory is not None and distributed.is_main():
-                pause_point("history")
-                _export(vae, history, directory.path, data, plots_every_epoch)
+    def stop_asked() -> None:  # an early stop: one asked for at the last epoch is none
+        if state.stop_reason is not None and len(history) < epochs:
+            run["stopped"] = state.stop_reason
+
+    try:
+        callbacks.fit_start(state)
+        stop_asked()
+        total = 0 if finished() else (epochs - len(history)) * steps
+        disable = not (progress and distributed.is_main())
+        with tqdm(total=total, disable=disable, unit="step", dynamic_ncols=True) as bar:
+            while not finished():
+                before = {k: v.detach().clone() for k, v in vae.state_dict().items()}  # the epoch's start
+                try:
+                    row = _epoch(trainer, train, valid, settings, bar, directory, state, callbacks)
+                except TrainingError as e:
+                    # a non-finite step is never applied: finite parameters are those of the last good step
+                    floats = [t for t in vae.state_dict().values() if t.is_floating_point()]
+                    if all(bool(t.isfinite().all()) for t in floats):
+                        kept = "from just before the step that failed"
+                    else:
+                        vae.load_state_dict(before)
+                        kept = f"from before epoch {len(history) + 1} (the last finite ones it can give back)"
+                    raise TrainingError(f"{e} The module holds its parameters {kept}.") from None
+                _record(trainer, run, row)
+                callbacks.epoch_end(state, row)
+                stop_asked()
+                _save(trainer, run, directory)
+                if directory is not None and distributed.is_main():
+                    pause_point("history")
+                    _export(vae, history, directory.path, data, plots_every_epoch)
+    except BaseException:
+        callbacks.fit_end(state, None)
+        raise
     best_epoch = run["best_epoch"]
     if best_epoch is not None and best_epoch != history[-1]["epoch"]:
         vae.load_state_dict(run["best_model"])
         notes.append(f"restored the parameters of the best validation epoch ({best_epoch})")
-    if directory is not None and distributed.is_main():
+    if directory is not None and distributed.is_main() and history:
         _export(vae, history, directory.path, data, figures=True)
-    run_path = None if directory is None else directory.path
-    stopped_early = patience is not None and run["bad_epochs"] >= patience
-    return FitResult(vae, pd.DataFrame(history), run_path, best_epoch, stopped_early, notes, len(train))
+    reason = run["stopped"]
+    if reason is None and patience_spent():
+        reason = f"no better validation bound in {patience} epochs"
+    result = FitResult(
+        vae,
+        pd.DataFrame(history, columns=list(COLUMNS)),
+        run_path,
+        best_epoch,
+        reason is not None,
+        reason,
+        notes,
+        len(train),
+    )
+    callbacks.fit_end(state, result)
+    return result
 
 
-def _epoch(trainer: Trainer, train, valid, settings: dict, bar, directory, history: list[dict]) -> dict:
-    """The next epoch: its steps on the minibatches of a seeded shuffle, then its validation bound
-    and the check that the parameters are finite; its row of the history."""
+def _epoch(
+    trainer: Trainer, train, valid, settings: dict, bar, directory, state: FitState, callbacks: Callbacks
+) -> dict:
+    """The next epoch: its steps on the minibatches of a seeded shuffle (each counted in ``state`` and
+    handed to the callbacks that ask for every step), then its validation bound and the check that the
+    parameters are finite; its row of the history."""
+    history = state.history
     epoch, seed, kl_warmup = len(history) + 1, settings["seed"], settings["kl_warmup"]
     pyro.set_rng_seed(_epoch_seed(seed, epoch, distributed.rank()))
     # the same shuffling (and binarization) on every rank: each takes its share of it
@@ -401,6 +465,9 @@ def _epoch(trainer: Trainer, train, valid, settings: dict, bar, directory, histo
             raise TrainingError(_stopped(f"{e} at epoch {epoch}, step {step}", directory, history)) from None
         total += loss * len(args[0])
         seen += len(args[0])
+        state.step += 1
+        if callbacks.per_step:
+            callbacks.step_end(state, loss)
         bar.update()
         bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
     row = dict(epoch=epoch, train_loss=total / seen, valid_loss=math.nan, beta=beta, lr=settings["lr"])
@@ -418,19 +485,25 @@ def _epoch(trainer: Trainer, train, valid, settings: dict, bar, directory, histo
     return row
 
 
-def _commit(trainer: Trainer, run: dict, row: dict, directory: RunDirectory | None) -> None:
-    """Add an epoch's ``row`` to the history, keep the best validation bound (and its parameters)
-    or count the epoch towards early stopping, and commit the run's state."""
+def _record(trainer: Trainer, run: dict, row: dict) -> None:
+    """Add an epoch's ``row`` to the history, and keep the best validation bound (and its parameters) or
+    count the epoch towards early stopping."""
     run["history"].append(row)
     if row["valid_loss"] < run["best"]:  # NaN without validation data
         run.update(best=row["valid_loss"], best_epoch=row["epoch"], bad_epochs=0)
-        run["best_model"] = {k: v.detach().to("cpu", copy=True) for k, v in trainer.vae.state_dict().items()}
+        state = trainer.vae.state_dict()
+        run["best_model"] = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
     elif not math.isnan(row["valid_loss"]):
         run["bad_epochs"] += 1
+
+
+def _save(trainer: Trainer, run: dict, directory: RunDirectory | None) -> None:
+    """Commit the run's state after its last epoch (rank 0 writes)."""
     if directory is not None:
         pause_point("commit")
         model, optimizer = trainer.vae.state_dict(), trainer.optimizer.state_dict()
-        state = {"format": "pyrovae-checkpoint", "version": CHECKPOINT_VERSION, "epoch": row["epoch"]}
+        epoch = run["history"][-1]["epoch"]
+        state = {"format": "pyrovae-checkpoint", "version": CHECKPOINT_VERSION, "epoch": epoch}
         directory.commit({**state, "model": model, "optimizer": optimizer, **run})
 
 
