@@ -131,11 +131,11 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
     """The options of :class:`~pyrovae.runs.run.RunConfig`: data, model and training."""
     from pyrovae.data.datasets import NAMES
     from pyrovae.estimators import ESTIMATORS
+    from pyrovae.graphs import COMPILE_MODES
     from pyrovae.models.likelihoods import LIKELIHOODS
     from pyrovae.models.nn import ACTIVATIONS, NETWORKS
     from pyrovae.models.priors import DEFAULT_COMPONENTS, PRIORS
     from pyrovae.runs.run import MODELS
-    from pyrovae.train.capture import COMPILE_MODES
     from pyrovae.train.trainer import OPTIMIZERS
 
     g = p.add_argument_group("data")

@@ -87,7 +87,7 @@ class RunConfig:
     :ivar int seed: the seed of the initial parameters, the shuffling and the draws.
     :ivar str device: where to compute: ``"auto"`` (CUDA where there is a GPU, else the CPU),
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` (see :mod:`pyrovae.devices`).
-    :ivar str compile: how the training steps run, one of :data:`~pyrovae.train.capture.COMPILE_MODES`
+    :ivar str compile: how the training steps run, one of :data:`~pyrovae.graphs.COMPILE_MODES`
         (``"auto"``: captured and replayed; ``"off"``: eagerly; see :mod:`pyrovae.train.capture`).
     """
 

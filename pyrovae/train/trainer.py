@@ -18,13 +18,14 @@ from torch import nn
 from pyrovae import devices, distributed
 from pyrovae.errors import ConfigError, TrainingError, unknown_name
 from pyrovae.estimators import estimator as make_estimator
+from pyrovae.graphs import check_mode
 from pyrovae.handlers import scale_data, scale_latents
 from pyrovae.infer import Chunk, Sweep
 from pyrovae.infer.checks import dtype_error
 from pyrovae.infer.pair import trace_pair
 from pyrovae.infer.sites import find_data_plate
 from pyrovae.options import check_options
-from pyrovae.train.capture import StepCapture, check_mode
+from pyrovae.train.capture import StepCapture
 from pyrovae.train.optim import AdamNormGrad
 
 __all__ = ["OPTIMIZERS", "Trainer", "as_args", "elbo_module"]
@@ -221,7 +222,7 @@ class Trainer:
         step, and every step of a pair that cannot be captured."""
         if not self._validated or self.capture is None or not self.capture.active:
             return None
-        return self.capture(args, beta, self.num_data / (batch_size or len(args[0])), self.data_plate)
+        return self.capture.step(args, beta, self.num_data / (batch_size or len(args[0])), self.data_plate)
 
     def _eager_loss(self, args: tuple, beta: float, batch_size: int | None) -> torch.Tensor:
         """The minibatch's loss by the eager path, the first step's under Pyro's validation."""

@@ -16,8 +16,9 @@ from torch import nn
 import pyrovae
 from pyrovae.errors import ConfigError
 from pyrovae.estimators import ESTIMATORS
+from pyrovae.graphs import COMPILE_MODES
 from pyrovae.runs.directory import CONFIG
-from pyrovae.train.capture import COMPILE_MODES
+from pyrovae.train.capture import CPU_EAGER_STEPS
 
 # the estimators whose step reads a tensor's value in Python, and so trains eagerly
 EAGER = {
@@ -64,7 +65,7 @@ def test_every_estimator_is_captured_or_trains_eagerly_with_its_line(digits, nam
     eager_losses, eager_params, _ = steps(digits, "off", estimator=name)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        losses, params, trainer = steps(digits, "auto", estimator=name)
+        losses, params, trainer = steps(digits, "graph", estimator=name)
     lines = [str(w.message) for w in caught if str(w.message).startswith("compile:")]
     if name in EAGER:
         assert not trainer.capture.active and len(lines) == 1, lines
@@ -105,7 +106,7 @@ class CoinFlipPair(nn.Module):
 def test_a_pair_with_control_flow_on_its_draws_trains_eagerly_with_one_line(digits):
     eager_losses, eager_params, _ = steps(digits, "off", vae=CoinFlipPair, num=12)
     with pytest.warns(UserWarning, match="compile: ") as caught:
-        losses, params, trainer = steps(digits, "auto", vae=CoinFlipPair, num=12)
+        losses, params, trainer = steps(digits, "graph", vae=CoinFlipPair, num=12)
     assert len([w for w in caught if str(w.message).startswith("compile:")]) == 1
     assert not trainer.capture.active
     # a draw read in Python (float(z.sum())) is refused when it is recorded, before any step depends on it
@@ -133,7 +134,7 @@ class ScheduledPair(pyrovae.VAE):
 
 def test_a_pair_whose_constants_change_between_steps_trains_eagerly(digits):
     eager_losses, _, _ = steps(digits, "off", vae=ScheduledPair, num=8)
-    with pytest.warns(UserWarning, match="the pair's constants changed from one step to the next"):
+    with pytest.warns(UserWarning, match="the pair's constants changed from one call to the next"):
         losses, _, trainer = steps(digits, "graph", vae=ScheduledPair, num=8)
     assert not trainer.capture.active
     # the two recorded steps and the eager ones after them are the eager run's
@@ -242,5 +243,14 @@ def test_a_module_with_hooks_trains_eagerly_with_one_line(digits):
     with pytest.warns(
         UserWarning, match="compile: module decoder has hooks, which torch calls in eager steps alone"
     ):
-        losses, _, trainer = steps(digits, "auto", vae=hooked)
+        losses, _, trainer = steps(digits, "graph", vae=hooked)
     assert not trainer.capture.active and losses == eager_losses
+
+
+def test_auto_on_a_cpu_records_a_batch_shape_after_its_first_eager_steps(digits):
+    # CPU_EAGER_STEPS eager steps of the shape (the first, validated one included), then two recordings
+    eager_losses, eager_params, _ = steps(digits, "off", num=CPU_EAGER_STEPS + 5, batch=10, last=10)
+    losses, params, trainer = steps(digits, "auto", num=CPU_EAGER_STEPS + 5, batch=10, last=10)
+    assert trainer.capture.graphs == 1
+    assert losses == eager_losses
+    assert all(torch.equal(a, b) for a, b in zip(params, eager_params, strict=True))
