@@ -333,12 +333,16 @@ class LogWeights:
     def _particles(self, args, num_particles: int, num_data: int, check: bool):
         computed = None
         if self.graphs is not None and self.graphs.active:
-            key = (tuple((a.shape, a.dtype) for a in args), num_particles, check)
+            # the tensors are the graph's inputs; other arguments (model_args) constants of the key's graph
+            shapes = ((a.shape, a.dtype) if torch.is_tensor(a) else repr(a) for a in args)
+            key = (*shapes, num_particles, check)
 
             def traced(_, varying):
-                return self._traced(tuple(varying), num_particles, num_data, check)
+                tensors = iter(varying)
+                full = tuple(next(tensors) if torch.is_tensor(a) else a for a in args)
+                return self._traced(full, num_particles, num_data, check)
 
-            computed = self.graphs(key, traced, [], list(args))
+            computed = self.graphs(key, traced, [], [a for a in args if torch.is_tensor(a)])
         log_w, elbo, ok = computed or self._traced(args, num_particles, num_data, check)
         if ok is not None and not bool(ok.all()):
             raise support_error(*self._supports[int(ok.int().argmin())])

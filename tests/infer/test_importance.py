@@ -303,8 +303,10 @@ def test_model_args_and_kwargs():
     def guide(x, shift, *, scale):
         m.exact_guide(x * scale + shift)
 
-    result = log_likelihood(model, guide, x, 10, model_args=(1.0,), model_kwargs={"scale": 2.0}, **RUN)
-    torch.testing.assert_close(result.log_px, m.log_px(2 * x + 1), atol=1e-6, rtol=0)
+    for compile in ("auto", "graph"):  # "graph" records from the second chunk: the arguments are constants
+        options = dict(model_args=(1.0,), model_kwargs={"scale": 2.0}, batch_size=1, compile=compile)
+        result = log_likelihood(model, guide, x, 10, **options, **RUN)
+        torch.testing.assert_close(result.log_px, m.log_px(2 * x + 1), atol=1e-6, rtol=0)
 
 
 def test_model_kwargs_tensors_go_to_the_device():
