@@ -24,7 +24,10 @@ on the CPU, allocated on a GPU; target < 2 GiB on the CPU).
 
 Run from the repository root::
 
-    python benchmarks/bench_eval.py [--device cpu|cuda] [--full] [--checkpoint PATH] [-K 5000]
+    python benchmarks/bench_eval.py [--device cpu|cuda] [--full] [--checkpoint PATH] [-K 5000] [--compile off]
+
+``--compile`` is :func:`pyrovae.log_likelihood`'s: ``auto`` records and replays the chunks' log-weights on a
+GPU (:mod:`pyrovae.graphs`) and traces each on a CPU, ``off`` traces each everywhere.
 """
 
 from __future__ import annotations
@@ -95,6 +98,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on the CPU")
     parser.add_argument("--full", action="store_true", help="also run the whole 10,000-image test set")
+    parser.add_argument("--compile", default="auto", help="pyrovae's: auto, graph, inductor or off")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pyro.set_rng_seed(0)
@@ -110,7 +115,7 @@ def main() -> None:
         vae.load_state_dict(state.get("model", state))
     vae.to(device).eval()
 
-    run = dict(num_samples=K, progress=False, seed=0)
+    run = dict(num_samples=K, progress=False, seed=0, compile=args.compile)
 
     def evaluate(images):
         return pyrovae.log_likelihood(vae.model, vae.guide, images, **run)
@@ -189,7 +194,10 @@ def main() -> None:
         figures.update(
             full_wall_s=wall, full_images_per_s=len(x_all) / wall, full_peak_gib=peak, full_nll=full.nll
         )
+    figures["compile"] = args.compile
     print(json.dumps(figures))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,34 @@
-"""Time one training step of pyrovae.fit's loop against a hand-written PyTorch VAE.
+"""Time pyrovae's training step against the same step written by hand in PyTorch, eager and captured.
 
-Both train the same 784-400-50 softplus MLP VAE (Bernoulli likelihood, single-sample Monte
-Carlo ELBO, Adam 1e-3) on the same minibatches of 100 statically binarized MNIST images, in
-one process. Rounds of the two are interleaved and the median per-step time of each is taken,
-so that load from other processes affects both alike. Prints the ratio (target: <= 1.25).
+Models (``--model``), each trained with a single-sample Monte Carlo ELBO (Bernoulli likelihood, standard
+normal prior, softplus MLPs) and Adam 1e-3 on minibatches of 100:
 
-    python benchmarks/bench_train.py [--data-root ../shared/data/binarized_mnist] [--rounds 15]
+- ``mnist``: the 784-400-50 VAE of :class:`pyrovae.VAE` on statically binarized MNIST (``--data-root``);
+- ``tiny``: a VAE with 2 latents and 16 hidden units on scikit-learn's 8x8 digits, whose step is almost all
+  per-step overhead: Python, the effect handlers, one kernel launch per operation.
+
+In one process, on one device, the same minibatches go through
+
+1. ``hand``: the hand-written step, eager (the VAE's loss in a dozen lines of torch, ``backward``, Adam);
+2. ``hand captured``: that step captured: on CUDA as one CUDA graph (forward, backward and a capturable Adam,
+   static input buffer), elsewhere compiled by ``torch.compile``;
+3. ``pyrovae``: :class:`pyrovae.Trainer`'s step with ``--compile`` (default ``auto``: after the first step the
+   loss and gradient are captured and replayed, see :mod:`pyrovae.train.capture`), checked at once on the CPU
+   and every 100 steps on a GPU, as :func:`pyrovae.fit` does.
+
+Rounds of ``--steps`` steps of each are interleaved (one round each in turn, the order alternating) and the
+median per-step time of each is taken, so that load from other processes affects all alike. ``--epoch`` also
+times one epoch (all 500 minibatches of MNIST's 50,000 training images) of each. Targets (issue 29): on the
+CPU, pyrovae's step of ``tiny`` <= 1.4x ``hand`` and a ``mnist`` epoch <= 1.15x ``hand``; on a GPU, a
+``mnist`` epoch <= 0.5 s and <= 1.3x ``hand captured``.
+
+    python benchmarks/bench_train.py [--model mnist|tiny] [--device cpu|cuda] [--compile auto] [--epoch]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -20,18 +38,25 @@ from torch import nn
 from torch.nn import functional as F
 
 import pyrovae
+from pyrovae.train.capture import CPU_EAGER_STEPS
+
+DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "binarized_mnist"
+#: model: (data set, event shape, latents, hidden units)
+MODELS = {"mnist": ("binarized-mnist", (1, 28, 28), 50, 400), "tiny": ("digits", (1, 8, 8), 2, 16)}
+# steps between the checks of pyrovae's step on a GPU, as fit's loop (pyrovae.train.loop.SYNC_EVERY)
+SYNC_EVERY = 100
 
 
 class HandVAE(nn.Module):
     """The same architecture and loss as pyrovae.VAE's default, written directly in PyTorch."""
 
-    def __init__(self):
+    def __init__(self, pixels: int, latents: int, hidden: int):
         super().__init__()
-        self.enc = nn.Linear(784, 400)
-        self.loc = nn.Linear(400, 50)
-        self.log_scale = nn.Linear(400, 50)
-        self.dec1 = nn.Linear(50, 400)
-        self.dec2 = nn.Linear(400, 784)
+        self.enc = nn.Linear(pixels, hidden)
+        self.loc = nn.Linear(hidden, latents)
+        self.log_scale = nn.Linear(hidden, latents)
+        self.dec1 = nn.Linear(latents, hidden)
+        self.dec2 = nn.Linear(hidden, pixels)
 
     def loss(self, x: torch.Tensor, num_data: int) -> torch.Tensor:
         x = x.flatten(1)
@@ -40,63 +65,165 @@ class HandVAE(nn.Module):
         z = loc + scale * torch.randn_like(loc)
         logits = self.dec2(F.softplus(self.dec1(z)))
         log_px = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
-        log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+        log_pz = -0.5 * (z.square() + torch.log(torch.tensor(2 * torch.pi))).sum(-1)
         log_qz = torch.distributions.Normal(loc, scale).log_prob(z).sum(-1)
         return -(log_px + log_pz - log_qz).sum() * (num_data / x.shape[0])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "binarized_mnist"
-    parser.add_argument("--data-root", default=str(root))
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--steps", type=int, default=40, help="steps per round")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--epoch", action="store_true", help="also time one epoch (all 500 batches) of each")
-    args = parser.parse_args()
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    device = pyrovae.devices.resolve(args.device)
-
-    data = pyrovae.load("binarized-mnist", "train", root=args.data_root)
-    n = len(data)
-    steps = n // 100 if args.epoch else args.steps
-    batches = [data.batch(torch.arange(i, i + 100)).to(device) for i in range(0, 100 * steps, 100)]
-
-    vae = pyrovae.VAE(event_shape=(1, 28, 28), latent_dim=50, hidden=(400,))
-    trainer = pyrovae.Trainer(vae, n, device=device)
-    hand = HandVAE().to(device)
+def hand_eager(hand: HandVAE, num_data: int):
     opt = torch.optim.Adam(hand.parameters(), lr=1e-3)
 
-    def hand_step(x):
-        loss = hand.loss(x, n)
+    def step(x: torch.Tensor) -> torch.Tensor:
+        loss = hand.loss(x, num_data)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return loss.item() / n
+        return loss.detach()
 
-    def timed(step, batches=batches[: args.steps]) -> float:
-        start = time.perf_counter()
-        for x in batches:
-            step(x)
-        return (time.perf_counter() - start) / len(batches)
+    return step
 
-    timed(hand_step), timed(trainer.step)  # warm-up
-    ours, base = [], []
-    for _ in range(args.rounds):
-        base.append(timed(hand_step))
-        ours.append(timed(trainer.step))
-    t_ours, t_base = statistics.median(ours), statistics.median(base)
-    print(f"device: {device}")
-    print(f"hand-written PyTorch step: {t_base * 1e3:.2f} ms (median of {args.rounds} rounds)")
-    print(f"pyrovae.fit step (Trace_ELBO): {t_ours * 1e3:.2f} ms")
-    print(f"ratio pyrovae / hand-written: {t_ours / t_base:.3f} (target <= 1.20 on the CPU, <= 1.5 on a GPU)")
+
+def hand_captured(hand: HandVAE, num_data: int, example: torch.Tensor):
+    """The hand-written step as one CUDA graph on CUDA, else its loss compiled by torch.compile."""
+    if example.device.type != "cuda":
+        opt = torch.optim.Adam(hand.parameters(), lr=1e-3)
+        loss_fn = torch.compile(hand.loss)
+
+        def compiled(x: torch.Tensor) -> torch.Tensor:
+            loss = loss_fn(x, num_data)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return loss.detach()
+
+        return compiled
+    opt = torch.optim.Adam(hand.parameters(), lr=1e-3, capturable=True)
+    static_x = example.clone()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(
+            3
+        ):  # warm-up, as torch's documentation of CUDA graphs asks (it also builds Adam's state)
+            opt.zero_grad(set_to_none=True)
+            hand.loss(static_x, num_data).backward()
+            opt.step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        static_loss = hand.loss(static_x, num_data)
+        static_loss.backward()
+        opt.step()
+
+    def replay(x: torch.Tensor) -> torch.Tensor:
+        static_x.copy_(x)
+        graph.replay()
+        return static_loss
+
+    return replay
+
+
+def pyrovae_step(trainer: pyrovae.Trainer):
+    """Trainer.step as fit runs it: checked at once on the CPU, every SYNC_EVERY steps on a GPU."""
+    deferred = trainer.device.type == "cuda"
+    count = 0
+
+    def step(x: torch.Tensor):
+        nonlocal count
+        loss = trainer.step(x, sync=not deferred)
+        count += 1
+        if deferred and count % SYNC_EVERY == 0:
+            assert trainer.check() is None
+        return loss
+
+    return step
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(step, batches, device: torch.device) -> float:
+    """Seconds per step over ``batches``, the device's queue drained before and after."""
+    sync(device)
+    start = time.perf_counter()
+    for x in batches:
+        step(x)
+    sync(device)
+    return (time.perf_counter() - start) / len(batches)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(MODELS), default="mnist")
+    parser.add_argument("--data-root", default=str(DATA_ROOT))
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=40, help="steps per round")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", default="auto", help="pyrovae's: auto, graph, inductor or off")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads")
+    parser.add_argument("--epoch", action="store_true", help="also time one epoch (all 500 batches) of each")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = pyrovae.devices.resolve(args.device)
+    name, event_shape, latents, hidden = MODELS[args.model]
+
+    data = pyrovae.load(name, "train", **({"root": args.data_root} if name == "binarized-mnist" else {}))
+    n = len(data)
+    steps = n // 100 if args.epoch else args.steps
+    batches = [data.batch(torch.arange(i, i + 100) % n).to(device) for i in range(0, 100 * steps, 100)]
+
+    vae = pyrovae.VAE(event_shape=event_shape, latent_dim=latents, hidden=(hidden,))
+    pixels = int(torch.tensor(event_shape).prod())
+    contenders = {
+        "hand": hand_eager(HandVAE(pixels, latents, hidden).to(device), n),
+        "hand captured": hand_captured(HandVAE(pixels, latents, hidden).to(device), n, batches[0]),
+        f"pyrovae (compile={args.compile})": pyrovae_step(
+            pyrovae.Trainer(vae, n, device=device, compile=args.compile)
+        ),
+    }
+    for step in contenders.values():  # warm-up: first steps, recordings (after CPU_EAGER_STEPS), compilation
+        timed(step, (batches * (CPU_EAGER_STEPS // len(batches) + 1))[: CPU_EAGER_STEPS + 3], device)
+    times = {label: [] for label in contenders}
+    for i in range(args.rounds):
+        for label in list(contenders) if i % 2 == 0 else list(contenders)[::-1]:
+            times[label].append(timed(contenders[label], batches[: args.steps], device))
+    median = {label: statistics.median(t) for label, t in times.items()}
+    ours = list(contenders)[-1]
+    print(
+        f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+        f"model {args.model}, {args.threads} CPU thread(s)"
+    )
+    for label, t in median.items():
+        print(f"{label:>28}: {t * 1e3:8.3f} ms per step (median of {args.rounds} rounds of {args.steps})")
+    print(
+        f"ratio pyrovae / hand: {median[ours] / median['hand']:.3f}; "
+        f"pyrovae / hand captured: {median[ours] / median['hand captured']:.3f}"
+    )
+    figures = {
+        "device": str(device),
+        "model": args.model,
+        "compile": args.compile,
+        "step_ms": {label: t * 1e3 for label, t in median.items()},
+        "ratio_hand": median[ours] / median["hand"],
+        "ratio_hand_captured": median[ours] / median["hand captured"],
+    }
     if args.epoch:
-        e_base, e_ours = timed(hand_step, batches), timed(trainer.step, batches)
+        epoch = {label: timed(step, batches, device) * len(batches) for label, step in contenders.items()}
+        figures.update(epoch_s=epoch, epoch_ratio_hand=epoch[ours] / epoch["hand"])
+        figures["epoch_ratio_hand_captured"] = epoch[ours] / epoch["hand captured"]
         print(
-            f"one epoch of {len(batches)} steps: hand-written {e_base * len(batches):.2f} s, "
-            f"pyrovae {e_ours * len(batches):.2f} s, ratio {e_ours / e_base:.3f}"
+            f"one epoch of {len(batches)} steps: "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in epoch.items())
+            + f"; ratio pyrovae / hand {epoch[ours] / epoch['hand']:.3f}, "
+            f"pyrovae / hand captured {epoch[ours] / epoch['hand captured']:.3f}"
         )
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

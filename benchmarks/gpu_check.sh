@@ -1,20 +1,76 @@
 #!/usr/bin/env bash
-# The GPU checks of pyrovae in one go, for a machine with CUDA and torch but no registry:
-#   1. install pyro-ppl, arviz and the rest from wheels carried in .gpu-wheels/, then pyrovae without deps;
-#   2. run the tests marked gpu (they skip without CUDA);
-#   3. the GPU benchmarks: IS-5000 on all 10,000 binarized-MNIST test images, and a training epoch
-#      of the 784-400-50 VAE at batch 100, each against its baseline on the same GPU.
-# Prepare the wheels here (they are git-ignored), e.g.:
-#   pip download --only-binary=:all: --dest .gpu-wheels pyro-ppl arviz h5netcdf xarray pandas scikit-learn tqdm
-#   (and copy the binarized-MNIST files into .gpu-data/ if ../shared is not beside the checkout)
-# then run it with the device tool, carrying .gpu-wheels and .gpu-data:  bash benchmarks/gpu_check.sh
+# The GPU checks of pyrovae in one go (issue 29), for a machine with CUDA and torch but no registry, in at most
+# about 8 minutes:
+#   1. pyro-ppl, arviz and the other packages that machine lacks, from wheels carried in .gpu-wheels/, into
+#      /tmp/site; pyrovae itself from this checkout (PYTHONPATH);
+#   2. the tests marked gpu (they skip without CUDA): CUDA-graph training steps, devices, evaluation;
+#   3. the benchmarks, each against its baseline in the same process on the same GPU:
+#      - a training step of the tiny VAE and an epoch of the 784-400-50 VAE, pyrovae captured (compile=auto:
+#        a CUDA graph) and eager, against the hand-written step eager and as one CUDA graph;
+#      - IS-5000 on all 10,000 binarized-MNIST test images (784-400-50 VAE), chunks recorded and traced;
+#   4. one table of the figures against the issue's targets.
+# Each benchmark's JSON lands in $OUT (the device tool's) or in .gpu-out/.
+#
+# Prepare here, in the repository root, once (both folders are git-ignored):
+#   mkdir -p .gpu-data && cp ../shared/data/binarized_mnist/*.amat.gz .gpu-data/
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       -d .gpu-wheels pyro-ppl==1.9.2 pyro-api arviz==0.23.4 xarray-einstats h5netcdf platformdirs
+# then, with the device tool: run(command="bash benchmarks/gpu_check.sh", carry=[".gpu-wheels", ".gpu-data"],
+# timeout_s=540). The machine's torch is used as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data=${PYROVAE_GPU_DATA:-.gpu-data}
+out=${OUT:-.gpu-out}
+mkdir -p "$out"
+data=.gpu-data
 [ -d "$data" ] || data=../shared/data/binarized_mnist
-python -m pip install -q --no-index --find-links .gpu-wheels pyro-ppl arviz h5netcdf xarray pandas scikit-learn tqdm pytest
-python -m pip install -q --no-deps --no-build-isolation -e .
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu-wheels/*.whl
+export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python -m pytest -q -m gpu tests
-python benchmarks/bench_eval.py --device cuda --images 100 --full --data-root "$data"
-python benchmarks/bench_train.py --device cuda --epoch --data-root "$data"
+python3 -c "import torch, pyro, pyrovae; print('torch', torch.__version__, 'pyro', pyro.__version__, 'pyrovae', pyrovae.__version__)"
+start=$SECONDS
+python3 -m pytest -q -p no:cacheprovider -m gpu tests 2>&1 | tee "$out/gpu-tests.log" | tail -5
+echo "GPU tests: $((SECONDS - start)) s"
+bench() {  # name, then the benchmark's arguments
+  local name=$1; shift
+  local t0=$SECONDS
+  python3 "$@" --device cuda --json "$out/$name.json" 2>&1 | tee "$out/$name.log" | tail -4
+  echo "$name: $((SECONDS - t0)) s"
+}
+bench train-tiny benchmarks/bench_train.py --model tiny --rounds 7 --steps 100
+bench train-tiny-eager benchmarks/bench_train.py --model tiny --rounds 7 --steps 100 --compile off
+bench train-mnist benchmarks/bench_train.py --model mnist --rounds 5 --epoch --data-root "$data"
+bench train-mnist-eager benchmarks/bench_train.py --model mnist --rounds 5 --epoch --compile off --data-root "$data"
+bench eval benchmarks/bench_eval.py --images 100 --full --data-root "$data"
+bench eval-traced benchmarks/bench_eval.py --images 100 --full --compile off --data-root "$data"
+python3 - "$out" <<'EOF'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+def fig(name):
+    path = out / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+rows = []
+for name in ("train-tiny", "train-tiny-eager"):
+    f = fig(name)
+    if f:
+        rows.append((f"{name}: step, pyrovae / hand eager", f"{f['ratio_hand']:.3f}", "<= 1.4 (CPU target)"))
+        rows.append((f"{name}: step, pyrovae / hand CUDA graph", f"{f['ratio_hand_captured']:.3f}", ""))
+for name in ("train-mnist", "train-mnist-eager"):
+    f = fig(name)
+    if "epoch_s" in f:
+        ours = [k for k in f["epoch_s"] if k.startswith("pyrovae")][0]
+        rows.append((f"{name}: epoch of 500 steps, s", f"{f['epoch_s'][ours]:.3f}", "<= 0.5"))
+        rows.append((f"{name}: epoch, pyrovae / hand CUDA graph", f"{f['epoch_ratio_hand_captured']:.3f}", "<= 1.3"))
+for name in ("eval", "eval-traced"):
+    f = fig(name)
+    if "full_wall_s" in f:
+        rows.append((f"{name}: IS-5000, 10,000 images, s (784-400-50, FP32)", f"{f['full_wall_s']:.2f}", "<= 6"))
+    if f:
+        rows.append((f"{name}: IS-5000, pyrovae / hand images per s", f"{f['ratio_hand']:.3f}", ""))
+width = max(len(r[0]) for r in rows) if rows else 10
+print(f"\n{'figure':<{width}}  {'value':>8}  target")
+for row in rows:
+    print(f"{row[0]:<{width}}  {row[1]:>8}  {row[2]}")
+EOF
+echo "gpu_check: $SECONDS s in all"

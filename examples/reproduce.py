@@ -87,6 +87,7 @@ CONFIGS = {
 PAPER_NLL = {"vae-standard": 88.56, "vae-vamp": 85.57, "hvae-standard": 86.05, "hvae-vamp": 83.19}
 SUMMARY = "reproduce.json"
 PER_IMAGE = "log_px-test.csv"
+TIGHTNESS = "ais-subset.json"
 
 
 def run_config(
@@ -138,6 +139,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the initial parameters, the shuffling and the draws"
     )
+    p.add_argument("--ais-images", type=int, default=0, help="AIS on this many random test images (0: none)")
+    p.add_argument("--ais-steps", type=int, default=1000, help="annealing steps of that AIS (16 chains)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", default="docs/results.md", help="report: the Markdown file to rewrite")
     p.add_argument("--figure", default="docs/reproduce.png", help="report: the learning curves' figure")
@@ -184,6 +187,8 @@ def reproduce(name: str, args: argparse.Namespace) -> dict | None:
             summary = json.loads(path.read_text())
             if summary["epochs"] == epochs and summary["test_num_samples"] == args.eval_samples:
                 print(f"{name}: already evaluated ({path})")
+                if args.ais_images:
+                    tightness(name, run_dir, result, data["test"], args)
                 return summary
         ll = pyrovae.log_likelihood(
             result.vae.model, result.vae.guide, data["test"], args.eval_samples, seed=config.seed,
@@ -213,7 +218,53 @@ def reproduce(name: str, args: argparse.Namespace) -> dict | None:
             write_text(run_dir / PER_IMAGE, ll.to_dataframe().to_csv())
             write_json(path, summary)
         print(f"{name}: test NLL {ll.nll:.2f} ± {ll.stderr:.2f} nats (the paper: {PAPER_NLL[name]})")
+        if args.ais_images:
+            tightness(name, run_dir, result, data["test"], args)
         return summary
+
+
+def tightness(name: str, run_dir: Path, result, test, args: argparse.Namespace) -> dict:
+    """How tight the IS estimate is: AIS (``--ais-steps`` steps, 16 chains, from the guide) on
+    ``--ais-images`` test images drawn at random, against the IS estimates of the same images
+    (``log_px-test.csv``), written to ``ais-subset.json`` in the run. AIS is a stochastic lower bound too, and
+    tighter: the mean of AIS - IS is how much IS-K misses of log p(x), at least."""
+    path = run_dir / TIGHTNESS
+    settings = {"ais_images": args.ais_images, "ais_steps": args.ais_steps, "eval_samples": args.eval_samples}
+    if path.is_file():
+        done = json.loads(path.read_text())
+        if done["epochs"] == int(result.history["epoch"].iloc[-1]) and done["settings"] == settings:
+            print(f"{name}: AIS on a subset already done ({path})")
+            return done
+    images = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[: args.ais_images]
+    x = pyrovae.data.DataSource(test).batch(images)[0]
+    vae = result.vae
+    ais = pyrovae.ais(
+        vae.model, vae.guide, x, num_steps=args.ais_steps, num_chains=16, seed=0, progress=not args.quiet
+    )
+    is_px = torch.tensor(pd.read_csv(run_dir / PER_IMAGE, index_col=0)["log_px"].to_numpy()[images.numpy()])
+    gap = ais.log_px.double() - is_px
+    done = {
+        "name": name,
+        "epochs": int(result.history["epoch"].iloc[-1]),
+        "settings": settings,
+        "images": images.tolist(),
+        "ais_log_px": ais.log_px.tolist(),
+        "ais_log_px_se": ais.log_px_se.tolist(),
+        "is_log_px": is_px.tolist(),
+        "gap_mean": float(gap.mean()),
+        "gap_se": float(gap.std() / len(gap) ** 0.5),
+        "acceptance": float(ais.acceptance.mean()),
+        "ais_seconds": ais.elapsed,
+    }
+    used = {"which": "best", "epoch": result.best_epoch, "sha256": digest(vae.state_dict())}
+    again = f"python examples/reproduce.py {name} --runs-dir {args.runs_dir} --ais-images {args.ais_images}"
+    with output_set("reproduce-ais", again, used, settings):
+        write_json(path, done)
+    print(
+        f"{name}: AIS-{args.ais_steps} - IS-{args.eval_samples} on {len(images)} random test images: "
+        f"{done['gap_mean']:.2f} ± {done['gap_se']:.2f} nats"
+    )
+    return done
 
 
 def progress_line(name: str, run_dir: Path) -> str:
@@ -290,6 +341,7 @@ def report_table(runs_dir: Path) -> pd.DataFrame:
                 "best valid -ELBO": float(state["best"]),
                 "train hours": sum(row["seconds"] for row in state["history"]) / 3600,
                 "eval device": summary["eval_device"] if done else "—",
+                "AIS - IS": _tightness_cell(run_dir, state["epoch"]),
                 "eval s": summary["test_elapsed"] if done else nan,
                 "median ESS": summary["test_ess_median"] if done else nan,
                 "k-hat <0.5 / 0.5-0.7 / >0.7": (
@@ -301,6 +353,19 @@ def report_table(runs_dir: Path) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _tightness_cell(run_dir: Path, epoch: int) -> str:
+    """``ais-subset.json``'s mean AIS - IS gap, as a table cell, or a dash."""
+    path = run_dir / TIGHTNESS
+    if not path.is_file() or json.loads(path.read_text())["epochs"] != epoch:
+        return "—"
+    done = json.loads(path.read_text())
+    settings = done["settings"]
+    return (
+        f"{done['gap_mean']:.2f} ± {done['gap_se']:.2f} (AIS-{settings['ais_steps']}, "
+        f"{settings['ais_images']} images)"
+    )
 
 
 def learning_curves(runs_dir: Path, path: Path) -> None:

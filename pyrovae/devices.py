@@ -41,6 +41,7 @@ __all__ = [
     "place",
     "resolve",
     "using_threads",
+    "wide_dtype",
 ]
 
 #: the environment variables by which a user sets the CPU threads (with one set, "auto" keeps torch's count)
@@ -81,6 +82,14 @@ def resolve(device: str | torch.device | None = "auto") -> torch.device:
             "(use device='auto' to take a GPU where there is one)"
         )
     return dev
+
+
+def wide_dtype(device: torch.device) -> torch.dtype:
+    """The dtype sums are accumulated in on ``device``: float64, or float32 on MPS, which has no float64.
+
+    :param torch.device device: the device.
+    """
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def module_of(fn) -> nn.Module | None:

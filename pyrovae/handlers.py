@@ -8,6 +8,7 @@ built-in :class:`~pyrovae.VAE` and to any user-written pair.
 
 from __future__ import annotations
 
+import torch
 from pyro.poutine.messenger import Messenger
 
 DATA_PLATE = "data"
@@ -50,12 +51,14 @@ class LatentScaleMessenger(Messenger):
     ``beta`` is annealed from 0 to 1. The likelihood terms (observed sites) keep their scale.
     """
 
-    def __init__(self, beta: float):
+    def __init__(self, beta: float | torch.Tensor):
         super().__init__()
-        self.beta = float(beta)
+        # a tensor (a captured step's input, :mod:`pyrovae.train.capture`) always scales, whatever its value
+        self.beta = beta if torch.is_tensor(beta) else float(beta)
 
     def _process_message(self, msg):
-        if msg["type"] == "sample" and not msg["is_observed"] and self.beta != 1.0:
+        scaled = torch.is_tensor(self.beta) or self.beta != 1.0
+        if msg["type"] == "sample" and not msg["is_observed"] and scaled:
             msg["scale"] = self.beta * msg["scale"]
 
 
@@ -65,7 +68,7 @@ def scale_data(fn=None, *, scale: float, plate: str = DATA_PLATE):
     return msngr(fn) if fn is not None else msngr
 
 
-def scale_latents(fn=None, *, beta: float):
+def scale_latents(fn=None, *, beta: float | torch.Tensor):
     """Handler form of :class:`LatentScaleMessenger` (usable as a decorator)."""
     msngr = LatentScaleMessenger(beta)
     return msngr(fn) if fn is not None else msngr

@@ -704,3 +704,15 @@ def test_another_data_set_is_binarized_as_the_run_s_data_were():
     # a run whose data were binarized binarizes the other set the same way; grey levels stay grey
     assert other_binarize(RunConfig(dataset="digits", likelihood="bernoulli"), "mnist", None) == "dynamic"
     assert other_binarize(RunConfig(dataset="digits", likelihood="binomial"), "mnist", None) is None
+
+
+def test_compile_is_checked_recorded_and_may_change_when_a_run_resumes(tmp_path, capsys):
+    message = argparse_error(capsys, ["train", "--compile", "fast"])
+    assert "invalid choice: 'fast'" in message and "inductor" in message
+    run = tmp_path / "run"
+    assert cli.main([*TRAIN, "--run-dir", str(run), *FAST, "--epochs", "1", "--compile", "off"]) == 0
+    assert RunConfig.read(run / CONFIG).compile == "off"
+    resume = ["train", "--run-dir", str(run), "--resume", *FAST, "--epochs", "2", "--compile", "graph"]
+    assert cli.main(resume) == 0
+    assert RunConfig.read(run / CONFIG).compile == "graph"
+    assert load_checkpoint(run / "checkpoint.pt")["settings"]["compile"] == "graph"

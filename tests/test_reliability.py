@@ -203,6 +203,19 @@ def test_repeated_sigkills_at_random_instants_resume_to_the_identical_run(tmp_pa
     resume_and_compare(tmp_path, run_dir, reference)
 
 
+def test_a_captured_run_killed_and_resumed_is_the_eager_run(tmp_path, reference):
+    # the reference trained eagerly (compile auto runs a CPU's first 100 steps of a shape eagerly); this one
+    # replays recorded steps from its second (pyrovae.train.capture), is killed between two epochs' commits
+    # and resumed, recording again: the same parameters, optimizer state and history, bit for bit
+    run_dir = tmp_path / "run"
+    proc = start(tmp_path, command(run_dir, "--compile", "graph"), pause="commit#2")
+    wait_paused(tmp_path, proc, "commit#2")
+    stop(proc, signal.SIGKILL)
+    done = run(tmp_path, command(run_dir, "--resume", "--compile", "graph"))
+    assert done.returncode == 0, done.stderr
+    assert_identical(comparable(load_checkpoint(run_dir / CHECKPOINT)), reference)
+
+
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, -signal.SIGTERM)])
 def test_sigint_and_sigterm_leave_a_resumable_directory(tmp_path, reference, sig, status):
     run_dir = tmp_path / "run"

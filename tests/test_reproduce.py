@@ -167,6 +167,12 @@ def test_train_evaluate_resume_and_progress(tmp_path, tiny_mnist, capsys):
     line = capsys.readouterr().out.strip()
     assert f"; test NLL {summary['test_nll']:.2f} ± " in line and "(IS-10; the paper: 85.57)" in line
 
+    # AIS on a random subset of the test images, against their IS estimates: how tight IS is
+    reproduce.main(["vae-vamp", *flags, "--ais-images", "2", "--ais-steps", "3"])
+    tight = json.loads((run_dir / reproduce.TIGHTNESS).read_text())
+    assert sorted(tight["images"]) == [0, 1] and math.isfinite(tight["gap_mean"])
+    assert tight["settings"] == {"ais_images": 2, "ais_steps": 3, "eval_samples": 10}
+
     # the report rewrites only its table in the Markdown file, and draws the learning curves
     out, figure = tmp_path / "results.md", tmp_path / "curves.png"
     out.write_text("before\n<!-- reproduction-table:start -->\nold\n<!-- reproduction-table:end -->\nafter\n")
@@ -177,6 +183,7 @@ def test_train_evaluate_resume_and_progress(tmp_path, tiny_mnist, capsys):
     assert f"| {summary['test_nll']:.2f} |" in row and "| evaluated |" in row and "| 2 (" in row
     # the estimate is labelled as it was recorded, not as the recipe's IS-5000
     assert f"| IS-10 on {summary['test_num_data']} images |" in row and "IS-5000" not in text
+    assert f"{tight['gap_mean']:.2f} ± {tight['gap_se']:.2f} (AIS-3, 2 images)" in row
     assert figure.read_bytes()[:4] == b"\x89PNG"
 
 

@@ -131,6 +131,7 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
     """The options of :class:`~pyrovae.runs.run.RunConfig`: data, model and training."""
     from pyrovae.data.datasets import NAMES
     from pyrovae.estimators import ESTIMATORS
+    from pyrovae.graphs import COMPILE_MODES
     from pyrovae.models.likelihoods import LIKELIHOODS
     from pyrovae.models.nn import ACTIVATIONS, NETWORKS
     from pyrovae.models.priors import DEFAULT_COMPONENTS, PRIORS
@@ -190,6 +191,13 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
     _option(g, "--clip-norm", "clip gradients to this global norm, none for no clipping")
     _option(g, "--patience", "early stopping patience in epochs, none for no early stopping")
     _option(g, "--seed", "seed of the initial parameters, the shuffling and the draws")
+    _option(
+        g,
+        "--compile",
+        "how steps run: captured as a graph and replayed (auto, graph; a CUDA graph on a GPU), that graph "
+        "compiled (inductor), or eagerly (off)",
+        choices=COMPILE_MODES,
+    )
 
 
 def _train_config(args: argparse.Namespace, run_dir: Path | None):

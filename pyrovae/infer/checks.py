@@ -8,7 +8,7 @@ import torch
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.infer.sites import data_frame, scored_sites
 
-__all__ = ["check_pair", "check_support", "dtype_error", "shape_error"]
+__all__ = ["check_pair", "check_support", "dtype_error", "shape_error", "support_error", "supported"]
 
 
 def check_support(name: str, site: dict) -> None:
@@ -16,12 +16,29 @@ def check_support(name: str, site: dict) -> None:
 
     Pyro's validation is switched off in vectorized sweeps (it would check every large parameter
     tensor of every chunk); the observed values are checked with this instead."""
-    ok = site["fn"].support.check(site["value"])
-    if not bool(torch.as_tensor(ok).all()):
-        raise DataError(
-            f"observed site {name!r} holds values outside the support of its distribution "
-            f"({site['fn'].support}); check the data"
-        )
+    if not bool(supported(site)):
+        raise support_error(name, site["fn"].support)
+
+
+def supported(site: dict) -> torch.Tensor:
+    """Whether every value of an observed site lies in its distribution's support: a boolean tensor on the
+    site's device, so that a recorded graph can hold the check (:mod:`pyrovae.graphs`).
+
+    :param dict site: a sample site of a trace.
+    """
+    return torch.as_tensor(site["fn"].support.check(site["value"])).all()
+
+
+def support_error(name: str, support) -> DataError:
+    """The error for observed site ``name`` holding values outside ``support``.
+
+    :param str name: the site's name.
+    :param support: its distribution's support (a constraint, or its description).
+    """
+    return DataError(
+        f"observed site {name!r} holds values outside the support of its distribution ({support}); "
+        "check the data"
+    )
 
 
 def check_pair(

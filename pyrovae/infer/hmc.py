@@ -29,6 +29,7 @@ import pyro.poutine as poutine
 import torch
 from torch.distributions import biject_to, constraints
 
+from pyrovae.devices import wide_dtype
 from pyrovae.errors import ConfigError
 from pyrovae.infer.checks import check_support
 from pyrovae.infer.pair import Pair, reduce_site, site_log_density
@@ -265,7 +266,7 @@ def anneal(
     if target_accept is not None and pilot < 1:
         raise ConfigError("adapting the step sizes (target_accept) needs a pilot: pilot >= 1 of the chains")
     state = HMCState(path, u0)
-    wide = torch.float32 if u0.device.type == "mps" else torch.float64  # MPS has no float64
+    wide = wide_dtype(u0.device)
     log_w = torch.zeros(path.shape, dtype=wide, device=u0.device)
     step_sizes = step_sizes.clone()
     acceptance = torch.zeros(path.num_data, dtype=wide, device=u0.device)

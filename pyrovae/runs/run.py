@@ -32,7 +32,7 @@ from pyrovae.runs.outputs import stale_sets
 #: the model families ``pyrovae train --model`` builds
 MODELS = ("vae", "hvae")
 #: options a resumed run may change; every other one defines the run's model, data or objective
-MUTABLE = ("epochs", "patience", "lr", "clip_norm", "device", "data_root", "download")
+MUTABLE = ("epochs", "patience", "lr", "clip_norm", "device", "compile", "data_root", "download")
 
 
 @dataclass
@@ -87,6 +87,8 @@ class RunConfig:
     :ivar int seed: the seed of the initial parameters, the shuffling and the draws.
     :ivar str device: where to compute: ``"auto"`` (CUDA where there is a GPU, else the CPU),
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` (see :mod:`pyrovae.devices`).
+    :ivar str compile: how the training steps run, one of :data:`~pyrovae.graphs.COMPILE_MODES`
+        (``"auto"``: captured and replayed; ``"off"``: eagerly; see :mod:`pyrovae.train.capture`).
     """
 
     dataset: str | None = "digits"
@@ -118,6 +120,7 @@ class RunConfig:
     patience: int | None = None
     seed: int = 0
     device: str = "auto"
+    compile: str = "auto"
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str | None = None) -> RunConfig:
@@ -233,6 +236,7 @@ class RunConfig:
         """The keyword arguments of :func:`~pyrovae.fit` this configuration sets: the estimator
         (built) and the training options."""
         names = ("epochs", "batch_size", "lr", "optimizer", "kl_warmup", "clip_norm", "patience", "seed")
+        names += ("compile",)
         return {"estimator": self.build_estimator(), **{name: getattr(self, name) for name in names}}
 
     def build_vae(self, event_shape) -> VAE | HVAE:

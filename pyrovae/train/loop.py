@@ -46,8 +46,11 @@ from pyrovae.train.trainer import Trainer
 #: options of :func:`fit` a resumed run must keep (changing them would make another run), and those
 #: it may change (applied from the resumed epoch on, and recorded in the checkpoint)
 FIXED_SETTINGS = ("estimator", "batch_size", "optimizer", "kl_warmup", "seed")
-MUTABLE_SETTINGS = ("epochs", "lr", "clip_norm", "patience")
+MUTABLE_SETTINGS = ("epochs", "lr", "clip_norm", "patience", "compile")
 CHECKPOINT_VERSION = 2
+#: devices whose steps are checked every SYNC_EVERY steps (and at the end of an epoch) rather than at each,
+#: so that the host does not wait for the device at every step (:meth:`Trainer.step`'s ``sync``)
+DEFERRED_DEVICES, SYNC_EVERY = ("cuda",), 100
 #: the columns of the history, one row per epoch
 COLUMNS = ("epoch", "train_loss", "valid_loss", "beta", "lr", "seconds")
 
@@ -205,6 +208,7 @@ def fit(
     device: str | torch.device | None = "auto",
     threads: int | str | None = "auto",
     callbacks: Sequence[Callback] | None = None,
+    compile: str = "auto",
 ) -> FitResult:
     """Train ``vae`` (any module with ``model``/``guide`` methods) by minibatch SVI.
 
@@ -263,6 +267,12 @@ def fit(
         :class:`~pyrovae.train.callbacks.Callback` subclasses, such as the trackers of :mod:`pyrovae.tracking`
         or one of the user's that stops training on its own criterion; called on rank 0 alone, whatever
         the other ranks of a distributed run are given.
+    :param str compile: how the steps are run (:mod:`pyrovae.train.capture`): ``"auto"`` (the default) or
+        ``"graph"``, the loss and gradient of a step captured as a graph of tensor operations after the first
+        step and replayed (on CUDA as a CUDA graph), the same losses and parameters as eagerly;
+        ``"inductor"``, that graph compiled by :func:`torch.compile`; ``"off"``, eagerly. A pair whose
+        structure changes from step to step, or that the recording cannot hold, trains eagerly with a
+        warning that says why. It may change when a run is resumed.
 
     Every option is checked before anything is written (:mod:`pyrovae.options`). A step whose loss,
     gradient or parameters are not finite is not applied, and an epoch whose validation bound is not
@@ -277,10 +287,18 @@ def fit(
     distributed.init(backend)
     train, valid = _sources(vae, train, valid, options["batch_size"])
     trainer = Trainer(
-        vae, len(train), estimator=estimator, optimizer=optimizer, lr=lr, clip_norm=clip_norm, device=device
+        vae,
+        len(train),
+        estimator=estimator,
+        optimizer=optimizer,
+        lr=lr,
+        clip_norm=clip_norm,
+        device=device,
+        compile=compile,
     )
     name = estimator if isinstance(estimator, str) else type(estimator).__name__
-    settings = {"estimator": name, **options, "optimizer": optimizer}  # what a checkpoint records
+    # what a checkpoint records
+    settings = {"estimator": name, **options, "optimizer": optimizer, "compile": compile}
     config = default_config(vae, settings, trainer.device) if config is None else config
     with devices.using_threads(threads) as cpu_threads, contextlib.ExitStack() as stack:
         if run_dir is not None and not isinstance(run_dir, RunDirectory):
@@ -456,11 +474,14 @@ def _epoch(
     generator = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
     beta = min(1.0, epoch / kl_warmup) if kl_warmup > 0 else 1.0
     bar.set_description(f"epoch {epoch}/{settings['epochs']}")
+    # on a GPU the steps are checked every SYNC_EVERY steps, not at each (Trainer.step's sync)
+    deferred = trainer.device.type in DEFERRED_DEVICES and not distributed.active() and not callbacks.per_step
     total, seen, t0 = 0.0, 0, time.perf_counter()
     for step, args in enumerate(train.batches(settings["batch_size"], generator), 1):
         lo, hi = distributed.shard(len(args[0]))
+        share = tuple(a[lo:hi] for a in args)
         try:
-            loss = trainer.step(tuple(a[lo:hi] for a in args), beta, batch_size=len(args[0]))
+            loss = trainer.step(share, beta, batch_size=len(args[0]), sync=not deferred)
         except TrainingError as e:
             raise TrainingError(_stopped(f"{e} at epoch {epoch}, step {step}", directory, history)) from None
         total += loss * len(args[0])
@@ -469,7 +490,14 @@ def _epoch(
         if callbacks.per_step:
             callbacks.step_end(state, loss)
         bar.update()
-        bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
+        if deferred and step % SYNC_EVERY == 0:
+            _check_deferred(trainer, epoch, step, directory, history)
+            bar.set_postfix(loss=f"{float(total) / seen:.2f}", refresh=False)
+        elif not deferred:
+            bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
+    if deferred:
+        _check_deferred(trainer, epoch, step, directory, history)
+        total = float(total)
     row = dict(epoch=epoch, train_loss=total / seen, valid_loss=math.nan, beta=beta, lr=settings["lr"])
     if valid is not None:
         row["valid_loss"] = trainer.evaluate(valid, seed=_epoch_seed(seed, -epoch))
@@ -483,6 +511,15 @@ def _epoch(
         message = f"the parameters became non-finite at epoch {epoch}, step {step}"
         raise TrainingError(_stopped(message, directory, history))
     return row
+
+
+def _check_deferred(trainer: Trainer, epoch: int, step: int, directory, history: list[dict]) -> None:
+    """Raise the error of the first non-finite step among those run since the last check (at ``step``)."""
+    first = trainer.check()
+    if first is not None:
+        at = step - trainer.checked_steps + first
+        message = f"the loss, gradient or parameters became non-finite at epoch {epoch}, step {at}"
+        raise TrainingError(_stopped(message, directory, history))
 
 
 def _record(trainer: Trainer, run: dict, row: dict) -> None:

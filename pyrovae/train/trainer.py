@@ -18,12 +18,14 @@ from torch import nn
 from pyrovae import devices, distributed
 from pyrovae.errors import ConfigError, TrainingError, unknown_name
 from pyrovae.estimators import estimator as make_estimator
+from pyrovae.graphs import check_mode
 from pyrovae.handlers import scale_data, scale_latents
 from pyrovae.infer import Chunk, Sweep
 from pyrovae.infer.checks import dtype_error
 from pyrovae.infer.pair import trace_pair
 from pyrovae.infer.sites import find_data_plate
 from pyrovae.options import check_options
+from pyrovae.train.capture import StepCapture
 from pyrovae.train.optim import AdamNormGrad
 
 __all__ = ["OPTIMIZERS", "Trainer", "as_args", "elbo_module"]
@@ -73,6 +75,10 @@ class Trainer:
     :param device: where to train (see :mod:`pyrovae.devices`): ``vae`` is moved there, and every
         batch (default ``"auto"``: CUDA where available, else the CPU; under ``torchrun`` with
         CUDA, ``cuda:LOCAL_RANK``).
+    :param str compile: how the steps after the first are run (:mod:`pyrovae.train.capture`): ``"auto"``,
+        ``"graph"`` (the loss and gradient captured as a graph of tensor operations and replayed, on CUDA as a
+        CUDA graph), ``"inductor"`` (that graph compiled by :func:`torch.compile`) or ``"off"`` (eagerly). A
+        pair whose structure changes between steps trains eagerly, with a warning that says why.
 
     The minibatch scale :math:`N/B` applies to the data plate, the plate every observed site
     shares (:func:`~pyrovae.infer.pair.find_data_plate`), found on the first step. In a
@@ -90,6 +96,7 @@ class Trainer:
         lr: float = 1e-3,
         clip_norm: float | None = None,
         device: str | torch.device | None = "auto",
+        compile: str = "auto",
     ):
         if optimizer not in OPTIMIZERS:
             raise unknown_name("optimizer", optimizer, OPTIMIZERS)
@@ -104,13 +111,26 @@ class Trainer:
         if not self.params:
             raise ConfigError(f"{type(vae).__name__} has no trainable parameters")
         self._forward = distributed.wrap(self.loss_module)
-        self.optimizer = OPTIMIZERS[optimizer](self.params, lr=lr)
+        # the multi-tensor implementation on every device (torch takes it by default on CUDA alone): one call
+        # per operation for all the parameters, where a loop over them pays Python for each
+        self.optimizer = OPTIMIZERS[optimizer](self.params, lr=lr, foreach=True)
         self.clip_norm = clip_norm
         self._validated = False
+        self._unchecked = 0  # steps with sync=False since the last check()
+        self.checked_steps = 0
+        self.compile = check_mode(compile)
+        self.capture = None
+        if compile != "off":
+            self.capture = StepCapture(self.loss_module, self.params, compile, self.device)
 
     def step(
-        self, x: torch.Tensor | tuple[torch.Tensor, ...], beta: float = 1.0, batch_size: int | None = None
-    ) -> float:
+        self,
+        x: torch.Tensor | tuple[torch.Tensor, ...],
+        beta: float = 1.0,
+        batch_size: int | None = None,
+        *,
+        sync: bool = True,
+    ) -> float | torch.Tensor:
         r"""One gradient step on the minibatch ``x``; returns its loss in nats per data point.
 
         In a distributed run ``x`` is this rank's share of a global minibatch of ``batch_size``
@@ -128,8 +148,84 @@ class Trainer:
             a KL warm-up.
         :param int batch_size: the size :math:`B` of the global minibatch of a distributed run (see
             above).
+        :param bool sync: check the step's loss, gradient and parameters at once, which waits for the device,
+            and return the loss as a float, raising :class:`~pyrovae.errors.TrainingError` for a non-finite
+            one. ``False`` (in one process) waits for nothing: the loss comes back as a tensor on the device,
+            and a step whose loss, gradient or updated parameters are not finite leaves the parameters as
+            they were, as does every later one until :meth:`check` says which it was.
         """
         args = devices.move(as_args(x), self.device)
+        captured = self._captured(args, beta, batch_size)
+        self.optimizer.zero_grad(set_to_none=True)
+        if captured is None:
+            loss = self._eager_loss(args, beta, batch_size)
+            loss.backward()
+        else:
+            loss, grads = captured
+            for p, g in zip(self.params, grads, strict=True):
+                p.grad = g
+        if self.clip_norm is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        if not sync:
+            return self._deferred(loss.detach(), grad_norm)
+        # one host sync for the loss and both checks; a non-finite step is never applied
+        param_norm = torch.nn.utils.get_total_norm([p.detach() for p in self.params])
+        value = distributed.all_reduce_mean(loss)
+        # with no gradient at all, torch's norm is a 0 on the CPU
+        finite = torch.stack([grad_norm.to(param_norm.device), param_norm]).isfinite().tolist()
+        for what, ok in zip(("loss", "gradient", "parameters"), (math.isfinite(value), *finite), strict=True):
+            if not ok:
+                raise TrainingError(f"the {what} became non-finite ({value:.6g} nats for the loss)")
+        self.optimizer.step()
+        return value / self.num_data
+
+    def _deferred(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> torch.Tensor:
+        """The update of ``step(sync=False)``: applied, then undone on the device where the step (or one
+        before it since the last :meth:`check`) was not finite."""
+        if distributed.active():
+            raise ConfigError("step(sync=False) is for one process: a data-parallel step synchronizes anyway")
+        if self._unchecked == 0:
+            self._all_finite = torch.ones((), dtype=torch.bool, device=loss.device)
+            self._first_bad = torch.zeros((), dtype=torch.long, device=loss.device)
+        self._unchecked += 1
+        # what the update changes: the parameters and the optimizer's state on the device (a non-finite
+        # gradient makes Adam's moments non-finite), put back below where the step is not finite (Adam's step
+        # count on the host goes on: waiting for the device is what this path avoids)
+        changed = self.params + [t for state in self.optimizer.state.values() for t in state.values()]
+        changed = [t for t in changed if torch.is_tensor(t) and t.device == loss.device]
+        before = [t.detach().clone() for t in changed]
+        self.optimizer.step()
+        params = torch.nn.utils.get_total_norm([p.detach() for p in self.params])
+        finite = loss.isfinite() & grad_norm.to(loss.device).isfinite() & params.isfinite()
+        # the first step that was not finite, counted from the last check
+        self._first_bad = torch.where(self._all_finite & ~finite, self._unchecked, self._first_bad)
+        self._all_finite = self._all_finite & finite
+        with torch.no_grad():
+            for t, old in zip(changed, before, strict=True):
+                t.copy_(torch.where(self._all_finite, t, old))
+        return loss.to(devices.wide_dtype(loss.device)) / self.num_data
+
+    def check(self) -> int | None:
+        """Which of the steps run with ``sync=False`` since the last check was the first whose loss, gradient
+        or parameters were not finite (1 for the first of them), or ``None`` if all were finite; a host sync.
+        From that step on, none was applied. :attr:`checked_steps` is then the number of steps it checked."""
+        self.checked_steps, self._unchecked = self._unchecked, 0
+        if self.checked_steps == 0:
+            return None
+        first = int(self._first_bad)
+        return first or None
+
+    def _captured(self, args: tuple, beta: float, batch_size: int | None):
+        """The loss and gradients of a captured step, or ``None`` for an eager one: the first (validated)
+        step, and every step of a pair that cannot be captured."""
+        if not self._validated or self.capture is None or not self.capture.active:
+            return None
+        return self.capture.step(args, beta, self.num_data / (batch_size or len(args[0])), self.data_plate)
+
+    def _eager_loss(self, args: tuple, beta: float, batch_size: int | None) -> torch.Tensor:
+        """The minibatch's loss by the eager path, the first step's under Pyro's validation."""
         try:
             loss = self._loss(args, beta, batch_size)
         except ValueError as e:  # Pyro's validation of the first step
@@ -142,22 +238,7 @@ class Trainer:
                 "load a checkpoint"
             ) from None
         self._validated = True
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.clip_norm is not None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
-        else:
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
-        # one host sync for the loss and both checks; a non-finite step is never applied
-        param_norm = torch.nn.utils.get_total_norm([p.detach() for p in self.params])
-        value = distributed.all_reduce_mean(loss)
-        # with no gradient at all, torch's norm is a 0 on the CPU
-        finite = torch.stack([grad_norm.to(param_norm.device), param_norm]).isfinite().tolist()
-        for what, ok in zip(("loss", "gradient", "parameters"), (math.isfinite(value), *finite), strict=True):
-            if not ok:
-                raise TrainingError(f"the {what} became non-finite ({value:.6g} nats for the loss)")
-        self.optimizer.step()
-        return value / self.num_data
+        return loss
 
     def _loss(self, args: tuple, beta: float, batch_size: int | None) -> torch.Tensor:
         """The minibatch's loss, the first step under Pyro's validation (as the user has set it)."""

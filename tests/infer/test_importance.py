@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -31,6 +32,7 @@ from toy_models import (
     no_plate_model,
 )
 
+import pyrovae
 from pyrovae.errors import ConfigError, DataError
 from pyrovae.handlers import scale_data, scale_latents
 from pyrovae.infer.diagnostics import reduce_log_weights
@@ -301,8 +303,10 @@ def test_model_args_and_kwargs():
     def guide(x, shift, *, scale):
         m.exact_guide(x * scale + shift)
 
-    result = log_likelihood(model, guide, x, 10, model_args=(1.0,), model_kwargs={"scale": 2.0}, **RUN)
-    torch.testing.assert_close(result.log_px, m.log_px(2 * x + 1), atol=1e-6, rtol=0)
+    for compile in ("auto", "graph"):  # "graph" records from the second chunk: the arguments are constants
+        options = dict(model_args=(1.0,), model_kwargs={"scale": 2.0}, batch_size=1, compile=compile)
+        result = log_likelihood(model, guide, x, 10, **options, **RUN)
+        torch.testing.assert_close(result.log_px, m.log_px(2 * x + 1), atol=1e-6, rtol=0)
 
 
 def test_model_kwargs_tensors_go_to_the_device():
@@ -502,3 +506,40 @@ def test_a_point_without_a_khat_is_not_called_reliable():
     text = verdict("IS-100", -89.3, 0.3, khat, torch.full((20,), 50.0), 100)
     assert not text.endswith(": reliable") and "their estimates are unreliable" in text
     assert "k-hat > 0.7 or undefined (no finite log-weight) for 1/20 points" in text
+
+
+def test_recorded_chunks_give_the_traced_chunks_values_exactly(load_digits):
+    # compile="graph": every chunk after the first (checked) one of each image replays the recorded
+    # log-weights, drawing the generator's next numbers as tracing would; the same estimates, bit for bit
+    x = load_digits("test").batch(torch.arange(40))
+    for model in (pyrovae.VAE((1, 8, 8), latent_dim=2, hidden=(16,)), pyrovae.HVAE((1, 8, 8), latent_dim=2)):
+        run = dict(num_samples=300, seed=0, batch_size=4, particle_batch_size=100, progress=False)
+        traced = log_likelihood(model.model, model.guide, x, **run, compile="off")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # recorded: no fallback line
+            recorded = log_likelihood(model.model, model.guide, x, **run, compile="graph")
+        assert torch.equal(traced.log_px, recorded.log_px) and torch.equal(traced.khat, recorded.khat)
+
+
+def test_a_pair_that_reads_a_draw_in_python_is_evaluated_eagerly_with_one_line(load_digits):
+    class Reading(pyrovae.VAE):
+        def model(self, x):
+            super().model(x)
+            float(x.sum())  # a value read in Python: no graph can hold it
+
+    vae = Reading((1, 8, 8), latent_dim=2, hidden=(16,))
+    x = load_digits("test").batch(torch.arange(12))
+    run = dict(num_samples=50, seed=0, batch_size=3, progress=False)
+    with pytest.warns(
+        UserWarning, match="compile: the pair reads a tensor's value in Python.*evaluating eagerly"
+    ):
+        recorded = log_likelihood(vae.model, vae.guide, x, **run, compile="graph")
+    assert torch.equal(recorded.log_px, log_likelihood(vae.model, vae.guide, x, **run, compile="off").log_px)
+
+
+def test_a_recorded_chunk_still_checks_its_data_against_the_support(load_digits):
+    vae = pyrovae.VAE((1, 8, 8), latent_dim=2, hidden=(16,))
+    x = load_digits("test").batch(torch.arange(40)).clone()
+    x[33, 0, 0, 0] = 0.5  # in the ninth chunk of 4, long after the graph was recorded
+    with pytest.raises(DataError, match="observed site 'x' holds values outside the support"):
+        log_likelihood(vae.model, vae.guide, x, 50, seed=0, batch_size=4, progress=False, compile="graph")
