@@ -24,6 +24,7 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32, help="MNIST test images drawn at random")
     parser.add_argument("--data-root", default=str(DATA_ROOT))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", help="also write the ratios to this JSON file")
     args = parser.parse_args()
     device = pyrovae.devices.resolve(args.device)
     name = (
@@ -101,6 +103,8 @@ def main() -> None:
     )
     print("ratios adapted / fixed: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
     print("target <= 1.05 where a step costs the price of tracing the model (see the docstring)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": str(device), "steps": args.steps, "ratios": ratios}))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 #      - a training step of the tiny VAE and an epoch of the 784-400-50 VAE, pyrovae captured (compile=auto:
 #        a CUDA graph) and eager, against the hand-written step eager and as one CUDA graph;
 #      - IS-5000 on all 10,000 binarized-MNIST test images (784-400-50 VAE), chunks recorded and traced;
+#      - AIS-200 with adapted step sizes against a fixed step (issue 27's cost, the MNIST VAE on the GPU);
 #   4. one table of the figures against the issue's targets.
 # Each benchmark's JSON lands in $OUT (the device tool's) or in .gpu-out/.
 #
@@ -43,6 +44,7 @@ bench train-mnist benchmarks/bench_train.py --model mnist --rounds 5 --epoch --d
 bench train-mnist-eager benchmarks/bench_train.py --model mnist --rounds 5 --epoch --compile off --data-root "$data"
 bench eval benchmarks/bench_eval.py --images 100 --full --data-root "$data"
 bench eval-traced benchmarks/bench_eval.py --images 100 --full --compile off --data-root "$data"
+bench ais benchmarks/bench_ais.py --steps 200 --rounds 2 --data-root "$data"
 python3 - "$out" <<'EOF'
 import json, sys
 from pathlib import Path
@@ -68,6 +70,8 @@ for name in ("eval", "eval-traced"):
         rows.append((f"{name}: IS-5000, 10,000 images, s (784-400-50, FP32)", f"{f['full_wall_s']:.2f}", "<= 6"))
     if f:
         rows.append((f"{name}: IS-5000, pyrovae / hand images per s", f"{f['ratio_hand']:.3f}", ""))
+for model, ratio in fig("ais").get("ratios", {}).items():
+    rows.append((f"ais: AIS-200 time, adapted / fixed step, {model}", f"{ratio:.3f}", "<= 1.05 (issue 27)"))
 width = max(len(r[0]) for r in rows) if rows else 10
 print(f"\n{'figure':<{width}}  {'value':>8}  target")
 for row in rows:

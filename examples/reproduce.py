@@ -355,6 +355,40 @@ def report_table(runs_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: the paired comparisons of the report: (better, worse) configurations, the first the one with more structure
+PAIRS = (
+    ("vae-vamp", "vae-standard"),
+    ("hvae-vamp", "hvae-standard"),
+    ("hvae-standard", "vae-standard"),
+    ("hvae-vamp", "vae-vamp"),
+)
+
+
+def paired_table(runs_dir: Path) -> pd.DataFrame:
+    """The NLL differences of :data:`PAIRS` whose runs are both evaluated on the same test images: the mean of
+    the per-image differences of ``log_px-test.csv`` (negative: the first is better) with its paired standard
+    error, against the paper's difference."""
+    rows = []
+    for first, second in PAIRS:
+        paths = [runs_dir / name / PER_IMAGE for name in (first, second)]
+        if not all(path.is_file() for path in paths):
+            continue
+        a, b = (pd.read_csv(path, index_col=0)["log_px"] for path in paths)
+        if len(a) != len(b):
+            continue
+        diff = -(a - b)  # NLL difference per image
+        rows.append(
+            {
+                "comparison": f"{first} - {second}",
+                "paper": PAPER_NLL[first] - PAPER_NLL[second],
+                "ours": float(diff.mean()),
+                "± paired se": float(diff.std() / len(diff) ** 0.5),
+                "images": len(diff),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def _tightness_cell(run_dir: Path, epoch: int) -> str:
     """``ais-subset.json``'s mean AIS - IS gap, as a table cell, or a dash."""
     path = run_dir / TIGHTNESS
@@ -400,8 +434,14 @@ def report(args: argparse.Namespace) -> None:
     start, end = "<!-- reproduction-table:start -->", "<!-- reproduction-table:end -->"
     if start not in out.read_text():
         sys.exit(f"{out} has no section {start} ... {end} to rewrite")
-    replace_section(out, "reproduction-table", markdown(table))
-    print(markdown(table))
+    paired = paired_table(runs_dir)
+    text = markdown(table)
+    if len(paired):
+        text += "\n\nPaired differences of the test NLL (per image, then averaged; negative: the first is "
+        text += "better):\n\n"
+        text += markdown(paired)
+    replace_section(out, "reproduction-table", text)
+    print(text)
     print(f"wrote {out} and {args.figure}")
 
 

@@ -48,7 +48,7 @@ import torch
 from torch import nn
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from pyrovae.errors import unknown_name
+from pyrovae.errors import PyroVAEError, unknown_name
 
 __all__ = ["COMPILE_MODES", "RecordedGraphs", "check_mode"]
 
@@ -88,6 +88,8 @@ class RecordedGraphs:
         self.device, self.eager, self.after = device, eager, after
         self.reason: str | None = None
         self._calls: dict[Hashable, int] = {}
+        self._replayed: set[Hashable] = set()  # keys whose graph has run once without an error
+        self._pool = None
         self._recorded: dict[Hashable, torch.fx.GraphModule] = {}
         self._graphs: dict[Hashable, Callable] = {}
 
@@ -124,9 +126,22 @@ class RecordedGraphs:
         :param buffers: tensors ``fn`` updates in place, put back when a recording fails.
         """
         run = self._graphs.get(key)
-        if run is not None:
-            with torch.no_grad():
-                return run(persistent, varying)
+        if run is not None and key in self._replayed:
+            if not isinstance(run, _CudaGraph) or run.valid(persistent):
+                with torch.no_grad():
+                    return run(persistent, varying)
+            # the parameters moved in memory (vae.to(...), p.data = ...): record again, from scratch
+            del self._graphs[key]
+            self._recorded.pop(key, None)
+            self._replayed.discard(key)
+        elif run is not None:  # the first replay: where it fails (a compilation, say), the call is eager
+            with _undone_on_error(buffers, self.device) as failed, torch.no_grad():
+                out = run(persistent, varying)
+            if not failed:
+                self._replayed.add(key)
+                return out
+            self.stop(_failure(failed[0], "replaying"))
+            return None
         self._calls[key] = calls = self._calls.get(key, 0) + 1
         if calls <= self.after:
             return None
@@ -147,6 +162,9 @@ class RecordedGraphs:
         if failed:
             self.stop(_failure(failed[0]))
             return None
+        # work on the host inside a recording on CUDA (copies of CPU tensors, CPU draws) a CUDA graph would
+        # run once, at its capture, and then replay frozen: such a graph is replayed as it is
+        host = self.device.type == "cuda" and any(_on_host(node) for node in graph.graph.nodes)
         for node in graph.graph.nodes:  # the recording's values of every operation, which nothing reads
             node.meta.clear()
         previous = self._recorded.get(key)
@@ -155,15 +173,20 @@ class RecordedGraphs:
         if difference:
             self.stop(f"the pair's {difference} changed from one call to the next")
         elif previous is not None:
-            self._graphs[key] = self._runner(graph, persistent, varying, buffers)
+            with _undone_on_error(buffers, self.device) as failed:
+                self._graphs[key] = self._runner(graph, persistent, varying, buffers, host)
+            if failed:
+                self.stop(_failure(failed[0], "capturing a CUDA graph"))
         return outputs[0]
 
-    def _runner(self, graph: torch.fx.GraphModule, persistent, varying, buffers) -> Callable:
+    def _runner(self, graph: torch.fx.GraphModule, persistent, varying, buffers, host: bool) -> Callable:
         """How a confirmed graph is run: compiled, or as a CUDA graph, or as it is."""
         if self.mode == "inductor":
             return torch.compile(graph, backend="inductor", dynamic=False)
-        if self.device.type == "cuda":
-            return _CudaGraph(graph, persistent, varying, buffers, self.device)
+        if self.device.type == "cuda" and not host:
+            if self._pool is None:  # one memory pool for all the graphs, replayed one after another
+                self._pool = torch.cuda.graph_pool_handle()
+            return _CudaGraph(graph, persistent, varying, buffers, self.device, self._pool)
         return graph
 
     def stop(self, reason: str) -> None:
@@ -174,6 +197,7 @@ class RecordedGraphs:
         self.reason = reason
         self._graphs.clear()
         self._recorded.clear()
+        self._replayed.clear()
         warnings.warn(f"compile: {reason}; {self.eager} from here on", stacklevel=3)
 
 
@@ -183,12 +207,27 @@ def _hooked(module: nn.Module) -> str | None:
     kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
     for name, sub in module.named_modules():
         if any(getattr(sub, kind, None) for kind in kinds):
-            return f"module {name.removeprefix('model.owner.').removeprefix('guide.owner.') or 'the model'}"
+            return f"module {_short(name) or 'the model'}"
+    for name, p in module.named_parameters():  # hooks on the tensors themselves (Tensor.register_hook)
+        if getattr(p, "_backward_hooks", None) or getattr(p, "_post_accumulate_grad_hooks", None):
+            return f"parameter {_short(name)}"
     return None
 
 
-def _failure(error: Exception) -> str:
-    """Why a recording failed, at the last two lines of the pair's (or Pyro's) code it reached."""
+def _short(name: str) -> str:
+    """A parameter's or module's name in the user's module, not in the ELBO module around it."""
+    return name.removeprefix("model.owner.").removeprefix("guide.owner.")
+
+
+def _on_host(node: torch.fx.Node) -> bool:
+    """Whether an operation of a recording made a CPU tensor of more than one element."""
+    value = node.meta.get("val")
+    return torch.is_tensor(value) and value.device.type == "cpu" and value.numel() > 1
+
+
+def _failure(error: Exception, what: str = "recording") -> str:
+    """Why a recording (or ``what`` else) failed, at the last two lines of the pair's (or Pyro's) code it
+    reached."""
     frames = [f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith(_SKIPPED)]
     last_two = frames[:-3:-1]
     at = ", called from ".join(
@@ -197,7 +236,7 @@ def _failure(error: Exception) -> str:
     at = f" in {at}" if at else ""
     if "_local_scalar_dense" in str(error) or "data-dependent" in str(error):
         return f"the pair reads a tensor's value in Python{at} (.item(), float() or a branch on a tensor)"
-    return f"recording failed{at} ({type(error).__name__}: {str(error).splitlines()[0][:200]})"
+    return f"{what} failed{at} ({type(error).__name__}: {str(error).splitlines()[0][:200]})"
 
 
 def _constants(graph: torch.fx.GraphModule) -> list[torch.Tensor]:
@@ -221,8 +260,10 @@ class _CudaGraph:
     """A recorded call replayed as one CUDA graph: the varying inputs copied into static buffers, then one
     launch; the outputs are the graph's static outputs, valid until the next replay."""
 
-    def __init__(self, graph: torch.fx.GraphModule, persistent, varying, buffers, device: torch.device):
+    def __init__(self, graph: torch.fx.GraphModule, persistent, varying, buffers, device: torch.device, pool):
         self.varying = [t.clone() for t in varying]
+        # where the persistent inputs live: the graph reads them there
+        self.addresses = _addresses(persistent)
         stream = torch.cuda.Stream(device)
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream), torch.no_grad(), _kept(buffers):
@@ -231,14 +272,25 @@ class _CudaGraph:
                     graph(persistent, self.varying)
         torch.cuda.current_stream(device).wait_stream(stream)
         self.cuda_graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), _kept(buffers), torch.cuda.graph(self.cuda_graph):
+        with torch.no_grad(), _kept(buffers), torch.cuda.graph(self.cuda_graph, pool=pool):
             self.outputs = graph(persistent, self.varying)
+
+    def valid(self, persistent) -> bool:
+        """Whether the persistent inputs are still where the graph reads them."""
+        return _addresses(persistent) == self.addresses
 
     def __call__(self, persistent, varying):
         for static, t in zip(self.varying, varying, strict=True):
             static.copy_(t, non_blocking=True)
         self.cuda_graph.replay()
         return self.outputs
+
+
+def _addresses(tensors) -> list[int]:
+    """The data pointers of the tensors in lists of tensors (and lists of them)."""
+    if torch.is_tensor(tensors):
+        return [tensors.data_ptr()]
+    return [a for t in tensors for a in _addresses(t)]
 
 
 @contextlib.contextmanager
@@ -259,6 +311,8 @@ def _undone_on_error(buffers: Sequence[torch.Tensor], device: torch.device):
         with torch.no_grad():
             for t, s in zip(buffers, saved, strict=True):
                 t.copy_(s)
+        if isinstance(e, PyroVAEError | torch.OutOfMemoryError):
+            raise  # the user's mistake, or no memory: the eager call would fail alike, and says why
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -190,3 +191,17 @@ def test_train_evaluate_resume_and_progress(tmp_path, tiny_mnist, capsys):
 def test_progress_without_runs(tmp_path, capsys):
     reproduce.main(["progress", "--runs-dir", str(tmp_path)])
     assert capsys.readouterr().out.startswith("no runs of vae-standard, vae-vamp")
+
+
+def test_paired_differences_are_per_image_means_with_paired_standard_errors(tmp_path):
+    log_px = {"vae-standard": [-90.0, -80.0, -100.0], "vae-vamp": [-88.0, -77.0, -96.0]}
+    for name, values in log_px.items():
+        (tmp_path / name).mkdir()
+        frame = pd.DataFrame({"log_px": values}, index=pd.Index(range(3), name="datapoint"))
+        (tmp_path / name / reproduce.PER_IMAGE).write_text(frame.to_csv())
+    table = reproduce.paired_table(tmp_path)
+    assert table["comparison"].tolist() == ["vae-vamp - vae-standard"]  # the pairs with both runs evaluated
+    row = table.iloc[0]
+    # NLL differences per image: -2, -3, -4
+    assert row["ours"] == pytest.approx(-3.0) and row["± paired se"] == pytest.approx(1 / 3**0.5)
+    assert row["paper"] == pytest.approx(85.57 - 88.56) and row["images"] == 3

@@ -79,9 +79,15 @@ class StepCapture(RecordedGraphs):
         :param float scale: the data plate's scale :math:`N/B`.
         :param str plate: the data plate's name.
         """
-        key = (tuple((a.shape, a.dtype) for a in args), float(scale), plate)
-        # β as Python multiplies it into the scales, in double precision (not on MPS, which has none)
-        beta = torch.tensor(beta, dtype=wide_dtype(self.device), device=self.device)
+        # what the graph depends on besides its inputs: the batch's shapes, the scale, the modules' training
+        # flags (dropout, batch normalization) and the estimator's settings
+        modes = tuple(m.training for m in self.module.modules())
+        numbers = ((k, v) for k, v in vars(self.module.elbo).items() if isinstance(v, int | float))
+        settings = tuple(sorted(numbers))
+        key = (tuple((a.shape, a.dtype) for a in args), float(scale), plate, modes, settings)
+        # β as Python multiplies it into the scales, in double precision (not on MPS, which has none); made by
+        # a fill, not copied from the host (which would wait for the device)
+        beta = torch.full((), beta, dtype=wide_dtype(self.device), device=self.device)
         out = self(
             key,
             self._loss_and_grads(scale, plate),
@@ -103,7 +109,21 @@ class StepCapture(RecordedGraphs):
             with torch.enable_grad(), pyro.validation_enabled(False), scale_data(scale=scale, plate=plate):
                 with scale_latents(beta=beta):
                     loss = torch.func.functional_call(self.module, tensors, tuple(args))
-                grads = list(torch.autograd.grad(loss, leaves, allow_unused=True))
+                grads = _owned(torch.autograd.grad(loss, leaves, allow_unused=True))
             return loss.detach(), grads
 
         return step
+
+
+def _owned(grads) -> list[torch.Tensor | None]:
+    """The gradients, each in memory of its own, as ``backward`` would store them: autograd may give one
+    tensor for two parameters (the gradient of a sum passes through unchanged) or an expanded view, and
+    clipping or an optimizer that scales ``p.grad`` in place would then scale it twice, or fail."""
+    out, seen = [], set()
+    for g in grads:
+        if g is not None and (g.untyped_storage().data_ptr() in seen or not g.is_contiguous()):
+            g = g.clone(memory_format=torch.contiguous_format)
+        if g is not None:
+            seen.add(g.untyped_storage().data_ptr())
+        out.append(g)
+    return out

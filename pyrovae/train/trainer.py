@@ -196,7 +196,12 @@ class Trainer:
         changed = self.params + [t for state in self.optimizer.state.values() for t in state.values()]
         changed = [t for t in changed if torch.is_tensor(t) and t.device == loss.device]
         before = [t.detach().clone() for t in changed]
+        existing = {id(t) for t in changed}
         self.optimizer.step()
+        # the state the step created (a first step's moments): zeroed where it was not finite
+        created = [t for state in self.optimizer.state.values() for t in state.values()]
+        created = [t for t in created if id(t) not in existing and torch.is_tensor(t)]
+        created = [t for t in created if t.device == loss.device]
         params = torch.nn.utils.get_total_norm([p.detach() for p in self.params])
         finite = loss.isfinite() & grad_norm.to(loss.device).isfinite() & params.isfinite()
         # the first step that was not finite, counted from the last check
@@ -205,6 +210,8 @@ class Trainer:
         with torch.no_grad():
             for t, old in zip(changed, before, strict=True):
                 t.copy_(torch.where(self._all_finite, t, old))
+            for t in created:
+                t.copy_(torch.where(self._all_finite, t, torch.zeros_like(t)))
         return loss.to(devices.wide_dtype(loss.device)) / self.num_data
 
     def check(self) -> int | None:

@@ -254,3 +254,54 @@ def test_auto_on_a_cpu_records_a_batch_shape_after_its_first_eager_steps(digits)
     assert trainer.capture.graphs == 1
     assert losses == eager_losses
     assert all(torch.equal(a, b) for a, b in zip(params, eager_params, strict=True))
+
+
+class SharedGradientPair(nn.Module):
+    """A pair whose two location parameters enter only as their sum: autograd gives both one gradient."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Parameter(torch.zeros(2))
+        self.b = nn.Parameter(torch.zeros(2))
+        self.decoder = nn.Linear(2, 64)
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            logits = self.decoder(z).reshape(x.shape)
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(3), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal((self.a + self.b).expand(x.shape[0], 2), 1.0).to_event(1))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam-normgrad"])
+def test_gradients_autograd_shares_between_parameters_are_clipped_once(digits, optimizer):
+    # clipping and AdamNormGrad scale p.grad in place: a gradient shared by a and b must not be scaled twice
+    def run(compile: str):
+        torch.manual_seed(0)
+        trainer = pyrovae.Trainer(
+            SharedGradientPair(), 1000, optimizer=optimizer, clip_norm=0.1, device="cpu", compile=compile
+        )
+        pyro.set_rng_seed(1)
+        losses = [trainer.step(digits.batch(torch.arange(i * 50, i * 50 + 50))) for i in range(6)]
+        return losses, [p.detach().clone() for p in trainer.params], trainer
+
+    eager_losses, eager_params, _ = run("off")
+    losses, params, trainer = run("graph")
+    assert trainer.capture.graphs == 1 and losses == eager_losses
+    assert all(torch.equal(a, b) for a, b in zip(params, eager_params, strict=True))
+
+
+def test_a_hook_on_a_parameter_tensor_trains_eagerly_with_one_line(digits):
+    def hooked():
+        vae = pyrovae.VAE((1, 8, 8), latent_dim=2, hidden=(16,))
+        vae.decoder.net[0].weight.register_hook(lambda grad: grad * 0)  # freezes that weight
+        return vae
+
+    eager_losses, eager_params, _ = steps(digits, "off", vae=hooked)
+    with pytest.warns(UserWarning, match="compile: parameter decoder.net.0.weight has hooks"):
+        losses, params, trainer = steps(digits, "graph", vae=hooked)
+    assert not trainer.capture.active and losses == eager_losses
+    assert all(torch.equal(a, b) for a, b in zip(params, eager_params, strict=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pyro
 import pytest
 import torch
 
@@ -68,3 +69,16 @@ def test_fit_with_deferred_checks_names_the_epoch_and_step_and_keeps_the_last_go
     assert "keeps the last finite state (epoch 1)" in str(err.value)
     for key, value in vae.state_dict().items():
         assert torch.equal(value, good[key]), key
+
+
+def test_a_first_deferred_step_that_is_not_finite_leaves_no_state_behind(digits):
+    # Adam's moments are made by the first step: where it was not finite they are zeroed, not left NaN
+    torch.manual_seed(0)
+    trainer = pyrovae.Trainer(pyrovae.VAE((1, 8, 8), latent_dim=2, hidden=(16,)), 1000)
+    with pyro.validation_enabled(False):  # which would refuse the NaN data of the first step
+        trainer.step(digits.batch(torch.arange(50)) * math.nan, sync=False)
+    assert trainer.check() == 1
+    for i in range(1, 4):
+        trainer.step(digits.batch(torch.arange(i * 50, i * 50 + 50)), sync=False)
+    assert trainer.check() is None
+    assert all(bool(p.isfinite().all()) for p in trainer.params)
