@@ -2,7 +2,7 @@
 # The GPU checks of pyrovae in one go (issue 29), for a machine with CUDA and torch but no registry, in at most
 # about 8 minutes:
 #   1. pyro-ppl, arviz and the other packages that machine lacks, from wheels carried in .gpu-wheels/, into
-#      /tmp/site; pyrovae itself from this checkout (PYTHONPATH);
+#      .gpu-site/ (git-ignored); pyrovae itself from this checkout (PYTHONPATH);
 #   2. the tests marked gpu (they skip without CUDA): CUDA-graph training steps, devices, evaluation;
 #   3. the benchmarks, each against its baseline in the same process on the same GPU:
 #      - a training step of the tiny VAE and an epoch of the 784-400-50 VAE, pyrovae captured (compile=auto:
@@ -25,8 +25,8 @@ mkdir -p "$out"
 data=.gpu-data
 [ -d "$data" ] || data=../shared/data/binarized_mnist
 export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu-wheels/*.whl
-export PYTHONPATH=/tmp/site:$PWD
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .gpu-site .gpu-wheels/*.whl
+export PYTHONPATH="$PWD/.gpu-site:$PWD"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, pyro, pyrovae; print('torch', torch.__version__, 'pyro', pyro.__version__, 'pyrovae', pyrovae.__version__)"
 start=$SECONDS

@@ -230,9 +230,10 @@ def tightness(name: str, run_dir: Path, result, test, args: argparse.Namespace) 
     tighter: the mean of AIS - IS is how much IS-K misses of log p(x), at least."""
     path = run_dir / TIGHTNESS
     settings = {"ais_images": args.ais_images, "ais_steps": args.ais_steps, "eval_samples": args.eval_samples}
+    epochs = int(result.history["epoch"].iloc[-1])
     if path.is_file():
         done = json.loads(path.read_text())
-        if done["epochs"] == int(result.history["epoch"].iloc[-1]) and done["settings"] == settings:
+        if done["epochs"] == epochs and done["settings"] == settings:
             print(f"{name}: AIS on a subset already done ({path})")
             return done
     images = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[: args.ais_images]
@@ -245,7 +246,7 @@ def tightness(name: str, run_dir: Path, result, test, args: argparse.Namespace) 
     gap = ais.log_px.double() - is_px
     done = {
         "name": name,
-        "epochs": int(result.history["epoch"].iloc[-1]),
+        "epochs": epochs,
         "settings": settings,
         "images": images.tolist(),
         "ais_log_px": ais.log_px.tolist(),
@@ -392,9 +393,9 @@ def paired_table(runs_dir: Path) -> pd.DataFrame:
 def _tightness_cell(run_dir: Path, epoch: int) -> str:
     """``ais-subset.json``'s mean AIS - IS gap, as a table cell, or a dash."""
     path = run_dir / TIGHTNESS
-    if not path.is_file() or json.loads(path.read_text())["epochs"] != epoch:
+    done = json.loads(path.read_text()) if path.is_file() else None
+    if done is None or done["epochs"] != epoch:
         return "—"
-    done = json.loads(path.read_text())
     settings = done["settings"]
     return (
         f"{done['gap_mean']:.2f} ± {done['gap_se']:.2f} (AIS-{settings['ais_steps']}, "
