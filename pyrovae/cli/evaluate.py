@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from pyrovae.cli.flags import (
+    PRECISION,
     SPLITS,
     add_command,
     add_common,
@@ -24,6 +25,8 @@ from pyrovae.errors import ConfigError
 
 
 def add_parser(sub) -> None:
+    from pyrovae.precision import PRECISIONS
+
     p = add_command(
         sub,
         "evaluate",
@@ -71,6 +74,12 @@ def add_parser(sub) -> None:
         metavar="MiB",
         help="memory for one chunk of data points and particles",
     )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="highest",
+        help=PRECISION,
+    )
     add_common(p, "seed of the importance samples and of --limit", backend=True)
 
 
@@ -116,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         bdmc_data=args.bdmc,
         bdmc_steps=args.bdmc_steps,
         ais_options={"leapfrog_steps": args.leapfrog_steps},
+        precision=args.precision,
     )
     if not distributed.is_main():  # every rank holds the gathered results; rank 0 writes them
         return 0
@@ -130,9 +140,12 @@ def run(args: argparse.Namespace) -> int:
             write_text(bdmc_csv, ladder.bdmc.to_dataframe().to_csv())
             written += f", {bdmc_csv.name}"
         merged = xr.merge([ll.to_xarray(), ladder.to_xarray()], combine_attrs="drop")
+        merged.attrs["precision"] = args.precision
         write_netcdf(stem.with_suffix(".nc"), merged)
         ladder.plot(figure)
-    print(f"{args.dataset or run.config.dataset} {args.split} split{subset}, device {run.vae_device}")
+    arithmetic = "" if args.precision == "highest" else f", {args.precision} arithmetic"
+    where = f"device {run.vae_device}{arithmetic}"
+    print(f"{args.dataset or run.config.dataset} {args.split} split{subset}, {where}")
     print(ladder.summary())  # the importance-sampled estimate's diagnostics and verdict with it
     print(f"wrote {written} and {figure.name}")
     return 0

@@ -10,6 +10,10 @@ from pyrovae.errors import ConfigError
 
 SPLITS = ("train", "valid", "test")
 DEVICE = "where to compute: auto (a GPU where there is one, else the CPU), cpu, cuda, cuda:N or mps"
+PRECISION = (
+    "arithmetic: full float32 (highest), the float32 matrix products in TensorFloat-32 on a GPU that has it "
+    "(tf32), or the networks' products in bfloat16 and the log-densities in float32 (bf16)"
+)
 
 
 class HelpFormatter(argparse.HelpFormatter):
