@@ -211,3 +211,14 @@ def test_fit_records_the_precision_and_a_resumed_run_may_change_it(tmp_path, dig
     state = torch.load(run / "checkpoint.pt", weights_only=False)
     assert state["settings"]["precision"] == "highest"
     assert any("precision" in str(resume) for resume in state["resumes"])
+
+
+def test_anomaly_scores_compute_and_record_the_precision(digits):
+    torch.manual_seed(0)
+    vae = pyrovae.VAE((1, 8, 8), latent_dim=2, hidden=(16,))
+    data = digits.batch(torch.arange(6))
+    options = dict(num_samples=20, seed=0, progress=False)
+    exact = pyrovae.anomaly_scores(vae.model, vae.guide, data, "elbo", **options)
+    half = pyrovae.anomaly_scores(vae.model, vae.guide, data, "elbo", precision="bf16", **options)
+    assert exact.settings["precision"] == "highest" and half.settings["precision"] == "bf16"
+    assert not torch.equal(half.score, exact.score) and torch.allclose(half.score, exact.score, atol=0.5)

@@ -6,12 +6,12 @@ import argparse
 from pathlib import Path
 
 from pyrovae.cli.flags import (
-    PRECISION,
     SPLITS,
     add_command,
     add_common,
     add_data_source,
     add_limit,
+    add_precision,
     check_flags,
     check_outputs,
     default_bounds,
@@ -25,8 +25,6 @@ from pyrovae.errors import ConfigError
 
 
 def add_parser(sub) -> None:
-    from pyrovae.precision import PRECISIONS
-
     p = add_command(
         sub,
         "evaluate",
@@ -74,12 +72,7 @@ def add_parser(sub) -> None:
         metavar="MiB",
         help="memory for one chunk of data points and particles",
     )
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="highest",
-        help=PRECISION,
-    )
+    add_precision(p)
     add_common(p, "seed of the importance samples and of --limit", backend=True)
 
 
