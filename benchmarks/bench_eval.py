@@ -1,12 +1,13 @@
 """Speed of :func:`pyrovae.log_likelihood` against a hand-written batched estimator and Pyro.
 
-Model: the 784-400-50 binarized-MNIST VAE (softplus MLPs, Bernoulli likelihood) of
-:class:`pyrovae.VAE`; untrained unless ``--checkpoint`` gives a state dict. Data: statically
+Model (``--model``): the 784-400-50 binarized-MNIST VAE (softplus MLPs, Bernoulli likelihood) of
+:class:`pyrovae.VAE`, or ``gated``, the VampPrior paper's ``vae-standard`` (gated 784-300-300-40 networks);
+untrained unless ``--checkpoint`` gives a state dict. Data: statically
 binarized MNIST test images drawn at random (the test file is ordered by class). In one process,
 on one device, with the same K importance samples per image:
 
 1. ``pyrovae.log_likelihood`` (estimates, standard errors, ESS and PSIS k-hat per image);
-2. a hand-written batched torch importance-sampling estimator of the same model (``hand_log_px``:
+2. a hand-written batched torch importance-sampling estimator of the same model (``hand_estimates``:
    the VAE's own encoder and decoder, about twenty lines), one image of K particles per call, the
    estimate only;
 3. Pyro's ``RenyiELBO(alpha=0, num_particles=K, vectorize_particles=True).loss`` on one image at a
@@ -26,6 +27,7 @@ Run from the repository root::
 
     python benchmarks/bench_eval.py [--device cpu|cuda] [--full] [--checkpoint PATH] [-K 5000] [--compile off]
 
+``--precision`` (``highest``, ``tf32`` or ``bf16``; :mod:`pyrovae.precision`) applies to both estimators.
 ``--compile`` is :func:`pyrovae.log_likelihood`'s: ``auto`` records and replays the chunks' log-weights on a
 GPU (:mod:`pyrovae.graphs`) and traces each on a CPU, ``off`` traces each everywhere.
 """
@@ -45,28 +47,50 @@ import torch.nn.functional as F
 from pyro.infer import RenyiELBO
 
 import pyrovae
+from pyrovae.precision import using_precision
+from pyrovae.runs.run import RunConfig
 from pyrovae.storage import load_checkpoint
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "binarized_mnist"
 LATENT, HIDDEN, PIXELS = 50, 400, 784
 
 
+def build(model: str) -> pyrovae.VAE:
+    """The untrained VAE ``model``: ``mnist``, 784-400-50 softplus MLPs; ``gated``, the VampPrior paper's
+    ``vae-standard`` (gated 784-300-300-40 networks, as ``examples/reproduce.py`` builds it)."""
+    if model == "mnist":
+        return pyrovae.VAE(event_shape=(PIXELS,), latent_dim=LATENT, hidden=(HIDDEN,))
+    config = RunConfig(likelihood="bernoulli", network="gated", latent_dim=40, hidden=[300, 300])
+    return config.build_vae((PIXELS,))
+
+
 @torch.no_grad()
-def hand_log_px(vae: pyrovae.VAE, x: torch.Tensor, num_samples: int) -> torch.Tensor:
+def hand_estimates(vae: pyrovae.VAE, x: torch.Tensor, num_samples: int) -> torch.Tensor:
     """IWAE-K estimates of log p(x) for the images ``x`` (B, 784), one image at a time."""
     out = []
     for image in x:
         loc, scale = vae.encoder(image)
-        z = loc + scale * torch.randn(num_samples, LATENT, device=x.device)
+        latent = loc.shape[-1]
+        z = loc + scale * torch.randn(num_samples, latent, device=x.device)
         logits = vae.decoder(z)
         log_lik = -F.binary_cross_entropy_with_logits(logits, image.expand_as(logits), reduction="none").sum(
             -1
         )
-        log_prior = -0.5 * z.square().sum(-1) - 0.5 * LATENT * math.log(2 * math.pi)
+        log_prior = -0.5 * z.square().sum(-1) - 0.5 * latent * math.log(2 * math.pi)
         eps = (z - loc) / scale
-        log_q = -0.5 * eps.square().sum(-1) - scale.log().sum(-1) - 0.5 * LATENT * math.log(2 * math.pi)
+        log_q = -0.5 * eps.square().sum(-1) - scale.log().sum(-1) - 0.5 * latent * math.log(2 * math.pi)
         out.append(torch.logsumexp(log_lik + log_prior - log_q, 0) - math.log(num_samples))
     return torch.stack(out).cpu()
+
+
+def at_precision(fn, precision: str, device: torch.device):
+    """``fn`` run at ``precision`` (:func:`pyrovae.precision.using_precision`), as pyrovae's chunks run."""
+
+    def run(*args):
+        with using_precision(precision, device):
+            return fn(*args)
+
+    return run
 
 
 def page_faults() -> int:
@@ -99,6 +123,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads on the CPU")
     parser.add_argument("--full", action="store_true", help="also run the whole 10,000-image test set")
     parser.add_argument("--compile", default="auto", help="pyrovae's: auto, graph, inductor or off")
+    parser.add_argument("--precision", default="highest", help="highest, tf32 or bf16, for both estimators")
+    parser.add_argument(
+        "--model", choices=("mnist", "gated"), default="mnist", help="the VAE (module docstring)"
+    )
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -109,13 +137,14 @@ def main() -> None:
     test = pyrovae.load("binarized-mnist", "test", root=args.data_root)
     x_all = test.batch(torch.arange(len(test))).reshape(len(test), PIXELS)
     x = x_all[torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[: args.images]].to(device)
-    vae = pyrovae.VAE(event_shape=(PIXELS,), latent_dim=LATENT, hidden=(HIDDEN,))
+    vae = build(args.model)
     if args.checkpoint:
         state = load_checkpoint(args.checkpoint)  # a pyrovae checkpoint, or a bare state dict
         vae.load_state_dict(state.get("model", state))
     vae.to(device).eval()
 
-    run = dict(num_samples=K, progress=False, seed=0, compile=args.compile)
+    run = dict(num_samples=K, progress=False, seed=0, compile=args.compile, precision=args.precision)
+    hand_log_px = at_precision(hand_estimates, args.precision, device)
 
     def evaluate(images):
         return pyrovae.log_likelihood(vae.model, vae.guide, images, **run)
@@ -153,7 +182,8 @@ def main() -> None:
     name = (
         torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} torch threads"
     )
-    print(f"binarized-MNIST test, 784-{HIDDEN}-{LATENT} softplus VAE, Bernoulli, K = {K}, {name}")
+    model = {"mnist": f"784-{HIDDEN}-{LATENT} softplus", "gated": "gated 784-300-300-40"}[args.model]
+    print(f"binarized-MNIST test, {model} VAE, Bernoulli, K = {K}, {name}, precision {args.precision}")
     print(f"  pyrovae.log_likelihood ({args.images} images): {ours_rate:.2f} images/s")
     print(f"  hand-written batched estimator ({args.images} images): {hand_rate:.2f} images/s")
     print(f"  Pyro RenyiELBO.loss ({n_pyro} images): {pyro_rate:.2f} images/s")
@@ -194,7 +224,7 @@ def main() -> None:
         figures.update(
             full_wall_s=wall, full_images_per_s=len(x_all) / wall, full_peak_gib=peak, full_nll=full.nll
         )
-    figures["compile"] = args.compile
+    figures.update(compile=args.compile, precision=args.precision, model=args.model)
     print(json.dumps(figures))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))

@@ -16,6 +16,8 @@ In one process, on one device, the same minibatches go through
    loss and gradient are captured and replayed, see :mod:`pyrovae.train.capture`), checked at once on the CPU
    and every 100 steps on a GPU, as :func:`pyrovae.fit` does.
 
+All three run at ``--precision`` (:mod:`pyrovae.precision`; default ``highest``).
+
 Rounds of ``--steps`` steps of each are interleaved (one round each in turn, the order alternating) and the
 median per-step time of each is taken, so that load from other processes affects all alike. ``--epoch`` also
 times one epoch (all 500 minibatches of MNIST's 50,000 training images) of each. Targets (issue 29): on the
@@ -23,6 +25,7 @@ CPU, pyrovae's step of ``tiny`` <= 1.4x ``hand`` and a ``mnist`` epoch <= 1.15x 
 ``mnist`` epoch <= 0.5 s and <= 1.3x ``hand captured``.
 
     python benchmarks/bench_train.py [--model mnist|tiny] [--device cpu|cuda] [--compile auto] [--epoch]
+        [--precision highest|tf32|bf16]
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import pyrovae
+from pyrovae.precision import using_precision
 from pyrovae.train.capture import CPU_EAGER_STEPS
 
 DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "binarized_mnist"
@@ -140,6 +144,16 @@ def pyrovae_step(trainer: pyrovae.Trainer):
     return step
 
 
+def at_precision(step, precision: str):
+    """``step`` run at ``precision`` (:func:`pyrovae.precision.using_precision`), as pyrovae's step runs."""
+
+    def run(x: torch.Tensor):
+        with using_precision(precision, x.device):
+            return step(x)
+
+    return run
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -163,6 +177,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="steps per round")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", default="auto", help="pyrovae's: auto, graph, inductor or off")
+    parser.add_argument("--precision", default="highest", help="highest, tf32 or bf16, for every contender")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
     parser.add_argument("--epoch", action="store_true", help="also time one epoch (all 500 batches) of each")
     parser.add_argument("--json", help="also write the figures to this JSON file")
@@ -179,13 +194,17 @@ def main() -> None:
 
     vae = pyrovae.VAE(event_shape=event_shape, latent_dim=latents, hidden=(hidden,))
     pixels = int(torch.tensor(event_shape).prod())
-    contenders = {
-        "hand": hand_eager(HandVAE(pixels, latents, hidden).to(device), n),
-        "hand captured": hand_captured(HandVAE(pixels, latents, hidden).to(device), n, batches[0]),
-        f"pyrovae (compile={args.compile})": pyrovae_step(
-            pyrovae.Trainer(vae, n, device=device, compile=args.compile)
-        ),
-    }
+    # the hand-written steps at the same precision as pyrovae's (recorded under it, on a GPU)
+    with using_precision(args.precision, device):
+        contenders = {
+            "hand": at_precision(hand_eager(HandVAE(pixels, latents, hidden).to(device), n), args.precision),
+            "hand captured": at_precision(
+                hand_captured(HandVAE(pixels, latents, hidden).to(device), n, batches[0]), args.precision
+            ),
+            f"pyrovae (compile={args.compile})": pyrovae_step(
+                pyrovae.Trainer(vae, n, device=device, compile=args.compile, precision=args.precision)
+            ),
+        }
     for step in contenders.values():  # warm-up: first steps, recordings (after CPU_EAGER_STEPS), compilation
         timed(step, (batches * (CPU_EAGER_STEPS // len(batches) + 1))[: CPU_EAGER_STEPS + 3], device)
     times = {label: [] for label in contenders}
@@ -208,6 +227,7 @@ def main() -> None:
         "device": str(device),
         "model": args.model,
         "compile": args.compile,
+        "precision": args.precision,
         "step_ms": {label: t * 1e3 for label, t in median.items()},
         "ratio_hand": median[ours] / median["hand"],
         "ratio_hand_captured": median[ours] / median["hand captured"],

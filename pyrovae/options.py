@@ -109,6 +109,7 @@ DOMAINS: dict[str, Domain] = {
     "hidden_size": UNITS,
     "max_memory": POSITIVE,
     "threads": Domain(True, 1, optional=True, also=("auto",)),
+    "precision": Domain(False, choices=("highest", "tf32", "bf16")),
     # evaluation: importance sampling, AIS, latent statistics, anomaly scores
     "num_samples": POSITIVE_COUNT,
     "num_particles": POSITIVE_COUNT,

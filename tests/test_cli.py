@@ -14,6 +14,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
+import xarray as xr
 from conftest import CLI_TRAIN
 
 import pyrovae
@@ -706,13 +707,39 @@ def test_another_data_set_is_binarized_as_the_run_s_data_were():
     assert other_binarize(RunConfig(dataset="digits", likelihood="binomial"), "mnist", None) is None
 
 
-def test_compile_is_checked_recorded_and_may_change_when_a_run_resumes(tmp_path, capsys):
-    message = argparse_error(capsys, ["train", "--compile", "fast"])
-    assert "invalid choice: 'fast'" in message and "inductor" in message
+@pytest.mark.parametrize(
+    "name, bad, first, then",
+    [("compile", "fast", "off", "graph"), ("precision", "fp16", "bf16", "highest")],
+)
+def test_how_a_run_computes_is_checked_recorded_and_may_change_when_it_resumes(
+    tmp_path, capsys, name, bad, first, then
+):
+    flag = f"--{name}"
+    message = argparse_error(capsys, ["train", flag, bad])
+    assert f"invalid choice: '{bad}'" in message and then in message
     run = tmp_path / "run"
-    assert cli.main([*TRAIN, "--run-dir", str(run), *FAST, "--epochs", "1", "--compile", "off"]) == 0
-    assert RunConfig.read(run / CONFIG).compile == "off"
-    resume = ["train", "--run-dir", str(run), "--resume", *FAST, "--epochs", "2", "--compile", "graph"]
+    assert cli.main([*TRAIN, "--run-dir", str(run), *FAST, "--epochs", "1", flag, first]) == 0
+    assert getattr(RunConfig.read(run / CONFIG), name) == first
+    resume = ["train", "--run-dir", str(run), "--resume", *FAST, "--epochs", "2", flag, then]
     assert cli.main(resume) == 0
-    assert RunConfig.read(run / CONFIG).compile == "graph"
-    assert load_checkpoint(run / "checkpoint.pt")["settings"]["compile"] == "graph"
+    assert getattr(RunConfig.read(run / CONFIG), name) == then
+    assert load_checkpoint(run / "checkpoint.pt")["settings"][name] == then
+
+
+def test_evaluate_computes_and_records_the_precision(run_copy, capsys):
+    message = argparse_error(capsys, ["evaluate", str(run_copy), "--precision", "half"])
+    assert "invalid choice: 'half'" in message
+    argv = ["evaluate", str(run_copy), *EVALUATE_FAST]
+    assert cli.main(argv) == 0
+    exact = pd.read_csv(run_copy / "evaluation-test.csv")
+    capsys.readouterr()
+    assert cli.main([*argv, "--precision", "bf16", "--overwrite"]) == 0
+    assert "bf16 arithmetic" in capsys.readouterr().out
+    summary = json.loads((run_copy / "evaluation-test.json").read_text())
+    assert summary["log_likelihood"]["precision"] == "bf16"
+    with xr.open_dataset(run_copy / "evaluation-test.nc") as saved:
+        assert saved.attrs["precision"] == "bf16"
+    # the same images and draws (the seed), computed with bfloat16 products
+    half = pd.read_csv(run_copy / "evaluation-test.csv")
+    assert not half["log_px"].equals(exact["log_px"])
+    assert (half["log_px"] - exact["log_px"]).abs().max() < 1

@@ -170,14 +170,16 @@ def complexity(x: torch.Tensor) -> torch.Tensor:
 
 #: the options of :func:`anomaly_scores`, as the scoring function of each method takes them
 _Options = namedtuple(
-    "_Options", "num_samples seed steps lr group_size batch_size background reference progress device"
+    "_Options",
+    "num_samples seed steps lr group_size batch_size background reference progress device precision",
 )
 
 
 def _sweep(o: _Options, default: int | None = None) -> dict:
     """The options of a pass over the data (``default`` data points per chunk where ``batch_size``
     is ``None``)."""
-    return dict(seed=o.seed, progress=o.progress, device=o.device, batch_size=o.batch_size or default)
+    options = dict(seed=o.seed, progress=o.progress, device=o.device, precision=o.precision)
+    return dict(options, batch_size=o.batch_size or default)
 
 
 def _nll(model, guide, data, o: _Options):
@@ -305,6 +307,7 @@ def anomaly_scores(
     batch_size: int | None = None,
     progress: bool = True,
     device: str | torch.device | None = None,
+    precision: str = "highest",
 ) -> AnomalyScores:
     r"""Score every input of ``data`` for how anomalous the model finds it (higher = more
     anomalous), by ``method`` (one of :data:`METHODS`; see the module docstring).
@@ -332,6 +335,8 @@ def anomaly_scores(
     :param bool progress: show a progress bar for every pass over data (that of the background
         model and that of the reference data included).
     :param device: where to compute; default the model's device. Results come back on the CPU.
+    :param str precision: the arithmetic of every pass (:mod:`pyrovae.precision`), as for
+        :func:`~pyrovae.log_likelihood`; recorded in ``settings``.
     :rtype: AnomalyScores
     """
     if method not in METHODS:
@@ -344,7 +349,8 @@ def anomaly_scores(
         num_samples=num_samples, seed=seed, steps=steps, lr=lr, group_size=group_size, batch_size=batch_size
     )
     check_options(("batch_size",), **numbers)
-    o = _Options(**numbers, background=background, reference=reference, progress=progress, device=device)
+    passes = dict(progress=progress, device=device, precision=precision)
+    o = _Options(**numbers, background=background, reference=reference, **passes)
     score, stderr, columns, settings = _SCORES[method](model, guide, source, o)
-    settings = {"num_samples": num_samples, "seed": seed, **settings}
+    settings = {"num_samples": num_samples, "seed": seed, "precision": precision, **settings}
     return AnomalyScores(method, score.double(), stderr, columns, settings, time.perf_counter() - start)

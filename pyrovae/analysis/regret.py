@@ -40,6 +40,7 @@ def likelihood_regret(
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
+    precision: str = "highest",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The likelihood regret of each data point (Xiao et al. 2020): how much the ELBO rises when
     the guide's output for that input alone is optimized,
@@ -67,12 +68,16 @@ def likelihood_regret(
     :math:`q(z_1 \mid x, z_2)`) gets free parameters for each, without the dependence, started at its
     output for one draw of the earlier latents (both bounds are then of the free family).
 
+    The options ``batch_size``, ``seed``, ``device``, ``progress`` and ``precision`` are those of the pass
+    over the data (:class:`~pyrovae.infer.Sweep`, :mod:`pyrovae.precision`).
+
     :returns: ``(regret, stderr)``, each ``(N,)`` on the CPU.
     """
     options = dict(steps=steps, lr=lr, num_particles=num_particles, num_samples=num_samples)
     check_options(**options, batch_size=batch_size, seed=seed)
     bar, probe = dict(progress=progress, desc="likelihood regret"), {"reparameterized": "likelihood-regret"}
-    sweep, pair = sweep_pair(model, guide, data, batch_size, device=device, seed=seed, probe=probe, **bar)
+    where = dict(device=device, seed=seed, precision=precision)
+    sweep, pair = sweep_pair(model, guide, data, batch_size, probe=probe, **where, **bar)
     return sweep.map(lambda chunk: _regret(model, guide, pair, chunk, **options), grad=True)
 
 

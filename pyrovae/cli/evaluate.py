@@ -11,6 +11,7 @@ from pyrovae.cli.flags import (
     add_common,
     add_data_source,
     add_limit,
+    add_precision,
     check_flags,
     check_outputs,
     default_bounds,
@@ -71,6 +72,7 @@ def add_parser(sub) -> None:
         metavar="MiB",
         help="memory for one chunk of data points and particles",
     )
+    add_precision(p)
     add_common(p, "seed of the importance samples and of --limit", backend=True)
 
 
@@ -116,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         bdmc_data=args.bdmc,
         bdmc_steps=args.bdmc_steps,
         ais_options={"leapfrog_steps": args.leapfrog_steps},
+        precision=args.precision,
     )
     if not distributed.is_main():  # every rank holds the gathered results; rank 0 writes them
         return 0
@@ -130,9 +133,12 @@ def run(args: argparse.Namespace) -> int:
             write_text(bdmc_csv, ladder.bdmc.to_dataframe().to_csv())
             written += f", {bdmc_csv.name}"
         merged = xr.merge([ll.to_xarray(), ladder.to_xarray()], combine_attrs="drop")
+        merged.attrs["precision"] = args.precision
         write_netcdf(stem.with_suffix(".nc"), merged)
         ladder.plot(figure)
-    print(f"{args.dataset or run.config.dataset} {args.split} split{subset}, device {run.vae_device}")
+    arithmetic = "" if args.precision == "highest" else f", {args.precision} arithmetic"
+    where = f"device {run.vae_device}{arithmetic}"
+    print(f"{args.dataset or run.config.dataset} {args.split} split{subset}, {where}")
     print(ladder.summary())  # the importance-sampled estimate's diagnostics and verdict with it
     print(f"wrote {written} and {figure.name}")
     return 0

@@ -10,6 +10,10 @@ from pyrovae.errors import ConfigError
 
 SPLITS = ("train", "valid", "test")
 DEVICE = "where to compute: auto (a GPU where there is one, else the CPU), cpu, cuda, cuda:N or mps"
+PRECISION = (
+    "arithmetic: full float32 (highest), the float32 matrix products in TensorFloat-32 on a GPU that has it "
+    "(tf32), or the networks' products in bfloat16 and the log-densities in float32 (bf16)"
+)
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -119,6 +123,13 @@ def add_limit(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--limit", type=int, metavar="N", help=help)
 
 
+def add_precision(p: argparse.ArgumentParser) -> None:
+    """--precision: the arithmetic of an analysis (:mod:`pyrovae.precision`)."""
+    from pyrovae.precision import PRECISIONS
+
+    p.add_argument("--precision", choices=PRECISIONS, default="highest", help=PRECISION)
+
+
 def add_scoring(p: argparse.ArgumentParser) -> None:
     """The options of anomaly scoring that ``score`` and ``detect`` share."""
     p.add_argument("--split", choices=SPLITS, default="test", help="the split scored")
@@ -134,6 +145,7 @@ def add_scoring(p: argparse.ArgumentParser) -> None:
         "--group-size", type=int, default=10, help="inputs per group of the typicality test (default: 10)"
     )
     p.add_argument("--steps", type=int, default=100, help="optimizer steps per input of likelihood-regret")
+    add_precision(p)
     p.add_argument(
         "--binarize",
         choices=("dynamic", "threshold", "none"),

@@ -133,6 +133,7 @@ def score_with(args, run, background, data, method: str):
         group_size=args.group_size,
         steps=args.steps,
         progress=not args.no_progress,
+        precision=args.precision,
     )
 
 

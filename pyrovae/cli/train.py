@@ -7,7 +7,16 @@ import dataclasses
 import time
 from pathlib import Path
 
-from pyrovae.cli.flags import DEVICE, SPLITS, add_backend, add_command, add_threads, hidden_sizes, optional
+from pyrovae.cli.flags import (
+    DEVICE,
+    PRECISION,
+    SPLITS,
+    add_backend,
+    add_command,
+    add_threads,
+    hidden_sizes,
+    optional,
+)
 from pyrovae.errors import ConfigError
 from pyrovae.options import check_option
 
@@ -135,6 +144,7 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
     from pyrovae.models.likelihoods import LIKELIHOODS
     from pyrovae.models.nn import ACTIVATIONS, NETWORKS
     from pyrovae.models.priors import DEFAULT_COMPONENTS, PRIORS
+    from pyrovae.precision import PRECISIONS
     from pyrovae.runs.run import MODELS
     from pyrovae.train.trainer import OPTIMIZERS
 
@@ -197,6 +207,12 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
         "how steps run: captured as a graph and replayed (auto, graph; a CUDA graph on a GPU), that graph "
         "compiled (inductor), or eagerly (off)",
         choices=COMPILE_MODES,
+    )
+    _option(
+        g,
+        "--precision",
+        PRECISION,
+        choices=PRECISIONS,
     )
 
 

@@ -177,6 +177,7 @@ class AIS(PerDatapoint):
     :ivar bool reverse: whether the chains ran from the posterior to the start distribution.
     :ivar int pilot_chains: the chains per data point that adapted the step sizes beside the :math:`K`
         (0 without adaptation); their weights are left out.
+    :ivar str precision: the arithmetic of the chains, one of :data:`~pyrovae.precision.PRECISIONS`.
     :ivar float elapsed: wall time in seconds.
     """
 
@@ -192,6 +193,7 @@ class AIS(PerDatapoint):
     start: str
     reverse: bool = False
     pilot_chains: int = 0
+    precision: str = "highest"
     elapsed: float = 0.0
 
     @property
@@ -213,6 +215,7 @@ class AIS(PerDatapoint):
             + ", "
             f"T = {self.num_steps} {self.schedule} steps from the {self.start}, "
             f"HMC with {self.leapfrog_steps} leapfrog steps"
+            + ("" if self.precision == "highest" else f" ({self.precision} arithmetic)")
         )
 
     def diagnostics(self) -> list[str]:
@@ -355,6 +358,7 @@ def ais(
     model_args: tuple = (),
     model_kwargs: dict | None = None,
     device: str | torch.device | None = None,
+    precision: str = "highest",
 ) -> AIS:
     r"""Estimate :math:`\log p(x_n)` of every data point by annealed importance sampling.
 
@@ -393,6 +397,8 @@ def ais(
     :param tuple model_args: extra positional arguments after the data.
     :param dict model_kwargs: keyword arguments of the model and guide.
     :param device: where to compute (see :mod:`pyrovae.devices`); default: the model's device.
+    :param str precision: the arithmetic of the chains (:mod:`pyrovae.precision`), as for
+        :func:`~pyrovae.log_likelihood`; recorded in the result.
     :rtype: AIS
     """
     check_options(("batch_size",), num_steps=num_steps, batch_size=batch_size, target_accept=target_accept)
@@ -416,7 +422,8 @@ def ais(
         def work(lo: int, hi: int) -> int:  # annealing steps per chunk, the pilot's included
             return num_steps * passes
 
-        sweep, pair = sweep_pair(model, guide, data, chunk_size, seed=seed, work=work, **placement, **bar)
+        options = dict(seed=seed, work=work, precision=precision, **placement, **bar)
+        sweep, pair = sweep_pair(model, guide, data, chunk_size, **options)
         itemsize = max(t.element_size() for t in sweep.args(0, 1) if torch.is_tensor(t))
         need = MEMORY_SAFETY * itemsize * pair.numel_per_particle * (num_chains + pilot)
         check_memory("num_chains", num_chains, need, sweep.device, "one data point's chains")
@@ -424,7 +431,8 @@ def ais(
     log_px, log_px_se, ess, _ = reduce_log_weights(log_w)
     fields = (-log_px if reverse else log_px, log_px_se, ess, acceptance, step_sizes, log_w, num_steps)
     name = schedule if isinstance(schedule, str) else "custom"
-    return AIS(*fields, leapfrog_steps, name, start, reverse, pilot, elapsed=time.perf_counter() - start_time)
+    settings = dict(precision=precision, elapsed=time.perf_counter() - start_time)
+    return AIS(*fields, leapfrog_steps, name, start, reverse, pilot, **settings)
 
 
 def _chunk_of(

@@ -150,6 +150,7 @@ class LogLikelihood(PerDatapoint):
     :ivar torch.Tensor khat: ``(N,)`` PSIS :math:`\hat k`; above 0.7 the estimate is unreliable.
     :ivar int num_samples: :math:`K`, the number of importance samples per data point.
     :ivar torch.Tensor log_weights: ``(N, K)`` log-weights, or ``None`` unless requested.
+    :ivar str precision: the arithmetic of the log-weights, one of :data:`~pyrovae.precision.PRECISIONS`.
     :ivar float elapsed: wall time of the computation in seconds.
     """
 
@@ -159,6 +160,7 @@ class LogLikelihood(PerDatapoint):
     khat: torch.Tensor = column()
     num_samples: int
     log_weights: torch.Tensor | None = column("datapoint", "sample", default=None)
+    precision: str = "highest"
     elapsed: float = 0.0
 
     @classmethod
@@ -185,7 +187,9 @@ class LogLikelihood(PerDatapoint):
         return cls(*fields, num_samples=kept.shape[1], log_weights=kept, elapsed=elapsed)
 
     @classmethod
-    def from_rows(cls, rows: tuple, num_samples: int, elapsed: float) -> LogLikelihood:
+    def from_rows(
+        cls, rows: tuple, num_samples: int, elapsed: float, precision: str = "highest"
+    ) -> LogLikelihood:
         """The result of :meth:`LogWeights.estimate`: ``(log_px, log_px_se, ess, khat, log_weights
         or None)``.
 
@@ -193,8 +197,10 @@ class LogLikelihood(PerDatapoint):
             log-weights or ``None``.
         :param int num_samples: :math:`K`, the importance samples per data point they came from.
         :param float elapsed: the wall time of the computation in seconds.
+        :param str precision: the arithmetic they were computed in (:data:`~pyrovae.precision.PRECISIONS`).
         """
-        return cls(*rows[:4], num_samples=num_samples, log_weights=rows[4], elapsed=elapsed)
+        options = dict(num_samples=num_samples, elapsed=elapsed, precision=precision)
+        return cls(*rows[:4], log_weights=rows[4], **options)
 
     @property
     def nll(self) -> float:
@@ -213,7 +219,8 @@ class LogLikelihood(PerDatapoint):
     def headline(self) -> str:
         """What was estimated, from how many draws."""
         n, k = self.num_data, self.num_samples
-        return f"log p(x) by importance sampling: N = {n} data points, K = {k} samples each"
+        arithmetic = "" if self.precision == "highest" else f" ({self.precision} arithmetic)"
+        return f"log p(x) by importance sampling: N = {n} data points, K = {k} samples each{arithmetic}"
 
     def diagnostics(self) -> list[str]:
         r"""ESS and :math:`\hat k`, and the :meth:`verdict`."""
@@ -288,6 +295,7 @@ class LogWeights:
         desc: str = "log p(x)",
         name: str = "num_samples",
         compile: str = "auto",
+        precision: str = "highest",
     ):
         sizes = dict(batch_size=batch_size, particle_batch_size=particle_batch_size, max_memory=max_memory)
         check_options(("batch_size", "max_memory", "seed"), num_samples=num_samples, seed=seed, **sizes)
@@ -303,7 +311,7 @@ class LogWeights:
         self.max_memory = default_max_memory(dev) if max_memory is None else max(1, int(max_memory))
         sizes = self._chunk_sizes(probe, source.num_data, batch_size, particle_batch_size)
         self.batch_size, self.particle_batch_size = sizes
-        options = dict(seed=seed, model_args=model_args, progress=progress, desc=desc)
+        options = dict(seed=seed, model_args=model_args, progress=progress, desc=desc, precision=precision)
         self.sweep = Sweep(source, self.batch_size, device=dev, **options)
         # the chunks' log-weights recorded and replayed (pyrovae.graphs); "auto" on a CPU, where a chunk's
         # arithmetic dwarfs its Python, only after CPU_EAGER_CHUNKS chunks of a shape
@@ -425,6 +433,7 @@ def log_likelihood(
     model_kwargs: dict | None = None,
     device: str | torch.device | None = None,
     compile: str = "auto",
+    precision: str = "highest",
 ) -> LogLikelihood:
     r"""Estimate :math:`\log p(x_n)` of every data point by importance sampling from the guide.
 
@@ -465,6 +474,10 @@ def log_likelihood(
         Python, only after :data:`CPU_EAGER_CHUNKS` chunks of a shape (so only for large data sets);
         ``"inductor"``, that graph compiled; ``"off"``, traced each time. A pair the graph cannot hold is
         evaluated eagerly, with a warning that says why.
+    :param str precision: the arithmetic of the log-weights (:mod:`pyrovae.precision`): ``"highest"`` (the
+        default), full float32; ``"tf32"``, the float32 matrix products and convolutions in TensorFloat-32
+        on a GPU that has it; ``"bf16"``, those of the networks in bfloat16 and everything else, every
+        log-density and sum included, in float32. Recorded in the result.
     :raises ConfigError: for a sample site outside the data plate, a site enumerated other than in
         parallel (see the module docstring), or a model latent missing from the guide.
     :rtype: LogLikelihood
@@ -484,8 +497,9 @@ def log_likelihood(
             seed=seed,
             progress=progress,
             compile=compile,
+            precision=precision,
             **placement,
             **sizes,
         )
         rows = weights.estimate(keep=return_log_weights)
-    return LogLikelihood.from_rows(rows, num_samples, time.perf_counter() - start)
+    return LogLikelihood.from_rows(rows, num_samples, time.perf_counter() - start, precision)

@@ -60,11 +60,12 @@ _SWEEP_OPTIONS = {
     "max_memory",
     "model_args",
     "model_kwargs",
+    "precision",
 }
 
 
 # options of the importance-sampling sweep that AIS shares
-_AIS_OPTIONS = {"data_plate", "device", "model_args", "model_kwargs"}
+_AIS_OPTIONS = {"data_plate", "device", "model_args", "model_kwargs", "precision"}
 # what ais_options may hold: the options of ais (and of bdmc's simulation) that bounds does not set
 _AIS_KEYWORDS = {"schedule", "leapfrog_steps", "step_size", "target_accept", "adapt_step_size", "start"}
 _AIS_KEYWORDS |= {"batch_size"} | _AIS_OPTIONS
@@ -329,7 +330,8 @@ def _importance_ladder(model, guide, data, ks: list[int], keep: bool, options: d
             return iwae_bounds(log_w, ks), elbo
 
         rows = weights.estimate(rows, keep)
-    loglik = LogLikelihood.from_rows(rows[:5], num_samples, time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    loglik = LogLikelihood.from_rows(rows[:5], num_samples, elapsed, weights.sweep.precision)
     table, elbo = rows[5:]
     values, notes = {}, []
     if options["analytic_kl"]:
@@ -390,9 +392,10 @@ def bounds(
     :param int seed: seed for the draws; the caller's random state is restored afterwards.
     :param bool progress: show a progress bar.
     :param log_likelihood_kwargs: ``data_plate``, ``batch_size``, ``particle_batch_size``,
-        ``max_memory``, ``model_args``, ``model_kwargs``, ``device`` and ``return_log_weights``
+        ``max_memory``, ``model_args``, ``model_kwargs``, ``device``, ``precision`` and ``return_log_weights``
         (kept in :attr:`Bounds.log_likelihood`), as for :func:`~pyrovae.infer.importance.log_likelihood`;
-        ``data_plate``, ``model_args``, ``model_kwargs`` and ``device`` apply to AIS and BDMC too.
+        ``data_plate``, ``model_args``, ``model_kwargs``, ``device`` and ``precision`` apply to AIS and BDMC
+        too.
     :rtype: Bounds (under ``torchrun``: the one-process values, on every rank)
     """
     ks = _counts("ks", ks, "(1, 10, 100)")

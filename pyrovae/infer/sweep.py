@@ -10,9 +10,10 @@ Every evaluation of pyrovae (:func:`~pyrovae.log_likelihood`, :func:`~pyrovae.bo
    (:func:`pyrovae.distributed.shard`), with the chunk boundaries of the whole data set, so that a
    data point lands in the same chunk whatever :math:`W` is;
 3. runs the function on each of this rank's chunks, on the device, without gradients (unless asked), with
-   Pyro's validation off, and with the random state seeded from ``(seed, lo)`` alone, ``lo`` the chunk's first
-   data point (:func:`pyrovae.distributed.derived_seed`): the draws of a data point do not depend on the rank
-   that makes them, nor on the chunks before it; the caller's random state is restored afterwards;
+   Pyro's validation off, at the sweep's arithmetic precision (:mod:`pyrovae.precision`), and with the
+   random state seeded from ``(seed, lo)`` alone, ``lo`` the chunk's first data point
+   (:func:`pyrovae.distributed.derived_seed`): the draws of a data point do not depend on the rank that makes
+   them, nor on the chunks before it; the caller's random state is restored afterwards;
 4. shows one progress bar, on rank 0;
 5. moves each chunk's per-datapoint rows to the CPU, optionally reduces them in blocks of at
    least ``reduce_rows`` rows (to bound memory, or to amortize a reduction's fixed cost), and
@@ -38,6 +39,7 @@ from pyrovae import devices, distributed
 from pyrovae.data.source import DataSource
 from pyrovae.errors import DataError, RankError
 from pyrovae.options import check_option
+from pyrovae.precision import check_precision, using_precision
 from pyrovae.seeds import seeded
 
 __all__ = ["Chunk", "Sweep"]
@@ -91,6 +93,8 @@ class Sweep:
     :param str desc: the progress bar's label.
     :param str unit: what the bar counts.
     :param work: the bar's units per chunk, ``work(lo, hi)`` (default: its data points).
+    :param str precision: the arithmetic precision of the per-chunk function, one of
+        :data:`~pyrovae.precision.PRECISIONS` (default ``"highest"``).
     """
 
     def __init__(
@@ -105,11 +109,13 @@ class Sweep:
         desc: str = "sweep",
         unit: str = "x",
         work: Callable[[int, int], int] | None = None,
+        precision: str = "highest",
     ):
         self.data = DataSource(data)
         self.num_data = self.data.num_data
         self.chunk_size = min(check_option("chunk_size", chunk_size), self.num_data)
         self.device = device or torch.device("cpu")
+        self.precision = check_precision(precision, self.device)
         self.seed = seed
         self.model_args = devices.move(tuple(model_args), self.device)
         self.progress, self.desc, self.unit = progress, desc, unit
@@ -192,7 +198,12 @@ class Sweep:
             for lo, hi in chunks:
                 seed = self.chunk_seed(lo)
                 # the global modes are set per chunk: the caller's code runs in its own modes
-                with torch.set_grad_enabled(grad), pyro.validation_enabled(False), seeded(seed):
+                with (
+                    torch.set_grad_enabled(grad),
+                    pyro.validation_enabled(False),
+                    seeded(seed),
+                    using_precision(self.precision, self.device),
+                ):
                     chunk = Chunk(lo, hi, self.args(lo, hi), seed, validate, bar)
                     out = fn(chunk)
                 single = not isinstance(out, tuple)

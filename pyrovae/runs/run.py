@@ -32,7 +32,7 @@ from pyrovae.runs.outputs import stale_sets
 #: the model families ``pyrovae train --model`` builds
 MODELS = ("vae", "hvae")
 #: options a resumed run may change; every other one defines the run's model, data or objective
-MUTABLE = ("epochs", "patience", "lr", "clip_norm", "device", "compile", "data_root", "download")
+MUTABLE = ("epochs", "patience", "lr", "clip_norm", "device", "compile", "precision", "data_root", "download")
 
 
 @dataclass
@@ -89,6 +89,8 @@ class RunConfig:
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` (see :mod:`pyrovae.devices`).
     :ivar str compile: how the training steps run, one of :data:`~pyrovae.graphs.COMPILE_MODES`
         (``"auto"``: captured and replayed; ``"off"``: eagerly; see :mod:`pyrovae.train.capture`).
+    :ivar str precision: the arithmetic of training, one of :data:`~pyrovae.precision.PRECISIONS`
+        (``"highest"``: full float32; ``"tf32"``, ``"bf16"``: see :mod:`pyrovae.precision`).
     """
 
     dataset: str | None = "digits"
@@ -121,6 +123,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     compile: str = "auto"
+    precision: str = "highest"
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str | None = None) -> RunConfig:
@@ -236,7 +239,7 @@ class RunConfig:
         """The keyword arguments of :func:`~pyrovae.fit` this configuration sets: the estimator
         (built) and the training options."""
         names = ("epochs", "batch_size", "lr", "optimizer", "kl_warmup", "clip_norm", "patience", "seed")
-        names += ("compile",)
+        names += ("compile", "precision")
         return {"estimator": self.build_estimator(), **{name: getattr(self, name) for name in names}}
 
     def build_vae(self, event_shape) -> VAE | HVAE:

@@ -46,7 +46,7 @@ from pyrovae.train.trainer import Trainer
 #: options of :func:`fit` a resumed run must keep (changing them would make another run), and those
 #: it may change (applied from the resumed epoch on, and recorded in the checkpoint)
 FIXED_SETTINGS = ("estimator", "batch_size", "optimizer", "kl_warmup", "seed")
-MUTABLE_SETTINGS = ("epochs", "lr", "clip_norm", "patience", "compile")
+MUTABLE_SETTINGS = ("epochs", "lr", "clip_norm", "patience", "compile", "precision")
 CHECKPOINT_VERSION = 2
 #: devices whose steps are checked every SYNC_EVERY steps (and at the end of an epoch) rather than at each,
 #: so that the host does not wait for the device at every step (:meth:`Trainer.step`'s ``sync``)
@@ -209,6 +209,7 @@ def fit(
     threads: int | str | None = "auto",
     callbacks: Sequence[Callback] | None = None,
     compile: str = "auto",
+    precision: str = "highest",
 ) -> FitResult:
     """Train ``vae`` (any module with ``model``/``guide`` methods) by minibatch SVI.
 
@@ -273,6 +274,12 @@ def fit(
         ``"inductor"``, that graph compiled by :func:`torch.compile`; ``"off"``, eagerly. A pair whose
         structure changes from step to step, or that the recording cannot hold, trains eagerly with a
         warning that says why. It may change when a run is resumed.
+    :param str precision: the arithmetic of the steps and of the validation bound
+        (:mod:`pyrovae.precision`): ``"highest"`` (the default), full float32; ``"tf32"``, the float32
+        matrix products and convolutions in TensorFloat-32 on a GPU that has it; ``"bf16"``, those of the
+        networks in bfloat16 and everything else, the log-densities included, in float32. The parameters
+        and the optimizer's state stay float32. It is recorded with the run, and may change when a run is
+        resumed.
 
     Every option is checked before anything is written (:mod:`pyrovae.options`). A step whose loss,
     gradient or parameters are not finite is not applied, and an epoch whose validation bound is not
@@ -295,10 +302,12 @@ def fit(
         clip_norm=clip_norm,
         device=device,
         compile=compile,
+        precision=precision,
     )
     name = estimator if isinstance(estimator, str) else type(estimator).__name__
     # what a checkpoint records
-    settings = {"estimator": name, **options, "optimizer": optimizer, "compile": compile}
+    settings = {"estimator": name, **options, "optimizer": optimizer}
+    settings.update(compile=compile, precision=precision)
     config = default_config(vae, settings, trainer.device) if config is None else config
     with devices.using_threads(threads) as cpu_threads, contextlib.ExitStack() as stack:
         if run_dir is not None and not isinstance(run_dir, RunDirectory):

@@ -25,6 +25,7 @@ from pyrovae.infer.checks import dtype_error
 from pyrovae.infer.pair import trace_pair
 from pyrovae.infer.sites import find_data_plate
 from pyrovae.options import check_options
+from pyrovae.precision import check_precision, using_precision
 from pyrovae.train.capture import StepCapture
 from pyrovae.train.optim import AdamNormGrad
 
@@ -79,6 +80,11 @@ class Trainer:
         ``"graph"`` (the loss and gradient captured as a graph of tensor operations and replayed, on CUDA as a
         CUDA graph), ``"inductor"`` (that graph compiled by :func:`torch.compile`) or ``"off"`` (eagerly). A
         pair whose structure changes between steps trains eagerly, with a warning that says why.
+    :param str precision: the arithmetic of the loss and its gradient, and of :meth:`evaluate`
+        (:mod:`pyrovae.precision`): ``"highest"`` (the default: full float32), ``"tf32"`` (the float32
+        matrix products and convolutions in TensorFloat-32 on a GPU that has it) or ``"bf16"`` (those of
+        float32 tensors in bfloat16, everything else, the log-densities included, in float32). The
+        parameters and the optimizer's state stay float32.
 
     The minibatch scale :math:`N/B` applies to the data plate, the plate every observed site
     shares (:func:`~pyrovae.infer.pair.find_data_plate`), found on the first step. In a
@@ -97,11 +103,13 @@ class Trainer:
         clip_norm: float | None = None,
         device: str | torch.device | None = "auto",
         compile: str = "auto",
+        precision: str = "highest",
     ):
         if optimizer not in OPTIMIZERS:
             raise unknown_name("optimizer", optimizer, OPTIMIZERS)
         check_options(lr=lr, clip_norm=clip_norm)
         self.device = devices.resolve(device)
+        self.precision = check_precision(precision, self.device)
         self.vae = vae.to(self.device)
         self.num_data = num_data
         self.data_plate: str | None = None
@@ -155,15 +163,16 @@ class Trainer:
             they were, as does every later one until :meth:`check` says which it was.
         """
         args = devices.move(as_args(x), self.device)
-        captured = self._captured(args, beta, batch_size)
         self.optimizer.zero_grad(set_to_none=True)
-        if captured is None:
-            loss = self._eager_loss(args, beta, batch_size)
-            loss.backward()
-        else:
-            loss, grads = captured
-            for p, g in zip(self.params, grads, strict=True):
-                p.grad = g
+        with using_precision(self.precision, self.device):
+            captured = self._captured(args, beta, batch_size)
+            if captured is None:
+                loss = self._eager_loss(args, beta, batch_size)
+                loss.backward()
+            else:
+                loss, grads = captured
+                for p, g in zip(self.params, grads, strict=True):
+                    p.grad = g
         if self.clip_norm is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
         else:
@@ -302,7 +311,7 @@ class Trainer:
         :param int seed: the seed each chunk's is derived from; ``None`` leaves the random state alone.
         :param int chunk_size: data points per chunk (≥ 1), evaluated at once.
         """
-        sweep = Sweep(data, chunk_size, device=self.device, seed=seed)
+        sweep = Sweep(data, chunk_size, device=self.device, seed=seed, precision=self.precision)
 
         def loss(chunk: Chunk) -> torch.Tensor:
             value = self.elbo.loss(self.loss_module.model, self.loss_module.guide, *chunk.args)
