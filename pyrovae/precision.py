@@ -52,7 +52,7 @@ from torch.overrides import TorchFunctionMode
 from pyrovae.errors import ConfigError
 from pyrovae.options import DOMAINS, check_option
 
-__all__ = ["BF16_PRODUCTS", "PRECISIONS", "check_precision", "using_precision"]
+__all__ = ["BF16_PRODUCTS", "PRECISIONS", "check_precision", "described", "using_precision"]
 
 #: the precisions of training and evaluation (module docstring)
 PRECISIONS: tuple[str, ...] = DOMAINS["precision"].choices
@@ -125,6 +125,14 @@ def check_precision(precision: str, device: torch.device) -> str:
                 "that has it)"
             )
     return precision
+
+
+def described(precision: str) -> str:
+    """What a summary adds for ``precision``: nothing for the default, else e.g. ``" (bf16 arithmetic)"``.
+
+    :param str precision: one of :data:`PRECISIONS`.
+    """
+    return "" if precision == "highest" else f" ({precision} arithmetic)"
 
 
 @contextlib.contextmanager

@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from pyrovae import distributed
     from pyrovae.data.source import DataSource
     from pyrovae.infer.ladder import bounds
+    from pyrovae.precision import described
     from pyrovae.runs.run import load_run
     from pyrovae.storage import write_json, write_netcdf, write_text
 
@@ -136,8 +137,7 @@ def run(args: argparse.Namespace) -> int:
         merged.attrs["precision"] = args.precision
         write_netcdf(stem.with_suffix(".nc"), merged)
         ladder.plot(figure)
-    arithmetic = "" if args.precision == "highest" else f", {args.precision} arithmetic"
-    where = f"device {run.vae_device}{arithmetic}"
+    where = f"device {run.vae_device}{described(args.precision)}"
     print(f"{args.dataset or run.config.dataset} {args.split} split{subset}, {where}")
     print(ladder.summary())  # the importance-sampled estimate's diagnostics and verdict with it
     print(f"wrote {written} and {figure.name}")

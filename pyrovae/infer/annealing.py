@@ -107,6 +107,7 @@ from pyrovae.infer.importance import MEMORY_SAFETY, PerDatapoint
 from pyrovae.infer.pair import Pair, sweep_pair
 from pyrovae.infer.sites import data_frame
 from pyrovae.options import check_option, check_options, check_schedule
+from pyrovae.precision import described
 from pyrovae.results import column
 from pyrovae.seeds import seeded
 
@@ -214,8 +215,7 @@ class AIS(PerDatapoint):
             + (f" (and a pilot of {self.pilot_chains})" if self.pilot_chains else "")
             + ", "
             f"T = {self.num_steps} {self.schedule} steps from the {self.start}, "
-            f"HMC with {self.leapfrog_steps} leapfrog steps"
-            + ("" if self.precision == "highest" else f" ({self.precision} arithmetic)")
+            f"HMC with {self.leapfrog_steps} leapfrog steps" + described(self.precision)
         )
 
     def diagnostics(self) -> list[str]:

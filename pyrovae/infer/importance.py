@@ -61,6 +61,7 @@ from pyrovae.infer.diagnostics import KHAT_BAD, KHAT_GOOD, reduce_log_weights, v
 from pyrovae.infer.pair import kl_divergence, reduce_site, site_log_density, sweep_pair
 from pyrovae.infer.sites import scored_sites
 from pyrovae.options import check_options
+from pyrovae.precision import described
 from pyrovae.results import Result, column, mean_stderr
 from pyrovae.seeds import seeded
 
@@ -219,7 +220,7 @@ class LogLikelihood(PerDatapoint):
     def headline(self) -> str:
         """What was estimated, from how many draws."""
         n, k = self.num_data, self.num_samples
-        arithmetic = "" if self.precision == "highest" else f" ({self.precision} arithmetic)"
+        arithmetic = described(self.precision)
         return f"log p(x) by importance sampling: N = {n} data points, K = {k} samples each{arithmetic}"
 
     def diagnostics(self) -> list[str]:
