@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import random
 
+import numpy as np
 import pyro
 import torch
 
@@ -24,9 +26,23 @@ def seeded(seed: int | None):
     state = pyro.util.get_rng_state()
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     try:
-        pyro.set_rng_seed(seed)
+        _seed_all(seed)
         yield
     finally:
         pyro.util.set_rng_state(state)
         if cuda is not None:
             torch.cuda.set_rng_state_all(cuda)
+
+
+def _seed_all(seed: int) -> None:
+    """What :func:`pyro.set_rng_seed` does, for the devices pyrovae computes on. ``torch.manual_seed`` also
+    queues a seed for each accelerator torch knows of that is not initialized, formatting the caller's whole
+    stack (and reading each frame's source file) for each: a sweep, which seeds every chunk, paid about half a
+    millisecond a chunk for accelerators it never uses, more in the deeper stack of a notebook."""
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)  # now, or when CUDA is initialized
+    if torch.backends.mps.is_available():
+        torch.mps.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
