@@ -60,6 +60,8 @@ _SKIPPED = (str(Path(torch.__file__).parent), __file__)
 aten = torch.ops.aten
 # operations that only reshape, through which a negation is moved after a sum (_simplify)
 _VIEWS = (aten.view.default, aten.reshape.default, aten._unsafe_view.default)
+# operations that make a new tensor, which a draw in place then fills
+_NEW = (aten.empty.memory_format, aten.empty_like.default, aten.empty_strided.default)
 # warm-up runs of a CUDA graph's work on a side stream before it is captured, as torch's documentation asks
 _CUDA_WARMUP = 3
 
@@ -165,13 +167,13 @@ class RecordedGraphs:
         if failed:
             self.stop(_failure(failed[0]))
             return None
+        _simplify(graph.graph)
+        graph.recompile()
         # work on the host inside a recording on CUDA (copies of CPU tensors, CPU draws) a CUDA graph would
         # run once, at its capture, and then replay frozen: such a graph is replayed as it is
         host = self.device.type == "cuda" and any(_on_host(node) for node in graph.graph.nodes)
         for node in graph.graph.nodes:  # the recording's values of every operation, which nothing reads
             node.meta.clear()
-        _simplify(graph.graph)
-        graph.recompile()
         previous = self._recorded.get(key)
         self._recorded[key] = graph
         difference = previous is not None and _difference(previous, graph)
@@ -225,40 +227,21 @@ def _short(name: str) -> str:
 
 
 def _simplify(graph: torch.fx.Graph) -> None:
-    """Rewrites of a recording that leave every value it computes as it was, bit for bit:
+    """Rewrites of a recording, made while its nodes still hold the recording's values:
 
     - operations whose results nothing reads (copies of constants, a distribution's unused statistics) go;
       random draws count as read, so that replays keep taking the eager calls' numbers;
-    - an elementwise operation of one tensor that has been expanded (a distribution's parameters, broadcast
-      over the particles by a plate: ``scale.log()`` in ``Normal.log_prob``) is computed before the expansion,
-      once per distinct value;
     - a negation whose only use is a sum (through views) moves after the sum: torch's ``Bernoulli.log_prob``
-      negates a cross-entropy as large as the data times the particles, and a log-density is then summed over
-      the data's dimensions. Rounding to nearest is symmetric, so the sum of the negated terms is the negated
-      sum, and one pass over the largest tensor of an evaluation is saved.
-
-    The last two move where a tensor is read, and change the strides of a result (an expanded view where
-    there was a dense tensor): they are made only in graphs that write to no tensor in place (a training
-    step's optimizer update does), and never to a result the graph returns.
+      negates a cross-entropy as large as the data times the particles, which a log-density then sums over
+      the data's dimensions. Only where the negated tensor is floating-point and contiguous (the sum then
+      reads the same numbers in the same order) and the graph writes to no tensor in place (which could
+      change it between the two reads). Rounding to nearest is symmetric, so the sum of the negated terms is
+      the negated sum, bit for bit, but for a sum of exactly zero, which may come back as -0.0 where it was
+      +0.0; one pass over the largest tensor of an evaluation is saved.
     """
     graph.eliminate_dead_code()
     if any(_writes(node) for node in graph.nodes):
         return
-    for node in list(graph.nodes):
-        if not _pure_elementwise(node) or not node.args or any(user.op == "output" for user in node.users):
-            continue
-        expanded, rest = node.args[0], (*node.args[1:], *node.kwargs.values())
-        if not isinstance(expanded, torch.fx.Node) or expanded.target is not aten.expand.default:
-            continue
-        if any(isinstance(a, torch.fx.Node) for a in rest):
-            continue
-        source = expanded
-        while source.target is aten.expand.default:
-            source = source.args[0]
-        with graph.inserting_before(node):
-            computed = graph.call_function(node.target, (source, *node.args[1:]), dict(node.kwargs))
-        node.target, node.args, node.kwargs = aten.expand.default, (computed, expanded.args[1]), {}
-    graph.eliminate_dead_code()
     for node in list(graph.nodes):
         if node.target is not aten.sum.dim_IntList:
             continue
@@ -266,7 +249,8 @@ def _simplify(graph: torch.fx.Graph) -> None:
         while source.target in _VIEWS and len(source.users) == 1:
             views.append(source)
             source = source.args[0]
-        if source.target is not aten.neg.default or len(source.users) != 1:
+        negation = source.target is aten.neg.default and len(source.users) == 1
+        if not negation or not _dense_float(source.args[0]):
             continue
         (views[-1] if views else node).replace_input_with(source, source.args[0])
         graph.erase_node(source)
@@ -278,14 +262,19 @@ def _simplify(graph: torch.fx.Graph) -> None:
 
 
 def _writes(node: torch.fx.Node) -> bool:
-    """Whether ``node`` writes to a tensor in place, other than a draw into a new one (``normal_``)."""
+    """Whether ``node`` writes to a tensor in place, other than a draw into a new one (``normal_`` of
+    ``empty``)."""
+    if node.op != "call_function" or not node.is_impure(impure_random=False):
+        return False
     seeded = torch.Tag.nondeterministic_seeded in getattr(node.target, "tags", ())
-    return node.op == "call_function" and node.is_impure(impure_random=False) and not seeded
+    target = node.args[0] if node.args else None
+    return not (seeded and isinstance(target, torch.fx.Node) and target.target in _NEW)
 
 
-def _pure_elementwise(node: torch.fx.Node) -> bool:
-    """Whether ``node`` is an elementwise ATen operation that neither draws nor writes in place."""
-    return torch.Tag.pointwise in getattr(node.target, "tags", ()) and not node.is_impure()
+def _dense_float(node) -> bool:
+    """Whether the recording's value of ``node`` is a contiguous floating-point tensor."""
+    value = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
+    return torch.is_tensor(value) and value.is_floating_point() and value.is_contiguous()
 
 
 def _on_host(node: torch.fx.Node) -> bool:

@@ -35,10 +35,11 @@ def seeded(seed: int | None):
 
 
 def _seed_all(seed: int) -> None:
-    """What :func:`pyro.set_rng_seed` does, for the devices pyrovae computes on. ``torch.manual_seed`` also
-    queues a seed for each accelerator torch knows of that is not initialized, formatting the caller's whole
-    stack (and reading each frame's source file) for each: a sweep, which seeds every chunk, paid about half a
-    millisecond a chunk for accelerators it never uses, more in the deeper stack of a notebook."""
+    """What :func:`pyro.set_rng_seed` does, for the devices pyrovae computes on: the CPU, CUDA where torch has
+    it (lazily, where it is not initialized yet), MPS. ``torch.manual_seed`` also queues a seed for XPU and
+    MTIA, formatting the caller's whole stack (and reading each frame's source file) for each, and for CUDA
+    where it is not initialized: a sweep, which seeds every chunk, paid about half a millisecond a chunk for
+    that on a CPU-only machine, more in the deeper stack of a notebook."""
     torch.default_generator.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)  # now, or when CUDA is initialized

@@ -403,7 +403,8 @@ class LogWeights:
             log_w[:, plo:phi] = lw[: phi - plo].T
             if el is not None:
                 elbo[:, plo:phi] = el[: phi - plo].T
-            ok = checked if ok is None else ok & checked
+            # a replayed CUDA graph's outputs are overwritten by its next replay: keep a copy
+            ok = None if checked is None else checked.clone() if ok is None else ok & checked
         if ok is not None and not bool(ok.all()):  # one look at the device per chunk of data
             raise support_error(*self._supports[int(ok.int().argmin())])
         return log_w, elbo

@@ -533,6 +533,13 @@ def test_derived_particle_chunks_share_one_graph_and_a_short_last_chunk_is_not_r
     assert weights.graphs.graphs == 1
     traced = LogWeights(vae.model, vae.guide, x, 301, compile="off", **run).estimate()
     assert all(torch.equal(a, b) for a, b in zip(recorded[:4], traced[:4], strict=True))
+    # chunks of a size given: 101, 101 and 99 particles, as asked, two graphs
+    run["particle_batch_size"] = 101
+    weights = LogWeights(vae.model, vae.guide, x, 301, compile="graph", **run)
+    recorded = weights.estimate()
+    assert weights.graphs.graphs == 2
+    traced = LogWeights(vae.model, vae.guide, x, 301, compile="off", **run).estimate()
+    assert all(torch.equal(a, b) for a, b in zip(recorded[:4], traced[:4], strict=True))
 
 
 def test_a_pair_that_reads_a_draw_in_python_is_evaluated_eagerly_with_one_line(load_digits):
