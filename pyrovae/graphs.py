@@ -57,6 +57,11 @@ __all__ = ["COMPILE_MODES", "RecordedGraphs", "check_mode"]
 COMPILE_MODES = ("auto", "off", "graph", "inductor")
 # frames of torch and of this module, passed over when a failed recording names where it failed
 _SKIPPED = (str(Path(torch.__file__).parent), __file__)
+aten = torch.ops.aten
+# operations that only reshape, through which a negation is moved after a sum (_simplify)
+_VIEWS = (aten.view.default, aten.reshape.default, aten._unsafe_view.default)
+# operations that make a new tensor, which a draw in place then fills
+_NEW = (aten.empty.memory_format, aten.empty_like.default, aten.empty_strided.default)
 # warm-up runs of a CUDA graph's work on a side stream before it is captured, as torch's documentation asks
 _CUDA_WARMUP = 3
 
@@ -162,6 +167,8 @@ class RecordedGraphs:
         if failed:
             self.stop(_failure(failed[0]))
             return None
+        _simplify(graph.graph)
+        graph.recompile()
         # work on the host inside a recording on CUDA (copies of CPU tensors, CPU draws) a CUDA graph would
         # run once, at its capture, and then replay frozen: such a graph is replayed as it is
         host = self.device.type == "cuda" and any(_on_host(node) for node in graph.graph.nodes)
@@ -217,6 +224,57 @@ def _hooked(module: nn.Module) -> str | None:
 def _short(name: str) -> str:
     """A parameter's or module's name in the user's module, not in the ELBO module around it."""
     return name.removeprefix("model.owner.").removeprefix("guide.owner.")
+
+
+def _simplify(graph: torch.fx.Graph) -> None:
+    """Rewrites of a recording, made while its nodes still hold the recording's values:
+
+    - operations whose results nothing reads (copies of constants, a distribution's unused statistics) go;
+      random draws count as read, so that replays keep taking the eager calls' numbers;
+    - a negation whose only use is a sum (through views) moves after the sum: torch's ``Bernoulli.log_prob``
+      negates a cross-entropy as large as the data times the particles, which a log-density then sums over
+      the data's dimensions. Only where the negated tensor is floating-point and contiguous (the sum then
+      reads the same numbers in the same order) and the graph writes to no tensor in place (which could
+      change it between the two reads). Rounding to nearest is symmetric, so the sum of the negated terms is
+      the negated sum, bit for bit, but for a sum of exactly zero, which may come back as -0.0 where it was
+      +0.0; one pass over the largest tensor of an evaluation is saved.
+    """
+    graph.eliminate_dead_code()
+    if any(_writes(node) for node in graph.nodes):
+        return
+    for node in list(graph.nodes):
+        if node.target is not aten.sum.dim_IntList:
+            continue
+        views, source = [], node.args[0]
+        while source.target in _VIEWS and len(source.users) == 1:
+            views.append(source)
+            source = source.args[0]
+        negation = source.target is aten.neg.default and len(source.users) == 1
+        if not negation or not _dense_float(source.args[0]):
+            continue
+        (views[-1] if views else node).replace_input_with(source, source.args[0])
+        graph.erase_node(source)
+        users = list(node.users)
+        with graph.inserting_after(node):
+            negated = graph.call_function(aten.neg.default, (node,))
+        for user in users:
+            user.replace_input_with(node, negated)
+
+
+def _writes(node: torch.fx.Node) -> bool:
+    """Whether ``node`` writes to a tensor in place, other than a draw into a new one (``normal_`` of
+    ``empty``)."""
+    if node.op != "call_function" or not node.is_impure(impure_random=False):
+        return False
+    seeded = torch.Tag.nondeterministic_seeded in getattr(node.target, "tags", ())
+    target = node.args[0] if node.args else None
+    return not (seeded and isinstance(target, torch.fx.Node) and target.target in _NEW)
+
+
+def _dense_float(node) -> bool:
+    """Whether the recording's value of ``node`` is a contiguous floating-point tensor."""
+    value = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
+    return torch.is_tensor(value) and value.is_floating_point() and value.is_contiguous()
 
 
 def _on_host(node: torch.fx.Node) -> bool:

@@ -312,6 +312,9 @@ class LogWeights:
         self.max_memory = default_max_memory(dev) if max_memory is None else max(1, int(max_memory))
         sizes = self._chunk_sizes(probe, source.num_data, batch_size, particle_batch_size)
         self.batch_size, self.particle_batch_size = sizes
+        # derived particle chunks are all drawn at one size (one graph), the last one cut: fewer than one
+        # particle a chunk is drawn and dropped
+        self._cut_last = particle_batch_size is None
         options = dict(seed=seed, model_args=model_args, progress=progress, desc=desc, precision=precision)
         self.sweep = Sweep(source, self.batch_size, device=dev, **options)
         # the chunks' log-weights recorded and replayed (pyrovae.graphs); "auto" on a CPU, where a chunk's
@@ -339,9 +342,9 @@ class LogWeights:
             batch_size = max(1, min(rows // particle_batch_size, weights_cap))
         return min(batch_size, num_data), min(particle_batch_size, num_samples)
 
-    def _particles(self, args, num_particles: int, num_data: int, check: bool):
+    def _particles(self, args, num_particles: int, num_data: int, check: bool, record: bool):
         computed = None
-        if self.graphs is not None and self.graphs.active:
+        if record and self.graphs is not None and self.graphs.active:
             # the tensors are the graph's inputs; other arguments (model_args) constants of the key's graph
             shapes = ((a.shape, a.dtype) if torch.is_tensor(a) else repr(a) for a in args)
             key = (*shapes, num_particles, check)
@@ -352,10 +355,7 @@ class LogWeights:
                 return self._traced(full, num_particles, num_data, check)
 
             computed = self.graphs(key, traced, [], [a for a in args if torch.is_tensor(a)])
-        log_w, elbo, ok = computed or self._traced(args, num_particles, num_data, check)
-        if ok is not None and not bool(ok.all()):
-            raise support_error(*self._supports[int(ok.int().argmin())])
-        return log_w, elbo
+        return computed or self._traced(args, num_particles, num_data, check)
 
     def _traced(self, args, num_particles: int, num_data: int, check: bool):
         """The log-weights (and ELBO terms) of ``num_particles`` particles of every data point of ``args``, by
@@ -389,16 +389,24 @@ class LogWeights:
 
     def __call__(self, chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The ``(chunk.size, K)`` log-weights of a chunk of :attr:`sweep` (and the ELBO terms)."""
-        log_w = elbo = None
+        log_w = elbo = ok = None
+        # every particle chunk of a full chunk of data has one shape, one graph; the short last chunk of data
+        # is computed eagerly, a recording of it costing more than its few particle chunks
+        record = chunk.size == self.batch_size
         for plo in range(0, self.num_samples, self.particle_batch_size):
             phi = min(plo + self.particle_batch_size, self.num_samples)
-            lw, el = self._particles(chunk.args, phi - plo, chunk.size, chunk.validate and plo == 0)
+            drawn = self.particle_batch_size if self._cut_last else phi - plo
+            lw, el, checked = self._particles(chunk.args, drawn, chunk.size, chunk.validate, record)
             if log_w is None:
                 log_w = lw.new_empty(chunk.size, self.num_samples)
                 elbo = None if el is None else lw.new_empty(chunk.size, self.num_samples)
-            log_w[:, plo:phi] = lw.T
+            log_w[:, plo:phi] = lw[: phi - plo].T
             if el is not None:
-                elbo[:, plo:phi] = el.T
+                elbo[:, plo:phi] = el[: phi - plo].T
+            # a replayed CUDA graph's outputs are overwritten by its next replay: keep a copy
+            ok = None if checked is None else checked.clone() if ok is None else ok & checked
+        if ok is not None and not bool(ok.all()):  # one look at the device per chunk of data
+            raise support_error(*self._supports[int(ok.int().argmin())])
         return log_w, elbo
 
     def estimate(self, extra: Callable | None = None, keep: bool = False) -> tuple:
@@ -460,7 +468,9 @@ def log_likelihood(
     :param str data_plate: name of the data plate (default: found, see
         :func:`~pyrovae.infer.pair.find_data_plate`).
     :param int batch_size: data points per chunk.
-    :param int particle_batch_size: particles per chunk.
+    :param int particle_batch_size: particles per chunk (default: as few chunks as ``max_memory`` allows,
+        all drawn at one size, so that the last may draw a few particles it does not keep, fewer than one a
+        chunk).
     :param int max_memory: bytes one chunk may use when chunk sizes are derived (default 512 MiB
         on the CPU, a quarter of a GPU's memory).
     :param int seed: seed for the draws; the caller's random state is restored afterwards.

@@ -521,6 +521,27 @@ def test_recorded_chunks_give_the_traced_chunks_values_exactly(load_digits):
         assert torch.equal(traced.log_px, recorded.log_px) and torch.equal(traced.khat, recorded.khat)
 
 
+def test_derived_particle_chunks_share_one_graph_and_a_short_last_chunk_is_not_recorded(load_digits):
+    # 301 particles in the chunks max_memory allows: three of 101, the last drawing two it does not keep, so
+    # that one graph serves them all; the two images of the last chunk of data (batches of 4) are traced
+    vae = pyrovae.VAE((1, 8, 8), latent_dim=2, hidden=(16,))
+    x = load_digits("test").batch(torch.arange(30))
+    run = dict(seed=0, batch_size=4, max_memory=2 * 2**20, progress=False)
+    weights = LogWeights(vae.model, vae.guide, x, 301, compile="graph", **run)
+    assert weights.particle_batch_size == 101
+    recorded = weights.estimate()
+    assert weights.graphs.graphs == 1
+    traced = LogWeights(vae.model, vae.guide, x, 301, compile="off", **run).estimate()
+    assert all(torch.equal(a, b) for a, b in zip(recorded[:4], traced[:4], strict=True))
+    # chunks of a size given: 101, 101 and 99 particles, as asked, two graphs
+    run["particle_batch_size"] = 101
+    weights = LogWeights(vae.model, vae.guide, x, 301, compile="graph", **run)
+    recorded = weights.estimate()
+    assert weights.graphs.graphs == 2
+    traced = LogWeights(vae.model, vae.guide, x, 301, compile="off", **run).estimate()
+    assert all(torch.equal(a, b) for a, b in zip(recorded[:4], traced[:4], strict=True))
+
+
 def test_a_pair_that_reads_a_draw_in_python_is_evaluated_eagerly_with_one_line(load_digits):
     class Reading(pyrovae.VAE):
         def model(self, x):
