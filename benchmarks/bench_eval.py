@@ -78,11 +78,9 @@ def hand_estimates(
     for image in x:
         loc, scale = vae.encoder(image)
         latent = loc.shape[-1]
-        log_w = []
-        for lo in range(0, num_samples, chunk or num_samples):
-            z = loc + scale * torch.randn(
-                min(chunk or num_samples, num_samples - lo), latent, device=x.device
-            )
+        log_w, step = [], chunk or num_samples
+        for lo in range(0, num_samples, step):
+            z = loc + scale * torch.randn(min(step, num_samples - lo), latent, device=x.device)
             logits = vae.decoder(z)
             log_lik = -F.binary_cross_entropy_with_logits(
                 logits, image.expand_as(logits), reduction="none"

@@ -389,7 +389,7 @@ class LogWeights:
 
     def __call__(self, chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The ``(chunk.size, K)`` log-weights of a chunk of :attr:`sweep` (and the ELBO terms)."""
-        log_w = elbo = ok = None
+        log_w = elbo = None
         # every particle chunk of a full chunk of data has one shape, one graph; the short last chunk of data
         # is computed eagerly, a recording of it costing more than its few particle chunks
         record = chunk.size == self.batch_size
@@ -400,11 +400,12 @@ class LogWeights:
             if log_w is None:
                 log_w = lw.new_empty(chunk.size, self.num_samples)
                 elbo = None if el is None else lw.new_empty(chunk.size, self.num_samples)
+                # every particle chunk checks the same data: the first one's check, copied (a CUDA graph's
+                # next replay overwrites its outputs)
+                ok = None if checked is None else checked.clone()
             log_w[:, plo:phi] = lw[: phi - plo].T
             if el is not None:
                 elbo[:, plo:phi] = el[: phi - plo].T
-            # a replayed CUDA graph's outputs are overwritten by its next replay: keep a copy
-            ok = None if checked is None else checked.clone() if ok is None else ok & checked
         if ok is not None and not bool(ok.all()):  # one look at the device per chunk of data
             raise support_error(*self._supports[int(ok.int().argmin())])
         return log_w, elbo
