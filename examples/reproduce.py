@@ -34,7 +34,9 @@ Differences from the authors' code that are kept:
   51.
 - Likelihood: the decoder gives Bernoulli logits (:mod:`pyrovae.models.likelihoods`) where theirs gives
   sigmoid means, the same model; their ``log_Bernoulli`` clamps the means to [1e-5, 1 - 1e-5]
-  (``utils/distributions.py``), pyrovae's log-density is exact.
+  (``utils/distributions.py``), in training and evaluation alike; pyrovae's log-density is exact.
+  ``--bernoulli-clamp 1e-5`` trains and evaluates with theirs (the likelihood
+  ``"bernoulli:clamp=1e-05"``); give such runs a ``--runs-dir`` of their own.
 - Pseudo-inputs: a ``(500, 1, 28, 28)`` parameter, where theirs are a linear layer applied to the
   500 x 500 identity matrix: the same function class and parameters (see
   :class:`pyrovae.models.priors.VampPrior`).
@@ -64,7 +66,7 @@ from pyrovae import devices
 from pyrovae.models.hvae import HVAE
 from pyrovae.models.vae import VAE
 from pyrovae.plots import figure, save
-from pyrovae.runs.directory import CHECKPOINT, RunDirectory, checkpoint_bytes, read_state
+from pyrovae.runs.directory import CHECKPOINT, CONFIG, RunDirectory, checkpoint_bytes, read_state
 from pyrovae.runs.outputs import output_set
 from pyrovae.runs.run import RunConfig
 from pyrovae.storage import digest, write_json, write_text
@@ -91,14 +93,22 @@ TIGHTNESS = "ais-subset.json"
 
 
 def run_config(
-    name: str, *, epochs: int = 2000, data_root: str | Path = DATA_ROOT, device: str = "auto", seed: int = 0
+    name: str,
+    *,
+    epochs: int = 2000,
+    data_root: str | Path = DATA_ROOT,
+    device: str = "auto",
+    seed: int = 0,
+    bernoulli_clamp: float = 0.0,
 ) -> RunConfig:
-    """The configuration ``name`` of :data:`CONFIGS`: the paper's model and training recipe, from ``seed``."""
+    """The configuration ``name`` of :data:`CONFIGS`: the paper's model and training recipe, from
+    ``seed``; with ``bernoulli_clamp``, the Bernoulli probabilities clamped to [clamp, 1 - clamp] as in
+    the authors' code."""
     model, prior = CONFIGS[name]
     return RunConfig(
         dataset="binarized-mnist",
         data_root=str(data_root),
-        likelihood="bernoulli",
+        likelihood=f"bernoulli:clamp={bernoulli_clamp:g}" if bernoulli_clamp else "bernoulli",
         model=model,
         prior=prior,
         prior_components=500 if prior == "vamp" else None,
@@ -139,12 +149,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the initial parameters, the shuffling and the draws"
     )
+    p.add_argument(
+        "--bernoulli-clamp",
+        type=float,
+        default=0.0,
+        help="clamp the Bernoulli probabilities to [C, 1 - C], as the authors' code does (1e-5; 0: exact)",
+    )
     p.add_argument("--ais-images", type=int, default=0, help="AIS on this many random test images (0: none)")
     p.add_argument("--ais-steps", type=int, default=1000, help="annealing steps of that AIS (16 chains)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", default="docs/results.md", help="report: the Markdown file to rewrite")
     p.add_argument("--figure", default="docs/reproduce.png", help="report: the learning curves' figure")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.epochs < 1 or args.eval_samples < 1:
+        p.error("--epochs and --eval-samples must be at least 1")
+    if not 0 <= args.bernoulli_clamp < 0.5:
+        p.error("--bernoulli-clamp must be at least 0 and below 0.5 (the authors' code: 1e-5)")
+    return args
 
 
 def describe(device: torch.device) -> str:
@@ -158,12 +179,19 @@ def reproduce(name: str, args: argparse.Namespace) -> dict | None:
     """Train configuration ``name`` in ``args.runs_dir``/NAME (resuming what is there) and evaluate
     it on the test set; returns the summary, or ``None`` with ``--no-eval``."""
     options = dict(epochs=args.epochs, data_root=args.data_root, device=args.device, seed=args.seed)
-    config = run_config(name, **options)
+    config = run_config(name, **options, bernoulli_clamp=args.bernoulli_clamp)
     splits = ("train", "valid") if args.no_eval else ("train", "valid", "test")
     data = {split: pyrovae.load(config.dataset, split, root=config.data_root) for split in splits}
     pyro.set_rng_seed(config.seed)
     vae = config.build_vae(EVENT_SHAPE)
     run_dir = Path(args.runs_dir) / name
+    stored = json.loads((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).is_file() else {}
+    if stored.get("likelihood", config.likelihood) != config.likelihood:
+        sys.exit(
+            f"{run_dir} holds a run with the likelihood {stored['likelihood']!r}, not "
+            f"{config.likelihood!r}: resume it with its own --bernoulli-clamp, or give this one a "
+            "--runs-dir of its own"
+        )
     # held through the evaluation: a second process on the same directory stops at once
     with RunDirectory(run_dir, resume=True, overwrite=False, need_bytes=checkpoint_bytes(vae)) as directory:
         result = pyrovae.fit(
@@ -198,6 +226,7 @@ def reproduce(name: str, args: argparse.Namespace) -> dict | None:
         best = result.best_epoch
         summary = {
             "name": name,
+            "likelihood": config.likelihood,
             "parameters": sum(p.numel() for p in vae.parameters()),
             "epochs": epochs,
             "max_epochs": config.epochs,
@@ -214,6 +243,7 @@ def reproduce(name: str, args: argparse.Namespace) -> dict | None:
         used = {"which": "best", "epoch": best, "sha256": digest(result.vae.state_dict())}
         again = f"python examples/reproduce.py {name} --runs-dir {args.runs_dir}"
         again += f" --seed {args.seed}" if args.seed else ""
+        again += f" --bernoulli-clamp {args.bernoulli_clamp:g}" if args.bernoulli_clamp else ""
         with output_set("reproduce", again, used, {"eval_samples": args.eval_samples}):  # the run held above
             write_text(run_dir / PER_IMAGE, ll.to_dataframe().to_csv())
             write_json(path, summary)
@@ -309,10 +339,10 @@ def progress(runs_dir: Path) -> None:
 
 
 def report_table(runs_dir: Path) -> pd.DataFrame:
-    """One row per configuration with a run directory: the paper's test NLL, ours with its standard
-    error, the estimate it comes from as recorded (``IS-K on N images``), the difference, epochs,
-    wall time, evaluation device, median ESS and the PSIS k-hat counts; dashes where a run has not
-    been evaluated."""
+    """One row per configuration with a run directory (named with its likelihood where that is not
+    the exact Bernoulli): the paper's test NLL, ours with its standard error, the estimate it comes
+    from as recorded (``IS-K on N images``), the difference, epochs, wall time, evaluation device,
+    median ESS and the PSIS k-hat counts; dashes where a run has not been evaluated."""
     rows = []
     for name in CONFIGS:
         run_dir = runs_dir / name
@@ -327,9 +357,10 @@ def report_table(runs_dir: Path) -> pd.DataFrame:
         done = summary is not None and summary["epochs"] == state["epoch"]
         nan = float("nan")
         nll = summary["test_nll"] if done else nan
+        likelihood = json.loads((run_dir / CONFIG).read_text()).get("likelihood", "bernoulli")
         rows.append(
             {
-                "configuration": name,
+                "configuration": name if likelihood == "bernoulli" else f"{name} ({likelihood})",
                 "paper NLL": PAPER_NLL[name],
                 "our NLL": nll,
                 "± se": summary["test_stderr"] if done else nan,
@@ -454,8 +485,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.name == "report":
         report(args)
         return
-    if args.epochs < 1 or args.eval_samples < 1:
-        sys.exit("--epochs and --eval-samples must be at least 1")
     try:
         reproduce(args.name, args)
     except KeyboardInterrupt:

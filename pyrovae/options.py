@@ -100,6 +100,7 @@ DOMAINS: dict[str, Domain] = {
     "latent_dim2": Domain(True, 1, optional=True, high=2**24),
     "prior_components": Domain(True, 1, optional=True),
     "likelihood_scale": POSITIVE,
+    "clamp": Domain(False, 0, high=0.5, high_strict=True, flag=False),  # "bernoulli:clamp=1e-5"
     "k": Domain(True, 1, optional=True),
     "alpha": Domain(False, optional=True),
     "m": Domain(True, 1, optional=True),

@@ -188,6 +188,30 @@ def test_train_evaluate_resume_and_progress(tmp_path, tiny_mnist, capsys):
     assert figure.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_authors_bernoulli_clamp_is_an_option_of_the_recipe(tmp_path, tiny_mnist, capsys):
+    config = reproduce.run_config("hvae-vamp", bernoulli_clamp=1e-5)
+    assert config.likelihood == "bernoulli:clamp=1e-05" and config.binarize_mode() is None
+    assert config.build_vae((1, 28, 28)).likelihood.clamp == 1e-5
+    assert reproduce.run_config("hvae-vamp").build_vae((1, 28, 28)).likelihood.clamp == 0
+    runs, out = tmp_path / "runs", tmp_path / "results.md"
+    flags = ["--runs-dir", str(runs), "--epochs", "1", "--eval-samples", "5", "--device", "cpu", "--quiet"]
+    reproduce.main(["vae-standard", *flags, "--bernoulli-clamp", "1e-5"])
+    summary = json.loads((runs / "vae-standard" / reproduce.SUMMARY).read_text())
+    assert summary["likelihood"] == "bernoulli:clamp=1e-05" and math.isfinite(summary["test_nll"])
+    out.write_text("<!-- reproduction-table:start -->\n<!-- reproduction-table:end -->\n")
+    figure = str(tmp_path / "curves.png")
+    reproduce.main(["report", "--runs-dir", str(runs), "--out", str(out), "--figure", figure])
+    assert "| vae-standard (bernoulli:clamp=1e-05) | 88.56 |" in out.read_text()
+    for bad in ("0.5", "-1e-5"):  # a usage error: exit status 2, naming the option, nothing written
+        with pytest.raises(SystemExit) as err:
+            reproduce.main(["vae-vamp", *flags, f"--bernoulli-clamp={bad}"])
+        assert err.value.code == 2 and "--bernoulli-clamp must be" in capsys.readouterr().err
+    assert not (runs / "vae-vamp").exists()
+    with pytest.raises(SystemExit) as err:  # a run keeps its likelihood when resumed
+        reproduce.main(["vae-standard", *flags])
+    assert "likelihood 'bernoulli:clamp=1e-05', not 'bernoulli'" in str(err.value.code)
+
+
 def test_progress_without_runs(tmp_path, capsys):
     reproduce.main(["progress", "--runs-dir", str(tmp_path)])
     assert capsys.readouterr().out.startswith("no runs of vae-standard, vae-vamp")

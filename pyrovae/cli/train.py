@@ -164,7 +164,8 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
         g,
         "--likelihood",
         f"observation model p(x|z): {', '.join(LIKELIHOODS)} (binomial:levels=L names the grey levels; "
-        "a data set's own are known), or default: binomial on digits, bernoulli otherwise",
+        "a data set's own are known; bernoulli:clamp=C clamps the probabilities to [C, 1 - C]), or "
+        "default: binomial on digits, bernoulli otherwise",
     )
     _option(g, "--likelihood-scale", "Gaussian likelihood's (initial) scale")
     _option(g, "--model", "vae, or hvae: two stochastic layers z2 -> z1 -> x", choices=MODELS)

@@ -16,7 +16,7 @@ from torch import nn
 from torch.distributions import constraints
 
 from pyrovae.errors import ConfigError, DataError, unknown_name
-from pyrovae.options import parse_spec
+from pyrovae.options import check_option, parse_spec
 
 
 class Likelihood(nn.Module):
@@ -45,16 +45,43 @@ class Likelihood(nn.Module):
 
 
 class Bernoulli(Likelihood):
-    r""":math:`x_d \sim \mathrm{Bernoulli}(\sigma(\ell_d))` for binary data; ``params`` are logits."""
+    r""":math:`x_d \sim \mathrm{Bernoulli}(p_d)` for binary data; ``params`` are logits
+    :math:`\ell_d`, and :math:`p_d = \sigma(\ell_d)`.
+
+    With ``clamp`` :math:`= \epsilon > 0` (``"bernoulli:clamp=1e-5"``) the probabilities are
+    clamped to :math:`[\epsilon, 1 - \epsilon]`,
+
+    .. math:: p_d = \min\big(\max(\sigma(\ell_d), \epsilon), 1 - \epsilon\big),
+
+    as the VampPrior authors' ``log_Bernoulli`` does in training and evaluation (Tomczak & Welling
+    2018, ``utils/distributions.py`` of ``github.com/jmtomczak/vae_vampprior``, with
+    :math:`\epsilon = 10^{-5}`). It is still a Bernoulli, a proper distribution: one image costs at
+    most :math:`-\log\epsilon` nats per pixel, and a logit beyond
+    :math:`\pm\log\frac{1-\epsilon}{\epsilon}` gets no gradient. The clamp is applied to the
+    logits, the same map without a round trip through probabilities.
+    """
 
     name = "bernoulli"
     bounds = (0.0, 1.0)
 
+    def __init__(self, clamp: float = 0.0):
+        super().__init__()
+        self.clamp = check_option("clamp", clamp)
+        #: the logit of 1 - clamp, the clamp on the logits (infinite: none)
+        self.max_logit = math.log1p(-self.clamp) - math.log(self.clamp) if self.clamp else math.inf
+
+    def extra_repr(self) -> str:
+        return f"clamp={self.clamp:g}" if self.clamp else ""
+
+    def logits(self, params: torch.Tensor) -> torch.Tensor:
+        """The logits of the probabilities, clamped where ``clamp`` is set."""
+        return params.clamp(-self.max_logit, self.max_logit) if self.clamp else params
+
     def forward(self, params):
-        return dist.Bernoulli(logits=params)
+        return dist.Bernoulli(logits=self.logits(params))
 
     def mean(self, params):
-        return torch.sigmoid(params)
+        return torch.sigmoid(self.logits(params))
 
     def check(self, x, what="data"):
         super().check(x, what)
@@ -188,7 +215,8 @@ LIKELIHOODS = ("bernoulli", "binomial", "continuous-bernoulli", "gaussian", "gau
 
 def likelihood(name: str, event_shape=(), scale: float = 1.0) -> Likelihood:
     """The likelihood called ``name``: one of :data:`LIKELIHOODS`, with the number of grey levels
-    for the binomial, ``"binomial:levels=17"``.
+    for the binomial, ``"binomial:levels=17"``, and optionally a clamp of the Bernoulli's
+    probabilities, ``"bernoulli:clamp=1e-5"``.
 
     ``scale`` is the Gaussian's fixed standard deviation, or the initial one for ``"gaussian-learned"``.
     """
@@ -200,10 +228,17 @@ def likelihood(name: str, event_shape=(), scale: float = 1.0) -> Likelihood:
                 "'binomial:levels=17' for scikit-learn's digits, 'binomial:levels=256' for 8-bit images"
             )
         return Binomial(options["levels"])
+    if name == "bernoulli":
+        if set(options) - {"clamp"}:
+            raise ConfigError(
+                "likelihood 'bernoulli' takes one option, the clamp of its probabilities to "
+                f"[clamp, 1 - clamp] ('bernoulli:clamp=1e-5'); got {', '.join(options)}"
+            )
+        return Bernoulli(**options)
     if options:
         raise ConfigError(f"likelihood {name!r} takes no options; got {', '.join(options)}")
-    if name in ("bernoulli", "continuous-bernoulli"):
-        return Bernoulli() if name == "bernoulli" else ContinuousBernoulli()
+    if name == "continuous-bernoulli":
+        return ContinuousBernoulli()
     if name in ("gaussian", "gaussian-learned"):
         return Gaussian(event_shape, scale, learn_scale=name == "gaussian-learned")
     raise unknown_name("likelihood", name, LIKELIHOODS)

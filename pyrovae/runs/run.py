@@ -51,7 +51,8 @@ class RunConfig:
         (:meth:`binarize_mode`).
     :ivar str likelihood: the observation model :math:`p(x \mid z)`, a name of
         :data:`~pyrovae.models.likelihoods.LIKELIHOODS` (``"binomial:levels=L"`` names the grey
-        levels), or ``"default"``: the data set's own (:meth:`likelihood_spec`).
+        levels, ``"bernoulli:clamp=C"`` clamps the probabilities to [C, 1 - C]), or ``"default"``:
+        the data set's own (:meth:`likelihood_spec`).
     :ivar float likelihood_scale: the (initial) standard deviation of a Gaussian likelihood (> 0).
     :ivar str model: ``"vae"`` (:class:`~pyrovae.VAE`) or ``"hvae"`` (:class:`~pyrovae.HVAE`, two
         stochastic layers :math:`z_2 \to z_1 \to x`).

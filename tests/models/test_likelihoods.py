@@ -177,6 +177,25 @@ def test_binomial_is_a_distribution_on_the_grey_levels():
     )
 
 
+def test_clamped_bernoulli_is_the_vampprior_authors_log_bernoulli():
+    # their utils/distributions.py: x log p + (1 - x) log(1 - p), p = clamp(sigmoid(logits), eps, 1 - eps)
+    eps = 1e-5
+    logits = torch.linspace(-30, 30, 121, dtype=torch.float64, requires_grad=True)
+    x = (torch.arange(121) % 2).double()
+    lik = likelihood(f"bernoulli:clamp={eps}")
+    p = torch.sigmoid(logits).clamp(eps, 1 - eps)
+    torch.testing.assert_close(lik(logits).log_prob(x), x * p.log() + (1 - x) * (1 - p).log())
+    torch.testing.assert_close(lik.mean(logits), p)
+    # a pixel costs at most -log(eps) nats, and a logit beyond the clamp gets no gradient, as theirs
+    assert lik(logits).log_prob(1 - (logits > 0).double()).min() >= math.log(eps) - 1e-9
+    (grad,) = torch.autograd.grad(lik(logits).log_prob(x).sum(), logits)
+    beyond = logits.detach().abs() > math.log((1 - eps) / eps)
+    assert beyond.sum() > 0 and (grad[beyond] == 0).all() and (grad[~beyond] != 0).all()
+    # clamp 0 is the plain Bernoulli, and so is the default
+    assert likelihood("bernoulli:clamp=0").max_logit == math.inf and likelihood("bernoulli").clamp == 0
+    assert "clamp=1e-05" in repr(lik)
+
+
 @pytest.mark.parametrize("value", [-1 / 16, 0.5 / 16, 17 / 16])
 def test_binomial_check_rejects_data_off_its_grid_and_names_the_levels(value):
     x = data_for("binomial")
@@ -193,7 +212,10 @@ def test_binomial_check_rejects_data_off_its_grid_and_names_the_levels(value):
         ("binomial", ["binomial:levels=17", "digits"]),
         ("binomial:levels=1", ["levels must be an integer >= 2"]),
         ("binomial:levels=17:scale=2", ["takes one option"]),
-        ("bernoulli:levels=3", ["takes no options", "levels"]),
+        ("bernoulli:levels=3", ["takes one option", "clamp", "levels"]),
+        ("bernoulli:clamp=0.5", ["clamp must be a number >= 0 and < 0.5", "0.5"]),
+        ("bernoulli:clamp=-1e-5", ["clamp must be"]),
+        ("gaussian:clamp=1e-5", ["takes no options", "clamp"]),
         ("binomial:levels", ["OPTION=VALUE", "binomial:levels=17"]),
     ],
 )
