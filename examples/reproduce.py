@@ -6,6 +6,7 @@ statically binarized MNIST, each trained by its own command and evaluated by imp
     python examples/reproduce.py vae-standard     # or vae-vamp, hvae-standard, hvae-vamp
     python examples/reproduce.py progress         # one line per configuration under --runs-dir
     python examples/reproduce.py report --out docs/results.md   # the table and learning curves
+    python examples/reproduce.py compare --runs-dir runs/clamp --against runs/reproduce   # a variant
 
 The paper's recipe, as in the authors' code (``github.com/jmtomczak/vae_vampprior``:
 ``experiment.py``, ``utils/perform_experiment.py``, ``utils/training.py``, ``models/VAE.py``,
@@ -137,8 +138,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "name",
-        choices=[*CONFIGS, "progress", "report"],
-        help="a configuration to train; progress (one line per run); report (the table and figure)",
+        choices=[*CONFIGS, "progress", "report", "compare"],
+        help="a configuration to train; progress (one line per run); report (the table and figure); "
+        "compare (the runs of --runs-dir against those of --against)",
     )
     p.add_argument("--epochs", type=int, default=2000, help="the most epochs to train")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -160,7 +162,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", default="docs/results.md", help="report: the Markdown file to rewrite")
     p.add_argument("--figure", default="docs/reproduce.png", help="report: the learning curves' figure")
+    p.add_argument("--against", help="compare: the run directories to compare --runs-dir's with")
     args = p.parse_args(argv)
+    if (args.name == "compare") != (args.against is not None):
+        p.error("--against goes with compare, and compare needs it (--against runs/reproduce)")
     if args.epochs < 1 or args.eval_samples < 1:
         p.error("--epochs and --eval-samples must be at least 1")
     if not 0 <= args.bernoulli_clamp < 0.5:
@@ -396,26 +401,60 @@ PAIRS = (
 )
 
 
+def paired_difference(first: Path, second: Path) -> tuple[float, float, int] | None:
+    """The test NLL of the run in ``first`` minus that of the run in ``second``, both run directories:
+    the mean of the per-image differences of their ``log_px-test.csv`` (negative: the first is better),
+    its paired standard error and the number of images; ``None`` unless both are evaluated on the same
+    images."""
+    paths = [run_dir / PER_IMAGE for run_dir in (first, second)]
+    if not all(path.is_file() for path in paths):
+        return None
+    a, b = (pd.read_csv(path, index_col=0)["log_px"] for path in paths)
+    if not a.index.equals(b.index):
+        return None
+    diff = -(a - b)  # NLL difference per image
+    return float(diff.mean()), float(diff.std() / len(diff) ** 0.5), len(diff)
+
+
 def paired_table(runs_dir: Path) -> pd.DataFrame:
-    """The NLL differences of :data:`PAIRS` whose runs are both evaluated on the same test images: the mean of
-    the per-image differences of ``log_px-test.csv`` (negative: the first is better) with its paired standard
-    error, against the paper's difference."""
+    """The NLL differences (:func:`paired_difference`) of :data:`PAIRS` whose runs are both evaluated on
+    the same test images, against the paper's difference."""
     rows = []
     for first, second in PAIRS:
-        paths = [runs_dir / name / PER_IMAGE for name in (first, second)]
-        if not all(path.is_file() for path in paths):
+        paired = paired_difference(runs_dir / first, runs_dir / second)
+        if paired is not None:
+            rows.append(
+                {
+                    "comparison": f"{first} - {second}",
+                    "paper": PAPER_NLL[first] - PAPER_NLL[second],
+                    "ours": paired[0],
+                    "± paired se": paired[1],
+                    "images": paired[2],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def compare_table(runs_dir: Path, against: Path) -> pd.DataFrame:
+    """Each configuration with a run in both ``runs_dir`` and ``against`` (say, a variant of the recipe and
+    the recipe itself): the best validation -ELBO of each and its epoch, and the paired test NLL
+    difference (:func:`paired_difference`, ``runs_dir``'s minus ``against``'s) where both are evaluated."""
+    rows = []
+    for name in CONFIGS:
+        runs = [directory / name for directory in (runs_dir, against)]
+        if not all((run / CHECKPOINT).is_file() for run in runs):
             continue
-        a, b = (pd.read_csv(path, index_col=0)["log_px"] for path in paths)
-        if len(a) != len(b):
-            continue
-        diff = -(a - b)  # NLL difference per image
+        states = [read_state(run / CHECKPOINT, ("best", "best_epoch")) for run in runs]
+        paired = paired_difference(*runs)
+        nan = float("nan")
         rows.append(
             {
-                "comparison": f"{first} - {second}",
-                "paper": PAPER_NLL[first] - PAPER_NLL[second],
-                "ours": float(diff.mean()),
-                "± paired se": float(diff.std() / len(diff) ** 0.5),
-                "images": len(diff),
+                "configuration": name,
+                "best valid -ELBO": f"{states[0]['best']:.2f} ({states[0]['best_epoch']})",
+                "against": f"{states[1]['best']:.2f} ({states[1]['best_epoch']})",
+                "test NLL difference": nan if paired is None else paired[0],
+                "± paired se": nan if paired is None else paired[1],
+                "images": 0 if paired is None else paired[2],
             }
         )
     return pd.DataFrame(rows)
@@ -484,6 +523,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.name == "report":
         report(args)
+        return
+    if args.name == "compare":
+        table = compare_table(Path(args.runs_dir), Path(args.against))
+        none = f"no configuration has a run in both {args.runs_dir} and {args.against}"
+        print(markdown(table) if len(table) else none)
         return
     try:
         reproduce(args.name, args)

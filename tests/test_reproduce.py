@@ -211,6 +211,18 @@ def test_the_authors_bernoulli_clamp_is_an_option_of_the_recipe(tmp_path, tiny_m
         reproduce.main(["vae-standard", *flags])
     assert "likelihood 'bernoulli:clamp=1e-05', not 'bernoulli'" in str(err.value.code)
 
+    # the variant against the recipe itself: best validation bounds and the paired test NLL difference
+    exact = tmp_path / "exact"
+    reproduce.main(["vae-standard", *flags[2:], "--runs-dir", str(exact)])
+    capsys.readouterr()
+    reproduce.main(["compare", "--runs-dir", str(runs), "--against", str(exact)])
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| vae-standard |"))
+    difference, se, images = reproduce.paired_difference(runs / "vae-standard", exact / "vae-standard")
+    assert images == 2 and f"| {difference:.2f} | {se:.2f} | 2 |" in row and " (1) |" in row
+    with pytest.raises(SystemExit) as err:
+        reproduce.main(["compare", "--runs-dir", str(runs)])
+    assert err.value.code == 2 and "--against" in capsys.readouterr().err
+
 
 def test_progress_without_runs(tmp_path, capsys):
     reproduce.main(["progress", "--runs-dir", str(tmp_path)])
