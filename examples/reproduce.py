@@ -64,12 +64,14 @@ import torch
 
 import pyrovae
 from pyrovae import devices
+from pyrovae.errors import ConfigError, PyroVAEError
 from pyrovae.models.hvae import HVAE
 from pyrovae.models.vae import VAE
+from pyrovae.options import check_option
 from pyrovae.plots import figure, save
 from pyrovae.runs.directory import CHECKPOINT, CONFIG, RunDirectory, checkpoint_bytes, read_state
 from pyrovae.runs.outputs import output_set
-from pyrovae.runs.run import RunConfig
+from pyrovae.runs.run import MUTABLE, RunConfig
 from pyrovae.storage import digest, write_json, write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -109,7 +111,7 @@ def run_config(
     return RunConfig(
         dataset="binarized-mnist",
         data_root=str(data_root),
-        likelihood=f"bernoulli:clamp={bernoulli_clamp:g}" if bernoulli_clamp else "bernoulli",
+        likelihood=f"bernoulli:clamp={bernoulli_clamp!r}" if bernoulli_clamp else "bernoulli",
         model=model,
         prior=prior,
         prior_components=500 if prior == "vamp" else None,
@@ -155,7 +157,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--bernoulli-clamp",
         type=float,
         default=0.0,
-        help="clamp the Bernoulli probabilities to [C, 1 - C], as the authors' code does (1e-5; 0: exact)",
+        help="train and evaluate with the Bernoulli probabilities clamped to [C, 1 - C], as the authors' "
+        "code does (1e-5; 0: exact)",
     )
     p.add_argument("--ais-images", type=int, default=0, help="AIS on this many random test images (0: none)")
     p.add_argument("--ais-steps", type=int, default=1000, help="annealing steps of that AIS (16 chains)")
@@ -168,9 +171,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--against goes with compare, and compare needs it (--against runs/reproduce)")
     if args.epochs < 1 or args.eval_samples < 1:
         p.error("--epochs and --eval-samples must be at least 1")
-    if not 0 <= args.bernoulli_clamp < 0.5:
-        p.error("--bernoulli-clamp must be at least 0 and below 0.5 (the authors' code: 1e-5)")
+    try:
+        check_option("clamp", args.bernoulli_clamp)
+    except ConfigError as e:
+        p.error(f"--bernoulli-clamp: {e} (the authors' code: 1e-5)")
     return args
+
+
+def stored_config(run_dir: Path) -> RunConfig | None:
+    """The configuration of the run in ``run_dir``: its checkpoint's, or before the first epoch
+    ``config.json``'s; ``None`` where there is no run."""
+    if (run_dir / CHECKPOINT).is_file():
+        values = read_state(run_dir / CHECKPOINT, ("config",))["config"]
+        values = {k: v for k, v in values.items() if k != "event_shape"}
+        return RunConfig.from_dict(values, f"the configuration in {run_dir / CHECKPOINT}")
+    return RunConfig.read(run_dir / CONFIG) if (run_dir / CONFIG).is_file() else None
+
+
+def label(name: str, run_dir: Path) -> str:
+    """``name``, with the run's likelihood where that is not the exact Bernoulli (``--bernoulli-clamp``)."""
+    config = stored_config(run_dir)
+    likelihood = "bernoulli" if config is None else config.likelihood
+    return name if likelihood == "bernoulli" else f"{name} ({likelihood})"
+
+
+def rerun(name: str, args: argparse.Namespace) -> str:
+    """The command that trains and evaluates the run of configuration ``name`` again, as ``args`` did."""
+    command = f"python examples/reproduce.py {name} --runs-dir {args.runs_dir}"
+    command += f" --seed {args.seed}" if args.seed else ""
+    return command + (f" --bernoulli-clamp {args.bernoulli_clamp!r}" if args.bernoulli_clamp else "")
 
 
 def describe(device: torch.device) -> str:
@@ -185,18 +214,20 @@ def reproduce(name: str, args: argparse.Namespace) -> dict | None:
     it on the test set; returns the summary, or ``None`` with ``--no-eval``."""
     options = dict(epochs=args.epochs, data_root=args.data_root, device=args.device, seed=args.seed)
     config = run_config(name, **options, bernoulli_clamp=args.bernoulli_clamp)
+    run_dir = Path(args.runs_dir) / name
+    stored = stored_config(run_dir)
+    differences = {} if stored is None else stored.differences(config)
+    changed = {k: v for k, v in differences.items() if k not in MUTABLE}
+    if changed:
+        listed = ", ".join(f"{k} {new!r} (the run's: {old!r})" for k, (old, new) in changed.items())
+        sys.exit(
+            f"{run_dir} holds a run that {listed} would change: resume it with its own options "
+            "(--seed, --bernoulli-clamp), or give this one a --runs-dir of its own"
+        )
     splits = ("train", "valid") if args.no_eval else ("train", "valid", "test")
     data = {split: pyrovae.load(config.dataset, split, root=config.data_root) for split in splits}
     pyro.set_rng_seed(config.seed)
     vae = config.build_vae(EVENT_SHAPE)
-    run_dir = Path(args.runs_dir) / name
-    stored = json.loads((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).is_file() else {}
-    if stored.get("likelihood", config.likelihood) != config.likelihood:
-        sys.exit(
-            f"{run_dir} holds a run with the likelihood {stored['likelihood']!r}, not "
-            f"{config.likelihood!r}: resume it with its own --bernoulli-clamp, or give this one a "
-            "--runs-dir of its own"
-        )
     # held through the evaluation: a second process on the same directory stops at once
     with RunDirectory(run_dir, resume=True, overwrite=False, need_bytes=checkpoint_bytes(vae)) as directory:
         result = pyrovae.fit(
@@ -246,10 +277,8 @@ def reproduce(name: str, args: argparse.Namespace) -> dict | None:
             "paper_nll": PAPER_NLL[name],
         }
         used = {"which": "best", "epoch": best, "sha256": digest(result.vae.state_dict())}
-        again = f"python examples/reproduce.py {name} --runs-dir {args.runs_dir}"
-        again += f" --seed {args.seed}" if args.seed else ""
-        again += f" --bernoulli-clamp {args.bernoulli_clamp:g}" if args.bernoulli_clamp else ""
-        with output_set("reproduce", again, used, {"eval_samples": args.eval_samples}):  # the run held above
+        # the run directory is held above
+        with output_set("reproduce", rerun(name, args), used, {"eval_samples": args.eval_samples}):
             write_text(run_dir / PER_IMAGE, ll.to_dataframe().to_csv())
             write_json(path, summary)
         print(f"{name}: test NLL {ll.nll:.2f} ± {ll.stderr:.2f} nats (the paper: {PAPER_NLL[name]})")
@@ -293,7 +322,7 @@ def tightness(name: str, run_dir: Path, result, test, args: argparse.Namespace) 
         "ais_seconds": ais.elapsed,
     }
     used = {"which": "best", "epoch": result.best_epoch, "sha256": digest(vae.state_dict())}
-    again = f"python examples/reproduce.py {name} --runs-dir {args.runs_dir} --ais-images {args.ais_images}"
+    again = f"{rerun(name, args)} --ais-images {args.ais_images} --ais-steps {args.ais_steps}"
     with output_set("reproduce-ais", again, used, settings):
         write_json(path, done)
     print(
@@ -301,6 +330,14 @@ def tightness(name: str, run_dir: Path, result, test, args: argparse.Namespace) 
         f"{done['gap_mean']:.2f} ± {done['gap_se']:.2f} nats"
     )
     return done
+
+
+def evaluation(run_dir: Path, epoch: int) -> dict | None:
+    """The test evaluation (``reproduce.json``) of the run in ``run_dir`` if it is of the run as it
+    stands after ``epoch`` epochs, else ``None`` (none yet, or the run has trained on since)."""
+    path = run_dir / SUMMARY
+    summary = json.loads(path.read_text()) if path.is_file() else None
+    return summary if summary is not None and summary["epochs"] == epoch else None
 
 
 def progress_line(name: str, run_dir: Path) -> str:
@@ -322,9 +359,8 @@ def progress_line(name: str, run_dir: Path) -> str:
         f"best validation -ELBO {state['best']:.2f} at epoch {state['best_epoch']}"
     )  # fmt: skip
     line = f"{name}: epoch {epoch}/{settings['epochs']}, {best}, {status}, {hours:.1f} h of training"
-    path = run_dir / SUMMARY
-    summary = json.loads(path.read_text()) if path.is_file() else None
-    if summary is not None and summary["epochs"] == epoch:
+    summary = evaluation(run_dir, epoch)
+    if summary is not None:
         line += (
             f"; test NLL {summary['test_nll']:.2f} ± {summary['test_stderr']:.2f} "
             f"(IS-{summary['test_num_samples']}; the paper: {PAPER_NLL[name]})"
@@ -357,15 +393,13 @@ def report_table(runs_dir: Path) -> pd.DataFrame:
         state = read_state(run_dir / CHECKPOINT, keys)
         patience = state["settings"]["patience"]
         stopped = patience is not None and state["bad_epochs"] >= patience
-        path = run_dir / SUMMARY
-        summary = json.loads(path.read_text()) if path.is_file() else None
-        done = summary is not None and summary["epochs"] == state["epoch"]
+        summary = evaluation(run_dir, state["epoch"])
+        done = summary is not None
         nan = float("nan")
         nll = summary["test_nll"] if done else nan
-        likelihood = json.loads((run_dir / CONFIG).read_text()).get("likelihood", "bernoulli")
         rows.append(
             {
-                "configuration": name if likelihood == "bernoulli" else f"{name} ({likelihood})",
+                "configuration": label(name, run_dir),
                 "paper NLL": PAPER_NLL[name],
                 "our NLL": nll,
                 "± se": summary["test_stderr"] if done else nan,
@@ -404,12 +438,17 @@ PAIRS = (
 def paired_difference(first: Path, second: Path) -> tuple[float, float, int] | None:
     """The test NLL of the run in ``first`` minus that of the run in ``second``, both run directories:
     the mean of the per-image differences of their ``log_px-test.csv`` (negative: the first is better),
-    its paired standard error and the number of images; ``None`` unless both are evaluated on the same
-    images."""
-    paths = [run_dir / PER_IMAGE for run_dir in (first, second)]
-    if not all(path.is_file() for path in paths):
+    its paired standard error and the number of images; ``None`` unless both runs are evaluated as
+    they stand (:func:`evaluation`), with the same number of importance samples, on the same test
+    images (the whole test set, in order)."""
+    runs = [(run_dir, stored_config(run_dir)) for run_dir in (first, second)]
+    if any(config is None or not (run_dir / CHECKPOINT).is_file() for run_dir, config in runs):
         return None
-    a, b = (pd.read_csv(path, index_col=0)["log_px"] for path in paths)
+    epochs = [read_state(run_dir / CHECKPOINT, ("epoch",))["epoch"] for run_dir, _ in runs]
+    summaries = [evaluation(run_dir, epoch) for (run_dir, _), epoch in zip(runs, epochs, strict=True)]
+    if None in summaries or len({summary["test_num_samples"] for summary in summaries}) > 1:
+        return None
+    a, b = (pd.read_csv(run_dir / PER_IMAGE, index_col=0)["log_px"] for run_dir, _ in runs)
     if not a.index.equals(b.index):
         return None
     diff = -(a - b)  # NLL difference per image
@@ -417,15 +456,16 @@ def paired_difference(first: Path, second: Path) -> tuple[float, float, int] | N
 
 
 def paired_table(runs_dir: Path) -> pd.DataFrame:
-    """The NLL differences (:func:`paired_difference`) of :data:`PAIRS` whose runs are both evaluated on
-    the same test images, against the paper's difference."""
+    """The NLL differences (:func:`paired_difference`) of :data:`PAIRS` whose runs are both evaluated
+    alike, against the paper's difference; a run whose likelihood is not the exact Bernoulli is named
+    with it (:func:`label`)."""
     rows = []
     for first, second in PAIRS:
         paired = paired_difference(runs_dir / first, runs_dir / second)
         if paired is not None:
             rows.append(
                 {
-                    "comparison": f"{first} - {second}",
+                    "comparison": " - ".join(label(name, runs_dir / name) for name in (first, second)),
                     "paper": PAPER_NLL[first] - PAPER_NLL[second],
                     "ours": paired[0],
                     "± paired se": paired[1],
@@ -438,7 +478,8 @@ def paired_table(runs_dir: Path) -> pd.DataFrame:
 def compare_table(runs_dir: Path, against: Path) -> pd.DataFrame:
     """Each configuration with a run in both ``runs_dir`` and ``against`` (say, a variant of the recipe and
     the recipe itself): the best validation -ELBO of each and its epoch, and the paired test NLL
-    difference (:func:`paired_difference`, ``runs_dir``'s minus ``against``'s) where both are evaluated."""
+    difference (:func:`paired_difference`, ``runs_dir``'s minus ``against``'s) where both are evaluated
+    alike."""
     rows = []
     for name in CONFIGS:
         runs = [directory / name for directory in (runs_dir, against)]
@@ -449,8 +490,8 @@ def compare_table(runs_dir: Path, against: Path) -> pd.DataFrame:
         nan = float("nan")
         rows.append(
             {
-                "configuration": name,
-                "best valid -ELBO": f"{states[0]['best']:.2f} ({states[0]['best_epoch']})",
+                "configuration": f"{label(name, runs[0])} against {label(name, runs[1])}",
+                "best valid -ELBO (epoch)": f"{states[0]['best']:.2f} ({states[0]['best_epoch']})",
                 "against": f"{states[1]['best']:.2f} ({states[1]['best_epoch']})",
                 "test NLL difference": nan if paired is None else paired[0],
                 "± paired se": nan if paired is None else paired[1],
@@ -482,8 +523,8 @@ def learning_curves(runs_dir: Path, path: Path) -> None:
         if not history_path.is_file():
             continue
         history = pd.read_csv(history_path)
-        train_ax.plot(history["epoch"], history["train_loss"], label=name)
-        valid_ax.plot(history["epoch"], history["valid_loss"], label=name)
+        train_ax.plot(history["epoch"], history["train_loss"], label=label(name, runs_dir / name))
+        valid_ax.plot(history["epoch"], history["valid_loss"], label=label(name, runs_dir / name))
     train_ax.set_title("training objective (KL weight rising to 1 over 100 epochs)", fontsize=10)
     valid_ax.set_title("validation -ELBO (KL weight 1): early stopping's criterion", fontsize=10)
     for ax, low, high in ((train_ax, 55, 125), (valid_ax, 88, 110)):
@@ -531,6 +572,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         reproduce(args.name, args)
+    except PyroVAEError as e:
+        sys.exit(f"{args.name}: {e}")
     except KeyboardInterrupt:
         print(
             f"{args.name}: interrupted; {progress_line(args.name, Path(args.runs_dir) / args.name)}. "

@@ -55,8 +55,8 @@ class Bernoulli(Likelihood):
 
     as the VampPrior authors' ``log_Bernoulli`` does in training and evaluation (Tomczak & Welling
     2018, ``utils/distributions.py`` of ``github.com/jmtomczak/vae_vampprior``, with
-    :math:`\epsilon = 10^{-5}`). It is still a Bernoulli, a proper distribution: one image costs at
-    most :math:`-\log\epsilon` nats per pixel, and a logit beyond
+    :math:`\epsilon = 10^{-5}`). It is still a Bernoulli, a proper distribution: each pixel costs at
+    most :math:`-\log\epsilon` nats, and a logit beyond
     :math:`\pm\log\frac{1-\epsilon}{\epsilon}` gets no gradient. The clamp is applied to the
     logits, the same map without a round trip through probabilities.
     """
@@ -71,7 +71,7 @@ class Bernoulli(Likelihood):
         self.max_logit = math.log1p(-self.clamp) - math.log(self.clamp) if self.clamp else math.inf
 
     def extra_repr(self) -> str:
-        return f"clamp={self.clamp:g}" if self.clamp else ""
+        return f"clamp={self.clamp!r}" if self.clamp else ""
 
     def logits(self, params: torch.Tensor) -> torch.Tensor:
         """The logits of the probabilities, clamped where ``clamp`` is set."""

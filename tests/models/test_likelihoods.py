@@ -194,6 +194,12 @@ def test_clamped_bernoulli_is_the_vampprior_authors_log_bernoulli():
     # clamp 0 is the plain Bernoulli, and so is the default
     assert likelihood("bernoulli:clamp=0").max_logit == math.inf and likelihood("bernoulli").clamp == 0
     assert "clamp=1e-05" in repr(lik)
+    # in float32, as models train: the same bound on every pixel's cost, no gradient beyond the clamp
+    logits32 = logits.detach().float().requires_grad_()
+    log_p = lik(logits32).log_prob(x.float())
+    torch.testing.assert_close(log_p.double(), lik(logits.detach()).log_prob(x), rtol=0, atol=2e-5)
+    (grad32,) = torch.autograd.grad(log_p.sum(), logits32)
+    assert (grad32[beyond] == 0).all() and (grad32[~beyond] != 0).all()
 
 
 @pytest.mark.parametrize("value", [-1 / 16, 0.5 / 16, 17 / 16])
