@@ -441,14 +441,14 @@ def paired_difference(first: Path, second: Path) -> tuple[float, float, int] | N
     its paired standard error and the number of images; ``None`` unless both runs are evaluated as
     they stand (:func:`evaluation`), with the same number of importance samples, on the same test
     images (the whole test set, in order)."""
-    runs = [(run_dir, stored_config(run_dir)) for run_dir in (first, second)]
-    if any(config is None or not (run_dir / CHECKPOINT).is_file() for run_dir, config in runs):
+    runs = (first, second)
+    if not all((run_dir / CHECKPOINT).is_file() for run_dir in runs):
         return None
-    epochs = [read_state(run_dir / CHECKPOINT, ("epoch",))["epoch"] for run_dir, _ in runs]
-    summaries = [evaluation(run_dir, epoch) for (run_dir, _), epoch in zip(runs, epochs, strict=True)]
+    epochs = [read_state(run_dir / CHECKPOINT, ("epoch",))["epoch"] for run_dir in runs]
+    summaries = [evaluation(run_dir, epoch) for run_dir, epoch in zip(runs, epochs, strict=True)]
     if None in summaries or len({summary["test_num_samples"] for summary in summaries}) > 1:
         return None
-    a, b = (pd.read_csv(run_dir / PER_IMAGE, index_col=0)["log_px"] for run_dir, _ in runs)
+    a, b = (pd.read_csv(run_dir / PER_IMAGE, index_col=0)["log_px"] for run_dir in runs)
     if not a.index.equals(b.index):
         return None
     diff = -(a - b)  # NLL difference per image
