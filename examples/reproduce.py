@@ -69,7 +69,7 @@ from pyrovae.models.hvae import HVAE
 from pyrovae.models.vae import VAE
 from pyrovae.options import check_option
 from pyrovae.plots import figure, save
-from pyrovae.runs.directory import CHECKPOINT, CONFIG, RunDirectory, checkpoint_bytes, read_state
+from pyrovae.runs.directory import CHECKPOINT, RunDirectory, checkpoint_bytes, read_state
 from pyrovae.runs.outputs import output_set
 from pyrovae.runs.run import MUTABLE, RunConfig
 from pyrovae.storage import digest, write_json, write_text
@@ -178,19 +178,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def stored_config(run_dir: Path) -> RunConfig | None:
-    """The configuration of the run in ``run_dir``: its checkpoint's, or before the first epoch
-    ``config.json``'s; ``None`` where there is no run."""
-    if (run_dir / CHECKPOINT).is_file():
-        values = read_state(run_dir / CHECKPOINT, ("config",))["config"]
-        values = {k: v for k, v in values.items() if k != "event_shape"}
-        return RunConfig.from_dict(values, f"the configuration in {run_dir / CHECKPOINT}")
-    return RunConfig.read(run_dir / CONFIG) if (run_dir / CONFIG).is_file() else None
-
-
-def label(name: str, run_dir: Path) -> str:
-    """``name``, with the run's likelihood where that is not the exact Bernoulli (``--bernoulli-clamp``)."""
-    config = stored_config(run_dir)
+def label(name: str, config: RunConfig | None) -> str:
+    """``name``, with the likelihood of its run's ``config`` where that is not the exact Bernoulli
+    (``--bernoulli-clamp``)."""
     likelihood = "bernoulli" if config is None else config.likelihood
     return name if likelihood == "bernoulli" else f"{name} ({likelihood})"
 
@@ -215,7 +205,7 @@ def reproduce(name: str, args: argparse.Namespace) -> dict | None:
     options = dict(epochs=args.epochs, data_root=args.data_root, device=args.device, seed=args.seed)
     config = run_config(name, **options, bernoulli_clamp=args.bernoulli_clamp)
     run_dir = Path(args.runs_dir) / name
-    stored = stored_config(run_dir)
+    stored = RunConfig.of_run(run_dir)
     differences = {} if stored is None else stored.differences(config)
     changed = {k: v for k, v in differences.items() if k not in MUTABLE}
     if changed:
@@ -399,7 +389,7 @@ def report_table(runs_dir: Path) -> pd.DataFrame:
         nll = summary["test_nll"] if done else nan
         rows.append(
             {
-                "configuration": label(name, run_dir),
+                "configuration": label(name, RunConfig.of_state(state)),
                 "paper NLL": PAPER_NLL[name],
                 "our NLL": nll,
                 "± se": summary["test_stderr"] if done else nan,
@@ -463,9 +453,10 @@ def paired_table(runs_dir: Path) -> pd.DataFrame:
     for first, second in PAIRS:
         paired = paired_difference(runs_dir / first, runs_dir / second)
         if paired is not None:
+            labels = (label(name, RunConfig.of_run(runs_dir / name)) for name in (first, second))
             rows.append(
                 {
-                    "comparison": " - ".join(label(name, runs_dir / name) for name in (first, second)),
+                    "comparison": " - ".join(labels),
                     "paper": PAPER_NLL[first] - PAPER_NLL[second],
                     "ours": paired[0],
                     "± paired se": paired[1],
@@ -486,11 +477,12 @@ def compare_table(runs_dir: Path, against: Path) -> pd.DataFrame:
         if not all((run / CHECKPOINT).is_file() for run in runs):
             continue
         states = [read_state(run / CHECKPOINT, ("best", "best_epoch")) for run in runs]
+        first, second = (label(name, RunConfig.of_state(state)) for state in states)
         paired = paired_difference(*runs)
         nan = float("nan")
         rows.append(
             {
-                "configuration": f"{label(name, runs[0])} against {label(name, runs[1])}",
+                "configuration": f"{first} against {second}",
                 "best valid -ELBO (epoch)": f"{states[0]['best']:.2f} ({states[0]['best_epoch']})",
                 "against": f"{states[1]['best']:.2f} ({states[1]['best_epoch']})",
                 "test NLL difference": nan if paired is None else paired[0],
@@ -523,8 +515,9 @@ def learning_curves(runs_dir: Path, path: Path) -> None:
         if not history_path.is_file():
             continue
         history = pd.read_csv(history_path)
-        train_ax.plot(history["epoch"], history["train_loss"], label=label(name, runs_dir / name))
-        valid_ax.plot(history["epoch"], history["valid_loss"], label=label(name, runs_dir / name))
+        curve = label(name, RunConfig.of_run(runs_dir / name))
+        train_ax.plot(history["epoch"], history["train_loss"], label=curve)
+        valid_ax.plot(history["epoch"], history["valid_loss"], label=curve)
     train_ax.set_title("training objective (KL weight rising to 1 over 100 epochs)", fontsize=10)
     valid_ax.set_title("validation -ELBO (KL weight 1): early stopping's criterion", fontsize=10)
     for ax, low, high in ((train_ax, 55, 125), (valid_ax, 88, 110)):

@@ -221,7 +221,7 @@ def _train_config(args: argparse.Namespace, run_dir: Path | None):
     """The run's configuration: with --resume, the checkpoint's (or, before the first epoch was saved,
     config.json's) with the options a resumed run may change; else --config's or the defaults; then the flags
     given. A flag that would change a resumed run's model, data or objective is an error naming it."""
-    from pyrovae.runs.directory import CHECKPOINT, CONFIG, read_state
+    from pyrovae.runs.directory import CHECKPOINT
     from pyrovae.runs.run import MUTABLE, RunConfig
 
     if args.config and args.resume:
@@ -230,21 +230,16 @@ def _train_config(args: argparse.Namespace, run_dir: Path | None):
             "options to change (--epochs, --lr, ...) as flags"
         )
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig) if hasattr(args, f.name)}
-    base = RunConfig.read(args.config) if args.config else RunConfig()
     # with --resume there is a run directory; what it saved (if anything) is the run's
-    resumed = args.resume and ((run_dir / CHECKPOINT).is_file() or (run_dir / CONFIG).is_file())
-    if args.resume and (run_dir / CHECKPOINT).is_file():
-        stored = read_state(run_dir / CHECKPOINT).get("config") or {}
-        stored = {k: v for k, v in stored.items() if k != "event_shape"}
-        if not stored or stored.get("dataset", "") is None:
-            raise ConfigError(
-                f"the run in {run_dir} was trained from Python (pyrovae.fit) "
-                + ("on data of its own" if stored else "without a configuration pyrovae can rebuild it from")
-                + "; resume it from Python: pyrovae.fit(vae, data, run_dir=..., resume=True, epochs=...)"
-            )
-        base = RunConfig.from_dict(stored, f"the configuration in {run_dir / CHECKPOINT}")
-    elif resumed:
-        base = RunConfig.read(run_dir / CONFIG)
+    stored = RunConfig.of_run(run_dir) if args.resume else None
+    if args.resume and (run_dir / CHECKPOINT).is_file() and (stored is None or stored.dataset is None):
+        raise ConfigError(
+            f"the run in {run_dir} was trained from Python (pyrovae.fit) "
+            + ("on data of its own" if stored else "without a configuration pyrovae can rebuild it from")
+            + "; resume it from Python: pyrovae.fit(vae, data, run_dir=..., resume=True, epochs=...)"
+        )
+    resumed = stored is not None
+    base = stored or (RunConfig.read(args.config) if args.config else RunConfig())
     config = RunConfig.from_dict({**base.to_dict(), **given})
     changed = {k: v for k, v in base.differences(config).items() if k not in MUTABLE}
     if resumed and changed:

@@ -182,6 +182,33 @@ class RunConfig:
             raise ConfigError(f"configuration file {path} must hold a JSON object of option: value")
         return cls.from_dict(values, source=str(path))
 
+    @classmethod
+    def of_state(cls, state: dict, source: str | None = None) -> RunConfig | None:
+        """The configuration a run's checkpoint ``state`` was saved with (checked as in
+        :meth:`from_dict`); ``None`` where it has none (a model trained from Python, which pyrovae cannot
+        rebuild).
+
+        :param dict state: a checkpoint, as :func:`~pyrovae.runs.directory.read_state` returns it.
+        :param str source: where ``state`` comes from, for the message.
+        """
+        stored = state.get("config") or {}
+        stored = {k: v for k, v in stored.items() if k != "event_shape"}  # where version 1 kept it
+        return cls.from_dict(stored, source) if stored else None
+
+    @classmethod
+    def of_run(cls, run_dir: str | os.PathLike) -> RunConfig | None:
+        """The configuration of the run in ``run_dir``: its checkpoint's (:meth:`of_state`), or before its
+        first epoch its ``config.json``'s; ``None`` where there is no run, or its checkpoint has no
+        configuration.
+
+        :param run_dir: the run directory.
+        """
+        run_dir = Path(run_dir)
+        if (run_dir / CHECKPOINT).is_file():
+            state = read_state(run_dir / CHECKPOINT)  # a checkpoint that is not a whole run's is refused
+            return cls.of_state(state, f"the configuration in {run_dir / CHECKPOINT}")
+        return cls.read(run_dir / CONFIG) if (run_dir / CONFIG).is_file() else None
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -351,15 +378,13 @@ def load_run(path: str | os.PathLike, checkpoint: str = "best", device: str | to
             "least one epoch"
         )
     state = read_state(path / CHECKPOINT, ("epoch", "model"))
-    stored = state.get("config") or {}
-    if not stored:
+    config = RunConfig.of_state(state, f"the configuration in {path / CHECKPOINT}")
+    if config is None:
         raise RunDirError(
             f"the run in {path} was trained from Python on a model pyrovae cannot rebuild (it has no "
             "configuration); rebuild the model yourself and load state['model'] from "
             f"pyrovae.storage.load_checkpoint('{path / CHECKPOINT}')"
         )
-    stored = {k: v for k, v in stored.items() if k != "event_shape"}  # where version 1 kept it
-    config = RunConfig.from_dict(stored, source=f"the configuration in {path / CHECKPOINT}")
     if (path / CONFIG).is_file():
         _report_config_json(path, config)
     event_shape = state.get("event_shape") or state["config"].get("event_shape")

@@ -143,6 +143,25 @@ def test_a_config_json_that_disagrees_with_the_checkpoint_is_reported_and_the_ch
         load_run(copy)
 
 
+def test_the_configuration_of_a_run_is_its_checkpoints_else_its_config_json(trained_run, tmp_path):
+    path, config, _ = trained_run
+    assert RunConfig.of_run(path) == config
+    copy = tmp_path / "run"
+    shutil.copytree(path, copy)
+    (copy / CONFIG).write_text(json.dumps({**config.to_dict(), "activation": "relu"}))
+    assert RunConfig.of_run(copy) == config  # the checkpoint's, whatever config.json says
+    (copy / CHECKPOINT).unlink()  # before the first epoch: config.json's
+    assert RunConfig.of_run(copy).activation == "relu"
+    (copy / CONFIG).unlink()
+    assert RunConfig.of_run(copy) is None and RunConfig.of_run(tmp_path / "missing") is None
+    state = load_checkpoint(path / CHECKPOINT)
+    # version 1 kept the data's shape in the configuration; a model trained from Python has none
+    assert RunConfig.of_state({"config": {**state["config"], "event_shape": [1, 8, 8]}}) == config
+    assert RunConfig.of_state({"config": None}) is None and RunConfig.of_state({}) is None
+    with pytest.raises(ConfigError, match="the checkpoint: unknown keys colour"):
+        RunConfig.of_state({"config": {**state["config"], "colour": "red"}}, "the checkpoint")
+
+
 def test_load_run_checkpoint_names(trained_run):
     with pytest.raises(ConfigError, match="'best' or 'last'"):
         load_run(trained_run[0], "middle")
