@@ -169,6 +169,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if (args.name == "compare") != (args.against is not None):
         p.error("--against goes with compare, and compare needs it (--against runs/reproduce)")
+    section = "<!-- reproduction-table:start -->"
+    if args.name == "report" and not (Path(args.out).is_file() and section in Path(args.out).read_text()):
+        p.error(f"--out {args.out}: no section {section} ... to rewrite (docs/results.md has it)")
     if args.epochs < 1 or args.eval_samples < 1:
         p.error("--epochs and --eval-samples must be at least 1")
     try:
@@ -330,12 +333,15 @@ def evaluation(run_dir: Path, epoch: int) -> dict | None:
     return summary if summary is not None and summary["epochs"] == epoch else None
 
 
+#: what :func:`progress_line` and :func:`report` read of a run's checkpoint
+PROGRESS_KEYS = ("epoch", "history", "best", "best_epoch", "bad_epochs", "settings")
+
+
 def progress_line(name: str, run_dir: Path) -> str:
     """How far the run of configuration ``name`` in ``run_dir`` has got, in one line."""
     if not (run_dir / CHECKPOINT).is_file():
         return f"{name}: no epoch finished yet"
-    keys = ("epoch", "history", "best", "best_epoch", "bad_epochs", "settings")
-    state = read_state(run_dir / CHECKPOINT, keys)
+    state = read_state(run_dir / CHECKPOINT, PROGRESS_KEYS)
     epoch, settings = state["epoch"], state["settings"]
     patience = settings["patience"]
     if patience is not None and state["bad_epochs"] >= patience:
@@ -369,18 +375,24 @@ def progress(runs_dir: Path) -> None:
         print(progress_line(name, runs_dir / name))
 
 
-def report_table(runs_dir: Path) -> pd.DataFrame:
-    """One row per configuration with a run directory (named with its likelihood where that is not
-    the exact Bernoulli): the paper's test NLL, ours with its standard error, the estimate it comes
-    from as recorded (``IS-K on N images``), the difference, epochs, wall time, evaluation device,
+def run_states(runs_dir: Path) -> dict[str, dict]:
+    """The checkpoint of each configuration's run in ``runs_dir`` that has finished an epoch, by name:
+    read once, for all the tables and figures of :func:`report`."""
+    return {
+        name: read_state(runs_dir / name / CHECKPOINT, PROGRESS_KEYS)
+        for name in CONFIGS
+        if (runs_dir / name / CHECKPOINT).is_file()
+    }
+
+
+def report_table(runs_dir: Path, states: dict[str, dict]) -> pd.DataFrame:
+    """One row per run of ``states`` (:func:`run_states` of ``runs_dir``), named with its likelihood where
+    that is not the exact Bernoulli: the paper's test NLL, ours with its standard error, the estimate it
+    comes from as recorded (``IS-K on N images``), the difference, epochs, wall time, evaluation device,
     median ESS and the PSIS k-hat counts; dashes where a run has not been evaluated."""
     rows = []
-    for name in CONFIGS:
+    for name, state in states.items():
         run_dir = runs_dir / name
-        if not (run_dir / CHECKPOINT).is_file():
-            continue
-        keys = ("epoch", "history", "best", "best_epoch", "bad_epochs", "settings")
-        state = read_state(run_dir / CHECKPOINT, keys)
         patience = state["settings"]["patience"]
         stopped = patience is not None and state["bad_epochs"] >= patience
         summary = evaluation(run_dir, state["epoch"])
@@ -425,16 +437,13 @@ PAIRS = (
 )
 
 
-def paired_difference(first: Path, second: Path) -> tuple[float, float, int] | None:
-    """The test NLL of the run in ``first`` minus that of the run in ``second``, both run directories:
-    the mean of the per-image differences of their ``log_px-test.csv`` (negative: the first is better),
-    its paired standard error and the number of images; ``None`` unless both runs are evaluated as
-    they stand (:func:`evaluation`), with the same number of importance samples, on the same test
-    images (the whole test set, in order)."""
+def paired_difference(first: Path, second: Path, epochs: tuple[int, int]) -> tuple[float, float, int] | None:
+    """The test NLL of the run in ``first`` minus that of the run in ``second``, both run directories
+    whose checkpoints stand at ``epochs``: the mean of the per-image differences of their
+    ``log_px-test.csv`` (negative: the first is better), its paired standard error and the number of
+    images; ``None`` unless both runs are evaluated as they stand (:func:`evaluation`), with the same
+    number of importance samples, on the same test images (the whole test set, in order)."""
     runs = (first, second)
-    if not all((run_dir / CHECKPOINT).is_file() for run_dir in runs):
-        return None
-    epochs = [read_state(run_dir / CHECKPOINT, ("epoch",))["epoch"] for run_dir in runs]
     summaries = [evaluation(run_dir, epoch) for run_dir, epoch in zip(runs, epochs, strict=True)]
     if None in summaries or len({summary["test_num_samples"] for summary in summaries}) > 1:
         return None
@@ -445,15 +454,18 @@ def paired_difference(first: Path, second: Path) -> tuple[float, float, int] | N
     return float(diff.mean()), float(diff.std() / len(diff) ** 0.5), len(diff)
 
 
-def paired_table(runs_dir: Path) -> pd.DataFrame:
-    """The NLL differences (:func:`paired_difference`) of :data:`PAIRS` whose runs are both evaluated
-    alike, against the paper's difference; a run whose likelihood is not the exact Bernoulli is named
-    with it (:func:`label`)."""
+def paired_table(runs_dir: Path, states: dict[str, dict]) -> pd.DataFrame:
+    """The NLL differences (:func:`paired_difference`) of :data:`PAIRS` whose runs (of ``states``,
+    :func:`run_states` of ``runs_dir``) are both evaluated alike, against the paper's difference; a run
+    whose likelihood is not the exact Bernoulli is named with it (:func:`label`)."""
     rows = []
     for first, second in PAIRS:
-        paired = paired_difference(runs_dir / first, runs_dir / second)
+        if first not in states or second not in states:
+            continue
+        epochs = (states[first]["epoch"], states[second]["epoch"])
+        paired = paired_difference(runs_dir / first, runs_dir / second, epochs)
         if paired is not None:
-            labels = (label(name, RunConfig.of_run(runs_dir / name)) for name in (first, second))
+            labels = (label(name, RunConfig.of_state(states[name])) for name in (first, second))
             rows.append(
                 {
                     "comparison": " - ".join(labels),
@@ -476,9 +488,9 @@ def compare_table(runs_dir: Path, against: Path) -> pd.DataFrame:
         runs = [directory / name for directory in (runs_dir, against)]
         if not all((run / CHECKPOINT).is_file() for run in runs):
             continue
-        states = [read_state(run / CHECKPOINT, ("best", "best_epoch")) for run in runs]
+        states = [read_state(run / CHECKPOINT, ("epoch", "best", "best_epoch")) for run in runs]
         first, second = (label(name, RunConfig.of_state(state)) for state in states)
-        paired = paired_difference(*runs)
+        paired = paired_difference(*runs, (states[0]["epoch"], states[1]["epoch"]))
         nan = float("nan")
         rows.append(
             {
@@ -506,16 +518,14 @@ def _tightness_cell(run_dir: Path, epoch: int) -> str:
     )
 
 
-def learning_curves(runs_dir: Path, path: Path) -> None:
-    """The training objective and the validation -ELBO per epoch of every run, in one figure."""
+def learning_curves(states: dict[str, dict], path: Path) -> None:
+    """The training objective and the validation -ELBO per epoch of every run of ``states``
+    (:func:`run_states`), in one figure."""
     fig = figure(figsize=(11, 4.2))
     train_ax, valid_ax = fig.subplots(1, 2)
-    for name in CONFIGS:
-        history_path = runs_dir / name / "history.csv"
-        if not history_path.is_file():
-            continue
-        history = pd.read_csv(history_path)
-        curve = label(name, RunConfig.of_run(runs_dir / name))
+    for name, state in states.items():
+        history = pd.DataFrame(state["history"])
+        curve = label(name, RunConfig.of_state(state))
         train_ax.plot(history["epoch"], history["train_loss"], label=curve)
         valid_ax.plot(history["epoch"], history["valid_loss"], label=curve)
     train_ax.set_title("training objective (KL weight rising to 1 over 100 epochs)", fontsize=10)
@@ -534,12 +544,10 @@ def learning_curves(runs_dir: Path, path: Path) -> None:
 def report(args: argparse.Namespace) -> None:
     """Rewrite the Reproduction table of ``args.out`` and draw the learning curves."""
     runs_dir, out = Path(args.runs_dir), Path(args.out)
-    table = report_table(runs_dir)
-    learning_curves(runs_dir, Path(args.figure))
-    start, end = "<!-- reproduction-table:start -->", "<!-- reproduction-table:end -->"
-    if start not in out.read_text():
-        sys.exit(f"{out} has no section {start} ... {end} to rewrite")
-    paired = paired_table(runs_dir)
+    states = run_states(runs_dir)
+    table = report_table(runs_dir, states)
+    learning_curves(states, Path(args.figure))
+    paired = paired_table(runs_dir, states)
     text = markdown(table)
     if len(paired):
         text += "\n\nPaired differences of the test NLL (per image, then averaged; negative: the first is "

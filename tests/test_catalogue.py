@@ -1131,7 +1131,7 @@ def _(env):
     summary = {"epochs": 1, "test_num_samples": 3, "test_num_data": 64, "eval_device": "cpu"}
     summary.update({f"test_{key}": 1.0 for key in figures})
     (run_dir / reproduce.SUMMARY).write_text(json.dumps(summary))
-    table = reproduce.report_table(env.tmp / "runs")
+    table = reproduce.report_table(env.tmp / "runs", reproduce.run_states(env.tmp / "runs"))
     return Outcome(0, table.to_string(), "", from_cli=False)
 
 

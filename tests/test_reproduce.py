@@ -186,6 +186,17 @@ def test_train_evaluate_resume_and_progress(tmp_path, tiny_mnist, capsys):
     assert f"| IS-10 on {summary['test_num_data']} images |" in row and "IS-5000" not in text
     assert f"{tight['gap_mean']:.2f} ± {tight['gap_se']:.2f} (AIS-3, 2 images)" in row
     assert figure.read_bytes()[:4] == b"\x89PNG"
+    # a file without the table's section (or none at all): a usage error, before anything is drawn
+    notes = tmp_path / "notes.md"
+    notes.write_text("no table here\n")
+    for bare in (notes, tmp_path / "missing.md"):
+        unseen = tmp_path / f"{bare.stem}.png"
+        with pytest.raises(SystemExit) as err:
+            reproduce.main(["report", "--runs-dir", str(runs), "--out", str(bare), "--figure", str(unseen)])
+        message = capsys.readouterr().err
+        assert err.value.code == 2 and "no section <!-- reproduction-table:start -->" in message
+        assert not unseen.exists()
+    assert notes.read_text() == "no table here\n"
 
 
 def test_the_authors_bernoulli_clamp_is_an_option_of_the_recipe(tmp_path, tiny_mnist, capsys):
@@ -228,7 +239,8 @@ def test_the_authors_bernoulli_clamp_is_an_option_of_the_recipe(tmp_path, tiny_m
     row = next(
         line for line in out.splitlines() if line.startswith("| vae-standard (bernoulli:clamp=1e-05) against")
     )
-    difference, se, images = reproduce.paired_difference(runs / "vae-standard", exact / "vae-standard")
+    paired = reproduce.paired_difference(runs / "vae-standard", exact / "vae-standard", (1, 1))
+    difference, se, images = paired
     assert images == 2 and f"| {difference:.2f} | {se:.2f} | 2 |" in row and " (1) |" in row
     with pytest.raises(SystemExit) as err:
         reproduce.main(["compare", "--runs-dir", str(runs)])
@@ -258,7 +270,7 @@ def test_paired_differences_are_per_image_means_of_runs_evaluated_alike(tmp_path
     for name, values in log_px.items():
         frame = pd.DataFrame({"log_px": values}, index=pd.Index(range(2), name="datapoint"))
         (tmp_path / name / reproduce.PER_IMAGE).write_text(frame.to_csv())
-    table = reproduce.paired_table(tmp_path)
+    table = reproduce.paired_table(tmp_path, reproduce.run_states(tmp_path))
     assert table["comparison"].tolist() == ["vae-vamp - vae-standard"]  # the pairs with both runs evaluated
     row = table.iloc[0]
     # NLL differences per image: -2 and -4
@@ -266,9 +278,9 @@ def test_paired_differences_are_per_image_means_of_runs_evaluated_alike(tmp_path
     assert row["paper"] == pytest.approx(85.57 - 88.56) and row["images"] == 2
     # no pair once a run has trained on since its evaluation, or where the two used different K
     reproduce.main(["vae-vamp", *flags[:2], "--epochs", "2", "--device", "cpu", "--quiet", "--no-eval"])
-    assert reproduce.paired_difference(tmp_path / "vae-vamp", tmp_path / "vae-standard") is None
-    assert len(reproduce.paired_table(tmp_path)) == 0
+    assert reproduce.paired_difference(tmp_path / "vae-vamp", tmp_path / "vae-standard", (2, 1)) is None
+    assert len(reproduce.paired_table(tmp_path, reproduce.run_states(tmp_path))) == 0
     reproduce.main(
         ["vae-vamp", *flags[:2], "--epochs", "2", "--eval-samples", "6", "--device", "cpu", "--quiet"]
     )
-    assert reproduce.paired_difference(tmp_path / "vae-vamp", tmp_path / "vae-standard") is None
+    assert reproduce.paired_difference(tmp_path / "vae-vamp", tmp_path / "vae-standard", (2, 1)) is None
