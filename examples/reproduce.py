@@ -136,6 +136,10 @@ def build(name: str) -> VAE | HVAE:
     return run_config(name).build_vae(EVENT_SHAPE)
 
 
+#: the section of ``--out`` that ``report`` rewrites, between ``<!-- SECTION:start -->`` and ``:end -->``
+SECTION = "reproduction-table"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -169,9 +173,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if (args.name == "compare") != (args.against is not None):
         p.error("--against goes with compare, and compare needs it (--against runs/reproduce)")
-    section = "<!-- reproduction-table:start -->"
-    if args.name == "report" and not (Path(args.out).is_file() and section in Path(args.out).read_text()):
-        p.error(f"--out {args.out}: no section {section} ... to rewrite (docs/results.md has it)")
+    start = f"<!-- {SECTION}:start -->"
+    if args.name == "report" and not (Path(args.out).is_file() and start in Path(args.out).read_text()):
+        p.error(f"--out {args.out}: no section {start} ... to rewrite (docs/results.md has it)")
     if args.epochs < 1 or args.eval_samples < 1:
         p.error("--epochs and --eval-samples must be at least 1")
     try:
@@ -553,7 +557,7 @@ def report(args: argparse.Namespace) -> None:
         text += "\n\nPaired differences of the test NLL (per image, then averaged; negative: the first is "
         text += "better):\n\n"
         text += markdown(paired)
-    replace_section(out, "reproduction-table", text)
+    replace_section(out, SECTION, text)
     print(text)
     print(f"wrote {out} and {args.figure}")
 
