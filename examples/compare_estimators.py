@@ -160,10 +160,15 @@ def markdown(table: pd.DataFrame, decimals: dict[str, int] | None = None) -> str
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
 
+def section_markers(name: str) -> tuple[str, str]:
+    """The comments that open and close section ``name`` of a results file (:func:`replace_section`)."""
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
 def replace_section(path: Path, name: str, text: str) -> None:
     """Write ``text`` between the markers of section ``name`` of ``path`` (created with a title,
     the section appended, if absent), leaving the rest of the file as it is."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    start, end = section_markers(name)
     block = f"{start}\n{text.strip()}\n{end}"
     old = path.read_text() if path.exists() else TITLE
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)

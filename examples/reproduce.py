@@ -75,7 +75,7 @@ from pyrovae.runs.run import MUTABLE, RunConfig
 from pyrovae.storage import digest, write_json, write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_estimators import markdown, replace_section  # noqa: E402
+from compare_estimators import markdown, replace_section, section_markers  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = REPO.parent / "shared" / "data" / "binarized_mnist"
@@ -136,7 +136,7 @@ def build(name: str) -> VAE | HVAE:
     return run_config(name).build_vae(EVENT_SHAPE)
 
 
-#: the section of ``--out`` that ``report`` rewrites, between ``<!-- SECTION:start -->`` and ``:end -->``
+#: the section of ``--out`` that ``report`` rewrites (:func:`section_markers`)
 SECTION = "reproduction-table"
 
 
@@ -173,7 +173,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if (args.name == "compare") != (args.against is not None):
         p.error("--against goes with compare, and compare needs it (--against runs/reproduce)")
-    start = f"<!-- {SECTION}:start -->"
+    start, _ = section_markers(SECTION)
     if args.name == "report" and not (Path(args.out).is_file() and start in Path(args.out).read_text()):
         p.error(f"--out {args.out}: no section {start} ... to rewrite (docs/results.md has it)")
     if args.epochs < 1 or args.eval_samples < 1:
